@@ -1,0 +1,29 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { IdentityService } from '../identity/identity-service.ts';
+import type { Identity } from '../store/types.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest { identity?: Identity }
+}
+
+export function authenticate(identity: IdentityService) {
+  return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const header = req.headers.authorization;
+    const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+    if (!m) {
+      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing bearer token' });
+      return;
+    }
+    const check = await identity.checkToken(m[1]);
+    if (!check.ok) {
+      await reply.code(401).header('www-authenticate', 'Bearer error="invalid_token"').send({ error: `token ${check.reason === 'unknown' ? 'not recognised' : check.reason}` });
+      return;
+    }
+    req.identity = check.identity;
+  };
+}
+
+/** Management needs the admin role; anything else is refused (default deny). */
+export async function requireAdmin(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  if (!req.identity?.isAdmin) await reply.code(403).send({ error: `identity "${req.identity?.name}" is not an administrator` });
+}

@@ -1,0 +1,85 @@
+import type { FastifyInstance } from 'fastify';
+import type { ApiDeps } from '../server.ts';
+import { requireAdmin } from '../auth.ts';
+import { UserError } from '../../identity/identity-service.ts';
+import { hashToken } from '../../crypto/tokens.ts';
+import { IDENTITY_KINDS, type Identity, type IdentityKind, type TokenRecord } from '../../store/types.ts';
+
+const MAX_TTL_S = 90 * 86400;
+
+export function identityView(i: Identity) {
+  return { id: i.id, name: i.name, kind: i.kind, admin: i.isAdmin, createdAt: new Date(i.createdAt).toISOString() };
+}
+
+function tokenView(t: TokenRecord, identityName: string, now: number) {
+  const state = t.revokedAt !== null ? 'revoked' : t.expiresAt <= now ? 'expired' : 'active';
+  return {
+    id: t.id, identity: identityName, createdAt: new Date(t.createdAt).toISOString(), expiresAt: new Date(t.expiresAt).toISOString(),
+    revokedAt: t.revokedAt === null ? null : new Date(t.revokedAt).toISOString(), state,
+  };
+}
+
+export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
+  app.addHook('preHandler', requireAdmin);
+
+  app.get('/api/v1/identities', async () => (await deps.store.listIdentities()).map(identityView));
+
+  app.post<{ Body: { name: string; kind: IdentityKind } }>('/api/v1/identities', {
+    schema: { body: { type: 'object', required: ['name', 'kind'], additionalProperties: false, properties: {
+      name: { type: 'string', maxLength: 63 }, kind: { type: 'string', enum: [...IDENTITY_KINDS] } } } },
+  }, async (req, reply) => {
+    const identity = await deps.identity.createIdentity(req.body.name, req.body.kind);
+    return reply.code(201).send(identityView(identity));
+  });
+
+  app.delete<{ Params: { name: string } }>('/api/v1/identities/:name', async (req) => {
+    const identity = await deps.store.getIdentityByName(req.params.name);
+    if (!identity) throw new UserError(`identity "${req.params.name}" does not exist`, 404);
+    if (identity.isAdmin && identity.id === req.identity!.id) throw new UserError('an administrator cannot delete itself', 409);
+    await deps.store.deleteIdentity(identity.id);
+    return { deleted: identity.name };
+  });
+
+  app.post<{ Params: { name: string }; Body: { ttlSeconds: number } }>('/api/v1/identities/:name/tokens', {
+    schema: { body: { type: 'object', required: ['ttlSeconds'], additionalProperties: false, properties: {
+      ttlSeconds: { type: 'integer', minimum: 1, maximum: MAX_TTL_S } } } },
+  }, async (req, reply) => {
+    const identity = await deps.store.getIdentityByName(req.params.name);
+    if (!identity) throw new UserError(`identity "${req.params.name}" does not exist`, 404);
+    const issued = await deps.identity.issueToken(identity, req.body.ttlSeconds);
+    return reply.code(201).send({ ...tokenView(issued.record, identity.name, Date.now()), token: issued.token });
+  });
+
+  app.get<{ Querystring: { identity?: string } }>('/api/v1/tokens', async (req) => {
+    const identities = new Map((await deps.store.listIdentities()).map((i) => [i.id, i.name]));
+    let identityId: string | undefined;
+    if (req.query.identity) {
+      identityId = [...identities].find(([, name]) => name === req.query.identity)?.[0];
+      if (!identityId) throw new UserError(`identity "${req.query.identity}" does not exist`, 404);
+    }
+    const now = Date.now();
+    return (await deps.store.listTokens(identityId)).map((t) => tokenView(t, identities.get(t.identityId) ?? '?', now));
+  });
+
+  app.post<{ Body: { id?: string; token?: string; identity?: string } }>('/api/v1/tokens/revoke', {
+    schema: { body: { type: 'object', additionalProperties: false, properties: {
+      id: { type: 'string' }, token: { type: 'string' }, identity: { type: 'string' } } } },
+  }, async (req) => {
+    const now = Date.now();
+    if (req.body.token) {
+      const record = await deps.store.getTokenByHash(hashToken(req.body.token));
+      if (!record || !(await deps.store.revokeToken(record.id, now))) throw new UserError('no active token matches', 404);
+      return { revoked: 1 };
+    }
+    if (req.body.id) {
+      if (!(await deps.store.revokeToken(req.body.id, now))) throw new UserError(`no active token with id "${req.body.id}"`, 404);
+      return { revoked: 1 };
+    }
+    if (req.body.identity) {
+      const identity = await deps.store.getIdentityByName(req.body.identity);
+      if (!identity) throw new UserError(`identity "${req.body.identity}" does not exist`, 404);
+      return { revoked: await deps.store.revokeTokensOf(identity.id, now) };
+    }
+    throw new UserError('give a token id or an identity');
+  });
+}

@@ -1,0 +1,35 @@
+import type { FastifyInstance } from 'fastify';
+import type { ApiDeps } from '../server.ts';
+import { requireAdmin } from '../auth.ts';
+import { UserError } from '../../identity/identity-service.ts';
+import type { SessionRow } from '../../store/types.ts';
+
+export function sessionView(s: SessionRow) {
+  const iso = (us: number | null) => (us === null ? null : new Date(Math.floor(us / 1000)).toISOString());
+  return {
+    id: s.id, protocol: s.protocol, identity: { id: s.identityId, name: s.identityName, kind: s.identityKind },
+    clientAddr: s.clientAddr, applicationName: s.applicationName, connection: s.connectionName,
+    target: { host: s.targetHost, port: s.targetPort, database: s.targetDatabase, user: s.targetUser },
+    startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount,
+  };
+}
+
+export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
+  // Reading recordings is an audit action; until groups land it is reserved to administrators.
+  app.addHook('preHandler', requireAdmin);
+
+  app.get<{ Querystring: { identity?: string; connection?: string; limit?: number } }>('/api/v1/sessions', {
+    schema: { querystring: { type: 'object', properties: {
+      identity: { type: 'string' }, connection: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
+  }, async (req) => (await deps.store.listSessions(req.query)).map(sessionView));
+
+  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', async (req) => {
+    const session = await deps.store.getSession(req.params.id);
+    if (!session) throw new UserError(`session "${req.params.id}" does not exist`, 404);
+    const events = await deps.store.listEvents(session.id);
+    return {
+      session: sessionView(session),
+      events: events.map((e) => ({ seq: e.seq, ts: new Date(Math.floor(e.ts / 1000)).toISOString(), tsUs: e.ts, type: e.type, data: JSON.parse(e.data) as unknown })),
+    };
+  });
+}

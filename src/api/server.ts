@@ -1,0 +1,56 @@
+// The HTTP API the CLI (and later the web console) talks to. Every route but /health requires a
+// bearer token; management routes require an admin identity (default deny).
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Engine } from '../engines/engine.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
+import { UserError, type IdentityService } from '../identity/identity-service.ts';
+import type { Store } from '../store/types.ts';
+import type { ListenAddress } from '../util/address.ts';
+import { authenticate } from './auth.ts';
+import { identityRoutes } from './routes/identities.ts';
+import { connectionRoutes } from './routes/connections.ts';
+import { grantRoutes } from './routes/grants.ts';
+import { sessionRoutes } from './routes/sessions.ts';
+
+export interface ApiDeps {
+  store: Store;
+  identity: IdentityService;
+  secrets: SecretBox;
+  engines: Engine[];
+  log: Logger;
+}
+
+export interface ApiServer { address: ListenAddress; app: FastifyInstance; close(): Promise<void> }
+
+export function buildApi(deps: ApiDeps): FastifyInstance {
+  // Per-request lines are info level; the API logger starts at warn so they stay out of the logs.
+  const apiLog = deps.log.child({ component: 'api' }, { level: deps.log.levelVal > 40 ? deps.log.level : 'warn' });
+  const app = Fastify({ loggerInstance: apiLog as FastifyBaseLogger, bodyLimit: 1024 * 1024 });
+  app.setErrorHandler((err: FastifyError, _req, reply) => {
+    if (err instanceof UserError) return reply.code(err.status).send({ error: err.message });
+    if (err.validation) return reply.code(400).send({ error: err.message });
+    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
+    deps.log.error({ err: err.message }, 'api error');
+    return reply.code(500).send({ error: 'internal error' });
+  });
+  app.get('/api/v1/health', async () => ({ status: 'ok' }));
+  app.register(async (scope) => {
+    scope.addHook('onRequest', authenticate(deps.identity));
+    scope.get('/api/v1/whoami', async (req) => ({ name: req.identity!.name, kind: req.identity!.kind, admin: req.identity!.isAdmin }));
+    await scope.register(identityRoutes, deps);
+    await scope.register(connectionRoutes, deps);
+    await scope.register(grantRoutes, deps);
+    await scope.register(sessionRoutes, deps);
+  });
+  return app;
+}
+
+export async function startApiServer(deps: ApiDeps, address: ListenAddress): Promise<ApiServer> {
+  const app = buildApi(deps);
+  await app.listen({ host: address.host, port: address.port });
+  const bound = app.server.address();
+  const port = typeof bound === 'object' && bound ? bound.port : address.port;
+  deps.log.info({ address: `${address.host}:${port}` }, 'api listening');
+  return { address: { host: address.host, port }, app, close: () => app.close() };
+}

@@ -1,0 +1,47 @@
+// Thin client for the gateway's HTTP API, used by every management command.
+export interface ApiClientOptions { gateway: string; token?: string }
+
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export class ApiClient {
+  private readonly base: string;
+  private readonly token?: string;
+
+  constructor(opts: ApiClientOptions) {
+    this.base = opts.gateway.replace(/\/+$/, '');
+    this.token = opts.token;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    if (!this.token) throw new ApiError(0, 'no token: set GATEHOUSE_TOKEN or pass --token');
+    let res: Response;
+    try {
+      res = await fetch(this.base + path, {
+        method,
+        headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+      });
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+      throw new ApiError(0, `cannot reach the gateway at ${this.base}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);
+    }
+    const text = await res.text();
+    let parsed: unknown = undefined;
+    try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
+    if (!res.ok) {
+      const message = (parsed as { error?: string } | undefined)?.error ?? `HTTP ${res.status}`;
+      throw new ApiError(res.status, message);
+    }
+    return parsed as T;
+  }
+
+  get<T>(path: string): Promise<T> { return this.request<T>('GET', path); }
+  post<T>(path: string, body: unknown): Promise<T> { return this.request<T>('POST', path, body); }
+  delete<T>(path: string, body?: unknown): Promise<T> { return this.request<T>('DELETE', path, body); }
+}

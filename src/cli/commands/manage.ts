@@ -1,0 +1,112 @@
+// Management commands: identities, tokens, connections, grants.
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { parseDuration } from '../../util/duration.ts';
+import { table } from '../format.ts';
+import type { ApiClient } from '../api-client.ts';
+
+type ClientFactory = (cmd: Command) => ApiClient;
+
+interface IdentityOut { name: string; kind: string; admin: boolean; createdAt: string }
+interface TokenOut { id: string; identity: string; createdAt: string; expiresAt: string; state: string; token?: string }
+interface ConnectionOut { name: string; type: string; host: string; port: number; database: string; user: string; hasPassword: boolean; createdAt: string }
+
+const enc = encodeURIComponent;
+
+export function registerManagement(program: Command, client: ClientFactory): void {
+  const identity = program.command('identity').description('identities: people, services and agents');
+  identity.command('add <name>').description('create an identity')
+    .requiredOption('--kind <kind>', 'agent, human or service')
+    .action(async (name: string, opts: { kind: string }, cmd: Command) => {
+      const out = await client(cmd).post<IdentityOut>('/api/v1/identities', { name, kind: opts.kind });
+      console.log(`identity ${out.name} (${out.kind}) created`);
+    });
+  identity.command('list').description('list identities').option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const rows = await client(cmd).get<IdentityOut[]>('/api/v1/identities');
+      console.log(opts.json ? JSON.stringify(rows, null, 2) : table(['NAME', 'KIND', 'ADMIN', 'CREATED'], rows.map((i) => [i.name, i.kind, i.admin ? 'yes' : '', i.createdAt])));
+    });
+  identity.command('rm <name>').description('delete an identity (its tokens and grants go with it)')
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      await client(cmd).delete(`/api/v1/identities/${enc(name)}`);
+      console.log(`identity ${name} deleted`);
+    });
+
+  const token = program.command('token').description('short-lived tokens (stored only as hashes)');
+  token.command('issue <identity>').description('issue a token; the token is printed as the last line')
+    .option('--ttl <duration>', 'lifetime, e.g. 15m, 1h, 7d (at most 90d)', '1h')
+    .action(async (name: string, opts: { ttl: string }, cmd: Command) => {
+      const out = await client(cmd).post<TokenOut>(`/api/v1/identities/${enc(name)}/tokens`, { ttlSeconds: parseDuration(opts.ttl) });
+      console.error(`token ${out.id} for ${out.identity}, expires ${out.expiresAt}`);
+      console.log(out.token);
+    });
+  token.command('list').description('list tokens (ids and state, never the tokens)')
+    .option('--identity <name>', 'only this identity').option('--json', 'machine-readable output')
+    .action(async (opts: { identity?: string; json?: boolean }, cmd: Command) => {
+      const rows = await client(cmd).get<TokenOut[]>(`/api/v1/tokens${opts.identity ? `?identity=${enc(opts.identity)}` : ''}`);
+      console.log(opts.json ? JSON.stringify(rows, null, 2) : table(['ID', 'IDENTITY', 'STATE', 'CREATED', 'EXPIRES'], rows.map((t) => [t.id, t.identity, t.state, t.createdAt, t.expiresAt])));
+    });
+  token.command('revoke [idOrToken]').description('revoke a token by id (tok_…) or by the token itself (ght_…)')
+    .option('--identity <name>', 'revoke every token of this identity')
+    .action(async (idOrToken: string | undefined, opts: { identity?: string }, cmd: Command) => {
+      let body: Record<string, string>;
+      if (opts.identity) body = { identity: opts.identity };
+      else if (idOrToken?.startsWith('ght_')) body = { token: idOrToken };
+      else if (idOrToken) body = { id: idOrToken };
+      else throw new Error('give a token id, a token, or --identity NAME');
+      const out = await client(cmd).post<{ revoked: number }>('/api/v1/tokens/revoke', body);
+      console.log(`${out.revoked} token${out.revoked === 1 ? '' : 's'} revoked`);
+    });
+
+  const connection = program.command('connection').description('targets the gateway can reach');
+  connection.command('add <name>').description('register a target')
+    .requiredOption('--type <type>', 'postgres')
+    .requiredOption('--host <host>', 'target host')
+    .option('--port <port>', 'target port', '5432')
+    .requiredOption('--database <db>', 'target database')
+    .requiredOption('--user <user>', 'user the gateway logs in as')
+    .option('--password-env <var>', 'read the target password from this environment variable')
+    .option('--password-file <file>', 'read the target password from this file')
+    .option('--sslmode <mode>', 'TLS to the target: disable, prefer, require', 'prefer')
+    .action(async (name: string, opts: { type: string; host: string; port: string; database: string; user: string; passwordEnv?: string; passwordFile?: string; sslmode: string }, cmd: Command) => {
+      let password: string | undefined;
+      if (opts.passwordEnv) {
+        password = process.env[opts.passwordEnv];
+        if (password === undefined) throw new Error(`environment variable ${opts.passwordEnv} is not set`);
+      } else if (opts.passwordFile) {
+        password = readFileSync(opts.passwordFile, 'utf8').replace(/\r?\n$/, '');
+      }
+      const out = await client(cmd).post<ConnectionOut>('/api/v1/connections', {
+        name, type: opts.type, host: opts.host, port: Number(opts.port), database: opts.database, user: opts.user,
+        sslmode: opts.sslmode, ...(password !== undefined ? { password } : {}),
+      });
+      console.log(`connection ${out.name} (${out.type}) → ${out.user}@${out.host}:${out.port}/${out.database} created${out.hasPassword ? ' (credential encrypted at rest)' : ''}`);
+    });
+  connection.command('list').description('list connections').option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const rows = await client(cmd).get<ConnectionOut[]>('/api/v1/connections');
+      console.log(opts.json ? JSON.stringify(rows, null, 2) : table(['NAME', 'TYPE', 'TARGET', 'CREDENTIAL', 'CREATED'],
+        rows.map((c) => [c.name, c.type, `${c.user}@${c.host}:${c.port}/${c.database}`, c.hasPassword ? 'stored' : 'none', c.createdAt])));
+    });
+  connection.command('rm <name>').description('remove a connection (its grants go with it; recordings stay)')
+    .action(async (name: string, _opts: unknown, cmd: Command) => {
+      await client(cmd).delete(`/api/v1/connections/${enc(name)}`);
+      console.log(`connection ${name} removed`);
+    });
+
+  program.command('grant <identity> <connection>').description('allow an identity to connect (default deny)')
+    .action(async (identityName: string, connectionName: string, _opts: unknown, cmd: Command) => {
+      const out = await client(cmd).post<{ created: boolean }>('/api/v1/grants', { identity: identityName, connection: connectionName });
+      console.log(out.created ? `granted ${identityName} access to ${connectionName}` : `${identityName} already had access to ${connectionName}`);
+    });
+  program.command('revoke <identity> <connection>').description('take a grant away')
+    .action(async (identityName: string, connectionName: string, _opts: unknown, cmd: Command) => {
+      await client(cmd).delete('/api/v1/grants', { identity: identityName, connection: connectionName });
+      console.log(`revoked ${identityName}'s access to ${connectionName}`);
+    });
+  program.command('grants').description('list grants').option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const rows = await client(cmd).get<Array<{ identity: string; connection: string; createdAt: string }>>('/api/v1/grants');
+      console.log(opts.json ? JSON.stringify(rows, null, 2) : table(['IDENTITY', 'CONNECTION', 'SINCE'], rows.map((g) => [g.identity, g.connection, g.createdAt])));
+    });
+}

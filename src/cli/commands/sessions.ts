@@ -1,0 +1,32 @@
+import type { Command } from 'commander';
+import type { ApiClient } from '../api-client.ts';
+import { replay, sessionsTable, timeline, type EventView, type SessionView } from '../format.ts';
+
+type ClientFactory = (cmd: Command) => ApiClient;
+
+export function registerSessions(program: Command, client: ClientFactory): void {
+  const sessions = program.command('sessions').description('recorded sessions');
+  sessions.command('list').description('list sessions, newest first')
+    .option('--identity <name>', 'only this identity')
+    .option('--connection <name>', 'only this connection')
+    .option('--limit <n>', 'at most this many', '50')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { identity?: string; connection?: string; limit: string; json?: boolean }, cmd: Command) => {
+      const q = new URLSearchParams({ limit: opts.limit });
+      if (opts.identity) q.set('identity', opts.identity);
+      if (opts.connection) q.set('connection', opts.connection);
+      const rows = await client(cmd).get<SessionView[]>(`/api/v1/sessions?${q}`);
+      console.log(opts.json ? JSON.stringify(rows, null, 2) : sessionsTable(rows));
+    });
+  sessions.command('show <id>').description('the session timeline: statements, outcomes, timings')
+    .option('--json', 'the full recording as JSON')
+    .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
+      const out = await client(cmd).get<{ session: SessionView; events: EventView[] }>(`/api/v1/sessions/${encodeURIComponent(id)}`);
+      console.log(opts.json ? JSON.stringify(out, null, 2) : timeline(out.session, out.events));
+    });
+  sessions.command('replay <id>').description('print the session as the client saw it')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const out = await client(cmd).get<{ session: SessionView; events: EventView[] }>(`/api/v1/sessions/${encodeURIComponent(id)}`);
+      console.log(replay(out.session, out.events));
+    });
+}

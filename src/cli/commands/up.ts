@@ -1,0 +1,38 @@
+import type { Command } from 'commander';
+import { loadConfig } from '../../config/config.ts';
+import { createLogger } from '../../util/logger.ts';
+import { startGateway } from '../../gateway/gateway.ts';
+
+export function registerUp(program: Command): void {
+  program.command('up')
+    .description('run the gateway on its embedded default (SQLite in the data directory, built-in connector)')
+    .option('--config <file>', 'configuration file (default: ./gatehouse.yaml when present, or GATEHOUSE_CONFIG)')
+    .option('--data-dir <dir>', 'data directory (default ./.gatehouse, or GATEHOUSE_DATA_DIR)')
+    .option('--http <addr>', 'API listen address (default 127.0.0.1:8080, or GATEHOUSE_HTTP)')
+    .option('--pg <addr>', 'PostgreSQL listen address (default 127.0.0.1:15432, or GATEHOUSE_PG)')
+    .option('--tls-cert <file>', 'listener certificate (PEM); generated in the data directory when absent')
+    .option('--tls-key <file>', 'listener private key (PEM)')
+    .option('--log-level <level>', 'trace, debug, info, warn, error')
+    .action(async (opts: { config?: string; dataDir?: string; http?: string; pg?: string; tlsCert?: string; tlsKey?: string; logLevel?: string }) => {
+      const config = loadConfig(opts);
+      const log = createLogger({ level: config.logLevel });
+      const gw = await startGateway(config, log);
+      const url = `http://${gw.http.host}:${gw.http.port}`;
+      process.stdout.write(`gatehouse is up\n  api:        ${url}\n  postgres:   ${gw.pg.host}:${gw.pg.port}\n  data dir:   ${config.dataDir}\n`);
+      if (gw.newAdminToken) {
+        process.stdout.write(`\nAn admin identity was created. Its token is shown this once; store it now:\n\n  export GATEHOUSE_URL=${url}\n  export GATEHOUSE_TOKEN=${gw.newAdminToken}\n\n`);
+      }
+      let stopping = false;
+      const stop = (signal: string): void => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, 'shutting down');
+        gw.close().then(() => { log.flush(); process.exit(0); }, (err: unknown) => {
+          log.error({ err: (err as Error).message }, 'shutdown failed');
+          process.exit(1);
+        });
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+    });
+}

@@ -1,0 +1,162 @@
+// Rendering of API results for people: tables, the session timeline, and the replay.
+
+export function table(headers: string[], rows: Array<Array<string | number | null>>): string {
+  const cells = rows.map((r) => r.map((c) => (c === null ? '' : String(c))));
+  const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.length ?? 0)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  return [line(headers), ...cells.map(line)].join('\n');
+}
+
+export interface SessionView {
+  id: string; protocol: string; identity: { id: string; name: string; kind: string }; clientAddr: string; applicationName: string;
+  connection: string; target: { host: string; port: number; database: string; user: string };
+  startedAt: string; endedAt: string | null; endReason: string | null; eventCount: number;
+}
+
+export interface EventView { seq: number; ts: string; tsUs: number; type: string; data: Record<string, unknown> }
+
+interface ErrorData { severity?: string; code?: string; message?: string; detail?: string; hint?: string }
+
+export function sessionsTable(sessions: SessionView[]): string {
+  return table(['ID', 'STARTED', 'IDENTITY', 'KIND', 'CONNECTION', 'APPLICATION', 'EVENTS', 'END'], sessions.map((s) => [
+    s.id, s.startedAt, s.identity.name, s.identity.kind, s.connection, s.applicationName, s.eventCount, s.endReason ?? 'open',
+  ]));
+}
+
+function ms(us: number): string {
+  return us >= 1_000_000 ? `${(us / 1_000_000).toFixed(2)} s` : `${(us / 1000).toFixed(us < 10_000 ? 2 : 1)} ms`;
+}
+
+function oneLine(text: string, max = 200): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return flat.length > max ? flat.slice(0, max - 1) + '…' : flat;
+}
+
+function outcome(r: Record<string, unknown>): string {
+  const parts: string[] = [];
+  if (r.skipped) return 'not executed (an earlier error in the pipeline)';
+  if (r.incomplete) parts.push(`incomplete: ${String(r.incomplete)}`);
+  const err = r.error as ErrorData | undefined;
+  if (err) parts.push(`${err.severity ?? 'ERROR'} ${err.code ?? ''} ${err.message ?? ''}`.replace(/\s+/g, ' '));
+  else if (r.tag !== undefined) parts.push(String(r.tag) || '(empty query)');
+  else if (Array.isArray(r.tags)) parts.push((r.tags as string[]).join(', '));
+  if (typeof r.rowsReturned === 'number') parts.push(`${r.rowsReturned} row${r.rowsReturned === 1 ? '' : 's'} returned`);
+  if (typeof r.copyBytes === 'number') parts.push(`${r.copyBytes} bytes copied`);
+  if (r.suspended) parts.push('portal suspended');
+  if (typeof r.durationUs === 'number') parts.push(ms(r.durationUs));
+  return parts.join(' · ');
+}
+
+/** `sessions show`: who, what, and every statement with its outcome and timing. */
+export function timeline(session: SessionView, events: EventView[]): string {
+  const out: string[] = [];
+  out.push(`session     ${session.id} (${session.protocol})`);
+  out.push(`identity    ${session.identity.name} (${session.identity.kind})`);
+  out.push(`client      ${session.clientAddr}${session.applicationName ? `  application_name=${session.applicationName}` : ''}`);
+  out.push(`connection  ${session.connection} → ${session.target.user}@${session.target.host}:${session.target.port}/${session.target.database}`);
+  out.push(`started     ${session.startedAt}`);
+  out.push(`ended       ${session.endedAt ?? '(open)'}${session.endReason ? ` — ${session.endReason}` : ''}`);
+  out.push('');
+  const t0 = events[0]?.tsUs ?? 0;
+  const results = new Map<number, Record<string, unknown>>();
+  for (const e of events) if (e.type === 'result') results.set(Number(e.data.ref), e.data);
+  for (const e of events) {
+    const at = `+${((e.tsUs - t0) / 1_000_000).toFixed(3)}s`.padStart(10);
+    const d = e.data;
+    switch (e.type) {
+      case 'query':
+      case 'execute': {
+        const params = Array.isArray(d.params) && d.params.length > 0 ? `  params=${JSON.stringify(d.params)}` : '';
+        out.push(`${at}  #${e.seq} ${e.type.padEnd(8)} ${oneLine(String(d.text ?? `(unknown prepared statement ${String(d.statement ?? '')})`))}${params}`);
+        const r = results.get(e.seq);
+        out.push(`${' '.repeat(12)}  → ${r ? outcome(r) : 'no outcome recorded'}`);
+        break;
+      }
+      case 'function_call':
+        out.push(`${at}  #${e.seq} call     function oid ${String(d.oid)}`);
+        break;
+      case 'notice':
+      case 'error':
+        out.push(`${at}  #${e.seq} ${e.type.padEnd(8)} ${String(d.severity ?? '')} ${String(d.code ?? '')} ${String(d.message ?? '')}`);
+        break;
+      case 'notification':
+        out.push(`${at}  #${e.seq} notify   channel=${String(d.channel)} payload=${oneLine(String(d.payload), 80)}`);
+        break;
+      case 'parameter':
+        out.push(`${at}  #${e.seq} param    ${String(d.name)}=${String(d.value)}`);
+        break;
+      case 'cancel':
+        out.push(`${at}  #${e.seq} cancel   cancel request forwarded to the target backend`);
+        break;
+      case 'access.denied':
+        out.push(`${at}  #${e.seq} denied   ${String(d.code)} ${String(d.message)}${d.detail ? ` (${String(d.detail)})` : ''}`);
+        break;
+      case 'session.start':
+      case 'session.end':
+      case 'result':
+        break;
+      default:
+        out.push(`${at}  #${e.seq} ${e.type}`);
+    }
+  }
+  return out.join('\n');
+}
+
+/** `sessions replay`: the conversation as the client saw it, psql style, from the recorded samples. */
+export function replay(session: SessionView, events: EventView[]): string {
+  const out: string[] = [`-- session ${session.id}: ${session.identity.name} on ${session.connection} (${session.startedAt})`];
+  const results = new Map<number, Record<string, unknown>>();
+  for (const e of events) if (e.type === 'result') results.set(Number(e.data.ref), e.data);
+  for (const e of events) {
+    const d = e.data;
+    if (e.type === 'query' || e.type === 'execute') {
+      const text = String(d.text ?? '');
+      out.push(`${session.target.database}=> ${text}${/;\s*$/.test(text) ? '' : ';'}`);
+      if (Array.isArray(d.params) && d.params.length > 0) out.push(`-- parameters: ${JSON.stringify(d.params)}`);
+      const r = results.get(e.seq);
+      if (!r) { out.push('-- (no outcome recorded)'); continue; }
+      if (r.skipped) { out.push('-- (not executed: an earlier error in the pipeline)'); continue; }
+      const err = r.error as ErrorData | undefined;
+      const sample = r.sample as Array<Array<string | null>> | undefined;
+      const columns = r.columns as string[] | undefined;
+      if (columns && sample) {
+        out.push(resultTable(columns, sample));
+        const n = Number(r.rowsReturned ?? sample.length);
+        out.push(`(${n} row${n === 1 ? '' : 's'})${r.sampleTruncated ? ` -- ${sample.length} recorded` : ''}`);
+      } else if (columns) {
+        out.push(resultTable(columns, []));
+        out.push('(0 rows)');
+      } else if (sample) {
+        for (const row of sample) out.push(String(row[0] ?? '').replace(/\n$/, ''));
+      }
+      if (err) {
+        out.push(`${err.severity ?? 'ERROR'}:  ${err.message ?? ''}`);
+        if (err.detail) out.push(`DETAIL:  ${err.detail}`);
+        if (err.hint) out.push(`HINT:  ${err.hint}`);
+      } else if (!columns && r.tag !== undefined) out.push(String(r.tag));
+      else if (!columns && Array.isArray(r.tags)) for (const t of r.tags as string[]) out.push(t);
+      if (r.incomplete) out.push(`-- (incomplete: ${String(r.incomplete)})`);
+      out.push('');
+    } else if (e.type === 'notice') {
+      out.push(`${String(d.severity ?? 'NOTICE')}:  ${String(d.message ?? '')}`);
+    } else if (e.type === 'notification') {
+      out.push(`Asynchronous notification "${String(d.channel)}" with payload "${String(d.payload)}" received from server process with PID ${String(d.pid)}.`);
+    } else if (e.type === 'error') {
+      out.push(`${String(d.severity ?? 'ERROR')}:  ${String(d.message ?? '')}`);
+    } else if (e.type === 'access.denied') {
+      out.push(`FATAL:  ${String(d.message)}`);
+    } else if (e.type === 'session.end') {
+      out.push(`-- session ended: ${String(d.reason)}`);
+    }
+  }
+  return out.join('\n');
+}
+
+function resultTable(columns: string[], rows: Array<Array<string | null>>): string {
+  const cells = rows.map((r) => columns.map((_, i) => r[i] ?? ''));
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i].length)));
+  const head = ' ' + columns.map((c, i) => c.padStart(Math.floor((widths[i] + c.length) / 2)).padEnd(widths[i])).join(' | ');
+  const sep = widths.map((w) => '-'.repeat(w + 2)).join('+');
+  const body = cells.map((r) => ' ' + r.map((c, i) => c.padEnd(widths[i])).join(' | '));
+  return [head.trimEnd(), sep, ...body.map((l) => l.trimEnd())].join('\n');
+}

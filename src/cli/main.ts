@@ -1,0 +1,32 @@
+// The `gatehouse` command: runs the gateway (`up`) and manages it through its HTTP API.
+import { Command } from 'commander';
+import { ApiClient, ApiError } from './api-client.ts';
+import { registerUp } from './commands/up.ts';
+import { registerManagement } from './commands/manage.ts';
+import { registerSessions } from './commands/sessions.ts';
+
+const program = new Command('gatehouse')
+  .description('Gatehouse: a recording, policy-enforcing access gateway for PostgreSQL and more')
+  .option('--gateway <url>', 'gateway API URL (or GATEHOUSE_URL)')
+  .option('--token <token>', 'API token (or GATEHOUSE_TOKEN)')
+  .showHelpAfterError();
+
+function client(cmd: Command): ApiClient {
+  const opts = cmd.optsWithGlobals<{ gateway?: string; token?: string }>();
+  return new ApiClient({
+    gateway: opts.gateway ?? process.env.GATEHOUSE_URL ?? 'http://127.0.0.1:8080',
+    token: opts.token ?? process.env.GATEHOUSE_TOKEN,
+  });
+}
+
+registerUp(program);
+registerManagement(program, client);
+registerSessions(program, client);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  const message = err instanceof ApiError || err instanceof Error ? err.message : String(err);
+  console.error(`gatehouse: ${message}`);
+  process.exitCode = err instanceof ApiError && err.status === 0 ? 2 : 1;
+}

@@ -1,0 +1,91 @@
+// Gateway configuration: built-in defaults, then gatehouse.yaml, then GATEHOUSE_* environment
+// variables, then command-line flags — later sources win.
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { parseListenAddress, type ListenAddress } from '../util/address.ts';
+
+export interface GatewayConfig {
+  dataDir: string;
+  http: ListenAddress;
+  pg: ListenAddress;
+  tls: { cert?: string; key?: string };
+  /** Preset admin token (automation); otherwise one is generated on first start and printed once. */
+  adminToken?: string;
+  /** AES-256 key for target credentials (hex or base64); otherwise a key file in the data dir. */
+  secretKey?: string;
+  logLevel: string;
+  recording: { sampleRows: number; sampleBytes: number };
+  postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
+}
+
+export interface ConfigFlags {
+  config?: string;
+  dataDir?: string;
+  http?: string;
+  pg?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  logLevel?: string;
+}
+
+export function defaultConfig(): GatewayConfig {
+  return {
+    dataDir: './.gatehouse',
+    http: { host: '127.0.0.1', port: 8080 },
+    pg: { host: '127.0.0.1', port: 15432 },
+    tls: {},
+    logLevel: 'info',
+    recording: { sampleRows: 100, sampleBytes: 64 * 1024 },
+    postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
+  };
+}
+
+type Yaml = Record<string, unknown>;
+
+function num(v: unknown, name: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`config: ${name} must be a non-negative number`);
+  return n;
+}
+
+function applyFile(cfg: GatewayConfig, file: string): void {
+  const doc = (YAML.parse(readFileSync(file, 'utf8')) ?? {}) as Yaml;
+  const base = path.dirname(path.resolve(file));
+  if (doc.data_dir !== undefined) cfg.dataDir = path.resolve(base, String(doc.data_dir));
+  if (doc.http !== undefined) cfg.http = parseListenAddress(String(doc.http));
+  if (doc.pg !== undefined) cfg.pg = parseListenAddress(String(doc.pg));
+  if (doc.log_level !== undefined) cfg.logLevel = String(doc.log_level);
+  const tls = doc.tls as Yaml | undefined;
+  if (tls?.cert) cfg.tls.cert = path.resolve(base, String(tls.cert));
+  if (tls?.key) cfg.tls.key = path.resolve(base, String(tls.key));
+  const rec = doc.recording as Yaml | undefined;
+  if (rec?.sample_rows !== undefined) cfg.recording.sampleRows = num(rec.sample_rows, 'recording.sample_rows');
+  if (rec?.sample_bytes !== undefined) cfg.recording.sampleBytes = num(rec.sample_bytes, 'recording.sample_bytes');
+  const pg = doc.postgres as Yaml | undefined;
+  if (pg?.max_message_bytes !== undefined) cfg.postgres.maxMessageBytes = num(pg.max_message_bytes, 'postgres.max_message_bytes');
+  if (pg?.auth_timeout_ms !== undefined) cfg.postgres.authTimeoutMs = num(pg.auth_timeout_ms, 'postgres.auth_timeout_ms');
+  if (pg?.allow_loopback_cleartext !== undefined) cfg.postgres.allowLoopbackCleartext = Boolean(pg.allow_loopback_cleartext);
+}
+
+export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+  const cfg = defaultConfig();
+  const file = flags.config ?? env.GATEHOUSE_CONFIG ?? (existsSync('gatehouse.yaml') ? 'gatehouse.yaml' : undefined);
+  if (file) applyFile(cfg, file);
+  if (env.GATEHOUSE_DATA_DIR) cfg.dataDir = env.GATEHOUSE_DATA_DIR;
+  if (env.GATEHOUSE_HTTP) cfg.http = parseListenAddress(env.GATEHOUSE_HTTP);
+  if (env.GATEHOUSE_PG) cfg.pg = parseListenAddress(env.GATEHOUSE_PG);
+  if (env.GATEHOUSE_TLS_CERT) cfg.tls.cert = env.GATEHOUSE_TLS_CERT;
+  if (env.GATEHOUSE_TLS_KEY) cfg.tls.key = env.GATEHOUSE_TLS_KEY;
+  if (env.GATEHOUSE_LOG_LEVEL) cfg.logLevel = env.GATEHOUSE_LOG_LEVEL;
+  if (env.GATEHOUSE_ADMIN_TOKEN) cfg.adminToken = env.GATEHOUSE_ADMIN_TOKEN;
+  if (env.GATEHOUSE_KEY) cfg.secretKey = env.GATEHOUSE_KEY;
+  if (flags.dataDir) cfg.dataDir = flags.dataDir;
+  if (flags.http) cfg.http = parseListenAddress(flags.http);
+  if (flags.pg) cfg.pg = parseListenAddress(flags.pg);
+  if (flags.tlsCert) cfg.tls.cert = flags.tlsCert;
+  if (flags.tlsKey) cfg.tls.key = flags.tlsKey;
+  if (flags.logLevel) cfg.logLevel = flags.logLevel;
+  cfg.dataDir = path.resolve(cfg.dataDir);
+  return cfg;
+}

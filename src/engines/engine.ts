@@ -1,0 +1,33 @@
+// The contract every protocol engine (PostgreSQL now; SSH, MySQL, HTTP later) implements, and
+// the shared stages the gateway hands to each one. Engines own framing and protocol logic only:
+// identity, access, recording and target dialing are never re-implemented per protocol.
+import type { Logger } from 'pino';
+import type { Dialer } from '../connector/dialer.ts';
+import type { SecretBox } from '../crypto/secret-box.ts';
+import type { IdentityService } from '../identity/identity-service.ts';
+import type { Recorder } from '../recorder/recorder.ts';
+import type { Store } from '../store/types.ts';
+import type { ListenAddress } from '../util/address.ts';
+
+export interface EngineContext {
+  store: Store;
+  identity: IdentityService;
+  recorder: Recorder;
+  secrets: SecretBox;
+  dialer: Dialer;
+  tls: { cert: string; key: string };
+  log: Logger;
+}
+
+export interface Engine {
+  /** Protocol name as it appears in recordings ("postgres", "ssh", …). */
+  readonly protocol: string;
+  /** Starts the native listener; resolves with the bound address (port 0 picks a free one). */
+  listen(address: ListenAddress): Promise<ListenAddress>;
+  /** Stops accepting, ends open sessions with a protocol-native goodbye, and waits for them. */
+  close(): Promise<void>;
+  /** Number of client sessions currently open. */
+  readonly activeSessions: number;
+  /** Forget cached state about a connection (pooled upstreams) after it changes or is removed. */
+  connectionChanged?(connectionId: string): void;
+}

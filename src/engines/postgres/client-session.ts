@@ -1,0 +1,364 @@
+// One client connection from accept to close: the startup handshake (TLS, GSSENC decline,
+// cancel), token authentication, the default-deny access decision, the upstream login (pooled),
+// then the recorded relay. Every refusal is an ErrorResponse with the SQLSTATE a libpq client
+// expects, and refused attempts are recorded too.
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { EngineContext } from '../engine.ts';
+import type { Connection, Identity } from '../../store/types.ts';
+import { isLoopback } from '../../util/address.ts';
+import { RecordingUnavailableError, type SessionRecording, type SessionStartInfo } from '../../recorder/recorder.ts';
+import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE, Auth, Frontend, SqlState } from './codec/protocol.ts';
+import { ProtocolError } from './codec/frame-scanner.ts';
+import { decodeStartup, readCString } from './codec/decode.ts';
+import {
+  authenticationRequest, backendKeyData, cancelRequest, errorResponse, negotiateProtocolVersion, parameterStatus, readyForQuery,
+  type ErrorInfo,
+} from './codec/encode.ts';
+import { HandshakeReader, HandshakeTimeout } from './handshake-reader.ts';
+import { loginUpstream, UpstreamLoginError, type UpstreamConnection } from './upstream/login.ts';
+import { UpstreamPool } from './upstream/pool.ts';
+import type { CancelRegistry } from './cancel-registry.ts';
+import { Relay, type RelayEnd } from './relay.ts';
+import { StatementTracker } from './statement-tracker.ts';
+
+export interface PgEngineOptions {
+  authTimeoutMs: number;
+  upstreamTimeoutMs: number;
+  maxClientMessageBytes: number;
+  maxServerMessageBytes: number;
+  paramBytes: number;
+  /** Accept cleartext tokens without TLS from loopback clients (local development, CI). */
+  allowLoopbackCleartext: boolean;
+}
+
+export interface PgSessionDeps {
+  ctx: EngineContext;
+  options: PgEngineOptions;
+  pool: UpstreamPool;
+  cancels: CancelRegistry;
+  secureContext: tls.SecureContext;
+  saltedCache: Map<string, Buffer>;
+}
+
+/** Startup parameters the gateway decides itself or that would change the session's nature. */
+const RESERVED_PARAMS = new Set(['user', 'database', 'replication']);
+
+class Refusal extends Error {
+  readonly info: ErrorInfo;
+  readonly recordAs: string;
+  constructor(info: ErrorInfo, recordAs?: string) {
+    super(info.message);
+    this.info = { severity: 'FATAL', ...info };
+    this.recordAs = recordAs ?? info.message;
+  }
+}
+
+export class PgClientSession {
+  private readonly socket: net.Socket;
+  private readonly deps: PgSessionDeps;
+  private readonly log: Logger;
+  private stream: Duplex;
+  private secure = false;
+  private relay: Relay | null = null;
+  private stopReason: string | null = null;
+  private readonly clientAddr: string;
+
+  constructor(socket: net.Socket, deps: PgSessionDeps) {
+    this.socket = socket;
+    this.stream = socket;
+    this.deps = deps;
+    this.clientAddr = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.log = deps.ctx.log.child({ client: this.clientAddr });
+  }
+
+  /** Asks a running session to end (gateway shutdown): the client gets 57P01. */
+  stop(reason: string): void {
+    this.stopReason = reason;
+    if (this.relay) this.relay.stop(reason);
+    else this.stream.destroy();
+  }
+
+  async run(): Promise<void> {
+    this.socket.setNoDelay(true);
+    let reader = new HandshakeReader(this.stream);
+    const deadline = Date.now() + this.deps.options.authTimeoutMs;
+    try {
+      const startup = await this.negotiate(reader, deadline, (r) => { reader = r; });
+      if (!startup) return; // a cancel request, answered and closed
+      await this.serve(reader, startup, deadline);
+    } catch (err) {
+      if (err instanceof ProtocolError) {
+        this.log.info({ err: err.message }, 'postgres client protocol error during handshake');
+        this.fail({ code: err.sqlState, message: err.message });
+      } else if (err instanceof HandshakeTimeout) {
+        this.fail({ code: SqlState.ProtocolViolation, message: err.message });
+      } else if (err instanceof Refusal) {
+        this.fail(err.info);
+      } else if (!this.stream.destroyed) {
+        this.log.warn({ err: (err as Error).message }, 'postgres session failed');
+        this.fail({ code: SqlState.InternalError, message: 'internal gateway error' });
+      }
+    } finally {
+      reader.detach();
+    }
+  }
+
+  private fail(info: ErrorInfo): void {
+    if (this.stream.destroyed) return;
+    this.stream.end(errorResponse({ severity: 'FATAL', ...info }));
+    setTimeout(() => this.stream.destroy(), 1000).unref();
+  }
+
+  /** SSLRequest / GSSENCRequest / CancelRequest loop until a real StartupMessage arrives. */
+  private async negotiate(
+    initial: HandshakeReader, deadline: number, setReader: (r: HandshakeReader) => void,
+  ): Promise<{ protocol: number; params: Map<string, string> } | null> {
+    let reader = initial;
+    for (;;) {
+      if (!this.secure && (await reader.peekByte(deadline)) === 0x16) {
+        // PostgreSQL 17 "direct" TLS: a ClientHello instead of SSLRequest.
+        reader = await this.upgradeTls(reader, true);
+        setReader(reader);
+        continue;
+      }
+      const body = await reader.readStartupPacket(deadline);
+      const code = body.readInt32BE(0);
+      if (code === SSL_REQUEST_CODE) {
+        if (this.secure) throw new ProtocolError('SSLRequest received on an encrypted connection');
+        // Bytes sent before the TLS handshake would be trusted as if encrypted (CVE-2021-23214).
+        if (reader.pendingBytes > 0) throw new ProtocolError('unexpected data after SSLRequest');
+        this.stream.write('S');
+        reader = await this.upgradeTls(reader, false);
+        setReader(reader);
+        continue;
+      }
+      if (code === GSSENC_REQUEST_CODE) {
+        if (reader.pendingBytes > 0) throw new ProtocolError('unexpected data after GSSENCRequest');
+        this.stream.write('N');
+        continue;
+      }
+      if (code === CANCEL_REQUEST_CODE) {
+        this.handleCancel(body);
+        return null;
+      }
+      if (code >> 16 !== 3) {
+        throw new ProtocolError(`unsupported frontend protocol ${code >> 16}.${code & 0xffff}: the gateway speaks 3.0`, SqlState.FeatureNotSupported);
+      }
+      return decodeStartup(body, 0, body.length);
+    }
+  }
+
+  private async upgradeTls(reader: HandshakeReader, direct: boolean): Promise<HandshakeReader> {
+    const pending = reader.detach();
+    const secureSocket = new tls.TLSSocket(this.socket, {
+      isServer: true, secureContext: this.deps.secureContext, ALPNProtocols: direct ? ['postgresql'] : undefined,
+    });
+    if (pending.length > 0) this.socket.unshift(pending);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new HandshakeTimeout()), this.deps.options.authTimeoutMs);
+      secureSocket.once('secure', () => { clearTimeout(timer); resolve(); });
+      secureSocket.once('error', (err) => { clearTimeout(timer); reject(new ProtocolError(`TLS handshake failed: ${err.message}`)); });
+    });
+    if (direct && secureSocket.alpnProtocol !== 'postgresql') {
+      throw new ProtocolError('direct TLS connections must negotiate ALPN "postgresql"');
+    }
+    this.stream = secureSocket;
+    this.secure = true;
+    return new HandshakeReader(secureSocket);
+  }
+
+  private handleCancel(body: Buffer): void {
+    if (body.length < 12) {
+      this.stream.destroy();
+      return;
+    }
+    const target = this.deps.cancels.lookup(body.readInt32BE(4), body.subarray(8));
+    target?.cancel();
+    // The protocol gives the canceller no answer either way: just close.
+    this.stream.end();
+  }
+
+  private async serve(reader: HandshakeReader, startup: { protocol: number; params: Map<string, string> }, deadline: number): Promise<void> {
+    const { ctx } = this.deps;
+    const params = startup.params;
+    const user = params.get('user');
+    if (!user) throw new Refusal({ code: SqlState.InvalidAuthorization, message: 'no PostgreSQL user name specified in startup packet' });
+    const database = params.get('database') || user;
+    const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
+    if ((startup.protocol & 0xffff) > 0 || unsupported.length > 0) this.stream.write(negotiateProtocolVersion(0, unsupported));
+    if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
+      throw new Refusal({ code: SqlState.FeatureNotSupported, message: 'replication connections are not supported through the gateway' });
+    }
+
+    if (!this.secure && !(this.deps.options.allowLoopbackCleartext && isLoopback(this.socket.remoteAddress))) {
+      await this.refuse({ code: SqlState.InvalidAuthorization, message: 'the gateway accepts tokens only over TLS', hint: 'connect with sslmode=require' }, user, database);
+    }
+
+    // Authenticate: the token travels as a cleartext password, protected by TLS.
+    this.stream.write(authenticationRequest(Auth.CleartextPassword));
+    const msg = await reader.readMessage(deadline, 16 * 1024);
+    if (msg.type !== Frontend.Password) throw new ProtocolError(`expected a password message, got 0x${msg.type.toString(16)}`);
+    const token = readCString(msg.body, 0, msg.body.length).value;
+    const check = await ctx.identity.checkToken(token);
+    const authFailed: ErrorInfo = { code: SqlState.InvalidPassword, message: `password authentication failed for user "${user}"` };
+    if (!check.ok) {
+      await this.refuse({ ...authFailed, detail: `the token is ${check.reason === 'unknown' ? 'not recognised' : check.reason}` }, user, database, undefined, `token ${check.reason}`);
+    } else if (check.identity.name !== user) {
+      await this.refuse({ ...authFailed, detail: 'the token belongs to another identity' }, user, database, undefined, 'token of another identity');
+    }
+    const identity = (check as { identity: Identity }).identity;
+
+    const connection = await ctx.store.getConnectionByName(database);
+    if (!connection || connection.type !== 'postgres') {
+      await this.refuse({ code: SqlState.InvalidCatalogName, message: `connection "${database}" does not exist` }, user, database, identity);
+    }
+    const conn = connection as Connection;
+    if (!(await ctx.identity.mayConnect(identity, conn))) {
+      await this.refuse({ code: SqlState.InvalidAuthorization, message: `identity "${identity.name}" has no grant on connection "${conn.name}"` }, user, database, identity, 'no grant', conn);
+    }
+
+    const startupParams: Record<string, string> = {};
+    for (const [k, v] of params) if (!RESERVED_PARAMS.has(k) && !k.startsWith('_pq_.')) startupParams[k] = v;
+    const poolKey = UpstreamPool.key(conn.id, startupParams);
+    let upstream = this.deps.pool.take(poolKey);
+    const pooled = upstream !== undefined;
+    if (!upstream) {
+      try {
+        upstream = await loginUpstream(ctx.dialer, {
+          host: conn.host, port: conn.port, database: conn.database, user: conn.username,
+          password: conn.sealedSecret ? ctx.secrets.open(conn.sealedSecret, conn.id) : null,
+          sslmode: conn.options.sslmode ?? 'prefer', startupParams,
+        }, this.deps.options.upstreamTimeoutMs, this.deps.saltedCache);
+      } catch (err) {
+        const reason = err instanceof UpstreamLoginError ? err.message : (err as Error).message;
+        this.log.warn({ connection: conn.name, err: reason }, 'upstream login failed');
+        await this.refuse({ code: SqlState.ConnectionFailure, message: `could not connect to the target of connection "${conn.name}"` },
+          user, database, identity, `upstream login failed: ${reason}`, conn);
+      }
+    }
+    const up = upstream as UpstreamConnection;
+
+    let recording: SessionRecording;
+    try {
+      recording = await ctx.recorder.startSession(this.sessionInfo(identity, conn, params), {
+        startupParams, tls: this.secure, upstream: { pid: up.backendPid, tls: up.tls, pooled },
+      });
+    } catch (err) {
+      up.stream.destroy();
+      this.log.error({ err: (err as Error).message }, 'cannot record session start; refusing');
+      throw new Refusal({ code: SqlState.CannotConnectNow, message: 'the gateway cannot record sessions right now; refusing to connect' });
+    }
+
+    const cancelKey = this.deps.cancels.register({
+      cancel: () => {
+        recording.append('cancel', { upstreamPid: up.backendPid });
+        void this.sendUpstreamCancel(conn, up);
+      },
+    });
+    try {
+      const out: Buffer[] = [authenticationRequest(Auth.Ok)];
+      for (const [name, value] of up.parameters) out.push(parameterStatus(name, value));
+      out.push(backendKeyData(cancelKey.pid, cancelKey.secret), readyForQuery(up.txStatus));
+      this.stream.write(Buffer.concat(out));
+      this.log.info({ session: recording.id, identity: identity.name, connection: conn.name, pooled }, 'postgres session started');
+
+      const tracker = new StatementTracker(recording, {
+        sampleRows: ctx.recorder.options.sampleRows, sampleBytes: ctx.recorder.options.sampleBytes, paramBytes: this.deps.options.paramBytes,
+      }, up.parameters);
+      tracker.txStatus = up.txStatus;
+      const leftover = reader.detach();
+      this.relay = new Relay(this.stream, up.stream, tracker, {
+        maxClientMessageBytes: this.deps.options.maxClientMessageBytes, maxServerMessageBytes: this.deps.options.maxServerMessageBytes,
+      });
+      if (this.stopReason) this.relay.stop(this.stopReason);
+      this.relay.start(leftover);
+      const end = await this.relay.done;
+      await this.finish(end, tracker, recording, up, poolKey);
+    } finally {
+      this.deps.cancels.unregister(cancelKey.pid);
+    }
+  }
+
+  private async finish(end: RelayEnd, tracker: StatementTracker, recording: SessionRecording, up: UpstreamConnection, poolKey: string): Promise<void> {
+    const reusable = this.relay?.reusable === true && (end.kind === 'client-terminated' || end.kind === 'client-closed');
+    let reason: string;
+    switch (end.kind) {
+      case 'client-terminated': reason = 'client terminated'; break;
+      case 'client-closed': reason = 'client disconnected'; break;
+      case 'upstream-closed': reason = 'target closed the connection'; break;
+      case 'client-protocol-error':
+        reason = `client protocol violation: ${end.error.message}`;
+        this.fail({ code: end.error.sqlState, message: end.error.message });
+        break;
+      case 'upstream-protocol-error':
+        reason = `target protocol violation: ${end.error.message}`;
+        this.fail({ code: SqlState.ProtocolViolation, message: 'the target sent a malformed message' });
+        break;
+      case 'recording-failed':
+        reason = `recording failed: ${end.error.message}`;
+        this.fail({ code: SqlState.CannotConnectNow, message: 'the gateway cannot record statements right now; the session is closed and the statement was not sent' });
+        break;
+      case 'stopped':
+        reason = end.reason;
+        this.fail({ code: SqlState.AdminShutdown, message: `terminating connection: ${end.reason}` });
+        break;
+    }
+    tracker.abandon(reason);
+    if (up.txStatus !== tracker.txStatus) up.txStatus = tracker.txStatus;
+    if (end.kind !== 'client-protocol-error' && end.kind !== 'upstream-protocol-error' && end.kind !== 'recording-failed' && end.kind !== 'stopped') {
+      this.stream.end();
+    }
+    const ended = recording.end(reason).catch((err: unknown) => {
+      this.log.error({ session: recording.id, err: (err as Error).message }, 'could not record session end');
+    });
+    if (reusable) await this.deps.pool.release(poolKey, up);
+    else up.stream.destroy();
+    await ended;
+    this.log.info({ session: recording.id, reason, reused: reusable }, 'postgres session ended');
+  }
+
+  private async sendUpstreamCancel(conn: Connection, up: UpstreamConnection): Promise<void> {
+    try {
+      const stream = await this.deps.ctx.dialer.dial({ host: conn.host, port: conn.port }, this.deps.options.upstreamTimeoutMs);
+      stream.on('error', () => {});
+      stream.end(cancelRequest(up.backendPid, up.backendSecret));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'could not forward cancel request');
+    }
+  }
+
+  private sessionInfo(identity: Identity | undefined, conn: Connection | undefined, params: Map<string, string>): SessionStartInfo {
+    return {
+      protocol: 'postgres',
+      identityId: identity?.id ?? '',
+      identityName: identity?.name ?? params.get('user') ?? '',
+      identityKind: identity?.kind ?? 'unknown',
+      clientAddr: this.clientAddr,
+      applicationName: params.get('application_name') ?? '',
+      connectionId: conn?.id ?? '',
+      connectionName: conn?.name ?? params.get('database') ?? '',
+      targetHost: conn?.host ?? '',
+      targetPort: conn?.port ?? 0,
+      targetDatabase: conn?.database ?? '',
+      targetUser: conn?.username ?? '',
+    };
+  }
+
+  /** Records the refused attempt (who tried what, and why it was refused), then refuses. */
+  private async refuse(info: ErrorInfo, user: string, database: string, identity?: Identity, reason?: string, conn?: Connection): Promise<never> {
+    const params = new Map([['user', user], ['database', database]]);
+    try {
+      const rec = await this.deps.ctx.recorder.startSession(this.sessionInfo(identity, conn, params), { authenticated: identity !== undefined, tls: this.secure });
+      rec.append('access.denied', { code: info.code, message: info.message, detail: info.detail });
+      await rec.end(`refused: ${reason ?? info.message}`);
+    } catch (err) {
+      if (!(err instanceof RecordingUnavailableError)) throw err;
+      this.log.error({ err: err.message }, 'could not record refused connection');
+    }
+    this.log.info({ user, connection: database, code: info.code, reason: reason ?? info.message }, 'postgres connection refused');
+    throw new Refusal(info);
+  }
+}

@@ -1,0 +1,134 @@
+// Incremental framing of typed protocol messages: 1 type byte, then a 4-byte big-endian length
+// that counts itself but not the type byte. The scanner only observes: callers forward the raw
+// chunks they fed it, so framing costs no copy for frames that fit in one chunk.
+
+export class ProtocolError extends Error {
+  readonly sqlState: string;
+  constructor(message: string, sqlState = '08P01') {
+    super(message);
+    this.sqlState = sqlState;
+  }
+}
+
+export interface FrameHandler {
+  /** A whole frame; its body is buf[start, end). The buffer may be reused after the call returns. */
+  frame(type: number, buf: Buffer, start: number, end: number): void;
+  /** A frame too large to buffer whose type allows streaming: only its header is seen. */
+  streamed?(type: number, bodyLength: number): void;
+}
+
+export interface FrameScannerOptions {
+  /** Largest frame body buffered for inspection; larger ones are streamed or rejected. */
+  maxFrameBytes: number;
+  /** Frames of these types above `streamAbove` bytes are passed through without buffering. */
+  streamable?: (type: number) => boolean;
+  streamAbove?: number;
+}
+
+const HEADER = 5;
+
+export class FrameScanner {
+  private readonly handler: FrameHandler;
+  private readonly maxFrameBytes: number;
+  private readonly streamable: (type: number) => boolean;
+  private readonly streamAbove: number;
+
+  private readonly header = Buffer.alloc(HEADER);
+  private headerFill = 0;
+  private body: Buffer | null = null;
+  private bodyFill = 0;
+  private bodyType = 0;
+  private skipRemaining = 0;
+
+  constructor(handler: FrameHandler, options: FrameScannerOptions) {
+    this.handler = handler;
+    this.maxFrameBytes = options.maxFrameBytes;
+    this.streamable = options.streamable ?? (() => false);
+    this.streamAbove = options.streamAbove ?? 256 * 1024;
+  }
+
+  /** True when no partial frame is pending (the stream is at a message boundary). */
+  get atBoundary(): boolean {
+    return this.headerFill === 0 && this.body === null && this.skipRemaining === 0;
+  }
+
+  push(chunk: Buffer): void {
+    let off = 0;
+    const len = chunk.length;
+    while (off < len) {
+      if (this.skipRemaining > 0) {
+        const n = Math.min(this.skipRemaining, len - off);
+        this.skipRemaining -= n;
+        off += n;
+        continue;
+      }
+      if (this.body !== null) {
+        const n = Math.min(this.body.length - this.bodyFill, len - off);
+        chunk.copy(this.body, this.bodyFill, off, off + n);
+        this.bodyFill += n;
+        off += n;
+        if (this.bodyFill === this.body.length) {
+          const body = this.body;
+          this.body = null;
+          this.handler.frame(this.bodyType, body, 0, body.length);
+        }
+        continue;
+      }
+      if (this.headerFill > 0 || len - off < HEADER) {
+        const n = Math.min(HEADER - this.headerFill, len - off);
+        chunk.copy(this.header, this.headerFill, off, off + n);
+        this.headerFill += n;
+        off += n;
+        if (this.headerFill < HEADER) continue;
+        this.headerFill = 0;
+        const type = this.header[0];
+        const bodyLength = this.checkLength(type, this.header.readInt32BE(1));
+        this.beginPartial(type, bodyLength, chunk, off);
+        off = this.consumedTo;
+        continue;
+      }
+      const type = chunk[off];
+      const bodyLength = this.checkLength(type, chunk.readInt32BE(off + 1));
+      const start = off + HEADER;
+      if (len - start >= bodyLength) {
+        off = start + bodyLength;
+        this.handler.frame(type, chunk, start, off);
+      } else {
+        this.beginPartial(type, bodyLength, chunk, start);
+        off = this.consumedTo;
+      }
+    }
+  }
+
+  private consumedTo = 0;
+
+  /** Starts a frame whose body continues past this chunk (or begins exactly at its end). */
+  private beginPartial(type: number, bodyLength: number, chunk: Buffer, start: number): void {
+    const available = chunk.length - start;
+    if (available >= bodyLength) {
+      this.consumedTo = start + bodyLength;
+      this.handler.frame(type, chunk, start, start + bodyLength);
+      return;
+    }
+    if (bodyLength > this.streamAbove && this.streamable(type)) {
+      this.handler.streamed?.(type, bodyLength);
+      this.skipRemaining = bodyLength - available;
+      this.consumedTo = chunk.length;
+      return;
+    }
+    this.body = Buffer.allocUnsafe(bodyLength);
+    chunk.copy(this.body, 0, start);
+    this.bodyFill = available;
+    this.bodyType = type;
+    this.consumedTo = chunk.length;
+  }
+
+  private checkLength(type: number, length: number): number {
+    if (length < 4) throw new ProtocolError(`invalid message length ${length} for message type 0x${type.toString(16)}`);
+    const body = length - 4;
+    if (body > this.maxFrameBytes && !this.streamable(type)) {
+      throw new ProtocolError(`message of ${length} bytes exceeds the gateway's limit of ${this.maxFrameBytes} bytes`, '54000');
+    }
+    return body;
+  }
+}

@@ -1,0 +1,176 @@
+// The steady state of a session: bytes flow both ways unchanged, while two FrameScanners let the
+// StatementTracker see every message. A chunk from the client that carries a statement is held
+// until that statement's record is durable (record before forward); chunks keep their order.
+// Backpressure is end to end: a slow reader pauses the opposite writer, so memory stays flat.
+import type { Duplex } from 'node:stream';
+import { FrameScanner, ProtocolError } from './codec/frame-scanner.ts';
+import { Backend, Frontend } from './codec/protocol.ts';
+import type { StatementTracker } from './statement-tracker.ts';
+
+export interface RelayOptions {
+  maxClientMessageBytes: number;
+  maxServerMessageBytes: number;
+}
+
+export type RelayEnd =
+  | { kind: 'client-terminated' } // Terminate message, then the client closed
+  | { kind: 'client-closed' } // the client went away without Terminate
+  | { kind: 'upstream-closed' }
+  | { kind: 'client-protocol-error'; error: ProtocolError }
+  | { kind: 'upstream-protocol-error'; error: ProtocolError }
+  | { kind: 'recording-failed'; error: Error }
+  | { kind: 'stopped'; reason: string };
+
+const TERMINATE = Buffer.from([Frontend.Terminate, 0, 0, 0, 4]);
+
+interface Outgoing { chunk: Buffer; gate: Promise<void> | null }
+
+export class Relay {
+  private readonly client: Duplex;
+  private readonly upstream: Duplex;
+  private readonly tracker: StatementTracker;
+  private readonly clientScanner: FrameScanner;
+  private readonly serverScanner: FrameScanner;
+  private readonly outgoing: Outgoing[] = [];
+  private waitingForGate = false;
+  private upstreamBlocked = false;
+  private finished = false;
+  private resolveEnd!: (end: RelayEnd) => void;
+  readonly done: Promise<RelayEnd>;
+
+  constructor(client: Duplex, upstream: Duplex, tracker: StatementTracker, options: RelayOptions) {
+    this.client = client;
+    this.upstream = upstream;
+    this.tracker = tracker;
+    this.done = new Promise((resolve) => { this.resolveEnd = resolve; });
+    this.clientScanner = new FrameScanner(
+      { frame: (t, b, s, e) => tracker.clientFrame(t, b, s, e), streamed: (t, n) => tracker.clientStreamed(t, n) },
+      { maxFrameBytes: options.maxClientMessageBytes, streamable: (t) => t === Frontend.CopyData },
+    );
+    this.serverScanner = new FrameScanner(
+      { frame: (t, b, s, e) => tracker.serverFrame(t, b, s, e), streamed: (t, n) => tracker.serverStreamed(t, n) },
+      { maxFrameBytes: options.maxServerMessageBytes, streamable: (t) => t === Backend.DataRow || t === Backend.CopyData },
+    );
+  }
+
+  start(leftover: Buffer): void {
+    this.client.on('data', this.onClientData);
+    this.client.on('end', this.onClientEnd);
+    this.client.on('close', this.onClientEnd);
+    this.client.on('error', this.onClientEnd);
+    this.upstream.on('data', this.onUpstreamData);
+    this.upstream.on('end', this.onUpstreamEnd);
+    this.upstream.on('close', this.onUpstreamEnd);
+    this.upstream.on('error', this.onUpstreamEnd);
+    if (leftover.length > 0) this.onClientData(leftover);
+    this.client.resume();
+    this.upstream.resume();
+  }
+
+  /** Detaches from both streams (so a pooled upstream can be reset) without closing them. */
+  detach(): void {
+    this.client.off('data', this.onClientData);
+    this.client.off('end', this.onClientEnd);
+    this.client.off('close', this.onClientEnd);
+    this.client.off('error', this.onClientEnd);
+    this.upstream.off('data', this.onUpstreamData);
+    this.upstream.off('end', this.onUpstreamEnd);
+    this.upstream.off('close', this.onUpstreamEnd);
+    this.upstream.off('error', this.onUpstreamEnd);
+    this.upstream.off('drain', this.onUpstreamDrain);
+    this.client.off('drain', this.onClientDrain);
+    this.upstream.pause();
+  }
+
+  stop(reason: string): void {
+    this.finish({ kind: 'stopped', reason });
+  }
+
+  /** True when nothing is owed in either direction: the upstream may be reset and reused. */
+  get reusable(): boolean {
+    return this.outgoing.length === 0 && this.tracker.outstanding === 0 && !this.tracker.inCopy
+      && this.clientScanner.atBoundary && this.serverScanner.atBoundary;
+  }
+
+  private finish(end: RelayEnd): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.detach();
+    this.resolveEnd(end);
+  }
+
+  private readonly onClientData = (chunk: Buffer): void => {
+    if (this.finished) return;
+    const wasTerminated = this.tracker.terminated;
+    try {
+      this.clientScanner.push(chunk);
+    } catch (err) {
+      this.finish(err instanceof ProtocolError ? { kind: 'client-protocol-error', error: err } : { kind: 'client-protocol-error', error: new ProtocolError((err as Error).message) });
+      return;
+    }
+    // Terminate is never forwarded: the upstream session outlives the client and is pooled.
+    if (!wasTerminated && this.tracker.terminated && chunk.length >= 5 && chunk.subarray(chunk.length - 5).equals(TERMINATE)) {
+      chunk = chunk.subarray(0, chunk.length - 5);
+    }
+    const gate = this.tracker.gate;
+    this.tracker.gate = null;
+    if (chunk.length === 0 && !gate) return;
+    this.outgoing.push({ chunk, gate });
+    if (!this.waitingForGate) this.flushOutgoing();
+  };
+
+  private flushOutgoing(): void {
+    while (this.outgoing.length > 0 && !this.finished) {
+      const head = this.outgoing[0];
+      if (head.gate) {
+        const gate = head.gate;
+        head.gate = null;
+        this.waitingForGate = true;
+        this.client.pause();
+        gate.then(
+          () => { this.waitingForGate = false; this.flushOutgoing(); },
+          (err: unknown) => { this.finish({ kind: 'recording-failed', error: err as Error }); },
+        );
+        return;
+      }
+      this.outgoing.shift();
+      if (head.chunk.length > 0 && !this.upstream.write(head.chunk)) {
+        this.upstreamBlocked = true;
+        this.upstream.once('drain', this.onUpstreamDrain);
+      }
+    }
+    if (!this.upstreamBlocked && !this.finished) this.client.resume();
+    else if (this.upstreamBlocked) this.client.pause();
+  }
+
+  private readonly onUpstreamDrain = (): void => {
+    this.upstreamBlocked = false;
+    if (!this.waitingForGate && !this.finished) this.client.resume();
+  };
+
+  private readonly onClientEnd = (): void => {
+    this.finish(this.tracker.terminated ? { kind: 'client-terminated' } : { kind: 'client-closed' });
+  };
+
+  private readonly onUpstreamData = (chunk: Buffer): void => {
+    if (this.finished) return;
+    try {
+      this.serverScanner.push(chunk);
+    } catch (err) {
+      this.finish({ kind: 'upstream-protocol-error', error: err instanceof ProtocolError ? err : new ProtocolError((err as Error).message) });
+      return;
+    }
+    if (!this.client.write(chunk)) {
+      this.upstream.pause();
+      this.client.once('drain', this.onClientDrain);
+    }
+  };
+
+  private readonly onClientDrain = (): void => {
+    if (!this.finished) this.upstream.resume();
+  };
+
+  private readonly onUpstreamEnd = (): void => {
+    this.finish({ kind: 'upstream-closed' });
+  };
+}

@@ -1,0 +1,325 @@
+// Follows one PostgreSQL session's conversation and turns it into recording events: every
+// statement (simple Query, extended-protocol Execute, FunctionCall) with its text and bound
+// parameters, and every outcome (command tag, rows, error, duration, a bounded row sample).
+// Pure logic over decoded frames, so it is testable without sockets.
+import { Backend, Frontend } from './codec/protocol.ts';
+import {
+  decodeBind, decodeCommandComplete, decodeDataRow, decodeErrorFields, decodeExecute, decodeNotification,
+  decodeParameterStatus, decodeParse, decodeQuery, decodeRowDescription, decodeTarget, rowsFromTag,
+  type BoundValue, type ErrorFields,
+} from './codec/decode.ts';
+import { nowUs } from '../../util/ids.ts';
+
+/** Where the tracker writes events; implemented by the recorder's SessionRecording. */
+export interface EventSink {
+  append(type: string, data: unknown, ts?: number): { seq: number; durable: Promise<void> };
+}
+
+export interface TrackerLimits {
+  sampleRows: number;
+  sampleBytes: number;
+  /** Bytes of each bound parameter kept in the record. */
+  paramBytes: number;
+}
+
+interface Portal { statementName: string; text: string | null; params: BoundValue[]; resultFormats: number[] }
+
+type PendingKind = 'query' | 'execute' | 'call' | 'sync';
+
+interface Pending {
+  kind: PendingKind;
+  seq: number;
+  startUs: number;
+  tags: string[];
+  rows: number;
+  columns: string[] | null;
+  formats: ArrayLike<number>;
+  sample: Array<Array<string | null>>;
+  sampleBytes: number;
+  truncated: boolean;
+  copyBytes: number;
+  error: ErrorFields | null;
+}
+
+const TEXT_FORMATS: readonly number[] = [0];
+
+export class StatementTracker {
+  private readonly sink: EventSink;
+  private readonly limits: TrackerLimits;
+  private readonly statements = new Map<string, string>();
+  private readonly portals = new Map<string, Portal>();
+  private readonly pending: Pending[] = [];
+  /** Durability of the most recent statement event: the chunk carrying it waits on this. */
+  gate: Promise<void> | null = null;
+  /** Transaction status from the last ReadyForQuery: I idle, T in transaction, E failed. */
+  txStatus = 0x49;
+  /** A client Terminate was seen. */
+  terminated = false;
+  /** COPY in progress (either direction): the session is not at a reusable boundary. */
+  inCopy = false;
+  /** Server parameters as last reported (ParameterStatus). */
+  readonly parameters: Map<string, string>;
+
+  constructor(sink: EventSink, limits: TrackerLimits, parameters: Map<string, string>) {
+    this.sink = sink;
+    this.limits = limits;
+    this.parameters = parameters;
+  }
+
+  /** Outcomes not yet seen; zero means the upstream owes the client nothing. */
+  get outstanding(): number { return this.pending.length; }
+
+  // ---- client → server -------------------------------------------------------------------
+
+  clientFrame(type: number, buf: Buffer, start: number, end: number): void {
+    switch (type) {
+      case Frontend.Query: {
+        const text = decodeQuery(buf, start, end);
+        this.begin('query', 'query', { text });
+        return;
+      }
+      case Frontend.Parse: {
+        const p = decodeParse(buf, start, end);
+        this.statements.set(p.name, p.text);
+        return;
+      }
+      case Frontend.Bind: {
+        const b = decodeBind(buf, start, end, this.limits.paramBytes);
+        this.portals.set(b.portal, {
+          statementName: b.statement, text: this.statements.get(b.statement) ?? null, params: b.params, resultFormats: b.resultFormats,
+        });
+        return;
+      }
+      case Frontend.Execute: {
+        const e = decodeExecute(buf, start, end);
+        const portal = this.portals.get(e.portal);
+        const data: Record<string, unknown> = { text: portal?.text ?? null, params: portal?.params ?? [] };
+        if (portal?.statementName) data.statement = portal.statementName;
+        if (e.portal) data.portal = e.portal;
+        if (e.maxRows > 0) data.maxRows = e.maxRows;
+        const p = this.begin('execute', 'execute', data);
+        p.formats = portal?.resultFormats.length ? portal.resultFormats : TEXT_FORMATS;
+        return;
+      }
+      case Frontend.FunctionCall: {
+        this.begin('call', 'function_call', { oid: buf.readUInt32BE(start) });
+        return;
+      }
+      case Frontend.Sync:
+        this.pending.push(newPending('sync', -1));
+        return;
+      case Frontend.Close: {
+        const c = decodeTarget(buf, start, end);
+        if (c.kind === 0x53) this.statements.delete(c.name);
+        else this.portals.delete(c.name);
+        return;
+      }
+      case Frontend.CopyData: {
+        const head = this.head();
+        if (head) head.copyBytes += end - start;
+        return;
+      }
+      case Frontend.CopyDone:
+      case Frontend.CopyFail:
+        this.inCopy = false;
+        return;
+      case Frontend.Terminate:
+        this.terminated = true;
+        return;
+      default:
+        return; // Describe, Flush: nothing to record
+    }
+  }
+
+  /** A client frame too large to buffer (only CopyData is streamed). */
+  clientStreamed(_type: number, bodyLength: number): void {
+    const head = this.head();
+    if (head) head.copyBytes += bodyLength;
+  }
+
+  private begin(kind: PendingKind, eventType: string, data: Record<string, unknown>): Pending {
+    const ts = nowUs();
+    const { seq, durable } = this.sink.append(eventType, data, ts);
+    this.gate = durable;
+    const p = newPending(kind, seq);
+    p.startUs = ts;
+    this.pending.push(p);
+    return p;
+  }
+
+  // ---- server → client -------------------------------------------------------------------
+
+  serverFrame(type: number, buf: Buffer, start: number, end: number): void {
+    switch (type) {
+      case Backend.DataRow: {
+        const head = this.head();
+        if (!head) return;
+        head.rows++;
+        if (head.truncated) return;
+        if (head.sample.length >= this.limits.sampleRows || head.sampleBytes >= this.limits.sampleBytes) {
+          head.truncated = true;
+          return;
+        }
+        const row = decodeDataRow(buf, start, end, head.formats, this.limits.sampleBytes - head.sampleBytes);
+        head.sample.push(row.cells);
+        head.sampleBytes += row.bytes;
+        return;
+      }
+      case Backend.RowDescription: {
+        const head = this.head();
+        if (!head) return;
+        const cols = decodeRowDescription(buf, start, end);
+        if (!head.columns) head.columns = cols.map((c) => c.name);
+        head.formats = cols.map((c) => c.format);
+        return;
+      }
+      case Backend.CommandComplete: {
+        const head = this.head();
+        if (!head) return;
+        head.tags.push(decodeCommandComplete(buf, start, end));
+        this.inCopy = false;
+        if (head.kind === 'execute') this.complete(head);
+        return;
+      }
+      case Backend.EmptyQueryResponse: {
+        const head = this.head();
+        if (head?.kind === 'execute') this.complete(head);
+        return;
+      }
+      case Backend.PortalSuspended: {
+        const head = this.head();
+        if (head?.kind === 'execute') this.complete(head, true);
+        return;
+      }
+      case Backend.ErrorResponse: {
+        const error = decodeErrorFields(buf, start, end);
+        this.inCopy = false;
+        const head = this.head();
+        if (!head) {
+          this.sink.append('error', errorData(error));
+          return;
+        }
+        head.error = error;
+        if (head.kind === 'execute') this.complete(head);
+        return;
+      }
+      case Backend.ReadyForQuery: {
+        this.txStatus = buf[start];
+        this.readyForQuery();
+        return;
+      }
+      case Backend.CopyInResponse:
+      case Backend.CopyOutResponse:
+      case Backend.CopyBothResponse:
+        this.inCopy = true;
+        return;
+      case Backend.CopyData: {
+        const head = this.head();
+        if (!head) return;
+        head.copyBytes += end - start;
+        if (!head.truncated && head.sample.length < this.limits.sampleRows && head.sampleBytes < this.limits.sampleBytes) {
+          const take = Math.min(end - start, this.limits.sampleBytes - head.sampleBytes);
+          head.sample.push([buf.toString('utf8', start, start + take)]);
+          head.sampleBytes += take;
+        } else {
+          head.truncated = true;
+        }
+        return;
+      }
+      case Backend.NoticeResponse:
+        this.sink.append('notice', errorData(decodeErrorFields(buf, start, end)));
+        return;
+      case Backend.NotificationResponse:
+        this.sink.append('notification', decodeNotification(buf, start, end));
+        return;
+      case Backend.ParameterStatus: {
+        const p = decodeParameterStatus(buf, start, end);
+        if (this.parameters.get(p.name) !== p.value) {
+          this.parameters.set(p.name, p.value);
+          this.sink.append('parameter', p);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** A server frame too large to buffer: a huge DataRow or CopyData, counted but not sampled. */
+  serverStreamed(type: number, bodyLength: number): void {
+    const head = this.head();
+    if (!head) return;
+    if (type === Backend.DataRow) head.rows++;
+    else head.copyBytes += bodyLength;
+    head.truncated = true;
+  }
+
+  /** The oldest statement still waiting for its outcome (skipping Sync markers is not allowed: order matters). */
+  private head(): Pending | undefined {
+    const p = this.pending[0];
+    return p && p.kind !== 'sync' ? p : undefined;
+  }
+
+  private readyForQuery(): void {
+    // Everything up to the first Sync (extended) or the running Query (simple) ends here.
+    while (this.pending.length > 0) {
+      const p = this.pending.shift()!;
+      if (p.kind === 'sync') return;
+      if (p.kind === 'execute') this.finish(p, false, true);
+      else { this.finish(p, false, false); return; }
+    }
+  }
+
+  private complete(p: Pending, suspended = false): void {
+    const i = this.pending.indexOf(p);
+    if (i >= 0) this.pending.splice(i, 1);
+    this.finish(p, suspended, false);
+  }
+
+  private finish(p: Pending, suspended: boolean, skipped: boolean): void {
+    const data: Record<string, unknown> = { ref: p.seq, durationUs: nowUs() - p.startUs };
+    if (skipped && !p.error) {
+      data.skipped = true; // an earlier error in the same pipeline made the server skip it
+    } else {
+      if (p.tags.length === 1) data.tag = p.tags[0];
+      else if (p.tags.length > 1) data.tags = p.tags;
+      let rows: number | null = null;
+      for (const tag of p.tags) {
+        const n = rowsFromTag(tag);
+        if (n !== null) rows = (rows ?? 0) + n;
+      }
+      data.rows = rows ?? p.rows;
+      if (p.rows > 0) data.rowsReturned = p.rows;
+      if (suspended) data.suspended = true;
+      if (p.error) data.error = errorData(p.error);
+      if (p.columns) data.columns = p.columns;
+      if (p.sample.length > 0) data.sample = p.sample;
+      if (p.truncated) data.sampleTruncated = true;
+      if (p.copyBytes > 0) data.copyBytes = p.copyBytes;
+    }
+    this.sink.append('result', data);
+  }
+
+  /** Ends the conversation: statements still waiting get an outcome saying why they never got one. */
+  abandon(reason: string): void {
+    for (const p of this.pending) {
+      if (p.kind === 'sync') continue;
+      this.sink.append('result', { ref: p.seq, durationUs: nowUs() - p.startUs, incomplete: reason, rowsReturned: p.rows, copyBytes: p.copyBytes || undefined });
+    }
+    this.pending.length = 0;
+  }
+}
+
+function newPending(kind: PendingKind, seq: number): Pending {
+  return {
+    kind, seq, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
+    truncated: false, copyBytes: 0, error: null,
+  };
+}
+
+function errorData(e: ErrorFields): Record<string, string> {
+  const out: Record<string, string> = { severity: e.severity, code: e.code, message: e.message };
+  if (e.detail) out.detail = e.detail;
+  if (e.hint) out.hint = e.hint;
+  return out;
+}

@@ -1,0 +1,185 @@
+// Opens an authenticated session to the target PostgreSQL with the stored credential.
+// Supports trust, cleartext, md5 and SCRAM-SHA-256; optionally TLS (sslmode prefer/require).
+import { createHash } from 'node:crypto';
+import tls from 'node:tls';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Dialer } from '../../../connector/dialer.ts';
+import { Auth, Backend } from '../codec/protocol.ts';
+import { decodeErrorFields, decodeParameterStatus, type ErrorFields } from '../codec/decode.ts';
+import { passwordMessage, saslInitialResponse, saslResponse, sslRequest, startupMessage } from '../codec/encode.ts';
+import { HandshakeReader } from '../handshake-reader.ts';
+import { ScramClient } from './scram.ts';
+
+export interface UpstreamTarget {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string | null;
+  sslmode: 'disable' | 'prefer' | 'require';
+  /** Client-supplied startup parameters passed through (application_name, client_encoding, options…). */
+  startupParams: Record<string, string>;
+}
+
+export interface UpstreamConnection {
+  stream: Duplex;
+  parameters: Map<string, string>;
+  backendPid: number;
+  backendSecret: Buffer;
+  txStatus: number;
+  tls: boolean;
+  createdAt: number;
+}
+
+/** Login failed. `serverError` is for logs; clients get a generic message so nothing leaks. */
+export class UpstreamLoginError extends Error {
+  readonly serverError?: ErrorFields;
+  constructor(message: string, serverError?: ErrorFields) {
+    super(message);
+    this.serverError = serverError;
+  }
+}
+
+const MAX_LOGIN_MESSAGE = 64 * 1024;
+
+export async function loginUpstream(
+  dialer: Dialer, target: UpstreamTarget, timeoutMs: number, saltedCache?: Map<string, Buffer>,
+): Promise<UpstreamConnection> {
+  const deadline = Date.now() + timeoutMs;
+  let stream: Duplex;
+  try {
+    stream = await dialer.dial({ host: target.host, port: target.port }, timeoutMs);
+  } catch (err) {
+    throw new UpstreamLoginError(`cannot reach ${target.host}:${target.port}: ${(err as Error).message}`);
+  }
+  try {
+    let secure = false;
+    if (target.sslmode !== 'disable') {
+      stream.write(sslRequest());
+      const answer = await readOneByte(stream, deadline);
+      if (answer === 0x53) {
+        stream = await startTls(stream, target.host, deadline);
+        secure = true;
+      } else if (target.sslmode === 'require') {
+        throw new UpstreamLoginError('target does not accept TLS but the connection requires it');
+      }
+    }
+    const params: Record<string, string> = { ...target.startupParams, user: target.user, database: target.database };
+    stream.write(startupMessage(params));
+    const reader = new HandshakeReader(stream);
+    try {
+      const conn = await authenticate(stream, reader, target, deadline, saltedCache);
+      conn.tls = secure;
+      const rest = reader.detach();
+      if (rest.length > 0) throw new UpstreamLoginError('target sent unexpected data after ReadyForQuery');
+      return conn;
+    } finally {
+      reader.detach();
+    }
+  } catch (err) {
+    stream.destroy();
+    if (err instanceof UpstreamLoginError) throw err;
+    throw new UpstreamLoginError(`login to ${target.host}:${target.port} failed: ${(err as Error).message}`);
+  }
+}
+
+async function authenticate(
+  stream: Duplex, reader: HandshakeReader, target: UpstreamTarget, deadline: number, saltedCache?: Map<string, Buffer>,
+): Promise<UpstreamConnection> {
+  const parameters = new Map<string, string>();
+  let scram: ScramClient | null = null;
+  let backendPid = 0;
+  let backendSecret = Buffer.alloc(0);
+  const needPassword = (): string => {
+    if (target.password === null) throw new UpstreamLoginError('target asks for a password but the connection has none stored');
+    return target.password;
+  };
+  for (;;) {
+    const { type, body } = await reader.readMessage(deadline, MAX_LOGIN_MESSAGE);
+    switch (type) {
+      case Backend.Authentication: {
+        const code = body.readInt32BE(0);
+        if (code === Auth.Ok) break;
+        if (code === Auth.CleartextPassword) {
+          stream.write(passwordMessage(needPassword()));
+        } else if (code === Auth.MD5Password) {
+          stream.write(passwordMessage(md5Password(target.user, needPassword(), body.subarray(4, 8))));
+        } else if (code === Auth.SASL) {
+          const mechanisms = body.toString('utf8', 4).split('\0').filter(Boolean);
+          if (!mechanisms.includes('SCRAM-SHA-256')) throw new UpstreamLoginError(`target offers no supported SASL mechanism (${mechanisms.join(', ')})`);
+          scram = new ScramClient(needPassword(), saltedCache);
+          stream.write(saslInitialResponse('SCRAM-SHA-256', scram.clientFirst()));
+        } else if (code === Auth.SASLContinue) {
+          if (!scram) throw new UpstreamLoginError('unexpected SASL continue from target');
+          stream.write(saslResponse(scram.clientFinal(body.toString('utf8', 4))));
+        } else if (code === Auth.SASLFinal) {
+          if (!scram) throw new UpstreamLoginError('unexpected SASL final from target');
+          scram.verifyServerFinal(body.toString('utf8', 4));
+        } else {
+          throw new UpstreamLoginError(`target asks for an unsupported authentication method (code ${code})`);
+        }
+        break;
+      }
+      case Backend.ParameterStatus: {
+        const p = decodeParameterStatus(body, 0, body.length);
+        parameters.set(p.name, p.value);
+        break;
+      }
+      case Backend.BackendKeyData:
+        backendPid = body.readInt32BE(0);
+        backendSecret = Buffer.from(body.subarray(4));
+        break;
+      case Backend.NoticeResponse:
+      case Backend.NegotiateProtocolVersion:
+        break;
+      case Backend.ErrorResponse: {
+        const e = decodeErrorFields(body, 0, body.length);
+        throw new UpstreamLoginError(`target refused the login: ${e.code} ${e.message}`, e);
+      }
+      case Backend.ReadyForQuery:
+        return { stream, parameters, backendPid, backendSecret, txStatus: body[0], tls: false, createdAt: Date.now() };
+      default:
+        throw new UpstreamLoginError(`unexpected message 0x${type.toString(16)} from target during login`);
+    }
+  }
+}
+
+function md5Password(user: string, password: string, salt: Buffer): string {
+  const inner = createHash('md5').update(password + user).digest('hex');
+  return 'md5' + createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex');
+}
+
+function readOneByte(stream: Duplex, deadline: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { cleanup(); reject(new Error('timed out waiting for SSL answer')); }, Math.max(0, deadline - Date.now()));
+    const onData = (chunk: Buffer): void => {
+      cleanup();
+      if (chunk.length !== 1) { reject(new Error('unexpected data after SSL answer')); return; }
+      resolve(chunk[0]);
+    };
+    const onEnd = (): void => { cleanup(); reject(new Error('connection closed')); };
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onEnd);
+      stream.pause();
+    };
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('error', onEnd);
+  });
+}
+
+function startTls(stream: Duplex, host: string, deadline: number): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    // libpq's sslmode=require semantics: encrypted, server certificate not verified.
+    const socket = tls.connect({
+      socket: stream, rejectUnauthorized: false, servername: net.isIP(host) ? undefined : host, minVersion: 'TLSv1.2',
+    });
+    const timer = setTimeout(() => { socket.destroy(); reject(new Error('TLS handshake with target timed out')); }, Math.max(0, deadline - Date.now()));
+    socket.once('secureConnect', () => { clearTimeout(timer); socket.off('error', reject); resolve(socket); });
+    socket.once('error', (err) => { clearTimeout(timer); reject(err); });
+  });
+}

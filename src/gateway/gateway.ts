@@ -1,0 +1,67 @@
+// Composition root: builds the shared stages (store, identity, recorder, secrets, dialer),
+// hands them to each protocol engine, and serves the HTTP API.
+import path from 'node:path';
+import { mkdirSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { GatewayConfig } from '../config/config.ts';
+import { SqliteStore } from '../store/sqlite/sqlite-store.ts';
+import type { Store } from '../store/types.ts';
+import { IdentityService } from '../identity/identity-service.ts';
+import { Recorder } from '../recorder/recorder.ts';
+import { SecretBox, loadSecretKey } from '../crypto/secret-box.ts';
+import { loadOrCreateTls } from '../tls/certificate.ts';
+import { DirectDialer } from '../connector/dialer.ts';
+import type { Engine, EngineContext } from '../engines/engine.ts';
+import { PostgresEngine } from '../engines/postgres/engine.ts';
+import { startApiServer, type ApiServer } from '../api/server.ts';
+import type { ListenAddress } from '../util/address.ts';
+import { bootstrapAdmin, sealInterruptedSessions } from './bootstrap.ts';
+
+export interface RunningGateway {
+  http: ListenAddress;
+  pg: ListenAddress;
+  /** Set only on the first start without a preset token: print it once, it is not stored. */
+  newAdminToken?: string;
+  store: Store;
+  tlsCertificate: string;
+  close(): Promise<void>;
+}
+
+export async function startGateway(config: GatewayConfig, log: Logger): Promise<RunningGateway> {
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const store = new SqliteStore(path.join(config.dataDir, 'gatehouse.db'));
+  const closers: Array<() => Promise<void>> = [() => store.close()];
+  try {
+    const secrets = new SecretBox(loadSecretKey(path.join(config.dataDir, 'secret.key'), config.secretKey));
+    const tls = await loadOrCreateTls(path.join(config.dataDir, 'tls'), config.tls);
+    const identity = new IdentityService(store);
+    const newAdminToken = await bootstrapAdmin(store, identity, config.adminToken);
+    await sealInterruptedSessions(store, log);
+    const recorder = new Recorder(store, log, config.recording);
+    closers.unshift(() => recorder.close());
+
+    const ctx: EngineContext = { store, identity, recorder, secrets, dialer: new DirectDialer(), tls, log };
+    const pgEngine = new PostgresEngine(ctx, {
+      maxClientMessageBytes: config.postgres.maxMessageBytes, authTimeoutMs: config.postgres.authTimeoutMs,
+      allowLoopbackCleartext: config.postgres.allowLoopbackCleartext,
+    });
+    const engines: Engine[] = [pgEngine];
+    const pg = await pgEngine.listen(config.pg);
+    closers.unshift(() => pgEngine.close());
+
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log }, config.http);
+    closers.unshift(() => api.close());
+
+    let closing: Promise<void> | null = null;
+    return {
+      http: api.address, pg, newAdminToken, store, tlsCertificate: tls.cert,
+      close: () => {
+        closing ??= (async () => { for (const c of closers) await c(); })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    for (const c of closers) await c().catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,65 @@
+import { generateToken, hashToken } from '../crypto/tokens.ts';
+import { newId } from '../util/ids.ts';
+import type { Connection, Identity, IdentityKind, Store, TokenRecord } from '../store/types.ts';
+
+export type TokenCheck =
+  | { ok: true; identity: Identity; token: TokenRecord }
+  | { ok: false; reason: 'unknown' | 'expired' | 'revoked' };
+
+export interface IssuedToken { token: string; record: TokenRecord }
+
+/** Who is calling: identities, their short-lived tokens, and the default-deny grant check. */
+export class IdentityService {
+  private readonly store: Store;
+  private readonly now: () => number;
+
+  constructor(store: Store, now: () => number = Date.now) {
+    this.store = store;
+    this.now = now;
+  }
+
+  async createIdentity(name: string, kind: IdentityKind, isAdmin = false): Promise<Identity> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/.test(name)) {
+      throw new UserError(`invalid identity name "${name}" (letters, digits, . _ @ -; at most 63 characters)`);
+    }
+    if (await this.store.getIdentityByName(name)) throw new UserError(`identity "${name}" already exists`, 409);
+    const identity: Identity = { id: newId('id'), name, kind, isAdmin, createdAt: this.now() };
+    await this.store.createIdentity(identity);
+    return identity;
+  }
+
+  async issueToken(identity: Identity, ttlSeconds: number, presetToken?: string): Promise<IssuedToken> {
+    const token = presetToken ?? generateToken();
+    const createdAt = this.now();
+    const record: TokenRecord = {
+      id: newId('tok'), identityId: identity.id, tokenHash: hashToken(token), createdAt,
+      expiresAt: createdAt + ttlSeconds * 1000, revokedAt: null,
+    };
+    await this.store.createToken(record);
+    return { token, record };
+  }
+
+  async checkToken(token: string): Promise<TokenCheck> {
+    const record = await this.store.getTokenByHash(hashToken(token));
+    if (!record) return { ok: false, reason: 'unknown' };
+    if (record.revokedAt !== null) return { ok: false, reason: 'revoked' };
+    if (record.expiresAt <= this.now()) return { ok: false, reason: 'expired' };
+    const identity = await this.store.getIdentity(record.identityId);
+    if (!identity) return { ok: false, reason: 'unknown' };
+    return { ok: true, identity, token: record };
+  }
+
+  /** Default deny: an identity may connect only where an explicit grant says so. */
+  async mayConnect(identity: Identity, connection: Connection): Promise<boolean> {
+    return this.store.hasGrant(identity.id, connection.id);
+  }
+}
+
+/** An error whose message is safe and meant for the caller (API 4xx, CLI output). */
+export class UserError extends Error {
+  readonly status: number;
+  constructor(message: string, status = 400) {
+    super(message);
+    this.status = status;
+  }
+}

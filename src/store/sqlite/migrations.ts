@@ -1,0 +1,67 @@
+// Versioned schema. Append new steps; never edit a step that has shipped.
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE identities (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('human','service','agent')),
+    is_admin INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked_at INTEGER
+  );
+  CREATE INDEX tokens_identity ON tokens(identity_id);
+  CREATE TABLE connections (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    database TEXT NOT NULL,
+    username TEXT NOT NULL,
+    sealed_secret BLOB,
+    options TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE grants (
+    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    connection_id TEXT NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (identity_id, connection_id)
+  );
+  CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    protocol TEXT NOT NULL,
+    identity_id TEXT NOT NULL,
+    identity_name TEXT NOT NULL,
+    identity_kind TEXT NOT NULL,
+    client_addr TEXT NOT NULL,
+    application_name TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    connection_name TEXT NOT NULL,
+    target_host TEXT NOT NULL,
+    target_port INTEGER NOT NULL,
+    target_database TEXT NOT NULL,
+    target_user TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    end_reason TEXT,
+    event_count INTEGER NOT NULL DEFAULT 0
+  );
+  CREATE INDEX sessions_started ON sessions(started_at);
+  CREATE TABLE events (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+  ) WITHOUT ROWID;
+  `,
+];

@@ -1,0 +1,221 @@
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { MIGRATIONS } from './migrations.ts';
+import type {
+  Connection, EventRow, Identity, IdentityKind, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
+} from '../types.ts';
+
+type Row = Record<string, unknown>;
+
+/**
+ * Embedded store: one SQLite file in the data directory, WAL mode, synchronous=FULL so that a
+ * committed batch survives power loss. node:sqlite is synchronous; a commit costs one fsync
+ * (~50 µs on this class of machine), which the recorder amortises by grouping events.
+ */
+export class SqliteStore implements Store {
+  readonly db: DatabaseSync;
+  private readonly stmts = new Map<string, StatementSync>();
+
+  constructor(file: string) {
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    this.db = new DatabaseSync(file);
+    this.db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    this.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    const row = this.db.prepare('SELECT max(version) AS v FROM schema_migrations').get() as Row | undefined;
+    const current = Number(row?.v ?? 0);
+    for (let v = current + 1; v <= MIGRATIONS.length; v++) {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        this.db.exec(MIGRATIONS[v - 1]);
+        this.db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(v, Date.now());
+        this.db.exec('COMMIT');
+      } catch (err) {
+        this.db.exec('ROLLBACK');
+        throw err;
+      }
+    }
+  }
+
+  private q(sql: string): StatementSync {
+    let s = this.stmts.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  async createIdentity(i: Identity): Promise<void> {
+    this.q('INSERT INTO identities (id, name, kind, is_admin, created_at) VALUES (?, ?, ?, ?, ?)')
+      .run(i.id, i.name, i.kind, i.isAdmin ? 1 : 0, i.createdAt);
+  }
+
+  async getIdentityByName(name: string): Promise<Identity | undefined> {
+    const r = this.q('SELECT * FROM identities WHERE name = ?').get(name) as Row | undefined;
+    return r ? toIdentity(r) : undefined;
+  }
+
+  async getIdentity(id: string): Promise<Identity | undefined> {
+    const r = this.q('SELECT * FROM identities WHERE id = ?').get(id) as Row | undefined;
+    return r ? toIdentity(r) : undefined;
+  }
+
+  async listIdentities(): Promise<Identity[]> {
+    return (this.q('SELECT * FROM identities ORDER BY name').all() as Row[]).map(toIdentity);
+  }
+
+  async deleteIdentity(id: string): Promise<void> {
+    this.q('DELETE FROM identities WHERE id = ?').run(id);
+  }
+
+  async createToken(t: TokenRecord): Promise<void> {
+    this.q('INSERT INTO tokens (id, identity_id, token_hash, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(t.id, t.identityId, t.tokenHash, t.createdAt, t.expiresAt, t.revokedAt);
+  }
+
+  async getTokenByHash(hash: string): Promise<TokenRecord | undefined> {
+    const r = this.q('SELECT * FROM tokens WHERE token_hash = ?').get(hash) as Row | undefined;
+    return r ? toToken(r) : undefined;
+  }
+
+  async listTokens(identityId?: string): Promise<TokenRecord[]> {
+    const rows = identityId
+      ? this.q('SELECT * FROM tokens WHERE identity_id = ? ORDER BY created_at').all(identityId)
+      : this.q('SELECT * FROM tokens ORDER BY created_at').all();
+    return (rows as Row[]).map(toToken);
+  }
+
+  async revokeToken(id: string, at: number): Promise<boolean> {
+    return Number(this.q('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(at, id).changes) > 0;
+  }
+
+  async revokeTokensOf(identityId: string, at: number): Promise<number> {
+    return Number(this.q('UPDATE tokens SET revoked_at = ? WHERE identity_id = ? AND revoked_at IS NULL').run(at, identityId).changes);
+  }
+
+  async createConnection(c: Connection): Promise<void> {
+    this.q(`INSERT INTO connections (id, name, type, host, port, database, username, sealed_secret, options, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(c.id, c.name, c.type, c.host, c.port, c.database, c.username, c.sealedSecret, JSON.stringify(c.options), c.createdAt);
+  }
+
+  async getConnectionByName(name: string): Promise<Connection | undefined> {
+    const r = this.q('SELECT * FROM connections WHERE name = ?').get(name) as Row | undefined;
+    return r ? toConnection(r) : undefined;
+  }
+
+  async listConnections(): Promise<Connection[]> {
+    return (this.q('SELECT * FROM connections ORDER BY name').all() as Row[]).map(toConnection);
+  }
+
+  async deleteConnection(id: string): Promise<void> {
+    this.q('DELETE FROM connections WHERE id = ?').run(id);
+  }
+
+  async addGrant(identityId: string, connectionId: string, at: number): Promise<boolean> {
+    return Number(this.q('INSERT OR IGNORE INTO grants (identity_id, connection_id, created_at) VALUES (?, ?, ?)')
+      .run(identityId, connectionId, at).changes) > 0;
+  }
+
+  async removeGrant(identityId: string, connectionId: string): Promise<boolean> {
+    return Number(this.q('DELETE FROM grants WHERE identity_id = ? AND connection_id = ?').run(identityId, connectionId).changes) > 0;
+  }
+
+  async hasGrant(identityId: string, connectionId: string): Promise<boolean> {
+    return this.q('SELECT 1 FROM grants WHERE identity_id = ? AND connection_id = ?').get(identityId, connectionId) !== undefined;
+  }
+
+  async listGrants(): Promise<Array<{ identityName: string; connectionName: string; createdAt: number }>> {
+    const rows = this.q(`SELECT i.name AS identity_name, c.name AS connection_name, g.created_at
+      FROM grants g JOIN identities i ON i.id = g.identity_id JOIN connections c ON c.id = g.connection_id
+      ORDER BY i.name, c.name`).all() as Row[];
+    return rows.map((r) => ({ identityName: String(r.identity_name), connectionName: String(r.connection_name), createdAt: Number(r.created_at) }));
+  }
+
+  async writeBatch(batch: RecordBatch): Promise<void> {
+    const insSession = this.q(`INSERT INTO sessions (id, protocol, identity_id, identity_name, identity_kind, client_addr,
+      application_name, connection_id, connection_name, target_host, target_port, target_database, target_user, started_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    const insEvent = this.q('INSERT INTO events (session_id, seq, ts, type, data) VALUES (?, ?, ?, ?, ?)');
+    const endSession = this.q('UPDATE sessions SET ended_at = ?, end_reason = ?, event_count = ? WHERE id = ?');
+    this.db.exec('BEGIN');
+    try {
+      for (const s of batch.sessionsStarted) {
+        insSession.run(s.id, s.protocol, s.identityId, s.identityName, s.identityKind, s.clientAddr, s.applicationName,
+          s.connectionId, s.connectionName, s.targetHost, s.targetPort, s.targetDatabase, s.targetUser, s.startedAt);
+      }
+      for (const e of batch.events) insEvent.run(e.sessionId, e.seq, e.ts, e.type, e.data);
+      for (const e of batch.sessionsEnded) endSession.run(e.endedAt, e.endReason, e.eventCount, e.sessionId);
+      this.db.exec('COMMIT');
+    } catch (err) {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  async listSessions(f: SessionFilter): Promise<SessionRow[]> {
+    const where: string[] = [];
+    const args: Array<string | number> = [];
+    if (f.identity) { where.push('identity_name = ?'); args.push(f.identity); }
+    if (f.connection) { where.push('connection_name = ?'); args.push(f.connection); }
+    const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC LIMIT ?`;
+    args.push(f.limit ?? 100);
+    return (this.db.prepare(sql).all(...args) as Row[]).map(toSession);
+  }
+
+  async getSession(id: string): Promise<SessionRow | undefined> {
+    const r = this.q('SELECT * FROM sessions WHERE id = ?').get(id) as Row | undefined;
+    return r ? toSession(r) : undefined;
+  }
+
+  async listEvents(sessionId: string): Promise<EventRow[]> {
+    const rows = this.q('SELECT * FROM events WHERE session_id = ? ORDER BY seq').all(sessionId) as Row[];
+    return rows.map((r) => ({ sessionId: String(r.session_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data) }));
+  }
+
+  async listOpenSessions(): Promise<SessionRow[]> {
+    return (this.q('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at').all() as Row[]).map(toSession);
+  }
+
+  async close(): Promise<void> {
+    this.stmts.clear();
+    this.db.close();
+  }
+}
+
+function toIdentity(r: Row): Identity {
+  return { id: String(r.id), name: String(r.name), kind: r.kind as IdentityKind, isAdmin: Number(r.is_admin) === 1, createdAt: Number(r.created_at) };
+}
+
+function toToken(r: Row): TokenRecord {
+  return {
+    id: String(r.id), identityId: String(r.identity_id), tokenHash: String(r.token_hash), createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
+  };
+}
+
+function toConnection(r: Row): Connection {
+  const secret = r.sealed_secret;
+  return {
+    id: String(r.id), name: String(r.name), type: r.type as Connection['type'], host: String(r.host), port: Number(r.port),
+    database: String(r.database), username: String(r.username),
+    sealedSecret: secret instanceof Uint8Array ? Buffer.from(secret) : null,
+    options: JSON.parse(String(r.options)) as Connection['options'], createdAt: Number(r.created_at),
+  };
+}
+
+function toSession(r: Row): SessionRow {
+  return {
+    id: String(r.id), protocol: String(r.protocol), identityId: String(r.identity_id), identityName: String(r.identity_name),
+    identityKind: r.identity_kind as SessionRow['identityKind'], clientAddr: String(r.client_addr), applicationName: String(r.application_name),
+    connectionId: String(r.connection_id), connectionName: String(r.connection_name), targetHost: String(r.target_host),
+    targetPort: Number(r.target_port), targetDatabase: String(r.target_database), targetUser: String(r.target_user),
+    startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
+    endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
+  };
+}

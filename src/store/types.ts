@@ -1,0 +1,117 @@
+// The gateway's persistent state. Engines and the API never touch SQL directly: they go through
+// this interface so that the embedded SQLite store and a shared PostgreSQL store are swappable.
+
+export type IdentityKind = 'human' | 'service' | 'agent';
+export const IDENTITY_KINDS: readonly IdentityKind[] = ['human', 'service', 'agent'];
+
+export interface Identity {
+  id: string;
+  name: string;
+  kind: IdentityKind;
+  isAdmin: boolean;
+  createdAt: number; // ms since epoch
+}
+
+export interface TokenRecord {
+  id: string;
+  identityId: string;
+  tokenHash: string;
+  createdAt: number;
+  expiresAt: number;
+  revokedAt: number | null;
+}
+
+export type ConnectionType = 'postgres';
+
+export interface Connection {
+  id: string;
+  name: string;
+  type: ConnectionType;
+  host: string;
+  port: number;
+  database: string;
+  username: string;
+  /** AES-256-GCM sealed credential; null when the target needs none (trust auth). */
+  sealedSecret: Buffer | null;
+  options: ConnectionOptions;
+  createdAt: number;
+}
+
+export interface ConnectionOptions {
+  /** Upstream TLS: disable, prefer (default), require. */
+  sslmode?: 'disable' | 'prefer' | 'require';
+}
+
+export interface SessionRow {
+  id: string;
+  protocol: string;
+  identityId: string;
+  identityName: string;
+  /** 'unknown' only on refused attempts whose token did not authenticate. */
+  identityKind: IdentityKind | 'unknown';
+  clientAddr: string;
+  applicationName: string;
+  connectionId: string;
+  connectionName: string;
+  targetHost: string;
+  targetPort: number;
+  targetDatabase: string;
+  targetUser: string;
+  startedAt: number; // µs since epoch
+  endedAt: number | null;
+  endReason: string | null;
+  eventCount: number;
+}
+
+export interface EventRow {
+  sessionId: string;
+  seq: number;
+  ts: number; // µs since epoch
+  type: string;
+  data: string; // JSON
+}
+
+export interface SessionEnd { sessionId: string; endedAt: number; endReason: string; eventCount: number }
+
+/** One group-commit unit: everything in it becomes durable together or not at all. */
+export interface RecordBatch {
+  sessionsStarted: SessionRow[];
+  events: EventRow[];
+  sessionsEnded: SessionEnd[];
+}
+
+export interface SessionFilter { identity?: string; connection?: string; limit?: number }
+
+export interface Store {
+  // identities and tokens
+  createIdentity(identity: Identity): Promise<void>;
+  getIdentityByName(name: string): Promise<Identity | undefined>;
+  getIdentity(id: string): Promise<Identity | undefined>;
+  listIdentities(): Promise<Identity[]>;
+  deleteIdentity(id: string): Promise<void>;
+  createToken(token: TokenRecord): Promise<void>;
+  getTokenByHash(hash: string): Promise<TokenRecord | undefined>;
+  listTokens(identityId?: string): Promise<TokenRecord[]>;
+  revokeToken(id: string, at: number): Promise<boolean>;
+  revokeTokensOf(identityId: string, at: number): Promise<number>;
+
+  // connections and grants
+  createConnection(connection: Connection): Promise<void>;
+  getConnectionByName(name: string): Promise<Connection | undefined>;
+  listConnections(): Promise<Connection[]>;
+  deleteConnection(id: string): Promise<void>;
+  addGrant(identityId: string, connectionId: string, at: number): Promise<boolean>;
+  removeGrant(identityId: string, connectionId: string): Promise<boolean>;
+  hasGrant(identityId: string, connectionId: string): Promise<boolean>;
+  listGrants(): Promise<Array<{ identityName: string; connectionName: string; createdAt: number }>>;
+
+  // recordings
+  writeBatch(batch: RecordBatch): Promise<void>;
+  listSessions(filter: SessionFilter): Promise<SessionRow[]>;
+  getSession(id: string): Promise<SessionRow | undefined>;
+  listEvents(sessionId: string): Promise<EventRow[]>;
+  /** Sessions that never got an end record (the gateway stopped without sealing them). */
+  listOpenSessions(): Promise<SessionRow[]>;
+
+  close(): Promise<void>;
+}
