@@ -15,7 +15,7 @@ export interface GatewayConfig {
   /** AES-256 key for target credentials (hex or base64); otherwise a key file in the data dir. */
   secretKey?: string;
   logLevel: string;
-  recording: { sampleRows: number; sampleBytes: number };
+  recording: { sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread' };
   postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
 }
 
@@ -36,7 +36,7 @@ export function defaultConfig(): GatewayConfig {
     pg: { host: '127.0.0.1', port: 15432 },
     tls: {},
     logLevel: 'info',
-    recording: { sampleRows: 100, sampleBytes: 64 * 1024 },
+    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline' },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
   };
 }
@@ -62,6 +62,10 @@ function applyFile(cfg: GatewayConfig, file: string): void {
   const rec = doc.recording as Yaml | undefined;
   if (rec?.sample_rows !== undefined) cfg.recording.sampleRows = num(rec.sample_rows, 'recording.sample_rows');
   if (rec?.sample_bytes !== undefined) cfg.recording.sampleBytes = num(rec.sample_bytes, 'recording.sample_bytes');
+  if (rec?.writer !== undefined) {
+    if (rec.writer !== 'inline' && rec.writer !== 'thread') throw new Error('config: recording.writer must be inline or thread');
+    cfg.recording.writer = rec.writer;
+  }
   const pg = doc.postgres as Yaml | undefined;
   if (pg?.max_message_bytes !== undefined) cfg.postgres.maxMessageBytes = num(pg.max_message_bytes, 'postgres.max_message_bytes');
   if (pg?.auth_timeout_ms !== undefined) cfg.postgres.authTimeoutMs = num(pg.auth_timeout_ms, 'postgres.auth_timeout_ms');
@@ -80,6 +84,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_LOG_LEVEL) cfg.logLevel = env.GATEHOUSE_LOG_LEVEL;
   if (env.GATEHOUSE_ADMIN_TOKEN) cfg.adminToken = env.GATEHOUSE_ADMIN_TOKEN;
   if (env.GATEHOUSE_KEY) cfg.secretKey = env.GATEHOUSE_KEY;
+  if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
   if (flags.dataDir) cfg.dataDir = flags.dataDir;
   if (flags.http) cfg.http = parseListenAddress(flags.http);
   if (flags.pg) cfg.pg = parseListenAddress(flags.pg);

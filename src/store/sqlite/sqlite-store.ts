@@ -2,6 +2,8 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { MIGRATIONS } from './migrations.ts';
+import { RecordWriterThread } from './record-writer.ts';
+import { RecordBatchWriter } from './record-batch-sql.ts';
 import type {
   Connection, EventRow, Identity, IdentityKind, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
 } from '../types.ts';
@@ -11,17 +13,24 @@ type Row = Record<string, unknown>;
 /**
  * Embedded store: one SQLite file in the data directory, WAL mode, synchronous=FULL so that a
  * committed batch survives power loss. node:sqlite is synchronous; a commit costs one fsync
- * (~50 µs on this class of machine), which the recorder amortises by grouping events.
+ * (~50 µs on this class of machine), which the recorder amortises by grouping events, and
+ * recording batches are committed on a writer thread so the fsync never stalls the relay.
  */
 export class SqliteStore implements Store {
   readonly db: DatabaseSync;
   private readonly stmts = new Map<string, StatementSync>();
+  /** Recording batches: committed inline (blocking the loop for one fsync) or on a writer thread. */
+  private readonly writer: RecordWriterThread | null;
+  private readonly inlineWriter: RecordBatchWriter | null;
 
-  constructor(file: string) {
+  constructor(file: string, options: { recordWriter?: 'inline' | 'thread' } = {}) {
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     this.db = new DatabaseSync(file);
     this.db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;');
     this.migrate();
+    const threaded = (options.recordWriter ?? 'inline') === 'thread';
+    this.writer = threaded ? new RecordWriterThread(file) : null;
+    this.inlineWriter = threaded ? null : new RecordBatchWriter(this.db);
   }
 
   private migrate(): void {
@@ -138,24 +147,8 @@ export class SqliteStore implements Store {
   }
 
   async writeBatch(batch: RecordBatch): Promise<void> {
-    const insSession = this.q(`INSERT INTO sessions (id, protocol, identity_id, identity_name, identity_kind, client_addr,
-      application_name, connection_id, connection_name, target_host, target_port, target_database, target_user, started_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
-    const insEvent = this.q('INSERT INTO events (session_id, seq, ts, type, data) VALUES (?, ?, ?, ?, ?)');
-    const endSession = this.q('UPDATE sessions SET ended_at = ?, end_reason = ?, event_count = ? WHERE id = ?');
-    this.db.exec('BEGIN');
-    try {
-      for (const s of batch.sessionsStarted) {
-        insSession.run(s.id, s.protocol, s.identityId, s.identityName, s.identityKind, s.clientAddr, s.applicationName,
-          s.connectionId, s.connectionName, s.targetHost, s.targetPort, s.targetDatabase, s.targetUser, s.startedAt);
-      }
-      for (const e of batch.events) insEvent.run(e.sessionId, e.seq, e.ts, e.type, e.data);
-      for (const e of batch.sessionsEnded) endSession.run(e.endedAt, e.endReason, e.eventCount, e.sessionId);
-      this.db.exec('COMMIT');
-    } catch (err) {
-      if (this.db.isTransaction) this.db.exec('ROLLBACK');
-      throw err;
-    }
+    if (this.writer) return this.writer.write(batch);
+    this.inlineWriter!.write(batch);
   }
 
   async listSessions(f: SessionFilter): Promise<SessionRow[]> {
@@ -183,6 +176,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.writer?.close();
     this.stmts.clear();
     this.db.close();
   }

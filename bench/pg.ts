@@ -1,0 +1,595 @@
+// `npm run bench:pg`: pgbench select-only against direct PostgreSQL, HAProxy (TCP pass-through),
+// PgBouncer (session pooling) and the gateway with recording on (without and with TLS), all in
+// one run, on one throwaway PostgreSQL 15 cluster. Prints TPS, average latency and each path's
+// ratio to direct, a verdict on the targets of issue #2 §6, how many statements the gateway
+// recorded, and writes everything to bench/results/pg-latest.json.
+//
+// Environment:
+//   BENCH_SECONDS   seconds per pgbench run (default 10)
+//
+// HAProxy and PgBouncer are installed from Debian when missing (apt-get; needs root). Their
+// system services are never used: this script runs its own instances with its own config files
+// in a temp dir, on free loopback ports, and stops everything it started, also on failure.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PG_BIN, PG_TEST_USERS, freePort, startPgCluster, type PgCluster } from '../test/support/pg-cluster.ts';
+import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
+import { run, waitForPort, type RunResult } from '../test/support/processes.ts';
+
+const BENCH_DIR: string = path.dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT: string = path.resolve(BENCH_DIR, '..');
+const RESULTS_FILE: string = path.join(BENCH_DIR, 'results', 'pg-latest.json');
+
+const SECONDS: number = parseSeconds(process.env.BENCH_SECONDS);
+const CLIENTS: number = 8;
+const THREADS: number = 2;
+const SCALE: number = 10;
+const HOST: string = '127.0.0.1';
+const DATABASE: string = 'app';
+const UPSTREAM_USER: string = PG_TEST_USERS.scram.user;
+const UPSTREAM_PASSWORD: string = PG_TEST_USERS.scram.password;
+const GATEWAY_IDENTITY: string = 'bench';
+const GATEWAY_CONNECTION: string = 'bench';
+
+type PathName = 'direct' | 'haproxy' | 'pgbouncer' | 'gateway' | 'gateway+tls';
+type Mode = 'simple' | 'extended' | 'connect';
+
+const PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+tls'];
+const MODES: readonly Mode[] = ['simple', 'extended', 'connect'];
+
+const MODE_ARGS: Record<Mode, string[]> = {
+  simple: ['-M', 'simple'],
+  extended: ['-M', 'extended'],
+  connect: ['-M', 'simple', '-C'],
+};
+
+/** Where pgbench connects, and as whom. */
+interface Endpoint {
+  host: string;
+  port: number;
+  dbname: string;
+  user: string;
+  password: string;
+  sslmode: 'disable' | 'require';
+}
+
+/** What the gateway recorded for one pgbench run (sessions that started during it). */
+interface RecordingCount {
+  sessions: number;
+  /** Sessions still open when counting gave up waiting; their events are not counted yet. */
+  openSessions: number;
+  events: number;
+  /** (events - session.start - session.end) / 2: each statement is one statement event and one result event. */
+  statements: number;
+  /** The sessions list hit its limit, so the counts are lower bounds. */
+  truncated: boolean;
+}
+
+interface Row {
+  path: PathName;
+  mode: Mode;
+  tps: number | null;
+  latencyMs: number | null;
+  /** -C only: pgbench's "average connection time". */
+  connectMs: number | null;
+  transactions: number | null;
+  failedTransactions: number | null;
+  ratioToDirect: number | null;
+  error: string | null;
+  recording: RecordingCount | null;
+}
+
+interface Verdict {
+  target: string;
+  compared: string;
+  gateway: number | null;
+  reference: number | null;
+  ratio: number | null;
+  met: boolean | null;
+}
+
+interface Daemon {
+  name: string;
+  child: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+// ---- cleanup ------------------------------------------------------------------------------------
+
+const cleanups: Array<{ name: string; fn: () => Promise<void> }> = [];
+
+function onCleanup(name: string, fn: () => Promise<void>): void {
+  cleanups.push({ name, fn });
+}
+
+let cleaning: Promise<void> | null = null;
+
+/** Runs every registered cleanup once, newest first; one failing does not stop the others. */
+function cleanupAll(): Promise<void> {
+  cleaning ??= (async (): Promise<void> => {
+    while (cleanups.length > 0) {
+      const c = cleanups.pop()!;
+      try {
+        await c.fn();
+      } catch (err) {
+        console.error(`cleanup of ${c.name} failed: ${errorMessage(err)}`);
+      }
+    }
+  })();
+  return cleaning;
+}
+
+let interrupted: boolean = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${signal}: cleaning up`);
+    void cleanupAll().finally(() => process.exit(130));
+  });
+}
+
+// ---- small helpers ------------------------------------------------------------------------------
+
+function parseSeconds(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return 10;
+  const n: number = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_SECONDS must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function log(line: string): void {
+  process.stderr.write(`[bench] ${line}\n`);
+}
+
+/** Environment for client tools: no PG* variables from the caller, plus `extra`. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('PG')) env[k] = v;
+  }
+  return { ...env, LC_ALL: 'C', ...extra };
+}
+
+function lastLines(text: string, n: number): string {
+  return text.trim().split('\n').slice(-n).join('\n');
+}
+
+function failure(what: string, r: RunResult): Error {
+  return new Error(`${what} failed (code ${r.code}, signal ${r.signal}):\n${lastLines(r.stderr + r.stdout, 20)}`);
+}
+
+/** Locates an executable on PATH or in the sbin directories (Debian puts haproxy and pgbouncer in /usr/sbin). */
+function findExecutable(name: string): string | undefined {
+  const dirs: string[] = [...(process.env.PATH ?? '').split(':').filter((d) => d !== ''), '/usr/local/sbin', '/usr/sbin', '/sbin'];
+  for (const dir of dirs) {
+    const candidate: string = path.join(dir, name);
+    if (existsSync(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+function postgresIds(): { uid: number; gid: number } {
+  return {
+    uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
+  };
+}
+
+async function firstLine(cmd: string, args: string[]): Promise<string> {
+  try {
+    const r: RunResult = await run(cmd, args, { timeoutMs: 10_000, env: cleanEnv() });
+    return (r.stdout.trim() || r.stderr.trim()).split('\n')[0] ?? '';
+  } catch (err) {
+    return `unknown (${errorMessage(err)})`;
+  }
+}
+
+// ---- setup ----------------------------------------------------------------------------------------
+
+/** Installs haproxy and pgbouncer from Debian when either is missing; returns their paths. */
+async function ensureTools(): Promise<{ haproxy: string; pgbouncer: string }> {
+  const missing: string[] = ['haproxy', 'pgbouncer'].filter((name) => findExecutable(name) === undefined);
+  if (missing.length > 0) {
+    log(`${missing.join(' and ')} not installed; installing from Debian (apt-get update, apt-get install -y haproxy pgbouncer)`);
+    const env: NodeJS.ProcessEnv = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    const update: RunResult = await run('apt-get', ['update'], { env, timeoutMs: 600_000 });
+    if (update.code !== 0) throw failure('apt-get update', update);
+    const install: RunResult = await run('apt-get', ['install', '-y', 'haproxy', 'pgbouncer'], { env, timeoutMs: 900_000 });
+    if (install.code !== 0) throw failure('apt-get install -y haproxy pgbouncer', install);
+  }
+  const haproxy: string | undefined = findExecutable('haproxy');
+  const pgbouncer: string | undefined = findExecutable('pgbouncer');
+  if (haproxy === undefined || pgbouncer === undefined) throw new Error('haproxy or pgbouncer still not found after apt-get install');
+  return { haproxy, pgbouncer };
+}
+
+/**
+ * Spawns a long-running server, waits until it accepts TCP connections on `port`, and returns a
+ * handle whose stop() sends SIGTERM (SIGKILL after 5 s). Fails early if the process exits.
+ */
+async function startDaemon(name: string, cmd: string, args: string[], port: number, opts: { uid?: number; gid?: number; cwd?: string } = {}): Promise<Daemon> {
+  const child: ChildProcess = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(), ...opts });
+  let output: string = '';
+  child.stdout?.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => { output += d.toString(); });
+  const exited: Promise<void> = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', (err: Error) => { output += `\nspawn error: ${err.message}`; resolve(); });
+  });
+  const alive = (): boolean => child.exitCode === null && child.signalCode === null && child.pid !== undefined;
+  const daemon: Daemon = {
+    name,
+    child,
+    output: () => output,
+    async stop(): Promise<void> {
+      if (!alive()) return;
+      child.kill('SIGTERM');
+      const timer: NodeJS.Timeout = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  onCleanup(name, () => daemon.stop());
+  const failed: Promise<never> = exited.then(() => {
+    throw new Error(`${name} exited during startup (code ${child.exitCode}, signal ${child.signalCode}):\n${lastLines(output, 20)}`);
+  });
+  await Promise.race([waitForPort(port, HOST, 15_000), failed]);
+  failed.catch(() => {}); // exits after startup are noticed by the runs that use it
+  return daemon;
+}
+
+async function startHaproxy(bin: string, dir: string, upstream: PgCluster): Promise<{ daemon: Daemon; port: number }> {
+  const port: number = await freePort();
+  const cfg: string = path.join(dir, 'haproxy.cfg');
+  writeFileSync(cfg, [
+    '# written by bench/pg.ts',
+    'global',
+    '  maxconn 1000',
+    `  pidfile ${path.join(dir, 'haproxy.pid')}`,
+    'defaults',
+    '  mode tcp',
+    '  timeout connect 5s',
+    '  timeout client 1h',
+    '  timeout server 1h',
+    'frontend pg',
+    `  bind ${HOST}:${port}`,
+    '  default_backend pg',
+    'backend pg',
+    `  server pg1 ${upstream.host}:${upstream.port}`,
+    '',
+  ].join('\n'));
+  // -db: stay in the foreground, so the child handle is haproxy itself.
+  const daemon: Daemon = await startDaemon('haproxy', bin, ['-db', '-f', cfg], port);
+  return { daemon, port };
+}
+
+/** PgBouncer refuses to run as root: it runs as the postgres OS user, with its files in `dir` (owned by postgres). */
+async function startPgbouncer(bin: string, dir: string, upstream: PgCluster): Promise<{ daemon: Daemon; port: number }> {
+  const { uid, gid } = postgresIds();
+  const port: number = await freePort();
+  const cfg: string = path.join(dir, 'pgbouncer.ini');
+  const userlist: string = path.join(dir, 'userlist.txt');
+  writeFileSync(userlist, `"${UPSTREAM_USER}" "${UPSTREAM_PASSWORD}"\n`, { mode: 0o600 });
+  writeFileSync(cfg, [
+    '; written by bench/pg.ts',
+    '[databases]',
+    `${DATABASE} = host=${upstream.host} port=${upstream.port} dbname=${DATABASE}`,
+    '[pgbouncer]',
+    `listen_addr = ${HOST}`,
+    `listen_port = ${port}`,
+    'unix_socket_dir =',
+    'auth_type = scram-sha-256',
+    `auth_file = ${userlist}`,
+    'pool_mode = session',
+    'default_pool_size = 20',
+    'max_client_conn = 200',
+    `logfile = ${path.join(dir, 'pgbouncer.log')}`,
+    `pidfile = ${path.join(dir, 'pgbouncer.pid')}`,
+    '',
+  ].join('\n'));
+  for (const f of [cfg, userlist]) chownSync(f, uid, gid);
+  // Equivalent to `runuser -u postgres -- pgbouncer <cfg>`, but the child handle is pgbouncer
+  // itself (not runuser), so stopping it needs no signal forwarding. Foreground (no -d).
+  const daemon: Daemon = await startDaemon('pgbouncer', bin, [cfg], port, { uid, gid, cwd: dir });
+  return { daemon, port };
+}
+
+async function initPgbench(cluster: PgCluster): Promise<void> {
+  // As scram_user itself, so every path (and the gateway's upstream login) uses the same role.
+  const r: RunResult = await run(
+    path.join(PG_BIN, 'pgbench'),
+    ['-i', '-q', '-s', String(SCALE), '-h', cluster.host, '-p', String(cluster.port), '-U', UPSTREAM_USER, DATABASE],
+    { env: cleanEnv({ PGPASSWORD: UPSTREAM_PASSWORD, PGSSLMODE: 'disable' }), timeoutMs: 600_000 },
+  );
+  if (r.code !== 0) throw failure('pgbench -i', r);
+}
+
+// ---- pgbench runs -----------------------------------------------------------------------------------
+
+interface PgbenchResult {
+  tps: number | null;
+  latencyMs: number | null;
+  connectMs: number | null;
+  transactions: number | null;
+  failedTransactions: number | null;
+  error: string | null;
+}
+
+function matchNumber(text: string, re: RegExp): number | null {
+  const m: RegExpExecArray | null = re.exec(text);
+  return m === null ? null : Number(m[1]);
+}
+
+/** Parses pgbench 15's summary. `tps = N (without initial connection time)`, or with -C `(including reconnection times)`. */
+function parsePgbench(out: string): Omit<PgbenchResult, 'error'> {
+  return {
+    tps: matchNumber(out, /^tps = ([\d.]+) \(/m),
+    latencyMs: matchNumber(out, /^latency average = ([\d.]+) ms/m),
+    connectMs: matchNumber(out, /^average connection time = ([\d.]+) ms/m),
+    transactions: matchNumber(out, /^number of transactions actually processed: (\d+)/m),
+    failedTransactions: matchNumber(out, /^number of failed transactions: (\d+)/m),
+  };
+}
+
+async function pgbench(endpoint: Endpoint, mode: Mode): Promise<PgbenchResult> {
+  const args: string[] = [
+    '-S', '-n', '-c', String(CLIENTS), '-j', String(THREADS), '-T', String(SECONDS), ...MODE_ARGS[mode],
+    '-h', endpoint.host, '-p', String(endpoint.port), '-U', endpoint.user, endpoint.dbname,
+  ];
+  const env: NodeJS.ProcessEnv = cleanEnv({ PGPASSWORD: endpoint.password, PGSSLMODE: endpoint.sslmode, PGCONNECT_TIMEOUT: '10' });
+  let r: RunResult;
+  try {
+    r = await run(path.join(PG_BIN, 'pgbench'), args, { env, timeoutMs: SECONDS * 1000 + 60_000 });
+  } catch (err) {
+    return { tps: null, latencyMs: null, connectMs: null, transactions: null, failedTransactions: null, error: errorMessage(err) };
+  }
+  const parsed = parsePgbench(r.stdout);
+  let error: string | null = null;
+  if (r.code !== 0 || parsed.tps === null) {
+    error = `pgbench exited with code ${r.code}${r.signal ? ` (signal ${r.signal})` : ''}:\n${lastLines(r.stderr + '\n' + r.stdout, 12)}`;
+  } else if (parsed.failedTransactions !== null && parsed.failedTransactions > 0) {
+    error = `${parsed.failedTransactions} failed transactions`;
+  }
+  return { ...parsed, error };
+}
+
+// ---- recording check ----------------------------------------------------------------------------------
+
+interface SessionListItem {
+  id: string;
+  endReason: string | null;
+  eventCount: number;
+}
+
+const SESSION_LIST_LIMIT: number = 10_000; // the API's maximum
+
+async function listGatewaySessions(gw: TestGateway): Promise<SessionListItem[]> {
+  const out: string = await gw.cliOk(['sessions', 'list', '--identity', GATEWAY_IDENTITY, '--limit', String(SESSION_LIST_LIMIT), '--json']);
+  return JSON.parse(out) as SessionListItem[];
+}
+
+/**
+ * Counts the sessions (and their events) that appeared since `seen`, then adds them to `seen`.
+ * A session's eventCount is stored when it ends, so this waits (up to 20 s) for all to end.
+ */
+async function countNewRecordings(gw: TestGateway, seen: Set<string>): Promise<RecordingCount> {
+  const deadline: number = Date.now() + 20_000;
+  let fresh: SessionListItem[] = [];
+  let total: number = 0;
+  for (;;) {
+    const all: SessionListItem[] = await listGatewaySessions(gw);
+    total = all.length;
+    fresh = all.filter((s) => !seen.has(s.id));
+    if (fresh.every((s) => s.endReason !== null) || Date.now() > deadline) break;
+    await new Promise<void>((r) => setTimeout(r, 250));
+  }
+  for (const s of fresh) seen.add(s.id);
+  const ended: SessionListItem[] = fresh.filter((s) => s.endReason !== null);
+  const events: number = ended.reduce((sum, s) => sum + s.eventCount, 0);
+  return {
+    sessions: fresh.length,
+    openSessions: fresh.length - ended.length,
+    events,
+    statements: Math.max(0, (events - 2 * ended.length) / 2),
+    truncated: total >= SESSION_LIST_LIMIT,
+  };
+}
+
+// ---- report -------------------------------------------------------------------------------------------
+
+function fmt(n: number | null, digits: number): string {
+  return n === null ? '-' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+function find(rows: Row[], p: PathName, m: Mode): Row | undefined {
+  return rows.find((r) => r.path === p && r.mode === m);
+}
+
+function compare(rows: Row[], target: string, gw: [PathName, Mode], ref: [PathName, Mode], strictlyGreater: boolean): Verdict {
+  const g: number | null = find(rows, ...gw)?.tps ?? null;
+  const r: number | null = find(rows, ...ref)?.tps ?? null;
+  const ratio: number | null = g !== null && r !== null && r > 0 ? g / r : null;
+  return {
+    target,
+    compared: `${gw[0]} ${gw[1]} vs ${ref[0]} ${ref[1]}`,
+    gateway: g,
+    reference: r,
+    ratio,
+    met: g === null || r === null ? null : strictlyGreater ? g > r : g >= r,
+  };
+}
+
+function verdicts(rows: Row[]): { targets: Verdict[]; tls: Verdict[] } {
+  return {
+    targets: [
+      compare(rows, 'gateway TPS >= HAProxy TPS (simple protocol, no TLS)', ['gateway', 'simple'], ['haproxy', 'simple'], false),
+      compare(rows, 'gateway -C rate > direct -C rate (no TLS)', ['gateway', 'connect'], ['direct', 'connect'], true),
+    ],
+    tls: [
+      compare(rows, 'gateway over TLS vs HAProxy in plaintext (simple)', ['gateway+tls', 'simple'], ['haproxy', 'simple'], false),
+      compare(rows, 'gateway over TLS vs HAProxy in plaintext (extended)', ['gateway+tls', 'extended'], ['haproxy', 'extended'], false),
+      compare(rows, 'gateway over TLS -C vs direct plaintext -C', ['gateway+tls', 'connect'], ['direct', 'connect'], true),
+    ],
+  };
+}
+
+function printReport(rows: Row[], v: { targets: Verdict[]; tls: Verdict[] }): void {
+  const modeLabel: Record<Mode, string> = { simple: 'simple', extended: 'extended', connect: '-C simple' };
+  const header: string[] = ['path', 'mode', 'TPS', 'avg latency ms', 'vs direct', 'conn ms'];
+  const body: string[][] = rows.map((r) => [
+    r.path,
+    modeLabel[r.mode],
+    r.tps === null ? 'FAILED' : fmt(r.tps, 0),
+    fmt(r.latencyMs, 3),
+    r.ratioToDirect === null ? '-' : `${r.ratioToDirect.toFixed(2)}x`,
+    fmt(r.connectMs, 3),
+  ]);
+  const widths: number[] = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  console.log(`\npgbench -S -n -c ${CLIENTS} -j ${THREADS} -T ${SECONDS}, scale ${SCALE}; -C rows are connections (= transactions) per second`);
+  console.log('direct, haproxy and pgbouncer are plaintext on loopback; "gateway" is plaintext (sslmode=disable), "gateway+tls" is TLS (sslmode=require)\n');
+  console.log(line(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const b of body) console.log(line(b));
+
+  const problems: Row[] = rows.filter((r) => r.error !== null);
+  if (problems.length > 0) {
+    console.log('\nProblems:');
+    for (const r of problems) console.log(`  ${r.path} ${r.mode}: ${r.error!.replace(/\n/g, '\n    ')}`);
+  }
+
+  console.log('\nVerdict (targets compare the plaintext gateway with the plaintext paths):');
+  for (const t of v.targets) console.log(verdictLine(t));
+  console.log('\nTLS figures (gateway over TLS; the reference paths are plaintext, so this is not like for like):');
+  for (const t of v.tls) console.log(verdictLine(t));
+
+  console.log('\nRecording (gateway sessions of identity "bench"; statements = (events - session start/end) / 2):');
+  for (const r of rows.filter((x) => x.recording !== null)) {
+    const rec: RecordingCount = r.recording!;
+    const notes: string[] = [];
+    if (rec.openSessions > 0) notes.push(`${rec.openSessions} sessions still open, not counted`);
+    if (rec.truncated) notes.push(`session list hit its limit of ${SESSION_LIST_LIMIT}: lower bounds`);
+    console.log(
+      `  ${`${r.path} ${modeLabel[r.mode]}`.padEnd(24)} ${fmt(rec.sessions, 0).padStart(7)} sessions  ${fmt(rec.events, 0).padStart(10)} events  ` +
+        `${fmt(rec.statements, 0).padStart(9)} statements recorded  (pgbench: ${fmt(r.transactions, 0)} transactions)` +
+        (notes.length > 0 ? `  [${notes.join('; ')}]` : ''),
+    );
+  }
+  const recorded: Row[] = rows.filter((x) => x.recording !== null);
+  const totalStatements: number = recorded.reduce((s, r) => s + r.recording!.statements, 0);
+  const totalTransactions: number = recorded.reduce((s, r) => s + (r.transactions ?? 0), 0);
+  console.log(`  total: ${fmt(totalStatements, 0)} statements recorded for ${fmt(totalTransactions, 0)} pgbench transactions through the gateway`);
+}
+
+function verdictLine(t: Verdict): string {
+  const status: string = t.met === null ? 'NO DATA' : t.met ? 'MET' : 'NOT MET';
+  const ratio: string = t.ratio === null ? '' : ` (${t.ratio.toFixed(2)}x)`;
+  return `  ${status.padEnd(7)}  ${t.target}: ${t.compared}: ${fmt(t.gateway, 0)} vs ${fmt(t.reference, 0)}${ratio}`;
+}
+
+// ---- main -----------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const startedAt: string = new Date().toISOString();
+  const loadBefore: number[] = loadavg();
+  const tools = await ensureTools();
+
+  log('starting PostgreSQL 15');
+  const cluster: PgCluster = await startPgCluster({ settings: { max_connections: '200', shared_buffers: '128MB' } });
+  onCleanup('postgres', () => cluster.stop());
+  log(`PostgreSQL on ${cluster.host}:${cluster.port}; pgbench -i -s ${SCALE}`);
+  await initPgbench(cluster);
+
+  const dir: string = mkdtempSync(path.join(tmpdir(), 'gatehouse-bench-'));
+  onCleanup('temp dir', async () => rmSync(dir, { recursive: true, force: true }));
+  const { uid, gid } = postgresIds();
+  chownSync(dir, uid, gid);
+
+  const haproxy = await startHaproxy(tools.haproxy, dir, cluster);
+  log(`HAProxy on ${HOST}:${haproxy.port}`);
+  const pgbouncer = await startPgbouncer(tools.pgbouncer, dir, cluster);
+  log(`PgBouncer on ${HOST}:${pgbouncer.port}`);
+
+  // The test harness logs at debug level; the benchmark runs the gateway at its production default.
+  const gw: TestGateway = await startTestGateway({ env: { GATEHOUSE_LOG_LEVEL: 'info' } });
+  onCleanup('gateway', () => gw.stop());
+  const token: string = await gw.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER });
+  log(`gateway on ${gw.pgHost}:${gw.pgPort} (api ${gw.url})`);
+
+  const upstreamEndpoint = (port: number): Endpoint => ({ host: HOST, port, dbname: DATABASE, user: UPSTREAM_USER, password: UPSTREAM_PASSWORD, sslmode: 'disable' });
+  const gatewayEndpoint = (sslmode: 'disable' | 'require'): Endpoint => ({ host: gw.pgHost, port: gw.pgPort, dbname: GATEWAY_CONNECTION, user: GATEWAY_IDENTITY, password: token, sslmode });
+  const endpoints: Record<PathName, Endpoint> = {
+    direct: upstreamEndpoint(cluster.port),
+    haproxy: upstreamEndpoint(haproxy.port),
+    pgbouncer: upstreamEndpoint(pgbouncer.port),
+    gateway: gatewayEndpoint('disable'),
+    'gateway+tls': gatewayEndpoint('require'),
+  };
+
+  const seenSessions: Set<string> = new Set((await listGatewaySessions(gw)).map((s) => s.id));
+  const rows: Row[] = [];
+  const total: number = MODES.length * PATHS.length;
+  // Modes outermost: the paths compared with each other run close together in time.
+  for (const mode of MODES) {
+    for (const p of PATHS) {
+      if (interrupted) return;
+      log(`[${rows.length + 1}/${total}] ${p} ${mode} (${SECONDS} s)`);
+      const res: PgbenchResult = await pgbench(endpoints[p], mode);
+      const isGateway: boolean = p === 'gateway' || p === 'gateway+tls';
+      let recording: RecordingCount | null = null;
+      if (isGateway) {
+        try {
+          recording = await countNewRecordings(gw, seenSessions);
+        } catch (err) {
+          res.error = [res.error, `counting recorded sessions failed: ${errorMessage(err)}`].filter((e) => e !== null).join('\n');
+        }
+      }
+      const direct: Row | undefined = find(rows, 'direct', mode);
+      const ratioToDirect: number | null = res.tps !== null && direct?.tps ? res.tps / direct.tps : null;
+      rows.push({ path: p, mode, ...res, ratioToDirect, recording });
+      log(`    ${res.tps === null ? 'FAILED' : `${fmt(res.tps, 0)} tps, ${fmt(res.latencyMs, 3)} ms`}${res.error ? `: ${res.error.split('\n')[0]}` : ''}`);
+      if (isGateway && res.error !== null && gw.process.exitCode !== null) log(`gateway has exited:\n${lastLines(gw.logs(), 20)}`);
+    }
+  }
+
+  const v = verdicts(rows);
+  printReport(rows, v);
+
+  const results = {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    settings: { seconds: SECONDS, clients: CLIENTS, threads: THREADS, scale: SCALE, pgbench: `-S -n -c ${CLIENTS} -j ${THREADS} -T ${SECONDS}`, modes: MODE_ARGS },
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, loadavgBefore: loadBefore, loadavgAfter: loadavg() },
+    versions: {
+      node: process.version,
+      pgbench: await firstLine(path.join(PG_BIN, 'pgbench'), ['--version']),
+      haproxy: await firstLine(tools.haproxy, ['-v']),
+      pgbouncer: await firstLine(tools.pgbouncer, ['-V']),
+      gatehouse: await firstLine('git', ['-C', REPO_ROOT, 'rev-parse', 'HEAD']),
+    },
+    notes: 'direct, haproxy and pgbouncer are plaintext on loopback; gateway is sslmode=disable, gateway+tls is sslmode=require. Targets compare the plaintext gateway.',
+    rows,
+    verdict: v,
+  };
+  mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
+  writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');
+  console.log(`\nresults written to ${path.relative(process.cwd(), RESULTS_FILE) || RESULTS_FILE}`);
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.exitCode = 1;
+} finally {
+  await cleanupAll();
+}

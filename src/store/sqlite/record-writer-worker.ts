@@ -1,0 +1,24 @@
+// Runs in a worker thread: commits recording batches so that the fsync of each group commit
+// never blocks the event loop that relays client traffic.
+import { parentPort, workerData } from 'node:worker_threads';
+import { DatabaseSync } from 'node:sqlite';
+import { RecordBatchWriter } from './record-batch-sql.ts';
+import type { RecordBatch } from '../types.ts';
+
+const db = new DatabaseSync((workerData as { file: string }).file);
+db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;');
+const writer = new RecordBatchWriter(db);
+
+parentPort!.on('message', (msg: { id: number; batch: RecordBatch } | { close: true }) => {
+  if ('close' in msg) {
+    db.close();
+    parentPort!.postMessage({ closed: true });
+    return;
+  }
+  try {
+    writer.write(msg.batch);
+    parentPort!.postMessage({ id: msg.id });
+  } catch (err) {
+    parentPort!.postMessage({ id: msg.id, error: (err as Error).message });
+  }
+});
