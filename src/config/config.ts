@@ -15,7 +15,7 @@ export interface GatewayConfig {
   /** AES-256 key for target credentials (hex or base64); otherwise a key file in the data dir. */
   secretKey?: string;
   logLevel: string;
-  recording: { sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread' };
+  recording: { sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread'; fsync: boolean };
   postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
 }
 
@@ -36,7 +36,7 @@ export function defaultConfig(): GatewayConfig {
     pg: { host: '127.0.0.1', port: 15432 },
     tls: {},
     logLevel: 'info',
-    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline' },
+    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
   };
 }
@@ -66,6 +66,7 @@ function applyFile(cfg: GatewayConfig, file: string): void {
     if (rec.writer !== 'inline' && rec.writer !== 'thread') throw new Error('config: recording.writer must be inline or thread');
     cfg.recording.writer = rec.writer;
   }
+  if (rec?.fsync !== undefined) cfg.recording.fsync = rec.fsync !== false && rec.fsync !== 'false';
   const pg = doc.postgres as Yaml | undefined;
   if (pg?.max_message_bytes !== undefined) cfg.postgres.maxMessageBytes = num(pg.max_message_bytes, 'postgres.max_message_bytes');
   if (pg?.auth_timeout_ms !== undefined) cfg.postgres.authTimeoutMs = num(pg.auth_timeout_ms, 'postgres.auth_timeout_ms');
@@ -84,6 +85,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_LOG_LEVEL) cfg.logLevel = env.GATEHOUSE_LOG_LEVEL;
   if (env.GATEHOUSE_ADMIN_TOKEN) cfg.adminToken = env.GATEHOUSE_ADMIN_TOKEN;
   if (env.GATEHOUSE_KEY) cfg.secretKey = env.GATEHOUSE_KEY;
+  if (env.GATEHOUSE_RECORD_FSYNC) cfg.recording.fsync = !/^(0|false|off|no)$/i.test(env.GATEHOUSE_RECORD_FSYNC);
   if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
   if (flags.dataDir) cfg.dataDir = flags.dataDir;
   if (flags.http) cfg.http = parseListenAddress(flags.http);

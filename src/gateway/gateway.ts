@@ -29,7 +29,7 @@ export interface RunningGateway {
 
 export async function startGateway(config: GatewayConfig, log: Logger): Promise<RunningGateway> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const store = new SqliteStore(path.join(config.dataDir, 'gatehouse.db'), { recordWriter: config.recording.writer });
+  const store = new SqliteStore(path.join(config.dataDir, 'gatehouse.db'), { recordWriter: config.recording.writer, fsync: config.recording.fsync });
   const closers: Array<() => Promise<void>> = [() => store.close()];
   try {
     const secrets = new SecretBox(loadSecretKey(path.join(config.dataDir, 'secret.key'), config.secretKey));

@@ -23,6 +23,9 @@ export type RelayEnd =
 
 const TERMINATE = Buffer.from([Frontend.Terminate, 0, 0, 0, 4]);
 
+/** Client bytes held behind a pending durable write before the client socket is paused. */
+const MAX_QUEUED_BYTES = 1024 * 1024;
+
 interface Outgoing { chunk: Buffer; gate: Promise<void> | null }
 
 export class Relay {
@@ -34,6 +37,8 @@ export class Relay {
   private readonly outgoing: Outgoing[] = [];
   private waitingForGate = false;
   private upstreamBlocked = false;
+  private clientPaused = false;
+  private queuedBytes = 0;
   private finished = false;
   private resolveEnd!: (end: RelayEnd) => void;
   readonly done: Promise<RelayEnd>;
@@ -115,8 +120,14 @@ export class Relay {
     const gate = this.tracker.gate;
     this.tracker.gate = null;
     if (chunk.length === 0 && !gate) return;
+    if (!gate && this.outgoing.length === 0) {
+      this.writeUpstream(chunk); // common case: nothing to wait for, nothing queued
+      return;
+    }
     this.outgoing.push({ chunk, gate });
+    this.queuedBytes += chunk.length;
     if (!this.waitingForGate) this.flushOutgoing();
+    this.updateClientFlow();
   };
 
   private flushOutgoing(): void {
@@ -126,26 +137,52 @@ export class Relay {
         const gate = head.gate;
         head.gate = null;
         this.waitingForGate = true;
-        this.client.pause();
-        gate.then(
-          () => { this.waitingForGate = false; this.flushOutgoing(); },
-          (err: unknown) => { this.finish({ kind: 'recording-failed', error: err as Error }); },
-        );
+        gate.then(this.onGateOpen, this.onGateFailed);
         return;
       }
       this.outgoing.shift();
-      if (head.chunk.length > 0 && !this.upstream.write(head.chunk)) {
-        this.upstreamBlocked = true;
-        this.upstream.once('drain', this.onUpstreamDrain);
-      }
+      this.queuedBytes -= head.chunk.length;
+      if (head.chunk.length > 0) this.writeUpstream(head.chunk);
     }
-    if (!this.upstreamBlocked && !this.finished) this.client.resume();
-    else if (this.upstreamBlocked) this.client.pause();
+    this.updateClientFlow();
+  }
+
+  private readonly onGateOpen = (): void => {
+    this.waitingForGate = false;
+    this.flushOutgoing();
+  };
+
+  private readonly onGateFailed = (err: unknown): void => {
+    this.finish({ kind: 'recording-failed', error: err instanceof Error ? err : new Error(String(err)) });
+  };
+
+  private writeUpstream(chunk: Buffer): void {
+    if (!this.upstream.write(chunk) && !this.upstreamBlocked) {
+      this.upstreamBlocked = true;
+      this.upstream.once('drain', this.onUpstreamDrain);
+      this.updateClientFlow();
+    }
+  }
+
+  /**
+   * Reading from the client stops while the upstream cannot take more, or while too much is
+   * queued behind a pending durable write. Short waits for a commit do not pause the socket:
+   * pausing and resuming costs two system calls per statement.
+   */
+  private updateClientFlow(): void {
+    const shouldPause = !this.finished && (this.upstreamBlocked || this.queuedBytes > MAX_QUEUED_BYTES);
+    if (shouldPause && !this.clientPaused) {
+      this.clientPaused = true;
+      this.client.pause();
+    } else if (!shouldPause && this.clientPaused && !this.finished) {
+      this.clientPaused = false;
+      this.client.resume();
+    }
   }
 
   private readonly onUpstreamDrain = (): void => {
     this.upstreamBlocked = false;
-    if (!this.waitingForGate && !this.finished) this.client.resume();
+    this.updateClientFlow();
   };
 
   private readonly onClientEnd = (): void => {

@@ -5,8 +5,9 @@ import { DatabaseSync } from 'node:sqlite';
 import { RecordBatchWriter } from './record-batch-sql.ts';
 import type { RecordBatch } from '../types.ts';
 
-const db = new DatabaseSync((workerData as { file: string }).file);
-db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;');
+const { file, synchronous } = workerData as { file: string; synchronous: 'FULL' | 'NORMAL' };
+const db = new DatabaseSync(file);
+db.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=${synchronous === 'NORMAL' ? 'NORMAL' : 'FULL'}; PRAGMA busy_timeout=5000;`);
 const writer = new RecordBatchWriter(db);
 
 parentPort!.on('message', (msg: { id: number; batch: RecordBatch } | { close: true }) => {

@@ -11,8 +11,8 @@ export class RecordWriterThread {
   private failure: Error | null = null;
   private closed: Promise<void> | null = null;
 
-  constructor(file: string) {
-    this.worker = new Worker(new URL('./record-writer-worker.ts', import.meta.url), { workerData: { file } });
+  constructor(file: string, synchronous: 'FULL' | 'NORMAL') {
+    this.worker = new Worker(new URL('./record-writer-worker.ts', import.meta.url), { workerData: { file, synchronous } });
     this.worker.on('message', (msg: { id?: number; error?: string }) => {
       if (msg.id === undefined) return;
       const w = this.waiting.get(msg.id);
