@@ -256,6 +256,8 @@ export interface ConnectOptions {
   port: number;
   /** Negotiate TLS with an SSLRequest first (the server's certificate is not verified). */
   tls?: boolean;
+  /** Start with a TLS ClientHello instead (PostgreSQL 17 "direct" TLS), offering these ALPN protocols. */
+  directTls?: { alpn?: string[] };
   timeoutMs?: number;
 }
 
@@ -301,11 +303,14 @@ export class PgWire {
 
   /** Opens a TCP connection (and with `tls`, negotiates TLS through an SSLRequest). */
   static async connect(opts: ConnectOptions): Promise<PgWire> {
-    const socket = net.connect({ host: opts.host, port: opts.port });
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT;
+    const socket = opts.directTls
+      ? tls.connect({ host: opts.host, port: opts.port, rejectUnauthorized: false, ALPNProtocols: opts.directTls.alpn })
+      : net.connect({ host: opts.host, port: opts.port });
     socket.setNoDelay(true);
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => { socket.destroy(); reject(new WireTimeoutError('TCP connect', opts.timeoutMs ?? DEFAULT_TIMEOUT)); }, opts.timeoutMs ?? DEFAULT_TIMEOUT);
-      socket.once('connect', () => { clearTimeout(timer); resolve(); });
+      const timer = setTimeout(() => { socket.destroy(); reject(new WireTimeoutError(opts.directTls ? 'the TLS handshake' : 'TCP connect', timeoutMs)); }, timeoutMs);
+      socket.once(opts.directTls ? 'secureConnect' : 'connect', () => { clearTimeout(timer); resolve(); });
       socket.once('error', (err) => { clearTimeout(timer); reject(err); });
     });
     const wire = new PgWire(socket);
@@ -396,6 +401,16 @@ export class PgWire {
       if (this.pos < this.buf.length) return this.buf[this.pos++];
       if (this.endedFlag) throw new WireClosedError(this.endError?.message);
       await this.waitForData(deadline, 'a single-byte answer', timeoutMs);
+    }
+  }
+
+  /** The next unread byte without consuming it (to see what kind of answer is coming). */
+  async peekByte(timeoutMs = DEFAULT_TIMEOUT): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.pos < this.buf.length) return this.buf[this.pos];
+      if (this.endedFlag) throw new WireClosedError(this.endError?.message);
+      await this.waitForData(deadline, 'a byte', timeoutMs);
     }
   }
 
@@ -598,110 +613,15 @@ export async function connectAndLogin(
 }
 
 /**
- * Sends a CancelRequest on a fresh plaintext connection, as libpq does; resolves when the server
- * closes that connection, with the number of bytes it sent back (the protocol says none).
+ * Sends a CancelRequest on a fresh connection (plaintext as libpq up to 16 does, or with `tls` as
+ * libpq 17 does); resolves when the server closes that connection, with the number of bytes it
+ * sent back after the TLS negotiation (the protocol says none).
  */
 export async function sendCancel(opts: ConnectOptions, pid: number, secret: Buffer): Promise<{ bytesReceived: number }> {
-  const wire = await PgWire.connect({ ...opts, tls: false });
+  const wire = await PgWire.connect(opts);
   wire.send(cancelRequest(pid, secret));
+  const before = wire.bytesReceived;
   await wire.readUntilClosed(opts.timeoutMs ?? DEFAULT_TIMEOUT);
   wire.destroy();
-  return { bytesReceived: wire.bytesReceived };
-}
-
-// ---- a login attempt summarised (for authentication tests) ---------------------------------
-
-export interface WireConnectOptions extends ConnectOptions {
-  user: string;
-  database: string;
-  password: string;
-  params?: Record<string, string>;
-}
-
-/**
- * The outcome of one login attempt that never throws for a server refusal: whether the session
- * became ready, the ErrorResponse if any, and whether the server closed the connection after it.
- */
-export class WireSession {
-  readonly wire: PgWire;
-  /** A ReadyForQuery arrived: the session is usable. */
-  ready = false;
-  /** The ErrorResponse that ended the login, if any. */
-  error: ErrorFields | undefined = undefined;
-  /** After the ErrorResponse the server closed the connection (within the timeout). */
-  closedAfterError = false;
-  /** The negotiation used TLS. */
-  tls = false;
-  /** Authentication request codes in the order received (3 cleartext, 0 ok, …). */
-  authRequests: number[] = [];
-  parameters = new Map<string, string>();
-  pid = 0;
-  secret: Buffer = Buffer.alloc(0);
-  /** Every message received during the login. */
-  messages: WireMessage[] = [];
-
-  constructor(wire: PgWire) {
-    this.wire = wire;
-  }
-
-  /** Runs one simple Query; returns every message up to and including ReadyForQuery. */
-  async query(sql: string, timeoutMs = DEFAULT_TIMEOUT): Promise<WireMessage[]> {
-    this.wire.send(queryMessage(sql));
-    return this.wire.readUntilReady(timeoutMs);
-  }
-
-  /** Terminate, then wait for the server to close. */
-  async close(timeoutMs = DEFAULT_TIMEOUT): Promise<void> {
-    if (!this.wire.closed) {
-      this.wire.terminate();
-      await Promise.race([this.wire.whenClosed, new Promise((r) => setTimeout(r, timeoutMs))]);
-    }
-    this.wire.destroy();
-  }
-}
-
-export async function wireConnect(opts: WireConnectOptions): Promise<WireSession> {
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT;
-  const wire = await PgWire.connect(opts);
-  const s = new WireSession(wire);
-  s.tls = opts.tls === true;
-  wire.send(startupPacket({ user: opts.user, database: opts.database, ...opts.params }));
-  try {
-    for (;;) {
-      const m = await wire.next(timeoutMs);
-      s.messages.push(m);
-      if (m.type === 'R') {
-        const code = decodeAuthentication(m.body);
-        s.authRequests.push(code);
-        if (code === 3 || code === 5) {
-          if (code === 5) throw new Error('the gateway asked for an md5 password');
-          wire.send(passwordMessage(opts.password));
-        }
-      } else if (m.type === 'S') {
-        const p = decodeParameterStatus(m.body);
-        s.parameters.set(p.name, p.value);
-      } else if (m.type === 'K') {
-        const k = decodeBackendKeyData(m.body);
-        s.pid = k.pid;
-        s.secret = k.secret;
-      } else if (m.type === 'E') {
-        s.error = decodeError(m.body);
-        try {
-          const rest = await wire.readUntilClosed(timeoutMs);
-          s.messages.push(...rest.messages);
-          s.closedAfterError = true;
-        } catch {
-          s.closedAfterError = false;
-        }
-        wire.destroy();
-        return s;
-      } else if (m.type === 'Z') {
-        s.ready = true;
-        return s;
-      }
-    }
-  } catch (err) {
-    wire.destroy();
-    throw err;
-  }
+  return { bytesReceived: wire.bytesReceived - before };
 }
