@@ -3,6 +3,9 @@
 // and as the recording holds it, and the gateway must keep serving good logins afterwards.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { run, type RunResult } from '../support/processes.ts';
@@ -31,12 +34,21 @@ function wire(connection: string, identity: string, token: string): Promise<Logi
   return pgLogin({ host: gw.pgHost, port: gw.pgPort, user: identity, database: connection, password: token, tls: true });
 }
 
+// The recording is read through the API the CLI uses (`sessions list --json` / `sessions show ID
+// --json` print exactly these documents; cli.test.ts covers the CLI itself). Going straight to
+// the API keeps this file fast: every CLI call is a fresh Node process.
+async function api<T>(p: string): Promise<T> {
+  const res = await fetch(`${gw.url}${p}`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
+  assert.equal(res.status, 200, `GET ${p}`);
+  return (await res.json()) as T;
+}
+
 async function listSessions(): Promise<SessionView[]> {
-  return JSON.parse(await gw.cliOk(['sessions', 'list', '--json', '--limit', '10000'])) as SessionView[];
+  return api<SessionView[]>('/api/v1/sessions?limit=10000');
 }
 
 async function showSession(id: string): Promise<{ session: SessionView; events: EventView[] }> {
-  return JSON.parse(await gw.cliOk(['sessions', 'show', id, '--json'])) as { session: SessionView; events: EventView[] };
+  return api<{ session: SessionView; events: EventView[] }>(`/api/v1/sessions/${id}`);
 }
 
 /** Sessions that appeared since `before` (ids), oldest first; waits until each has ended. */
@@ -161,6 +173,25 @@ test('wrong token: 28P01, recorded as refused', async () => {
     code: '28P01', message: /password authentication failed for user "alice"/, reason: /token unknown/,
     identity: 'alice', kind: 'unknown', connection: 'app',
   });
+});
+
+test('a refused attempt reads clearly in sessions list / show / replay', async () => {
+  const bogus = 'ght_' + 'q'.repeat(43);
+  secrets.add(bogus);
+  const beforeIds = await snapshot();
+  const r = await psql('app', 'alice', bogus, 'select 1');
+  assert.equal(r.code, 2);
+  const [s] = await newSessions(beforeIds, 1);
+  assert.ok(s);
+  const list = await gw.cliOk(['sessions', 'list']);
+  assert.match(list, new RegExp(`^${s.id}\\s.*\\salice\\s+unknown\\s+app\\s.*refused: token unknown$`, 'm'));
+  const show = await gw.cliOk(['sessions', 'show', s.id]);
+  assert.match(show, /^identity\s+alice \(unknown\)$/m);
+  assert.match(show, /#1 denied\s+28P01 password authentication failed for user "alice" \(the token is not recognised\)/);
+  assert.match(show, /refused: token unknown/);
+  const replay = await gw.cliOk(['sessions', 'replay', s.id]);
+  assert.match(replay, /^FATAL:  password authentication failed for user "alice"$/m);
+  assert.match(replay, /^-- session ended: refused: token unknown$/m);
 });
 
 test('a password that is not a token at all (empty-ish, garbage): 28P01', async () => {
@@ -337,6 +368,40 @@ for (const user of ['scram_user', 'md5_user'] as const) {
   });
 }
 
+test('with loopback cleartext disallowed, a token is only accepted over TLS: without TLS → 28000 before any password is asked', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-auth-cfg-'));
+  const cfg = path.join(dir, 'gatehouse.yaml');
+  writeFileSync(cfg, 'postgres:\n  allow_loopback_cleartext: false\n');
+  const g2 = await startTestGateway({ args: ['--config', cfg] });
+  try {
+    const tok = await g2.setupPostgres({ identity: 'tls_only', connection: 'app', cluster: pg });
+    secrets.add(tok);
+    const plain = await pgLogin({ host: g2.pgHost, port: g2.pgPort, user: 'tls_only', database: 'app', password: tok, tls: false });
+    assert.equal(plain.ready, false);
+    assert.equal(plain.error?.code, '28000', JSON.stringify(plain.error));
+    assert.match(plain.error?.message ?? '', /only over TLS/);
+    assert.match(plain.error?.hint ?? '', /sslmode=require/);
+    assert.deepEqual(plain.authRequests, [], 'the gateway must not ask for the token over a cleartext connection');
+    const psqlPlain = await run('psql', [g2.dsn('app', 'tls_only').replace('sslmode=require', 'sslmode=disable'), '-w', '-XAtc', 'select 1'],
+      { env: cleanEnv({ PGPASSWORD: tok }), timeoutMs: 20_000 });
+    assert.equal(psqlPlain.code, 2);
+    assert.match(psqlPlain.stderr, /only over TLS/);
+    const secure = await pgLogin({ host: g2.pgHost, port: g2.pgPort, user: 'tls_only', database: 'app', password: tok, tls: true });
+    assert.equal(secure.ready, true, JSON.stringify(secure.error));
+    await secure.close();
+    const psqlTls = await run('psql', [g2.dsn('app', 'tls_only'), '-w', '-XAtc', 'select 1'], { env: cleanEnv({ PGPASSWORD: tok }), timeoutMs: 20_000 });
+    assert.equal(psqlTls.code, 0, psqlTls.stderr);
+    const sessions = JSON.parse(await g2.cliOk(['sessions', 'list', '--json'])) as SessionView[];
+    const refused = sessions.filter((x) => x.endReason?.startsWith('refused:'));
+    assert.equal(refused.length, 2, 'both cleartext attempts recorded as refused');
+    assert.ok(refused.every((x) => /only over TLS/.test(x.endReason!)));
+    assert.ok(!g2.logs().includes(tok));
+  } finally {
+    await g2.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a refused attempt does not disturb a session that is already running', async () => {
   // A long-lived session over the raw client; refusals in between; it still answers.
   const w = await wire('app', 'alice', aliceToken);
@@ -359,4 +424,28 @@ test('no token, target password or admin token ever appears in the gateway log',
   for (const s of secrets) assert.ok(!logs.includes(s), `secret ${s.slice(0, 8)}… found in the gateway log`);
   assert.equal(gw.process.exitCode, null, 'the gateway is still running');
   await assertGoodLogin();
+});
+
+test('a failed SCRAM login with a wrong stored password does not stop a correct connection to the same role from logging in', async () => {
+  // Re-setting the same password gives scram_user a fresh SCRAM salt, so nothing the gateway
+  // derived from earlier logins applies any more.
+  await pg.sql("SET password_encryption = 'scram-sha-256'; ALTER ROLE scram_user PASSWORD 'scram-secret';");
+  try {
+    const wrong = `Wr0ng-again-${Math.random().toString(36).slice(2)}`;
+    secrets.add(wrong);
+    const badTok = await gw.setupPostgres({ identity: 'poison', connection: 'poison', cluster: pg, user: 'scram_user', password: wrong });
+    secrets.add(badTok);
+    const bad = await psql('poison', 'poison', badTok, 'select 1');
+    assert.equal(bad.code, 2, 'the wrong stored password is refused by the target');
+    assert.match(bad.stderr, /could not connect to the target of connection "poison"/);
+
+    // A fresh upstream login (a new application_name means no pooled backend can be reused)
+    // through the correctly configured connection must still work.
+    const good = await psql('app', 'alice', aliceToken, 'select current_user', `application_name=after-poison-${Date.now()}`);
+    assert.equal(good.code, 0, `the correct connection must still log in: ${good.stderr}`);
+    assert.equal(good.stdout.trim(), 'scram_user');
+  } finally {
+    // Fresh salt again, so whatever this test left behind cannot affect anything else.
+    await pg.sql("SET password_encryption = 'scram-sha-256'; ALTER ROLE scram_user PASSWORD 'scram-secret';");
+  }
 });
