@@ -29,7 +29,7 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   const app = Fastify({ loggerInstance: apiLog as FastifyBaseLogger, bodyLimit: 1024 * 1024 });
   app.setErrorHandler((err: FastifyError, _req, reply) => {
     if (err instanceof UserError) return reply.code(err.status).send({ error: err.message });
-    if (err.validation) return reply.code(400).send({ error: err.message });
+    if (err.validation) return reply.code(400).send({ error: describeValidation(err.validation) });
     if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
     deps.log.error({ err: err.message }, 'api error');
     return reply.code(500).send({ error: 'internal error' });
@@ -44,6 +44,17 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     await scope.register(sessionRoutes, deps);
   });
   return app;
+}
+
+/** Turns schema validation failures into messages a person can act on. */
+function describeValidation(errors: NonNullable<FastifyError['validation']>): string {
+  return errors.map((e) => {
+    const field = (e.instancePath || '').replace(/^\//, '').replaceAll('/', '.') || String((e.params as { missingProperty?: string }).missingProperty ?? 'request');
+    const params = e.params as { allowedValues?: unknown[]; limit?: number; pattern?: string };
+    if (params.allowedValues) return `${field} must be one of: ${params.allowedValues.join(', ')}`;
+    if (e.keyword === 'pattern') return `${field} has characters that are not allowed`;
+    return `${field} ${e.message ?? 'is invalid'}`;
+  }).join('; ');
 }
 
 export async function startApiServer(deps: ApiDeps, address: ListenAddress): Promise<ApiServer> {

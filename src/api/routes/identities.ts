@@ -3,9 +3,9 @@ import type { ApiDeps } from '../server.ts';
 import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import { hashToken } from '../../crypto/tokens.ts';
+import { MAX_TOKEN_TTL_S } from '../../util/duration.ts';
 import { IDENTITY_KINDS, type Identity, type IdentityKind, type TokenRecord } from '../../store/types.ts';
 
-const MAX_TTL_S = 90 * 86400;
 
 export function identityView(i: Identity) {
   return { id: i.id, name: i.name, kind: i.kind, admin: i.isAdmin, createdAt: new Date(i.createdAt).toISOString() };
@@ -42,7 +42,7 @@ export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promi
 
   app.post<{ Params: { name: string }; Body: { ttlSeconds: number } }>('/api/v1/identities/:name/tokens', {
     schema: { body: { type: 'object', required: ['ttlSeconds'], additionalProperties: false, properties: {
-      ttlSeconds: { type: 'integer', minimum: 1, maximum: MAX_TTL_S } } } },
+      ttlSeconds: { type: 'integer', minimum: 1, maximum: MAX_TOKEN_TTL_S } } } },
   }, async (req, reply) => {
     const identity = await deps.store.getIdentityByName(req.params.name);
     if (!identity) throw new UserError(`identity "${req.params.name}" does not exist`, 404);

@@ -1,7 +1,8 @@
 // Management commands: identities, tokens, connections, grants.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { parseDuration } from '../../util/duration.ts';
+import { MAX_TOKEN_TTL_S, parseDuration } from '../../util/duration.ts';
+import { IDENTITY_KINDS } from '../../store/types.ts';
 import { table } from '../format.ts';
 import type { ApiClient } from '../api-client.ts';
 
@@ -18,6 +19,9 @@ export function registerManagement(program: Command, client: ClientFactory): voi
   identity.command('add <name>').description('create an identity')
     .requiredOption('--kind <kind>', 'agent, human or service')
     .action(async (name: string, opts: { kind: string }, cmd: Command) => {
+      if (!(IDENTITY_KINDS as readonly string[]).includes(opts.kind)) {
+        throw new Error(`invalid --kind "${opts.kind}": use one of ${IDENTITY_KINDS.join(', ')}`);
+      }
       const out = await client(cmd).post<IdentityOut>('/api/v1/identities', { name, kind: opts.kind });
       console.log(`identity ${out.name} (${out.kind}) created`);
     });
@@ -36,7 +40,13 @@ export function registerManagement(program: Command, client: ClientFactory): voi
   token.command('issue <identity>').description('issue a token; the token is printed as the last line')
     .option('--ttl <duration>', 'lifetime, e.g. 15m, 1h, 7d (at most 90d)', '1h')
     .action(async (name: string, opts: { ttl: string }, cmd: Command) => {
-      const out = await client(cmd).post<TokenOut>(`/api/v1/identities/${enc(name)}/tokens`, { ttlSeconds: parseDuration(opts.ttl) });
+      let ttlSeconds: number;
+      try {
+        ttlSeconds = parseDuration(opts.ttl, MAX_TOKEN_TTL_S);
+      } catch (err) {
+        throw new Error(`--ttl: ${(err as Error).message}`);
+      }
+      const out = await client(cmd).post<TokenOut>(`/api/v1/identities/${enc(name)}/tokens`, { ttlSeconds });
       console.error(`token ${out.id} for ${out.identity}, expires ${out.expiresAt}`);
       console.log(out.token);
     });
@@ -76,8 +86,10 @@ export function registerManagement(program: Command, client: ClientFactory): voi
       } else if (opts.passwordFile) {
         password = readFileSync(opts.passwordFile, 'utf8').replace(/\r?\n$/, '');
       }
+      const port = Number(opts.port);
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid --port "${opts.port}": a number from 1 to 65535`);
       const out = await client(cmd).post<ConnectionOut>('/api/v1/connections', {
-        name, type: opts.type, host: opts.host, port: Number(opts.port), database: opts.database, user: opts.user,
+        name, type: opts.type, host: opts.host, port, database: opts.database, user: opts.user,
         sslmode: opts.sslmode, ...(password !== undefined ? { password } : {}),
       });
       console.log(`connection ${out.name} (${out.type}) → ${out.user}@${out.host}:${out.port}/${out.database} created${out.hasPassword ? ' (credential encrypted at rest)' : ''}`);

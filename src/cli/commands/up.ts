@@ -1,7 +1,4 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/config.ts';
-import { createLogger } from '../../util/logger.ts';
-import { startGateway } from '../../gateway/gateway.ts';
 
 export function registerUp(program: Command): void {
   program.command('up')
@@ -14,6 +11,10 @@ export function registerUp(program: Command): void {
     .option('--tls-key <file>', 'listener private key (PEM)')
     .option('--log-level <level>', 'trace, debug, info, warn, error')
     .action(async (opts: { config?: string; dataDir?: string; http?: string; pg?: string; tlsCert?: string; tlsKey?: string; logLevel?: string }) => {
+      // Loaded here, not at the top: management commands should not pay for the gateway's code.
+      const { loadConfig } = await import('../../config/config.ts');
+      const { createLogger } = await import('../../util/logger.ts');
+      const { startGateway } = await import('../../gateway/gateway.ts');
       const config = loadConfig(opts);
       const log = createLogger({ level: config.logLevel });
       const gw = await startGateway(config, log);

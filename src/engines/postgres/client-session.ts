@@ -207,7 +207,8 @@ export class PgClientSession {
     if (!check.ok) {
       await this.refuse({ ...authFailed, detail: `the token is ${check.reason === 'unknown' ? 'not recognised' : check.reason}` }, user, database, undefined, `token ${check.reason}`);
     } else if (check.identity.name !== user) {
-      await this.refuse({ ...authFailed, detail: 'the token belongs to another identity' }, user, database, undefined, 'token of another identity');
+      await this.refuse({ ...authFailed, detail: 'the token belongs to another identity' }, user, database, undefined, 'token of another identity',
+        undefined, { tokenOwner: { name: check.identity.name, kind: check.identity.kind } });
     }
     const identity = (check as { identity: Identity }).identity;
 
@@ -288,7 +289,7 @@ export class PgClientSession {
     switch (end.kind) {
       case 'client-terminated': reason = 'client terminated'; break;
       case 'client-closed': reason = 'client disconnected'; break;
-      case 'upstream-closed': reason = 'target closed the connection'; break;
+      case 'upstream-closed': reason = end.fatal ? `target ended the session: ${end.fatal}` : 'target closed the connection'; break;
       case 'client-protocol-error':
         reason = `client protocol violation: ${end.error.message}`;
         this.fail({ code: end.error.sqlState, message: end.error.message });
@@ -348,11 +349,13 @@ export class PgClientSession {
   }
 
   /** Records the refused attempt (who tried what, and why it was refused), then refuses. */
-  private async refuse(info: ErrorInfo, user: string, database: string, identity?: Identity, reason?: string, conn?: Connection): Promise<never> {
+  private async refuse(
+    info: ErrorInfo, user: string, database: string, identity?: Identity, reason?: string, conn?: Connection, extra: Record<string, unknown> = {},
+  ): Promise<never> {
     const params = new Map([['user', user], ['database', database]]);
     try {
       const rec = await this.deps.ctx.recorder.startSession(this.sessionInfo(identity, conn, params), { authenticated: identity !== undefined, tls: this.secure });
-      rec.append('access.denied', { code: info.code, message: info.message, detail: info.detail });
+      rec.append('access.denied', { code: info.code, message: info.message, detail: info.detail, ...extra });
       await rec.end(`refused: ${reason ?? info.message}`);
     } catch (err) {
       if (!(err instanceof RecordingUnavailableError)) throw err;

@@ -15,7 +15,7 @@ export interface RelayOptions {
 export type RelayEnd =
   | { kind: 'client-terminated' } // Terminate message, then the client closed
   | { kind: 'client-closed' } // the client went away without Terminate
-  | { kind: 'upstream-closed' }
+  | { kind: 'upstream-closed'; fatal: string | null } // with the FATAL error the target sent, if any
   | { kind: 'client-protocol-error'; error: ProtocolError }
   | { kind: 'upstream-protocol-error'; error: ProtocolError }
   | { kind: 'recording-failed'; error: Error }
@@ -39,6 +39,10 @@ export class Relay {
   private upstreamBlocked = false;
   private clientPaused = false;
   private queuedBytes = 0;
+  /** Terminate seen with nothing owed: end once queued bytes are forwarded. */
+  private endAfterFlush = false;
+  /** Terminate was forwarded (results were still owed): the backend will close. */
+  private unpoolable = false;
   private finished = false;
   private resolveEnd!: (end: RelayEnd) => void;
   readonly done: Promise<RelayEnd>;
@@ -49,11 +53,16 @@ export class Relay {
     this.tracker = tracker;
     this.done = new Promise((resolve) => { this.resolveEnd = resolve; });
     this.clientScanner = new FrameScanner(
-      { frame: (t, b, s, e) => tracker.clientFrame(t, b, s, e), streamed: (t, n) => tracker.clientStreamed(t, n) },
-      { maxFrameBytes: options.maxClientMessageBytes, streamable: (t) => t === Frontend.CopyData },
+      { frame: (t, b, s, e) => tracker.clientFrame(t, b, s, e), streamedData: (t, n) => tracker.clientStreamedData(t, n) },
+      // Only COPY data may be larger than the message limit, and only while a COPY can be running.
+      { maxFrameBytes: options.maxClientMessageBytes, streamable: (t) => t === Frontend.CopyData && tracker.copyInPossible },
     );
     this.serverScanner = new FrameScanner(
-      { frame: (t, b, s, e) => tracker.serverFrame(t, b, s, e), streamed: (t, n) => tracker.serverStreamed(t, n) },
+      {
+        frame: (t, b, s, e) => tracker.serverFrame(t, b, s, e),
+        streamed: (t, n) => tracker.serverStreamed(t, n),
+        streamedData: (t, n) => tracker.serverStreamedData(t, n),
+      },
       { maxFrameBytes: options.maxServerMessageBytes, streamable: (t) => t === Backend.DataRow || t === Backend.CopyData },
     );
   }
@@ -93,7 +102,7 @@ export class Relay {
 
   /** True when nothing is owed in either direction: the upstream may be reset and reused. */
   get reusable(): boolean {
-    return this.outgoing.length === 0 && this.tracker.outstanding === 0 && !this.tracker.inCopy
+    return !this.unpoolable && this.outgoing.length === 0 && this.tracker.outstanding === 0 && !this.tracker.inCopy
       && this.clientScanner.atBoundary && this.serverScanner.atBoundary;
   }
 
@@ -113,15 +122,23 @@ export class Relay {
       this.finish(err instanceof ProtocolError ? { kind: 'client-protocol-error', error: err } : { kind: 'client-protocol-error', error: new ProtocolError((err as Error).message) });
       return;
     }
-    // Terminate is never forwarded: the upstream session outlives the client and is pooled.
-    if (!wasTerminated && this.tracker.terminated && chunk.length >= 5 && chunk.subarray(chunk.length - 5).equals(TERMINATE)) {
-      chunk = chunk.subarray(0, chunk.length - 5);
+    if (!wasTerminated && this.tracker.terminated) {
+      if (this.tracker.outstanding === 0 && chunk.length >= 5 && chunk.subarray(chunk.length - 5).equals(TERMINATE)) {
+        // Nothing owed: keep the upstream session for the pool and end the client session now,
+        // as PostgreSQL closes the connection right after Terminate.
+        chunk = chunk.subarray(0, chunk.length - 5);
+        this.endAfterFlush = true;
+      } else {
+        // Results still owed: forward Terminate; the target answers what precedes it, then
+        // closes, and the session ends then (the backend is not reused).
+        this.unpoolable = true;
+      }
     }
     const gate = this.tracker.gate;
     this.tracker.gate = null;
-    if (chunk.length === 0 && !gate) return;
     if (!gate && this.outgoing.length === 0) {
-      this.writeUpstream(chunk); // common case: nothing to wait for, nothing queued
+      if (chunk.length > 0) this.writeUpstream(chunk); // common case: nothing to wait for, nothing queued
+      if (this.endAfterFlush) this.finish({ kind: 'client-terminated' });
       return;
     }
     this.outgoing.push({ chunk, gate });
@@ -143,6 +160,10 @@ export class Relay {
       this.outgoing.shift();
       this.queuedBytes -= head.chunk.length;
       if (head.chunk.length > 0) this.writeUpstream(head.chunk);
+    }
+    if (this.endAfterFlush && this.outgoing.length === 0) {
+      this.finish({ kind: 'client-terminated' });
+      return;
     }
     this.updateClientFlow();
   }
@@ -208,6 +229,6 @@ export class Relay {
   };
 
   private readonly onUpstreamEnd = (): void => {
-    this.finish({ kind: 'upstream-closed' });
+    this.finish(this.tracker.terminated ? { kind: 'client-terminated' } : { kind: 'upstream-closed', fatal: this.tracker.lastFatal });
   };
 }

@@ -29,6 +29,8 @@ type PendingKind = 'query' | 'execute' | 'call' | 'sync';
 interface Pending {
   kind: PendingKind;
   seq: number;
+  /** Client CopyDone/CopyFail messages seen before this entry was sent (see COPY IN and Sync). */
+  copyEndsBefore: number;
   startUs: number;
   tags: string[];
   rows: number;
@@ -59,6 +61,12 @@ export class StatementTracker {
   inCopy = false;
   /** Server parameters as last reported (ParameterStatus). */
   readonly parameters: Map<string, string>;
+  /** The last FATAL or PANIC error the server sent (why it is about to close). */
+  lastFatal: string | null = null;
+  /** Client CopyDone + CopyFail messages so far. */
+  private copyEnds = 0;
+  /** The statement whose COPY FROM STDIN is running, from the server's CopyInResponse. */
+  private copyIn: Pending | null = null;
 
   constructor(sink: EventSink, limits: TrackerLimits, parameters: Map<string, string>) {
     this.sink = sink;
@@ -106,7 +114,10 @@ export class StatementTracker {
         return;
       }
       case Frontend.Sync:
-        this.pending.push(newPending('sync', -1));
+        // During COPY FROM STDIN the server ignores Sync (libpq sends one right after Execute,
+        // before it knows the statement is a COPY); it must not be matched to a ReadyForQuery.
+        if (this.copyIn && this.copyEnds === this.copyIn.copyEndsBefore) return;
+        this.pending.push(newPending('sync', -1, this.copyEnds));
         return;
       case Frontend.Close: {
         const c = decodeTarget(buf, start, end);
@@ -121,7 +132,8 @@ export class StatementTracker {
       }
       case Frontend.CopyDone:
       case Frontend.CopyFail:
-        this.inCopy = false;
+        this.copyEnds++;
+        this.copyIn = null;
         return;
       case Frontend.Terminate:
         this.terminated = true;
@@ -131,17 +143,22 @@ export class StatementTracker {
     }
   }
 
-  /** A client frame too large to buffer (only CopyData is streamed). */
-  clientStreamed(_type: number, bodyLength: number): void {
+  /** Bytes of a client frame too large to buffer (only CopyData is streamed), as they pass. */
+  clientStreamedData(_type: number, bytes: number): void {
     const head = this.head();
-    if (head) head.copyBytes += bodyLength;
+    if (head) head.copyBytes += bytes;
+  }
+
+  /** Whether a large CopyData from the client may be streamed: only while a COPY can be running. */
+  get copyInPossible(): boolean {
+    return this.inCopy || this.pending.length > 0;
   }
 
   private begin(kind: PendingKind, eventType: string, data: Record<string, unknown>): Pending {
     const ts = nowUs();
     const { seq, durable } = this.sink.append(eventType, data, ts);
     this.gate = durable;
-    const p = newPending(kind, seq);
+    const p = newPending(kind, seq, this.copyEnds);
     p.startUs = ts;
     this.pending.push(p);
     return p;
@@ -194,6 +211,8 @@ export class StatementTracker {
       case Backend.ErrorResponse: {
         const error = decodeErrorFields(buf, start, end);
         this.inCopy = false;
+        this.copyIn = null;
+        if (error.severity === 'FATAL' || error.severity === 'PANIC') this.lastFatal = `${error.code} ${error.message}`;
         const head = this.head();
         if (!head) {
           this.sink.append('error', errorData(error));
@@ -208,7 +227,12 @@ export class StatementTracker {
         this.readyForQuery();
         return;
       }
-      case Backend.CopyInResponse:
+      case Backend.CopyInResponse: {
+        this.inCopy = true;
+        const head = this.head();
+        if (head) this.startCopyIn(head);
+        return;
+      }
       case Backend.CopyOutResponse:
       case Backend.CopyBothResponse:
         this.inCopy = true;
@@ -246,12 +270,29 @@ export class StatementTracker {
   }
 
   /** A server frame too large to buffer: a huge DataRow or CopyData, counted but not sampled. */
-  serverStreamed(type: number, bodyLength: number): void {
+  serverStreamed(type: number, _bodyLength: number): void {
     const head = this.head();
     if (!head) return;
     if (type === Backend.DataRow) head.rows++;
-    else head.copyBytes += bodyLength;
     head.truncated = true;
+  }
+
+  serverStreamedData(type: number, bytes: number): void {
+    const head = this.head();
+    if (head && type === Backend.CopyData) head.copyBytes += bytes;
+  }
+
+  /**
+   * The server now reads the client's messages as COPY data until CopyDone/CopyFail, ignoring
+   * any Sync among them: drop the Sync markers the client sent in that window.
+   */
+  private startCopyIn(statement: Pending): void {
+    const from = this.pending.indexOf(statement);
+    for (let i = this.pending.length - 1; i > from; i--) {
+      const p = this.pending[i];
+      if (p.kind === 'sync' && p.copyEndsBefore === statement.copyEndsBefore) this.pending.splice(i, 1);
+    }
+    if (this.copyEnds === statement.copyEndsBefore) this.copyIn = statement;
   }
 
   /** The oldest statement still waiting for its outcome (skipping Sync markers is not allowed: order matters). */
@@ -310,9 +351,9 @@ export class StatementTracker {
   }
 }
 
-function newPending(kind: PendingKind, seq: number): Pending {
+function newPending(kind: PendingKind, seq: number, copyEndsBefore: number): Pending {
   return {
-    kind, seq, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
+    kind, seq, copyEndsBefore, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
     truncated: false, copyBytes: 0, error: null,
   };
 }

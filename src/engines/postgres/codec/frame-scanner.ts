@@ -15,6 +15,8 @@ export interface FrameHandler {
   frame(type: number, buf: Buffer, start: number, end: number): void;
   /** A frame too large to buffer whose type allows streaming: only its header is seen. */
   streamed?(type: number, bodyLength: number): void;
+  /** A piece of a streamed frame's body as it passes (called once per chunk it spans). */
+  streamedData?(type: number, bytes: number): void;
 }
 
 export interface FrameScannerOptions {
@@ -23,7 +25,11 @@ export interface FrameScannerOptions {
   /** Frames of these types above `streamAbove` bytes are passed through without buffering. */
   streamable?: (type: number) => boolean;
   streamAbove?: number;
+  /** Even streamed frames may not exceed this (PostgreSQL's own limit is 1 GiB − 1). */
+  maxStreamedBytes?: number;
 }
+
+const PG_MAX_ALLOC = 0x3fffffff;
 
 const HEADER = 5;
 
@@ -32,6 +38,7 @@ export class FrameScanner {
   private readonly maxFrameBytes: number;
   private readonly streamable: (type: number) => boolean;
   private readonly streamAbove: number;
+  private readonly maxStreamedBytes: number;
 
   private readonly header = Buffer.alloc(HEADER);
   private headerFill = 0;
@@ -39,12 +46,14 @@ export class FrameScanner {
   private bodyFill = 0;
   private bodyType = 0;
   private skipRemaining = 0;
+  private skipType = 0;
 
   constructor(handler: FrameHandler, options: FrameScannerOptions) {
     this.handler = handler;
     this.maxFrameBytes = options.maxFrameBytes;
     this.streamable = options.streamable ?? (() => false);
     this.streamAbove = options.streamAbove ?? 256 * 1024;
+    this.maxStreamedBytes = options.maxStreamedBytes ?? PG_MAX_ALLOC;
   }
 
   /** True when no partial frame is pending (the stream is at a message boundary). */
@@ -60,6 +69,7 @@ export class FrameScanner {
         const n = Math.min(this.skipRemaining, len - off);
         this.skipRemaining -= n;
         off += n;
+        this.handler.streamedData?.(this.skipType, n);
         continue;
       }
       if (this.body !== null) {
@@ -112,7 +122,9 @@ export class FrameScanner {
     }
     if (bodyLength > this.streamAbove && this.streamable(type)) {
       this.handler.streamed?.(type, bodyLength);
+      if (available > 0) this.handler.streamedData?.(type, available);
       this.skipRemaining = bodyLength - available;
+      this.skipType = type;
       this.consumedTo = chunk.length;
       return;
     }
@@ -126,8 +138,9 @@ export class FrameScanner {
   private checkLength(type: number, length: number): number {
     if (length < 4) throw new ProtocolError(`invalid message length ${length} for message type 0x${type.toString(16)}`);
     const body = length - 4;
-    if (body > this.maxFrameBytes && !this.streamable(type)) {
-      throw new ProtocolError(`message of ${length} bytes exceeds the gateway's limit of ${this.maxFrameBytes} bytes`, '54000');
+    if (body > this.maxFrameBytes && !(body <= this.maxStreamedBytes && this.streamable(type))) {
+      const limit = this.streamable(type) ? this.maxStreamedBytes : this.maxFrameBytes;
+      throw new ProtocolError(`message of ${length} bytes exceeds the gateway's limit of ${limit} bytes`, '54000');
     }
     return body;
   }

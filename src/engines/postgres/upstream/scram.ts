@@ -8,8 +8,13 @@ export class ScramClient {
   private clientFirstBare = '';
   private serverSignature: Buffer | null = null;
   private readonly saltedCache?: Map<string, Buffer>;
+  private unverified: { key: string; salted: Buffer } | null = null;
 
-  /** `saltedCache` remembers PBKDF2 output per salt+iterations, so pooled re-logins are cheap. */
+  /**
+   * `saltedCache` remembers PBKDF2 output so repeated logins are cheap. Its key covers the
+   * password as well as the salt, and an entry is only kept once the server has proven it
+   * knows the same password: a wrong or stale credential can never reuse a right one's key.
+   */
   constructor(password: string, saltedCache?: Map<string, Buffer>) {
     this.password = password;
     this.saltedCache = saltedCache;
@@ -27,11 +32,11 @@ export class ScramClient {
     const iterations = Number(attrs.get('i'));
     if (!nonce || !salt || !Number.isInteger(iterations) || iterations < 1) throw new Error('malformed SCRAM server-first message');
     if (!nonce.startsWith(this.nonce)) throw new Error('SCRAM server nonce does not extend the client nonce');
-    const cacheKey = `${salt}:${iterations}`;
+    const cacheKey = `${createHash('sha256').update(this.password).digest('base64')}:${salt}:${iterations}`;
     let salted = this.saltedCache?.get(cacheKey);
     if (!salted) {
       salted = pbkdf2Sync(this.password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256');
-      this.saltedCache?.set(cacheKey, salted);
+      this.unverified = { key: cacheKey, salted };
     }
     const clientKey = hmac(salted, 'Client Key');
     const storedKey = createHash('sha256').update(clientKey).digest();
@@ -51,6 +56,10 @@ export class ScramClient {
     const got = Buffer.from(v, 'base64');
     if (got.length !== this.serverSignature.length || !timingSafeEqual(got, this.serverSignature)) {
       throw new Error('SCRAM server signature does not match');
+    }
+    if (this.unverified && this.saltedCache) {
+      if (this.saltedCache.size > 1000) this.saltedCache.clear(); // bounded: one entry per credential and salt
+      this.saltedCache.set(this.unverified.key, this.unverified.salted);
     }
   }
 }
