@@ -11,6 +11,9 @@ export interface RecorderOptions {
 
 export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = { sampleRows: 100, sampleBytes: 64 * 1024 };
 
+/** Longest time an event nobody waits for stays in memory before it is committed. */
+const LAZY_FLUSH_MS = 2;
+
 export type SessionStartInfo = Omit<SessionRow, 'id' | 'startedAt' | 'endedAt' | 'endReason' | 'eventCount'>;
 
 interface PendingCommit {
@@ -31,8 +34,11 @@ export class Recorder {
   private batch: RecordBatch = emptyBatch();
   private commit: PendingCommit | null = null;
   private scheduled = false;
+  private lazyTimer: NodeJS.Timeout | null = null;
   private writer: Promise<void> | null = null;
   private readonly open = new Set<SessionRecording>();
+  /** Commits and events written so far: events per commit is the group-commit factor. */
+  readonly stats = { commits: 0, events: 0 };
 
   constructor(store: Store, log: Logger, options: Partial<RecorderOptions> = {}) {
     this.store = store;
@@ -57,19 +63,23 @@ export class Recorder {
     return session;
   }
 
-  /** Queues an event; the returned promise settles when the batch holding it is committed. */
-  enqueue(event: EventRow): Promise<void> {
+  /**
+   * Queues an event; the returned promise settles when the batch holding it is committed.
+   * An urgent event (someone waits on it: record before forward) is committed at the end of
+   * this event-loop turn; others ride along with the next commit, or within `lazyFlushMs`.
+   */
+  enqueue(event: EventRow, urgent: boolean): Promise<void> {
     this.batch.events.push(event);
-    return this.pendingCommit().promise;
+    return this.pendingCommit(urgent).promise;
   }
 
   enqueueEnd(end: SessionEnd, session: SessionRecording): Promise<void> {
     this.batch.sessionsEnded.push(end);
     this.open.delete(session);
-    return this.pendingCommit().promise;
+    return this.pendingCommit(true).promise;
   }
 
-  private pendingCommit(): PendingCommit {
+  private pendingCommit(urgent: boolean): PendingCommit {
     if (!this.commit) {
       let resolve!: () => void;
       let reject!: (err: Error) => void;
@@ -78,16 +88,26 @@ export class Recorder {
       promise.catch(() => {});
       this.commit = { promise, resolve, reject };
     }
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => { void this.flush(); });
+    if (urgent) {
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(this.flushNow);
+      }
+    } else if (!this.scheduled && !this.lazyTimer) {
+      this.lazyTimer = setTimeout(this.flushNow, LAZY_FLUSH_MS);
     }
     return this.commit;
   }
 
+  private readonly flushNow = (): void => { void this.flush(); };
+
   /** Writes everything queued so far. One writer loop at a time; events queued meanwhile form the next batch. */
   flush(): Promise<void> {
     this.scheduled = false;
+    if (this.lazyTimer) {
+      clearTimeout(this.lazyTimer);
+      this.lazyTimer = null;
+    }
     if (!this.writer) this.writer = this.writeLoop().finally(() => { this.writer = null; });
     return this.writer;
   }
@@ -100,6 +120,8 @@ export class Recorder {
       this.commit = null;
       try {
         await this.store.writeBatch(batch);
+        this.stats.commits++;
+        this.stats.events += batch.events.length;
         commit.resolve();
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
@@ -113,6 +135,7 @@ export class Recorder {
   async close(reason = 'gateway shutdown'): Promise<void> {
     for (const s of [...this.open]) s.end(reason);
     while (this.commit || this.writer) await this.flush();
+    this.log.info({ commits: this.stats.commits, events: this.stats.events }, 'recorder closed');
   }
 }
 
@@ -137,17 +160,25 @@ export class SessionRecording {
   get eventCount(): number { return this.seq; }
   get isEnded(): boolean { return this.ended; }
 
-  /** Appends an event and returns its sequence number; `durable` settles when it is committed. */
-  append(type: string, data: unknown, ts: number = nowUs()): { seq: number; durable: Promise<void> } {
+  /** Appends an event nobody waits for (an outcome, a notice); returns its sequence number. */
+  append(type: string, data: unknown, ts: number = nowUs()): number {
     if (this.ended) throw new Error(`session ${this.id} already ended`);
     const seq = this.seq++;
-    const durable = this.recorder.enqueue({ sessionId: this.id, seq, ts, type, data: JSON.stringify(data) });
+    void this.recorder.enqueue({ sessionId: this.id, seq, ts, type, data: JSON.stringify(data) }, false);
+    return seq;
+  }
+
+  /** Appends an event that must be committed before the caller goes on; `durable` says when. */
+  appendDurable(type: string, data: unknown, ts: number = nowUs()): { seq: number; durable: Promise<void> } {
+    if (this.ended) throw new Error(`session ${this.id} already ended`);
+    const seq = this.seq++;
+    const durable = this.recorder.enqueue({ sessionId: this.id, seq, ts, type, data: JSON.stringify(data) }, true);
     return { seq, durable };
   }
 
   /** Appends and waits until durable: the record-before-forward path. */
   record(type: string, data: unknown, ts?: number): Promise<void> {
-    return this.append(type, data, ts).durable;
+    return this.appendDurable(type, data, ts).durable;
   }
 
   end(reason: string): Promise<void> {

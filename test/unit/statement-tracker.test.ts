@@ -8,10 +8,15 @@ function sink(): EventSink & { events: Ev[] } {
   const events: Ev[] = [];
   return {
     events,
-    append(type, data) {
+    appendDurable(type, data) {
       const seq = events.length;
       events.push({ seq, type, data: data as Record<string, unknown> });
       return { seq, durable: Promise.resolve() };
+    },
+    append(type, data) {
+      const seq = events.length;
+      events.push({ seq, type, data: data as Record<string, unknown> });
+      return seq;
     },
   };
 }

@@ -12,7 +12,10 @@ import { nowUs } from '../../util/ids.ts';
 
 /** Where the tracker writes events; implemented by the recorder's SessionRecording. */
 export interface EventSink {
-  append(type: string, data: unknown, ts?: number): { seq: number; durable: Promise<void> };
+  /** Statements: committed before the message carrying them is forwarded. */
+  appendDurable(type: string, data: unknown, ts?: number): { seq: number; durable: Promise<void> };
+  /** Outcomes and server messages: committed soon, nobody waits. */
+  append(type: string, data: unknown, ts?: number): number;
 }
 
 export interface TrackerLimits {
@@ -156,7 +159,7 @@ export class StatementTracker {
 
   private begin(kind: PendingKind, eventType: string, data: Record<string, unknown>): Pending {
     const ts = nowUs();
-    const { seq, durable } = this.sink.append(eventType, data, ts);
+    const { seq, durable } = this.sink.appendDurable(eventType, data, ts);
     this.gate = durable;
     const p = newPending(kind, seq, this.copyEnds);
     p.startUs = ts;
