@@ -354,6 +354,7 @@ test('at rest: target passwords only sealed, tokens only hashed, key file 0600 a
   const dbFile = path.join(gw.dataDir, 'gatehouse.db');
   const keyFile = path.join(gw.dataDir, 'secret.key');
   assert.equal(statSync(keyFile).mode & 0o777, 0o600, 'secret.key must be 0600');
+  assert.equal(statSync(path.join(gw.dataDir, 'gatehouse.db')).mode & 0o777, 0o600, 'the store (recordings, token hashes, sealed credentials) must be 0600');
   const key = readFileSync(keyFile, 'utf8').trim();
   assert.equal(Buffer.from(key, 'base64').length, 32, 'a 256-bit key');
 

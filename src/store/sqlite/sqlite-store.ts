@@ -1,5 +1,5 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { MIGRATIONS } from './migrations.ts';
 import { RecordWriterThread } from './record-writer.ts';
@@ -25,6 +25,10 @@ export class SqliteStore implements Store {
 
   constructor(file: string, options: { recordWriter?: 'inline' | 'thread'; fsync?: boolean } = {}) {
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    // Recordings and token hashes are for the gateway's eyes only; SQLite gives the -wal and
+    // -shm files the same mode as the database file.
+    closeSync(openSync(file, 'a', 0o600));
+    chmodSync(file, 0o600);
     this.db = new DatabaseSync(file);
     // fsync=false (synchronous=NORMAL) still survives a crash of the gateway process, but not
     // of the machine: the last commits may be lost on power failure. Off by default.
