@@ -4,6 +4,7 @@ import { ApiClient, ApiError } from './api-client.ts';
 import { registerUp } from './commands/up.ts';
 import { registerManagement } from './commands/manage.ts';
 import { registerSessions } from './commands/sessions.ts';
+import { registerEvidence } from './commands/evidence.ts';
 
 const program = new Command('gatehouse')
   .description('Gatehouse: a recording, policy-enforcing access gateway for PostgreSQL and more')
@@ -21,7 +22,7 @@ function client(cmd: Command): ApiClient {
 
 registerUp(program);
 registerManagement(program, client);
-registerSessions(program, client);
+registerEvidence(program, client, registerSessions(program, client));
 
 try {
   await program.parseAsync(process.argv);

@@ -15,7 +15,9 @@ export interface GatewayConfig {
   /** AES-256 key for target credentials (hex or base64); otherwise a key file in the data dir. */
   secretKey?: string;
   logLevel: string;
-  recording: { sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread'; fsync: boolean };
+  recording: { sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread'; fsync: boolean; checkpointIntervalMs: number };
+  /** Ed25519 private key (PEM) for checkpoints and seals; otherwise keys in <data_dir>/signing. */
+  signingKeyFile?: string;
   postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
 }
 
@@ -36,7 +38,7 @@ export function defaultConfig(): GatewayConfig {
     pg: { host: '127.0.0.1', port: 15432 },
     tls: {},
     logLevel: 'info',
-    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true },
+    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
   };
 }
@@ -66,6 +68,9 @@ function applyFile(cfg: GatewayConfig, file: string): void {
     if (rec.writer !== 'inline' && rec.writer !== 'thread') throw new Error('config: recording.writer must be inline or thread');
     cfg.recording.writer = rec.writer;
   }
+  if (rec?.checkpoint_interval_ms !== undefined) cfg.recording.checkpointIntervalMs = Math.max(100, num(rec.checkpoint_interval_ms, 'recording.checkpoint_interval_ms'));
+  const signing = doc.signing as Yaml | undefined;
+  if (signing?.key_file) cfg.signingKeyFile = path.resolve(base, String(signing.key_file));
   if (rec?.fsync !== undefined) cfg.recording.fsync = rec.fsync !== false && rec.fsync !== 'false';
   const pg = doc.postgres as Yaml | undefined;
   if (pg?.max_message_bytes !== undefined) cfg.postgres.maxMessageBytes = num(pg.max_message_bytes, 'postgres.max_message_bytes');
@@ -85,6 +90,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_LOG_LEVEL) cfg.logLevel = env.GATEHOUSE_LOG_LEVEL;
   if (env.GATEHOUSE_ADMIN_TOKEN) cfg.adminToken = env.GATEHOUSE_ADMIN_TOKEN;
   if (env.GATEHOUSE_KEY) cfg.secretKey = env.GATEHOUSE_KEY;
+  if (env.GATEHOUSE_SIGNING_KEY_FILE) cfg.signingKeyFile = env.GATEHOUSE_SIGNING_KEY_FILE;
   if (env.GATEHOUSE_RECORD_FSYNC) cfg.recording.fsync = !/^(0|false|off|no)$/i.test(env.GATEHOUSE_RECORD_FSYNC);
   if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
   if (flags.dataDir) cfg.dataDir = flags.dataDir;

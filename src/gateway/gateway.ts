@@ -15,7 +15,8 @@ import type { Engine, EngineContext } from '../engines/engine.ts';
 import { PostgresEngine } from '../engines/postgres/engine.ts';
 import { startApiServer, type ApiServer } from '../api/server.ts';
 import type { ListenAddress } from '../util/address.ts';
-import { bootstrapAdmin, sealInterruptedSessions } from './bootstrap.ts';
+import { bootstrapAdmin } from './bootstrap.ts';
+import { loadSigningKey } from '../integrity/signing-keys.ts';
 
 export interface RunningGateway {
   http: ListenAddress;
@@ -36,8 +37,12 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const tls = await loadOrCreateTls(path.join(config.dataDir, 'tls'), config.tls);
     const identity = new IdentityService(store);
     const newAdminToken = await bootstrapAdmin(store, identity, config.adminToken);
-    await sealInterruptedSessions(store, log);
-    const recorder = new Recorder(store, log, config.recording);
+    const signingKey = loadSigningKey(path.join(config.dataDir, 'signing'), config.signingKeyFile);
+    const recorder = new Recorder(store, log, signingKey, {
+      sampleRows: config.recording.sampleRows, sampleBytes: config.recording.sampleBytes,
+      checkpointIntervalMs: config.recording.checkpointIntervalMs,
+    });
+    await recorder.init();
     closers.unshift(() => recorder.close());
 
     const ctx: EngineContext = { store, identity, recorder, secrets, dialer: new DirectDialer(), tls, log };

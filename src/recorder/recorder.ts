@@ -1,5 +1,8 @@
 import type { Logger } from 'pino';
 import { newSessionId, nowUs } from '../util/ids.ts';
+import { eventHash, GENESIS_HASH } from '../integrity/hash-chain.ts';
+import { signCheckpoint, signSeal } from '../integrity/payloads.ts';
+import type { SigningKey } from '../integrity/signing-keys.ts';
 import type { EventRow, RecordBatch, SessionEnd, SessionRow, Store } from '../store/types.ts';
 
 export interface RecorderOptions {
@@ -7,9 +10,11 @@ export interface RecorderOptions {
   sampleRows: number;
   /** Bytes of result data kept per statement. */
   sampleBytes: number;
+  /** How often open sessions' chain heads are signed. */
+  checkpointIntervalMs: number;
 }
 
-export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = { sampleRows: 100, sampleBytes: 64 * 1024 };
+export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = { sampleRows: 100, sampleBytes: 64 * 1024, checkpointIntervalMs: 5000 };
 
 /** Longest time an event nobody waits for stays in memory before it is committed. */
 const LAZY_FLUSH_MS = 2;
@@ -23,33 +28,62 @@ interface PendingCommit {
 }
 
 /**
- * The shared recording stage. Every engine appends events here; events are written in batches
- * (group commit): all events queued during one turn of the event loop go to the store in one
+ * The shared recording stage. Every engine appends events here. Each event is hashed into its
+ * session's chain as it is appended; open sessions' heads are signed every few seconds; a
+ * session that ends is sealed into the gateway-wide seal log. Events are written in batches
+ * (group commit): everything queued during one turn of the event loop goes to the store in one
  * transaction, and every caller waiting on durability is released by that single commit.
  */
 export class Recorder {
   readonly options: RecorderOptions;
   private readonly store: Store;
   private readonly log: Logger;
+  private readonly key: SigningKey;
   private batch: RecordBatch = emptyBatch();
   private commit: PendingCommit | null = null;
   private scheduled = false;
   private lazyTimer: NodeJS.Timeout | null = null;
   private writer: Promise<void> | null = null;
+  private checkpointTimer: NodeJS.Timeout | null = null;
   private readonly open = new Set<SessionRecording>();
+  private sealPosition = 0;
+  private sealHead = GENESIS_HASH;
   /** Commits and events written so far: events per commit is the group-commit factor. */
   readonly stats = { commits: 0, events: 0 };
 
-  constructor(store: Store, log: Logger, options: Partial<RecorderOptions> = {}) {
+  constructor(store: Store, log: Logger, key: SigningKey, options: Partial<RecorderOptions> = {}) {
     this.store = store;
     this.log = log;
+    this.key = key;
     this.options = { ...DEFAULT_RECORDER_OPTIONS, ...options };
   }
+
+  /**
+   * Registers the signing key, continues the seal log where it stopped, and seals sessions a
+   * crashed gateway left open (as interrupted). Call once before recording.
+   */
+  async init(): Promise<void> {
+    await this.store.saveSigningKey({ keyId: this.key.keyId, publicKeyPem: this.key.publicKeyPem, createdAt: Date.now() });
+    const last = await this.store.lastSeal();
+    if (last) { this.sealPosition = last.position; this.sealHead = last.hash; }
+    const interrupted = await this.store.listOpenSessions();
+    for (const row of interrupted) {
+      const lastEvent = await this.store.lastEvent(row.id);
+      const session = new SessionRecording(this, row, lastEvent ? lastEvent.seq + 1 : 0, lastEvent?.hash ?? GENESIS_HASH);
+      this.open.add(session);
+      await session.end('interrupted: the gateway stopped before the session ended');
+    }
+    if (interrupted.length > 0) this.log.warn({ sessions: interrupted.length }, 'sealed sessions interrupted by an earlier stop');
+    this.checkpointTimer = setInterval(() => this.checkpoint(), this.options.checkpointIntervalMs);
+    this.checkpointTimer.unref();
+  }
+
+  get signingKeyId(): string { return this.key.keyId; }
 
   /** Creates the session and its start event; resolves once both are durable. */
   async startSession(info: SessionStartInfo, details: Record<string, unknown> = {}): Promise<SessionRecording> {
     const row: SessionRow = { ...info, id: newSessionId(), startedAt: nowUs(), endedAt: null, endReason: null, eventCount: 0 };
-    const session = new SessionRecording(this, row.id);
+    const session = new SessionRecording(this, row, 0, GENESIS_HASH);
     this.batch.sessionsStarted.push(row);
     const pending = session.record('session.start', {
       protocol: row.protocol, identity: { id: row.identityId, name: row.identityName, kind: row.identityKind },
@@ -57,7 +91,7 @@ export class Recorder {
       connection: { id: row.connectionId, name: row.connectionName },
       target: { host: row.targetHost, port: row.targetPort, database: row.targetDatabase, user: row.targetUser },
       ...details,
-    });
+    }, row.startedAt);
     this.open.add(session);
     await pending;
     return session;
@@ -66,17 +100,35 @@ export class Recorder {
   /**
    * Queues an event; the returned promise settles when the batch holding it is committed.
    * An urgent event (someone waits on it: record before forward) is committed at the end of
-   * this event-loop turn; others ride along with the next commit, or within `lazyFlushMs`.
+   * this event-loop turn; others ride along with the next commit, or within LAZY_FLUSH_MS.
    */
   enqueue(event: EventRow, urgent: boolean): Promise<void> {
     this.batch.events.push(event);
     return this.pendingCommit(urgent).promise;
   }
 
-  enqueueEnd(end: SessionEnd, session: SessionRecording): Promise<void> {
+  /** Ends a session: its end row and its seal, linked to the previous seal, commit together. */
+  enqueueEnd(session: SessionRecording, end: SessionEnd, head: string): Promise<void> {
     this.batch.sessionsEnded.push(end);
+    const seal = signSeal(this.key, ++this.sealPosition, this.sealHead, session.row, { ...end, head });
+    this.sealHead = seal.hash;
+    this.batch.seals.push(seal);
     this.open.delete(session);
     return this.pendingCommit(true).promise;
+  }
+
+  /** Signs the chain head of every open session that has new events since its last checkpoint. */
+  checkpoint(): void {
+    const ts = nowUs();
+    let signed = 0;
+    for (const s of this.open) {
+      const seq = s.eventCount - 1;
+      if (seq < 0 || seq === s.checkpointedSeq) continue;
+      this.batch.checkpoints.push(signCheckpoint(this.key, s.id, seq, s.head, ts));
+      s.checkpointedSeq = seq;
+      signed++;
+    }
+    if (signed > 0) void this.pendingCommit(false).promise;
   }
 
   private pendingCommit(urgent: boolean): PendingCommit {
@@ -84,7 +136,7 @@ export class Recorder {
       let resolve!: () => void;
       let reject!: (err: Error) => void;
       const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
-      // Fire-and-forget callers never observe the rejection; it is logged once in flush().
+      // Fire-and-forget callers never observe the rejection; it is logged once in the writer.
       promise.catch(() => {});
       this.commit = { promise, resolve, reject };
     }
@@ -133,7 +185,8 @@ export class Recorder {
 
   /** Ends every open session (used on shutdown) and waits for the final commit. */
   async close(reason = 'gateway shutdown'): Promise<void> {
-    for (const s of [...this.open]) s.end(reason);
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    for (const s of [...this.open]) void s.end(reason);
     while (this.commit || this.writer) await this.flush();
     this.log.info({ commits: this.stats.commits, events: this.stats.events }, 'recorder closed');
   }
@@ -145,51 +198,61 @@ export class RecordingUnavailableError extends Error {
   }
 }
 
-/** One session's event stream. Sequence numbers are assigned here, in the order events happen. */
+/** One session's event stream: sequence numbers and chain hashes are assigned here, in order. */
 export class SessionRecording {
-  readonly id: string;
+  readonly row: SessionRow;
   private readonly recorder: Recorder;
-  private seq = 0;
+  private seq: number;
   private ended = false;
+  /** Hash of the last appended event (the chain head). */
+  head: string;
+  /** Sequence number covered by the last signed checkpoint. */
+  checkpointedSeq = -1;
 
-  constructor(recorder: Recorder, id: string) {
+  constructor(recorder: Recorder, row: SessionRow, nextSeq: number, head: string) {
     this.recorder = recorder;
-    this.id = id;
+    this.row = row;
+    this.seq = nextSeq;
+    this.head = head;
   }
 
+  get id(): string { return this.row.id; }
   get eventCount(): number { return this.seq; }
   get isEnded(): boolean { return this.ended; }
 
+  private enqueue(type: string, data: unknown, ts: number, urgent: boolean): { seq: number; durable: Promise<void> } {
+    if (this.ended) throw new Error(`session ${this.row.id} already ended`);
+    const seq = this.seq++;
+    const event: EventRow = { sessionId: this.row.id, seq, ts, type, data: JSON.stringify(data), hash: '' };
+    event.hash = eventHash(event, this.head);
+    this.head = event.hash;
+    return { seq, durable: this.recorder.enqueue(event, urgent) };
+  }
+
   /** Appends an event nobody waits for (an outcome, a notice); returns its sequence number. */
   append(type: string, data: unknown, ts: number = nowUs()): number {
-    if (this.ended) throw new Error(`session ${this.id} already ended`);
-    const seq = this.seq++;
-    void this.recorder.enqueue({ sessionId: this.id, seq, ts, type, data: JSON.stringify(data) }, false);
-    return seq;
+    return this.enqueue(type, data, ts, false).seq;
   }
 
   /** Appends an event that must be committed before the caller goes on; `durable` says when. */
   appendDurable(type: string, data: unknown, ts: number = nowUs()): { seq: number; durable: Promise<void> } {
-    if (this.ended) throw new Error(`session ${this.id} already ended`);
-    const seq = this.seq++;
-    const durable = this.recorder.enqueue({ sessionId: this.id, seq, ts, type, data: JSON.stringify(data) }, true);
-    return { seq, durable };
+    return this.enqueue(type, data, ts, true);
   }
 
   /** Appends and waits until durable: the record-before-forward path. */
   record(type: string, data: unknown, ts?: number): Promise<void> {
-    return this.appendDurable(type, data, ts).durable;
+    return this.appendDurable(type, data, ts ?? nowUs()).durable;
   }
 
   end(reason: string): Promise<void> {
     if (this.ended) return Promise.resolve();
     const ts = nowUs();
-    this.append('session.end', { reason }, ts);
+    this.enqueue('session.end', { reason }, ts, true);
     this.ended = true;
-    return this.recorder.enqueueEnd({ sessionId: this.id, endedAt: ts, endReason: reason, eventCount: this.seq }, this);
+    return this.recorder.enqueueEnd(this, { sessionId: this.row.id, endedAt: ts, endReason: reason, eventCount: this.seq }, this.head);
   }
 }
 
 function emptyBatch(): RecordBatch {
-  return { sessionsStarted: [], events: [], sessionsEnded: [] };
+  return { sessionsStarted: [], events: [], sessionsEnded: [], checkpoints: [], seals: [] };
 }

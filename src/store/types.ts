@@ -69,7 +69,17 @@ export interface EventRow {
   ts: number; // µs since epoch
   type: string;
   data: string; // JSON
+  /** SHA-256 chain hash (see src/integrity/hash-chain.ts). */
+  hash: string;
 }
+
+/** A signed statement of a session's chain head at some point (see docs/bundle.md). */
+export interface CheckpointRow { sessionId: string; seq: number; payload: string; keyId: string; signature: string }
+
+/** A sealed session: its final head, signed, and linked to the previous seal (position − 1). */
+export interface SealRow { position: number; sessionId: string; payload: string; hash: string; keyId: string; signature: string }
+
+export interface SigningKeyRow { keyId: string; publicKeyPem: string; createdAt: number }
 
 export interface SessionEnd { sessionId: string; endedAt: number; endReason: string; eventCount: number }
 
@@ -78,6 +88,8 @@ export interface RecordBatch {
   sessionsStarted: SessionRow[];
   events: EventRow[];
   sessionsEnded: SessionEnd[];
+  checkpoints: CheckpointRow[];
+  seals: SealRow[];
 }
 
 export interface SessionFilter { identity?: string; connection?: string; limit?: number }
@@ -112,6 +124,14 @@ export interface Store {
   listEvents(sessionId: string): Promise<EventRow[]>;
   /** Sessions that never got an end record (the gateway stopped without sealing them). */
   listOpenSessions(): Promise<SessionRow[]>;
+  lastEvent(sessionId: string): Promise<EventRow | undefined>;
+  listCheckpoints(sessionId: string): Promise<CheckpointRow[]>;
+  getSeal(sessionId: string): Promise<SealRow | undefined>;
+  /** The seal log in order, from `fromPosition` (inclusive). */
+  listSeals(fromPosition?: number): Promise<SealRow[]>;
+  lastSeal(): Promise<SealRow | undefined>;
+  saveSigningKey(key: SigningKeyRow): Promise<void>;
+  listSigningKeys(): Promise<SigningKeyRow[]>;
 
   close(): Promise<void>;
 }

@@ -23,6 +23,23 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       identity: { type: 'string' }, connection: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
   }, async (req) => (await deps.store.listSessions(req.query)).map(sessionView));
 
+  // Everything a third party needs to verify the session offline (docs/bundle.md).
+  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/evidence', async (req) => {
+    const session = await deps.store.getSession(req.params.id);
+    if (!session) throw new UserError(`session "${req.params.id}" does not exist`, 404);
+    const [events, checkpoints, seal, keys] = await Promise.all([
+      deps.store.listEvents(session.id), deps.store.listCheckpoints(session.id), deps.store.getSeal(session.id), deps.store.listSigningKeys(),
+    ]);
+    const used = new Set([...checkpoints.map((c) => c.keyId), ...(seal ? [seal.keyId] : [])]);
+    return {
+      session: sessionView(session),
+      events: events.map((e) => ({ seq: e.seq, ts: e.ts, type: e.type, data: e.data, hash: e.hash })),
+      checkpoints: checkpoints.map((c) => ({ seq: c.seq, payload: c.payload, keyId: c.keyId, signature: c.signature })),
+      seal: seal ? { position: seal.position, payload: seal.payload, hash: seal.hash, keyId: seal.keyId, signature: seal.signature } : null,
+      keys: keys.filter((k) => used.has(k.keyId)).map((k) => ({ keyId: k.keyId, publicKeyPem: k.publicKeyPem })),
+    };
+  });
+
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', async (req) => {
     const session = await deps.store.getSession(req.params.id);
     if (!session) throw new UserError(`session "${req.params.id}" does not exist`, 404);

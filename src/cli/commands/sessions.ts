@@ -4,7 +4,7 @@ import { replay, sessionsTable, timeline, type EventView, type SessionView } fro
 
 type ClientFactory = (cmd: Command) => ApiClient;
 
-export function registerSessions(program: Command, client: ClientFactory): void {
+export function registerSessions(program: Command, client: ClientFactory): Command {
   const sessions = program.command('sessions').description('recorded sessions');
   sessions.command('list').description('list sessions, newest first')
     .option('--identity <name>', 'only this identity')
@@ -29,4 +29,5 @@ export function registerSessions(program: Command, client: ClientFactory): void 
       const out = await client(cmd).get<{ session: SessionView; events: EventView[] }>(`/api/v1/sessions/${encodeURIComponent(id)}`);
       console.log(replay(out.session, out.events));
     });
+  return sessions;
 }

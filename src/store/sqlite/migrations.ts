@@ -64,4 +64,30 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (session_id, seq)
   ) WITHOUT ROWID;
   `,
+  // 2: tamper evidence — per-event hash chain, signed checkpoints, sealed sessions in a
+  // gateway-wide log, and every public key ever used to sign.
+  `
+  ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+  CREATE TABLE checkpoints (
+    session_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+  ) WITHOUT ROWID;
+  CREATE TABLE seals (
+    position INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL
+  );
+  CREATE TABLE signing_keys (
+    key_id TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  `,
 ];

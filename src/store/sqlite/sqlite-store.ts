@@ -5,6 +5,7 @@ import { MIGRATIONS } from './migrations.ts';
 import { RecordWriterThread } from './record-writer.ts';
 import { RecordBatchWriter } from './record-batch-sql.ts';
 import type {
+  CheckpointRow, SealRow, SigningKeyRow,
   Connection, EventRow, Identity, IdentityKind, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
 } from '../types.ts';
 
@@ -175,7 +176,40 @@ export class SqliteStore implements Store {
 
   async listEvents(sessionId: string): Promise<EventRow[]> {
     const rows = this.q('SELECT * FROM events WHERE session_id = ? ORDER BY seq').all(sessionId) as Row[];
-    return rows.map((r) => ({ sessionId: String(r.session_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data) }));
+    return rows.map(toEvent);
+  }
+
+  async lastEvent(sessionId: string): Promise<EventRow | undefined> {
+    const r = this.q('SELECT * FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1').get(sessionId) as Row | undefined;
+    return r ? toEvent(r) : undefined;
+  }
+
+  async listCheckpoints(sessionId: string): Promise<CheckpointRow[]> {
+    const rows = this.q('SELECT * FROM checkpoints WHERE session_id = ? ORDER BY seq').all(sessionId) as Row[];
+    return rows.map((r) => ({ sessionId: String(r.session_id), seq: Number(r.seq), payload: String(r.payload), keyId: String(r.key_id), signature: String(r.signature) }));
+  }
+
+  async getSeal(sessionId: string): Promise<SealRow | undefined> {
+    const r = this.q('SELECT * FROM seals WHERE session_id = ?').get(sessionId) as Row | undefined;
+    return r ? toSeal(r) : undefined;
+  }
+
+  async listSeals(fromPosition = 1): Promise<SealRow[]> {
+    return (this.q('SELECT * FROM seals WHERE position >= ? ORDER BY position').all(fromPosition) as Row[]).map(toSeal);
+  }
+
+  async lastSeal(): Promise<SealRow | undefined> {
+    const r = this.q('SELECT * FROM seals ORDER BY position DESC LIMIT 1').get() as Row | undefined;
+    return r ? toSeal(r) : undefined;
+  }
+
+  async saveSigningKey(k: SigningKeyRow): Promise<void> {
+    this.q('INSERT OR IGNORE INTO signing_keys (key_id, public_key, created_at) VALUES (?, ?, ?)').run(k.keyId, k.publicKeyPem, k.createdAt);
+  }
+
+  async listSigningKeys(): Promise<SigningKeyRow[]> {
+    const rows = this.q('SELECT * FROM signing_keys ORDER BY created_at').all() as Row[];
+    return rows.map((r) => ({ keyId: String(r.key_id), publicKeyPem: String(r.public_key), createdAt: Number(r.created_at) }));
   }
 
   async listOpenSessions(): Promise<SessionRow[]> {
@@ -187,6 +221,17 @@ export class SqliteStore implements Store {
     this.stmts.clear();
     this.db.close();
   }
+}
+
+function toEvent(r: Row): EventRow {
+  return { sessionId: String(r.session_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data), hash: String(r.hash) };
+}
+
+function toSeal(r: Row): SealRow {
+  return {
+    position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
+    keyId: String(r.key_id), signature: String(r.signature),
+  };
 }
 
 function toIdentity(r: Row): Identity {

@@ -1,0 +1,110 @@
+// The export bundle: a directory a third party can verify with nothing else (docs/bundle.md).
+import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { sha256Hex } from './hash-chain.ts';
+import { keyIdOf } from './signing-keys.ts';
+import { createPublicKey } from 'node:crypto';
+import { verifySessionEvidence, type RecordedEvent, type SessionEvidence, type SignedCheckpoint, type SignedSeal, type VerifyOutcome } from './verify.ts';
+
+export const BUNDLE_FORMAT = 'gatehouse-session-bundle';
+export const BUNDLE_VERSION = 1;
+
+export interface BundleContent {
+  session: Record<string, unknown> & { id: string };
+  events: RecordedEvent[];
+  checkpoints: SignedCheckpoint[];
+  seal: SignedSeal | null;
+  keys: Array<{ keyId: string; publicKeyPem: string }>;
+}
+
+export interface Manifest {
+  format: string;
+  version: number;
+  exportedAt: string;
+  session: Record<string, unknown> & { id: string };
+  files: Record<string, string>;
+}
+
+const jsonl = (rows: unknown[]): string => rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : '');
+
+export function writeBundle(dir: string, content: BundleContent): Manifest {
+  mkdirSync(path.join(dir, 'keys'), { recursive: true });
+  const files: Record<string, string> = {
+    'events.jsonl': jsonl(content.events),
+    'checkpoints.jsonl': jsonl(content.checkpoints),
+  };
+  if (content.seal) files['seal.json'] = JSON.stringify(content.seal, null, 2) + '\n';
+  for (const k of content.keys) files[`keys/${k.keyId}.pem`] = k.publicKeyPem;
+  const manifest: Manifest = {
+    format: BUNDLE_FORMAT, version: BUNDLE_VERSION, exportedAt: new Date().toISOString(), session: content.session, files: {},
+  };
+  for (const [name, text] of Object.entries(files)) {
+    writeFileSync(path.join(dir, name), text);
+    manifest.files[name] = sha256Hex(text);
+  }
+  writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+  return manifest;
+}
+
+export interface BundleVerification extends VerifyOutcome { sessionId?: string }
+
+function parseJsonl<T>(text: string, file: string): T[] {
+  return text.split('\n').filter((l) => l.trim() !== '').map((line, i) => {
+    try { return JSON.parse(line) as T; } catch { throw new Error(`${file} line ${i + 1} is not valid JSON`); }
+  });
+}
+
+/** Reads and checks a bundle directory; `trustedKeys` (PEM texts) pin who may have signed it. */
+export function verifyBundle(dir: string, trustedKeys: string[] = []): BundleVerification {
+  const broken = (problem: string): BundleVerification => ({ ok: false, problem, sealed: false, events: 0, checkpoints: 0, keyIds: [] });
+  const manifestFile = path.join(dir, 'manifest.json');
+  if (!existsSync(manifestFile)) return broken(`${dir} has no manifest.json: not a Gatehouse bundle`);
+  let manifest: Manifest;
+  try { manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest; } catch { return broken('manifest.json is not valid JSON'); }
+  if (manifest.format !== BUNDLE_FORMAT || manifest.version !== BUNDLE_VERSION) return broken(`unsupported bundle format ${manifest.format} v${manifest.version}`);
+  const sessionId = manifest.session?.id;
+  if (typeof sessionId !== 'string') return broken('manifest.json names no session');
+
+  const read = (name: string): string | null => (existsSync(path.join(dir, name)) ? readFileSync(path.join(dir, name), 'utf8') : null);
+  for (const [name, digest] of Object.entries(manifest.files ?? {})) {
+    const text = read(name);
+    if (text === null) return broken(`${name} is listed in the manifest but missing`);
+    if (sha256Hex(text) !== digest) return broken(`${name} was modified after export (its SHA-256 differs from the manifest)`);
+  }
+  let events: RecordedEvent[];
+  let checkpoints: SignedCheckpoint[];
+  try {
+    events = parseJsonl<RecordedEvent>(read('events.jsonl') ?? '', 'events.jsonl');
+    checkpoints = parseJsonl<SignedCheckpoint>(read('checkpoints.jsonl') ?? '', 'checkpoints.jsonl');
+  } catch (err) {
+    return broken((err as Error).message);
+  }
+  const sealText = read('seal.json');
+  let seal: SignedSeal | null = null;
+  if (sealText !== null) {
+    try { seal = JSON.parse(sealText) as SignedSeal; } catch { return broken('seal.json is not valid JSON'); }
+  }
+  const keys = new Map<string, string>();
+  const keyDir = path.join(dir, 'keys');
+  if (existsSync(keyDir)) {
+    for (const f of readdirSync(keyDir).filter((x) => x.endsWith('.pem'))) {
+      const pem = readFileSync(path.join(keyDir, f), 'utf8');
+      let id: string;
+      try { id = keyIdOf(createPublicKey(pem)); } catch { return broken(`keys/${f} is not a public key`); }
+      // The key id is derived from the key itself, so renaming a file cannot impersonate a key.
+      keys.set(id, pem);
+    }
+  }
+  const trusted = trustedKeys.length > 0 ? new Set(trustedKeys.map((pem) => keyIdOf(createPublicKey(pem)))) : undefined;
+  const evidence: SessionEvidence = { sessionId, events, checkpoints, seal, keys, trustedKeyIds: trusted };
+  const outcome: BundleVerification = { ...verifySessionEvidence(evidence), sessionId };
+  if (outcome.ok && outcome.seal) {
+    // The manifest's description of the session must agree with what the seal vouches for.
+    const m = manifest.session as { identity?: { name?: string; kind?: string }; connection?: string; protocol?: string };
+    const sp = outcome.seal;
+    if (m.identity?.name !== sp.identity.name || m.identity?.kind !== sp.identity.kind || m.connection !== sp.connection || m.protocol !== sp.protocol) {
+      return { ...outcome, ok: false, problem: 'manifest.json describes the session differently from its seal (identity, connection or protocol was edited)' };
+    }
+  }
+  return outcome;
+}

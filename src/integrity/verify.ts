@@ -1,0 +1,139 @@
+// Verification of one session's record — used offline on an exported bundle (`gatehouse verify
+// DIR`) and on the store (`gatehouse verify --store`). It reports the first broken link it
+// finds, checking in causal order: the event chain, then checkpoints, then the seal.
+import { eventHash, GENESIS_HASH, sha256Hex } from './hash-chain.ts';
+import { verifySignature } from './signing-keys.ts';
+import type { CheckpointPayload, SealPayload } from './payloads.ts';
+
+export interface RecordedEvent { seq: number; ts: number; type: string; data: string; hash: string }
+export interface SignedCheckpoint { seq: number; payload: string; keyId: string; signature: string }
+export interface SignedSeal { position: number; payload: string; hash: string; keyId: string; signature: string }
+
+export interface SessionEvidence {
+  sessionId: string;
+  events: RecordedEvent[];
+  checkpoints: SignedCheckpoint[];
+  seal: SignedSeal | null;
+  /** Public keys (PEM) by key id that may have signed this record. */
+  keys: Map<string, string>;
+  /** When set, only these key ids are accepted as signers (the verifier's trust anchor). */
+  trustedKeyIds?: Set<string>;
+}
+
+export interface VerifyOutcome {
+  ok: boolean;
+  /** The first broken link, in words a reviewer can act on. */
+  problem?: string;
+  sealed: boolean;
+  events: number;
+  checkpoints: number;
+  keyIds: string[];
+  seal?: SealPayload;
+}
+
+class Broken extends Error {}
+
+function fail(message: string): never {
+  throw new Broken(message);
+}
+
+function checkSignature(ev: SessionEvidence, what: string, payload: string, keyId: string, signature: string): void {
+  const pem = ev.keys.get(keyId);
+  if (!pem) fail(`${what} is signed by key ${keyId}, which is not in the bundle (unknown key)`);
+  if (ev.trustedKeyIds && !ev.trustedKeyIds.has(keyId)) fail(`${what} is signed by key ${keyId}, which is not a trusted key`);
+  if (!verifySignature(pem, payload, signature)) fail(`${what}: the signature is invalid (the signed data or the key was changed)`);
+}
+
+function parse<T>(text: string, what: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    fail(`${what} is not valid JSON`);
+  }
+}
+
+export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
+  const keyIds = new Set<string>();
+  const result: VerifyOutcome = { ok: false, sealed: ev.seal !== null, events: ev.events.length, checkpoints: ev.checkpoints.length, keyIds: [] };
+  try {
+    // 1. The chain: positions without gaps, each hash recomputed from content and predecessor.
+    let prev = GENESIS_HASH;
+    for (let i = 0; i < ev.events.length; i++) {
+      const e = ev.events[i];
+      if (e.seq !== i) {
+        if (e.seq > i) fail(`event ${i} is missing: the sequence jumps from ${i - 1} to ${e.seq} (an event was removed)`);
+        fail(`event ${e.seq} appears again at position ${i}: events are duplicated or out of order (reordered)`);
+      }
+      const expected = eventHash({ sessionId: ev.sessionId, seq: e.seq, ts: e.ts, type: e.type, data: e.data }, prev);
+      if (expected !== e.hash) {
+        fail(`event ${i} (${e.type}) does not match its recorded hash: its content, time or predecessor was changed (edited, inserted or reordered)`);
+      }
+      prev = e.hash;
+    }
+
+    // 2. Checkpoints: each signed head must be the chain's hash at that position.
+    for (const c of [...ev.checkpoints].sort((a, b) => a.seq - b.seq)) {
+      const what = `checkpoint at event ${c.seq}`;
+      checkSignature(ev, what, c.payload, c.keyId, c.signature);
+      keyIds.add(c.keyId);
+      const p = parse<CheckpointPayload>(c.payload, what);
+      if (p.kind !== 'gatehouse.checkpoint' || p.sessionId !== ev.sessionId || p.seq !== c.seq || p.keyId !== c.keyId) {
+        fail(`${what} belongs to another session or position`);
+      }
+      if (c.seq >= ev.events.length) fail(`${what} is beyond the last event ${ev.events.length - 1}: events were removed from the end (truncated)`);
+      if (ev.events[c.seq].hash !== p.head) {
+        fail(`${what} does not match the chain: events up to ${c.seq} were edited, inserted or removed and the chain recomputed`);
+      }
+    }
+
+    // 3. The seal: signed final head and count, and the session facts it vouches for.
+    if (!ev.seal) fail('the session has no seal (it was still open when exported, or its seal was removed)');
+    const s = ev.seal;
+    checkSignature(ev, 'the seal', s.payload, s.keyId, s.signature);
+    keyIds.add(s.keyId);
+    if (sha256Hex(s.payload) !== s.hash) fail('the seal hash does not match the seal (the seal log link was altered)');
+    const p = parse<SealPayload>(s.payload, 'the seal');
+    result.seal = p;
+    if (p.kind !== 'gatehouse.seal' || p.sessionId !== ev.sessionId || p.position !== s.position || p.keyId !== s.keyId) {
+      fail('the seal belongs to another session or seal-log position');
+    }
+    if (p.eventCount !== ev.events.length) {
+      fail(p.eventCount > ev.events.length
+        ? `the seal covers ${p.eventCount} events but only ${ev.events.length} are present (events removed from the end: truncated)`
+        : `the seal covers ${p.eventCount} events but ${ev.events.length} are present (events appended after sealing)`);
+    }
+    const head = ev.events.length > 0 ? ev.events[ev.events.length - 1].hash : GENESIS_HASH;
+    if (p.head !== head) fail('the seal does not match the last event: the chain was recomputed after sealing (events edited, inserted or removed)');
+    result.ok = true;
+  } catch (err) {
+    if (!(err instanceof Broken)) throw err;
+    result.problem = err.message;
+  }
+  result.keyIds = [...keyIds];
+  return result;
+}
+
+export interface SealLogEntry { position: number; sessionId: string; payload: string; hash: string; keyId: string; signature: string }
+
+/**
+ * The gateway-wide seal log: positions 1..n without gaps, each linking the previous seal's
+ * hash, each signed. A deleted or reordered session breaks it as an edited event breaks a chain.
+ */
+export function verifySealLog(entries: SealLogEntry[], keys: Map<string, string>, trustedKeyIds?: Set<string>): string | null {
+  let prev = GENESIS_HASH;
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    if (e.position !== i + 1) return `seal log position ${i + 1} is missing: the log jumps to ${e.position} (a sealed session was removed from the log)`;
+    const pem = keys.get(e.keyId);
+    if (!pem) return `seal log position ${e.position} is signed by unknown key ${e.keyId}`;
+    if (trustedKeyIds && !trustedKeyIds.has(e.keyId)) return `seal log position ${e.position} is signed by key ${e.keyId}, which is not a trusted key`;
+    if (!verifySignature(pem, e.payload, e.signature)) return `seal log position ${e.position}: the signature is invalid`;
+    if (sha256Hex(e.payload) !== e.hash) return `seal log position ${e.position}: the hash does not match the seal`;
+    let p: SealPayload;
+    try { p = JSON.parse(e.payload) as SealPayload; } catch { return `seal log position ${e.position} is not valid JSON`; }
+    if (p.position !== e.position || p.sessionId !== e.sessionId) return `seal log position ${e.position} does not say what its row says (moved or reordered)`;
+    if (p.prevSealHash !== prev) return `seal log position ${e.position} does not link to position ${e.position - 1} (seals removed, inserted or reordered)`;
+    prev = e.hash;
+  }
+  return null;
+}
