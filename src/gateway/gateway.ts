@@ -41,6 +41,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const recorder = new Recorder(store, log, signingKey, {
       sampleRows: config.recording.sampleRows, sampleBytes: config.recording.sampleBytes,
       checkpointIntervalMs: config.recording.checkpointIntervalMs,
+      sealLogHeadFile: path.join(config.dataDir, 'seal-log.head'),
     });
     await recorder.init();
     closers.unshift(() => recorder.close());

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { sha256Hex } from './hash-chain.ts';
 import { keyIdOf } from './signing-keys.ts';
 import { createPublicKey } from 'node:crypto';
-import { verifySessionEvidence, type RecordedEvent, type SessionEvidence, type SignedCheckpoint, type SignedSeal, type VerifyOutcome } from './verify.ts';
+import { compareWithSeal, verifySessionEvidence, type RecordedEvent, type SessionEvidence, type SignedCheckpoint, type SignedSeal, type VerifyOutcome } from './verify.ts';
 
 export const BUNDLE_FORMAT = 'gatehouse-session-bundle';
 export const BUNDLE_VERSION = 1;
@@ -100,11 +100,13 @@ export function verifyBundle(dir: string, trustedKeys: string[] = []): BundleVer
   const outcome: BundleVerification = { ...verifySessionEvidence(evidence), sessionId };
   if (outcome.ok && outcome.seal) {
     // The manifest's description of the session must agree with what the seal vouches for.
-    const m = manifest.session as { identity?: { name?: string; kind?: string }; connection?: string; protocol?: string };
-    const sp = outcome.seal;
-    if (m.identity?.name !== sp.identity.name || m.identity?.kind !== sp.identity.kind || m.connection !== sp.connection || m.protocol !== sp.protocol) {
-      return { ...outcome, ok: false, problem: 'manifest.json describes the session differently from its seal (identity, connection or protocol was edited)' };
-    }
+    const m = manifest.session as { identity?: { id?: string; name?: string; kind?: string }; connection?: string; protocol?: string; clientAddr?: string; endReason?: string | null; eventCount?: number };
+    const mismatch = compareWithSeal({
+      identity: { id: String(m.identity?.id), name: String(m.identity?.name), kind: String(m.identity?.kind) },
+      connection: String(m.connection), protocol: String(m.protocol), clientAddr: String(m.clientAddr),
+      endReason: m.endReason ?? null, eventCount: Number(m.eventCount),
+    }, outcome.seal);
+    if (mismatch) return { ...outcome, ok: false, problem: `manifest.json describes the session differently from its seal: ${mismatch}` };
   }
   return outcome;
 }

@@ -1,6 +1,10 @@
-// `gatehouse verify --store`: every session's chain, checkpoints and seal, and the seal log.
+// `gatehouse verify --store`: every session's chain, checkpoints and seal, the agreement of each
+// session row with its seal, the seal log, and the seal log's signed head kept outside the store.
+import { createPublicKey } from 'node:crypto';
 import type { Store } from '../store/types.ts';
-import { verifySealLog, verifySessionEvidence } from './verify.ts';
+import { keyIdOf, verifySignature } from './signing-keys.ts';
+import type { SignedSealLogHead } from './seal-log-anchor.ts';
+import { compareWithSeal, verifySealLog, verifySessionEvidence } from './verify.ts';
 
 export interface StoreVerification {
   sessions: number;
@@ -10,24 +14,71 @@ export interface StoreVerification {
   problems: string[];
 }
 
-export async function verifyStore(store: Store, trustedKeyIds?: Set<string>): Promise<StoreVerification> {
-  const keys = new Map((await store.listSigningKeys()).map((k) => [k.keyId, k.publicKeyPem]));
+export interface StoreVerifyOptions {
+  /** Only these key ids are accepted as signers (the private key files of the data directory). */
+  trustedKeyIds?: Set<string>;
+  /** The signed seal-log head from the data directory, if there is one. */
+  sealLogHead?: SignedSealLogHead | null;
+}
+
+export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): Promise<StoreVerification> {
+  const { trustedKeyIds } = opts;
+  const out: StoreVerification = { sessions: 0, sealed: 0, open: 0, seals: 0, problems: [] };
+
+  // Key ids are derived from the keys themselves: a row that pairs a known id with another key
+  // is a forgery attempt, not a key.
+  const keys = new Map<string, string>();
+  for (const k of await store.listSigningKeys()) {
+    let derived: string;
+    try { derived = keyIdOf(createPublicKey(k.publicKeyPem)); } catch { out.problems.push(`signing key ${k.keyId} in the store is not a public key`); continue; }
+    if (derived !== k.keyId) { out.problems.push(`signing key row ${k.keyId} holds a different key (${derived}): the key table was altered`); continue; }
+    keys.set(k.keyId, k.publicKeyPem);
+  }
+
   const sessions = await store.listSessions({ limit: Number.MAX_SAFE_INTEGER });
   const seals = await store.listSeals();
-  const out: StoreVerification = { sessions: sessions.length, sealed: 0, open: 0, seals: seals.length, problems: [] };
+  out.sessions = sessions.length;
+  out.seals = seals.length;
 
   const logProblem = verifySealLog(seals, keys, trustedKeyIds);
   if (logProblem) out.problems.push(logProblem);
+  if (opts.sealLogHead) {
+    const h = opts.sealLogHead;
+    const pem = keys.get(h.keyId);
+    if (!pem || (trustedKeyIds && !trustedKeyIds.has(h.keyId)) || !verifySignature(pem, h.payload, h.signature)) {
+      out.problems.push('the seal log head file is not signed by a trusted gateway key');
+    } else {
+      const head = JSON.parse(h.payload) as { position: number; hash: string };
+      const last = seals.length > 0 ? seals[seals.length - 1].position : 0;
+      const atHead = seals.find((s) => s.position === head.position);
+      if (head.position > last) {
+        out.problems.push(`the seal log ends at position ${last} but the gateway sealed up to position ${head.position}: sealed sessions were removed from the end of the log`);
+      } else if (!atHead || atHead.hash !== head.hash) {
+        out.problems.push(`seal log position ${head.position} is not the seal the gateway wrote there (replaced)`);
+      }
+    }
+  }
+
   const known = new Set(sessions.map((s) => s.id));
   for (const seal of seals) {
     if (!known.has(seal.sessionId)) out.problems.push(`session ${seal.sessionId} (seal log position ${seal.position}) is missing from the store: it was deleted`);
   }
   for (const s of sessions.sort((a, b) => a.startedAt - b.startedAt)) {
-    if (s.endedAt === null) { out.open++; continue; }
+    const open = s.endedAt === null;
     const [events, checkpoints, seal] = await Promise.all([store.listEvents(s.id), store.listCheckpoints(s.id), store.getSeal(s.id)]);
-    const r = verifySessionEvidence({ sessionId: s.id, events, checkpoints, seal: seal ?? null, keys, trustedKeyIds });
-    if (r.ok) out.sealed++;
-    else out.problems.push(`session ${s.id}: ${r.problem}`);
+    const r = verifySessionEvidence({ sessionId: s.id, events, checkpoints, seal: seal ?? null, keys, trustedKeyIds, open: open && !seal });
+    if (!r.ok) { out.problems.push(`session ${s.id}: ${r.problem}`); continue; }
+    if (open) { out.open++; continue; }
+    const mismatch = r.seal ? compareWithSeal({
+      identity: { id: s.identityId, name: s.identityName, kind: s.identityKind }, connection: s.connectionName, protocol: s.protocol,
+      clientAddr: s.clientAddr, endReason: s.endReason, eventCount: s.eventCount,
+    }, r.seal) : null;
+    if (mismatch) { out.problems.push(`session ${s.id}: the session row was altered: ${mismatch}`); continue; }
+    if (r.seal && (r.seal.startedAt !== s.startedAt || r.seal.endedAt !== s.endedAt)) {
+      out.problems.push(`session ${s.id}: the session row was altered: its start or end time differs from the sealed one`);
+      continue;
+    }
+    out.sealed++;
   }
   return out;
 }

@@ -18,6 +18,8 @@ export interface SessionEvidence {
   keys: Map<string, string>;
   /** When set, only these key ids are accepted as signers (the verifier's trust anchor). */
   trustedKeyIds?: Set<string>;
+  /** An open session (still recording, or interrupted and not yet sealed) has no seal yet. */
+  open?: boolean;
 }
 
 export interface VerifyOutcome {
@@ -61,7 +63,11 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
     for (let i = 0; i < ev.events.length; i++) {
       const e = ev.events[i];
       if (e.seq !== i) {
-        if (e.seq > i) fail(`event ${i} is missing: the sequence jumps from ${i - 1} to ${e.seq} (an event was removed)`);
+        if (e.seq > i) {
+          const later = ev.events.findIndex((x, j) => j > i && x.seq === i);
+          if (later >= 0) fail(`event ${i} appears at position ${later} instead of ${i}: events were reordered`);
+          fail(`event ${i} is missing: the sequence jumps from ${i - 1} to ${e.seq} (an event was removed)`);
+        }
         fail(`event ${e.seq} appears again at position ${i}: events are duplicated or out of order (reordered)`);
       }
       const expected = eventHash({ sessionId: ev.sessionId, seq: e.seq, ts: e.ts, type: e.type, data: e.data }, prev);
@@ -87,6 +93,11 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
     }
 
     // 3. The seal: signed final head and count, and the session facts it vouches for.
+    if (!ev.seal && ev.open) {
+      result.ok = true;
+      result.keyIds = [...keyIds];
+      return result;
+    }
     if (!ev.seal) fail('the session has no seal (it was still open when exported, or its seal was removed)');
     const s = ev.seal;
     checkSignature(ev, 'the seal', s.payload, s.keyId, s.signature);
@@ -100,7 +111,7 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
     if (p.eventCount !== ev.events.length) {
       fail(p.eventCount > ev.events.length
         ? `the seal covers ${p.eventCount} events but only ${ev.events.length} are present (events removed from the end: truncated)`
-        : `the seal covers ${p.eventCount} events but ${ev.events.length} are present (events appended after sealing)`);
+        : `the seal covers ${p.eventCount} events but ${ev.events.length} are present (events inserted or appended after sealing)`);
     }
     const head = ev.events.length > 0 ? ev.events[ev.events.length - 1].hash : GENESIS_HASH;
     if (p.head !== head) fail('the seal does not match the last event: the chain was recomputed after sealing (events edited, inserted or removed)');
@@ -111,6 +122,26 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
   }
   result.keyIds = [...keyIds];
   return result;
+}
+
+/** The seal's facts that a session description (store row or bundle manifest) must repeat. */
+export interface SessionFacts {
+  identity: { id: string; name: string; kind: string }; connection: string; protocol: string; clientAddr: string;
+  endReason: string | null; eventCount: number;
+}
+
+/** Names the first fact in which a session description disagrees with its seal, if any. */
+export function compareWithSeal(facts: SessionFacts, seal: SealPayload): string | null {
+  const pairs: Array<[string, unknown, unknown]> = [
+    ['identity id', facts.identity.id, seal.identity.id], ['identity name', facts.identity.name, seal.identity.name],
+    ['identity kind', facts.identity.kind, seal.identity.kind], ['connection', facts.connection, seal.connection],
+    ['protocol', facts.protocol, seal.protocol], ['client address', facts.clientAddr, seal.clientAddr],
+    ['end reason', facts.endReason, seal.endReason], ['event count', facts.eventCount, seal.eventCount],
+  ];
+  for (const [name, described, sealed] of pairs) {
+    if (described !== sealed) return `its ${name} (${JSON.stringify(described)}) differs from the sealed one (${JSON.stringify(sealed)})`;
+  }
+  return null;
 }
 
 export interface SealLogEntry { position: number; sessionId: string; payload: string; hash: string; keyId: string; signature: string }

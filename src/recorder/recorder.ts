@@ -3,6 +3,8 @@ import { newSessionId, nowUs } from '../util/ids.ts';
 import { eventHash, GENESIS_HASH } from '../integrity/hash-chain.ts';
 import { signCheckpoint, signSeal } from '../integrity/payloads.ts';
 import type { SigningKey } from '../integrity/signing-keys.ts';
+import { readSealLogHead, writeSealLogHead } from '../integrity/seal-log-anchor.ts';
+import { verifySessionEvidence } from '../integrity/verify.ts';
 import type { EventRow, RecordBatch, SessionEnd, SessionRow, Store } from '../store/types.ts';
 
 export interface RecorderOptions {
@@ -12,9 +14,14 @@ export interface RecorderOptions {
   sampleBytes: number;
   /** How often open sessions' chain heads are signed. */
   checkpointIntervalMs: number;
+  /** Where the signed head of the seal log is kept, outside the store (null: nowhere). */
+  sealLogHeadFile: string | null;
 }
 
-export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = { sampleRows: 100, sampleBytes: 64 * 1024, checkpointIntervalMs: 5000 };
+export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = { sampleRows: 100, sampleBytes: 64 * 1024, checkpointIntervalMs: 5000, sealLogHeadFile: null };
+
+/** The seal-log head file is rewritten at most this often (and once more at close). */
+const HEAD_WRITE_INTERVAL_MS = 100;
 
 /** Longest time an event nobody waits for stays in memory before it is committed. */
 const LAZY_FLUSH_MS = 2;
@@ -66,12 +73,19 @@ export class Recorder {
     await this.store.saveSigningKey({ keyId: this.key.keyId, publicKeyPem: this.key.publicKeyPem, createdAt: Date.now() });
     const last = await this.store.lastSeal();
     if (last) { this.sealPosition = last.position; this.sealHead = last.hash; }
+    this.checkSealLogHead(last?.position ?? 0, last?.hash);
     const interrupted = await this.store.listOpenSessions();
+    const keys = new Map((await this.store.listSigningKeys()).map((k) => [k.keyId, k.publicKeyPem]));
     for (const row of interrupted) {
       const lastEvent = await this.store.lastEvent(row.id);
       const session = new SessionRecording(this, row, lastEvent ? lastEvent.seq + 1 : 0, lastEvent?.hash ?? GENESIS_HASH);
+      // Check what was recorded before vouching for it: a seal over a damaged chain says so.
+      const [events, checkpoints] = await Promise.all([this.store.listEvents(row.id), this.store.listCheckpoints(row.id)]);
+      const check = verifySessionEvidence({ sessionId: row.id, events, checkpoints, seal: null, keys, open: true });
       this.open.add(session);
-      await session.end('interrupted: the gateway stopped before the session ended');
+      await session.end(check.ok
+        ? 'interrupted: the gateway stopped before the session ended'
+        : `interrupted: the gateway stopped before the session ended; the recording was found damaged before sealing: ${check.problem}`);
     }
     if (interrupted.length > 0) this.log.warn({ sessions: interrupted.length }, 'sealed sessions interrupted by an earlier stop');
     this.checkpointTimer = setInterval(() => this.checkpoint(), this.options.checkpointIntervalMs);
@@ -79,6 +93,44 @@ export class Recorder {
   }
 
   get signingKeyId(): string { return this.key.keyId; }
+
+  /** Refuses to continue a seal log whose end was cut off while the gateway was down. */
+  private checkSealLogHead(storedPosition: number, storedHash: string | undefined): void {
+    const file = this.options.sealLogHeadFile;
+    if (!file) return;
+    const anchored = readSealLogHead(file);
+    if (!anchored) return;
+    const head = JSON.parse(anchored.payload) as { position: number; hash: string };
+    if (head.position > storedPosition) {
+      throw new Error(`the seal log in the store ends at position ${storedPosition}, but this gateway sealed up to position ${head.position} ` +
+        `(${file}): sealed sessions were removed from the store. Refusing to continue the log; investigate, and move the file aside only deliberately.`);
+    }
+  }
+
+  private headTimer: NodeJS.Timeout | null = null;
+  private headWrittenAt = 0;
+
+  /** Keeps the signed seal-log head file current, at most every HEAD_WRITE_INTERVAL_MS. */
+  private anchorSealLog(now = false): void {
+    const file = this.options.sealLogHeadFile;
+    if (!file || this.committedSealPosition === 0) return;
+    const due = this.headWrittenAt + HEAD_WRITE_INTERVAL_MS - Date.now();
+    if (now || due <= 0) {
+      if (this.headTimer) { clearTimeout(this.headTimer); this.headTimer = null; }
+      this.headWrittenAt = Date.now();
+      try {
+        writeSealLogHead(file, this.key, this.committedSealPosition, this.committedSealHash);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'could not write the seal log head');
+      }
+    } else if (!this.headTimer) {
+      this.headTimer = setTimeout(() => { this.headTimer = null; this.anchorSealLog(); }, due);
+      this.headTimer.unref();
+    }
+  }
+
+  private committedSealPosition = 0;
+  private committedSealHash = GENESIS_HASH;
 
   /** Creates the session and its start event; resolves once both are durable. */
   async startSession(info: SessionStartInfo, details: Record<string, unknown> = {}): Promise<SessionRecording> {
@@ -174,6 +226,12 @@ export class Recorder {
         await this.store.writeBatch(batch);
         this.stats.commits++;
         this.stats.events += batch.events.length;
+        if (batch.seals.length > 0) {
+          const lastSeal = batch.seals[batch.seals.length - 1];
+          this.committedSealPosition = lastSeal.position;
+          this.committedSealHash = lastSeal.hash;
+          this.anchorSealLog();
+        }
         commit.resolve();
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
@@ -188,6 +246,7 @@ export class Recorder {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     for (const s of [...this.open]) void s.end(reason);
     while (this.commit || this.writer) await this.flush();
+    this.anchorSealLog(true);
     this.log.info({ commits: this.stats.commits, events: this.stats.events }, 'recorder closed');
   }
 }

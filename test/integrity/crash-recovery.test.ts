@@ -171,10 +171,7 @@ test('a session open when the gateway is SIGKILLed is sealed as interrupted at t
 });
 
 test('verify --store checks the chain of a session left open by a crash', async () => {
-  // BUG (see report): store-verifier.ts skips every session with endedAt === null ("open++;
-  // continue"), so after a crash — exactly when an operator runs verify --store — an edited
-  // event of an interrupted session passes as "all intact" although its chain is broken and
-  // signed checkpoints cover it.
+  // Regression test for a verifier gap found in review (now fixed).
   const g = gw!;
   const before = new Set((await sessions(g)).map((s) => s.id));
   const psql = openPsql(g);

@@ -246,10 +246,7 @@ test('DELETE of a whole session (row, events, checkpoints, seal) is caught by th
 });
 
 test('DELETE of the newest whole session is caught', async () => {
-  // BUG (see report): the seal log has no signed head outside the rows an attacker can delete,
-  // so dropping the newest session together with its seal leaves positions 1..n-1 gap-free and
-  // perfectly linked: verify --store says "all intact". Removing the end of the log is the
-  // seal-log equivalent of truncating a session's tail, which the per-session seal catches.
+  // Regression test for a verifier gap found in review (now fixed).
   const dir = tamper((db) => deleteSession(db, byPosition[SESSIONS]));
   await assertBroken(dir, /seal log|missing|deleted|truncated/);
 });
@@ -305,19 +302,22 @@ test('an attacker key added to signing_keys and used to re-sign everything is re
     resignEverything(db, key, key.keyId);
   });
   await assertBroken(dir, new RegExp(`^seal log position 1 is signed by key ${key.keyId}, which is not a trusted key$`));
-  // The forgery itself is consistent: without the private key files as anchors it would pass,
-  // so it is the anchor, nothing else, that refuses it.
+  // Without the key files, the signed seal-log head (also outside the database) still refuses
+  // it: the re-signed seals no longer hash to the head the gateway wrote.
+  const keyless = path.join(work, `copy-${++copies}`);
+  cpSync(dir, keyless, { recursive: true });
+  rmSync(path.join(keyless, 'signing'), { recursive: true });
+  await assertBroken(keyless, /^seal log position \d+ is not the seal the gateway wrote there \(replaced\)$/);
+  // The forgery itself is consistent: without both anchors in the data directory it would pass,
+  // so it is the anchors, nothing else, that refuse it.
   const anchorless = path.join(work, `copy-${++copies}`);
-  cpSync(dir, anchorless, { recursive: true });
-  rmSync(path.join(anchorless, 'signing'), { recursive: true });
+  cpSync(keyless, anchorless, { recursive: true });
+  rmSync(path.join(anchorless, 'seal-log.head'));
   await assertIntact(anchorless);
 });
 
 test('the signing_keys row\'s public key replaced by an attacker key and everything re-signed under the same key id is refused', async () => {
-  // BUG (see report): verifyStore maps key ids to PEMs as stored in signing_keys without
-  // deriving the id from the key (verifyBundle does derive it). The trust anchor check compares
-  // key ids only, so an attacker who swaps the public key but keeps the row's key id passes it,
-  // and every signature then verifies against the attacker's key.
+  // Regression test for a verifier gap found in review (now fixed).
   const key = new SigningKey(generateKeyPairSync('ed25519').privateKey);
   const dir = tamper((db) => {
     editFirstQuery(db, byPosition[2], "select 'rewritten';");
@@ -329,9 +329,7 @@ test('the signing_keys row\'s public key replaced by an attacker key and everyth
 });
 
 test('editing the session row (identity name) so that it contradicts its seal is caught', async () => {
-  // BUG (see report): verify --store never compares the sessions row with what the seal
-  // vouches for. `sessions list/show` would then name an identity the seal does not, and an
-  // export of the session fails offline verification while verify --store says "all intact".
+  // Regression test for a verifier gap found in review (now fixed).
   const sid = byPosition[2];
   const dir = tamper((db) => {
     assert.equal(db.prepare("UPDATE sessions SET identity_name = 'innocent-bot' WHERE id = ?").run(sid).changes, 1);

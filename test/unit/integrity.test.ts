@@ -255,7 +255,7 @@ test('verifySessionEvidence: an appended event with a valid chain hash is caught
   const last = f.events[7];
   const extra = { seq: 8, ts: last.ts + 1, type: 'query', data: '{"text":"drop table t"}', hash: '' };
   extra.hash = eventHash({ sessionId: SID, ...extra }, last.hash);
-  assert.equal(problemOf({ ...f.evidence, events: [...f.events, extra] }), 'the seal covers 8 events but 9 are present (events appended after sealing)');
+  assert.equal(problemOf({ ...f.evidence, events: [...f.events, extra] }), 'the seal covers 8 events but 9 are present (events inserted or appended after sealing)');
 });
 
 test('verifySessionEvidence: a missing seal, or one whose hash or signature does not match', () => {

@@ -19,10 +19,12 @@ function readTrustedKeys(files: string[]): string[] {
   });
 }
 
-/** The public keys of the private key files in <data-dir>/signing: the store's trust anchor. */
+/** The public keys of the private key files in <data-dir>/signing (or GATEHOUSE_SIGNING_KEY_FILE): the store's trust anchor. */
 function dataDirKeyIds(dataDir: string): Set<string> {
   const dir = path.join(dataDir, 'signing');
   const ids = new Set<string>();
+  const configured = process.env.GATEHOUSE_SIGNING_KEY_FILE;
+  if (configured) ids.add(keyIdOf(createPublicKey(createPrivateKey(readFileSync(configured)))));
   if (!existsSync(dir)) return ids;
   for (const f of readdirSync(dir).filter((x) => x.endsWith('.pem'))) {
     ids.add(keyIdOf(createPublicKey(createPrivateKey(readFileSync(path.join(dir, f))))));
@@ -54,7 +56,12 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
         const store = new SqliteStore(file);
         try {
           const anchors = trusted.length > 0 ? new Set(trusted.map((pem) => keyIdOf(createPublicKey(pem)))) : dataDirKeyIds(opts.dataDir);
-          const r = await verifyStore(store, anchors.size > 0 ? anchors : undefined);
+          if (anchors.size === 0) console.log('WARNING no trust anchor: no key files in <data-dir>/signing and no --trusted-key; signatures are checked against the store\'s own key table');
+          const { readSealLogHead } = await import('../../integrity/seal-log-anchor.ts');
+          const r = await verifyStore(store, {
+            trustedKeyIds: anchors.size > 0 ? anchors : undefined,
+            sealLogHead: readSealLogHead(path.join(opts.dataDir, 'seal-log.head')),
+          });
           for (const p of r.problems) console.log(`BROKEN  ${p}`);
           console.log(`${r.sessions} sessions (${r.sealed} sealed and intact, ${r.open} open), ${r.seals} seals in the log: ${r.problems.length === 0 ? 'all intact' : `${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}`}`);
           if (r.problems.length > 0) process.exitCode = 1;
