@@ -245,10 +245,14 @@ test('DELETE of a whole session (row, events, checkpoints, seal) is caught by th
   assert.match(r.stdout, new RegExp(`${SESSIONS - 1} sessions \\(${SESSIONS - 1} sealed and intact, 0 open\\), ${SESSIONS - 1} seals in the log`));
 });
 
-test('DELETE of the newest whole session is caught', async () => {
+test('DELETE of the newest whole session is caught by the signed seal-log head, and the gateway refuses to continue the log', async () => {
   // Regression test for a verifier gap found in review (now fixed).
   const dir = tamper((db) => deleteSession(db, byPosition[SESSIONS]));
-  await assertBroken(dir, /seal log|missing|deleted|truncated/);
+  await assertBroken(dir, new RegExp(`^the seal log ends at position ${SESSIONS - 1} but the gateway sealed up to position ${SESSIONS}: sealed sessions were removed from the end of the log$`));
+  // Starting a gateway on the truncated store would reuse position ${SESSIONS} and bury the gap.
+  const up = await run(process.execPath, [GATEHOUSE_BIN, 'up', '--data-dir', dir, '--http', '127.0.0.1:0', '--pg', '127.0.0.1:0'], { timeoutMs: 20_000 });
+  assert.notEqual(up.code, 0, 'the gateway must not start on a truncated seal log');
+  assert.match(up.stderr, new RegExp(`the seal log in the store ends at position ${SESSIONS - 1}, but this gateway sealed up to position ${SESSIONS}`));
 });
 
 test('DELETE of a session\'s row and events but not its seal is reported as missing from the store', async () => {
