@@ -145,7 +145,13 @@ export class Recorder {
       ...details,
     }, row.startedAt);
     this.open.add(session);
-    await pending;
+    try {
+      await pending;
+    } catch (err) {
+      // The attempt stays on record (written once the store recovers), ended as refused.
+      void session.end('refused: the recording store was unavailable');
+      throw err;
+    }
     return session;
   }
 
@@ -235,15 +241,30 @@ export class Recorder {
         commit.resolve();
       } catch (err) {
         const message = err instanceof Error ? err.message : String(err);
-        this.log.error({ err: message, events: batch.events.length }, 'recording store write failed');
+        // Keep what failed, in order, in front of what comes next: the chain must reach the
+        // store without holes once it works again. Waiters are told now (fail closed).
+        const retained = batch.events.length + this.batch.events.length;
+        if (retained <= MAX_RETAINED_EVENTS) {
+          this.batch = mergeBatches(batch, this.batch);
+          if (!this.retryTimer) {
+            this.retryTimer = setTimeout(() => { this.retryTimer = null; if (this.batch.events.length > 0) void this.pendingCommit(true); }, RETRY_MS);
+            this.retryTimer.unref();
+          }
+        }
+        this.log.error({ err: message, events: batch.events.length, retained: Math.min(retained, MAX_RETAINED_EVENTS) }, 'recording store write failed; statements are refused until it works again');
         commit.reject(new RecordingUnavailableError(message));
+        if (retained > MAX_RETAINED_EVENTS) this.log.fatal({ dropped: batch.events.length }, 'recording backlog full: events dropped; the store will not verify');
+        return;
       }
     }
   }
 
+  private retryTimer: NodeJS.Timeout | null = null;
+
   /** Ends every open session (used on shutdown) and waits for the final commit. */
   async close(reason = 'gateway shutdown'): Promise<void> {
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     for (const s of [...this.open]) void s.end(reason);
     while (this.commit || this.writer) await this.flush();
     this.anchorSealLog(true);
@@ -310,6 +331,18 @@ export class SessionRecording {
     this.ended = true;
     return this.recorder.enqueueEnd(this, { sessionId: this.row.id, endedAt: ts, endReason: reason, eventCount: this.seq }, this.head);
   }
+}
+
+/** Events kept in memory while the store cannot write, before giving up on them. */
+const MAX_RETAINED_EVENTS = 500_000;
+/** How soon a failed write is tried again when nothing else triggers a commit. */
+const RETRY_MS = 1000;
+
+function mergeBatches(a: RecordBatch, b: RecordBatch): RecordBatch {
+  return {
+    sessionsStarted: a.sessionsStarted.concat(b.sessionsStarted), events: a.events.concat(b.events),
+    sessionsEnded: a.sessionsEnded.concat(b.sessionsEnded), checkpoints: a.checkpoints.concat(b.checkpoints), seals: a.seals.concat(b.seals),
+  };
 }
 
 function emptyBatch(): RecordBatch {

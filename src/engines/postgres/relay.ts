@@ -6,6 +6,8 @@ import type { Duplex } from 'node:stream';
 import { FrameScanner, ProtocolError } from './codec/frame-scanner.ts';
 import { Backend, Frontend } from './codec/protocol.ts';
 import type { StatementTracker } from './statement-tracker.ts';
+import { readyForQuery } from './codec/encode.ts';
+import { repliesForUnsent } from './unsent-replies.ts';
 
 export interface RelayOptions {
   maxClientMessageBytes: number;
@@ -26,7 +28,8 @@ const TERMINATE = Buffer.from([Frontend.Terminate, 0, 0, 0, 4]);
 /** Client bytes held behind a pending durable write before the client socket is paused. */
 const MAX_QUEUED_BYTES = 1024 * 1024;
 
-interface Outgoing { chunk: Buffer; gate: Promise<void> | null }
+/** A client chunk held back, with what the fail-closed path needs to answer for it unsent. */
+interface Outgoing { chunk: Buffer; gate: Promise<void> | null; types: number[]; ordinal: number; boundaryAfter: boolean }
 
 export class Relay {
   private readonly client: Duplex;
@@ -53,7 +56,7 @@ export class Relay {
     this.tracker = tracker;
     this.done = new Promise((resolve) => { this.resolveEnd = resolve; });
     this.clientScanner = new FrameScanner(
-      { frame: (t, b, s, e) => tracker.clientFrame(t, b, s, e), streamedData: (t, n) => tracker.clientStreamedData(t, n) },
+      { frame: this.onClientFrame, streamedData: (t, n) => tracker.clientStreamedData(t, n) },
       // Only COPY data may be larger than the message limit, and only while a COPY can be running.
       { maxFrameBytes: options.maxClientMessageBytes, streamable: (t) => t === Frontend.CopyData && tracker.copyInPossible },
     );
@@ -113,14 +116,56 @@ export class Relay {
     this.resolveEnd(end);
   }
 
+  /** Message types of the chunk being scanned (reused; copied only when the chunk is held). */
+  private readonly chunkTypes: number[] = [];
+  /** Discarding client messages up to the next Sync (after an unsent, failed segment). */
+  private discardUntilSync = false;
+  /** Where, in the chunk being scanned, the discarded part ended (after its Sync); -1: not in it. */
+  private discardCut = -1;
+  private scanning: Buffer | null = null;
+  /** The upstream has been sent only whole exchanges (ending in Sync, Query, CopyDone/CopyFail). */
+  private upstreamAtBoundary = true;
+  /** Answers for unsent messages, waiting until the upstream has answered everything before them. */
+  private deferredReplies: { types: number[]; ordinal: number } | null = null;
+
+  private readonly onClientFrame = (type: number, buf: Buffer, start: number, end: number): void => {
+    if (this.discardUntilSync) {
+      // Not sent and not recorded: the client already got the error for this segment.
+      if (type === Frontend.Sync) {
+        this.discardUntilSync = false;
+        this.discardCut = buf === this.scanning ? end : -2;
+        this.client.write(readyForQuery(this.tracker.txStatus === 0x49 ? 0x49 : 0x45));
+      } else if (type === Frontend.Terminate) {
+        this.tracker.clientFrame(type, buf, start, end);
+      }
+      return;
+    }
+    this.chunkTypes.push(type);
+    this.tracker.clientFrame(type, buf, start, end);
+  };
+
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.finished) return;
     const wasTerminated = this.tracker.terminated;
+    const wasDiscarding = this.discardUntilSync;
+    const ordinal = this.tracker.nextOrdinal;
+    this.chunkTypes.length = 0;
+    this.discardCut = -1;
+    this.scanning = chunk;
     try {
       this.clientScanner.push(chunk);
     } catch (err) {
       this.finish(err instanceof ProtocolError ? { kind: 'client-protocol-error', error: err } : { kind: 'client-protocol-error', error: new ProtocolError((err as Error).message) });
       return;
+    }
+    this.scanning = null;
+    if (wasDiscarding) {
+      if (this.discardUntilSync) return; // the whole chunk belongs to the failed segment
+      if (this.discardCut === -2) {
+        this.finish({ kind: 'recording-failed', error: new Error('cannot resume after an unrecorded segment split across reads') });
+        return;
+      }
+      chunk = chunk.subarray(this.discardCut);
     }
     if (!wasTerminated && this.tracker.terminated) {
       if (this.tracker.outstanding === 0 && chunk.length >= 5 && chunk.subarray(chunk.length - 5).equals(TERMINATE)) {
@@ -137,11 +182,14 @@ export class Relay {
     const gate = this.tracker.gate;
     this.tracker.gate = null;
     if (!gate && this.outgoing.length === 0) {
-      if (chunk.length > 0) this.writeUpstream(chunk); // common case: nothing to wait for, nothing queued
+      if (chunk.length > 0) {
+        this.writeUpstream(chunk); // common case: nothing to wait for, nothing queued
+        this.upstreamAtBoundary = this.atExchangeBoundary();
+      }
       if (this.endAfterFlush) this.finish({ kind: 'client-terminated' });
       return;
     }
-    this.outgoing.push({ chunk, gate });
+    this.outgoing.push({ chunk, gate, types: this.chunkTypes.slice(), ordinal, boundaryAfter: this.atExchangeBoundary() });
     this.queuedBytes += chunk.length;
     if (!this.waitingForGate) this.flushOutgoing();
     this.updateClientFlow();
@@ -159,7 +207,10 @@ export class Relay {
       }
       this.outgoing.shift();
       this.queuedBytes -= head.chunk.length;
-      if (head.chunk.length > 0) this.writeUpstream(head.chunk);
+      if (head.chunk.length > 0) {
+        this.writeUpstream(head.chunk);
+        this.upstreamAtBoundary = head.boundaryAfter;
+      }
     }
     if (this.endAfterFlush && this.outgoing.length === 0) {
       this.finish({ kind: 'client-terminated' });
@@ -173,9 +224,47 @@ export class Relay {
     this.flushOutgoing();
   };
 
+  /** Whether the chunk just scanned ended a whole exchange (so what follows starts afresh). */
+  private atExchangeBoundary(): boolean {
+    const last = this.chunkTypes[this.chunkTypes.length - 1];
+    return this.clientScanner.atBoundary && !this.tracker.inCopy
+      && (last === undefined ? this.upstreamAtBoundary : last === Frontend.Sync || last === Frontend.Query || last === Frontend.CopyDone || last === Frontend.CopyFail);
+  }
+
+  /**
+   * Fail closed, but stay connected: the statement whose record failed, and everything queued
+   * behind it, is not sent; the client gets the errors PostgreSQL itself would have sent.
+   * Only possible when the upstream was left between whole exchanges; otherwise the session
+   * ends (still without sending anything unrecorded).
+   */
   private readonly onGateFailed = (err: unknown): void => {
-    this.finish({ kind: 'recording-failed', error: err instanceof Error ? err : new Error(String(err)) });
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.waitingForGate = false;
+    const dropped = this.outgoing.splice(0);
+    this.queuedBytes = 0;
+    const types = dropped.flatMap((d) => d.types);
+    if (!this.upstreamAtBoundary || this.tracker.inCopy || dropped.length === 0 || repliesForUnsent(types, 0x49) === null) {
+      this.finish({ kind: 'recording-failed', error });
+      return;
+    }
+    this.failedStatements++;
+    this.tracker.dropFrom(dropped[0].ordinal, 'recording unavailable');
+    this.deferredReplies = { types, ordinal: dropped[0].ordinal };
+    this.sendDeferredReplies();
+    this.updateClientFlow();
   };
+
+  /** Statements refused because their record could not be made durable. */
+  failedStatements = 0;
+
+  private sendDeferredReplies(): void {
+    const d = this.deferredReplies;
+    if (!d || this.tracker.outstandingBefore(d.ordinal) > 0) return;
+    this.deferredReplies = null;
+    const answer = repliesForUnsent(d.types, this.tracker.txStatus)!;
+    this.client.write(answer.replies);
+    if (answer.midSegment) this.discardUntilSync = true;
+  }
 
   private writeUpstream(chunk: Buffer): void {
     if (!this.upstream.write(chunk) && !this.upstreamBlocked) {
@@ -222,6 +311,7 @@ export class Relay {
       this.upstream.pause();
       this.client.once('drain', this.onClientDrain);
     }
+    if (this.deferredReplies) this.sendDeferredReplies();
   };
 
   private readonly onClientDrain = (): void => {

@@ -32,6 +32,8 @@ type PendingKind = 'query' | 'execute' | 'call' | 'sync';
 interface Pending {
   kind: PendingKind;
   seq: number;
+  /** Position among all entries ever queued: lets the relay drop exactly what it did not send. */
+  ordinal: number;
   /** Client CopyDone/CopyFail messages seen before this entry was sent (see COPY IN and Sync). */
   copyEndsBefore: number;
   startUs: number;
@@ -68,6 +70,8 @@ export class StatementTracker {
   lastFatal: string | null = null;
   /** Client CopyDone + CopyFail messages so far. */
   private copyEnds = 0;
+  /** Ordinal the next pending entry gets (see Pending.ordinal). */
+  nextOrdinal = 0;
   /** The statement whose COPY FROM STDIN is running, from the server's CopyInResponse. */
   private copyIn: Pending | null = null;
 
@@ -120,7 +124,7 @@ export class StatementTracker {
         // During COPY FROM STDIN the server ignores Sync (libpq sends one right after Execute,
         // before it knows the statement is a COPY); it must not be matched to a ReadyForQuery.
         if (this.copyIn && this.copyEnds === this.copyIn.copyEndsBefore) return;
-        this.pending.push(newPending('sync', -1, this.copyEnds));
+        this.pending.push(newPending('sync', -1, this.copyEnds, this.nextOrdinal++));
         return;
       case Frontend.Close: {
         const c = decodeTarget(buf, start, end);
@@ -161,7 +165,7 @@ export class StatementTracker {
     const ts = nowUs();
     const { seq, durable } = this.sink.appendDurable(eventType, data, ts);
     this.gate = durable;
-    const p = newPending(kind, seq, this.copyEnds);
+    const p = newPending(kind, seq, this.copyEnds, this.nextOrdinal++);
     p.startUs = ts;
     this.pending.push(p);
     return p;
@@ -344,6 +348,26 @@ export class StatementTracker {
     this.sink.append('result', data);
   }
 
+  /**
+   * The relay did not forward anything queued from `ordinal` on (its record could not be made
+   * durable): those statements will get no answer from the target. Forget them, and record
+   * why, if the store takes it later.
+   */
+  dropFrom(ordinal: number, reason: string): void {
+    const i = this.pending.findIndex((p) => p.ordinal >= ordinal);
+    if (i < 0) return;
+    for (const p of this.pending.splice(i)) {
+      if (p.kind !== 'sync') this.sink.append('result', { ref: p.seq, notForwarded: reason, durationUs: 0 });
+    }
+  }
+
+  /** Entries queued before `ordinal` that still wait for the target's answer. */
+  outstandingBefore(ordinal: number): number {
+    let n = 0;
+    for (const p of this.pending) if (p.ordinal < ordinal) n++;
+    return n;
+  }
+
   /** Ends the conversation: statements still waiting get an outcome saying why they never got one. */
   abandon(reason: string): void {
     for (const p of this.pending) {
@@ -354,9 +378,9 @@ export class StatementTracker {
   }
 }
 
-function newPending(kind: PendingKind, seq: number, copyEndsBefore: number): Pending {
+function newPending(kind: PendingKind, seq: number, copyEndsBefore: number, ordinal: number): Pending {
   return {
-    kind, seq, copyEndsBefore, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
+    kind, seq, copyEndsBefore, ordinal, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
     truncated: false, copyBytes: 0, error: null,
   };
 }
