@@ -29,7 +29,7 @@ function session(recorder: Recorder, i: number): Promise<SessionRecording> {
   return recorder.startSession({
     protocol: 'postgres', identityId: 'id_bench', identityName: 'bench', identityKind: 'agent', clientAddr: '127.0.0.1:1',
     applicationName: 'bench', connectionId: 'conn_bench', connectionName: 'bench', targetHost: '127.0.0.1', targetPort: 5432,
-    targetDatabase: 'bench', targetUser: 'bench',
+    targetDatabase: 'bench', targetUser: 'bench', recordingMode: 'durable',
   }, { n: i });
 }
 

@@ -10,7 +10,7 @@ export function table(headers: string[], rows: Array<Array<string | number | nul
 export interface SessionView {
   id: string; protocol: string; identity: { id: string; name: string; kind: string }; clientAddr: string; applicationName: string;
   connection: string; target: { host: string; port: number; database: string; user: string };
-  startedAt: string; endedAt: string | null; endReason: string | null; eventCount: number;
+  startedAt: string; endedAt: string | null; endReason: string | null; eventCount: number; recording?: string;
 }
 
 export interface EventView { seq: number; ts: string; tsUs: number; type: string; data: Record<string, unknown> }
@@ -54,6 +54,7 @@ export function timeline(session: SessionView, events: EventView[]): string {
   out.push(`identity    ${session.identity.name} (${session.identity.kind})`);
   out.push(`client      ${session.clientAddr}${session.applicationName ? `  application_name=${session.applicationName}` : ''}`);
   out.push(`connection  ${session.connection} → ${session.target.user}@${session.target.host}:${session.target.port}/${session.target.database}`);
+  if (session.recording === 'best-effort') out.push('recording   best-effort (statements were not held until recorded)');
   out.push(`started     ${session.startedAt}`);
   out.push(`ended       ${session.endedAt ?? '(open)'}${session.endReason ? ` — ${session.endReason}` : ''}`);
   out.push('');

@@ -13,6 +13,7 @@ export interface SealPayload {
   kind: 'gatehouse.seal'; v: 1; position: number; prevSealHash: string; sessionId: string; protocol: string;
   identity: { id: string; name: string; kind: string }; connection: string; clientAddr: string;
   startedAt: number; endedAt: number; endReason: string; eventCount: number; head: string; keyId: string;
+  recording: 'durable' | 'best-effort';
 }
 
 export function signCheckpoint(key: SigningKey, sessionId: string, seq: number, head: string, ts: number): CheckpointRow {
@@ -29,6 +30,7 @@ export function signSeal(
     identity: { id: session.identityId, name: session.identityName, kind: session.identityKind },
     connection: session.connectionName, clientAddr: session.clientAddr, startedAt: session.startedAt,
     endedAt: end.endedAt, endReason: end.endReason, eventCount: end.eventCount, head: end.head, keyId: key.keyId,
+    recording: session.recordingMode,
   };
   const text = canonicalJson(payload);
   return { position, sessionId: session.id, payload: text, hash: sha256Hex(text), keyId: key.keyId, signature: key.sign(text) };

@@ -71,7 +71,7 @@ export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): 
     if (open) { out.open++; continue; }
     const mismatch = r.seal ? compareWithSeal({
       identity: { id: s.identityId, name: s.identityName, kind: s.identityKind }, connection: s.connectionName, protocol: s.protocol,
-      clientAddr: s.clientAddr, endReason: s.endReason, eventCount: s.eventCount,
+      clientAddr: s.clientAddr, endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
     }, r.seal) : null;
     if (mismatch) { out.problems.push(`session ${s.id}: the session row was altered: ${mismatch}`); continue; }
     if (r.seal && (r.seal.startedAt !== s.startedAt || r.seal.endedAt !== s.endedAt)) {

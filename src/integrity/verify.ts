@@ -127,7 +127,7 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
 /** The seal's facts that a session description (store row or bundle manifest) must repeat. */
 export interface SessionFacts {
   identity: { id: string; name: string; kind: string }; connection: string; protocol: string; clientAddr: string;
-  endReason: string | null; eventCount: number;
+  endReason: string | null; eventCount: number; recording?: string;
 }
 
 /** Names the first fact in which a session description disagrees with its seal, if any. */
@@ -138,6 +138,7 @@ export function compareWithSeal(facts: SessionFacts, seal: SealPayload): string 
     ['protocol', facts.protocol, seal.protocol], ['client address', facts.clientAddr, seal.clientAddr],
     ['end reason', facts.endReason, seal.endReason], ['event count', facts.eventCount, seal.eventCount],
   ];
+  if (facts.recording !== undefined) pairs.push(['recording mode', facts.recording, seal.recording]);
   for (const [name, described, sealed] of pairs) {
     if (described !== sealed) return `its ${name} (${JSON.stringify(described)}) differs from the sealed one (${JSON.stringify(sealed)})`;
   }

@@ -142,6 +142,7 @@ export class Recorder {
       clientAddr: row.clientAddr, applicationName: row.applicationName,
       connection: { id: row.connectionId, name: row.connectionName },
       target: { host: row.targetHost, port: row.targetPort, database: row.targetDatabase, user: row.targetUser },
+      recording: row.recordingMode,
       ...details,
     }, row.startedAt);
     this.open.add(session);

@@ -40,6 +40,12 @@ export interface Connection {
 export interface ConnectionOptions {
   /** Upstream TLS: disable, prefer (default), require. */
   sslmode?: 'disable' | 'prefer' | 'require';
+  /**
+   * durable (default): a statement is sent only once its record is committed, and is refused
+   * when the store cannot write. best-effort: statements are sent at once and recorded as soon
+   * as the store allows; every session of the connection says so.
+   */
+  recording?: 'durable' | 'best-effort';
 }
 
 export interface SessionRow {
@@ -57,6 +63,8 @@ export interface SessionRow {
   targetPort: number;
   targetDatabase: string;
   targetUser: string;
+  /** durable: record before forward; best-effort: the connection opted out of waiting. */
+  recordingMode: 'durable' | 'best-effort';
   startedAt: number; // µs since epoch
   endedAt: number | null;
   endReason: string | null;

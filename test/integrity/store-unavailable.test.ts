@@ -23,9 +23,12 @@ before(async () => {
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', mountPoint]);
   mkdirSync(path.join(mountPoint, 'data'));
   pg = await startPgCluster();
-  await pg.sql('CREATE TABLE t (v int); GRANT ALL ON t TO scram_user;', 'app');
+  await pg.sql('CREATE TABLE t (v int); GRANT ALL ON t TO scram_user, trust_user;', 'app');
   gw = await startTestGateway({ dataDir: path.join(mountPoint, 'data') });
   token = await gw.setupPostgres({ identity: 'writer', connection: 'app', cluster: pg });
+  await gw.cliOk(['connection', 'add', 'app-besteffort', '--type', 'postgres', '--host', pg.host, '--port', String(pg.port),
+    '--database', 'app', '--user', 'trust_user', '--recording', 'best-effort']);
+  await gw.cliOk(['grant', 'writer', 'app-besteffort']);
 });
 
 after(async () => {
@@ -104,6 +107,32 @@ test('with the store full: statements are refused with 57P03 and not sent, the c
   // The refused login is on record too.
   assert.ok(sessions.some((s) => s.endReason.startsWith('refused: the recording store was unavailable')), JSON.stringify(sessions.map((s) => s.endReason)));
 
+  const verify = await gw.cli(['verify', '--store', '--data-dir', gw.dataDir]);
+  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+});
+
+test('a best-effort connection keeps working while the store is full, says so on its sessions, and records everything once it can', async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'writer', database: 'app-besteffort', password: token });
+  await wire.queryOk('INSERT INTO t VALUES (10)');
+  fillDisk();
+  try {
+    const r = await wire.queryOk('INSERT INTO t VALUES (11)');
+    assert.deepEqual(r.tags, ['INSERT 0 1'], 'best-effort: the statement runs although it is not yet recorded');
+  } finally {
+    unlinkSync(filler());
+  }
+  await wire.queryOk('INSERT INTO t VALUES (12)');
+  wire.terminate();
+  await new Promise((r) => setTimeout(r, 1500)); // the retained batch is retried within a second
+
+  const sessions = JSON.parse(await gw.cliOk(['sessions', 'list', '--connection', 'app-besteffort', '--json'])) as Array<{ id: string; recording: string }>;
+  assert.equal(sessions.length, 1);
+  assert.equal(sessions[0].recording, 'best-effort');
+  const detail = JSON.parse(await gw.cliOk(['sessions', 'show', sessions[0].id, '--json'])) as { events: Array<{ type: string; data: Record<string, unknown> }> };
+  assert.deepEqual(detail.events.filter((e) => e.type === 'query').map((e) => e.data.text), ['INSERT INTO t VALUES (10)', 'INSERT INTO t VALUES (11)', 'INSERT INTO t VALUES (12)']);
+  assert.equal(detail.events.find((e) => e.type === 'session.start')?.data.recording, 'best-effort');
+  const show = await gw.cliOk(['sessions', 'show', sessions[0].id]);
+  assert.match(show, /recording\s+best-effort/);
   const verify = await gw.cli(['verify', '--store', '--data-dir', gw.dataDir]);
   assert.equal(verify.code, 0, verify.stdout + verify.stderr);
 });

@@ -139,7 +139,7 @@ function sessionRow(id = SID): SessionRow {
   return {
     id, protocol: 'postgres', identityId: 'id_1', identityName: 'alice', identityKind: 'agent', clientAddr: '127.0.0.1:5000',
     applicationName: 'psql', connectionId: 'conn_1', connectionName: 'app', targetHost: '127.0.0.1', targetPort: 5432,
-    targetDatabase: 'app', targetUser: 'app', startedAt: 1_700_000_000_000_000, endedAt: null, endReason: null, eventCount: 0,
+    targetDatabase: 'app', targetUser: 'app', recordingMode: 'durable', startedAt: 1_700_000_000_000_000, endedAt: null, endReason: null, eventCount: 0,
   };
 }
 

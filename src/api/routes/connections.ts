@@ -16,6 +16,7 @@ export function connectionView(c: Connection) {
 interface ConnectionBody {
   name: string; type: 'postgres'; host: string; port: number; database: string; user: string; password?: string;
   sslmode?: 'disable' | 'prefer' | 'require';
+  recording?: 'durable' | 'best-effort';
 }
 
 export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
@@ -33,6 +34,7 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
       user: { type: 'string', minLength: 1, maxLength: 63 },
       password: { type: 'string', maxLength: 1024 },
       sslmode: { type: 'string', enum: ['disable', 'prefer', 'require'] },
+      recording: { type: 'string', enum: ['durable', 'best-effort'] },
     } } },
   }, async (req, reply) => {
     const b = req.body;
@@ -41,7 +43,7 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
     const connection: Connection = {
       id, name: b.name, type: b.type, host: b.host, port: b.port, database: b.database, username: b.user,
       sealedSecret: b.password ? deps.secrets.seal(b.password, id) : null,
-      options: b.sslmode ? { sslmode: b.sslmode } : {}, createdAt: Date.now(),
+      options: { ...(b.sslmode ? { sslmode: b.sslmode } : {}), ...(b.recording ? { recording: b.recording } : {}) }, createdAt: Date.now(),
     };
     await deps.store.createConnection(connection);
     return reply.code(201).send(connectionView(connection));

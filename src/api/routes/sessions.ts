@@ -10,7 +10,7 @@ export function sessionView(s: SessionRow) {
     id: s.id, protocol: s.protocol, identity: { id: s.identityId, name: s.identityName, kind: s.identityKind },
     clientAddr: s.clientAddr, applicationName: s.applicationName, connection: s.connectionName,
     target: { host: s.targetHost, port: s.targetPort, database: s.targetDatabase, user: s.targetUser },
-    startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount,
+    startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
   };
 }
 

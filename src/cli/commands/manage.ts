@@ -78,7 +78,8 @@ export function registerManagement(program: Command, client: ClientFactory): voi
     .option('--password-env <var>', 'read the target password from this environment variable')
     .option('--password-file <file>', 'read the target password from this file')
     .option('--sslmode <mode>', 'TLS to the target: disable, prefer, require', 'prefer')
-    .action(async (name: string, opts: { type: string; host: string; port: string; database: string; user: string; passwordEnv?: string; passwordFile?: string; sslmode: string }, cmd: Command) => {
+    .option('--recording <mode>', 'durable (a statement runs only once recorded; refused when the store is down) or best-effort', 'durable')
+    .action(async (name: string, opts: { type: string; host: string; port: string; database: string; user: string; passwordEnv?: string; passwordFile?: string; sslmode: string; recording: string }, cmd: Command) => {
       let password: string | undefined;
       if (opts.passwordEnv) {
         password = process.env[opts.passwordEnv];
@@ -90,7 +91,7 @@ export function registerManagement(program: Command, client: ClientFactory): voi
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid --port "${opts.port}": a number from 1 to 65535`);
       const out = await client(cmd).post<ConnectionOut>('/api/v1/connections', {
         name, type: opts.type, host: opts.host, port, database: opts.database, user: opts.user,
-        sslmode: opts.sslmode, ...(password !== undefined ? { password } : {}),
+        sslmode: opts.sslmode, recording: opts.recording, ...(password !== undefined ? { password } : {}),
       });
       console.log(`connection ${out.name} (${out.type}) → ${out.user}@${out.host}:${out.port}/${out.database} created${out.hasPassword ? ' (credential encrypted at rest)' : ''}`);
     });

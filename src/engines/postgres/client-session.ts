@@ -273,6 +273,7 @@ export class PgClientSession {
       const leftover = reader.detach();
       this.relay = new Relay(this.stream, up.stream, tracker, {
         maxClientMessageBytes: this.deps.options.maxClientMessageBytes, maxServerMessageBytes: this.deps.options.maxServerMessageBytes,
+        recordBeforeForward: conn.options.recording !== 'best-effort',
       });
       if (this.stopReason) this.relay.stop(this.stopReason);
       this.relay.start(leftover);
@@ -345,6 +346,7 @@ export class PgClientSession {
       targetPort: conn?.port ?? 0,
       targetDatabase: conn?.database ?? '',
       targetUser: conn?.username ?? '',
+      recordingMode: conn?.options.recording ?? 'durable',
     };
   }
 

@@ -12,6 +12,8 @@ import { repliesForUnsent } from './unsent-replies.ts';
 export interface RelayOptions {
   maxClientMessageBytes: number;
   maxServerMessageBytes: number;
+  /** Hold each statement until its record is durable (false: the connection is best-effort). */
+  recordBeforeForward: boolean;
 }
 
 export type RelayEnd =
@@ -38,6 +40,7 @@ export class Relay {
   private readonly clientScanner: FrameScanner;
   private readonly serverScanner: FrameScanner;
   private readonly outgoing: Outgoing[] = [];
+  private readonly recordBeforeForward: boolean;
   private waitingForGate = false;
   private upstreamBlocked = false;
   private clientPaused = false;
@@ -54,6 +57,7 @@ export class Relay {
     this.client = client;
     this.upstream = upstream;
     this.tracker = tracker;
+    this.recordBeforeForward = options.recordBeforeForward;
     this.done = new Promise((resolve) => { this.resolveEnd = resolve; });
     this.clientScanner = new FrameScanner(
       { frame: this.onClientFrame, streamedData: (t, n) => tracker.clientStreamedData(t, n) },
@@ -179,7 +183,7 @@ export class Relay {
         this.unpoolable = true;
       }
     }
-    const gate = this.tracker.gate;
+    const gate = this.recordBeforeForward ? this.tracker.gate : null;
     this.tracker.gate = null;
     if (!gate && this.outgoing.length === 0) {
       if (chunk.length > 0) {

@@ -90,4 +90,8 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   );
   `,
+  // 3: a session's recording mode (durable, or best-effort when its connection opts in).
+  `
+  ALTER TABLE sessions ADD COLUMN recording TEXT NOT NULL DEFAULT 'durable';
+  `,
 ];

@@ -261,6 +261,7 @@ function toSession(r: Row): SessionRow {
     identityKind: r.identity_kind as SessionRow['identityKind'], clientAddr: String(r.client_addr), applicationName: String(r.application_name),
     connectionId: String(r.connection_id), connectionName: String(r.connection_name), targetHost: String(r.target_host),
     targetPort: Number(r.target_port), targetDatabase: String(r.target_database), targetUser: String(r.target_user),
+    recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable',
     startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
     endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
   };
