@@ -6,6 +6,7 @@ import type { Engine } from '../engines/engine.ts';
 import type { SecretBox } from '../crypto/secret-box.ts';
 import { UserError, type IdentityService } from '../identity/identity-service.ts';
 import type { Store } from '../store/types.ts';
+import type { Recorder } from '../recorder/recorder.ts';
 import type { ListenAddress } from '../util/address.ts';
 import { authenticate } from './auth.ts';
 import { identityRoutes } from './routes/identities.ts';
@@ -19,6 +20,7 @@ export interface ApiDeps {
   secrets: SecretBox;
   engines: Engine[];
   log: Logger;
+  recorder: Recorder;
 }
 
 export interface ApiServer { address: ListenAddress; app: FastifyInstance; close(): Promise<void> }

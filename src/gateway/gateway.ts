@@ -16,6 +16,7 @@ import { PostgresEngine } from '../engines/postgres/engine.ts';
 import { startApiServer, type ApiServer } from '../api/server.ts';
 import type { ListenAddress } from '../util/address.ts';
 import { bootstrapAdmin } from './bootstrap.ts';
+import { scheduleRetention } from '../recorder/retention.ts';
 import { loadSigningKey } from '../integrity/signing-keys.ts';
 
 export interface RunningGateway {
@@ -45,6 +46,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     });
     await recorder.init();
     closers.unshift(() => recorder.close());
+    const stopRetention = scheduleRetention(store, recorder, log, 3600_000);
+    closers.unshift(async () => stopRetention());
 
     const ctx: EngineContext = { store, identity, recorder, secrets, dialer: new DirectDialer(), tls, log };
     const pgEngine = new PostgresEngine(ctx, {
@@ -55,7 +58,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const pg = await pgEngine.listen(config.pg);
     closers.unshift(() => pgEngine.close());
 
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log }, config.http);
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder }, config.http);
     closers.unshift(() => api.close());
 
     let closing: Promise<void> | null = null;

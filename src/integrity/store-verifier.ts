@@ -4,6 +4,7 @@ import { createPublicKey } from 'node:crypto';
 import type { Store } from '../store/types.ts';
 import { keyIdOf, verifySignature } from './signing-keys.ts';
 import type { SignedSealLogHead } from './seal-log-anchor.ts';
+import type { TombstonePayload } from './tombstone.ts';
 import { compareWithSeal, verifySealLog, verifySessionEvidence } from './verify.ts';
 
 export interface StoreVerification {
@@ -11,6 +12,8 @@ export interface StoreVerification {
   sealed: number;
   open: number;
   seals: number;
+  /** Sessions removed by retention, each explained by a tombstone. */
+  expired: number;
   problems: string[];
 }
 
@@ -23,7 +26,7 @@ export interface StoreVerifyOptions {
 
 export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): Promise<StoreVerification> {
   const { trustedKeyIds } = opts;
-  const out: StoreVerification = { sessions: 0, sealed: 0, open: 0, seals: 0, problems: [] };
+  const out: StoreVerification = { sessions: 0, sealed: 0, open: 0, seals: 0, expired: 0, problems: [] };
 
   // Key ids are derived from the keys themselves: a row that pairs a known id with another key
   // is a forgery attempt, not a key.
@@ -59,9 +62,20 @@ export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): 
     }
   }
 
+  // Sessions removed by retention are named, with their seal, in a signed tombstone of the log.
+  const removed = new Map<string, { sealPosition: number; sealHash: string; reason: string }>();
+  for (const seal of seals) {
+    if (!seal.sessionId.startsWith('tombstone:')) continue;
+    const t = JSON.parse(seal.payload) as TombstonePayload;
+    for (const r of t.removed) removed.set(r.sessionId, { sealPosition: r.sealPosition, sealHash: r.sealHash, reason: t.reason });
+  }
   const known = new Set(sessions.map((s) => s.id));
   for (const seal of seals) {
-    if (!known.has(seal.sessionId)) out.problems.push(`session ${seal.sessionId} (seal log position ${seal.position}) is missing from the store: it was deleted`);
+    if (seal.sessionId.startsWith('tombstone:') || known.has(seal.sessionId)) continue;
+    const r = removed.get(seal.sessionId);
+    if (!r) out.problems.push(`session ${seal.sessionId} (seal log position ${seal.position}) is missing from the store: it was deleted`);
+    else if (r.sealPosition !== seal.position || r.sealHash !== seal.hash) out.problems.push(`the tombstone for session ${seal.sessionId} names another seal than the log holds`);
+    else out.expired++;
   }
   for (const s of sessions.sort((a, b) => a.startedAt - b.startedAt)) {
     const open = s.endedAt === null;

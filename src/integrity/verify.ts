@@ -4,6 +4,7 @@
 import { eventHash, GENESIS_HASH, sha256Hex } from './hash-chain.ts';
 import { verifySignature } from './signing-keys.ts';
 import type { CheckpointPayload, SealPayload } from './payloads.ts';
+import { tombstoneRowId, type TombstonePayload } from './tombstone.ts';
 
 export interface RecordedEvent { seq: number; ts: number; type: string; data: string; hash: string }
 export interface SignedCheckpoint { seq: number; payload: string; keyId: string; signature: string }
@@ -161,9 +162,10 @@ export function verifySealLog(entries: SealLogEntry[], keys: Map<string, string>
     if (trustedKeyIds && !trustedKeyIds.has(e.keyId)) return `seal log position ${e.position} is signed by key ${e.keyId}, which is not a trusted key`;
     if (!verifySignature(pem, e.payload, e.signature)) return `seal log position ${e.position}: the signature is invalid`;
     if (sha256Hex(e.payload) !== e.hash) return `seal log position ${e.position}: the hash does not match the seal`;
-    let p: SealPayload;
-    try { p = JSON.parse(e.payload) as SealPayload; } catch { return `seal log position ${e.position} is not valid JSON`; }
-    if (p.position !== e.position || p.sessionId !== e.sessionId) return `seal log position ${e.position} does not say what its row says (moved or reordered)`;
+    let p: SealPayload | TombstonePayload;
+    try { p = JSON.parse(e.payload) as SealPayload | TombstonePayload; } catch { return `seal log position ${e.position} is not valid JSON`; }
+    const rowId = p.kind === 'gatehouse.tombstone' ? tombstoneRowId(p.position) : p.sessionId;
+    if (p.position !== e.position || rowId !== e.sessionId) return `seal log position ${e.position} does not say what its row says (moved or reordered)`;
     if (p.prevSealHash !== prev) return `seal log position ${e.position} does not link to position ${e.position - 1} (seals removed, inserted or reordered)`;
     prev = e.hash;
   }

@@ -5,6 +5,7 @@ import { signCheckpoint, signSeal } from '../integrity/payloads.ts';
 import type { SigningKey } from '../integrity/signing-keys.ts';
 import { readSealLogHead, writeSealLogHead } from '../integrity/seal-log-anchor.ts';
 import { verifySessionEvidence } from '../integrity/verify.ts';
+import { signTombstone, type RemovedSession } from '../integrity/tombstone.ts';
 import type { EventRow, RecordBatch, SessionEnd, SessionRow, Store } from '../store/types.ts';
 
 export interface RecorderOptions {
@@ -173,6 +174,17 @@ export class Recorder {
     this.sealHead = seal.hash;
     this.batch.seals.push(seal);
     this.open.delete(session);
+    return this.pendingCommit(true).promise;
+  }
+
+  /**
+   * Appends a signed tombstone for sessions about to be removed (retention) to the seal log;
+   * resolves once it is durable, so the removal is explained before it happens.
+   */
+  tombstone(removed: RemovedSession[], reason: string): Promise<void> {
+    const row = signTombstone(this.key, ++this.sealPosition, this.sealHead, removed, reason, nowUs());
+    this.sealHead = row.hash;
+    this.batch.seals.push(row);
     return this.pendingCommit(true).promise;
   }
 

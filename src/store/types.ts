@@ -46,6 +46,8 @@ export interface ConnectionOptions {
    * as the store allows; every session of the connection says so.
    */
   recording?: 'durable' | 'best-effort';
+  /** Recordings of this connection's sessions are removed this long after they end (seconds). */
+  retentionSeconds?: number;
 }
 
 export interface SessionRow {
@@ -69,6 +71,8 @@ export interface SessionRow {
   endedAt: number | null;
   endReason: string | null;
   eventCount: number;
+  /** Under legal hold: never removed by retention. */
+  legalHold?: boolean;
 }
 
 export interface EventRow {
@@ -140,6 +144,13 @@ export interface Store {
   lastSeal(): Promise<SealRow | undefined>;
   saveSigningKey(key: SigningKeyRow): Promise<void>;
   listSigningKeys(): Promise<SigningKeyRow[]>;
+
+  // retention
+  setLegalHold(sessionId: string, hold: boolean): Promise<boolean>;
+  /** Ended sessions of a connection that ended before `endedBefore` (µs) and are not on hold. */
+  listExpiredSessions(connectionId: string, endedBefore: number): Promise<SessionRow[]>;
+  /** Removes sessions' events, checkpoints and rows (their seals stay: they are links of the seal log). */
+  deleteSessions(sessionIds: string[]): Promise<void>;
 
   close(): Promise<void>;
 }

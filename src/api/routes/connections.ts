@@ -17,6 +17,7 @@ interface ConnectionBody {
   name: string; type: 'postgres'; host: string; port: number; database: string; user: string; password?: string;
   sslmode?: 'disable' | 'prefer' | 'require';
   recording?: 'durable' | 'best-effort';
+  retentionSeconds?: number;
 }
 
 export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
@@ -35,6 +36,7 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
       password: { type: 'string', maxLength: 1024 },
       sslmode: { type: 'string', enum: ['disable', 'prefer', 'require'] },
       recording: { type: 'string', enum: ['durable', 'best-effort'] },
+      retentionSeconds: { type: 'integer', minimum: 1 },
     } } },
   }, async (req, reply) => {
     const b = req.body;
@@ -43,7 +45,8 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
     const connection: Connection = {
       id, name: b.name, type: b.type, host: b.host, port: b.port, database: b.database, username: b.user,
       sealedSecret: b.password ? deps.secrets.seal(b.password, id) : null,
-      options: { ...(b.sslmode ? { sslmode: b.sslmode } : {}), ...(b.recording ? { recording: b.recording } : {}) }, createdAt: Date.now(),
+      options: { ...(b.sslmode ? { sslmode: b.sslmode } : {}), ...(b.recording ? { recording: b.recording } : {}),
+        ...(b.retentionSeconds ? { retentionSeconds: b.retentionSeconds } : {}) }, createdAt: Date.now(),
     };
     await deps.store.createConnection(connection);
     return reply.code(201).send(connectionView(connection));

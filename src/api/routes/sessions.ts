@@ -3,6 +3,7 @@ import type { ApiDeps } from '../server.ts';
 import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import type { SessionRow } from '../../store/types.ts';
+import { runRetention } from '../../recorder/retention.ts';
 
 export function sessionView(s: SessionRow) {
   const iso = (us: number | null) => (us === null ? null : new Date(Math.floor(us / 1000)).toISOString());
@@ -11,6 +12,7 @@ export function sessionView(s: SessionRow) {
     clientAddr: s.clientAddr, applicationName: s.applicationName, connection: s.connectionName,
     target: { host: s.targetHost, port: s.targetPort, database: s.targetDatabase, user: s.targetUser },
     startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
+    legalHold: s.legalHold === true,
   };
 }
 
@@ -39,6 +41,15 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       keys: keys.filter((k) => used.has(k.keyId)).map((k) => ({ keyId: k.keyId, publicKeyPem: k.publicKeyPem })),
     };
   });
+
+  app.post<{ Params: { id: string }; Body: { hold: boolean } }>('/api/v1/sessions/:id/hold', {
+    schema: { body: { type: 'object', required: ['hold'], additionalProperties: false, properties: { hold: { type: 'boolean' } } } },
+  }, async (req) => {
+    if (!(await deps.store.setLegalHold(req.params.id, req.body.hold))) throw new UserError(`session "${req.params.id}" does not exist`, 404);
+    return { id: req.params.id, legalHold: req.body.hold };
+  });
+
+  app.post('/api/v1/retention/run', async () => runRetention(deps.store, deps.recorder, deps.log));
 
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', async (req) => {
     const session = await deps.store.getSession(req.params.id);

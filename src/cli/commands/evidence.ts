@@ -63,7 +63,8 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
             sealLogHead: readSealLogHead(path.join(opts.dataDir, 'seal-log.head')),
           });
           for (const p of r.problems) console.log(`BROKEN  ${p}`);
-          console.log(`${r.sessions} sessions (${r.sealed} sealed and intact, ${r.open} open), ${r.seals} seals in the log: ${r.problems.length === 0 ? 'all intact' : `${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}`}`);
+          const expired = r.expired > 0 ? `, ${r.expired} removed by retention (tombstoned)` : '';
+          console.log(`${r.sessions} sessions (${r.sealed} sealed and intact, ${r.open} open), ${r.seals} seals in the log${expired}: ${r.problems.length === 0 ? 'all intact' : `${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}`}`);
           if (r.problems.length > 0) process.exitCode = 1;
         } finally {
           await store.close();

@@ -79,7 +79,8 @@ export function registerManagement(program: Command, client: ClientFactory): voi
     .option('--password-file <file>', 'read the target password from this file')
     .option('--sslmode <mode>', 'TLS to the target: disable, prefer, require', 'prefer')
     .option('--recording <mode>', 'durable (a statement runs only once recorded; refused when the store is down) or best-effort', 'durable')
-    .action(async (name: string, opts: { type: string; host: string; port: string; database: string; user: string; passwordEnv?: string; passwordFile?: string; sslmode: string; recording: string }, cmd: Command) => {
+    .option('--retention <duration>', 'remove recordings this long after their session ends, e.g. 90d (default: keep)')
+    .action(async (name: string, opts: { type: string; host: string; port: string; database: string; user: string; passwordEnv?: string; passwordFile?: string; sslmode: string; recording: string; retention?: string }, cmd: Command) => {
       let password: string | undefined;
       if (opts.passwordEnv) {
         password = process.env[opts.passwordEnv];
@@ -92,6 +93,7 @@ export function registerManagement(program: Command, client: ClientFactory): voi
       const out = await client(cmd).post<ConnectionOut>('/api/v1/connections', {
         name, type: opts.type, host: opts.host, port, database: opts.database, user: opts.user,
         sslmode: opts.sslmode, recording: opts.recording, ...(password !== undefined ? { password } : {}),
+        ...(opts.retention ? { retentionSeconds: parseDuration(opts.retention) } : {}),
       });
       console.log(`connection ${out.name} (${out.type}) → ${out.user}@${out.host}:${out.port}/${out.database} created${out.hasPassword ? ' (credential encrypted at rest)' : ''}`);
     });

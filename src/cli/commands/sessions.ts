@@ -24,6 +24,18 @@ export function registerSessions(program: Command, client: ClientFactory): Comma
       const out = await client(cmd).get<{ session: SessionView; events: EventView[] }>(`/api/v1/sessions/${encodeURIComponent(id)}`);
       console.log(opts.json ? JSON.stringify(out, null, 2) : timeline(out.session, out.events));
     });
+  sessions.command('hold <id>').description('place a session under legal hold (retention never removes it)')
+    .option('--release', 'lift the hold instead')
+    .action(async (id: string, opts: { release?: boolean }, cmd: Command) => {
+      await client(cmd).post(`/api/v1/sessions/${encodeURIComponent(id)}/hold`, { hold: !opts.release });
+      console.log(opts.release ? `legal hold on ${id} lifted` : `session ${id} is under legal hold`);
+    });
+  program.command('retention').description('recording retention').command('run')
+    .description('remove expired recordings now (each removal is tombstoned in the seal log)')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const r = await client(cmd).post<{ removed: number; byConnection: Record<string, number> }>('/api/v1/retention/run', {});
+      console.log(`${r.removed} expired session${r.removed === 1 ? '' : 's'} removed${r.removed ? ` (${Object.entries(r.byConnection).map(([c, n]) => `${c}: ${n}`).join(', ')})` : ''}`);
+    });
   sessions.command('replay <id>').description('print the session as the client saw it')
     .action(async (id: string, _opts: unknown, cmd: Command) => {
       const out = await client(cmd).get<{ session: SessionView; events: EventView[] }>(`/api/v1/sessions/${encodeURIComponent(id)}`);

@@ -94,4 +94,9 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE sessions ADD COLUMN recording TEXT NOT NULL DEFAULT 'durable';
   `,
+  // 4: legal hold (retention never removes a held session).
+  `
+  ALTER TABLE sessions ADD COLUMN legal_hold INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX sessions_expiry ON sessions(connection_id, ended_at);
+  `,
 ];

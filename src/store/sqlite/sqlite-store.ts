@@ -203,6 +203,37 @@ export class SqliteStore implements Store {
     return r ? toSeal(r) : undefined;
   }
 
+  async setLegalHold(sessionId: string, hold: boolean): Promise<boolean> {
+    return Number(this.q('UPDATE sessions SET legal_hold = ? WHERE id = ?').run(hold ? 1 : 0, sessionId).changes) > 0;
+  }
+
+  async listExpiredSessions(connectionId: string, endedBefore: number): Promise<SessionRow[]> {
+    const rows = this.q(`SELECT * FROM sessions WHERE connection_id = ? AND ended_at IS NOT NULL AND ended_at < ? AND legal_hold = 0
+      ORDER BY started_at`).all(connectionId, endedBefore) as Row[];
+    return rows.map(toSession);
+  }
+
+  async deleteSessions(sessionIds: string[]): Promise<void> {
+    const delEvents = this.q('DELETE FROM events WHERE session_id = ?');
+    const delCheckpoints = this.q('DELETE FROM checkpoints WHERE session_id = ?');
+    const delSession = this.q('DELETE FROM sessions WHERE id = ? AND legal_hold = 0');
+    const held = this.q('SELECT legal_hold FROM sessions WHERE id = ?');
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      for (const id of sessionIds) {
+        // Checked inside the transaction: a hold placed meanwhile still wins.
+        if (Number((held.get(id) as Row | undefined)?.legal_hold ?? 0) === 1) continue;
+        delEvents.run(id);
+        delCheckpoints.run(id);
+        delSession.run(id);
+      }
+      this.db.exec('COMMIT');
+    } catch (err) {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
   async saveSigningKey(k: SigningKeyRow): Promise<void> {
     this.q('INSERT OR IGNORE INTO signing_keys (key_id, public_key, created_at) VALUES (?, ?, ?)').run(k.keyId, k.publicKeyPem, k.createdAt);
   }
@@ -261,7 +292,7 @@ function toSession(r: Row): SessionRow {
     identityKind: r.identity_kind as SessionRow['identityKind'], clientAddr: String(r.client_addr), applicationName: String(r.application_name),
     connectionId: String(r.connection_id), connectionName: String(r.connection_name), targetHost: String(r.target_host),
     targetPort: Number(r.target_port), targetDatabase: String(r.target_database), targetUser: String(r.target_user),
-    recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable',
+    recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable', legalHold: Number(r.legal_hold) === 1,
     startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
     endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
   };
