@@ -608,6 +608,8 @@ async function main(): Promise<void> {
 
   const v = verdicts(rows);
   printReport(rows, v);
+  const integrity = await integrityCost(cluster, endpoints.gateway, gatewayEnv);
+  printIntegrity(integrity);
 
   const results = {
     startedAt,
@@ -624,10 +626,47 @@ async function main(): Promise<void> {
     notes: 'direct, haproxy and pgbouncer are plaintext on loopback; gateway is sslmode=disable, gateway+tls is sslmode=require. Targets compare the plaintext gateway.',
     rows,
     verdict: v,
+    integrity,
   };
   mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
   writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');
   console.log(`\nresults written to ${path.relative(process.cwd(), RESULTS_FILE) || RESULTS_FILE}`);
+}
+
+interface IntegrityCost { withIntegrity: number[]; without: number[]; ratio: number | null }
+
+/**
+ * What the hash chain and signatures cost the PostgreSQL path: the same gateway build with
+ * integrity on and (GATEHOUSE_UNSAFE_NO_INTEGRITY=1) off, runs interleaved to share the noise.
+ */
+async function integrityCost(cluster: PgCluster, withIntegrity: Endpoint, env: NodeJS.ProcessEnv): Promise<IntegrityCost> {
+  log('integrity cost: a second gateway without hash chain and signatures');
+  const plain: TestGateway = await startTestGateway({ env: { ...env, GATEHOUSE_UNSAFE_NO_INTEGRITY: '1' } });
+  onCleanup('gateway without integrity', () => plain.stop());
+  const token: string = await plain.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER });
+  const without: Endpoint = { ...withIntegrity, host: plain.pgHost, port: plain.pgPort, password: token };
+  const out: IntegrityCost = { withIntegrity: [], without: [], ratio: null };
+  for (let i = 0; i < 3 && !interrupted; i++) {
+    for (const [target, list] of [[withIntegrity, out.withIntegrity], [without, out.without]] as const) {
+      const r: PgbenchResult = await pgbench(target, 'simple');
+      if (r.tps !== null) list.push(r.tps);
+    }
+  }
+  await plain.stop();
+  const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  if (out.withIntegrity.length > 0 && out.without.length > 0) out.ratio = median(out.withIntegrity) / median(out.without);
+  return out;
+}
+
+function printIntegrity(c: IntegrityCost): void {
+  const f = (xs: number[]): string => xs.map((x) => fmt(x, 0)).join(', ');
+  console.log('\nIntegrity cost (gateway, simple protocol, no TLS; 3 interleaved pairs):');
+  console.log(`  with hash chain + signatures:    ${f(c.withIntegrity)} tps`);
+  console.log(`  without (benchmark-only switch): ${f(c.without)} tps`);
+  if (c.ratio !== null) {
+    const cost = (1 - c.ratio) * 100;
+    console.log(`  ${cost <= 5 ? 'MET    ' : 'NOT MET'} integrity costs ${cost.toFixed(1)}% TPS (median vs median; target ≤ 5%)`);
+  }
 }
 
 try {

@@ -19,6 +19,8 @@ export interface GatewayConfig {
   /** Ed25519 private key (PEM) for checkpoints and seals; otherwise keys in <data_dir>/signing. */
   signingKeyFile?: string;
   postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
+  /** Shared PostgreSQL store (postgres://…); otherwise the embedded SQLite store in the data directory. */
+  store?: string;
 }
 
 export interface ConfigFlags {
@@ -29,6 +31,7 @@ export interface ConfigFlags {
   tlsCert?: string;
   tlsKey?: string;
   logLevel?: string;
+  store?: string;
 }
 
 export function defaultConfig(): GatewayConfig {
@@ -51,6 +54,11 @@ function num(v: unknown, name: string): number {
   return n;
 }
 
+function storeUrl(v: string, source: string): string {
+  if (!/^postgres(ql)?:\/\//i.test(v)) throw new Error(`config: ${source} must be a postgres:// URL`);
+  return v;
+}
+
 function applyFile(cfg: GatewayConfig, file: string): void {
   const doc = (YAML.parse(readFileSync(file, 'utf8')) ?? {}) as Yaml;
   const base = path.dirname(path.resolve(file));
@@ -58,6 +66,7 @@ function applyFile(cfg: GatewayConfig, file: string): void {
   if (doc.http !== undefined) cfg.http = parseListenAddress(String(doc.http));
   if (doc.pg !== undefined) cfg.pg = parseListenAddress(String(doc.pg));
   if (doc.log_level !== undefined) cfg.logLevel = String(doc.log_level);
+  if (doc.store !== undefined && doc.store !== null) cfg.store = storeUrl(String(doc.store), 'store');
   const tls = doc.tls as Yaml | undefined;
   if (tls?.cert) cfg.tls.cert = path.resolve(base, String(tls.cert));
   if (tls?.key) cfg.tls.key = path.resolve(base, String(tls.key));
@@ -92,6 +101,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_KEY) cfg.secretKey = env.GATEHOUSE_KEY;
   if (env.GATEHOUSE_SIGNING_KEY_FILE) cfg.signingKeyFile = env.GATEHOUSE_SIGNING_KEY_FILE;
   if (env.GATEHOUSE_RECORD_FSYNC) cfg.recording.fsync = !/^(0|false|off|no)$/i.test(env.GATEHOUSE_RECORD_FSYNC);
+  if (env.GATEHOUSE_STORE) cfg.store = storeUrl(env.GATEHOUSE_STORE, 'GATEHOUSE_STORE');
   if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
   if (flags.dataDir) cfg.dataDir = flags.dataDir;
   if (flags.http) cfg.http = parseListenAddress(flags.http);
@@ -99,6 +109,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (flags.tlsCert) cfg.tls.cert = flags.tlsCert;
   if (flags.tlsKey) cfg.tls.key = flags.tlsKey;
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
+  if (flags.store) cfg.store = storeUrl(flags.store, '--store');
   cfg.dataDir = path.resolve(cfg.dataDir);
   return cfg;
 }

@@ -5,6 +5,7 @@ import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { GatewayConfig } from '../config/config.ts';
 import { SqliteStore } from '../store/sqlite/sqlite-store.ts';
+import { PostgresStore } from '../store/postgres/postgres-store.ts';
 import type { Store } from '../store/types.ts';
 import { IdentityService } from '../identity/identity-service.ts';
 import { Recorder } from '../recorder/recorder.ts';
@@ -31,7 +32,10 @@ export interface RunningGateway {
 
 export async function startGateway(config: GatewayConfig, log: Logger): Promise<RunningGateway> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const store = new SqliteStore(path.join(config.dataDir, 'gatehouse.db'), { recordWriter: config.recording.writer, fsync: config.recording.fsync });
+  // The store holds identities, connections and recordings; keys, TLS and the seal-log head stay in the data directory.
+  const store: Store = config.store
+    ? await PostgresStore.open(config.store, { onIdleError: (err) => log.warn({ err: err.message }, 'store connection lost') })
+    : new SqliteStore(path.join(config.dataDir, 'gatehouse.db'), { recordWriter: config.recording.writer, fsync: config.recording.fsync });
   const closers: Array<() => Promise<void>> = [() => store.close()];
   try {
     const secrets = new SecretBox(loadSecretKey(path.join(config.dataDir, 'secret.key'), config.secretKey));

@@ -59,6 +59,12 @@ export class Recorder {
   /** Commits and events written so far: events per commit is the group-commit factor. */
   readonly stats = { commits: 0, events: 0 };
 
+  /**
+   * Hash chain, checkpoints and seals. Only `npm run bench:pg` turns them off, to measure what
+   * they cost (GATEHOUSE_UNSAFE_NO_INTEGRITY=1); a recording made so does not verify.
+   */
+  readonly integrity = process.env.GATEHOUSE_UNSAFE_NO_INTEGRITY !== '1';
+
   constructor(store: Store, log: Logger, key: SigningKey, options: Partial<RecorderOptions> = {}) {
     this.store = store;
     this.log = log;
@@ -71,6 +77,7 @@ export class Recorder {
    * crashed gateway left open (as interrupted). Call once before recording.
    */
   async init(): Promise<void> {
+    if (!this.integrity) this.log.warn('GATEHOUSE_UNSAFE_NO_INTEGRITY=1: recordings are not chained or signed (benchmarking only)');
     await this.store.saveSigningKey({ keyId: this.key.keyId, publicKeyPem: this.key.publicKeyPem, createdAt: Date.now() });
     const last = await this.store.lastSeal();
     if (last) { this.sealPosition = last.position; this.sealHead = last.hash; }
@@ -170,6 +177,10 @@ export class Recorder {
   /** Ends a session: its end row and its seal, linked to the previous seal, commit together. */
   enqueueEnd(session: SessionRecording, end: SessionEnd, head: string): Promise<void> {
     this.batch.sessionsEnded.push(end);
+    if (!this.integrity) {
+      this.open.delete(session);
+      return this.pendingCommit(true).promise;
+    }
     const seal = signSeal(this.key, ++this.sealPosition, this.sealHead, session.row, { ...end, head });
     this.sealHead = seal.hash;
     this.batch.seals.push(seal);
@@ -190,6 +201,7 @@ export class Recorder {
 
   /** Signs the chain head of every open session that has new events since its last checkpoint. */
   checkpoint(): void {
+    if (!this.integrity) return;
     const ts = nowUs();
     let signed = 0;
     for (const s of this.open) {
@@ -317,8 +329,10 @@ export class SessionRecording {
     if (this.ended) throw new Error(`session ${this.row.id} already ended`);
     const seq = this.seq++;
     const event: EventRow = { sessionId: this.row.id, seq, ts, type, data: JSON.stringify(data), hash: '' };
-    event.hash = eventHash(event, this.head);
-    this.head = event.hash;
+    if (this.recorder.integrity) {
+      event.hash = eventHash(event, this.head);
+      this.head = event.hash;
+    }
     return { seq, durable: this.recorder.enqueue(event, urgent) };
   }
 

@@ -10,7 +10,8 @@ export function registerUp(program: Command): void {
     .option('--tls-cert <file>', 'listener certificate (PEM); generated in the data directory when absent')
     .option('--tls-key <file>', 'listener private key (PEM)')
     .option('--log-level <level>', 'trace, debug, info, warn, error')
-    .action(async (opts: { config?: string; dataDir?: string; http?: string; pg?: string; tlsCert?: string; tlsKey?: string; logLevel?: string }) => {
+    .option('--store <url>', 'shared PostgreSQL store, postgres://… (default: SQLite in the data directory, or GATEHOUSE_STORE)')
+    .action(async (opts: { config?: string; dataDir?: string; http?: string; pg?: string; tlsCert?: string; tlsKey?: string; logLevel?: string; store?: string }) => {
       // Loaded here, not at the top: management commands should not pay for the gateway's code.
       const { loadConfig } = await import('../../config/config.ts');
       const { createLogger } = await import('../../util/logger.ts');
@@ -19,7 +20,8 @@ export function registerUp(program: Command): void {
       const log = createLogger({ level: config.logLevel });
       const gw = await startGateway(config, log);
       const url = `http://${gw.http.host}:${gw.http.port}`;
-      process.stdout.write(`gatehouse is up\n  api:        ${url}\n  postgres:   ${gw.pg.host}:${gw.pg.port}\n  data dir:   ${config.dataDir}\n`);
+      process.stdout.write(`gatehouse is up\n  api:        ${url}\n  postgres:   ${gw.pg.host}:${gw.pg.port}\n  data dir:   ${config.dataDir}\n` +
+        (config.store ? `  store:      ${redactUrl(config.store)}\n` : ''));
       if (gw.newAdminToken) {
         process.stdout.write(`\nAn admin identity was created. Its token is shown this once; store it now:\n\n  export GATEHOUSE_URL=${url}\n  export GATEHOUSE_TOKEN=${gw.newAdminToken}\n\n`);
       }
@@ -36,4 +38,15 @@ export function registerUp(program: Command): void {
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
     });
+}
+
+/** The store URL without its password, for the start banner. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'postgres://…';
+  }
 }

@@ -1,0 +1,106 @@
+// Versioned schema of the PostgreSQL store. Append new steps; never edit a step that has shipped.
+//
+// The steps mirror src/store/sqlite/migrations.ts one for one, so that a schema version means the
+// same thing on both stores. Types: µs timestamps and ms times are BIGINT (returned by node-pg as
+// strings, converted in the store), sealed secrets BYTEA, JSON documents TEXT, flags BOOLEAN.
+export const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE identities (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('human','service','agent')),
+    is_admin BOOLEAN NOT NULL DEFAULT false,
+    created_at BIGINT NOT NULL
+  );
+  CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked_at BIGINT
+  );
+  CREATE INDEX tokens_identity ON tokens(identity_id);
+  CREATE TABLE connections (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    database TEXT NOT NULL,
+    username TEXT NOT NULL,
+    sealed_secret BYTEA,
+    options TEXT NOT NULL DEFAULT '{}',
+    created_at BIGINT NOT NULL
+  );
+  CREATE TABLE grants (
+    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    connection_id TEXT NOT NULL REFERENCES connections(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (identity_id, connection_id)
+  );
+  CREATE TABLE sessions (
+    id TEXT PRIMARY KEY,
+    protocol TEXT NOT NULL,
+    identity_id TEXT NOT NULL,
+    identity_name TEXT NOT NULL,
+    identity_kind TEXT NOT NULL,
+    client_addr TEXT NOT NULL,
+    application_name TEXT NOT NULL,
+    connection_id TEXT NOT NULL,
+    connection_name TEXT NOT NULL,
+    target_host TEXT NOT NULL,
+    target_port INTEGER NOT NULL,
+    target_database TEXT NOT NULL,
+    target_user TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at BIGINT,
+    end_reason TEXT,
+    event_count BIGINT NOT NULL DEFAULT 0
+  );
+  CREATE INDEX sessions_started ON sessions(started_at);
+  CREATE TABLE events (
+    session_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+  );
+  `,
+  // 2: tamper evidence — per-event hash chain, signed checkpoints, sealed sessions in a
+  // gateway-wide log, and every public key ever used to sign.
+  `
+  ALTER TABLE events ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+  CREATE TABLE checkpoints (
+    session_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    payload TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+  );
+  CREATE TABLE seals (
+    position BIGINT PRIMARY KEY,
+    session_id TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL
+  );
+  CREATE TABLE signing_keys (
+    key_id TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+  `,
+  // 3: a session's recording mode (durable, or best-effort when its connection opts in).
+  `
+  ALTER TABLE sessions ADD COLUMN recording TEXT NOT NULL DEFAULT 'durable';
+  `,
+  // 4: legal hold (retention never removes a held session).
+  `
+  ALTER TABLE sessions ADD COLUMN legal_hold BOOLEAN NOT NULL DEFAULT false;
+  CREATE INDEX sessions_expiry ON sessions(connection_id, ended_at);
+  `,
+];

@@ -1,0 +1,407 @@
+import pg from 'pg';
+import { MIGRATIONS } from './migrations.ts';
+import type {
+  CheckpointRow, SealRow, SigningKeyRow,
+  Connection, EventRow, Identity, IdentityKind, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
+} from '../types.ts';
+
+type Row = Record<string, unknown>;
+
+/** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
+const MIGRATION_LOCK_KEY = 0x67617465686f7573n & 0x7fffffffffffffffn; // "gatehous"
+
+export interface PostgresStoreOptions {
+  /** Connections in the pool (default 10). */
+  max?: number;
+  /**
+   * Errors of idle pooled connections (the server restarted, the network dropped). They are not
+   * fatal: the next query opens a new connection, and fails if the server is still unreachable.
+   */
+  onIdleError?: (err: Error) => void;
+}
+
+/**
+ * Shared store: the same schema and behaviour as the SQLite store, in a PostgreSQL database that
+ * several gateways may share. Schema migrations run on open, serialised by an advisory lock.
+ * A recording batch is one statement (one round trip, one transaction, one commit): every table's
+ * rows travel as parallel arrays and are expanded server-side with unnest().
+ */
+export class PostgresStore implements Store {
+  readonly pool: pg.Pool;
+
+  private constructor(pool: pg.Pool) {
+    this.pool = pool;
+  }
+
+  /** Connects, applies pending migrations, and returns the store. */
+  static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.max ?? 10,
+      application_name: 'gatehouse',
+      connectionTimeoutMillis: 10_000,
+      keepAlive: true,
+    });
+    pool.on('error', (err) => options.onIdleError?.(err));
+    const store = new PostgresStore(pool);
+    try {
+      await store.migrate();
+    } catch (err) {
+      await pool.end().catch(() => {});
+      throw err;
+    }
+    return store;
+  }
+
+  /** Applies every pending migration in one transaction, holding the migration lock. */
+  private async migrate(): Promise<void> {
+    await this.tx(async (c) => {
+      await c.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY.toString()]);
+      await c.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+      const r = await c.query('SELECT coalesce(max(version), 0) AS v FROM schema_migrations');
+      const current = Number((r.rows[0] as Row).v);
+      for (let v = current + 1; v <= MIGRATIONS.length; v++) {
+        await c.query(MIGRATIONS[v - 1]);
+        await c.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [v, Date.now()]);
+      }
+    });
+  }
+
+  /** Runs `fn` in a transaction on one pooled connection. */
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const c = await this.pool.connect();
+    let broken = false;
+    try {
+      await c.query('BEGIN');
+      const value = await fn(c);
+      await c.query('COMMIT');
+      return value;
+    } catch (err) {
+      try {
+        await c.query('ROLLBACK');
+      } catch {
+        broken = true; // the connection is gone: do not hand it back to the pool
+      }
+      throw err;
+    } finally {
+      c.release(broken);
+    }
+  }
+
+  private async rows(sql: string, args: unknown[] = []): Promise<Row[]> {
+    return (await this.pool.query(sql, args)).rows as Row[];
+  }
+
+  private async one(sql: string, args: unknown[] = []): Promise<Row | undefined> {
+    return (await this.rows(sql, args))[0];
+  }
+
+  private async changes(sql: string, args: unknown[] = []): Promise<number> {
+    return (await this.pool.query(sql, args)).rowCount ?? 0;
+  }
+
+  async createIdentity(i: Identity): Promise<void> {
+    await this.pool.query('INSERT INTO identities (id, name, kind, is_admin, created_at) VALUES ($1, $2, $3, $4, $5)',
+      [i.id, i.name, i.kind, i.isAdmin, i.createdAt]);
+  }
+
+  async getIdentityByName(name: string): Promise<Identity | undefined> {
+    const r = await this.one('SELECT * FROM identities WHERE name = $1', [name]);
+    return r ? toIdentity(r) : undefined;
+  }
+
+  async getIdentity(id: string): Promise<Identity | undefined> {
+    const r = await this.one('SELECT * FROM identities WHERE id = $1', [id]);
+    return r ? toIdentity(r) : undefined;
+  }
+
+  async listIdentities(): Promise<Identity[]> {
+    return (await this.rows('SELECT * FROM identities ORDER BY name')).map(toIdentity);
+  }
+
+  async deleteIdentity(id: string): Promise<void> {
+    await this.pool.query('DELETE FROM identities WHERE id = $1', [id]);
+  }
+
+  async createToken(t: TokenRecord): Promise<void> {
+    await this.pool.query('INSERT INTO tokens (id, identity_id, token_hash, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)',
+      [t.id, t.identityId, t.tokenHash, t.createdAt, t.expiresAt, t.revokedAt]);
+  }
+
+  async getTokenByHash(hash: string): Promise<TokenRecord | undefined> {
+    const r = await this.one('SELECT * FROM tokens WHERE token_hash = $1', [hash]);
+    return r ? toToken(r) : undefined;
+  }
+
+  async listTokens(identityId?: string): Promise<TokenRecord[]> {
+    const rows = identityId
+      ? await this.rows('SELECT * FROM tokens WHERE identity_id = $1 ORDER BY created_at', [identityId])
+      : await this.rows('SELECT * FROM tokens ORDER BY created_at');
+    return rows.map(toToken);
+  }
+
+  async revokeToken(id: string, at: number): Promise<boolean> {
+    return await this.changes('UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL', [at, id]) > 0;
+  }
+
+  async revokeTokensOf(identityId: string, at: number): Promise<number> {
+    return this.changes('UPDATE tokens SET revoked_at = $1 WHERE identity_id = $2 AND revoked_at IS NULL', [at, identityId]);
+  }
+
+  async createConnection(c: Connection): Promise<void> {
+    await this.pool.query(`INSERT INTO connections (id, name, type, host, port, database, username, sealed_secret, options, created_at)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+    [c.id, c.name, c.type, c.host, c.port, c.database, c.username, c.sealedSecret, JSON.stringify(c.options), c.createdAt]);
+  }
+
+  async getConnectionByName(name: string): Promise<Connection | undefined> {
+    const r = await this.one('SELECT * FROM connections WHERE name = $1', [name]);
+    return r ? toConnection(r) : undefined;
+  }
+
+  async listConnections(): Promise<Connection[]> {
+    return (await this.rows('SELECT * FROM connections ORDER BY name')).map(toConnection);
+  }
+
+  async deleteConnection(id: string): Promise<void> {
+    await this.pool.query('DELETE FROM connections WHERE id = $1', [id]);
+  }
+
+  async addGrant(identityId: string, connectionId: string, at: number): Promise<boolean> {
+    return await this.changes('INSERT INTO grants (identity_id, connection_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+      [identityId, connectionId, at]) > 0;
+  }
+
+  async removeGrant(identityId: string, connectionId: string): Promise<boolean> {
+    return await this.changes('DELETE FROM grants WHERE identity_id = $1 AND connection_id = $2', [identityId, connectionId]) > 0;
+  }
+
+  async hasGrant(identityId: string, connectionId: string): Promise<boolean> {
+    return (await this.one('SELECT 1 FROM grants WHERE identity_id = $1 AND connection_id = $2', [identityId, connectionId])) !== undefined;
+  }
+
+  async listGrants(): Promise<Array<{ identityName: string; connectionName: string; createdAt: number }>> {
+    const rows = await this.rows(`SELECT i.name AS identity_name, c.name AS connection_name, g.created_at
+      FROM grants g JOIN identities i ON i.id = g.identity_id JOIN connections c ON c.id = g.connection_id
+      ORDER BY i.name, c.name`);
+    return rows.map((r) => ({ identityName: String(r.identity_name), connectionName: String(r.connection_name), createdAt: Number(r.created_at) }));
+  }
+
+  /**
+   * One statement, hence one transaction and one commit: all of the batch becomes durable, or
+   * none of it (a constraint violation anywhere rolls back every part).
+   */
+  async writeBatch(batch: RecordBatch): Promise<void> {
+    if (batch.sessionsStarted.length + batch.events.length + batch.sessionsEnded.length + batch.checkpoints.length + batch.seals.length === 0) return;
+    await this.pool.query({ name: 'gatehouse_write_batch', text: WRITE_BATCH_SQL, values: writeBatchValues(batch) });
+  }
+
+  async listSessions(f: SessionFilter): Promise<SessionRow[]> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (f.identity) { args.push(f.identity); where.push(`identity_name = $${args.length}`); }
+    if (f.connection) { args.push(f.connection); where.push(`connection_name = $${args.length}`); }
+    args.push(f.limit ?? 100);
+    const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC LIMIT $${args.length}`;
+    return (await this.rows(sql, args)).map(toSession);
+  }
+
+  async getSession(id: string): Promise<SessionRow | undefined> {
+    const r = await this.one('SELECT * FROM sessions WHERE id = $1', [id]);
+    return r ? toSession(r) : undefined;
+  }
+
+  async listEvents(sessionId: string): Promise<EventRow[]> {
+    return (await this.rows('SELECT * FROM events WHERE session_id = $1 ORDER BY seq', [sessionId])).map(toEvent);
+  }
+
+  async lastEvent(sessionId: string): Promise<EventRow | undefined> {
+    const r = await this.one('SELECT * FROM events WHERE session_id = $1 ORDER BY seq DESC LIMIT 1', [sessionId]);
+    return r ? toEvent(r) : undefined;
+  }
+
+  async listCheckpoints(sessionId: string): Promise<CheckpointRow[]> {
+    const rows = await this.rows('SELECT * FROM checkpoints WHERE session_id = $1 ORDER BY seq', [sessionId]);
+    return rows.map((r) => ({ sessionId: String(r.session_id), seq: Number(r.seq), payload: String(r.payload), keyId: String(r.key_id), signature: String(r.signature) }));
+  }
+
+  async getSeal(sessionId: string): Promise<SealRow | undefined> {
+    const r = await this.one('SELECT * FROM seals WHERE session_id = $1', [sessionId]);
+    return r ? toSeal(r) : undefined;
+  }
+
+  async listSeals(fromPosition = 1): Promise<SealRow[]> {
+    return (await this.rows('SELECT * FROM seals WHERE position >= $1 ORDER BY position', [fromPosition])).map(toSeal);
+  }
+
+  async lastSeal(): Promise<SealRow | undefined> {
+    const r = await this.one('SELECT * FROM seals ORDER BY position DESC LIMIT 1');
+    return r ? toSeal(r) : undefined;
+  }
+
+  async saveSigningKey(k: SigningKeyRow): Promise<void> {
+    await this.pool.query('INSERT INTO signing_keys (key_id, public_key, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+      [k.keyId, k.publicKeyPem, k.createdAt]);
+  }
+
+  async listSigningKeys(): Promise<SigningKeyRow[]> {
+    const rows = await this.rows('SELECT * FROM signing_keys ORDER BY created_at');
+    return rows.map((r) => ({ keyId: String(r.key_id), publicKeyPem: String(r.public_key), createdAt: Number(r.created_at) }));
+  }
+
+  async listOpenSessions(): Promise<SessionRow[]> {
+    return (await this.rows('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at')).map(toSession);
+  }
+
+  async setLegalHold(sessionId: string, hold: boolean): Promise<boolean> {
+    return await this.changes('UPDATE sessions SET legal_hold = $1 WHERE id = $2', [hold, sessionId]) > 0;
+  }
+
+  async listExpiredSessions(connectionId: string, endedBefore: number): Promise<SessionRow[]> {
+    const rows = await this.rows(`SELECT * FROM sessions WHERE connection_id = $1 AND ended_at IS NOT NULL AND ended_at < $2 AND NOT legal_hold
+      ORDER BY started_at`, [connectionId, endedBefore]);
+    return rows.map(toSession);
+  }
+
+  async deleteSessions(sessionIds: string[]): Promise<void> {
+    if (sessionIds.length === 0) return;
+    await this.tx(async (c) => {
+      // The session rows are locked before the hold is read: a hold placed meanwhile either
+      // committed first (and is seen here) or waits for this transaction (and finds no row).
+      const held = await c.query('SELECT id FROM sessions WHERE id = ANY($1::text[]) AND legal_hold ORDER BY id FOR UPDATE', [sessionIds]);
+      const keep = new Set((held.rows as Row[]).map((r) => String(r.id)));
+      const ids = [...new Set(sessionIds)].filter((id) => !keep.has(id));
+      if (ids.length === 0) return;
+      await c.query('DELETE FROM events WHERE session_id = ANY($1::text[])', [ids]);
+      await c.query('DELETE FROM checkpoints WHERE session_id = ANY($1::text[])', [ids]);
+      await c.query('DELETE FROM sessions WHERE id = ANY($1::text[]) AND NOT legal_hold', [ids]);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+// ---- the batch statement ---------------------------------------------------------------------
+//
+// Data-modifying CTEs all run against the snapshot taken when the statement starts, so the UPDATE
+// that ends sessions cannot see sessions inserted by the same statement: a session that starts and
+// ends within one batch is inserted already ended instead (see writeBatchValues).
+
+const WRITE_BATCH_SQL = `
+WITH started AS (
+  INSERT INTO sessions (id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
+    connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
+    ended_at, end_reason, event_count)
+  SELECT id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
+    connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
+    ended_at, end_reason, coalesce(event_count, 0)
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+    $10::text[], $11::int[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::bigint[], $17::text[], $18::bigint[])
+    AS u(id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
+    connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
+    ended_at, end_reason, event_count)
+), recorded AS (
+  INSERT INTO events (session_id, seq, ts, type, data, hash)
+  SELECT * FROM unnest($19::text[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::text[])
+), ended AS (
+  UPDATE sessions s SET ended_at = u.ended_at, end_reason = u.end_reason, event_count = u.event_count
+  FROM unnest($25::text[], $26::bigint[], $27::text[], $28::bigint[]) AS u(id, ended_at, end_reason, event_count)
+  WHERE s.id = u.id
+), signed AS (
+  INSERT INTO checkpoints (session_id, seq, payload, key_id, signature)
+  SELECT * FROM unnest($29::text[], $30::bigint[], $31::text[], $32::text[], $33::text[])
+  ON CONFLICT (session_id, seq) DO UPDATE SET payload = excluded.payload, key_id = excluded.key_id, signature = excluded.signature
+), sealed AS (
+  INSERT INTO seals (position, session_id, payload, hash, key_id, signature)
+  SELECT * FROM unnest($34::bigint[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[])
+)
+SELECT 1`;
+
+function writeBatchValues(batch: RecordBatch): unknown[] {
+  const endOf = new Map<string, SessionEnd>();
+  for (const e of batch.sessionsEnded) endOf.set(e.sessionId, e);
+  const startedHere = new Set<string>();
+
+  const s = columns(18);
+  for (const r of batch.sessionsStarted) {
+    const end = endOf.get(r.id);
+    startedHere.add(r.id);
+    push(s, r.id, r.protocol, r.identityId, r.identityName, r.identityKind, r.clientAddr, r.applicationName, r.connectionId,
+      r.connectionName, r.targetHost, r.targetPort, r.targetDatabase, r.targetUser, r.startedAt, r.recordingMode,
+      end ? end.endedAt : null, end ? end.endReason : null, end ? end.eventCount : null);
+  }
+  const ev = columns(6);
+  for (const e of batch.events) push(ev, e.sessionId, e.seq, e.ts, e.type, e.data, e.hash);
+  const en = columns(4);
+  for (const e of endOf.values()) if (!startedHere.has(e.sessionId)) push(en, e.sessionId, e.endedAt, e.endReason, e.eventCount);
+  // As INSERT OR REPLACE in SQLite: the last checkpoint of a (session, seq) wins. ON CONFLICT DO
+  // UPDATE may not touch one row twice in a statement, so duplicates are dropped here.
+  const lastCheckpoint = new Map<string, CheckpointRow>();
+  for (const c of batch.checkpoints) {
+    const key = `${c.sessionId}\u0000${c.seq}`;
+    lastCheckpoint.delete(key);
+    lastCheckpoint.set(key, c);
+  }
+  const cp = columns(5);
+  for (const c of lastCheckpoint.values()) push(cp, c.sessionId, c.seq, c.payload, c.keyId, c.signature);
+  const se = columns(6);
+  for (const x of batch.seals) push(se, x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature);
+  return [...s, ...ev, ...en, ...cp, ...se];
+}
+
+function columns(n: number): unknown[][] {
+  return Array.from({ length: n }, () => []);
+}
+
+function push(cols: unknown[][], ...values: unknown[]): void {
+  for (let i = 0; i < cols.length; i++) cols[i].push(values[i]);
+}
+
+// ---- rows ------------------------------------------------------------------------------------
+// node-pg returns BIGINT as a string (it may exceed 2^53); µs timestamps and counts do not.
+
+function toEvent(r: Row): EventRow {
+  return { sessionId: String(r.session_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data), hash: String(r.hash) };
+}
+
+function toSeal(r: Row): SealRow {
+  return {
+    position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
+    keyId: String(r.key_id), signature: String(r.signature),
+  };
+}
+
+function toIdentity(r: Row): Identity {
+  return { id: String(r.id), name: String(r.name), kind: r.kind as IdentityKind, isAdmin: r.is_admin === true, createdAt: Number(r.created_at) };
+}
+
+function toToken(r: Row): TokenRecord {
+  return {
+    id: String(r.id), identityId: String(r.identity_id), tokenHash: String(r.token_hash), createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
+  };
+}
+
+function toConnection(r: Row): Connection {
+  const secret = r.sealed_secret;
+  return {
+    id: String(r.id), name: String(r.name), type: r.type as Connection['type'], host: String(r.host), port: Number(r.port),
+    database: String(r.database), username: String(r.username),
+    sealedSecret: secret instanceof Uint8Array ? Buffer.from(secret) : null,
+    options: JSON.parse(String(r.options)) as Connection['options'], createdAt: Number(r.created_at),
+  };
+}
+
+function toSession(r: Row): SessionRow {
+  return {
+    id: String(r.id), protocol: String(r.protocol), identityId: String(r.identity_id), identityName: String(r.identity_name),
+    identityKind: r.identity_kind as SessionRow['identityKind'], clientAddr: String(r.client_addr), applicationName: String(r.application_name),
+    connectionId: String(r.connection_id), connectionName: String(r.connection_name), targetHost: String(r.target_host),
+    targetPort: Number(r.target_port), targetDatabase: String(r.target_database), targetUser: String(r.target_user),
+    recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable', legalHold: r.legal_hold === true,
+    startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
+    endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
+  };
+}
