@@ -16,7 +16,7 @@ import type { Engine, EngineContext } from '../engines/engine.ts';
 import { PostgresEngine } from '../engines/postgres/engine.ts';
 import { startApiServer, type ApiServer } from '../api/server.ts';
 import type { ListenAddress } from '../util/address.ts';
-import { bootstrapAdmin } from './bootstrap.ts';
+import { bootstrapAdmin, loadGatewayId } from './bootstrap.ts';
 import { scheduleRetention } from '../recorder/retention.ts';
 import { loadSigningKey } from '../integrity/signing-keys.ts';
 
@@ -47,6 +47,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       sampleRows: config.recording.sampleRows, sampleBytes: config.recording.sampleBytes,
       checkpointIntervalMs: config.recording.checkpointIntervalMs,
       sealLogHeadFile: path.join(config.dataDir, 'seal-log.head'),
+      gatewayId: loadGatewayId(config.dataDir),
     });
     await recorder.init();
     closers.unshift(() => recorder.close());

@@ -10,7 +10,7 @@ export interface CheckpointPayload {
 }
 
 export interface SealPayload {
-  kind: 'gatehouse.seal'; v: 1; position: number; prevSealHash: string; sessionId: string; protocol: string;
+  kind: 'gatehouse.seal'; v: 1; gatewayId: string; position: number; prevSealHash: string; sessionId: string; protocol: string;
   identity: { id: string; name: string; kind: string }; connection: string; clientAddr: string;
   startedAt: number; endedAt: number; endReason: string; eventCount: number; head: string; keyId: string;
   recording: 'durable' | 'best-effort';
@@ -23,15 +23,16 @@ export function signCheckpoint(key: SigningKey, sessionId: string, seq: number, 
 }
 
 export function signSeal(
-  key: SigningKey, position: number, prevSealHash: string, session: SessionRow, end: { endedAt: number; endReason: string; eventCount: number; head: string },
+  key: SigningKey, gatewayId: string, position: number, prevSealHash: string, session: SessionRow,
+  end: { endedAt: number; endReason: string; eventCount: number; head: string },
 ): SealRow {
   const payload: SealPayload = {
-    kind: 'gatehouse.seal', v: 1, position, prevSealHash, sessionId: session.id, protocol: session.protocol,
+    kind: 'gatehouse.seal', v: 1, gatewayId, position, prevSealHash, sessionId: session.id, protocol: session.protocol,
     identity: { id: session.identityId, name: session.identityName, kind: session.identityKind },
     connection: session.connectionName, clientAddr: session.clientAddr, startedAt: session.startedAt,
     endedAt: end.endedAt, endReason: end.endReason, eventCount: end.eventCount, head: end.head, keyId: key.keyId,
     recording: session.recordingMode,
   };
   const text = canonicalJson(payload);
-  return { position, sessionId: session.id, payload: text, hash: sha256Hex(text), keyId: key.keyId, signature: key.sign(text) };
+  return { gatewayId, position, sessionId: session.id, payload: text, hash: sha256Hex(text), keyId: key.keyId, signature: key.sign(text) };
 }

@@ -6,11 +6,11 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { canonicalJson } from './canonical-json.ts';
 import type { SigningKey } from './signing-keys.ts';
 
-export interface SealLogHead { kind: 'gatehouse.seal-log-head'; v: 1; position: number; hash: string; ts: number; keyId: string }
+export interface SealLogHead { kind: 'gatehouse.seal-log-head'; v: 1; gatewayId: string; position: number; hash: string; ts: number; keyId: string }
 export interface SignedSealLogHead { payload: string; keyId: string; signature: string }
 
-export function writeSealLogHead(file: string, key: SigningKey, position: number, hash: string): void {
-  const head: SealLogHead = { kind: 'gatehouse.seal-log-head', v: 1, position, hash, ts: Date.now(), keyId: key.keyId };
+export function writeSealLogHead(file: string, key: SigningKey, gatewayId: string, position: number, hash: string): void {
+  const head: SealLogHead = { kind: 'gatehouse.seal-log-head', v: 1, gatewayId, position, hash, ts: Date.now(), keyId: key.keyId };
   const payload = canonicalJson(head);
   const doc: SignedSealLogHead = { payload, keyId: key.keyId, signature: key.sign(payload) };
   writeFileSync(`${file}.tmp`, JSON.stringify(doc) + '\n', { mode: 0o600 });

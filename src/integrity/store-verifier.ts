@@ -4,7 +4,7 @@ import { createPublicKey } from 'node:crypto';
 import type { Store } from '../store/types.ts';
 import { keyIdOf, verifySignature } from './signing-keys.ts';
 import type { SignedSealLogHead } from './seal-log-anchor.ts';
-import type { TombstonePayload } from './tombstone.ts';
+import { isTombstoneRow, type TombstonePayload } from './tombstone.ts';
 import { compareWithSeal, verifySealLog, verifySessionEvidence } from './verify.ts';
 
 export interface StoreVerification {
@@ -43,17 +43,23 @@ export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): 
   out.sessions = sessions.length;
   out.seals = seals.length;
 
-  const logProblem = verifySealLog(seals, keys, trustedKeyIds);
-  if (logProblem) out.problems.push(logProblem);
+  // One seal log per gateway sharing the store; each must be whole.
+  const logs = new Map<string, typeof seals>();
+  for (const seal of seals) logs.set(seal.gatewayId, [...(logs.get(seal.gatewayId) ?? []), seal]);
+  for (const [gatewayId, log] of logs) {
+    const logProblem = verifySealLog(log, keys, trustedKeyIds);
+    if (logProblem) out.problems.push(logs.size > 1 ? `gateway ${gatewayId}: ${logProblem}` : logProblem);
+  }
   if (opts.sealLogHead) {
     const h = opts.sealLogHead;
     const pem = keys.get(h.keyId);
     if (!pem || (trustedKeyIds && !trustedKeyIds.has(h.keyId)) || !verifySignature(pem, h.payload, h.signature)) {
       out.problems.push('the seal log head file is not signed by a trusted gateway key');
     } else {
-      const head = JSON.parse(h.payload) as { position: number; hash: string };
-      const last = seals.length > 0 ? seals[seals.length - 1].position : 0;
-      const atHead = seals.find((s) => s.position === head.position);
+      const head = JSON.parse(h.payload) as { gatewayId?: string; position: number; hash: string };
+      const log = logs.get(head.gatewayId ?? '') ?? [];
+      const last = log.length > 0 ? log[log.length - 1].position : 0;
+      const atHead = log.find((s) => s.position === head.position);
       if (head.position > last) {
         out.problems.push(`the seal log ends at position ${last} but the gateway sealed up to position ${head.position}: sealed sessions were removed from the end of the log`);
       } else if (!atHead || atHead.hash !== head.hash) {
@@ -65,13 +71,13 @@ export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): 
   // Sessions removed by retention are named, with their seal, in a signed tombstone of the log.
   const removed = new Map<string, { sealPosition: number; sealHash: string; reason: string }>();
   for (const seal of seals) {
-    if (!seal.sessionId.startsWith('tombstone:')) continue;
+    if (!isTombstoneRow(seal.sessionId)) continue;
     const t = JSON.parse(seal.payload) as TombstonePayload;
     for (const r of t.removed) removed.set(r.sessionId, { sealPosition: r.sealPosition, sealHash: r.sealHash, reason: t.reason });
   }
   const known = new Set(sessions.map((s) => s.id));
   for (const seal of seals) {
-    if (seal.sessionId.startsWith('tombstone:') || known.has(seal.sessionId)) continue;
+    if (isTombstoneRow(seal.sessionId) || known.has(seal.sessionId)) continue;
     const r = removed.get(seal.sessionId);
     if (!r) out.problems.push(`session ${seal.sessionId} (seal log position ${seal.position}) is missing from the store: it was deleted`);
     else if (r.sealPosition !== seal.position || r.sealHash !== seal.hash) out.problems.push(`the tombstone for session ${seal.sessionId} names another seal than the log holds`);

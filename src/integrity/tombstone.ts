@@ -9,13 +9,17 @@ import type { SealRow } from '../store/types.ts';
 export interface RemovedSession { sessionId: string; sealPosition: number; sealHash: string }
 
 export interface TombstonePayload {
-  kind: 'gatehouse.tombstone'; v: 1; position: number; prevSealHash: string; removed: RemovedSession[]; reason: string; at: number; keyId: string;
+  kind: 'gatehouse.tombstone'; v: 1; gatewayId: string; position: number; prevSealHash: string; removed: RemovedSession[]; reason: string; at: number; keyId: string;
 }
 
-export const tombstoneRowId = (position: number): string => `tombstone:${position}`;
+/** The seals table's session_id of a tombstone (unique across the gateways sharing a store). */
+export const tombstoneRowId = (gatewayId: string, position: number): string => `tombstone:${gatewayId}:${position}`;
+export const isTombstoneRow = (sessionId: string): boolean => sessionId.startsWith('tombstone:');
 
-export function signTombstone(key: SigningKey, position: number, prevSealHash: string, removed: RemovedSession[], reason: string, at: number): SealRow {
-  const payload: TombstonePayload = { kind: 'gatehouse.tombstone', v: 1, position, prevSealHash, removed, reason, at, keyId: key.keyId };
+export function signTombstone(
+  key: SigningKey, gatewayId: string, position: number, prevSealHash: string, removed: RemovedSession[], reason: string, at: number,
+): SealRow {
+  const payload: TombstonePayload = { kind: 'gatehouse.tombstone', v: 1, gatewayId, position, prevSealHash, removed, reason, at, keyId: key.keyId };
   const text = canonicalJson(payload);
-  return { position, sessionId: tombstoneRowId(position), payload: text, hash: sha256Hex(text), keyId: key.keyId, signature: key.sign(text) };
+  return { gatewayId, position, sessionId: tombstoneRowId(gatewayId, position), payload: text, hash: sha256Hex(text), keyId: key.keyId, signature: key.sign(text) };
 }

@@ -8,7 +8,7 @@ import { tombstoneRowId, type TombstonePayload } from './tombstone.ts';
 
 export interface RecordedEvent { seq: number; ts: number; type: string; data: string; hash: string }
 export interface SignedCheckpoint { seq: number; payload: string; keyId: string; signature: string }
-export interface SignedSeal { position: number; payload: string; hash: string; keyId: string; signature: string }
+export interface SignedSeal { gatewayId?: string; position: number; payload: string; hash: string; keyId: string; signature: string }
 
 export interface SessionEvidence {
   sessionId: string;
@@ -106,7 +106,7 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
     if (sha256Hex(s.payload) !== s.hash) fail('the seal hash does not match the seal (the seal log link was altered)');
     const p = parse<SealPayload>(s.payload, 'the seal');
     result.seal = p;
-    if (p.kind !== 'gatehouse.seal' || p.sessionId !== ev.sessionId || p.position !== s.position || p.keyId !== s.keyId) {
+    if (p.kind !== 'gatehouse.seal' || p.sessionId !== ev.sessionId || p.position !== s.position || p.keyId !== s.keyId || (s.gatewayId !== undefined && p.gatewayId !== s.gatewayId)) {
       fail('the seal belongs to another session or seal-log position');
     }
     if (p.eventCount !== ev.events.length) {
@@ -146,7 +146,7 @@ export function compareWithSeal(facts: SessionFacts, seal: SealPayload): string 
   return null;
 }
 
-export interface SealLogEntry { position: number; sessionId: string; payload: string; hash: string; keyId: string; signature: string }
+export interface SealLogEntry { gatewayId: string; position: number; sessionId: string; payload: string; hash: string; keyId: string; signature: string }
 
 /**
  * The gateway-wide seal log: positions 1..n without gaps, each linking the previous seal's
@@ -164,8 +164,8 @@ export function verifySealLog(entries: SealLogEntry[], keys: Map<string, string>
     if (sha256Hex(e.payload) !== e.hash) return `seal log position ${e.position}: the hash does not match the seal`;
     let p: SealPayload | TombstonePayload;
     try { p = JSON.parse(e.payload) as SealPayload | TombstonePayload; } catch { return `seal log position ${e.position} is not valid JSON`; }
-    const rowId = p.kind === 'gatehouse.tombstone' ? tombstoneRowId(p.position) : p.sessionId;
-    if (p.position !== e.position || rowId !== e.sessionId) return `seal log position ${e.position} does not say what its row says (moved or reordered)`;
+    const rowId = p.kind === 'gatehouse.tombstone' ? tombstoneRowId(p.gatewayId, p.position) : p.sessionId;
+    if (p.position !== e.position || rowId !== e.sessionId || p.gatewayId !== e.gatewayId) return `seal log position ${e.position} does not say what its row says (moved or reordered)`;
     if (p.prevSealHash !== prev) return `seal log position ${e.position} does not link to position ${e.position - 1} (seals removed, inserted or reordered)`;
     prev = e.hash;
   }

@@ -17,9 +17,11 @@ export interface RecorderOptions {
   checkpointIntervalMs: number;
   /** Where the signed head of the seal log is kept, outside the store (null: nowhere). */
   sealLogHeadFile: string | null;
+  /** This gateway's seal log (gateways sharing a store each keep their own). */
+  gatewayId: string;
 }
 
-export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = { sampleRows: 100, sampleBytes: 64 * 1024, checkpointIntervalMs: 5000, sealLogHeadFile: null };
+export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = { sampleRows: 100, sampleBytes: 64 * 1024, checkpointIntervalMs: 5000, sealLogHeadFile: null, gatewayId: '' };
 
 /** The seal-log head file is rewritten at most this often (and once more at close). */
 const HEAD_WRITE_INTERVAL_MS = 100;
@@ -79,7 +81,7 @@ export class Recorder {
   async init(): Promise<void> {
     if (!this.integrity) this.log.warn('GATEHOUSE_UNSAFE_NO_INTEGRITY=1: recordings are not chained or signed (benchmarking only)');
     await this.store.saveSigningKey({ keyId: this.key.keyId, publicKeyPem: this.key.publicKeyPem, createdAt: Date.now() });
-    const last = await this.store.lastSeal();
+    const last = await this.store.lastSeal(this.options.gatewayId);
     if (last) { this.sealPosition = last.position; this.sealHead = last.hash; }
     this.checkSealLogHead(last?.position ?? 0, last?.hash);
     const interrupted = await this.store.listOpenSessions();
@@ -127,7 +129,7 @@ export class Recorder {
       if (this.headTimer) { clearTimeout(this.headTimer); this.headTimer = null; }
       this.headWrittenAt = Date.now();
       try {
-        writeSealLogHead(file, this.key, this.committedSealPosition, this.committedSealHash);
+        writeSealLogHead(file, this.key, this.options.gatewayId, this.committedSealPosition, this.committedSealHash);
       } catch (err) {
         this.log.error({ err: (err as Error).message }, 'could not write the seal log head');
       }
@@ -181,7 +183,7 @@ export class Recorder {
       this.open.delete(session);
       return this.pendingCommit(true).promise;
     }
-    const seal = signSeal(this.key, ++this.sealPosition, this.sealHead, session.row, { ...end, head });
+    const seal = signSeal(this.key, this.options.gatewayId, ++this.sealPosition, this.sealHead, session.row, { ...end, head });
     this.sealHead = seal.hash;
     this.batch.seals.push(seal);
     this.open.delete(session);
@@ -193,7 +195,7 @@ export class Recorder {
    * resolves once it is durable, so the removal is explained before it happens.
    */
   tombstone(removed: RemovedSession[], reason: string): Promise<void> {
-    const row = signTombstone(this.key, ++this.sealPosition, this.sealHead, removed, reason, nowUs());
+    const row = signTombstone(this.key, this.options.gatewayId, ++this.sealPosition, this.sealHead, removed, reason, nowUs());
     this.sealHead = row.hash;
     this.batch.seals.push(row);
     return this.pendingCommit(true).promise;

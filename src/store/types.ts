@@ -89,7 +89,7 @@ export interface EventRow {
 export interface CheckpointRow { sessionId: string; seq: number; payload: string; keyId: string; signature: string }
 
 /** A sealed session: its final head, signed, and linked to the previous seal (position − 1). */
-export interface SealRow { position: number; sessionId: string; payload: string; hash: string; keyId: string; signature: string }
+export interface SealRow { gatewayId: string; position: number; sessionId: string; payload: string; hash: string; keyId: string; signature: string }
 
 export interface SigningKeyRow { keyId: string; publicKeyPem: string; createdAt: number }
 
@@ -139,9 +139,10 @@ export interface Store {
   lastEvent(sessionId: string): Promise<EventRow | undefined>;
   listCheckpoints(sessionId: string): Promise<CheckpointRow[]>;
   getSeal(sessionId: string): Promise<SealRow | undefined>;
-  /** The seal log in order, from `fromPosition` (inclusive). */
-  listSeals(fromPosition?: number): Promise<SealRow[]>;
-  lastSeal(): Promise<SealRow | undefined>;
+  /** Every gateway's seal log, each in position order (ordered by gateway, then position). */
+  listSeals(): Promise<SealRow[]>;
+  /** The newest seal of one gateway's log. */
+  lastSeal(gatewayId: string): Promise<SealRow | undefined>;
   saveSigningKey(key: SigningKeyRow): Promise<void>;
   listSigningKeys(): Promise<SigningKeyRow[]>;
 

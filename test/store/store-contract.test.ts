@@ -167,8 +167,8 @@ function checkpoint(sessionId: string, seq: number, payload = `cp ${sessionId} $
   return { sessionId, seq, payload, keyId: 'key_1', signature: `sig(${payload})` };
 }
 
-function seal(position: number, sessionId: string): SealRow {
-  return { position, sessionId, payload: `{"position":${position},"session":"${sessionId}"}`, hash: `sealhash_${position}`, keyId: 'key_1', signature: `sig_${position}` };
+function seal(position: number, sessionId: string, gatewayId = 'gw_a'): SealRow {
+  return { gatewayId, position, sessionId, payload: `{"position":${position},"session":"${sessionId}"}`, hash: `sealhash_${position}`, keyId: 'key_1', signature: `sig_${position}` };
 }
 
 function batch(o: Partial<RecordBatch>): RecordBatch {
@@ -439,21 +439,23 @@ for (const f of FACTORIES) {
       }
     }));
 
-    test('checkpoints and the seal log: listCheckpoints, getSeal, listSeals from a position, lastSeal', () => withStore(f, async (store) => {
-      assert.equal(await store.lastSeal(), undefined);
+    test('checkpoints and the seal logs: listCheckpoints, getSeal, listSeals by gateway and position, lastSeal per gateway', () => withStore(f, async (store) => {
+      assert.equal(await store.lastSeal('gw_a'), undefined);
       assert.deepEqual(await store.listSeals(), []);
       const ss = ['s_1', 's_2', 's_3', 's_4'].map((id, i) => session(id, T0 + i));
       await store.writeBatch(batch({ sessionsStarted: ss, checkpoints: [checkpoint('s_1', 9), checkpoint('s_1', 3), checkpoint('s_2', 0)] }));
       await store.writeBatch(batch({ seals: [seal(2, 's_3'), seal(1, 's_1')] }));
       await store.writeBatch(batch({ seals: [seal(3, 's_2'), seal(4, 'tombstone:1')] }));
+      // A second gateway sharing the store keeps its own log, with its own positions.
+      await store.writeBatch(batch({ seals: [seal(1, 's_9', 'gw_b')] }));
       assert.deepEqual(await store.listCheckpoints('s_1'), [checkpoint('s_1', 3), checkpoint('s_1', 9)]);
       assert.deepEqual(await store.listCheckpoints('s_4'), []);
       assert.deepEqual(await store.getSeal('s_3'), seal(2, 's_3'));
       assert.equal(await store.getSeal('s_4'), undefined);
-      assert.deepEqual(await store.listSeals(), [seal(1, 's_1'), seal(2, 's_3'), seal(3, 's_2'), seal(4, 'tombstone:1')]);
-      assert.deepEqual(await store.listSeals(3), [seal(3, 's_2'), seal(4, 'tombstone:1')]);
-      assert.deepEqual(await store.listSeals(5), []);
-      assert.deepEqual(await store.lastSeal(), seal(4, 'tombstone:1'));
+      assert.deepEqual(await store.listSeals(), [seal(1, 's_1'), seal(2, 's_3'), seal(3, 's_2'), seal(4, 'tombstone:1'), seal(1, 's_9', 'gw_b')]);
+      assert.deepEqual(await store.lastSeal('gw_a'), seal(4, 'tombstone:1'));
+      assert.deepEqual(await store.lastSeal('gw_b'), seal(1, 's_9', 'gw_b'));
+      assert.equal(await store.lastSeal('gw_c'), undefined);
     }));
 
     test('signing keys: saved once per key id, listed oldest first', () => withStore(f, async (store) => {
@@ -734,5 +736,18 @@ describe('gatehouse up --store postgres://…', () => {
     } finally {
       await store.close();
     }
+    // And through the CLI, as an operator runs it; then a deleted session is caught.
+    const ok = await run(process.execPath, [GATEHOUSE_BIN, 'verify', '--store', '--store-url', storeUrl, '--data-dir', dataDir], { timeoutMs: 30_000 });
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /2 sessions \(2 sealed and intact, 0 open\), 2 seals in the log: all intact/);
+    const tampered = await PostgresStore.open(storeUrl);
+    try {
+      await tampered.deleteSessions([second]);
+    } finally {
+      await tampered.close();
+    }
+    const broken = await run(process.execPath, [GATEHOUSE_BIN, 'verify', '--store', '--store-url', storeUrl, '--data-dir', dataDir], { timeoutMs: 30_000 });
+    assert.equal(broken.code, 1, broken.stdout);
+    assert.match(broken.stdout, new RegExp(`session ${second} \\(seal log position 2\\) is missing from the store: it was deleted`));
   });
 });

@@ -176,7 +176,7 @@ function fixture(key = newKey(), position = 1, prevSealHash = GENESIS_HASH, sess
   ]);
   const checkpoints = [2, 5].map((seq) => signCheckpoint(key, sessionId, seq, events[seq].hash, events[seq].ts + 10));
   const last = events[events.length - 1];
-  const seal = signSeal(key, position, prevSealHash, sessionRow(sessionId), { endedAt: last.ts, endReason: 'client terminated', eventCount: events.length, head: last.hash });
+  const seal = signSeal(key, 'gw_test', position, prevSealHash, sessionRow(sessionId), { endedAt: last.ts, endReason: 'client terminated', eventCount: events.length, head: last.hash });
   const keys = new Map([[key.keyId, key.publicKeyPem]]);
   return { key, events, checkpoints, seal, evidence: { sessionId, events, checkpoints, seal, keys } };
 }
@@ -206,7 +206,7 @@ test('verifySessionEvidence: an intact sealed session verifies and reports its s
 
 test('verifySessionEvidence: a sealed session without events verifies (seal head is the genesis hash)', () => {
   const key = newKey();
-  const seal = signSeal(key, 1, GENESIS_HASH, sessionRow(), { endedAt: 1, endReason: 'refused: x', eventCount: 0, head: GENESIS_HASH });
+  const seal = signSeal(key, 'gw_test', 1, GENESIS_HASH, sessionRow(), { endedAt: 1, endReason: 'refused: x', eventCount: 0, head: GENESIS_HASH });
   const r = verifySessionEvidence({ sessionId: SID, events: [], checkpoints: [], seal, keys: new Map([[key.keyId, key.publicKeyPem]]) });
   assert.equal(r.ok, true, r.problem ?? '');
 });
@@ -335,7 +335,7 @@ function sealLog(key: SigningKey, n: number): SealLogEntry[] {
   const out: SealLogEntry[] = [];
   let prev = GENESIS_HASH;
   for (let i = 1; i <= n; i++) {
-    const s = signSeal(key, i, prev, sessionRow(`s_log${i}`), { endedAt: i, endReason: 'client terminated', eventCount: 2, head: sha256Hex(`head${i}`) });
+    const s = signSeal(key, 'gw_test', i, prev, sessionRow(`s_log${i}`), { endedAt: i, endReason: 'client terminated', eventCount: 2, head: sha256Hex(`head${i}`) });
     out.push(s);
     prev = s.hash;
   }
@@ -376,7 +376,7 @@ test('verifySealLog: a seal re-signed into a position with the wrong predecessor
   const key = newKey();
   const log = sealLog(key, 3);
   // Position 2 re-signed (by the real key) as if it followed the genesis: a forged insertion.
-  const forged = signSeal(key, 2, GENESIS_HASH, sessionRow('s_log2'), { endedAt: 2, endReason: 'client terminated', eventCount: 2, head: sha256Hex('head2') });
+  const forged = signSeal(key, 'gw_test', 2, GENESIS_HASH, sessionRow('s_log2'), { endedAt: 2, endReason: 'client terminated', eventCount: 2, head: sha256Hex('head2') });
   assert.equal(verifySealLog([log[0], forged, log[2]], new Map([[key.keyId, key.publicKeyPem]])),
     'seal log position 2 does not link to position 1 (seals removed, inserted or reordered)');
 });
@@ -393,7 +393,7 @@ test('verifySealLog: unknown key, untrusted key, invalid signature, hash mismatc
   assert.equal(verifySealLog([log[0], { ...log[1], signature: sig.toString('base64') }, log[2]], keys), 'seal log position 2: the signature is invalid');
   assert.equal(verifySealLog([log[0], log[1], { ...log[2], hash: sha256Hex('x') }], keys), 'seal log position 3: the hash does not match the seal');
   const junk = 'junk';
-  assert.equal(verifySealLog([{ position: 1, sessionId: 's_log1', payload: junk, hash: sha256Hex(junk), keyId: key.keyId, signature: key.sign(junk) }], keys),
+  assert.equal(verifySealLog([{ gatewayId: 'gw_test', position: 1, sessionId: 's_log1', payload: junk, hash: sha256Hex(junk), keyId: key.keyId, signature: key.sign(junk) }], keys),
     'seal log position 1 is not valid JSON');
   // The row's session id must be the one the payload names.
   assert.equal(verifySealLog([{ ...log[0], sessionId: 's_someone_else' }], keys), 'seal log position 1 does not say what its row says (moved or reordered)');
@@ -403,7 +403,7 @@ test('verifySealLog: the log is continued across a key rotation', () => {
   const k1 = newKey();
   const k2 = newKey();
   const first = sealLog(k1, 2);
-  const third = signSeal(k2, 3, first[1].hash, sessionRow('s_log3'), { endedAt: 3, endReason: 'client terminated', eventCount: 2, head: sha256Hex('h') });
+  const third = signSeal(k2, 'gw_test', 3, first[1].hash, sessionRow('s_log3'), { endedAt: 3, endReason: 'client terminated', eventCount: 2, head: sha256Hex('h') });
   const keys = new Map([[k1.keyId, k1.publicKeyPem], [k2.keyId, k2.publicKeyPem]]);
   assert.equal(verifySealLog([...first, third], keys), null);
   assert.equal(verifySealLog([...first, third], keys, new Set([k1.keyId])), `seal log position 3 is signed by key ${k2.keyId}, which is not a trusted key`);

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import type { ApiClient } from '../api-client.ts';
 import { writeBundle, verifyBundle, type BundleContent } from '../../integrity/bundle.ts';
 import { keyIdOf } from '../../integrity/signing-keys.ts';
+import type { Store } from '../../store/types.ts';
 
 type ClientFactory = (cmd: Command) => ApiClient;
 
@@ -44,16 +45,24 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
 
   program.command('verify [dir]').description('verify an exported bundle offline, or the whole store with --store')
     .option('--store', 'verify every session and the seal log in the store (run on the gateway host)')
-    .option('--data-dir <dir>', 'data directory of the store to verify', './.gatehouse')
+    .option('--data-dir <dir>', 'data directory of the gateway (key files, seal-log head; its SQLite store unless --store-url)', './.gatehouse')
+    .option('--store-url <url>', 'verify a PostgreSQL store instead (or GATEHOUSE_STORE)')
     .option('--trusted-key <file...>', 'only accept signatures by these keys (public or private PEM)')
-    .action(async (dir: string | undefined, opts: { store?: boolean; dataDir: string; trustedKey?: string[] }) => {
+    .action(async (dir: string | undefined, opts: { store?: boolean; dataDir: string; storeUrl?: string; trustedKey?: string[] }) => {
       const trusted = readTrustedKeys(opts.trustedKey ?? []);
       if (opts.store) {
-        const { SqliteStore } = await import('../../store/sqlite/sqlite-store.ts');
         const { verifyStore } = await import('../../integrity/store-verifier.ts');
-        const file = path.join(opts.dataDir, 'gatehouse.db');
-        if (!existsSync(file)) throw new Error(`no store at ${file}`);
-        const store = new SqliteStore(file);
+        const url = opts.storeUrl ?? process.env.GATEHOUSE_STORE;
+        let store: Store;
+        if (url) {
+          const { PostgresStore } = await import('../../store/postgres/postgres-store.ts');
+          store = await PostgresStore.open(url);
+        } else {
+          const { SqliteStore } = await import('../../store/sqlite/sqlite-store.ts');
+          const file = path.join(opts.dataDir, 'gatehouse.db');
+          if (!existsSync(file)) throw new Error(`no store at ${file}`);
+          store = new SqliteStore(file);
+        }
         try {
           const anchors = trusted.length > 0 ? new Set(trusted.map((pem) => keyIdOf(createPublicKey(pem)))) : dataDirKeyIds(opts.dataDir);
           if (anchors.size === 0) console.log('WARNING no trust anchor: no key files in <data-dir>/signing and no --trusted-key; signatures are checked against the store\'s own key table');

@@ -103,4 +103,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE sessions ADD COLUMN legal_hold BOOLEAN NOT NULL DEFAULT false;
   CREATE INDEX sessions_expiry ON sessions(connection_id, ended_at);
   `,
+  // 5: one seal log per gateway, so gateways sharing this store never compete for positions.
+  `
+  ALTER TABLE seals ADD COLUMN gateway_id TEXT NOT NULL DEFAULT '';
+  ALTER TABLE seals DROP CONSTRAINT seals_pkey;
+  ALTER TABLE seals ADD PRIMARY KEY (gateway_id, position);
+  `,
 ];

@@ -230,12 +230,12 @@ export class PostgresStore implements Store {
     return r ? toSeal(r) : undefined;
   }
 
-  async listSeals(fromPosition = 1): Promise<SealRow[]> {
-    return (await this.rows('SELECT * FROM seals WHERE position >= $1 ORDER BY position', [fromPosition])).map(toSeal);
+  async listSeals(): Promise<SealRow[]> {
+    return (await this.rows('SELECT * FROM seals ORDER BY gateway_id, position')).map(toSeal);
   }
 
-  async lastSeal(): Promise<SealRow | undefined> {
-    const r = await this.one('SELECT * FROM seals ORDER BY position DESC LIMIT 1');
+  async lastSeal(gatewayId: string): Promise<SealRow | undefined> {
+    const r = await this.one('SELECT * FROM seals WHERE gateway_id = $1 ORDER BY position DESC LIMIT 1', [gatewayId]);
     return r ? toSeal(r) : undefined;
   }
 
@@ -314,8 +314,8 @@ WITH started AS (
   SELECT * FROM unnest($29::text[], $30::bigint[], $31::text[], $32::text[], $33::text[])
   ON CONFLICT (session_id, seq) DO UPDATE SET payload = excluded.payload, key_id = excluded.key_id, signature = excluded.signature
 ), sealed AS (
-  INSERT INTO seals (position, session_id, payload, hash, key_id, signature)
-  SELECT * FROM unnest($34::bigint[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[])
+  INSERT INTO seals (position, session_id, payload, hash, key_id, signature, gateway_id)
+  SELECT * FROM unnest($34::bigint[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[], $40::text[])
 )
 SELECT 1`;
 
@@ -346,8 +346,8 @@ function writeBatchValues(batch: RecordBatch): unknown[] {
   }
   const cp = columns(5);
   for (const c of lastCheckpoint.values()) push(cp, c.sessionId, c.seq, c.payload, c.keyId, c.signature);
-  const se = columns(6);
-  for (const x of batch.seals) push(se, x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature);
+  const se = columns(7);
+  for (const x of batch.seals) push(se, x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature, x.gatewayId);
   return [...s, ...ev, ...en, ...cp, ...se];
 }
 
@@ -368,7 +368,7 @@ function toEvent(r: Row): EventRow {
 
 function toSeal(r: Row): SealRow {
   return {
-    position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
+    gatewayId: String(r.gateway_id), position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
     keyId: String(r.key_id), signature: String(r.signature),
   };
 }

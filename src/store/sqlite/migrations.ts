@@ -99,4 +99,20 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE sessions ADD COLUMN legal_hold INTEGER NOT NULL DEFAULT 0;
   CREATE INDEX sessions_expiry ON sessions(connection_id, ended_at);
   `,
+  // 5: one seal log per gateway (the same schema as the PostgreSQL store, which gateways share).
+  `
+  CREATE TABLE seals_v5 (
+    gateway_id TEXT NOT NULL DEFAULT '',
+    position INTEGER NOT NULL,
+    session_id TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (gateway_id, position)
+  );
+  INSERT INTO seals_v5 (position, session_id, payload, hash, key_id, signature) SELECT position, session_id, payload, hash, key_id, signature FROM seals;
+  DROP TABLE seals;
+  ALTER TABLE seals_v5 RENAME TO seals;
+  `,
 ];

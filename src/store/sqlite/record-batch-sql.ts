@@ -17,7 +17,7 @@ export class RecordBatchWriter {
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.insEvent = db.prepare('INSERT INTO events (session_id, seq, ts, type, data, hash) VALUES (?, ?, ?, ?, ?, ?)');
     this.insCheckpoint = db.prepare('INSERT OR REPLACE INTO checkpoints (session_id, seq, payload, key_id, signature) VALUES (?, ?, ?, ?, ?)');
-    this.insSeal = db.prepare('INSERT INTO seals (position, session_id, payload, hash, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)');
+    this.insSeal = db.prepare('INSERT INTO seals (gateway_id, position, session_id, payload, hash, key_id, signature) VALUES (?, ?, ?, ?, ?, ?, ?)');
     this.endSession = db.prepare('UPDATE sessions SET ended_at = ?, end_reason = ?, event_count = ? WHERE id = ?');
   }
 
@@ -31,7 +31,7 @@ export class RecordBatchWriter {
       for (const e of batch.events) this.insEvent.run(e.sessionId, e.seq, e.ts, e.type, e.data, e.hash);
       for (const e of batch.sessionsEnded) this.endSession.run(e.endedAt, e.endReason, e.eventCount, e.sessionId);
       for (const c of batch.checkpoints) this.insCheckpoint.run(c.sessionId, c.seq, c.payload, c.keyId, c.signature);
-      for (const x of batch.seals) this.insSeal.run(x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature);
+      for (const x of batch.seals) this.insSeal.run(x.gatewayId, x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature);
       this.db.exec('COMMIT');
     } catch (err) {
       if (this.db.isTransaction) this.db.exec('ROLLBACK');

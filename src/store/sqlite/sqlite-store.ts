@@ -194,12 +194,12 @@ export class SqliteStore implements Store {
     return r ? toSeal(r) : undefined;
   }
 
-  async listSeals(fromPosition = 1): Promise<SealRow[]> {
-    return (this.q('SELECT * FROM seals WHERE position >= ? ORDER BY position').all(fromPosition) as Row[]).map(toSeal);
+  async listSeals(): Promise<SealRow[]> {
+    return (this.q('SELECT * FROM seals ORDER BY gateway_id, position').all() as Row[]).map(toSeal);
   }
 
-  async lastSeal(): Promise<SealRow | undefined> {
-    const r = this.q('SELECT * FROM seals ORDER BY position DESC LIMIT 1').get() as Row | undefined;
+  async lastSeal(gatewayId: string): Promise<SealRow | undefined> {
+    const r = this.q('SELECT * FROM seals WHERE gateway_id = ? ORDER BY position DESC LIMIT 1').get(gatewayId) as Row | undefined;
     return r ? toSeal(r) : undefined;
   }
 
@@ -260,7 +260,7 @@ function toEvent(r: Row): EventRow {
 
 function toSeal(r: Row): SealRow {
   return {
-    position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
+    gatewayId: String(r.gateway_id), position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
     keyId: String(r.key_id), signature: String(r.signature),
   };
 }
