@@ -13,7 +13,7 @@
 // system services are never used: this script runs its own instances with its own config files
 // in a temp dir, on free loopback ports, and stops everything it started, also on failure.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
@@ -608,7 +608,7 @@ async function main(): Promise<void> {
 
   const v = verdicts(rows);
   printReport(rows, v);
-  const integrity = await integrityCost(cluster, endpoints.gateway, gatewayEnv);
+  const integrity = await integrityCost(cluster, endpoints.gateway, gw.process.pid!, gatewayEnv);
   printIntegrity(integrity);
 
   const results = {
@@ -633,40 +633,60 @@ async function main(): Promise<void> {
   console.log(`\nresults written to ${path.relative(process.cwd(), RESULTS_FILE) || RESULTS_FILE}`);
 }
 
-interface IntegrityCost { withIntegrity: number[]; without: number[]; ratio: number | null }
+interface IntegrityCost {
+  withIntegrity: number[]; without: number[]; ratio: number | null;
+  /** Gateway CPU time per transaction (µs), the steadier signal on a noisy machine. */
+  cpuUsWith: number[]; cpuUsWithout: number[]; cpuRatio: number | null;
+}
+
+/** User + system CPU time of a process so far, in µs (Linux /proc). */
+function cpuUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000; // utime, stime in clock ticks of 10 ms
+}
 
 /**
  * What the hash chain and signatures cost the PostgreSQL path: the same gateway build with
  * integrity on and (GATEHOUSE_UNSAFE_NO_INTEGRITY=1) off, runs interleaved to share the noise.
  */
-async function integrityCost(cluster: PgCluster, withIntegrity: Endpoint, env: NodeJS.ProcessEnv): Promise<IntegrityCost> {
+async function integrityCost(cluster: PgCluster, withIntegrity: Endpoint, gatewayPid: number, env: NodeJS.ProcessEnv): Promise<IntegrityCost> {
   log('integrity cost: a second gateway without hash chain and signatures');
   const plain: TestGateway = await startTestGateway({ env: { ...env, GATEHOUSE_UNSAFE_NO_INTEGRITY: '1' } });
   onCleanup('gateway without integrity', () => plain.stop());
   const token: string = await plain.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER });
   const without: Endpoint = { ...withIntegrity, host: plain.pgHost, port: plain.pgPort, password: token };
-  const out: IntegrityCost = { withIntegrity: [], without: [], ratio: null };
-  for (let i = 0; i < 3 && !interrupted; i++) {
-    for (const [target, list] of [[withIntegrity, out.withIntegrity], [without, out.without]] as const) {
-      const r: PgbenchResult = await pgbench(target, 'simple');
-      if (r.tps !== null) list.push(r.tps);
+  const out: IntegrityCost = { withIntegrity: [], without: [], ratio: null, cpuUsWith: [], cpuUsWithout: [], cpuRatio: null };
+  const runs = [
+    { target: withIntegrity, pid: gatewayPid, tps: out.withIntegrity, cpu: out.cpuUsWith },
+    { target: without, pid: plain.process.pid!, tps: out.without, cpu: out.cpuUsWithout },
+  ];
+  for (let i = 0; i < 5 && !interrupted; i++) {
+    for (const run of i % 2 === 0 ? runs : [...runs].reverse()) {
+      const before = cpuUs(run.pid);
+      const r: PgbenchResult = await pgbench(run.target, 'simple');
+      const used = cpuUs(run.pid) - before;
+      if (r.tps !== null) run.tps.push(r.tps);
+      if (r.transactions) run.cpu.push(used / r.transactions);
     }
   }
   await plain.stop();
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   if (out.withIntegrity.length > 0 && out.without.length > 0) out.ratio = median(out.withIntegrity) / median(out.without);
+  if (out.cpuUsWith.length > 0 && out.cpuUsWithout.length > 0) out.cpuRatio = median(out.cpuUsWith) / median(out.cpuUsWithout);
   return out;
 }
 
 function printIntegrity(c: IntegrityCost): void {
   const f = (xs: number[]): string => xs.map((x) => fmt(x, 0)).join(', ');
-  console.log('\nIntegrity cost (gateway, simple protocol, no TLS; 3 interleaved pairs):');
-  console.log(`  with hash chain + signatures:    ${f(c.withIntegrity)} tps`);
-  console.log(`  without (benchmark-only switch): ${f(c.without)} tps`);
+  const us = (xs: number[]): string => xs.map((x) => x.toFixed(1)).join(', ');
+  console.log('\nIntegrity cost (gateway, simple protocol, no TLS; 5 interleaved pairs):');
+  console.log(`  with hash chain + signatures:    ${f(c.withIntegrity)} tps; gateway CPU ${us(c.cpuUsWith)} µs/transaction`);
+  console.log(`  without (benchmark-only switch): ${f(c.without)} tps; gateway CPU ${us(c.cpuUsWithout)} µs/transaction`);
   if (c.ratio !== null) {
     const cost = (1 - c.ratio) * 100;
     console.log(`  ${cost <= 5 ? 'MET    ' : 'NOT MET'} integrity costs ${cost.toFixed(1)}% TPS (median vs median; target ≤ 5%)`);
   }
+  if (c.cpuRatio !== null) console.log(`          and ${((c.cpuRatio - 1) * 100).toFixed(1)}% more gateway CPU per transaction (median vs median)`);
 }
 
 try {
