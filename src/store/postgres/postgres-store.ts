@@ -2,10 +2,10 @@ import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
-  Connection, EventRow, Identity, IdentityKind, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
+  Connection, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
 } from '../types.ts';
 
-type Row = Record<string, unknown>;
+import { toConnection, toEvent, toIdentity, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
 const MIGRATION_LOCK_KEY = 0x67617465686f7573n & 0x7fffffffffffffffn; // "gatehous"
@@ -357,51 +357,4 @@ function columns(n: number): unknown[][] {
 
 function push(cols: unknown[][], ...values: unknown[]): void {
   for (let i = 0; i < cols.length; i++) cols[i].push(values[i]);
-}
-
-// ---- rows ------------------------------------------------------------------------------------
-// node-pg returns BIGINT as a string (it may exceed 2^53); µs timestamps and counts do not.
-
-function toEvent(r: Row): EventRow {
-  return { sessionId: String(r.session_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data), hash: String(r.hash) };
-}
-
-function toSeal(r: Row): SealRow {
-  return {
-    gatewayId: String(r.gateway_id), position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
-    keyId: String(r.key_id), signature: String(r.signature),
-  };
-}
-
-function toIdentity(r: Row): Identity {
-  return { id: String(r.id), name: String(r.name), kind: r.kind as IdentityKind, isAdmin: r.is_admin === true, createdAt: Number(r.created_at) };
-}
-
-function toToken(r: Row): TokenRecord {
-  return {
-    id: String(r.id), identityId: String(r.identity_id), tokenHash: String(r.token_hash), createdAt: Number(r.created_at),
-    expiresAt: Number(r.expires_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
-  };
-}
-
-function toConnection(r: Row): Connection {
-  const secret = r.sealed_secret;
-  return {
-    id: String(r.id), name: String(r.name), type: r.type as Connection['type'], host: String(r.host), port: Number(r.port),
-    database: String(r.database), username: String(r.username),
-    sealedSecret: secret instanceof Uint8Array ? Buffer.from(secret) : null,
-    options: JSON.parse(String(r.options)) as Connection['options'], createdAt: Number(r.created_at),
-  };
-}
-
-function toSession(r: Row): SessionRow {
-  return {
-    id: String(r.id), protocol: String(r.protocol), identityId: String(r.identity_id), identityName: String(r.identity_name),
-    identityKind: r.identity_kind as SessionRow['identityKind'], clientAddr: String(r.client_addr), applicationName: String(r.application_name),
-    connectionId: String(r.connection_id), connectionName: String(r.connection_name), targetHost: String(r.target_host),
-    targetPort: Number(r.target_port), targetDatabase: String(r.target_database), targetUser: String(r.target_user),
-    recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable', legalHold: r.legal_hold === true,
-    startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
-    endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
-  };
 }

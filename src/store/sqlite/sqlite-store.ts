@@ -6,10 +6,10 @@ import { RecordWriterThread } from './record-writer.ts';
 import { RecordBatchWriter } from './record-batch-sql.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
-  Connection, EventRow, Identity, IdentityKind, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
+  Connection, EventRow, Identity, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
 } from '../types.ts';
 
-type Row = Record<string, unknown>;
+import { toConnection, toEvent, toIdentity, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
 
 /**
  * Embedded store: one SQLite file in the data directory, WAL mode, synchronous=FULL so that a
@@ -252,48 +252,4 @@ export class SqliteStore implements Store {
     this.stmts.clear();
     this.db.close();
   }
-}
-
-function toEvent(r: Row): EventRow {
-  return { sessionId: String(r.session_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data), hash: String(r.hash) };
-}
-
-function toSeal(r: Row): SealRow {
-  return {
-    gatewayId: String(r.gateway_id), position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
-    keyId: String(r.key_id), signature: String(r.signature),
-  };
-}
-
-function toIdentity(r: Row): Identity {
-  return { id: String(r.id), name: String(r.name), kind: r.kind as IdentityKind, isAdmin: Number(r.is_admin) === 1, createdAt: Number(r.created_at) };
-}
-
-function toToken(r: Row): TokenRecord {
-  return {
-    id: String(r.id), identityId: String(r.identity_id), tokenHash: String(r.token_hash), createdAt: Number(r.created_at),
-    expiresAt: Number(r.expires_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
-  };
-}
-
-function toConnection(r: Row): Connection {
-  const secret = r.sealed_secret;
-  return {
-    id: String(r.id), name: String(r.name), type: r.type as Connection['type'], host: String(r.host), port: Number(r.port),
-    database: String(r.database), username: String(r.username),
-    sealedSecret: secret instanceof Uint8Array ? Buffer.from(secret) : null,
-    options: JSON.parse(String(r.options)) as Connection['options'], createdAt: Number(r.created_at),
-  };
-}
-
-function toSession(r: Row): SessionRow {
-  return {
-    id: String(r.id), protocol: String(r.protocol), identityId: String(r.identity_id), identityName: String(r.identity_name),
-    identityKind: r.identity_kind as SessionRow['identityKind'], clientAddr: String(r.client_addr), applicationName: String(r.application_name),
-    connectionId: String(r.connection_id), connectionName: String(r.connection_name), targetHost: String(r.target_host),
-    targetPort: Number(r.target_port), targetDatabase: String(r.target_database), targetUser: String(r.target_user),
-    recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable', legalHold: Number(r.legal_hold) === 1,
-    startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
-    endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
-  };
 }

@@ -1,0 +1,52 @@
+// Row → domain object mapping shared by both stores. Columns have the same names in SQLite and
+// PostgreSQL; the drivers differ only in how they return numbers (node-pg gives BIGINT as a
+// string) and flags (SQLite 0/1, PostgreSQL booleans), which Number() and flag() absorb.
+import type { Connection, EventRow, Identity, IdentityKind, SealRow, SessionRow, TokenRecord } from './types.ts';
+
+export type Row = Record<string, unknown>;
+
+const flag = (v: unknown): boolean => v === true || Number(v) === 1;
+
+export function toEvent(r: Row): EventRow {
+  return { sessionId: String(r.session_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data), hash: String(r.hash) };
+}
+
+export function toSeal(r: Row): SealRow {
+  return {
+    gatewayId: String(r.gateway_id), position: Number(r.position), sessionId: String(r.session_id), payload: String(r.payload), hash: String(r.hash),
+    keyId: String(r.key_id), signature: String(r.signature),
+  };
+}
+
+export function toIdentity(r: Row): Identity {
+  return { id: String(r.id), name: String(r.name), kind: r.kind as IdentityKind, isAdmin: flag(r.is_admin), createdAt: Number(r.created_at) };
+}
+
+export function toToken(r: Row): TokenRecord {
+  return {
+    id: String(r.id), identityId: String(r.identity_id), tokenHash: String(r.token_hash), createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at), revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
+  };
+}
+
+export function toConnection(r: Row): Connection {
+  const secret = r.sealed_secret;
+  return {
+    id: String(r.id), name: String(r.name), type: r.type as Connection['type'], host: String(r.host), port: Number(r.port),
+    database: String(r.database), username: String(r.username),
+    sealedSecret: secret instanceof Uint8Array ? Buffer.from(secret) : null,
+    options: JSON.parse(String(r.options)) as Connection['options'], createdAt: Number(r.created_at),
+  };
+}
+
+export function toSession(r: Row): SessionRow {
+  return {
+    id: String(r.id), protocol: String(r.protocol), identityId: String(r.identity_id), identityName: String(r.identity_name),
+    identityKind: r.identity_kind as SessionRow['identityKind'], clientAddr: String(r.client_addr), applicationName: String(r.application_name),
+    connectionId: String(r.connection_id), connectionName: String(r.connection_name), targetHost: String(r.target_host),
+    targetPort: Number(r.target_port), targetDatabase: String(r.target_database), targetUser: String(r.target_user),
+    recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable', legalHold: flag(r.legal_hold),
+    startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
+    endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
+  };
+}
