@@ -7,7 +7,7 @@ import { registerSessions } from './commands/sessions.ts';
 import { registerEvidence } from './commands/evidence.ts';
 
 const program = new Command('gatehouse')
-  .description('Gatehouse: a recording, policy-enforcing access gateway for PostgreSQL and more')
+  .description('Gatehouse: an access gateway that records, attributes and seals every command (PostgreSQL today)')
   .option('--gateway <url>', 'gateway API URL (or GATEHOUSE_URL)')
   .option('--token <token>', 'API token (or GATEHOUSE_TOKEN)')
   .showHelpAfterError();
