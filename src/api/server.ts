@@ -7,6 +7,9 @@ import type { SecretBox } from '../crypto/secret-box.ts';
 import { UserError, type IdentityService } from '../identity/identity-service.ts';
 import type { Store } from '../store/types.ts';
 import type { Recorder } from '../recorder/recorder.ts';
+import type { ConnectorCa } from '../connector/ca.ts';
+import type { TunnelServer } from '../connector/tunnel-server.ts';
+import { connectorRoutes } from './routes/connectors.ts';
 import type { ListenAddress } from '../util/address.ts';
 import { authenticate } from './auth.ts';
 import { identityRoutes } from './routes/identities.ts';
@@ -21,6 +24,7 @@ export interface ApiDeps {
   engines: Engine[];
   log: Logger;
   recorder: Recorder;
+  connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress };
 }
 
 export interface ApiServer { address: ListenAddress; app: FastifyInstance; close(): Promise<void> }
@@ -37,6 +41,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(500).send({ error: 'internal error' });
   });
   app.get('/api/v1/health', async () => ({ status: 'ok' }));
+  // Enrollment authenticates with its own single-use token, so it sits outside the bearer scope.
+  app.register(connectorRoutes, deps);
   app.register(async (scope) => {
     scope.addHook('onRequest', authenticate(deps.identity));
     scope.get('/api/v1/whoami', async (req) => ({ name: req.identity!.name, kind: req.identity!.kind, admin: req.identity!.isAdmin }));

@@ -5,6 +5,7 @@ import { registerUp } from './commands/up.ts';
 import { registerManagement } from './commands/manage.ts';
 import { registerSessions } from './commands/sessions.ts';
 import { registerEvidence } from './commands/evidence.ts';
+import { registerConnectors } from './commands/connectors.ts';
 
 const program = new Command('gatehouse')
   .description('Gatehouse: an access gateway that records, attributes and seals every command (PostgreSQL today)')
@@ -22,6 +23,7 @@ function client(cmd: Command): ApiClient {
 
 registerUp(program);
 registerManagement(program, client);
+registerConnectors(program, client);
 registerEvidence(program, client, registerSessions(program, client));
 
 try {

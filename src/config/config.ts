@@ -9,6 +9,9 @@ export interface GatewayConfig {
   dataDir: string;
   http: ListenAddress;
   pg: ListenAddress;
+  /** Where connectors' tunnels arrive, and the address connectors are told to dial. */
+  connectorListen: ListenAddress;
+  connectorPublicAddress?: ListenAddress;
   tls: { cert?: string; key?: string };
   /** Preset admin token (automation); otherwise one is generated on first start and printed once. */
   adminToken?: string;
@@ -28,6 +31,7 @@ export interface ConfigFlags {
   dataDir?: string;
   http?: string;
   pg?: string;
+  connectorListen?: string;
   tlsCert?: string;
   tlsKey?: string;
   logLevel?: string;
@@ -39,6 +43,7 @@ export function defaultConfig(): GatewayConfig {
     dataDir: './.gatehouse',
     http: { host: '127.0.0.1', port: 8080 },
     pg: { host: '127.0.0.1', port: 15432 },
+    connectorListen: { host: '127.0.0.1', port: 8443 },
     tls: {},
     logLevel: 'info',
     recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000 },
@@ -65,6 +70,8 @@ function applyFile(cfg: GatewayConfig, file: string): void {
   if (doc.data_dir !== undefined) cfg.dataDir = path.resolve(base, String(doc.data_dir));
   if (doc.http !== undefined) cfg.http = parseListenAddress(String(doc.http));
   if (doc.pg !== undefined) cfg.pg = parseListenAddress(String(doc.pg));
+  if (doc.connector_listen !== undefined) cfg.connectorListen = parseListenAddress(String(doc.connector_listen));
+  if (doc.connector_public_address !== undefined) cfg.connectorPublicAddress = parseListenAddress(String(doc.connector_public_address));
   if (doc.log_level !== undefined) cfg.logLevel = String(doc.log_level);
   if (doc.store !== undefined && doc.store !== null) cfg.store = storeUrl(String(doc.store), 'store');
   const tls = doc.tls as Yaml | undefined;
@@ -94,6 +101,8 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_DATA_DIR) cfg.dataDir = env.GATEHOUSE_DATA_DIR;
   if (env.GATEHOUSE_HTTP) cfg.http = parseListenAddress(env.GATEHOUSE_HTTP);
   if (env.GATEHOUSE_PG) cfg.pg = parseListenAddress(env.GATEHOUSE_PG);
+  if (env.GATEHOUSE_CONNECTOR_LISTEN) cfg.connectorListen = parseListenAddress(env.GATEHOUSE_CONNECTOR_LISTEN);
+  if (env.GATEHOUSE_CONNECTOR_PUBLIC_ADDRESS) cfg.connectorPublicAddress = parseListenAddress(env.GATEHOUSE_CONNECTOR_PUBLIC_ADDRESS);
   if (env.GATEHOUSE_TLS_CERT) cfg.tls.cert = env.GATEHOUSE_TLS_CERT;
   if (env.GATEHOUSE_TLS_KEY) cfg.tls.key = env.GATEHOUSE_TLS_KEY;
   if (env.GATEHOUSE_LOG_LEVEL) cfg.logLevel = env.GATEHOUSE_LOG_LEVEL;
@@ -106,6 +115,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (flags.dataDir) cfg.dataDir = flags.dataDir;
   if (flags.http) cfg.http = parseListenAddress(flags.http);
   if (flags.pg) cfg.pg = parseListenAddress(flags.pg);
+  if (flags.connectorListen) cfg.connectorListen = parseListenAddress(flags.connectorListen);
   if (flags.tlsCert) cfg.tls.cert = flags.tlsCert;
   if (flags.tlsKey) cfg.tls.key = flags.tlsKey;
   if (flags.logLevel) cfg.logLevel = flags.logLevel;

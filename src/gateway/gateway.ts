@@ -11,7 +11,10 @@ import { IdentityService } from '../identity/identity-service.ts';
 import { Recorder } from '../recorder/recorder.ts';
 import { SecretBox, loadSecretKey } from '../crypto/secret-box.ts';
 import { loadOrCreateTls } from '../tls/certificate.ts';
-import { DirectDialer } from '../connector/dialer.ts';
+import os from 'node:os';
+import { RoutingDialer } from '../connector/dialer.ts';
+import { loadOrCreateCa, loadOrIssueTunnelCert } from '../connector/ca.ts';
+import { TunnelServer } from '../connector/tunnel-server.ts';
 import type { Engine, EngineContext } from '../engines/engine.ts';
 import { PostgresEngine } from '../engines/postgres/engine.ts';
 import { startApiServer, type ApiServer } from '../api/server.ts';
@@ -23,6 +26,7 @@ import { loadSigningKey } from '../integrity/signing-keys.ts';
 export interface RunningGateway {
   http: ListenAddress;
   pg: ListenAddress;
+  connectors: ListenAddress;
   /** Set only on the first start without a preset token: print it once, it is not stored. */
   newAdminToken?: string;
   store: Store;
@@ -54,7 +58,13 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const stopRetention = scheduleRetention(store, recorder, log, 3600_000);
     closers.unshift(async () => stopRetention());
 
-    const ctx: EngineContext = { store, identity, recorder, secrets, dialer: new DirectDialer(), tls, log };
+    // Connectors: the gateway's CA, the tunnel listener, and a dialer that routes through them.
+    const tlsDir = path.join(config.dataDir, 'tls');
+    const ca = await loadOrCreateCa(tlsDir);
+    const tunnels = new TunnelServer({ store, log, ca, tls: await loadOrIssueTunnelCert(ca, tlsDir, ['localhost', os.hostname()], ['127.0.0.1', '::1']) });
+    const tunnelAddress = await tunnels.listen(config.connectorListen);
+    closers.unshift(() => tunnels.close());
+    const ctx: EngineContext = { store, identity, recorder, secrets, dialer: new RoutingDialer(tunnels), tls, log };
     const pgEngine = new PostgresEngine(ctx, {
       maxClientMessageBytes: config.postgres.maxMessageBytes, authTimeoutMs: config.postgres.authTimeoutMs,
       allowLoopbackCleartext: config.postgres.allowLoopbackCleartext,
@@ -63,12 +73,13 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const pg = await pgEngine.listen(config.pg);
     closers.unshift(() => pgEngine.close());
 
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder }, config.http);
+    const connectors = { ca, tunnels, publicAddress: config.connectorPublicAddress ?? tunnelAddress };
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, connectors }, config.http);
     closers.unshift(() => api.close());
 
     let closing: Promise<void> | null = null;
     return {
-      http: api.address, pg, newAdminToken, store, tlsCertificate: tls.cert,
+      http: api.address, pg, connectors: tunnelAddress, newAdminToken, store, tlsCertificate: tls.cert,
       close: () => {
         closing ??= (async () => { for (const c of closers) await c(); })();
         return closing;

@@ -1,7 +1,7 @@
 // Row → domain object mapping shared by both stores. Columns have the same names in SQLite and
 // PostgreSQL; the drivers differ only in how they return numbers (node-pg gives BIGINT as a
 // string) and flags (SQLite 0/1, PostgreSQL booleans), which Number() and flag() absorb.
-import type { Connection, EventRow, Identity, IdentityKind, SealRow, SessionRow, TokenRecord } from './types.ts';
+import type { Connection, ConnectorRecord, EventRow, Identity, IdentityKind, SealRow, SessionRow, TokenRecord } from './types.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -48,5 +48,16 @@ export function toSession(r: Row): SessionRow {
     recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable', legalHold: flag(r.legal_hold),
     startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
     endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
+  };
+}
+
+const nullableNumber = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+const nullableString = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+
+export function toConnector(r: Row): ConnectorRecord {
+  return {
+    id: String(r.id), name: String(r.name), createdAt: Number(r.created_at),
+    enrollmentTokenHash: nullableString(r.enrollment_token_hash), enrollmentExpiresAt: nullableNumber(r.enrollment_expires_at),
+    enrolledAt: nullableNumber(r.enrolled_at), certSerial: nullableString(r.cert_serial), revokedAt: nullableNumber(r.revoked_at),
   };
 }

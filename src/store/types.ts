@@ -46,8 +46,24 @@ export interface ConnectionOptions {
    * as the store allows; every session of the connection says so.
    */
   recording?: 'durable' | 'best-effort';
+  /** Connectors whose tunnels reach the target (any healthy one is used); absent: dial directly. */
+  via?: string[];
   /** Recordings of this connection's sessions are removed this long after they end (seconds). */
   retentionSeconds?: number;
+}
+
+/** A connector: a small agent next to private resources that dials out to the gateway. */
+export interface ConnectorRecord {
+  id: string;
+  name: string;
+  createdAt: number;
+  /** Single-use enrollment token (hash) and its expiry; cleared once used. */
+  enrollmentTokenHash: string | null;
+  enrollmentExpiresAt: number | null;
+  enrolledAt: number | null;
+  /** Serial number of the client certificate the gateway's CA issued at enrollment. */
+  certSerial: string | null;
+  revokedAt: number | null;
 }
 
 export interface SessionRow {
@@ -145,6 +161,13 @@ export interface Store {
   lastSeal(gatewayId: string): Promise<SealRow | undefined>;
   saveSigningKey(key: SigningKeyRow): Promise<void>;
   listSigningKeys(): Promise<SigningKeyRow[]>;
+
+  // connectors
+  createConnector(c: ConnectorRecord): Promise<void>;
+  getConnectorByName(name: string): Promise<ConnectorRecord | undefined>;
+  listConnectors(): Promise<ConnectorRecord[]>;
+  /** Replaces the mutable fields (enrollment, certificate, revocation) of connector `c.id`. */
+  updateConnector(c: ConnectorRecord): Promise<void>;
 
   // retention
   setLegalHold(sessionId: string, hold: boolean): Promise<boolean>;

@@ -19,6 +19,8 @@ export interface TestGateway {
   httpPort: number;
   pgHost: string;
   pgPort: number;
+  /** Where connectors' tunnels arrive. */
+  connectorPort: number;
   adminToken: string;
   /** Everything the gateway wrote to stderr (its structured log) so far. */
   logs(): string;
@@ -49,7 +51,7 @@ export function newToken(): string {
 export async function startTestGateway(opts: StartOptions = {}): Promise<TestGateway> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), 'gatehouse-test-'));
   const adminToken = newToken();
-  const child = spawn(process.execPath, [GATEHOUSE_BIN, 'up', '--data-dir', dataDir, '--http', '127.0.0.1:0', '--pg', '127.0.0.1:0', ...(opts.args ?? [])], {
+  const child = spawn(process.execPath, [GATEHOUSE_BIN, 'up', '--data-dir', dataDir, '--http', '127.0.0.1:0', '--pg', '127.0.0.1:0', '--connector-listen', '127.0.0.1:0', ...(opts.args ?? [])], {
     env: { ...process.env, GATEHOUSE_ADMIN_TOKEN: adminToken, GATEHOUSE_LOG_LEVEL: 'debug', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -62,10 +64,12 @@ export async function startTestGateway(opts: StartOptions = {}): Promise<TestGat
   const deadline = Date.now() + 20_000;
   let api: RegExpExecArray | null = null;
   let pg: RegExpExecArray | null = null;
+  let tunnel: RegExpExecArray | null = null;
   while (Date.now() < deadline) {
     api = /api:\s+http:\/\/([\d.]+):(\d+)/.exec(stdout);
     pg = /postgres:\s+([\d.]+):(\d+)/.exec(stdout);
-    if (api && pg) break;
+    tunnel = /connectors:\s+([\d.]+):(\d+)/.exec(stdout);
+    if (api && pg && tunnel) break;
     if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}:\n${stderr}`);
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -89,7 +93,7 @@ export async function startTestGateway(opts: StartOptions = {}): Promise<TestGat
   };
 
   const gw: TestGateway = {
-    process: child, dataDir, url, httpPort: Number(api[2]), pgHost, pgPort, adminToken,
+    process: child, dataDir, url, httpPort: Number(api[2]), pgHost, pgPort, connectorPort: Number(tunnel?.[2] ?? 0), adminToken,
     logs: () => stderr,
     cli, cliOk,
     async setupPostgres(o) {

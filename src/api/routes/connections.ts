@@ -18,6 +18,7 @@ interface ConnectionBody {
   sslmode?: 'disable' | 'prefer' | 'require';
   recording?: 'durable' | 'best-effort';
   retentionSeconds?: number;
+  via?: string[];
 }
 
 export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
@@ -37,16 +38,22 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
       sslmode: { type: 'string', enum: ['disable', 'prefer', 'require'] },
       recording: { type: 'string', enum: ['durable', 'best-effort'] },
       retentionSeconds: { type: 'integer', minimum: 1 },
+      via: { type: 'array', maxItems: 16, items: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } },
     } } },
   }, async (req, reply) => {
     const b = req.body;
+    for (const name of b.via ?? []) {
+      const c = await deps.store.getConnectorByName(name);
+      if (!c || c.revokedAt !== null) throw new UserError(`connector "${name}" does not exist (add it with \`gatehouse connector add ${name}\`)`, 404);
+    }
     if (await deps.store.getConnectionByName(b.name)) throw new UserError(`connection "${b.name}" already exists`, 409);
     const id = newId('conn');
     const connection: Connection = {
       id, name: b.name, type: b.type, host: b.host, port: b.port, database: b.database, username: b.user,
       sealedSecret: b.password ? deps.secrets.seal(b.password, id) : null,
       options: { ...(b.sslmode ? { sslmode: b.sslmode } : {}), ...(b.recording ? { recording: b.recording } : {}),
-        ...(b.retentionSeconds ? { retentionSeconds: b.retentionSeconds } : {}) }, createdAt: Date.now(),
+        ...(b.retentionSeconds ? { retentionSeconds: b.retentionSeconds } : {}),
+        ...(b.via && b.via.length > 0 ? { via: b.via } : {}) }, createdAt: Date.now(),
     };
     await deps.store.createConnection(connection);
     return reply.code(201).send(connectionView(connection));

@@ -80,7 +80,8 @@ export function registerManagement(program: Command, client: ClientFactory): voi
     .option('--sslmode <mode>', 'TLS to the target: disable, prefer, require', 'prefer')
     .option('--recording <mode>', 'durable (a statement runs only once recorded; refused when the store is down) or best-effort', 'durable')
     .option('--retention <duration>', 'remove recordings this long after their session ends, e.g. 90d (default: keep)')
-    .action(async (name: string, opts: { type: string; host: string; port: string; database: string; user: string; passwordEnv?: string; passwordFile?: string; sslmode: string; recording: string; retention?: string }, cmd: Command) => {
+    .option('--via <connector>', 'reach the target through this connector (repeatable; any healthy one is used)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .action(async (name: string, opts: { type: string; host: string; port: string; database: string; user: string; passwordEnv?: string; passwordFile?: string; sslmode: string; recording: string; retention?: string; via: string[] }, cmd: Command) => {
       let password: string | undefined;
       if (opts.passwordEnv) {
         password = process.env[opts.passwordEnv];
@@ -94,6 +95,7 @@ export function registerManagement(program: Command, client: ClientFactory): voi
         name, type: opts.type, host: opts.host, port, database: opts.database, user: opts.user,
         sslmode: opts.sslmode, recording: opts.recording, ...(password !== undefined ? { password } : {}),
         ...(opts.retention ? { retentionSeconds: parseDuration(opts.retention) } : {}),
+        ...(opts.via.length > 0 ? { via: opts.via.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean) } : {}),
       });
       console.log(`connection ${out.name} (${out.type}) → ${out.user}@${out.host}:${out.port}/${out.database} created${out.hasPassword ? ' (credential encrypted at rest)' : ''}`);
     });

@@ -23,6 +23,7 @@ import { UpstreamPool } from './upstream/pool.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import { Relay, type RelayEnd } from './relay.ts';
 import { StatementTracker } from './statement-tracker.ts';
+import { tunnelLossReason } from '../../connector/tunnel-server.ts';
 
 export interface PgEngineOptions {
   authTimeoutMs: number;
@@ -231,7 +232,7 @@ export class PgClientSession {
         upstream = await loginUpstream(ctx.dialer, {
           host: conn.host, port: conn.port, database: conn.database, user: conn.username,
           password: conn.sealedSecret ? ctx.secrets.open(conn.sealedSecret, conn.id) : null,
-          sslmode: conn.options.sslmode ?? 'prefer', startupParams,
+          sslmode: conn.options.sslmode ?? 'prefer', startupParams, via: conn.options.via,
         }, this.deps.options.upstreamTimeoutMs, this.deps.saltedCache);
       } catch (err) {
         const reason = err instanceof UpstreamLoginError ? err.message : (err as Error).message;
@@ -290,7 +291,13 @@ export class PgClientSession {
     switch (end.kind) {
       case 'client-terminated': reason = 'client terminated'; break;
       case 'client-closed': reason = 'client disconnected'; break;
-      case 'upstream-closed': reason = end.fatal ? `target ended the session: ${end.fatal}` : 'target closed the connection'; break;
+      case 'upstream-closed': {
+        const lost = tunnelLossReason(up.stream);
+        reason = end.fatal ? `target ended the session: ${end.fatal}` : lost ? `connection to the target lost: ${lost}` : 'target closed the connection';
+        // The target said goodbye itself (its FATAL was relayed); otherwise say what happened.
+        if (!end.fatal) this.fail({ code: SqlState.ConnectionFailure, message: lost ? `connection to the target was lost (${lost})` : 'the target closed the connection' });
+        break;
+      }
       case 'client-protocol-error':
         reason = `client protocol violation: ${end.error.message}`;
         this.fail({ code: end.error.sqlState, message: end.error.message });
@@ -324,7 +331,7 @@ export class PgClientSession {
 
   private async sendUpstreamCancel(conn: Connection, up: UpstreamConnection): Promise<void> {
     try {
-      const stream = await this.deps.ctx.dialer.dial({ host: conn.host, port: conn.port }, this.deps.options.upstreamTimeoutMs);
+      const stream = await this.deps.ctx.dialer.dial({ host: conn.host, port: conn.port, via: conn.options.via }, this.deps.options.upstreamTimeoutMs);
       stream.on('error', () => {});
       stream.end(cancelRequest(up.backendPid, up.backendSecret));
     } catch (err) {

@@ -109,4 +109,18 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE seals DROP CONSTRAINT seals_pkey;
   ALTER TABLE seals ADD PRIMARY KEY (gateway_id, position);
   `,
+
+  // 6: connectors (outbound tunnels to private networks).
+  `
+  CREATE TABLE connectors (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    enrollment_token_hash TEXT UNIQUE,
+    enrollment_expires_at BIGINT,
+    enrolled_at BIGINT,
+    cert_serial TEXT,
+    revoked_at BIGINT
+  );
+  `,
 ];

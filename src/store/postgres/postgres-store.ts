@@ -2,10 +2,10 @@ import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
-  Connection, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
+  Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
 } from '../types.ts';
 
-import { toConnection, toEvent, toIdentity, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
+import { toConnection, toConnector, toEvent, toIdentity, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
 const MIGRATION_LOCK_KEY = 0x67617465686f7573n & 0x7fffffffffffffffn; // "gatehous"
@@ -251,6 +251,25 @@ export class PostgresStore implements Store {
 
   async listOpenSessions(): Promise<SessionRow[]> {
     return (await this.rows('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at')).map(toSession);
+  }
+
+  async createConnector(c: ConnectorRecord): Promise<void> {
+    await this.pool.query(`INSERT INTO connectors (id, name, created_at, enrollment_token_hash, enrollment_expires_at, enrolled_at, cert_serial, revoked_at)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, [c.id, c.name, c.createdAt, c.enrollmentTokenHash, c.enrollmentExpiresAt, c.enrolledAt, c.certSerial, c.revokedAt]);
+  }
+
+  async getConnectorByName(name: string): Promise<ConnectorRecord | undefined> {
+    const r = await this.one('SELECT * FROM connectors WHERE name = $1', [name]);
+    return r ? toConnector(r) : undefined;
+  }
+
+  async listConnectors(): Promise<ConnectorRecord[]> {
+    return (await this.rows('SELECT * FROM connectors ORDER BY name')).map(toConnector);
+  }
+
+  async updateConnector(c: ConnectorRecord): Promise<void> {
+    await this.pool.query(`UPDATE connectors SET enrollment_token_hash = $1, enrollment_expires_at = $2, enrolled_at = $3, cert_serial = $4,
+      revoked_at = $5 WHERE id = $6`, [c.enrollmentTokenHash, c.enrollmentExpiresAt, c.enrolledAt, c.certSerial, c.revokedAt, c.id]);
   }
 
   async setLegalHold(sessionId: string, hold: boolean): Promise<boolean> {

@@ -115,4 +115,18 @@ export const MIGRATIONS: readonly string[] = [
   DROP TABLE seals;
   ALTER TABLE seals_v5 RENAME TO seals;
   `,
+
+  // 6: connectors (outbound tunnels to private networks).
+  `
+  CREATE TABLE connectors (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    enrollment_token_hash TEXT UNIQUE,
+    enrollment_expires_at INTEGER,
+    enrolled_at INTEGER,
+    cert_serial TEXT,
+    revoked_at INTEGER
+  );
+  `,
 ];

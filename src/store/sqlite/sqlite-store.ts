@@ -6,10 +6,10 @@ import { RecordWriterThread } from './record-writer.ts';
 import { RecordBatchWriter } from './record-batch-sql.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
-  Connection, EventRow, Identity, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
+  Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
 } from '../types.ts';
 
-import { toConnection, toEvent, toIdentity, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
+import { toConnection, toConnector, toEvent, toIdentity, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
 
 /**
  * Embedded store: one SQLite file in the data directory, WAL mode, synchronous=FULL so that a
@@ -201,6 +201,25 @@ export class SqliteStore implements Store {
   async lastSeal(gatewayId: string): Promise<SealRow | undefined> {
     const r = this.q('SELECT * FROM seals WHERE gateway_id = ? ORDER BY position DESC LIMIT 1').get(gatewayId) as Row | undefined;
     return r ? toSeal(r) : undefined;
+  }
+
+  async createConnector(c: ConnectorRecord): Promise<void> {
+    this.q(`INSERT INTO connectors (id, name, created_at, enrollment_token_hash, enrollment_expires_at, enrolled_at, cert_serial, revoked_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?)`).run(c.id, c.name, c.createdAt, c.enrollmentTokenHash, c.enrollmentExpiresAt, c.enrolledAt, c.certSerial, c.revokedAt);
+  }
+
+  async getConnectorByName(name: string): Promise<ConnectorRecord | undefined> {
+    const r = this.q('SELECT * FROM connectors WHERE name = ?').get(name) as Row | undefined;
+    return r ? toConnector(r) : undefined;
+  }
+
+  async listConnectors(): Promise<ConnectorRecord[]> {
+    return (this.q('SELECT * FROM connectors ORDER BY name').all() as Row[]).map(toConnector);
+  }
+
+  async updateConnector(c: ConnectorRecord): Promise<void> {
+    this.q(`UPDATE connectors SET enrollment_token_hash = ?, enrollment_expires_at = ?, enrolled_at = ?, cert_serial = ?, revoked_at = ?
+      WHERE id = ?`).run(c.enrollmentTokenHash, c.enrollmentExpiresAt, c.enrolledAt, c.certSerial, c.revokedAt, c.id);
   }
 
   async setLegalHold(sessionId: string, hold: boolean): Promise<boolean> {

@@ -18,6 +18,8 @@ export interface UpstreamTarget {
   user: string;
   password: string | null;
   sslmode: 'disable' | 'prefer' | 'require';
+  /** Connectors to go through (see RoutingDialer). */
+  via?: string[];
   /** Client-supplied startup parameters passed through (application_name, client_encoding, options…). */
   startupParams: Record<string, string>;
 }
@@ -49,7 +51,7 @@ export async function loginUpstream(
   const deadline = Date.now() + timeoutMs;
   let stream: Duplex;
   try {
-    stream = await dialer.dial({ host: target.host, port: target.port }, timeoutMs);
+    stream = await dialer.dial({ host: target.host, port: target.port, via: target.via }, timeoutMs);
   } catch (err) {
     throw new UpstreamLoginError(`cannot reach ${target.host}:${target.port}: ${(err as Error).message}`);
   }
