@@ -19,7 +19,7 @@ import path from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { PG_BIN, PG_TEST_USERS, freePort, startPgCluster, type PgCluster } from '../test/support/pg-cluster.ts';
-import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
+import { startTestGateway, GATEHOUSE_BIN, type TestGateway } from '../test/support/gateway.ts';
 import { run, waitForPort, type RunResult } from '../test/support/processes.ts';
 
 const BENCH_DIR: string = path.dirname(fileURLToPath(import.meta.url));
@@ -38,10 +38,10 @@ const UPSTREAM_PASSWORD: string = PG_TEST_USERS.scram.password;
 const GATEWAY_IDENTITY: string = 'bench';
 const GATEWAY_CONNECTION: string = 'bench';
 
-type PathName = 'direct' | 'haproxy' | 'pgbouncer' | 'gateway' | 'gateway+tls';
+type PathName = 'direct' | 'haproxy' | 'pgbouncer' | 'gateway' | 'gateway+tls' | 'gateway+connector';
 type Mode = 'simple' | 'extended' | 'connect';
 
-const PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+tls'];
+const PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+tls', 'gateway+connector'];
 const MODES: readonly Mode[] = ['simple', 'extended', 'connect'];
 
 const MODE_ARGS: Record<Mode, string[]> = {
@@ -451,10 +451,13 @@ function find(rows: Row[], p: PathName, m: Mode): Row | undefined {
 
 const MODE_LABEL: Record<Mode, string> = { simple: 'simple', extended: 'extended', connect: '-C simple' };
 
-function compare(rows: Row[], target: string, gw: [PathName, Mode], ref: [PathName, Mode], strictlyGreater: boolean): Verdict {
+function compare(rows: Row[], target: string, gw: [PathName, Mode], ref: [PathName, Mode], strictlyGreater: boolean, atLeast = 1): Verdict {
   const g: number | null = find(rows, ...gw)?.tps ?? null;
   const r: number | null = find(rows, ...ref)?.tps ?? null;
   const ratio: number | null = g !== null && r !== null && r > 0 ? g / r : null;
+  if (atLeast !== 1) {
+    return { target, compared: `${gw[0]} (${MODE_LABEL[gw[1]]}) vs ${ref[0]} (${MODE_LABEL[ref[1]]})`, gateway: g, reference: r, ratio, met: ratio === null ? null : ratio >= atLeast };
+  }
   return {
     target,
     compared: `${gw[0]} (${MODE_LABEL[gw[1]]}) vs ${ref[0]} (${MODE_LABEL[ref[1]]})`,
@@ -470,6 +473,7 @@ function verdicts(rows: Row[]): { targets: Verdict[]; tls: Verdict[] } {
     targets: [
       compare(rows, 'gateway TPS >= HAProxy TPS (simple protocol, no TLS)', ['gateway', 'simple'], ['haproxy', 'simple'], false),
       compare(rows, 'gateway -C rate > direct -C rate (no TLS)', ['gateway', 'connect'], ['direct', 'connect'], true),
+      compare(rows, 'gateway + connector (separate process) >= 80% of the embedded gateway (simple, no TLS)', ['gateway+connector', 'simple'], ['gateway', 'simple'], false, 0.8),
     ],
     tls: [
       compare(rows, 'gateway over TLS vs HAProxy in plaintext (simple)', ['gateway+tls', 'simple'], ['haproxy', 'simple'], false),
@@ -567,6 +571,7 @@ async function main(): Promise<void> {
   const token: string = await gw.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER });
   log(`gateway on ${gw.pgHost}:${gw.pgPort} (api ${gw.url})`);
   if (CPU_PROF_DIR !== undefined) log(`gateway CPU profile goes to ${CPU_PROF_DIR} when the gateway stops (at the end)`);
+  await startBenchConnector(gw, cluster, dir);
 
   const upstreamEndpoint = (port: number): Endpoint => ({ host: HOST, port, dbname: DATABASE, user: UPSTREAM_USER, password: UPSTREAM_PASSWORD, sslmode: 'disable' });
   const gatewayEndpoint = (sslmode: 'disable' | 'require'): Endpoint => ({ host: gw.pgHost, port: gw.pgPort, dbname: GATEWAY_CONNECTION, user: GATEWAY_IDENTITY, password: token, sslmode });
@@ -576,6 +581,7 @@ async function main(): Promise<void> {
     pgbouncer: upstreamEndpoint(pgbouncer.port),
     gateway: gatewayEndpoint('disable'),
     'gateway+tls': gatewayEndpoint('require'),
+    'gateway+connector': { ...gatewayEndpoint('disable'), dbname: VIA_CONNECTION },
   };
 
   const seenSessions: Set<string> = new Set((await listGatewaySessions(gw)).map((s) => s.id));
@@ -589,7 +595,7 @@ async function main(): Promise<void> {
       const window: Window = { fromUs: Date.now() * 1000, toUs: 0 };
       const res: PgbenchResult = await pgbench(endpoints[p], mode);
       window.toUs = Date.now() * 1000;
-      const isGateway: boolean = p === 'gateway' || p === 'gateway+tls';
+      const isGateway: boolean = p.startsWith('gateway');
       let recording: RecordingCount | null = null;
       if (isGateway) {
         try {
@@ -631,6 +637,26 @@ async function main(): Promise<void> {
   mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
   writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');
   console.log(`\nresults written to ${path.relative(process.cwd(), RESULTS_FILE) || RESULTS_FILE}`);
+}
+
+const VIA_CONNECTION = 'bench-via';
+
+/** A connector as a separate process, and a connection that reaches the cluster only through it. */
+async function startBenchConnector(gw: TestGateway, cluster: PgCluster, dir: string): Promise<void> {
+  const token: string = (await gw.cliOk(['connector', 'add', 'bench-edge'])).trim().split('\n').pop()!;
+  const child = spawn(process.execPath, [GATEHOUSE_BIN, 'connector', '--gateway', gw.url, '--token', token, '--name', 'bench-edge',
+    '--data-dir', path.join(dir, 'connector'), '--allow', `${cluster.host}:${cluster.port}`], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GATEHOUSE_LOG_LEVEL: 'warn' } });
+  onCleanup('connector', async () => { child.kill('SIGTERM'); });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`connector did not connect: ${out}`)), 20_000);
+    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); if (out.includes('is connected')) { clearTimeout(timer); resolve(); } });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`connector exited (${code}): ${out}`)); });
+  });
+  await gw.cliOk(['connection', 'add', VIA_CONNECTION, '--type', 'postgres', '--host', cluster.host, '--port', String(cluster.port), '--database', DATABASE,
+    '--user', UPSTREAM_USER, '--password-env', 'BENCH_UPSTREAM_PASSWORD', '--via', 'bench-edge'], { env: { BENCH_UPSTREAM_PASSWORD: UPSTREAM_PASSWORD } });
+  await gw.cliOk(['grant', GATEWAY_IDENTITY, VIA_CONNECTION]);
+  log(`connector bench-edge connected (pid ${child.pid}); connection ${VIA_CONNECTION} goes through it`);
 }
 
 interface IntegrityCost {

@@ -97,7 +97,7 @@ export class ConnectorAgent {
         // The pinned CA is the gateway's identity: it signs nothing but tunnel certificates.
         checkServerIdentity: () => undefined,
       });
-      socket.once('secureConnect', () => this.serve(socket));
+      socket.once('secureConnect', () => { socket.setNoDelay(true); this.serve(socket); });
       socket.once('error', (err) => { this.log.warn({ err: err.message }, 'tunnel connection failed'); this.retry(); });
     };
     const proxy = process.env.HTTPS_PROXY ?? process.env.https_proxy;

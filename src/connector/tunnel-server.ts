@@ -63,6 +63,7 @@ export class TunnelServer {
 
   private async accept(socket: tls.TLSSocket): Promise<void> {
     socket.on('error', () => {});
+    socket.setNoDelay(true); // many small frames (one per protocol message): no Nagle delays
     const peer = socket.getPeerCertificate();
     const cn = typeof peer.subject?.CN === 'string' ? peer.subject.CN : '';
     const name = cn.startsWith('connector:') ? cn.slice('connector:'.length) : '';
