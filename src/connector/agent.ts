@@ -39,6 +39,8 @@ export class ConnectorAgent {
   private readonly allow: Set<string>;
   private creds: Credentials | null = null;
   private session: http2.ServerHttp2Session | null = null;
+  /** The gateway accepted this connector on the current tunnel (it asked for our hello). */
+  private accepted = false;
   private stopped = false;
   private attempt = 0;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -116,22 +118,27 @@ export class ConnectorAgent {
     const server = http2.createServer();
     server.on('session', (session) => {
       this.session = session;
-      this.attempt = 0;
-      this.log.info('tunnel up');
+      this.accepted = false;
       session.on('error', () => {});
       // Our own keepalive: a gateway that vanished without a FIN is noticed within ~2 intervals.
       const keepalive = setInterval(() => {
+        if (session.destroyed || session.closed) return;
         const timer = setTimeout(() => session.destroy(), KEEPALIVE_MS);
-        session.ping((err) => { clearTimeout(timer); if (err) session.destroy(); });
+        try {
+          session.ping((err) => { clearTimeout(timer); if (err) session.destroy(); });
+        } catch {
+          clearTimeout(timer);
+          session.destroy();
+        }
       }, KEEPALIVE_MS);
       keepalive.unref();
       session.once('close', () => {
         clearInterval(keepalive);
         this.session = null;
-        this.log.warn('tunnel down');
+        if (this.accepted) this.log.warn('tunnel down');
+        else this.log.error('the gateway refused this connector (revoked, re-enrolled elsewhere, or its certificate is unknown); retrying with backoff');
         this.retry();
       });
-      this.onConnected?.();
     });
     server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => this.onStream(stream, headers));
     server.emit('connection', socket);
@@ -140,6 +147,13 @@ export class ConnectorAgent {
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on('error', () => {});
     if (headers[':path'] === HELLO_PATH) {
+      // The gateway asks for our hello only after it has accepted our certificate: now we are up.
+      if (!this.accepted) {
+        this.accepted = true;
+        this.attempt = 0;
+        this.log.info('tunnel up');
+        this.onConnected?.();
+      }
       const hello: Hello = { name: this.opts.name, version: CONNECTOR_VERSION, allow: [...this.allow] };
       stream.respond({ ':status': 200, 'content-type': 'application/json' });
       stream.end(JSON.stringify(hello));
@@ -189,7 +203,7 @@ export class ConnectorAgent {
     this.retryTimer = setTimeout(() => { this.retryTimer = null; this.connect(); }, delay);
   }
 
-  get connected(): boolean { return this.session !== null && !this.session.closed; }
+  get connected(): boolean { return this.accepted && this.session !== null && !this.session.closed; }
 
   /** Clean shutdown: the gateway sees GOAWAY, target connections close. */
   async stop(): Promise<void> {

@@ -29,6 +29,9 @@ export function tunnelLossReason(stream: Duplex): string | undefined {
   return lostStreams.get(stream);
 }
 
+/** A failure of the connector path (none connected, refused target, no answer): safe to tell the client. */
+export class ConnectorError extends Error {}
+
 export class TunnelServer {
   private readonly store: Store;
   private readonly log: Logger;
@@ -91,8 +94,17 @@ export class TunnelServer {
     };
     this.tunnels.add(tunnel);
     this.log.info({ connector: name, remote: tunnel.remoteAddr, version: hello.version }, 'connector connected');
+    // A ping unanswered within an interval means the connector is gone (frozen, partitioned).
     const ping = setInterval(() => {
-      session.ping((err) => { if (!err) tunnel.lastSeen = Date.now(); else session.destroy(); });
+      if (session.destroyed || session.closed) return;
+      const timer = setTimeout(() => session.destroy(), PING_INTERVAL_MS);
+      timer.unref();
+      try {
+        session.ping((err) => { clearTimeout(timer); if (!err) tunnel.lastSeen = Date.now(); else session.destroy(); });
+      } catch {
+        clearTimeout(timer);
+        session.destroy(); // too many unanswered pings, or the session is going away
+      }
     }, PING_INTERVAL_MS);
     ping.unref();
     session.once('close', () => {
@@ -117,16 +129,35 @@ export class TunnelServer {
     });
   }
 
-  /** Opens a byte stream to `host:port` through one healthy tunnel of the named connectors. */
-  open(connectors: string[], target: { host: string; port: number }, timeoutMs: number): Promise<Duplex> {
+  /**
+   * Opens a byte stream to `host:port` through a healthy tunnel of the named connectors, trying
+   * the others in turn when one does not answer (it may be frozen before its ping says so).
+   */
+  async open(connectors: string[], target: { host: string; port: number }, timeoutMs: number): Promise<Duplex> {
     const healthy = [...this.tunnels].filter((t) => connectors.includes(t.name) && !t.session.closed && !t.session.destroyed);
-    if (healthy.length === 0) {
-      return Promise.reject(new Error(`no connector of ${connectors.join(', ')} is connected`));
+    if (healthy.length === 0) throw new ConnectorError(`no connector of ${connectors.join(', ')} is connected`);
+    // Freshest first, ties broken at random so load spreads.
+    healthy.sort((a, b) => (b.lastSeen - a.lastSeen) || (Math.random() - 0.5));
+    const deadline = Date.now() + timeoutMs;
+    let lastError: Error = new ConnectorError('no connector answered');
+    for (let i = 0; i < healthy.length; i++) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) break;
+      const share = i < healthy.length - 1 ? Math.min(remaining, Math.max(1000, Math.floor(remaining / (healthy.length - i)))) : remaining;
+      try {
+        return await this.openVia(healthy[i], target, share);
+      } catch (err) {
+        lastError = err as Error;
+        if (err instanceof ConnectorError && /refused/.test(err.message)) throw err; // a policy answer, not an outage
+      }
     }
-    const tunnel = healthy[Math.floor(Math.random() * healthy.length)];
+    throw lastError instanceof ConnectorError ? lastError : new ConnectorError(lastError.message);
+  }
+
+  private openVia(tunnel: Tunnel, target: { host: string; port: number }, timeoutMs: number): Promise<Duplex> {
     return new Promise((resolve, reject) => {
       const stream = tunnel.session.request({ ':method': 'POST', ':path': DIAL_PATH, [TARGET_HEADER]: `${target.host}:${target.port}` }, { endStream: false });
-      const timer = setTimeout(() => { stream.close(http2.constants.NGHTTP2_CANCEL); reject(new Error(`connector ${tunnel.name} did not reach ${target.host}:${target.port} in time`)); }, timeoutMs);
+      const timer = setTimeout(() => { stream.close(http2.constants.NGHTTP2_CANCEL); reject(new ConnectorError(`connector ${tunnel.name} did not reach ${target.host}:${target.port} in time`)); }, timeoutMs);
       tunnel.openStreams++;
       stream.once('close', () => {
         tunnel.openStreams--;
@@ -142,7 +173,7 @@ export class TunnelServer {
         let body = '';
         stream.setEncoding('utf8');
         stream.on('data', (d: string) => { body += d; });
-        stream.on('end', () => reject(new Error(`connector ${tunnel.name} refused ${target.host}:${target.port}: ${body || `status ${status}`}`)));
+        stream.on('end', () => reject(new ConnectorError(`connector ${tunnel.name} refused ${target.host}:${target.port}: ${body || `status ${status}`}`)));
         if (status === 403) this.log.warn({ connector: tunnel.name, target: `${target.host}:${target.port}` }, 'connector refused a target outside its allow-list');
       });
       stream.once('error', (err) => { clearTimeout(timer); reject(err); });

@@ -166,6 +166,11 @@ export interface Store {
   createConnector(c: ConnectorRecord): Promise<void>;
   getConnectorByName(name: string): Promise<ConnectorRecord | undefined>;
   listConnectors(): Promise<ConnectorRecord[]>;
+  /**
+   * Uses up an enrollment token in one atomic step: true only for the one caller that presented
+   * the valid, unexpired token of a connector that is not revoked.
+   */
+  consumeEnrollmentToken(name: string, tokenHash: string, now: number): Promise<boolean>;
   /** Replaces the mutable fields (enrollment, certificate, revocation) of connector `c.id`. */
   updateConnector(c: ConnectorRecord): Promise<void>;
 

@@ -18,15 +18,16 @@ export async function connectorRoutes(app: FastifyInstance, deps: ApiDeps): Prom
     schema: { body: { type: 'object', required: ['name', 'token', 'csr'], additionalProperties: false, properties: {
       name: { type: 'string', pattern: NAME }, token: { type: 'string', maxLength: 200 }, csr: { type: 'string', maxLength: 8192 } } } },
   }, async (req) => {
-    const record = await deps.store.getConnectorByName(req.body.name);
     const refused = new UserError('enrollment refused: the token is unknown, used, expired, or for another connector', 401);
-    if (!record || record.enrollmentTokenHash === null || record.enrollmentTokenHash !== hashToken(req.body.token)) throw refused;
-    if (record.revokedAt !== null || (record.enrollmentExpiresAt ?? 0) <= Date.now()) throw refused;
+    // Consumed before anything else: of concurrent requests with one token, exactly one proceeds.
+    if (!(await deps.store.consumeEnrollmentToken(req.body.name, hashToken(req.body.token), Date.now()))) throw refused;
+    const record = await deps.store.getConnectorByName(req.body.name);
+    if (!record) throw refused;
     let signed: { certPem: string; serial: string };
     try {
       signed = await signConnectorCsr(connectors.ca, req.body.csr, record.name);
     } catch (err) {
-      throw new UserError(`enrollment refused: ${(err as Error).message}`);
+      throw new UserError(`enrollment refused: ${(err as Error).message} (the token is used up; issue a new one)`);
     }
     await deps.store.updateConnector({ ...record, enrollmentTokenHash: null, enrollmentExpiresAt: null, enrolledAt: Date.now(), certSerial: signed.serial });
     deps.log.info({ connector: record.name }, 'connector enrolled');

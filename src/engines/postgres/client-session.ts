@@ -237,7 +237,8 @@ export class PgClientSession {
       } catch (err) {
         const reason = err instanceof UpstreamLoginError ? err.message : (err as Error).message;
         this.log.warn({ connection: conn.name, err: reason }, 'upstream login failed');
-        await this.refuse({ code: SqlState.ConnectionFailure, message: `could not connect to the target of connection "${conn.name}"` },
+        const detail = err instanceof UpstreamLoginError ? err.clientDetail : undefined;
+        await this.refuse({ code: SqlState.ConnectionFailure, message: `could not connect to the target of connection "${conn.name}"`, detail },
           user, database, identity, `upstream login failed: ${reason}`, conn);
       }
     }
@@ -295,7 +296,12 @@ export class PgClientSession {
         const lost = tunnelLossReason(up.stream);
         reason = end.fatal ? `target ended the session: ${end.fatal}` : lost ? `connection to the target lost: ${lost}` : 'target closed the connection';
         // The target said goodbye itself (its FATAL was relayed); otherwise say what happened.
-        if (!end.fatal) this.fail({ code: SqlState.ConnectionFailure, message: lost ? `connection to the target was lost (${lost})` : 'the target closed the connection' });
+        // An ErrorResponse cannot follow half a message: then the client just sees the close.
+        if (!end.fatal && this.relay?.serverAtBoundary !== false) {
+          this.fail({ code: SqlState.ConnectionFailure, message: lost ? `connection to the target was lost (${lost})` : 'the target closed the connection' });
+        } else if (!end.fatal) {
+          this.stream.destroy();
+        }
         break;
       }
       case 'client-protocol-error':

@@ -27,6 +27,9 @@ export type RelayEnd =
 
 const TERMINATE = Buffer.from([Frontend.Terminate, 0, 0, 0, 4]);
 
+/** Largest incomplete server message held back so the client only ever sees whole messages. */
+const MAX_HELD_TAIL = 1024 * 1024;
+
 /** Client bytes held behind a pending durable write before the client socket is paused. */
 const MAX_QUEUED_BYTES = 1024 * 1024;
 
@@ -105,6 +108,11 @@ export class Relay {
 
   stop(reason: string): void {
     this.finish({ kind: 'stopped', reason });
+  }
+
+  /** The client has received whole messages only (nothing was cut off mid-message). */
+  get serverAtBoundary(): boolean {
+    return !this.clientMidMessage;
   }
 
   /** True when nothing is owed in either direction: the upstream may be reset and reused. */
@@ -311,12 +319,46 @@ export class Relay {
       this.finish({ kind: 'upstream-protocol-error', error: err instanceof ProtocolError ? err : new ProtocolError((err as Error).message) });
       return;
     }
-    if (!this.client.write(chunk)) {
+    if (!this.writeWholeMessages(chunk)) {
       this.upstream.pause();
       this.client.once('drain', this.onClientDrain);
     }
     if (this.deferredReplies) this.sendDeferredReplies();
   };
+
+  /**
+   * The client gets whole messages only: the start of a message that is still incomplete is held
+   * back (up to MAX_HELD_TAIL), so if the target goes away mid-message the client can still be
+   * sent a clean ErrorResponse. Messages too large to hold are streamed as they come.
+   */
+  private writeWholeMessages(chunk: Buffer): boolean {
+    const partial = this.serverScanner.partialBytes;
+    const held = this.heldTail;
+    const total = (held?.length ?? 0) + chunk.length;
+    if (partial === 0 || partial === -1 || partial > MAX_HELD_TAIL || partial > total) {
+      this.heldTail = null;
+      this.clientMidMessage = partial !== 0;
+      if (held) this.client.write(held);
+      return this.client.write(chunk);
+    }
+    const sendable = total - partial;
+    this.clientMidMessage = false;
+    if (!held) {
+      this.heldTail = Buffer.from(chunk.subarray(sendable)); // a copy: the socket may reuse `chunk`
+      return sendable > 0 ? this.client.write(chunk.subarray(0, sendable)) : true;
+    }
+    if (sendable < held.length) {
+      this.heldTail = Buffer.concat([held, chunk]); // one message larger than two reads: rare
+      return true;
+    }
+    this.heldTail = Buffer.from(chunk.subarray(sendable - held.length));
+    this.client.write(held);
+    return this.client.write(chunk.subarray(0, sendable - held.length));
+  }
+
+  private heldTail: Buffer | null = null;
+  /** Part of a message was sent to the client (a streamed huge row): no error can follow cleanly. */
+  private clientMidMessage = false;
 
   private readonly onClientDrain = (): void => {
     if (!this.finished) this.upstream.resume();

@@ -267,6 +267,11 @@ export class PostgresStore implements Store {
     return (await this.rows('SELECT * FROM connectors ORDER BY name')).map(toConnector);
   }
 
+  async consumeEnrollmentToken(name: string, tokenHash: string, now: number): Promise<boolean> {
+    return await this.changes(`UPDATE connectors SET enrollment_token_hash = NULL, enrollment_expires_at = NULL
+      WHERE name = $1 AND enrollment_token_hash = $2 AND enrollment_expires_at > $3 AND revoked_at IS NULL`, [name, tokenHash, now]) === 1;
+  }
+
   async updateConnector(c: ConnectorRecord): Promise<void> {
     await this.pool.query(`UPDATE connectors SET enrollment_token_hash = $1, enrollment_expires_at = $2, enrolled_at = $3, cert_serial = $4,
       revoked_at = $5 WHERE id = $6`, [c.enrollmentTokenHash, c.enrollmentExpiresAt, c.enrolledAt, c.certSerial, c.revokedAt, c.id]);

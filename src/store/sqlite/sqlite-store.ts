@@ -217,6 +217,11 @@ export class SqliteStore implements Store {
     return (this.q('SELECT * FROM connectors ORDER BY name').all() as Row[]).map(toConnector);
   }
 
+  async consumeEnrollmentToken(name: string, tokenHash: string, now: number): Promise<boolean> {
+    return Number(this.q(`UPDATE connectors SET enrollment_token_hash = NULL, enrollment_expires_at = NULL
+      WHERE name = ? AND enrollment_token_hash = ? AND enrollment_expires_at > ? AND revoked_at IS NULL`).run(name, tokenHash, now).changes) === 1;
+  }
+
   async updateConnector(c: ConnectorRecord): Promise<void> {
     this.q(`UPDATE connectors SET enrollment_token_hash = ?, enrollment_expires_at = ?, enrolled_at = ?, cert_serial = ?, revoked_at = ?
       WHERE id = ?`).run(c.enrollmentTokenHash, c.enrollmentExpiresAt, c.enrolledAt, c.certSerial, c.revokedAt, c.id);

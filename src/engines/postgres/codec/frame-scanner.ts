@@ -56,6 +56,16 @@ export class FrameScanner {
     this.maxStreamedBytes = options.maxStreamedBytes ?? PG_MAX_ALLOC;
   }
 
+  /**
+   * Bytes at the end of what was pushed that belong to a frame not yet complete, or -1 when that
+   * frame is being streamed (its start is long gone). 0 at a message boundary.
+   */
+  get partialBytes(): number {
+    if (this.skipRemaining > 0) return -1;
+    if (this.body !== null) return HEADER + this.bodyFill;
+    return this.headerFill;
+  }
+
   /** True when no partial frame is pending (the stream is at a message boundary). */
   get atBoundary(): boolean {
     return this.headerFill === 0 && this.body === null && this.skipRemaining === 0;

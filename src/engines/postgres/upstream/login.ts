@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Dialer } from '../../../connector/dialer.ts';
+import { ConnectorError } from '../../../connector/tunnel-server.ts';
 import { Auth, Backend } from '../codec/protocol.ts';
 import { decodeErrorFields, decodeParameterStatus, type ErrorFields } from '../codec/decode.ts';
 import { passwordMessage, saslInitialResponse, saslResponse, sslRequest, startupMessage } from '../codec/encode.ts';
@@ -37,9 +38,12 @@ export interface UpstreamConnection {
 /** Login failed. `serverError` is for logs; clients get a generic message so nothing leaks. */
 export class UpstreamLoginError extends Error {
   readonly serverError?: ErrorFields;
-  constructor(message: string, serverError?: ErrorFields) {
+  /** Safe to show the client (e.g. which connector is missing); never credentials or server text. */
+  readonly clientDetail?: string;
+  constructor(message: string, serverError?: ErrorFields, clientDetail?: string) {
     super(message);
     this.serverError = serverError;
+    this.clientDetail = clientDetail;
   }
 }
 
@@ -53,7 +57,8 @@ export async function loginUpstream(
   try {
     stream = await dialer.dial({ host: target.host, port: target.port, via: target.via }, timeoutMs);
   } catch (err) {
-    throw new UpstreamLoginError(`cannot reach ${target.host}:${target.port}: ${(err as Error).message}`);
+    throw new UpstreamLoginError(`cannot reach ${target.host}:${target.port}: ${(err as Error).message}`, undefined,
+      err instanceof ConnectorError ? err.message : undefined);
   }
   try {
     let secure = false;
