@@ -34,12 +34,6 @@ export function dialDirect(target: Target, timeoutMs: number): Promise<Duplex> {
   });
 }
 
-export class DirectDialer implements Dialer {
-  dial(target: Target, timeoutMs: number): Promise<Duplex> {
-    return dialDirect(target, timeoutMs);
-  }
-}
-
 /** Direct for connections without connectors; otherwise through a tunnel of one of them. */
 export class RoutingDialer implements Dialer {
   private readonly tunnels: { open(connectors: string[], target: { host: string; port: number }, timeoutMs: number): Promise<Duplex> };

@@ -26,8 +26,6 @@ export interface Engine {
   listen(address: ListenAddress): Promise<ListenAddress>;
   /** Stops accepting, ends open sessions with a protocol-native goodbye, and waits for them. */
   close(): Promise<void>;
-  /** Number of client sessions currently open. */
-  readonly activeSessions: number;
   /** Forget cached state about a connection (pooled upstreams) after it changes or is removed. */
   connectionChanged?(connectionId: string): void;
 }

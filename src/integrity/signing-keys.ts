@@ -5,8 +5,6 @@ import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sig
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-export interface PublicKeyRecord { keyId: string; publicKeyPem: string; createdAt: number }
-
 /** Key id: the first 16 bytes of SHA-256 over the raw 32-byte public key, hex. */
 export function keyIdOf(publicKey: KeyObject): string {
   const der = publicKey.export({ format: 'der', type: 'spki' });

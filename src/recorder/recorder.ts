@@ -102,8 +102,6 @@ export class Recorder {
     this.checkpointTimer.unref();
   }
 
-  get signingKeyId(): string { return this.key.keyId; }
-
   /** Refuses to continue a seal log whose end was cut off while the gateway was down. */
   private checkSealLogHead(storedPosition: number, storedHash: string | undefined): void {
     const file = this.options.sealLogHeadFile;

@@ -56,17 +56,18 @@ async function freshDatabase(): Promise<string> {
   return db;
 }
 
-const FACTORIES: StoreFactory[] = [
-  {
-    name: 'sqlite',
+/** The embedded store, its recording batches committed inline or on the writer thread. */
+function sqliteFactory(name: string, recordWriter: 'inline' | 'thread'): StoreFactory {
+  return {
+    name,
     migrationCount: SQLITE_MIGRATIONS.length,
     async create() {
       const dir = mkdtempSync(path.join(work, 'sqlite-'));
       const file = path.join(dir, 'gatehouse.db');
-      const opened: SqliteStore[] = [new SqliteStore(file)];
+      const opened: SqliteStore[] = [new SqliteStore(file, { recordWriter })];
       return {
         store: opened[0],
-        async reopen() { const s = new SqliteStore(file); opened.push(s); return s; },
+        async reopen() { const s = new SqliteStore(file, { recordWriter }); opened.push(s); return s; },
         async migrations() {
           const db = new DatabaseSync(file, { readOnly: true });
           try {
@@ -81,7 +82,12 @@ const FACTORIES: StoreFactory[] = [
         },
       };
     },
-  },
+  };
+}
+
+const FACTORIES: StoreFactory[] = [
+  sqliteFactory('sqlite', 'inline'),
+  sqliteFactory('sqlite (writer thread)', 'thread'),
   {
     name: 'postgres',
     migrationCount: POSTGRES_MIGRATIONS.length,

@@ -49,11 +49,9 @@ const RESERVED_PARAMS = new Set(['user', 'database', 'replication']);
 
 class Refusal extends Error {
   readonly info: ErrorInfo;
-  readonly recordAs: string;
-  constructor(info: ErrorInfo, recordAs?: string) {
+  constructor(info: ErrorInfo) {
     super(info.message);
     this.info = { severity: 'FATAL', ...info };
-    this.recordAs = recordAs ?? info.message;
   }
 }
 

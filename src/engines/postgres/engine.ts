@@ -35,8 +35,6 @@ export class PostgresEngine implements Engine {
     this.secureContext = tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key, minVersion: 'TLSv1.2' });
   }
 
-  get activeSessions(): number { return this.sessions.size; }
-
   listen(address: ListenAddress): Promise<ListenAddress> {
     const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
     this.server = server;

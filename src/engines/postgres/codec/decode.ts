@@ -182,8 +182,3 @@ export function decodeNotification(buf: Buffer, start: number, end: number): { p
   const channel = readCString(buf, start + 4, end);
   return { pid, channel: channel.value, payload: readCString(buf, channel.next, end).value };
 }
-
-/** CopyInResponse / CopyOutResponse: overall format and per-column formats. */
-export function decodeCopyResponse(buf: Buffer, start: number): { format: number; columns: number } {
-  return { format: buf[start], columns: buf.readInt16BE(start + 1) };
-}

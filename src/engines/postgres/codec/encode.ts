@@ -24,10 +24,6 @@ export function errorResponse(e: ErrorInfo): Buffer {
   return typed(0x45, Buffer.concat([cstrings(...parts), Buffer.from([0])]));
 }
 
-export function noticeResponse(code: string, message: string): Buffer {
-  return typed(0x4e, Buffer.concat([cstrings('SNOTICE', 'VNOTICE', `C${code}`, `M${message}`), Buffer.from([0])]));
-}
-
 export function authenticationRequest(code: number, extra?: Buffer): Buffer {
   const body = Buffer.alloc(4 + (extra?.length ?? 0));
   body.writeInt32BE(code, 0);

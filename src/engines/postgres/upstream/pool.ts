@@ -136,12 +136,6 @@ export class UpstreamPool {
     }
   }
 
-  get idleCount(): number {
-    let n = 0;
-    for (const list of this.idle.values()) n += list.length;
-    return n;
-  }
-
   close(): void {
     this.closed = true;
     clearInterval(this.sweeper);
