@@ -9,6 +9,7 @@ import type { Store } from '../store/types.ts';
 import type { Recorder } from '../recorder/recorder.ts';
 import type { ConnectorCa } from '../connector/ca.ts';
 import type { TunnelServer } from '../connector/tunnel-server.ts';
+import type { Dialer } from '../connector/dialer.ts';
 import { connectorRoutes } from './routes/connectors.ts';
 import type { ListenAddress } from '../util/address.ts';
 import { authenticate } from './auth.ts';
@@ -24,6 +25,7 @@ export interface ApiDeps {
   engines: Engine[];
   log: Logger;
   recorder: Recorder;
+  dialer: Dialer;
   connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress };
 }
 

@@ -9,6 +9,8 @@ export interface GatewayConfig {
   dataDir: string;
   http: ListenAddress;
   pg: ListenAddress;
+  /** SSH listener (shells, commands, file transfers, Git over SSH). */
+  ssh: ListenAddress;
   /** Where connectors' tunnels arrive, and the address connectors are told to dial. */
   connectorListen: ListenAddress;
   connectorPublicAddress?: ListenAddress;
@@ -31,6 +33,7 @@ export interface ConfigFlags {
   dataDir?: string;
   http?: string;
   pg?: string;
+  ssh?: string;
   connectorListen?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -43,6 +46,7 @@ export function defaultConfig(): GatewayConfig {
     dataDir: './.gatehouse',
     http: { host: '127.0.0.1', port: 8080 },
     pg: { host: '127.0.0.1', port: 15432 },
+    ssh: { host: '127.0.0.1', port: 2222 },
     connectorListen: { host: '127.0.0.1', port: 8443 },
     tls: {},
     logLevel: 'info',
@@ -70,6 +74,7 @@ function applyFile(cfg: GatewayConfig, file: string): void {
   if (doc.data_dir !== undefined) cfg.dataDir = path.resolve(base, String(doc.data_dir));
   if (doc.http !== undefined) cfg.http = parseListenAddress(String(doc.http));
   if (doc.pg !== undefined) cfg.pg = parseListenAddress(String(doc.pg));
+  if (doc.ssh !== undefined) cfg.ssh = parseListenAddress(String(doc.ssh));
   if (doc.connector_listen !== undefined) cfg.connectorListen = parseListenAddress(String(doc.connector_listen));
   if (doc.connector_public_address !== undefined) cfg.connectorPublicAddress = parseListenAddress(String(doc.connector_public_address));
   if (doc.log_level !== undefined) cfg.logLevel = String(doc.log_level);
@@ -101,6 +106,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_DATA_DIR) cfg.dataDir = env.GATEHOUSE_DATA_DIR;
   if (env.GATEHOUSE_HTTP) cfg.http = parseListenAddress(env.GATEHOUSE_HTTP);
   if (env.GATEHOUSE_PG) cfg.pg = parseListenAddress(env.GATEHOUSE_PG);
+  if (env.GATEHOUSE_SSH) cfg.ssh = parseListenAddress(env.GATEHOUSE_SSH);
   if (env.GATEHOUSE_CONNECTOR_LISTEN) cfg.connectorListen = parseListenAddress(env.GATEHOUSE_CONNECTOR_LISTEN);
   if (env.GATEHOUSE_CONNECTOR_PUBLIC_ADDRESS) cfg.connectorPublicAddress = parseListenAddress(env.GATEHOUSE_CONNECTOR_PUBLIC_ADDRESS);
   if (env.GATEHOUSE_TLS_CERT) cfg.tls.cert = env.GATEHOUSE_TLS_CERT;
@@ -115,6 +121,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (flags.dataDir) cfg.dataDir = flags.dataDir;
   if (flags.http) cfg.http = parseListenAddress(flags.http);
   if (flags.pg) cfg.pg = parseListenAddress(flags.pg);
+  if (flags.ssh) cfg.ssh = parseListenAddress(flags.ssh);
   if (flags.connectorListen) cfg.connectorListen = parseListenAddress(flags.connectorListen);
   if (flags.tlsCert) cfg.tls.cert = flags.tlsCert;
   if (flags.tlsKey) cfg.tls.key = flags.tlsKey;

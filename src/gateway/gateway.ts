@@ -17,6 +17,7 @@ import { loadOrCreateCa, loadOrIssueTunnelCert } from '../connector/ca.ts';
 import { TunnelServer } from '../connector/tunnel-server.ts';
 import type { Engine, EngineContext } from '../engines/engine.ts';
 import { PostgresEngine } from '../engines/postgres/engine.ts';
+import { SshEngine } from '../engines/ssh/engine.ts';
 import { startApiServer, type ApiServer } from '../api/server.ts';
 import type { ListenAddress } from '../util/address.ts';
 import { bootstrapAdmin, loadGatewayId } from './bootstrap.ts';
@@ -26,6 +27,7 @@ import { loadSigningKey } from '../integrity/signing-keys.ts';
 export interface RunningGateway {
   http: ListenAddress;
   pg: ListenAddress;
+  ssh: ListenAddress;
   connectors: ListenAddress;
   /** Set only on the first start without a preset token: print it once, it is not stored. */
   newAdminToken?: string;
@@ -69,17 +71,20 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       maxClientMessageBytes: config.postgres.maxMessageBytes, authTimeoutMs: config.postgres.authTimeoutMs,
       allowLoopbackCleartext: config.postgres.allowLoopbackCleartext,
     });
-    const engines: Engine[] = [pgEngine];
+    const sshEngine = new SshEngine(ctx, { hostKeyDir: path.join(config.dataDir, 'ssh') });
+    const engines: Engine[] = [pgEngine, sshEngine];
     const pg = await pgEngine.listen(config.pg);
     closers.unshift(() => pgEngine.close());
+    const ssh = await sshEngine.listen(config.ssh);
+    closers.unshift(() => sshEngine.close());
 
     const connectors = { ca, tunnels, publicAddress: config.connectorPublicAddress ?? tunnelAddress };
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, connectors }, config.http);
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors }, config.http);
     closers.unshift(() => api.close());
 
     let closing: Promise<void> | null = null;
     return {
-      http: api.address, pg, connectors: tunnelAddress, newAdminToken, store, tlsCertificate: tls.cert,
+      http: api.address, pg, ssh, connectors: tunnelAddress, newAdminToken, store, tlsCertificate: tls.cert,
       close: () => {
         closing ??= (async () => { for (const c of closers) await c(); })();
         return closing;

@@ -1,7 +1,7 @@
 // Row → domain object mapping shared by both stores. Columns have the same names in SQLite and
 // PostgreSQL; the drivers differ only in how they return numbers (node-pg gives BIGINT as a
 // string) and flags (SQLite 0/1, PostgreSQL booleans), which Number() and flag() absorb.
-import type { Connection, ConnectorRecord, EventRow, Identity, IdentityKind, SealRow, SessionRow, TokenRecord } from './types.ts';
+import type { Connection, ConnectorRecord, PublicKeyRecord, EventRow, Identity, IdentityKind, SealRow, SessionRow, TokenRecord } from './types.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -60,4 +60,8 @@ export function toConnector(r: Row): ConnectorRecord {
     enrollmentTokenHash: nullableString(r.enrollment_token_hash), enrollmentExpiresAt: nullableNumber(r.enrollment_expires_at),
     enrolledAt: nullableNumber(r.enrolled_at), certSerial: nullableString(r.cert_serial), revokedAt: nullableNumber(r.revoked_at),
   };
+}
+
+export function toPublicKey(r: Row): PublicKeyRecord {
+  return { id: String(r.id), identityId: String(r.identity_id), fingerprint: String(r.fingerprint), publicKey: String(r.public_key), createdAt: Number(r.created_at) };
 }

@@ -21,7 +21,8 @@ export interface TokenRecord {
   revokedAt: number | null;
 }
 
-export type ConnectionType = 'postgres';
+export type ConnectionType = 'postgres' | 'ssh' | 'git-http';
+export const CONNECTION_TYPES: readonly ConnectionType[] = ['postgres', 'ssh', 'git-http'];
 
 export interface Connection {
   id: string;
@@ -50,6 +51,30 @@ export interface ConnectionOptions {
   via?: string[];
   /** Recordings of this connection's sessions are removed this long after they end (seconds). */
   retentionSeconds?: number;
+  /** ssh: the target's host key, pinned at registration ("ssh-ed25519 AAAA…"); any other key refuses the session. */
+  hostKey?: string;
+  /** ssh: how the stored credential is used (a private key or a password). */
+  sshAuth?: 'key' | 'password';
+  /** ssh: what may be forwarded (all refused by default). */
+  allowForwarding?: Array<'local' | 'remote' | 'agent'>;
+  /** ssh: environment variables a client may set (globs; GIT_PROTOCOL, LANG and LC_* by default). */
+  allowEnv?: string[];
+  /** git (ssh and git-http): refs that may not be deleted or rewritten (globs). */
+  protect?: string[];
+  /** git-http: the target's scheme and path prefix, e.g. https + /git. */
+  tls?: boolean;
+  basePath?: string;
+}
+
+/** An SSH public key registered to an identity (client authentication on the SSH listener). */
+export interface PublicKeyRecord {
+  id: string;
+  identityId: string;
+  /** "SHA256:…" as OpenSSH prints it; unique. */
+  fingerprint: string;
+  /** The key line as registered: "ssh-ed25519 AAAA… comment". */
+  publicKey: string;
+  createdAt: number;
 }
 
 /** A connector: a small agent next to private resources that dials out to the gateway. */
@@ -144,6 +169,12 @@ export interface Store {
   removeGrant(identityId: string, connectionId: string): Promise<boolean>;
   hasGrant(identityId: string, connectionId: string): Promise<boolean>;
   listGrants(): Promise<Array<{ identityName: string; connectionName: string; createdAt: number }>>;
+
+  // SSH public keys of identities
+  addPublicKey(key: PublicKeyRecord): Promise<void>;
+  getPublicKeyByFingerprint(fingerprint: string): Promise<PublicKeyRecord | undefined>;
+  listPublicKeys(identityId?: string): Promise<PublicKeyRecord[]>;
+  deletePublicKey(fingerprint: string): Promise<boolean>;
 
   // recordings
   writeBatch(batch: RecordBatch): Promise<void>;

@@ -19,6 +19,8 @@ export interface TestGateway {
   httpPort: number;
   pgHost: string;
   pgPort: number;
+  /** The SSH listener (shells, exec, sftp/scp, Git over SSH). */
+  sshPort: number;
   /** Where connectors' tunnels arrive. */
   connectorPort: number;
   adminToken: string;
@@ -51,7 +53,7 @@ export function newToken(): string {
 export async function startTestGateway(opts: StartOptions = {}): Promise<TestGateway> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), 'gatehouse-test-'));
   const adminToken = newToken();
-  const child = spawn(process.execPath, [GATEHOUSE_BIN, 'up', '--data-dir', dataDir, '--http', '127.0.0.1:0', '--pg', '127.0.0.1:0', '--connector-listen', '127.0.0.1:0', ...(opts.args ?? [])], {
+  const child = spawn(process.execPath, [GATEHOUSE_BIN, 'up', '--data-dir', dataDir, '--http', '127.0.0.1:0', '--pg', '127.0.0.1:0', '--ssh', '127.0.0.1:0', '--connector-listen', '127.0.0.1:0', ...(opts.args ?? [])], {
     env: { ...process.env, GATEHOUSE_ADMIN_TOKEN: adminToken, GATEHOUSE_LOG_LEVEL: 'debug', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -65,11 +67,13 @@ export async function startTestGateway(opts: StartOptions = {}): Promise<TestGat
   let api: RegExpExecArray | null = null;
   let pg: RegExpExecArray | null = null;
   let tunnel: RegExpExecArray | null = null;
+  let ssh: RegExpExecArray | null = null;
   while (Date.now() < deadline) {
     api = /api:\s+http:\/\/([\d.]+):(\d+)/.exec(stdout);
     pg = /postgres:\s+([\d.]+):(\d+)/.exec(stdout);
     tunnel = /connectors:\s+([\d.]+):(\d+)/.exec(stdout);
-    if (api && pg && tunnel) break;
+    ssh = /ssh:\s+([\d.]+):(\d+)/.exec(stdout);
+    if (api && pg && tunnel && ssh) break;
     if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}:\n${stderr}`);
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -93,7 +97,7 @@ export async function startTestGateway(opts: StartOptions = {}): Promise<TestGat
   };
 
   const gw: TestGateway = {
-    process: child, dataDir, url, httpPort: Number(api[2]), pgHost, pgPort, connectorPort: Number(tunnel?.[2] ?? 0), adminToken,
+    process: child, dataDir, url, httpPort: Number(api[2]), pgHost, pgPort, sshPort: Number(ssh?.[2] ?? 0), connectorPort: Number(tunnel?.[2] ?? 0), adminToken,
     logs: () => stderr,
     cli, cliOk,
     async setupPostgres(o) {

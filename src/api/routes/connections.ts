@@ -2,8 +2,10 @@ import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../server.ts';
 import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
-import type { Connection } from '../../store/types.ts';
+import { CONNECTION_TYPES, type Connection, type ConnectionOptions, type ConnectionType } from '../../store/types.ts';
 import { newId } from '../../util/ids.ts';
+import { checkPrivateKey, parsePublicKeyLine } from '../../engines/ssh/keys.ts';
+import { probeHostKey } from '../../engines/ssh/host-key-probe.ts';
 
 /** What the API shows of a connection: never the credential, only whether one is stored. */
 export function connectionView(c: Connection) {
@@ -14,12 +16,25 @@ export function connectionView(c: Connection) {
 }
 
 interface ConnectionBody {
-  name: string; type: 'postgres'; host: string; port: number; database: string; user: string; password?: string;
+  name: string; type: ConnectionType; host: string; port: number; database?: string; user?: string;
+  /** postgres, ssh (with sshAuth password) or git-http (basic auth) password. */
+  password?: string;
+  /** ssh: the private key the gateway logs in with (OpenSSH or PEM text). */
+  privateKey?: string;
+  hostKey?: string;
+  allowForwarding?: Array<'local' | 'remote' | 'agent'>;
+  allowEnv?: string[];
+  protect?: string[];
+  tls?: boolean;
+  basePath?: string;
   sslmode?: 'disable' | 'prefer' | 'require';
   recording?: 'durable' | 'best-effort';
   retentionSeconds?: number;
   via?: string[];
 }
+
+const NAME = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
+const GLOB = { type: 'string', minLength: 1, maxLength: 255, pattern: '^[^\\s]+$' };
 
 export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   app.addHook('preHandler', requireAdmin);
@@ -27,18 +42,25 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
   app.get('/api/v1/connections', async () => (await deps.store.listConnections()).map(connectionView));
 
   app.post<{ Body: ConnectionBody }>('/api/v1/connections', {
-    schema: { body: { type: 'object', required: ['name', 'type', 'host', 'port', 'database', 'user'], additionalProperties: false, properties: {
-      name: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' },
-      type: { type: 'string', enum: ['postgres'] },
+    schema: { body: { type: 'object', required: ['name', 'type', 'host', 'port'], additionalProperties: false, properties: {
+      name: { type: 'string', pattern: NAME },
+      type: { type: 'string', enum: [...CONNECTION_TYPES] },
       host: { type: 'string', minLength: 1, maxLength: 255 },
       port: { type: 'integer', minimum: 1, maximum: 65535 },
       database: { type: 'string', minLength: 1, maxLength: 63 },
       user: { type: 'string', minLength: 1, maxLength: 63 },
       password: { type: 'string', maxLength: 1024 },
+      privateKey: { type: 'string', maxLength: 16384 },
+      hostKey: { type: 'string', maxLength: 4096 },
+      allowForwarding: { type: 'array', maxItems: 3, uniqueItems: true, items: { type: 'string', enum: ['local', 'remote', 'agent'] } },
+      allowEnv: { type: 'array', maxItems: 64, items: GLOB },
+      protect: { type: 'array', maxItems: 64, items: GLOB },
+      tls: { type: 'boolean' },
+      basePath: { type: 'string', maxLength: 255, pattern: '^(/[^\\s?#]*)?$' },
       sslmode: { type: 'string', enum: ['disable', 'prefer', 'require'] },
       recording: { type: 'string', enum: ['durable', 'best-effort'] },
       retentionSeconds: { type: 'integer', minimum: 1 },
-      via: { type: 'array', maxItems: 16, items: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' } },
+      via: { type: 'array', maxItems: 16, items: { type: 'string', pattern: NAME } },
     } } },
   }, async (req, reply) => {
     const b = req.body;
@@ -48,15 +70,31 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
     }
     if (await deps.store.getConnectionByName(b.name)) throw new UserError(`connection "${b.name}" already exists`, 409);
     const id = newId('conn');
+    const { secret, options, database, user } = typeSpecific(b);
     const connection: Connection = {
-      id, name: b.name, type: b.type, host: b.host, port: b.port, database: b.database, username: b.user,
-      sealedSecret: b.password ? deps.secrets.seal(b.password, id) : null,
-      options: { ...(b.sslmode ? { sslmode: b.sslmode } : {}), ...(b.recording ? { recording: b.recording } : {}),
+      id, name: b.name, type: b.type, host: b.host, port: b.port, database, username: user,
+      sealedSecret: secret ? deps.secrets.seal(secret, id) : null,
+      options: { ...options, ...(b.recording ? { recording: b.recording } : {}),
         ...(b.retentionSeconds ? { retentionSeconds: b.retentionSeconds } : {}),
         ...(b.via && b.via.length > 0 ? { via: b.via } : {}) }, createdAt: Date.now(),
     };
     await deps.store.createConnection(connection);
     return reply.code(201).send(connectionView(connection));
+  });
+
+  // Fetches an SSH target's host key through the same path sessions take, for the operator to confirm.
+  app.post<{ Body: { host: string; port: number; via?: string[] } }>('/api/v1/ssh/host-key', {
+    schema: { body: { type: 'object', required: ['host', 'port'], additionalProperties: false, properties: {
+      host: { type: 'string', minLength: 1, maxLength: 255 }, port: { type: 'integer', minimum: 1, maximum: 65535 },
+      via: { type: 'array', maxItems: 16, items: { type: 'string', pattern: NAME } },
+    } } },
+  }, async (req) => {
+    try {
+      const key = await probeHostKey(deps.dialer, { host: req.body.host, port: req.body.port, via: req.body.via });
+      return { hostKey: key.line, fingerprint: key.fingerprint };
+    } catch (err) {
+      throw new UserError((err as Error).message, 502);
+    }
   });
 
   app.delete<{ Params: { name: string } }>('/api/v1/connections/:name', async (req) => {
@@ -66,4 +104,51 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
     for (const e of deps.engines) e.connectionChanged?.(c.id);
     return { deleted: c.name };
   });
+}
+
+/** Checks the fields each connection type needs and turns them into its stored form. */
+function typeSpecific(b: ConnectionBody): { secret: string | null; options: ConnectionOptions; database: string; user: string } {
+  const forbid = (fields: Array<keyof ConnectionBody>) => {
+    for (const f of fields) if (b[f] !== undefined) throw new UserError(`${f} does not apply to ${b.type} connections`);
+  };
+  switch (b.type) {
+    case 'postgres': {
+      forbid(['privateKey', 'hostKey', 'allowForwarding', 'allowEnv', 'protect', 'tls', 'basePath']);
+      if (!b.database || !b.user) throw new UserError('postgres connections need database and user');
+      return { secret: b.password ?? null, options: b.sslmode ? { sslmode: b.sslmode } : {}, database: b.database, user: b.user };
+    }
+    case 'ssh': {
+      forbid(['sslmode', 'database', 'tls', 'basePath']);
+      if (!b.user) throw new UserError('ssh connections need user');
+      if (!b.hostKey) throw new UserError('ssh connections need the target\'s host key pinned (hostKey)');
+      if ((b.privateKey === undefined) === (b.password === undefined)) throw new UserError('ssh connections need exactly one of privateKey or password');
+      let hostKey: string;
+      try {
+        hostKey = parsePublicKeyLine(b.hostKey).line;
+      } catch (err) {
+        throw new UserError(`hostKey: ${(err as Error).message}`);
+      }
+      if (b.privateKey !== undefined) {
+        try {
+          checkPrivateKey(b.privateKey);
+        } catch (err) {
+          throw new UserError(`privateKey: ${(err as Error).message}`);
+        }
+      }
+      return {
+        secret: b.privateKey ?? b.password!, database: '', user: b.user,
+        options: { hostKey, sshAuth: b.privateKey !== undefined ? 'key' : 'password',
+          ...(b.allowForwarding?.length ? { allowForwarding: b.allowForwarding } : {}),
+          ...(b.allowEnv ? { allowEnv: b.allowEnv } : {}), ...(b.protect?.length ? { protect: b.protect } : {}) },
+      };
+    }
+    case 'git-http': {
+      forbid(['sslmode', 'database', 'privateKey', 'hostKey', 'allowForwarding', 'allowEnv']);
+      if (b.password !== undefined && !b.user) throw new UserError('a git-http password needs a user');
+      return {
+        secret: b.password ?? null, database: '', user: b.user ?? '',
+        options: { tls: b.tls ?? false, basePath: (b.basePath ?? '').replace(/\/+$/, ''), ...(b.protect?.length ? { protect: b.protect } : {}) },
+      };
+    }
+  }
 }

@@ -4,7 +4,9 @@ import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import { hashToken } from '../../crypto/tokens.ts';
 import { MAX_TOKEN_TTL_S } from '../../util/duration.ts';
-import { IDENTITY_KINDS, type Identity, type IdentityKind, type TokenRecord } from '../../store/types.ts';
+import { IDENTITY_KINDS, type Identity, type IdentityKind, type PublicKeyRecord, type TokenRecord } from '../../store/types.ts';
+import { parsePublicKeyLine } from '../../engines/ssh/keys.ts';
+import { newId } from '../../util/ids.ts';
 
 
 export function identityView(i: Identity) {
@@ -19,8 +21,50 @@ function tokenView(t: TokenRecord, identityName: string, now: number) {
   };
 }
 
+function publicKeyView(k: PublicKeyRecord, identityName: string) {
+  return { identity: identityName, fingerprint: k.fingerprint, publicKey: k.publicKey, createdAt: new Date(k.createdAt).toISOString() };
+}
+
 export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   app.addHook('preHandler', requireAdmin);
+
+  // SSH public keys: an identity signs in to the SSH listener with any key registered to it.
+  app.post<{ Params: { name: string }; Body: { publicKey: string } }>('/api/v1/identities/:name/keys', {
+    schema: { body: { type: 'object', required: ['publicKey'], additionalProperties: false, properties: {
+      publicKey: { type: 'string', minLength: 1, maxLength: 16384 } } } },
+  }, async (req, reply) => {
+    const identity = await deps.store.getIdentityByName(req.params.name);
+    if (!identity) throw new UserError(`identity "${req.params.name}" does not exist`, 404);
+    let key;
+    try {
+      key = parsePublicKeyLine(req.body.publicKey);
+    } catch (err) {
+      throw new UserError((err as Error).message);
+    }
+    const existing = await deps.store.getPublicKeyByFingerprint(key.fingerprint);
+    if (existing) {
+      const owner = await deps.store.getIdentity(existing.identityId);
+      throw new UserError(`key ${key.fingerprint} is already registered to ${owner?.name ?? 'another identity'}`, 409);
+    }
+    const record: PublicKeyRecord = { id: newId('key'), identityId: identity.id, fingerprint: key.fingerprint, publicKey: key.line, createdAt: Date.now() };
+    await deps.store.addPublicKey(record);
+    return reply.code(201).send(publicKeyView(record, identity.name));
+  });
+
+  app.get<{ Querystring: { identity?: string } }>('/api/v1/keys', async (req) => {
+    const names = new Map((await deps.store.listIdentities()).map((i) => [i.id, i.name]));
+    let identityId: string | undefined;
+    if (req.query.identity) {
+      identityId = (await deps.store.getIdentityByName(req.query.identity))?.id;
+      if (!identityId) throw new UserError(`identity "${req.query.identity}" does not exist`, 404);
+    }
+    return (await deps.store.listPublicKeys(identityId)).map((k) => publicKeyView(k, names.get(k.identityId) ?? '?'));
+  });
+
+  app.delete<{ Params: { fingerprint: string } }>('/api/v1/keys/:fingerprint', async (req) => {
+    if (!(await deps.store.deletePublicKey(req.params.fingerprint))) throw new UserError(`no key ${req.params.fingerprint}`, 404);
+    return { deleted: req.params.fingerprint };
+  });
 
   app.get('/api/v1/identities', async () => (await deps.store.listIdentities()).map(identityView));
 

@@ -1,5 +1,6 @@
 // Management commands: identities, tokens, connections, grants.
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { MAX_TOKEN_TTL_S, parseDuration } from '../../util/duration.ts';
 import { IDENTITY_KINDS } from '../../store/types.ts';
@@ -10,7 +11,39 @@ type ClientFactory = (cmd: Command) => ApiClient;
 
 interface IdentityOut { name: string; kind: string; admin: boolean; createdAt: string }
 interface TokenOut { id: string; identity: string; createdAt: string; expiresAt: string; state: string; token?: string }
-interface ConnectionOut { name: string; type: string; host: string; port: number; database: string; user: string; hasPassword: boolean; createdAt: string }
+interface ConnectionOut { name: string; type: string; host: string; port: number; database: string; user: string; hasPassword: boolean; createdAt: string; options: { hostKey?: string; tls?: boolean; basePath?: string } }
+interface ConnectionAddOptions {
+  type: string; host: string; port?: string; database?: string; user?: string; passwordEnv?: string; passwordFile?: string;
+  keyFile?: string; hostKey?: string; hostKeyFingerprint?: string; allowForwarding: string[]; allowEnv: string[]; protect: string[];
+  tls?: boolean; basePath: string; sslmode: string; recording: string; retention?: string; via: string[];
+}
+
+function describeTarget(c: ConnectionOut): string {
+  if (c.type === 'postgres') return `${c.user}@${c.host}:${c.port}/${c.database}`;
+  if (c.type === 'git-http') return `${c.options.tls ? 'https' : 'http'}://${c.host}:${c.port}${c.options.basePath ?? ''}`;
+  return `${c.user}@${c.host}:${c.port}`;
+}
+
+/**
+ * Trust on first use, made explicit: the gateway fetches the target's host key (through the path
+ * sessions will take) and the operator confirms its fingerprint, interactively or with
+ * --host-key-fingerprint. Nothing is pinned without that confirmation.
+ */
+async function confirmHostKey(api: ApiClient, opts: ConnectionAddOptions): Promise<string> {
+  const port = Number(opts.port ?? 22);
+  const probed = await api.post<{ hostKey: string; fingerprint: string }>('/api/v1/ssh/host-key', { host: opts.host, port, ...(opts.via.length ? { via: opts.via } : {}) });
+  console.error(`The host key of ${opts.host}:${port} is ${probed.hostKey.split(' ')[0]} ${probed.fingerprint}`);
+  if (opts.hostKeyFingerprint) {
+    if (opts.hostKeyFingerprint !== probed.fingerprint) throw new Error(`the target's host key ${probed.fingerprint} does not match --host-key-fingerprint ${opts.hostKeyFingerprint}; nothing was created`);
+    return probed.hostKey;
+  }
+  if (!process.stdin.isTTY) throw new Error('confirm it with --host-key-fingerprint (or pass --host-key); nothing was created');
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  const answer = await rl.question('Pin this host key? [y/N] ');
+  rl.close();
+  if (!/^y(es)?$/i.test(answer.trim())) throw new Error('host key not confirmed; nothing was created');
+  return probed.hostKey;
+}
 
 const enc = encodeURIComponent;
 
@@ -69,19 +102,28 @@ export function registerManagement(program: Command, client: ClientFactory): voi
     });
 
   const connection = program.command('connection').description('targets the gateway can reach');
+  const repeat = (v: string, acc: string[]) => [...acc, ...v.split(',').map((x) => x.trim()).filter(Boolean)];
   connection.command('add <name>').description('register a target')
-    .requiredOption('--type <type>', 'postgres')
+    .requiredOption('--type <type>', 'postgres, ssh or git-http')
     .requiredOption('--host <host>', 'target host')
-    .option('--port <port>', 'target port', '5432')
-    .requiredOption('--database <db>', 'target database')
-    .requiredOption('--user <user>', 'user the gateway logs in as')
+    .option('--port <port>', 'target port (default: 5432, 22, or 80/443 for git-http)')
+    .option('--database <db>', 'postgres: target database')
+    .option('--user <user>', 'user the gateway logs in as')
     .option('--password-env <var>', 'read the target password from this environment variable')
     .option('--password-file <file>', 'read the target password from this file')
-    .option('--sslmode <mode>', 'TLS to the target: disable, prefer, require', 'prefer')
-    .option('--recording <mode>', 'durable (a statement runs only once recorded; refused when the store is down) or best-effort', 'durable')
+    .option('--key-file <file>', 'ssh: private key the gateway logs in with')
+    .option('--host-key <line>', 'ssh: pin this host key ("ssh-ed25519 AAAA…"); without it the key is fetched and shown for confirmation')
+    .option('--host-key-fingerprint <fp>', 'ssh: confirm the fetched host key non-interactively (SHA256:…)')
+    .option('--allow-forwarding <kinds>', 'ssh: allow local, remote and/or agent forwarding (comma-separated; default: none)', repeat, [] as string[])
+    .option('--allow-env <glob>', 'ssh: environment variables clients may set (repeatable; default GIT_PROTOCOL, LANG, LC_*)', repeat, [] as string[])
+    .option('--protect <glob>', 'git: refs that may not be deleted or rewritten, e.g. refs/heads/main (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--tls', 'git-http: the target speaks HTTPS')
+    .option('--base-path <path>', 'git-http: path prefix of the repositories on the target', '')
+    .option('--sslmode <mode>', 'postgres: TLS to the target: disable, prefer, require', 'prefer')
+    .option('--recording <mode>', 'durable (a command runs only once recorded; refused when the store is down) or best-effort', 'durable')
     .option('--retention <duration>', 'remove recordings this long after their session ends, e.g. 90d (default: keep)')
-    .option('--via <connector>', 'reach the target through this connector (repeatable; any healthy one is used)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .action(async (name: string, opts: { type: string; host: string; port: string; database: string; user: string; passwordEnv?: string; passwordFile?: string; sslmode: string; recording: string; retention?: string; via: string[] }, cmd: Command) => {
+    .option('--via <connector>', 'reach the target through this connector (repeatable; any healthy one is used)', repeat, [] as string[])
+    .action(async (name: string, opts: ConnectionAddOptions, cmd: Command) => {
       let password: string | undefined;
       if (opts.passwordEnv) {
         password = process.env[opts.passwordEnv];
@@ -89,26 +131,55 @@ export function registerManagement(program: Command, client: ClientFactory): voi
       } else if (opts.passwordFile) {
         password = readFileSync(opts.passwordFile, 'utf8').replace(/\r?\n$/, '');
       }
-      const port = Number(opts.port);
+      const defaultPort = { postgres: 5432, ssh: 22, 'git-http': opts.tls ? 443 : 80 }[opts.type] ?? 0;
+      const port = Number(opts.port ?? defaultPort);
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid --port "${opts.port}": a number from 1 to 65535`);
-      const out = await client(cmd).post<ConnectionOut>('/api/v1/connections', {
-        name, type: opts.type, host: opts.host, port, database: opts.database, user: opts.user,
-        sslmode: opts.sslmode, recording: opts.recording, ...(password !== undefined ? { password } : {}),
+      const api = client(cmd);
+      const body: Record<string, unknown> = {
+        name, type: opts.type, host: opts.host, port, recording: opts.recording,
+        ...(opts.user ? { user: opts.user } : {}), ...(password !== undefined ? { password } : {}),
         ...(opts.retention ? { retentionSeconds: parseDuration(opts.retention) } : {}),
-        ...(opts.via.length > 0 ? { via: opts.via.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean) } : {}),
-      });
-      console.log(`connection ${out.name} (${out.type}) → ${out.user}@${out.host}:${out.port}/${out.database} created${out.hasPassword ? ' (credential encrypted at rest)' : ''}`);
+        ...(opts.via.length > 0 ? { via: opts.via } : {}),
+        ...(opts.protect.length > 0 ? { protect: opts.protect } : {}),
+      };
+      if (opts.type === 'postgres') Object.assign(body, { database: opts.database, sslmode: opts.sslmode });
+      if (opts.type === 'git-http') Object.assign(body, { tls: Boolean(opts.tls), basePath: opts.basePath });
+      if (opts.type === 'ssh') {
+        if (opts.keyFile) body.privateKey = readFileSync(opts.keyFile, 'utf8');
+        if (opts.allowForwarding.length > 0) body.allowForwarding = opts.allowForwarding;
+        if (opts.allowEnv.length > 0) body.allowEnv = opts.allowEnv;
+        body.hostKey = opts.hostKey ?? await confirmHostKey(api, opts);
+      }
+      const out = await api.post<ConnectionOut>('/api/v1/connections', body);
+      console.log(`connection ${out.name} (${out.type}) → ${describeTarget(out)} created${out.hasPassword ? ' (credential encrypted at rest)' : ''}`);
     });
   connection.command('list').description('list connections').option('--json', 'machine-readable output')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const rows = await client(cmd).get<ConnectionOut[]>('/api/v1/connections');
       console.log(opts.json ? JSON.stringify(rows, null, 2) : table(['NAME', 'TYPE', 'TARGET', 'CREDENTIAL', 'CREATED'],
-        rows.map((c) => [c.name, c.type, `${c.user}@${c.host}:${c.port}/${c.database}`, c.hasPassword ? 'stored' : 'none', c.createdAt])));
+        rows.map((c) => [c.name, c.type, describeTarget(c), c.hasPassword ? 'stored' : 'none', c.createdAt])));
     });
   connection.command('rm <name>').description('remove a connection (its grants go with it; recordings stay)')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
       await client(cmd).delete(`/api/v1/connections/${enc(name)}`);
       console.log(`connection ${name} removed`);
+    });
+
+  const key = program.command('key').description('SSH public keys identities sign in with');
+  key.command('add <identity> <pubkeyFile>').description('register an SSH public key (.pub file) to an identity')
+    .action(async (identityName: string, file: string, _opts: unknown, cmd: Command) => {
+      const out = await client(cmd).post<{ fingerprint: string }>(`/api/v1/identities/${enc(identityName)}/keys`, { publicKey: readFileSync(file, 'utf8') });
+      console.log(`key ${out.fingerprint} registered to ${identityName}`);
+    });
+  key.command('list').description('list registered SSH public keys').option('--identity <name>', 'only this identity').option('--json', 'machine-readable output')
+    .action(async (opts: { identity?: string; json?: boolean }, cmd: Command) => {
+      const rows = await client(cmd).get<Array<{ identity: string; fingerprint: string; publicKey: string; createdAt: string }>>(`/api/v1/keys${opts.identity ? `?identity=${enc(opts.identity)}` : ''}`);
+      console.log(opts.json ? JSON.stringify(rows, null, 2) : table(['IDENTITY', 'FINGERPRINT', 'TYPE', 'ADDED'], rows.map((k) => [k.identity, k.fingerprint, k.publicKey.split(' ')[0]!, k.createdAt])));
+    });
+  key.command('rm <fingerprint>').description('remove a registered key (SHA256:…)')
+    .action(async (fingerprint: string, _opts: unknown, cmd: Command) => {
+      await client(cmd).delete(`/api/v1/keys/${enc(fingerprint)}`);
+      console.log(`key ${fingerprint} removed`);
     });
 
   program.command('grant <identity> <connection>').description('allow an identity to connect (default deny)')

@@ -7,12 +7,13 @@ export function registerUp(program: Command): void {
     .option('--data-dir <dir>', 'data directory (default ./.gatehouse, or GATEHOUSE_DATA_DIR)')
     .option('--http <addr>', 'API listen address (default 127.0.0.1:8080, or GATEHOUSE_HTTP)')
     .option('--pg <addr>', 'PostgreSQL listen address (default 127.0.0.1:15432, or GATEHOUSE_PG)')
+    .option('--ssh <addr>', 'SSH listener for shells, commands, file transfers and Git (default 127.0.0.1:2222, or GATEHOUSE_SSH)')
     .option('--connector-listen <addr>', 'where connectors\' tunnels arrive (default 127.0.0.1:8443, or GATEHOUSE_CONNECTOR_LISTEN)')
     .option('--tls-cert <file>', 'listener certificate (PEM); generated in the data directory when absent')
     .option('--tls-key <file>', 'listener private key (PEM)')
     .option('--log-level <level>', 'trace, debug, info, warn, error')
     .option('--store <url>', 'shared PostgreSQL store, postgres://… (default: SQLite in the data directory, or GATEHOUSE_STORE)')
-    .action(async (opts: { config?: string; dataDir?: string; http?: string; pg?: string; connectorListen?: string; tlsCert?: string; tlsKey?: string; logLevel?: string; store?: string }) => {
+    .action(async (opts: { config?: string; dataDir?: string; http?: string; pg?: string; ssh?: string; connectorListen?: string; tlsCert?: string; tlsKey?: string; logLevel?: string; store?: string }) => {
       // Loaded here, not at the top: management commands should not pay for the gateway's code.
       const { loadConfig } = await import('../../config/config.ts');
       const { createLogger } = await import('../../util/logger.ts');
@@ -21,7 +22,7 @@ export function registerUp(program: Command): void {
       const log = createLogger({ level: config.logLevel });
       const gw = await startGateway(config, log);
       const url = `http://${gw.http.host}:${gw.http.port}`;
-      process.stdout.write(`gatehouse is up\n  api:        ${url}\n  postgres:   ${gw.pg.host}:${gw.pg.port}\n  connectors: ${gw.connectors.host}:${gw.connectors.port}\n  data dir:   ${config.dataDir}\n` +
+      process.stdout.write(`gatehouse is up\n  api:        ${url}\n  postgres:   ${gw.pg.host}:${gw.pg.port}\n  ssh:        ${gw.ssh.host}:${gw.ssh.port}\n  connectors: ${gw.connectors.host}:${gw.connectors.port}\n  data dir:   ${config.dataDir}\n` +
         (config.store ? `  store:      ${redactUrl(config.store)}\n` : ''));
       if (gw.newAdminToken) {
         process.stdout.write(`\nAn admin identity was created. Its token is shown this once; store it now:\n\n  export GATEHOUSE_URL=${url}\n  export GATEHOUSE_TOKEN=${gw.newAdminToken}\n\n`);

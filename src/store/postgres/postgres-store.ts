@@ -3,9 +3,10 @@ import { MIGRATIONS } from './migrations.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
+  PublicKeyRecord,
 } from '../types.ts';
 
-import { toConnection, toConnector, toEvent, toIdentity, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
+import { toConnection, toConnector, toEvent, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
 const MIGRATION_LOCK_KEY = 0x67617465686f7573n & 0x7fffffffffffffffn; // "gatehous"
@@ -185,6 +186,27 @@ export class PostgresStore implements Store {
       FROM grants g JOIN identities i ON i.id = g.identity_id JOIN connections c ON c.id = g.connection_id
       ORDER BY i.name, c.name`);
     return rows.map((r) => ({ identityName: String(r.identity_name), connectionName: String(r.connection_name), createdAt: Number(r.created_at) }));
+  }
+
+  async addPublicKey(k: PublicKeyRecord): Promise<void> {
+    await this.pool.query('INSERT INTO public_keys (id, identity_id, fingerprint, public_key, created_at) VALUES ($1, $2, $3, $4, $5)',
+      [k.id, k.identityId, k.fingerprint, k.publicKey, k.createdAt]);
+  }
+
+  async getPublicKeyByFingerprint(fingerprint: string): Promise<PublicKeyRecord | undefined> {
+    const r = await this.one('SELECT * FROM public_keys WHERE fingerprint = $1', [fingerprint]);
+    return r ? toPublicKey(r) : undefined;
+  }
+
+  async listPublicKeys(identityId?: string): Promise<PublicKeyRecord[]> {
+    const rows = identityId
+      ? await this.rows('SELECT * FROM public_keys WHERE identity_id = $1 ORDER BY created_at', [identityId])
+      : await this.rows('SELECT * FROM public_keys ORDER BY created_at');
+    return rows.map(toPublicKey);
+  }
+
+  async deletePublicKey(fingerprint: string): Promise<boolean> {
+    return await this.changes('DELETE FROM public_keys WHERE fingerprint = $1', [fingerprint]) > 0;
   }
 
   /**

@@ -129,4 +129,16 @@ export const MIGRATIONS: readonly string[] = [
     revoked_at INTEGER
   );
   `,
+
+  // 7: SSH public keys registered to identities.
+  `
+  CREATE TABLE public_keys (
+    id TEXT PRIMARY KEY,
+    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL UNIQUE,
+    public_key TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+  );
+  CREATE INDEX public_keys_identity ON public_keys(identity_id);
+  `,
 ];

@@ -7,9 +7,10 @@ import { RecordBatchWriter } from './record-batch-sql.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
+  PublicKeyRecord,
 } from '../types.ts';
 
-import { toConnection, toConnector, toEvent, toIdentity, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
+import { toConnection, toConnector, toEvent, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
 
 /**
  * Embedded store: one SQLite file in the data directory, WAL mode, synchronous=FULL so that a
@@ -152,6 +153,27 @@ export class SqliteStore implements Store {
       FROM grants g JOIN identities i ON i.id = g.identity_id JOIN connections c ON c.id = g.connection_id
       ORDER BY i.name, c.name`).all() as Row[];
     return rows.map((r) => ({ identityName: String(r.identity_name), connectionName: String(r.connection_name), createdAt: Number(r.created_at) }));
+  }
+
+  async addPublicKey(k: PublicKeyRecord): Promise<void> {
+    this.q('INSERT INTO public_keys (id, identity_id, fingerprint, public_key, created_at) VALUES (?, ?, ?, ?, ?)')
+      .run(k.id, k.identityId, k.fingerprint, k.publicKey, k.createdAt);
+  }
+
+  async getPublicKeyByFingerprint(fingerprint: string): Promise<PublicKeyRecord | undefined> {
+    const r = this.q('SELECT * FROM public_keys WHERE fingerprint = ?').get(fingerprint) as Row | undefined;
+    return r ? toPublicKey(r) : undefined;
+  }
+
+  async listPublicKeys(identityId?: string): Promise<PublicKeyRecord[]> {
+    const rows = identityId
+      ? this.q('SELECT * FROM public_keys WHERE identity_id = ? ORDER BY created_at').all(identityId)
+      : this.q('SELECT * FROM public_keys ORDER BY created_at').all();
+    return (rows as Row[]).map(toPublicKey);
+  }
+
+  async deletePublicKey(fingerprint: string): Promise<boolean> {
+    return Number(this.q('DELETE FROM public_keys WHERE fingerprint = ?').run(fingerprint).changes) > 0;
   }
 
   async writeBatch(batch: RecordBatch): Promise<void> {

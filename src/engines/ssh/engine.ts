@@ -1,0 +1,53 @@
+// The SSH engine: an SSH server (ssh2) on the gateway's SSH listener. Clients connect as
+// `<connection>@gateway`; each connection is an SshClientSession.
+import ssh2 from 'ssh2';
+import type { Engine, EngineContext } from '../engine.ts';
+import type { ListenAddress } from '../../util/address.ts';
+import { loadOrCreateHostKey, type PublicKeyInfo } from './keys.ts';
+import { SshClientSession, type SshSessionOptions } from './client-session.ts';
+
+export interface SshEngineOptions extends Partial<SshSessionOptions> {
+  /** Where the gateway's host key lives (generated on first start). */
+  hostKeyDir: string;
+}
+
+export class SshEngine implements Engine {
+  readonly protocol = 'ssh';
+  readonly hostKey: PublicKeyInfo;
+  private readonly server: ssh2.Server;
+  private readonly sessions = new Set<SshClientSession>();
+
+  constructor(ctx: EngineContext, options: SshEngineOptions) {
+    const hostKey = loadOrCreateHostKey(options.hostKeyDir);
+    this.hostKey = hostKey.publicKey;
+    const sessionOptions: SshSessionOptions = { upstreamTimeoutMs: options.upstreamTimeoutMs ?? 15_000, maxAuthAttempts: options.maxAuthAttempts ?? 6 };
+    this.server = new ssh2.Server({
+      hostKeys: [hostKey.privateKey],
+      ident: 'Gatehouse',
+      // AES-GCM first: node:crypto does it in native code; chacha20 without ssh2's optional addon is slower.
+      algorithms: { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes256-ctr'] },
+    }, (client, info) => {
+      const session = new SshClientSession(ctx, client, info, sessionOptions);
+      this.sessions.add(session);
+      void session.closed.finally(() => this.sessions.delete(session));
+    });
+    this.server.on('error', (err: Error) => ctx.log.error({ err: err.message }, 'ssh listener error'));
+  }
+
+  listen(address: ListenAddress): Promise<ListenAddress> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(address.port, address.host, () => {
+        this.server.off('error', reject);
+        const bound = this.server.address() as { port: number };
+        resolve({ host: address.host, port: bound.port });
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const s of this.sessions) s.shutdown('gateway shutdown');
+    await Promise.allSettled([...this.sessions].map((s) => s.closed));
+  }
+}

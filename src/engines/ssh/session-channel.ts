@@ -1,0 +1,224 @@
+// One "session" channel of a client's SSH connection: collects its pty and environment
+// requests, then opens the matching channel on the target (shell, exec or subsystem) and relays
+// it, recording what the channel is for. Window changes and signals follow the channel through.
+import type { ClientChannel, PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
+import type { Logger } from 'pino';
+import type { SessionRecording } from '../../recorder/recorder.ts';
+import { RecordingUnavailableError } from '../../recorder/recorder.ts';
+import { pump, type ExitInfo, type RelayHooks } from './channel-relay.ts';
+import { BoundedCapture } from './output-capture.ts';
+import { TerminalRecorder } from './terminal-recorder.ts';
+import { SftpTracker } from './sftp/sftp-tracker.ts';
+import { ScpTracker, parseScpCommand } from './scp-tracker.ts';
+import { parseGitCommand, relayGitService, type GitServiceOptions } from './git-service.ts';
+import { matchesGlob } from '../../util/glob.ts';
+
+/** What a channel needs from its connection: the recording, the target, and the connection's policy. */
+export interface ChannelContext {
+  rec: SessionRecording;
+  target: import('ssh2').Client;
+  log: Logger;
+  durable: boolean;
+  sampleBytes: number;
+  allowEnv: string[];
+  allowAgentForwarding: boolean;
+  git: Omit<GitServiceOptions, 'repoPath' | 'service' | 'channel'>;
+  /** Called when the channel opens and closes, so the connection can wait for its channels. */
+  track(done: Promise<void>): void;
+}
+
+let nextChannelNumber = 0;
+
+type ChannelRequest = { kind: 'shell' } | { kind: 'exec'; command: string } | { kind: 'subsystem'; name: string };
+
+export class SessionChannel {
+  /** Set once the connection is admitted (before any request is answered). */
+  private ctx!: ChannelContext;
+  private readonly number = ++nextChannelNumber;
+  private pty: PseudoTtyInfo | null = null;
+  private readonly env: Record<string, string> = {};
+  private upstream: ClientChannel | null = null;
+  private terminal: TerminalRecorder | null = null;
+  private started = false;
+
+  /** `ready` settles with the channel's context once the connection is admitted, or with the refusal to show. */
+  constructor(ready: Promise<ChannelContext | string>, session: Session) {
+    // Requests are answered at once, whatever admission decides: ssh2 drops a channel whose
+    // client sends EOF before its exec is accepted, and replies must keep the requests' order.
+    // Refusals and policy are applied when the channel starts (and then recorded).
+    session.on('pty', (accept, _reject, info) => {
+      this.pty = info;
+      accept?.();
+    });
+    session.on('env', (accept, _reject, info) => {
+      this.env[info.key] = info.val;
+      accept?.();
+    });
+    session.on('window-change', (accept, _reject, info) => {
+      if (this.pty) Object.assign(this.pty, { cols: info.cols, rows: info.rows, width: info.width, height: info.height });
+      this.upstream?.setWindow(info.rows, info.cols, info.height, info.width);
+      this.terminal?.resize(info.cols, info.rows);
+      accept?.();
+    });
+    session.on('signal', (accept, _reject, info) => {
+      this.ctx?.rec.append('ssh.signal', { ch: this.number, name: info.name, delivered: this.upstream !== null });
+      this.upstream?.signal(info.name);
+      accept?.();
+    });
+    session.on('auth-agent', (_accept, reject) => {
+      this.forwardRefused = { kind: 'agent' };
+      reject?.();
+    });
+    session.on('x11', (_accept, reject) => {
+      this.forwardRefused = { kind: 'x11' };
+      reject?.();
+    });
+    const start = (req: ChannelRequest, accept: () => ServerChannel | undefined, reject?: () => void) => {
+      if (this.started) return reject?.();
+      this.started = true;
+      const client = accept();
+      if (!client) return;
+      client.pause();
+      void ready.then((r) => {
+        if (typeof r === 'string') return refuseChannel(client, r);
+        this.ctx = r;
+        let finished!: () => void;
+        r.track(new Promise<void>((resolve) => { finished = resolve; }));
+        this.run(req, client).catch((err: Error) => {
+          r.log.warn({ err: err.message, ch: this.number }, 'ssh channel failed');
+          if (client.writable) refuseChannel(client, 'internal error');
+        }).finally(finished);
+      });
+    };
+    session.on('shell', (accept, reject) => start({ kind: 'shell' }, accept, reject));
+    session.on('exec', (accept, reject, info) => start({ kind: 'exec', command: info.command }, accept, reject));
+    session.on('subsystem', (accept, reject, info) => start({ kind: 'subsystem', name: info.name }, accept, reject));
+  }
+
+  private forwardRefused: { kind: 'agent' | 'x11' } | null = null;
+
+  private async run(req: ChannelRequest, client: ServerChannel): Promise<void> {
+    const { rec, target } = this.ctx;
+    if (this.forwardRefused) {
+      // Agent forwarding would let the target use the client's keys; X11 would open the client's display.
+      rec.append('ssh.forward', { ch: this.number, kind: this.forwardRefused.kind, allowed: false,
+        reason: this.forwardRefused.kind === 'agent' && this.ctx.allowAgentForwarding ? 'agent forwarding is not supported by this gateway' : 'not allowed on this connection' });
+    }
+    for (const name of Object.keys(this.env)) {
+      if (!this.ctx.allowEnv.some((g) => matchesGlob(name, g))) {
+        rec.append('ssh.env.refused', { ch: this.number, name });
+        delete this.env[name];
+      }
+    }
+    const pty = this.pty ? { term: this.pty.term, cols: this.pty.cols, rows: this.pty.rows } : null;
+    const git = req.kind === 'exec' ? parseGitCommand(req.command) : null;
+    const description = req.kind === 'shell' ? { type: 'ssh.shell', data: { ch: this.number, pty, env: this.env } }
+      : req.kind === 'exec' ? { type: git ? 'git.command' : 'ssh.exec', data: { ch: this.number, command: req.command, pty, env: this.env, ...(git ? { service: git.service, repo: git.repoPath } : {}) } }
+      : { type: 'ssh.subsystem', data: { ch: this.number, name: req.name } };
+    // Record before forward: the target learns of the command only once it is on record.
+    try {
+      if (this.ctx.durable) await rec.record(description.type, description.data);
+      else rec.append(description.type, description.data);
+    } catch (err) {
+      return refuseChannel(client, err instanceof RecordingUnavailableError ? 'the gateway cannot record right now; nothing was sent to the target' : (err as Error).message);
+    }
+
+    let upstream: ClientChannel;
+    try {
+      upstream = await openUpstream(target, req, this.pty, this.env);
+    } catch (err) {
+      rec.append('ssh.channel.refused', { ch: this.number, message: (err as Error).message });
+      return refuseChannel(client, `the target refused the ${req.kind}: ${(err as Error).message}`);
+    }
+    this.upstream = upstream;
+    const startedAt = Date.now();
+
+    if (git) {
+      await relayGitService(client, upstream, { ...this.ctx.git, service: git.service, repoPath: git.repoPath, channel: this.number });
+      return;
+    }
+
+    let hooks: RelayHooks = {};
+    let finish: (exit: ExitInfo) => void = () => {};
+    const scp = req.kind === 'exec' ? parseScpCommand(req.command) : null;
+    if (req.kind === 'shell' || this.pty) {
+      this.terminal = new TerminalRecorder(rec, this.number, this.ctx.durable);
+      const t = this.terminal;
+      hooks = { input: (c) => t.input(c), output: (c) => t.output(c), stderr: (c) => t.stderr(c) };
+      finish = (exit) => rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt });
+    } else if (req.kind === 'subsystem' && req.name === 'sftp') {
+      const sftp = new SftpTracker(rec, this.number, this.ctx.durable);
+      hooks = { input: (c) => sftp.fromClient(c), output: (c) => sftp.fromServer(c) };
+      finish = (exit) => { sftp.close(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
+    } else {
+      const stdout = new BoundedCapture(this.ctx.sampleBytes);
+      const stderr = new BoundedCapture(this.ctx.sampleBytes);
+      let stdinBytes = 0;
+      const scpTracker = scp ? new ScpTracker(rec, this.number, scp) : null;
+      hooks = {
+        input: (c) => { stdinBytes += c.length; scpTracker?.fromClient(c); },
+        output: (c) => { stdout.add(c); scpTracker?.fromServer(c); },
+        stderr: (c) => stderr.add(c),
+      };
+      finish = (exit) => {
+        scpTracker?.close();
+        rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt, stdinBytes, stdout: stdout.result(), stderr: stderr.result() });
+      };
+    }
+    await relay(client, upstream, hooks, finish, (err) => this.ctx.log.warn({ err: err.message }, 'recording failed; closing channel'));
+  }
+}
+
+function openUpstream(target: import('ssh2').Client, req: ChannelRequest,
+  pty: PseudoTtyInfo | null, env: Record<string, string>): Promise<ClientChannel> {
+  const window = pty ? { term: pty.term, cols: pty.cols, rows: pty.rows, width: pty.width, height: pty.height, modes: pty.modes } : undefined;
+  return new Promise((resolve, reject) => {
+    const done = (err: Error | undefined, ch: ClientChannel) => (err ? reject(err) : resolve(ch));
+    if (req.kind === 'shell') target.shell(window ?? false, { env }, done);
+    else if (req.kind === 'exec') target.exec(req.command, { env, ...(window ? { pty: window } : {}) }, done);
+    else target.subsys(req.name, done);
+  });
+}
+
+/** Relays one channel until both sides are done, then hands on the exit status. */
+function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks, finish: (exit: ExitInfo) => void, onHookError: (err: Error) => void): Promise<void> {
+  return new Promise((resolve) => {
+    let exit: ExitInfo = { code: null, signal: null };
+    const failHook = (err: Error) => {
+      onHookError(err);
+      if (client.writable) {
+        client.stderr.write(`\r\ngatehouse: ${err instanceof RecordingUnavailableError ? 'the gateway cannot record right now; closing this channel' : 'recording failed; closing this channel'}\r\n`);
+        client.exit(255);
+        client.end();
+      }
+      upstream.close();
+    };
+    pump(client, upstream, hooks.input, failHook);
+    pump(upstream, client, hooks.output, failHook);
+    pump(upstream.stderr as import('node:stream').Readable, client.stderr as import('node:stream').Writable, hooks.stderr, failHook);
+    client.on('end', () => upstream.end());
+    upstream.on('exit', (code: number | null, signal?: string, coreDumped?: boolean, message?: string) => {
+      exit = { code, signal: signal ?? null, ...(coreDumped ? { coreDumped } : {}), ...(message ? { message } : {}) };
+    });
+    upstream.on('close', () => {
+      if (client.writable) {
+        if (exit.code !== null) client.exit(exit.code);
+        else if (exit.signal) client.exit(exit.signal.replace(/^SIG/, ''), exit.coreDumped ?? false, exit.message ?? '');
+        client.end();
+      }
+      finish(exit);
+      resolve();
+    });
+    client.on('close', () => {
+      // The client went away first: close the target's side too (its exit is recorded as unknown).
+      upstream.close();
+    });
+  });
+}
+
+/** Ends a channel with a message the client prints, and a failing exit status. */
+export function refuseChannel(client: ServerChannel, message: string): void {
+  client.stderr.write(`gatehouse: ${message}\r\n`);
+  client.exit(1);
+  client.end();
+}

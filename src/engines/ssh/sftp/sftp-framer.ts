@@ -1,0 +1,93 @@
+// Splits an SFTP byte stream (version 3, draft-ietf-secsh-filexfer-02) into packets without
+// copying in the common case: a packet that lies inside one chunk is handed on as a view of it.
+// Packets are `uint32 length, byte type, payload`; OpenSSH caps them at 256 KiB.
+
+export const MAX_SFTP_PACKET = 256 * 1024 + 1024;
+
+export class SftpFramer {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private readonly onPacket: (packet: Buffer) => void;
+
+  constructor(onPacket: (packet: Buffer) => void) {
+    this.onPacket = onPacket;
+  }
+
+  /** Feeds bytes; calls onPacket for each complete packet (type byte first, length stripped). */
+  push(chunk: Buffer): void {
+    let buf = chunk;
+    if (this.pendingBytes > 0) {
+      this.pending.push(chunk);
+      this.pendingBytes += chunk.length;
+      if (this.pendingBytes < 4) return;
+      const head = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+      const need = head.length >= 4 ? head.readUInt32BE(0) + 4 : Infinity;
+      if (need > MAX_SFTP_PACKET + 4) throw new SftpProtocolError(`SFTP packet of ${need - 4} bytes is larger than allowed`);
+      if (this.pendingBytes < need) {
+        this.pending = [head];
+        return;
+      }
+      this.pending = [];
+      this.pendingBytes = 0;
+      buf = head;
+    }
+    let off = 0;
+    while (buf.length - off >= 4) {
+      const len = buf.readUInt32BE(off);
+      if (len < 1 || len > MAX_SFTP_PACKET) throw new SftpProtocolError(`SFTP packet length ${len} is out of range`);
+      if (buf.length - off - 4 < len) break;
+      this.onPacket(buf.subarray(off + 4, off + 4 + len));
+      off += 4 + len;
+    }
+    if (off < buf.length) {
+      // Copied: the rest must outlive the chunk, which its owner may reuse.
+      const rest = Buffer.from(buf.subarray(off));
+      this.pending = [rest];
+      this.pendingBytes = rest.length;
+    }
+  }
+}
+
+export class SftpProtocolError extends Error {}
+
+/** A cursor over one packet's fields (SSH wire types). */
+export class SftpReader {
+  private readonly buf: Buffer;
+  off: number;
+
+  constructor(buf: Buffer, off = 0) {
+    this.buf = buf;
+    this.off = off;
+  }
+
+  byte(): number {
+    if (this.off + 1 > this.buf.length) throw new SftpProtocolError('SFTP packet too short');
+    return this.buf[this.off++]!;
+  }
+
+  uint32(): number {
+    if (this.off + 4 > this.buf.length) throw new SftpProtocolError('SFTP packet too short');
+    const v = this.buf.readUInt32BE(this.off);
+    this.off += 4;
+    return v;
+  }
+
+  uint64(): number {
+    if (this.off + 8 > this.buf.length) throw new SftpProtocolError('SFTP packet too short');
+    const v = Number(this.buf.readBigUInt64BE(this.off));
+    this.off += 8;
+    return v;
+  }
+
+  bytes(): Buffer {
+    const len = this.uint32();
+    if (this.off + len > this.buf.length) throw new SftpProtocolError('SFTP string runs past the packet');
+    const v = this.buf.subarray(this.off, this.off + len);
+    this.off += len;
+    return v;
+  }
+
+  string(): string {
+    return this.bytes().toString('utf8');
+  }
+}
