@@ -36,6 +36,7 @@ export class SshClientSession {
   private identity: Identity | null = null;
   private auth: Record<string, unknown> = {};
   private failures = 0;
+  private channelCount = 0;
   private admission: Promise<Admission> | null = null;
   private readonly channels = new Set<Promise<void>>();
   private endReason: string | null = null;
@@ -58,7 +59,7 @@ export class SshClientSession {
     client.on('session', (accept) => {
       // Listeners go on at once: ssh2 rejects channel requests nobody listens for. They wait
       // for admission (grant check and target login) before answering.
-      new SessionChannel(this.admission!.then((a) => (a.ok ? this.channelContext(a) : a.message)), accept());
+      new SessionChannel(this.admission!.then((a) => (a.ok ? this.channelContext(a) : a.message)), accept(), ++this.channelCount);
     });
     client.on('tcpip', (accept, reject, req: TcpipRequestInfo) => {
       void this.withAdmission((a) => (a.ok ? this.forwarding(a).direct(accept, reject, req) : reject()));

@@ -1,8 +1,22 @@
-// Git over SSH: placeholder relay, replaced by the git protocol stage.
+// Git over SSH: an exec channel running git-receive-pack or git-upload-pack on the target.
+// Fetches are relayed as they are and summarised (refs and objects asked for). Pushes are read
+// as they pass: the commands are recorded before anything reaches the target; when a command
+// touches a protected ref, the pack is held until the gateway has decided, and a refused push
+// never reaches the target — the client gets the report a Git server would send. See
+// docs/git-push-protection.md.
 import type { ClientChannel, ServerChannel } from 'ssh2';
-import type { Logger } from 'pino';
 import type ssh2 from 'ssh2';
+import type { Logger } from 'pino';
 import type { SessionRecording } from '../../recorder/recorder.ts';
+import { AdvertisementReader, type RefAdvertisement } from '../git/refs.ts';
+import { PushRequestReader, ReportStatusReader } from '../git/receive-pack.ts';
+import { UploadPackRequestReader } from '../git/upload-pack.ts';
+import { decideUpdates, needsPackBeforeForward, refusalReport, MAX_CLASSIFIED_PACK_BYTES, MAX_GUARDED_PACK_BYTES, type RecordedUpdate } from '../git/push-guard.ts';
+import { probeOverStream } from '../git/target-probe.ts';
+import type { AskTarget } from '../git/fast-forward.ts';
+import { pump, type ExitInfo } from './channel-relay.ts';
+
+export type GitService = 'git-receive-pack' | 'git-upload-pack' | 'git-upload-archive';
 
 export interface GitServiceOptions {
   rec: SessionRecording;
@@ -10,21 +24,259 @@ export interface GitServiceOptions {
   log: Logger;
   durable: boolean;
   target: ssh2.Client;
-  service: 'git-receive-pack' | 'git-upload-pack' | 'git-upload-archive';
+  service: GitService;
   repoPath: string;
   channel: number;
 }
 
-export function parseGitCommand(command: string): { service: GitServiceOptions['service']; repoPath: string } | null {
-  const m = /^\s*(git[ -](?:receive-pack|upload-pack|upload-archive))\s+'?([^']*)'?\s*$/.exec(command);
+/** Recognises the commands git runs over SSH: `git-upload-pack '/path'` and friends. */
+export function parseGitCommand(command: string): { service: GitService; repoPath: string } | null {
+  const m = /^\s*(git[ -](?:receive-pack|upload-pack|upload-archive))\s+(?:'((?:[^']|'\\'')*)'|"([^"]*)"|(\S+))\s*$/.exec(command);
   if (!m) return null;
-  return { service: m[1]!.replace(' ', '-') as GitServiceOptions['service'], repoPath: m[2]! };
+  const repoPath = m[2] !== undefined ? m[2].replaceAll("'\\''", "'") : (m[3] ?? m[4]!);
+  return { service: m[1]!.replace(' ', '-') as GitService, repoPath };
 }
 
-export async function relayGitService(client: ServerChannel, upstream: ClientChannel, _opts: GitServiceOptions): Promise<void> {
-  client.pipe(upstream);
-  client.resume();
-  upstream.pipe(client);
+export async function relayGitService(client: ServerChannel, upstream: ClientChannel, opts: GitServiceOptions): Promise<void> {
+  const exit = opts.service === 'git-receive-pack' ? await relayPush(client, upstream, opts) : await relayFetch(client, upstream, opts);
+  endWithExit(client, exit);
+}
+
+function endWithExit(client: ServerChannel, exit: ExitInfo): void {
+  if (!client.writable) return;
+  if (exit.code !== null) client.exit(exit.code);
+  else if (exit.signal) client.exit(exit.signal.replace(/^SIG/, ''), false, '');
+  client.end();
+}
+
+function watchExit(upstream: ClientChannel): Promise<ExitInfo> {
+  let exit: ExitInfo = { code: null, signal: null };
+  upstream.on('exit', (code: number | null, signal?: string) => { exit = { code, signal: signal ?? null }; });
+  return new Promise((resolve) => upstream.on('close', () => resolve(exit)));
+}
+
+async function relayFetch(client: ServerChannel, upstream: ClientChannel, opts: GitServiceOptions): Promise<ExitInfo> {
+  const request = new UploadPackRequestReader();
+  let unparsed: string | null = null;
+  let bytesToClient = 0;
+  const exited = watchExit(upstream);
+  pump(client, upstream, (c) => {
+    if (unparsed) return;
+    try {
+      request.push(c);
+    } catch (err) {
+      unparsed = (err as Error).message;
+    }
+  }, () => {});
+  pump(upstream, client, (c) => { bytesToClient += c.length; }, () => {});
   upstream.stderr.pipe(client.stderr);
-  await new Promise<void>((resolve) => upstream.on('close', () => resolve()));
+  client.on('end', () => upstream.end());
+  client.on('close', () => upstream.close());
+  const exit = await exited;
+  opts.rec.append('git.fetch', { ch: opts.channel, service: opts.service, repo: opts.repoPath, ...request.summary, bytesToClient, exit, ...(unparsed ? { unparsed } : {}) });
+  return exit;
+}
+
+async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: GitServiceOptions): Promise<ExitInfo> {
+  const { rec } = opts;
+  const exited = watchExit(upstream);
+  upstream.stderr.pipe(client.stderr);
+  client.on('close', () => upstream.close());
+
+  // Target → client: the advertisement (kept for the object format and current refs), then the report.
+  const advert = new AdvertisementReader();
+  let report: ReportStatusReader | null = null;
+  let advertisement: RefAdvertisement | null = null;
+  let advertised!: () => void;
+  const advertisementSeen = new Promise<void>((resolve) => { advertised = resolve; });
+  pump(upstream, client, (c) => {
+    try {
+      if (!advertisement) {
+        advert.push(c);
+        if (advert.result) {
+          advertisement = advert.result;
+          advertised();
+          const rest = advert.takeRemainder();
+          if (rest.length) report?.push(rest);
+        }
+      } else {
+        report?.push(c);
+      }
+    } catch { /* observation only: bytes pass unchanged */ }
+  }, () => {});
+
+  // Client → target: held until the commands are known and decided.
+  const request = new PushRequestReader();
+  const held: Buffer[] = [];
+  let packChunks: Buffer[] = [];
+  let packBytes = 0;
+  let keepPack = true;
+  type State = 'commands' | 'guarding' | 'streaming' | 'refused';
+  let state = 'commands' as State;
+  let clientEnded = false;
+  let decided: RecordedUpdate[] | null = null;
+  let guardTooLarge = false;
+  let protocolError: string | null = null;
+
+  const done = new Promise<void>((resolve) => {
+    const onCommandsComplete = async () => {
+      await advertisementSeen;
+      const format = advertisement!.objectFormat;
+      const mustGuard = needsPackBeforeForward(request.updates, opts.protect);
+      if (!mustGuard) {
+        decided = await decideUpdates(request.updates, null, format, opts.protect, undefined, 'pack not inspected before forwarding');
+        if (decided.every((u) => u.allowed)) return forward();
+        return refuse();
+      }
+      state = 'guarding';
+      client.resume();
+      if (!clientEnded) return; // wait for the whole pack
+      return guard();
+    };
+    const guard = async () => {
+      const format = advertisement!.objectFormat;
+      const ask: AskTarget = (tips, have) => askTargetOverSsh(opts, tips, have);
+      decided = await decideUpdates(request.updates, guardTooLarge ? null : Buffer.concat(packChunks, packBytes), format, opts.protect, ask,
+        guardTooLarge ? `the pack is larger than ${MAX_GUARDED_PACK_BYTES} bytes, too large to verify` : undefined);
+      if (decided.every((u) => u.allowed)) return forward(true);
+      return refuse();
+    };
+    const forward = async (wholeRequest = false) => {
+      try {
+        await recordPush('allowed');
+      } catch {
+        refuseAll('the gateway cannot record right now; nothing was sent to the target');
+        return;
+      }
+      state = 'streaming';
+      report = new ReportStatusReader(request.capabilities);
+      for (const c of held) upstream.write(c);
+      held.length = 0;
+      if (wholeRequest || clientEnded) upstream.end();
+      client.resume();
+    };
+    const refuse = async () => {
+      state = 'refused';
+      client.resume(); // drain whatever pack the client still sends
+      await recordPush('refused').catch(() => {});
+      // The target saw nothing: its receive-pack ends at EOF without changing anything.
+      upstream.end();
+      const send = () => {
+        client.write(refusalReport(request.capabilities, decided!));
+        rec.append('git.push.result', { ch: opts.channel, repo: opts.repoPath, refusedByGateway: true, packBytes, refs: decided!.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) });
+        resolve();
+      };
+      if (clientEnded || !request.expectsPack) send();
+      else pendingSend = send;
+    };
+    let pendingSend: (() => void) | null = null;
+    const refuseAll = (message: string) => {
+      state = 'refused';
+      upstream.end();
+      client.stderr.write(`gatehouse: ${message}\n`);
+      resolve();
+    };
+    const recordPush = (verdict: string) => {
+      const data = { ch: opts.channel, repo: opts.repoPath, verdict, updates: decided, pushOptions: request.pushOptions, capabilities: request.capabilities,
+        ...(state === 'guarding' ? { packBytes } : {}), ...(request.pushCert ? { signed: true } : {}), ...(request.shallow.length ? { shallow: request.shallow.length } : {}) };
+      if (opts.durable) return rec.record('git.push', data);
+      rec.append('git.push', data);
+      return Promise.resolve();
+    };
+
+    client.on('data', (chunk: Buffer) => {
+      if (state === 'streaming') {
+        countPack(chunk);
+        if (!upstream.write(chunk)) {
+          client.pause();
+          upstream.once('drain', () => client.resume());
+        }
+        return;
+      }
+      if (state === 'refused') {
+        packBytes += chunk.length;
+        return;
+      }
+      if (state === 'guarding') {
+        countPack(chunk);
+        held.push(chunk);
+        if (packBytes > MAX_GUARDED_PACK_BYTES) guardTooLarge = true;
+        return;
+      }
+      // Still reading commands: hold everything.
+      held.push(chunk);
+      try {
+        request.push(chunk);
+      } catch (err) {
+        protocolError = (err as Error).message;
+        refuseAll(`malformed push request: ${protocolError}`);
+        return;
+      }
+      if (request.phase === 'pack') {
+        for (const c of request.takePackBytes()) countPack(c);
+        client.pause();
+        onCommandsComplete().catch((err: Error) => refuseAll(`push could not be checked: ${err.message}`));
+      }
+    });
+    client.on('end', () => {
+      clientEnded = true;
+      if (state === 'streaming') upstream.end();
+      else if (state === 'guarding') guard().catch((err: Error) => refuseAll(`push could not be checked: ${err.message}`));
+      else if (state === 'refused') pendingSend?.();
+      else if (state === 'commands' && request.phase !== 'pack') {
+        // The client ended before sending commands (e.g. `git ls-remote`): nothing to guard.
+        for (const c of held) upstream.write(c);
+        upstream.end();
+        resolve();
+      }
+    });
+    upstream.on('close', () => resolve());
+  });
+  client.resume();
+
+  function countPack(c: Buffer): void {
+    packBytes += c.length;
+    if (!keepPack) return;
+    if (packBytes > Math.max(MAX_CLASSIFIED_PACK_BYTES, state === 'guarding' ? MAX_GUARDED_PACK_BYTES : 0)) {
+      keepPack = false;
+      packChunks = [];
+      return;
+    }
+    packChunks.push(Buffer.from(c));
+  }
+
+  await done;
+  if (state === 'refused') {
+    client.end();
+    return { code: 0, signal: null };
+  }
+  const exit = await exited;
+  if (state === 'streaming' && decided) {
+    // Classify what was streamed, from the copy kept aside, for the record.
+    const classified = keepPack && packBytes > 0 && advertisement
+      ? await decideUpdates(request.updates, Buffer.concat(packChunks), (advertisement as RefAdvertisement).objectFormat, [], undefined)
+      : decided;
+    const r = (report as ReportStatusReader | null)?.result ?? null;
+    rec.append('git.push.result', {
+      ch: opts.channel, repo: opts.repoPath, refusedByGateway: false, packBytes, exit,
+      updates: classified.map((u) => ({ ref: u.ref, old: u.old, new: u.new, class: u.class, evidence: u.evidence })),
+      unpack: r?.unpack ?? null, refs: r?.refs ?? null,
+    });
+  } else if (protocolError) {
+    rec.append('git.push.result', { ch: opts.channel, repo: opts.repoPath, refusedByGateway: true, error: protocolError });
+  }
+  return exit;
+}
+
+/** Opens a second channel to the target's upload-pack to ask about history the push left out. */
+function askTargetOverSsh(opts: GitServiceOptions, tips: string[], have: string): Promise<Map<string, string[]> | null> {
+  return new Promise((resolve) => {
+    opts.target.exec(`git-upload-pack '${opts.repoPath.replaceAll("'", "'\\''")}'`, { env: { GIT_PROTOCOL: 'version=2' } }, (err, channel) => {
+      if (err) return resolve(null);
+      probeOverStream(channel, tips, have).then((r) => {
+        opts.rec.append('git.probe', { ch: opts.channel, repo: opts.repoPath, tips, have, answered: r !== null, commits: r?.size ?? 0 });
+        resolve(r);
+      }, () => resolve(null));
+    });
+  });
 }

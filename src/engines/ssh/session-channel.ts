@@ -27,14 +27,14 @@ export interface ChannelContext {
   track(done: Promise<void>): void;
 }
 
-let nextChannelNumber = 0;
 
 type ChannelRequest = { kind: 'shell' } | { kind: 'exec'; command: string } | { kind: 'subsystem'; name: string };
 
 export class SessionChannel {
   /** Set once the connection is admitted (before any request is answered). */
   private ctx!: ChannelContext;
-  private readonly number = ++nextChannelNumber;
+  /** The channel's number within its session (1, 2, …), as events name it. */
+  private readonly number: number;
   private pty: PseudoTtyInfo | null = null;
   private readonly env: Record<string, string> = {};
   private upstream: ClientChannel | null = null;
@@ -42,7 +42,8 @@ export class SessionChannel {
   private started = false;
 
   /** `ready` settles with the channel's context once the connection is admitted, or with the refusal to show. */
-  constructor(ready: Promise<ChannelContext | string>, session: Session) {
+  constructor(ready: Promise<ChannelContext | string>, session: Session, number: number) {
+    this.number = number;
     // Requests are answered at once, whatever admission decides: ssh2 drops a channel whose
     // client sends EOF before its exec is accepted, and replies must keep the requests' order.
     // Refusals and policy are applied when the channel starts (and then recorded).
@@ -162,7 +163,10 @@ export class SessionChannel {
       };
       finish = (exit) => {
         scpTracker?.close();
-        rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt, stdinBytes, stdout: stdout.result(), stderr: stderr.result() });
+        // scp's stdout is file content, already recorded as file operations: keep its size and hash only.
+        const out = stdout.result();
+        rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt, stdinBytes,
+          stdout: scpTracker ? { bytes: out.bytes, sha256: out.sha256 } : out, stderr: stderr.result() });
       };
     }
     await relay(client, upstream, hooks, finish, (err) => this.ctx.log.warn({ err: err.message }, 'recording failed; closing channel'));

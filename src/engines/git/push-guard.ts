@@ -1,0 +1,82 @@
+// The transport-neutral part of guarding a push: given the commands, the pushed pack (when one
+// was needed) and the target's advertisement, decide each ref update, classify it for the record,
+// and build the report the client sees when the gateway refuses. SSH and smart HTTP both call it.
+import { buildReportStatus, type RefUpdate } from './receive-pack.ts';
+import { readPackCommits } from './pack.ts';
+import { decideFastForward, type AskTarget, type FastForwardDecision } from './fast-forward.ts';
+import { checkProtection, needsFastForwardCheck, protectingGlob } from './protected-refs.ts';
+import type { ObjectFormat } from './refs.ts';
+
+/** How a ref update is described in a recording. */
+export type UpdateClass = 'create' | 'delete' | 'fast-forward' | 'rewrite' | 'unknown';
+
+export interface RecordedUpdate {
+  ref: string;
+  old: string;
+  new: string;
+  class: UpdateClass;
+  /** How the class was established (pack walk, target probe), or why it could not be. */
+  evidence: string;
+  /** The protecting glob, when the ref is protected. */
+  protectedBy?: string;
+  allowed: boolean;
+  reason?: string;
+}
+
+/** Largest pack the gateway buffers to decide a protected update; bigger pushes are refused. */
+export const MAX_GUARDED_PACK_BYTES = 512 * 1024 * 1024;
+/** Largest pack copied aside (while streaming) to classify unprotected updates for the record. */
+export const MAX_CLASSIFIED_PACK_BYTES = 64 * 1024 * 1024;
+
+/** Whether any command needs the pack inspected before the push may be forwarded. */
+export function needsPackBeforeForward(updates: RefUpdate[], protect: string[]): boolean {
+  return updates.some((u) => needsFastForwardCheck(u, protect));
+}
+
+/**
+ * Decides every command. `pack` is the pushed pack (null when none was sent or kept); `askTarget`
+ * reaches the target's history for commits the pack leaves out. Updates of protected refs are
+ * refused unless proven fast-forward; others are only classified.
+ */
+export async function decideUpdates(updates: RefUpdate[], pack: Buffer | null, format: ObjectFormat, protect: string[], askTarget?: AskTarget,
+  packProblem?: string): Promise<RecordedUpdate[]> {
+  let commits: Map<string, string[]> | null = null;
+  let problem = packProblem ?? null;
+  if (pack && pack.length > 0) {
+    try {
+      commits = readPackCommits(pack, format).commits;
+    } catch (err) {
+      problem = `the pushed pack could not be read: ${(err as Error).message}`;
+    }
+  } else if (!problem) {
+    commits = new Map();
+  }
+  const out: RecordedUpdate[] = [];
+  for (const u of updates) {
+    const glob = protectingGlob(u.ref, protect);
+    let decision: FastForwardDecision | null = null;
+    if (u.kind === 'update' && commits) {
+      decision = await decideFastForward(u, commits, glob ? askTarget : undefined).catch((err: Error) => ({ fastForward: false, method: 'target' as const, detail: `could not be decided: ${err.message}` }));
+    }
+    // A rewrite is proven when the whole history was seen without the old tip; an unproven
+    // update stays unknown (and, on a protected ref, is refused as unverified).
+    const cls: UpdateClass = u.kind === 'create' ? 'create' : u.kind === 'delete' ? 'delete'
+      : decision?.fastForward ? 'fast-forward' : decision && /does not contain/.test(decision.detail) ? 'rewrite' : 'unknown';
+    const verdict = checkProtection(u, protect, cls === 'fast-forward' ? true : cls === 'rewrite' ? false : undefined);
+    out.push({
+      ref: u.ref, old: u.oldId, new: u.newId, class: cls,
+      evidence: u.kind !== 'update' ? u.kind : decision ? `${decision.method}: ${decision.detail}` : problem ?? 'not inspected',
+      ...(glob ? { protectedBy: glob } : {}), allowed: verdict.allowed, ...(verdict.reason ? { reason: verdict.reason } : {}),
+    });
+  }
+  // All or nothing: when one command is refused the push is not forwarded, so none applies.
+  if (out.some((u) => !u.allowed)) {
+    for (const u of out) if (u.allowed) Object.assign(u, { allowed: false, reason: 'not applied: another ref update in this push was refused by gatehouse' });
+  }
+  return out;
+}
+
+/** The report-status a refused push gets (the client prints each as "[remote rejected]"). */
+export function refusalReport(capabilities: string[], decided: RecordedUpdate[]): Buffer {
+  return buildReportStatus(capabilities, 'ok', decided.map((u) => ({ ref: u.ref, ok: u.allowed, ...(u.allowed ? {} : { reason: u.reason }) })));
+}
