@@ -43,6 +43,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
     return reply.code(500).send({ error: 'internal error' });
   });
   app.get('/api/v1/health', async () => ({ status: 'ok' }));
+  // Protocol engines served over HTTP authenticate their own way (Git: basic auth with a token).
+  for (const engine of deps.engines) if (engine.routes) app.register(engine.routes);
   // Enrollment authenticates with its own single-use token, so it sits outside the bearer scope.
   app.register(connectorRoutes, deps);
   app.register(async (scope) => {

@@ -1,6 +1,7 @@
 // The contract every protocol engine (PostgreSQL now; SSH, MySQL, HTTP later) implements, and
 // the shared stages the gateway hands to each one. Engines own framing and protocol logic only:
 // identity, access, recording and target dialing are never re-implemented per protocol.
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Dialer } from '../connector/dialer.ts';
 import type { SecretBox } from '../crypto/secret-box.ts';
@@ -23,7 +24,9 @@ export interface Engine {
   /** Protocol name as it appears in recordings ("postgres", "ssh", …). */
   readonly protocol: string;
   /** Starts the native listener; resolves with the bound address (port 0 picks a free one). */
-  listen(address: ListenAddress): Promise<ListenAddress>;
+  listen?(address: ListenAddress): Promise<ListenAddress>;
+  /** Engines carried over HTTP (Git's smart HTTP) mount their routes on the API's listener instead. */
+  routes?(app: FastifyInstance): Promise<void>;
   /** Stops accepting, ends open sessions with a protocol-native goodbye, and waits for them. */
   close(): Promise<void>;
   /** Forget cached state about a connection (pooled upstreams) after it changes or is removed. */

@@ -18,6 +18,7 @@ import { TunnelServer } from '../connector/tunnel-server.ts';
 import type { Engine, EngineContext } from '../engines/engine.ts';
 import { PostgresEngine } from '../engines/postgres/engine.ts';
 import { SshEngine } from '../engines/ssh/engine.ts';
+import { GitHttpEngine } from '../engines/git-http/engine.ts';
 import { startApiServer, type ApiServer } from '../api/server.ts';
 import type { ListenAddress } from '../util/address.ts';
 import { bootstrapAdmin, loadGatewayId } from './bootstrap.ts';
@@ -72,7 +73,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       allowLoopbackCleartext: config.postgres.allowLoopbackCleartext,
     });
     const sshEngine = new SshEngine(ctx, { hostKeyDir: path.join(config.dataDir, 'ssh') });
-    const engines: Engine[] = [pgEngine, sshEngine];
+    const engines: Engine[] = [pgEngine, sshEngine, new GitHttpEngine(ctx)];
     const pg = await pgEngine.listen(config.pg);
     closers.unshift(() => pgEngine.close());
     const ssh = await sshEngine.listen(config.ssh);

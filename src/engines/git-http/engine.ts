@@ -1,0 +1,276 @@
+// Git over smart HTTP: `http(s)://<gateway>/git/<connection>/<repo path>`, served on the API's
+// HTTP listener. Clients sign in with a gatehouse token as the basic-auth password. Each request
+// (advertisement, fetch, push) is one recorded session; pushes get the same protected-ref
+// guard as over SSH (src/engines/git/push-guard.ts), and a refused push never reaches the target.
+import { PassThrough, type Readable } from 'node:stream';
+import zlib from 'node:zlib';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Engine, EngineContext } from '../engine.ts';
+import type { Connection, Identity } from '../../store/types.ts';
+import type { SessionRecording, SessionStartInfo } from '../../recorder/recorder.ts';
+import { PushRequestReader, ReportStatusReader } from '../git/receive-pack.ts';
+import { UploadPackRequestReader } from '../git/upload-pack.ts';
+import { capabilityValue, type ObjectFormat } from '../git/refs.ts';
+import { decideUpdates, needsPackBeforeForward, refusalReport, MAX_CLASSIFIED_PACK_BYTES, MAX_GUARDED_PACK_BYTES, type RecordedUpdate } from '../git/push-guard.ts';
+import { GitTarget } from './target-client.ts';
+
+type Service = 'git-upload-pack' | 'git-receive-pack';
+const REALM = 'Basic realm="Gatehouse", charset="UTF-8"';
+/** Response headers of the target that are passed on to the git client. */
+const PASSED_HEADERS = ['content-type', 'cache-control', 'expires', 'pragma'];
+
+interface Admitted { identity: Identity; conn: Connection; rec: SessionRecording; target: GitTarget; repoPath: string }
+
+export class GitHttpEngine implements Engine {
+  readonly protocol = 'git-http';
+  private readonly ctx: EngineContext;
+
+  constructor(ctx: EngineContext) {
+    this.ctx = ctx;
+  }
+
+  async close(): Promise<void> {}
+
+  /** Mounted on the API server (see src/api/server.ts). */
+  routes = async (app: FastifyInstance): Promise<void> => {
+    // Bodies stay streams: packs can be large and are relayed, not parsed by fastify.
+    app.addContentTypeParser(['application/x-git-upload-pack-request', 'application/x-git-receive-pack-request'], (_req, payload, done) => done(null, payload));
+    const handler = (req: FastifyRequest, reply: FastifyReply) => this.handle(req, reply);
+    app.get('/git/*', handler);
+    app.post('/git/*', { bodyLimit: Number.MAX_SAFE_INTEGER }, handler);
+  };
+
+  private async handle(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const rest = (req.params as { '*': string })['*'] ?? '';
+    const slash = rest.indexOf('/');
+    const connectionName = slash < 0 ? rest : rest.slice(0, slash);
+    const path = slash < 0 ? '' : rest.slice(slash);
+    const query = new URLSearchParams(req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '');
+    let service: Service | null = null;
+    let endpoint: 'advertise' | 'rpc' | null = null;
+    let repoPath = '';
+    if (req.method === 'GET' && path.endsWith('/info/refs')) {
+      const s = query.get('service');
+      if (s === 'git-upload-pack' || s === 'git-receive-pack') service = s;
+      endpoint = 'advertise';
+      repoPath = path.slice(0, -'/info/refs'.length);
+    } else if (req.method === 'POST' && (path.endsWith('/git-upload-pack') || path.endsWith('/git-receive-pack'))) {
+      service = path.endsWith('/git-upload-pack') ? 'git-upload-pack' : 'git-receive-pack';
+      endpoint = 'rpc';
+      repoPath = path.slice(0, path.lastIndexOf('/'));
+    }
+    if (!service || !endpoint || !repoPath || repoPath.split('/').includes('..')) {
+      return void reply.code(404).type('text/plain').send('gatehouse: only Git\'s smart HTTP protocol is served here (/git/<connection>/<repo>/info/refs?service=…)\n');
+    }
+
+    const admitted = await this.admit(req, reply, connectionName, repoPath, service);
+    if (!admitted) return;
+    reply.hijack();
+    const res = reply.raw;
+    let endReason = 'request complete';
+    try {
+      if (endpoint === 'advertise') await this.advertise(req, res, admitted, service, query.toString());
+      else if (service === 'git-upload-pack') await this.fetch(req, res, admitted);
+      else await this.push(req, res, admitted);
+    } catch (err) {
+      endReason = `failed: ${(err as Error).message}`;
+      this.ctx.log.warn({ err: (err as Error).message, connection: connectionName }, 'git http request failed');
+      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' }).end(`gatehouse: ${(err as Error).message}\n`);
+      else res.destroy();
+    } finally {
+      await admitted.rec.end(endReason).catch(() => {});
+    }
+  }
+
+  // ── Sign-in and access ────────────────────────────────────────────────────
+
+  private async admit(req: FastifyRequest, reply: FastifyReply, connectionName: string, repoPath: string, service: Service): Promise<Admitted | null> {
+    const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+    if (!basic) {
+      await reply.code(401).header('www-authenticate', REALM).type('text/plain').send('gatehouse: sign in with a gatehouse token as the password\n');
+      return null;
+    }
+    const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
+    const user = decoded.slice(0, Math.max(0, decoded.indexOf(':')));
+    const token = decoded.slice(decoded.indexOf(':') + 1);
+    const check = await this.ctx.identity.checkToken(token);
+    const info = (identity?: Identity, conn?: Connection): SessionStartInfo => ({
+      protocol: 'git-http', identityId: identity?.id ?? '', identityName: identity?.name ?? user, identityKind: identity?.kind ?? 'unknown',
+      clientAddr: req.ip, applicationName: String(req.headers['user-agent'] ?? ''), connectionId: conn?.id ?? '', connectionName,
+      targetHost: conn?.host ?? '', targetPort: conn?.port ?? 0, targetDatabase: repoPath, targetUser: conn?.username ?? '',
+      recordingMode: conn?.options.recording ?? 'durable',
+    });
+    const refuse = async (status: number, message: string, identity?: Identity, conn?: Connection) => {
+      try {
+        const rec = await this.ctx.recorder.startSession(info(identity, conn), { authenticated: identity !== undefined, request: { method: req.method, service, repo: repoPath } });
+        rec.append('access.denied', { message });
+        await rec.end(`refused: ${message}`);
+      } catch (err) {
+        this.ctx.log.error({ err: (err as Error).message }, 'could not record refused git request');
+      }
+      if (status === 401) reply.header('www-authenticate', REALM);
+      await reply.code(status).type('text/plain').send(`gatehouse: ${message}\n`);
+      return null;
+    };
+    if (!check.ok) return refuse(401, check.reason === 'unknown' ? 'invalid token' : `token ${check.reason}`);
+    const conn = await this.ctx.store.getConnectionByName(connectionName);
+    if (!conn || conn.type !== 'git-http') return refuse(404, `there is no Git HTTP connection named "${connectionName}"`, check.identity);
+    if (!(await this.ctx.identity.mayConnect(check.identity, conn))) return refuse(403, `identity "${check.identity.name}" has no grant on connection "${conn.name}"`, check.identity, conn);
+    let rec: SessionRecording;
+    try {
+      rec = await this.ctx.recorder.startSession(info(check.identity, conn), { auth: { method: 'token (http basic)', tokenId: check.token.id }, request: { method: req.method, service, repo: repoPath } });
+    } catch {
+      await reply.code(503).type('text/plain').send('gatehouse: the gateway cannot record right now; nothing was sent to the target\n');
+      return null;
+    }
+    return { identity: check.identity, conn, rec, target: new GitTarget(conn, this.ctx.secrets), repoPath };
+  }
+
+  private durable(a: Admitted, type: string, data: Record<string, unknown>): Promise<void> {
+    if (a.conn.options.recording === 'best-effort') {
+      a.rec.append(type, data);
+      return Promise.resolve();
+    }
+    return a.rec.record(type, data);
+  }
+
+  // ── Endpoints ─────────────────────────────────────────────────────────────
+
+  private async advertise(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted, service: Service, query: string): Promise<void> {
+    await this.durable(a, 'git.command', { service, repo: a.repoPath, request: 'advertisement' });
+    const up = await a.target.request({ method: 'GET', path: `${a.repoPath}/info/refs`, query, headers: passHeaders(req) });
+    let bytes = 0;
+    res.writeHead(up.statusCode ?? 502, pick(up.headers));
+    for await (const c of up) {
+      bytes += (c as Buffer).length;
+      if (!res.write(c)) await new Promise((r) => res.once('drain', r));
+    }
+    res.end();
+    a.rec.append('git.advertise', { service, repo: a.repoPath, status: up.statusCode, bytesToClient: bytes });
+  }
+
+  private async fetch(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<void> {
+    await this.durable(a, 'git.command', { service: 'git-upload-pack', repo: a.repoPath });
+    const reader = new UploadPackRequestReader({ protocol: /version=2/.test(String(req.headers['git-protocol'] ?? '')) ? 2 : 0 });
+    let unparsed: string | null = null;
+    const body = decodedBody(req);
+    const observed = new PassThrough();
+    body.on('data', (c: Buffer) => {
+      if (!unparsed) {
+        try { reader.push(c); } catch (err) { unparsed = (err as Error).message; }
+      }
+    });
+    body.pipe(observed);
+    const up = await a.target.request({ method: 'POST', path: `${a.repoPath}/git-upload-pack`, headers: { ...passHeaders(req), 'content-type': 'application/x-git-upload-pack-request' }, body: observed });
+    const bytes = await relayResponse(up, res);
+    a.rec.append('git.fetch', { service: 'git-upload-pack', repo: a.repoPath, ...reader.summary, status: up.statusCode, bytesToClient: bytes, ...(unparsed ? { unparsed } : {}) });
+  }
+
+  private async push(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<void> {
+    await this.durable(a, 'git.command', { service: 'git-receive-pack', repo: a.repoPath });
+    const protect = a.conn.options.protect ?? [];
+    const body = decodedBody(req);
+    const request = new PushRequestReader();
+    const held: Buffer[] = [];
+    // Read the command list (held, not yet forwarded); the body stays open for the pack.
+    for await (const c of body.iterator({ destroyOnReturn: false })) {
+      held.push(c as Buffer);
+      request.push(c as Buffer);
+      if (request.phase === 'pack') break;
+    }
+    const format = (capabilityValue(request.capabilities, 'object-format') ?? 'sha1') as ObjectFormat;
+    const pack: Buffer[] = request.phase === 'pack' ? request.takePackBytes().map((b) => Buffer.from(b)) : [];
+    let packBytes = pack.reduce((n, b) => n + b.length, 0);
+    let decided: RecordedUpdate[];
+    let wholeBody = false;
+    if (needsPackBeforeForward(request.updates, protect)) {
+      // Hold the whole pack until every protected update is decided.
+      let tooLarge = false;
+      for await (const c of body) {
+        held.push(c as Buffer);
+        packBytes += (c as Buffer).length;
+        if (packBytes > MAX_GUARDED_PACK_BYTES) tooLarge = true;
+        if (!tooLarge) pack.push(c as Buffer);
+      }
+      wholeBody = true;
+      decided = await decideUpdates(request.updates, tooLarge ? null : Buffer.concat(pack), format, protect,
+        (tips, have) => a.target.probe(a.repoPath, tips, have).then((r) => {
+          a.rec.append('git.probe', { repo: a.repoPath, tips, have, answered: r !== null, commits: r?.size ?? 0 });
+          return r;
+        }), tooLarge ? `the pack is larger than ${MAX_GUARDED_PACK_BYTES} bytes, too large to verify` : undefined);
+    } else {
+      decided = await decideUpdates(request.updates, null, format, protect, undefined, 'pack not inspected before forwarding');
+    }
+    const record = { repo: a.repoPath, updates: decided, pushOptions: request.pushOptions, capabilities: request.capabilities, ...(wholeBody ? { packBytes } : {}) };
+    if (decided.some((u) => !u.allowed)) {
+      await this.durable(a, 'git.push', { ...record, verdict: 'refused' }).catch(() => {});
+      if (!wholeBody) for await (const c of body) packBytes += (c as Buffer).length; // drain
+      res.writeHead(200, { 'content-type': 'application/x-git-receive-pack-result', 'cache-control': 'no-cache' });
+      res.end(refusalReport(request.capabilities, decided));
+      a.rec.append('git.push.result', { repo: a.repoPath, refusedByGateway: true, packBytes, refs: decided.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) });
+      return;
+    }
+    await this.durable(a, 'git.push', { ...record, verdict: 'allowed' });
+
+    // Forward what was held, then (if not yet read) the rest, keeping a bounded copy to classify.
+    const forward = new PassThrough();
+    for (const c of held) forward.write(c);
+    let keep = packBytes <= MAX_CLASSIFIED_PACK_BYTES;
+    if (wholeBody) forward.end();
+    else {
+      body.on('data', (c: Buffer) => {
+        packBytes += c.length;
+        if (keep && packBytes <= MAX_CLASSIFIED_PACK_BYTES) pack.push(Buffer.from(c));
+        else { keep = false; pack.length = 0; }
+      });
+      body.pipe(forward);
+    }
+    const up = await a.target.request({ method: 'POST', path: `${a.repoPath}/git-receive-pack`, headers: { ...passHeaders(req), 'content-type': 'application/x-git-receive-pack-request' }, body: forward }, 600_000);
+    const report = new ReportStatusReader(request.capabilities);
+    const bytes = await relayResponse(up, res, (c) => { try { report.push(c); } catch { /* observation only */ } });
+    const classified = keep && packBytes > 0 ? await decideUpdates(request.updates, Buffer.concat(pack), format, [], undefined) : decided;
+    a.rec.append('git.push.result', {
+      repo: a.repoPath, refusedByGateway: false, packBytes, status: up.statusCode, bytesToClient: bytes,
+      updates: classified.map((u) => ({ ref: u.ref, old: u.old, new: u.new, class: u.class, evidence: u.evidence })),
+      unpack: report.result?.unpack ?? null, refs: report.result?.refs ?? null,
+    });
+  }
+}
+
+/** The request body as Git wrote it: clients gzip large fetch requests. */
+function decodedBody(req: FastifyRequest): Readable {
+  const raw = req.body as Readable;
+  const enc = String(req.headers['content-encoding'] ?? '').toLowerCase();
+  if (enc === 'gzip' || enc === 'x-gzip') return raw.pipe(zlib.createGunzip());
+  return raw;
+}
+
+function passHeaders(req: FastifyRequest): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of ['git-protocol', 'accept']) {
+    const v = req.headers[name];
+    if (typeof v === 'string') out[name] = v;
+  }
+  return out;
+}
+
+function pick(headers: import('node:http').IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of PASSED_HEADERS) {
+    const v = headers[name];
+    if (typeof v === 'string') out[name] = v;
+  }
+  return out;
+}
+
+async function relayResponse(up: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, observe?: (c: Buffer) => void): Promise<number> {
+  let bytes = 0;
+  res.writeHead(up.statusCode ?? 502, pick(up.headers));
+  for await (const c of up) {
+    bytes += (c as Buffer).length;
+    observe?.(c as Buffer);
+    if (!res.write(c)) await new Promise((r) => res.once('drain', r));
+  }
+  res.end();
+  return bytes;
+}
