@@ -53,7 +53,7 @@ export function timeline(session: SessionView, events: EventView[]): string {
   out.push(`session     ${session.id} (${session.protocol})`);
   out.push(`identity    ${session.identity.name} (${session.identity.kind})`);
   out.push(`client      ${session.clientAddr}${session.applicationName ? `  application_name=${session.applicationName}` : ''}`);
-  out.push(`connection  ${session.connection} → ${session.target.user}@${session.target.host}:${session.target.port}/${session.target.database}`);
+  out.push(`connection  ${session.connection} → ${session.target.user ? `${session.target.user}@` : ''}${session.target.host}:${session.target.port}${session.target.database ? `${session.protocol === 'git-http' ? '' : '/'}${session.target.database}` : ''}`);
   if (session.recording === 'best-effort') out.push('recording   best-effort (statements were not held until recorded)');
   out.push(`started     ${session.startedAt}`);
   out.push(`ended       ${session.endedAt ?? '(open)'}${session.endReason ? ` — ${session.endReason}` : ''}`);
@@ -95,9 +95,14 @@ export function timeline(session: SessionView, events: EventView[]): string {
       case 'session.start':
       case 'session.end':
       case 'result':
+      case 'term.out':
+      case 'file.open':
+      case 'file.request':
         break;
-      default:
-        out.push(`${at}  #${e.seq} ${e.type}`);
+      default: {
+        const line = describeSshOrGit(e);
+        out.push(`${at}  #${e.seq} ${line ?? e.type}`);
+      }
     }
   }
   return out.join('\n');
@@ -160,4 +165,66 @@ function resultTable(columns: string[], rows: Array<Array<string | null>>): stri
   const sep = widths.map((w) => '-'.repeat(w + 2)).join('+');
   const body = cells.map((r) => ' ' + r.map((c, i) => c.padEnd(widths[i])).join(' | '));
   return [head.trimEnd(), sep, ...body.map((l) => l.trimEnd())].join('\n');
+}
+
+const shortId = (id: unknown): string => String(id).slice(0, 12);
+
+/** One timeline line for SSH and Git events (null: unknown event type). */
+function describeSshOrGit(e: EventView): string | null {
+  const d = e.data;
+  const ch = `[ch ${String(d.ch ?? '-')}]`;
+  switch (e.type) {
+    case 'ssh.shell': {
+      const pty = d.pty as { term?: string; cols?: number; rows?: number } | null;
+      return `shell    ${ch} ${pty ? `pty ${pty.term} ${pty.cols}x${pty.rows}` : 'no pty'}`;
+    }
+    case 'ssh.exec':
+    case 'git.command':
+      return `exec     ${ch} ${oneLine(String(d.command ?? `${String(d.service)} ${String(d.repo)}`))}`;
+    case 'ssh.subsystem':
+      return `subsys   ${ch} ${String(d.name)}`;
+    case 'term.in':
+      return `input    ${ch} ${JSON.stringify(String(d.d)).slice(0, 100)}`;
+    case 'term.resize':
+      return `resize   ${ch} ${String(d.cols)}x${String(d.rows)}`;
+    case 'ssh.signal':
+      return `signal   ${ch} ${String(d.name)}`;
+    case 'ssh.env.refused':
+      return `env      ${ch} ${String(d.name)} refused by policy`;
+    case 'ssh.exit': {
+      const parts = [d.code !== null && d.code !== undefined ? `exit ${String(d.code)}` : d.signal ? `killed by ${String(d.signal)}` : 'no exit status'];
+      const o = d.stdout as { bytes?: number; truncated?: boolean } | undefined;
+      const er = d.stderr as { bytes?: number } | undefined;
+      if (o) parts.push(`stdout ${o.bytes} bytes${o.truncated ? ' (sample kept)' : ''}`);
+      if (er && er.bytes) parts.push(`stderr ${er.bytes} bytes`);
+      if (typeof d.durationMs === 'number') parts.push(`${d.durationMs} ms`);
+      return `end      ${ch} ${parts.join(' · ')}`;
+    }
+    case 'file.op': {
+      const size = typeof d.size === 'number' ? ` ${d.size} bytes` : '';
+      const hash = d.sha256 ? ` sha256=${String(d.sha256).slice(0, 16)}…` : '';
+      return `file     ${ch} ${String(d.via)} ${String(d.op)} ${String(d.path)}${d.to ? ` → ${String(d.to)}` : ''}${size}${hash} (${String(d.status)})`;
+    }
+    case 'ssh.forward':
+      return `forward  ${String(d.kind)} ${String(d.dest ?? d.bind ?? '')} ${d.allowed ? 'allowed' : `refused (${String(d.reason ?? '')})`}`;
+    case 'ssh.forward.closed':
+      return `forward  ${String(d.kind)} closed: ${String(d.bytesToTarget)} bytes to target, ${String(d.bytesToClient)} to client`;
+    case 'git.push': {
+      const updates = (d.updates as Array<Record<string, unknown>> | null) ?? [];
+      const lines = updates.map((u) => `${String(u.ref)} ${shortId(u.old)}..${shortId(u.new)} ${String(u.class)}${u.protectedBy ? ` (protected by ${String(u.protectedBy)})` : ''}${u.allowed ? '' : ` — ${String(u.reason)}`}`);
+      return `push     ${String(d.verdict)}: ${lines.join('; ') || 'no ref updates'}`;
+    }
+    case 'git.push.result': {
+      const refs = (d.refs as Array<{ ref: string; ok: boolean; reason?: string }> | null) ?? [];
+      return `  → ${d.refusedByGateway ? 'refused by gatehouse' : `unpack ${String(d.unpack)}`}; ${refs.map((r) => `${r.ref} ${r.ok ? 'ok' : `rejected (${r.reason ?? ''})`}`).join('; ')}${typeof d.packBytes === 'number' ? ` · pack ${d.packBytes} bytes` : ''}`;
+    }
+    case 'git.fetch':
+      return `fetch    ${String(d.repo)} protocol v${String(d.protocol)} · ${String(d.wantCount ?? 0)} wants${(d.refPrefixes as string[] | undefined)?.length ? ` · refs ${(d.refPrefixes as string[]).join(' ')}` : ''} · ${String(d.bytesToClient)} bytes sent`;
+    case 'git.advertise':
+      return `refs     ${String(d.service)} ${String(d.repo)} (HTTP ${String(d.status)})`;
+    case 'git.probe':
+      return `probe    asked the target about ${(d.tips as string[]).map(shortId).join(', ')} since ${shortId(d.have)}: ${d.answered ? `${String(d.commits)} commits` : 'no answer'}`;
+    default:
+      return null;
+  }
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { sha256Hex } from './hash-chain.ts';
 import { keyIdOf } from './signing-keys.ts';
 import { createPublicKey } from 'node:crypto';
+import { asciicastFiles } from '../recorder/asciicast.ts';
 import { compareWithSeal, verifySessionEvidence, type RecordedEvent, type SessionEvidence, type SignedCheckpoint, type SignedSeal, type VerifyOutcome } from './verify.ts';
 
 export const BUNDLE_FORMAT = 'gatehouse-session-bundle';
@@ -34,6 +35,8 @@ export function writeBundle(dir: string, content: BundleContent): Manifest {
     'checkpoints.jsonl': jsonl(content.checkpoints),
   };
   if (content.seal) files['seal.json'] = JSON.stringify(content.seal, null, 2) + '\n';
+  // Terminal streams as asciicast: derived from the signed events, and re-derived on verify.
+  Object.assign(files, asciicastFiles(content.events, castTitle(content.session)));
   for (const k of content.keys) files[`keys/${k.keyId}.pem`] = k.publicKeyPem;
   const manifest: Manifest = {
     format: BUNDLE_FORMAT, version: BUNDLE_VERSION, exportedAt: new Date().toISOString(), session: content.session, files: {},
@@ -44,6 +47,11 @@ export function writeBundle(dir: string, content: BundleContent): Manifest {
   }
   writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
   return manifest;
+}
+
+function castTitle(session: Record<string, unknown>): string {
+  const identity = session.identity as { name?: string } | undefined;
+  return `${String(session.id)} ${identity?.name ?? ''}@${String(session.connection ?? '')}`.trim();
 }
 
 export interface BundleVerification extends VerifyOutcome { sessionId?: string }
@@ -98,6 +106,16 @@ export function verifyBundle(dir: string, trustedKeys: string[] = []): BundleVer
   const trusted = trustedKeys.length > 0 ? new Set(trustedKeys.map((pem) => keyIdOf(createPublicKey(pem)))) : undefined;
   const evidence: SessionEvidence = { sessionId, events, checkpoints, seal, keys, trustedKeyIds: trusted };
   const outcome: BundleVerification = { ...verifySessionEvidence(evidence), sessionId };
+  if (outcome.ok) {
+    // Terminal casts must be exactly what the signed events say, and none may be missing.
+    const expected = asciicastFiles(events, castTitle(manifest.session));
+    for (const [name, text] of Object.entries(expected)) {
+      if (read(name) !== text) return { ...outcome, ok: false, problem: `${name} does not match the recorded terminal events` };
+    }
+    for (const name of Object.keys(manifest.files ?? {})) {
+      if (name.endsWith('.cast') && !(name in expected)) return { ...outcome, ok: false, problem: `${name} has no terminal events behind it` };
+    }
+  }
   if (outcome.ok && outcome.seal) {
     // The manifest's description of the session must agree with what the seal vouches for.
     const m = manifest.session as { identity?: { id?: string; name?: string; kind?: string }; connection?: string; protocol?: string; clientAddr?: string; endReason?: string | null; eventCount?: number };

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { ApiClient } from '../api-client.ts';
 import { replay, sessionsTable, timeline, type EventView, type SessionView } from '../format.ts';
+import { playTerminal } from '../terminal-player.ts';
 
 type ClientFactory = (cmd: Command) => ApiClient;
 
@@ -36,10 +37,24 @@ export function registerSessions(program: Command, client: ClientFactory): Comma
       const r = await client(cmd).post<{ removed: number; byConnection: Record<string, number> }>('/api/v1/retention/run', {});
       console.log(`${r.removed} expired session${r.removed === 1 ? '' : 's'} removed${r.removed ? ` (${Object.entries(r.byConnection).map(([c, n]) => `${c}: ${n}`).join(', ')})` : ''}`);
     });
-  sessions.command('replay <id>').description('print the session as the client saw it')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
+  sessions.command('replay <id>').description('replay the session: SQL as the client saw it; SSH terminals with their timing')
+    .option('--speed <n>', 'terminal playback speed factor', '1')
+    .option('--no-wait', 'print terminal output at once, without the recorded pauses')
+    .option('--max-idle <seconds>', 'shorten pauses longer than this', '5')
+    .option('--channel <n>', 'only this terminal channel')
+    .action(async (id: string, opts: { speed: string; wait: boolean; maxIdle: string; channel?: string }, cmd: Command) => {
       const out = await client(cmd).get<{ session: SessionView; events: EventView[] }>(`/api/v1/sessions/${encodeURIComponent(id)}`);
-      console.log(replay(out.session, out.events));
+      if (out.session.protocol !== 'ssh') {
+        console.log(replay(out.session, out.events));
+        return;
+      }
+      const speed = Number(opts.speed);
+      if (!(speed > 0)) throw new Error(`invalid --speed "${opts.speed}": a positive number`);
+      const played = await playTerminal(out.events.map((e) => ({ ts: e.tsUs, type: e.type, data: e.data })), {
+        speed, noWait: !opts.wait, maxIdle: Number(opts.maxIdle) || 5, channel: opts.channel !== undefined ? Number(opts.channel) : undefined,
+        write: (t) => process.stdout.write(t), sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      });
+      if (played === 0) console.log(timeline(out.session, out.events));
     });
   return sessions;
 }
