@@ -104,7 +104,9 @@ describe('git over ssh through the gateway', () => {
     const f2 = oneEvent(c2.rec, 'git.fetch');
     assert.equal(f2.protocol, 2);
     assert.deepEqual(f2.commands, ['ls-refs', 'fetch']);
-    assert.deepEqual(f2.wants, [repo.head]);
+    // git asks once per ref it clones (HEAD and refs/heads/main), both the same commit.
+    assert.deepEqual(f2.wants, [repo.head, repo.head]);
+    assert.equal(f2.wantCount, 2);
     assert.ok((f2.refPrefixes as string[]).includes('refs/heads/'), JSON.stringify(f2.refPrefixes));
     assert.equal(f2.haves, 0);
     assert.ok((f2.bytesToClient as number) > 0);
@@ -120,7 +122,7 @@ describe('git over ssh through the gateway', () => {
     assert.equal(await headOf(v0), repo.head);
     const f0 = oneEvent(c0.rec, 'git.fetch');
     assert.equal(f0.protocol, 0);
-    assert.deepEqual(f0.wants, [repo.head]);
+    assert.deepEqual(f0.wants, [repo.head, repo.head]);
     assert.equal(f0.done, true);
     assert.ok((f0.capabilities as string[]).some((c) => c.startsWith('agent=git/')), JSON.stringify(f0.capabilities));
 
@@ -176,7 +178,7 @@ describe('git over ssh through the gateway', () => {
     failed(result, 'forced push');
     assert.ok(result.stderr.includes(` ! [remote rejected] main -> main (${REASON_NON_FF})`), result.stderr);
     assert.equal(await refOf(repo.path, 'refs/heads/main'), c3, 'main unchanged on the target');
-    assert.equal((await git(repo.path, ['cat-file', '-e', amended])).code, 128, 'the amended commit never reached the target');
+    assert.equal((await git(repo.path, ['cat-file', '-e', amended])).code, 1, 'the amended commit never reached the target');
 
     const gp = oneEvent(rec, 'git.push');
     assert.equal(gp.verdict, 'refused');

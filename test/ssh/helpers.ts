@@ -188,3 +188,50 @@ export function ok<T extends { code: number | null; stderr: string }>(r: T, what
   assert.equal(r.code, 0, `${what} failed (code ${r.code}): ${r.stderr}`);
   return r;
 }
+
+export interface BackgroundSsh {
+  child: import('node:child_process').ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Waits until stdout contains `text`. */
+  waitForStdout(text: string, timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts `ssh OPTS user@127.0.0.1 [-- command]` in the background (stdin kept open). */
+export function startSsh(opts: SshOptions, command?: string): BackgroundSsh {
+  const child = spawn('ssh', [...sshArgs(opts), `${opts.user}@127.0.0.1`, ...(command !== undefined ? ['--', command] : [])], {
+    env: clientEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (c: Buffer) => { out += c.toString(); });
+  child.stderr!.on('data', (c: Buffer) => { err += c.toString(); });
+  child.stdin!.on('error', () => {});
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal }));
+  });
+  return {
+    child, exited,
+    stdout: () => out,
+    stderr: () => err,
+    async waitForStdout(text, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!out.includes(text)) {
+        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`ssh exited before printing ${text}: ${err}`);
+        if (Date.now() > deadline) throw new Error(`ssh did not print ${text} in time; stderr: ${err}`);
+        await sleep(20);
+      }
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+    },
+  };
+}
