@@ -413,6 +413,11 @@ async function throughputRun(route: Route, direction: Direction, s: Settings, gw
     out.mbPerSecond = s.bytes / 1e6 / r.seconds;
   } catch (err) {
     out.error = errorMessage(err);
+    // Whatever the failed run left in the recordings must not count as the next run's session.
+    if (route.name === 'gateway') {
+      await sleep(1_000);
+      for (const x of await listSessions(gw).catch(() => [])) seen.add(x.id);
+    }
   }
   return out;
 }
@@ -522,39 +527,37 @@ interface EchoSession {
 
 async function openEchoSession(route: Route): Promise<EchoSession> {
   const child: ChildProcess = track(spawn('ssh', ['-tt', '-e', 'none', ...route.args, 'stty raw -echo; printf READY; exec cat'], {
-    stdio: ['pipe', 'pipe', 'pipe'], env: clientEnv(),
+    stdio: ['pipe', 'pipe', 'pipe'], env: clientEnv(), detached: true,
   }));
   let buffered: string = '';
   let stderr: string = '';
-  let waiter: ((text: string) => void) | null = null;
+  /** The one thing being waited for: settled by output that satisfies it, a timeout, or ssh exiting. */
+  let pending: { pred: (text: string) => boolean; settle: (err?: Error) => void } | null = null;
   child.stdout!.on('data', (d: Buffer) => {
     buffered += d.toString('latin1');
-    waiter?.(buffered);
+    if (pending?.pred(buffered)) pending.settle();
   });
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
   child.stdin!.on('error', () => {});
   const exited: Promise<void> = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  void exited.then(() => pending?.settle(new Error(`${route.name}: ssh exited (${child.exitCode ?? child.signalCode}); stderr: ${lastLines(stderr, 5)}`)));
   const dead = (): boolean => child.exitCode !== null || child.signalCode !== null;
 
   const waitFor = (pred: (text: string) => boolean, timeoutMs: number, what: string): Promise<void> =>
     new Promise<void>((resolve, reject) => {
       if (pred(buffered)) return resolve();
       const timer: NodeJS.Timeout = setTimeout(() => {
-        waiter = null;
-        reject(new Error(`${route.name}: ${what} did not arrive within ${timeoutMs} ms; output so far ${JSON.stringify(buffered.slice(-80))}; stderr: ${lastLines(stderr, 5)}`));
+        pending?.settle(new Error(`${route.name}: ${what} did not arrive within ${timeoutMs} ms; output so far ${JSON.stringify(buffered.slice(-80))}; stderr: ${lastLines(stderr, 5)}`));
       }, timeoutMs);
-      waiter = (text: string): void => {
-        if (!pred(text)) return;
-        clearTimeout(timer);
-        waiter = null;
-        resolve();
+      pending = {
+        pred,
+        settle: (err?: Error): void => {
+          clearTimeout(timer);
+          pending = null;
+          if (err === undefined) resolve();
+          else reject(err);
+        },
       };
-      void exited.then(() => {
-        if (waiter === null) return;
-        clearTimeout(timer);
-        waiter = null;
-        reject(new Error(`${route.name}: ssh exited (${child.exitCode ?? child.signalCode}) waiting for ${what}; stderr: ${lastLines(stderr, 5)}`));
-      });
     });
 
   const session: EchoSession = {
@@ -572,8 +575,8 @@ async function openEchoSession(route: Route): Promise<EchoSession> {
     },
     async close(): Promise<void> {
       if (dead()) return;
-      child.kill('SIGTERM');
-      const timer: NodeJS.Timeout = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      killGroup(child, 'SIGTERM');
+      const timer: NodeJS.Timeout = setTimeout(() => killGroup(child), 5_000);
       await exited;
       clearTimeout(timer);
     },

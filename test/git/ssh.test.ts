@@ -5,7 +5,7 @@
 // push options, ref globs, a large guarded push, and an identity without a grant.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
@@ -356,6 +356,68 @@ describe('git over ssh through the gateway', () => {
         { ref: 'refs/heads/newbranch', ok: false, reason: REASON_NOT_APPLIED },
       ]);
     }
+  });
+
+  it('refuses deleting protected main in a push that also sends a pack, with a report (not a hang-up)', async () => {
+    // Deleting main needs no pack check, so the refusal is decided before the pack of the other
+    // command has arrived; the client must still get its report once it has sent that pack.
+    const repo = await createBareRepo(srv, 'delete-mixed', { initialCommits: 2 });
+    const dir = await workClone(repo, 'delete-mixed-work');
+    await gitIn(dir, ['checkout', '-q', '-b', 'extra']);
+    // A few MB, so that the client is still sending when the target's receive-pack (given EOF) has gone.
+    const e = await commitRandomFiles(dir, 'extra', 1, 4 * 1024 * 1024, 'extra');
+
+    const { rec, result } = await push(dir, ['origin', 'extra', ':main']);
+    assert.equal(result.code, 1, `git push exits 1 after a rejected ref\nstderr: ${result.stderr}`);
+    assert.ok(result.stderr.includes(` ! [remote rejected] main (${REASON_DELETE})`), result.stderr);
+    assert.ok(result.stderr.includes(` ! [remote rejected] extra -> extra (${REASON_NOT_APPLIED})`), result.stderr);
+    assert.doesNotMatch(result.stderr, /hung up|unexpected disconnect/);
+    assert.equal(await refOf(repo.path, 'refs/heads/main'), repo.head);
+    assert.equal(await refOf(repo.path, 'refs/heads/extra'), null);
+    const gp = oneEvent(rec, 'git.push');
+    assert.equal(gp.verdict, 'refused');
+    assert.equal(updateFor(gp, 'refs/heads/extra').new, e);
+    const res = oneEvent(rec, 'git.push.result');
+    assert.equal(res.refusedByGateway, true);
+    assert.ok((res.packBytes as number) > 4 * 1024 * 1024, `the pack was drained and counted: ${String(res.packBytes)}`);
+  });
+
+  it('ends a refused push like git-receive-pack does: ssh exits 0 (exit-status sent)', async () => {
+    const repo = await createBareRepo(srv, 'exit-status', { initialCommits: 2 });
+    const dir = await workClone(repo, 'exit-status-work');
+    // An ssh wrapper (named ssh, so git treats it as OpenSSH) that notes ssh's own exit status.
+    const bin = join(work, 'ssh-wrapper');
+    mkdirSync(bin, { recursive: true });
+    const statusFile = join(bin, 'status');
+    writeFileSync(join(bin, 'ssh'), `#!/bin/sh\n${aliceEnv.GIT_SSH_COMMAND} "$@"\nrc=$?\necho $rc >> '${statusFile}'\nexit $rc\n`, { mode: 0o755 });
+    const env = { GIT_SSH_COMMAND: join(bin, 'ssh') };
+    const statuses = (): string[] => readFileSync(statusFile, 'utf8').trim().split('\n');
+
+    await makeCommit(dir, 'ok.txt', 'ok\n', 'allowed');
+    ok((await push(dir, ['origin', 'main'], env)).result, 'allowed push');
+    assert.deepEqual(statuses(), ['0'], 'control: an allowed push ends with exit status 0');
+
+    // Refused by the target itself (pre-receive hook): receive-pack reports ng and exits 0.
+    writeFileSync(join(repo.path, 'hooks', 'pre-receive'), '#!/bin/sh\necho "hook says no" >&2\nexit 1\n', { mode: 0o755 });
+    await makeCommit(dir, 'no.txt', 'no\n', 'declined by the hook');
+    const declined = await push(dir, ['origin', 'main'], env);
+    failed(declined.result, 'push declined by the hook');
+    assert.match(declined.result.stderr, /remote: hook says no/);
+    assert.ok(declined.result.stderr.includes(' ! [remote rejected] main -> main (pre-receive hook declined)'), declined.result.stderr);
+    const dr = oneEvent(declined.rec, 'git.push.result');
+    assert.equal(dr.refusedByGateway, false);
+    assert.equal(dr.unpack, 'ok');
+    assert.deepEqual(dr.refs, [{ ref: 'refs/heads/main', ok: false, reason: 'pre-receive hook declined' }]);
+    assert.deepEqual(statuses(), ['0', '0'], 'a push the target refused ends with exit status 0');
+    rmSync(join(repo.path, 'hooks', 'pre-receive'));
+
+    // Refused by the gateway: it answers in receive-pack's place, so it should end the same way.
+    await gitIn(dir, ['reset', '-q', '--hard', 'HEAD~2']);
+    await makeCommit(dir, 'rewrite.txt', 'rewrite\n', 'rewrite');
+    const refused = await push(dir, ['--force', 'origin', 'main'], env);
+    failed(refused.result, 'forced push');
+    assert.ok(refused.result.stderr.includes(` ! [remote rejected] main -> main (${REASON_NON_FF})`), refused.result.stderr);
+    assert.deepEqual(statuses(), ['0', '0', '0'], 'a push the gateway refused ends with exit status 0 (255 means no exit-status was sent)');
   });
 
   it('records push options and hands them to the target, guarded and streamed', async () => {

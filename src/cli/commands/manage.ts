@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { MAX_TOKEN_TTL_S, parseDuration } from '../../util/duration.ts';
-import { IDENTITY_KINDS } from '../../store/types.ts';
+import { CONNECTION_TYPES, IDENTITY_KINDS } from '../../store/types.ts';
 import { table } from '../format.ts';
 import type { ApiClient } from '../api-client.ts';
 
@@ -131,6 +131,7 @@ export function registerManagement(program: Command, client: ClientFactory): voi
       } else if (opts.passwordFile) {
         password = readFileSync(opts.passwordFile, 'utf8').replace(/\r?\n$/, '');
       }
+      if (!(CONNECTION_TYPES as readonly string[]).includes(opts.type)) throw new Error(`invalid --type "${opts.type}": use one of ${CONNECTION_TYPES.join(', ')}`);
       const defaultPort = { postgres: 5432, ssh: 22, 'git-http': opts.tls ? 443 : 80 }[opts.type] ?? 0;
       const port = Number(opts.port ?? defaultPort);
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`invalid --port "${opts.port}": a number from 1 to 65535`);
