@@ -123,7 +123,7 @@ export class GitHttpEngine implements Engine {
       await reply.code(503).type('text/plain').send('gatehouse: the gateway cannot record right now; nothing was sent to the target\n');
       return null;
     }
-    return { identity: check.identity, conn, rec, target: new GitTarget(conn, this.ctx.secrets), repoPath };
+    return { identity: check.identity, conn, rec, target: new GitTarget(conn, this.ctx.secrets, this.ctx.dialer), repoPath };
   }
 
   private durable(a: Admitted, type: string, data: Record<string, unknown>): Promise<void> {

@@ -1,8 +1,9 @@
 // Requests to a connection's Git HTTP server: the target URL is built from the connection (never
 // from the client), and the stored basic-auth credential is added here and nowhere else.
 import http from 'node:http';
-import https from 'node:https';
-import type { Readable } from 'node:stream';
+import tls from 'node:tls';
+import type { Duplex, Readable } from 'node:stream';
+import type { Dialer } from '../../connector/dialer.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { Connection } from '../../store/types.ts';
 import { AdvertisementReader } from '../git/refs.ts';
@@ -22,8 +23,11 @@ export class GitTarget {
   private readonly conn: Connection;
   private readonly auth: string | null;
 
-  constructor(conn: Connection, secrets: SecretBox) {
+  private readonly dialer: Dialer;
+
+  constructor(conn: Connection, secrets: SecretBox, dialer: Dialer) {
     this.conn = conn;
+    this.dialer = dialer;
     const password = conn.sealedSecret ? secrets.open(conn.sealedSecret, conn.id) : null;
     this.auth = conn.username ? 'Basic ' + Buffer.from(`${conn.username}:${password ?? ''}`).toString('base64') : null;
   }
@@ -33,10 +37,14 @@ export class GitTarget {
     return `${this.conn.options.tls ? 'https' : 'http'}://${this.conn.host}:${this.conn.port}${this.conn.options.basePath ?? ''}${path}`;
   }
 
-  request(req: TargetRequest, timeoutMs = 30_000): Promise<http.IncomingMessage> {
-    const mod = this.conn.options.tls ? https : http;
+  /** One request on its own connection, dialed like every target (directly or through a connector). */
+  async request(req: TargetRequest, timeoutMs = 30_000): Promise<http.IncomingMessage> {
+    const raw = await this.dialer.dial({ host: this.conn.host, port: this.conn.port, via: this.conn.options.via }, timeoutMs);
+    // TLS is verified against the system CAs and the connection's host name.
+    const sock: Duplex = this.conn.options.tls ? tls.connect({ socket: raw, servername: this.conn.host, ALPNProtocols: ['http/1.1'] }) : raw;
     return new Promise((resolve, reject) => {
-      const r = mod.request({
+      const r = http.request({
+        createConnection: () => sock as import('node:net').Socket, agent: false,
         host: this.conn.host, port: this.conn.port, method: req.method,
         path: `${this.conn.options.basePath ?? ''}${req.path}${req.query ? `?${req.query}` : ''}`,
         headers: { 'user-agent': 'gatehouse', ...(this.auth ? { authorization: this.auth } : {}), ...req.headers },

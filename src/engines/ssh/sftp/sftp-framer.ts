@@ -13,28 +13,31 @@ export class SftpFramer {
     this.onPacket = onPacket;
   }
 
+  /** Bytes the pending packet needs in all (known once its length field has arrived). */
+  private need = 0;
+
   /** Feeds bytes; calls onPacket for each complete packet (type byte first, length stripped). */
   push(chunk: Buffer): void {
     let buf = chunk;
     if (this.pendingBytes > 0) {
       this.pending.push(chunk);
       this.pendingBytes += chunk.length;
-      if (this.pendingBytes < 4) return;
-      const head = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
-      const need = head.length >= 4 ? head.readUInt32BE(0) + 4 : Infinity;
-      if (need > MAX_SFTP_PACKET + 4) throw new SftpProtocolError(`SFTP packet of ${need - 4} bytes is larger than allowed`);
-      if (this.pendingBytes < need) {
+      if (this.need === 0) {
+        if (this.pendingBytes < 4) return;
+        const head = Buffer.concat(this.pending, this.pendingBytes);
         this.pending = [head];
-        return;
+        this.need = checkedLength(head.readUInt32BE(0)) + 4;
       }
+      // Concatenate once, when the packet is complete: tiny chunks must not cost quadratic copying.
+      if (this.pendingBytes < this.need) return;
+      buf = Buffer.concat(this.pending, this.pendingBytes);
       this.pending = [];
       this.pendingBytes = 0;
-      buf = head;
+      this.need = 0;
     }
     let off = 0;
     while (buf.length - off >= 4) {
-      const len = buf.readUInt32BE(off);
-      if (len < 1 || len > MAX_SFTP_PACKET) throw new SftpProtocolError(`SFTP packet length ${len} is out of range`);
+      const len = checkedLength(buf.readUInt32BE(off));
       if (buf.length - off - 4 < len) break;
       this.onPacket(buf.subarray(off + 4, off + 4 + len));
       off += 4 + len;
@@ -44,8 +47,14 @@ export class SftpFramer {
       const rest = Buffer.from(buf.subarray(off));
       this.pending = [rest];
       this.pendingBytes = rest.length;
+      this.need = rest.length >= 4 ? checkedLength(rest.readUInt32BE(0)) + 4 : 0;
     }
   }
+}
+
+function checkedLength(len: number): number {
+  if (len < 1 || len > MAX_SFTP_PACKET) throw new SftpProtocolError(`SFTP packet length ${len} is out of range`);
+  return len;
 }
 
 export class SftpProtocolError extends Error {}
