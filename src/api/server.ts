@@ -17,6 +17,8 @@ import { identityRoutes } from './routes/identities.ts';
 import { connectionRoutes } from './routes/connections.ts';
 import { grantRoutes } from './routes/grants.ts';
 import { sessionRoutes } from './routes/sessions.ts';
+import { workloadRoutes } from './routes/workload.ts';
+import type { WorkloadExchange } from '../identity/workload/exchange.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -27,6 +29,8 @@ export interface ApiDeps {
   recorder: Recorder;
   dialer: Dialer;
   connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress };
+  /** OIDC token exchange for CI jobs and agent runs (absent: not offered). */
+  workload?: WorkloadExchange;
 }
 
 export interface ApiServer { address: ListenAddress; app: FastifyInstance; close(): Promise<void> }
@@ -47,6 +51,8 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   for (const engine of deps.engines) if (engine.routes) app.register(engine.routes);
   // Enrollment authenticates with its own single-use token, so it sits outside the bearer scope.
   app.register(connectorRoutes, deps);
+  // The token exchange authenticates with the caller's OIDC token: no bearer token yet.
+  app.register(workloadRoutes, deps);
   app.register(async (scope) => {
     scope.addHook('onRequest', authenticate(deps.identity));
     scope.get('/api/v1/whoami', async (req) => ({ name: req.identity!.name, kind: req.identity!.kind, admin: req.identity!.isAdmin }));

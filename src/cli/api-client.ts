@@ -18,13 +18,14 @@ export class ApiClient {
     this.token = opts.token;
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    if (!this.token) throw new ApiError(0, 'no token: set GATEHOUSE_TOKEN or pass --token');
+  /** `anonymous`: for the few routes that authenticate otherwise (the OIDC token exchange). */
+  async request<T>(method: string, path: string, body?: unknown, anonymous = false): Promise<T> {
+    if (!this.token && !anonymous) throw new ApiError(0, 'no token: set GATEHOUSE_TOKEN or pass --token');
     let res: Response;
     try {
       res = await fetch(this.base + path, {
         method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        headers: { ...(anonymous ? {} : { authorization: `Bearer ${this.token}` }), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
         body: body !== undefined ? JSON.stringify(body) : undefined,
       });
     } catch (err) {

@@ -8,7 +8,8 @@ export function table(headers: string[], rows: Array<Array<string | number | nul
 }
 
 export interface SessionView {
-  id: string; protocol: string; identity: { id: string; name: string; kind: string }; clientAddr: string; applicationName: string;
+  id: string; protocol: string; identity: { id: string; name: string; kind: string; claims?: Record<string, string> | null }; authMethod?: string | null;
+  clientAddr: string; applicationName: string;
   connection: string; target: { host: string; port: number; database: string; user: string };
   startedAt: string; endedAt: string | null; endReason: string | null; eventCount: number; recording?: string;
 }
@@ -52,6 +53,9 @@ export function timeline(session: SessionView, events: EventView[]): string {
   const out: string[] = [];
   out.push(`session     ${session.id} (${session.protocol})`);
   out.push(`identity    ${session.identity.name} (${session.identity.kind})`);
+  if (session.authMethod) out.push(`auth        ${session.authMethod}`);
+  const claims = Object.entries(session.identity.claims ?? {}).sort(([a], [b]) => a.localeCompare(b));
+  claims.forEach(([name, value], i) => out.push(`${i === 0 ? 'claims      ' : ' '.repeat(12)}${name}=${value}`));
   out.push(`client      ${session.clientAddr}${session.applicationName ? `  application_name=${session.applicationName}` : ''}`);
   out.push(`connection  ${session.connection} → ${session.target.user ? `${session.target.user}@` : ''}${session.target.host}:${session.target.port}${session.target.database ? `${session.protocol === 'git-http' ? '' : '/'}${session.target.database}` : ''}`);
   if (session.recording === 'best-effort') out.push('recording   best-effort (statements were not held until recorded)');

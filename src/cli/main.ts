@@ -6,6 +6,7 @@ import { registerManagement } from './commands/manage.ts';
 import { registerSessions } from './commands/sessions.ts';
 import { registerEvidence } from './commands/evidence.ts';
 import { registerConnectors } from './commands/connectors.ts';
+import { registerLogin } from './commands/login.ts';
 
 const program = new Command('gatehouse')
   .description('Gatehouse: an access gateway that records, attributes and seals every command (PostgreSQL today)')
@@ -24,6 +25,7 @@ function client(cmd: Command): ApiClient {
 registerUp(program);
 registerManagement(program, client);
 registerConnectors(program, client);
+registerLogin(program, client);
 registerEvidence(program, client, registerSessions(program, client));
 
 try {

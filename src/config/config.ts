@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { parseListenAddress, type ListenAddress } from '../util/address.ts';
+import { defaultWorkloadIdentityConfig, parseWorkloadIdentity, type WorkloadIdentityConfig } from '../identity/workload/config.ts';
 
 export interface GatewayConfig {
   dataDir: string;
@@ -26,6 +27,8 @@ export interface GatewayConfig {
   postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
   /** Shared PostgreSQL store (postgres://…); otherwise the embedded SQLite store in the data directory. */
   store?: string;
+  /** Trust policies for exchanging CI jobs' and agent runs' OIDC tokens (gatehouse.yaml only). */
+  workloadIdentity: WorkloadIdentityConfig;
 }
 
 export interface ConfigFlags {
@@ -52,6 +55,7 @@ export function defaultConfig(): GatewayConfig {
     logLevel: 'info',
     recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
+    workloadIdentity: defaultWorkloadIdentityConfig(),
   };
 }
 
@@ -97,6 +101,11 @@ function applyFile(cfg: GatewayConfig, file: string): void {
   if (pg?.max_message_bytes !== undefined) cfg.postgres.maxMessageBytes = num(pg.max_message_bytes, 'postgres.max_message_bytes');
   if (pg?.auth_timeout_ms !== undefined) cfg.postgres.authTimeoutMs = num(pg.auth_timeout_ms, 'postgres.auth_timeout_ms');
   if (pg?.allow_loopback_cleartext !== undefined) cfg.postgres.allowLoopbackCleartext = Boolean(pg.allow_loopback_cleartext);
+  try {
+    if (doc.workload_identity !== undefined) cfg.workloadIdentity = parseWorkloadIdentity(doc.workload_identity);
+  } catch (err) {
+    throw new Error(`config: ${(err as Error).message}`);
+  }
 }
 
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {

@@ -8,6 +8,7 @@ import { SqliteStore } from '../store/sqlite/sqlite-store.ts';
 import { PostgresStore } from '../store/postgres/postgres-store.ts';
 import type { Store } from '../store/types.ts';
 import { IdentityService } from '../identity/identity-service.ts';
+import { WorkloadExchange } from '../identity/workload/exchange.ts';
 import { Recorder } from '../recorder/recorder.ts';
 import { SecretBox, loadSecretKey } from '../crypto/secret-box.ts';
 import { loadOrCreateTls } from '../tls/certificate.ts';
@@ -80,7 +81,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     closers.unshift(() => sshEngine.close());
 
     const connectors = { ca, tunnels, publicAddress: config.connectorPublicAddress ?? tunnelAddress };
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors }, config.http);
+    const workload = new WorkloadExchange({ store, identity, config: config.workloadIdentity, log: log.child({ component: 'workload-identity' }) });
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors, workload }, config.http);
     closers.unshift(() => api.close());
 
     let closing: Promise<void> | null = null;

@@ -18,12 +18,12 @@ export class IdentityService {
     this.now = now;
   }
 
-  async createIdentity(name: string, kind: IdentityKind, isAdmin = false): Promise<Identity> {
+  async createIdentity(name: string, kind: IdentityKind, isAdmin = false, workload?: Pick<Identity, 'claims' | 'authSource' | 'groups'>): Promise<Identity> {
     if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/.test(name)) {
       throw new UserError(`invalid identity name "${name}" (letters, digits, . _ @ -; at most 63 characters)`);
     }
     if (await this.store.getIdentityByName(name)) throw new UserError(`identity "${name}" already exists`, 409);
-    const identity: Identity = { id: newId('id'), name, kind, isAdmin, createdAt: this.now() };
+    const identity: Identity = { id: newId('id'), name, kind, isAdmin, createdAt: this.now(), ...workload };
     await this.store.createIdentity(identity);
     return identity;
   }

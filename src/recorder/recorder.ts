@@ -146,7 +146,10 @@ export class Recorder {
     const session = new SessionRecording(this, row, 0, GENESIS_HASH);
     this.batch.sessionsStarted.push(row);
     const pending = session.record('session.start', {
-      protocol: row.protocol, identity: { id: row.identityId, name: row.identityName, kind: row.identityKind },
+      protocol: row.protocol,
+      // Claims and auth method go into the signed chain too: the session row alone is not sealed.
+      identity: { id: row.identityId, name: row.identityName, kind: row.identityKind, ...(row.identityClaims ? { claims: row.identityClaims } : {}) },
+      ...(row.authMethod ? { authMethod: row.authMethod } : {}),
       clientAddr: row.clientAddr, applicationName: row.applicationName,
       connection: { id: row.connectionId, name: row.connectionName },
       target: { host: row.targetHost, port: row.targetPort, database: row.targetDatabase, user: row.targetUser },

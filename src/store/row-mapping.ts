@@ -1,7 +1,7 @@
 // Row → domain object mapping shared by both stores. Columns have the same names in SQLite and
 // PostgreSQL; the drivers differ only in how they return numbers (node-pg gives BIGINT as a
 // string) and flags (SQLite 0/1, PostgreSQL booleans), which Number() and flag() absorb.
-import type { Connection, ConnectorRecord, PublicKeyRecord, EventRow, Identity, IdentityKind, SealRow, SessionRow, TokenRecord } from './types.ts';
+import type { Connection, ConnectorRecord, PublicKeyRecord, EventRow, Identity, IdentityClaims, IdentityKind, SealRow, SessionRow, TokenRecord } from './types.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -19,7 +19,22 @@ export function toSeal(r: Row): SealRow {
 }
 
 export function toIdentity(r: Row): Identity {
-  return { id: String(r.id), name: String(r.name), kind: r.kind as IdentityKind, isAdmin: flag(r.is_admin), createdAt: Number(r.created_at) };
+  const identity: Identity = { id: String(r.id), name: String(r.name), kind: r.kind as IdentityKind, isAdmin: flag(r.is_admin), createdAt: Number(r.created_at) };
+  // Only workload identities carry these; ordinary ones come back exactly as they were created.
+  if (r.claims !== null && r.claims !== undefined) identity.claims = JSON.parse(String(r.claims)) as IdentityClaims;
+  if (r.auth_source !== null && r.auth_source !== undefined) identity.authSource = String(r.auth_source);
+  if (r.workload_groups !== null && r.workload_groups !== undefined) identity.groups = JSON.parse(String(r.workload_groups)) as string[];
+  return identity;
+}
+
+/** The identity's workload columns as stored (claims, auth_source, workload_groups). */
+export function identityWorkloadColumns(i: Identity): [string | null, string | null, string | null] {
+  return [i.claims ? JSON.stringify(i.claims) : null, i.authSource ?? null, i.groups ? JSON.stringify(i.groups) : null];
+}
+
+/** A session's copy of the identity's claims as stored (JSON, or NULL). */
+export function sessionClaimsColumn(s: SessionRow): string | null {
+  return s.identityClaims ? JSON.stringify(s.identityClaims) : null;
 }
 
 export function toToken(r: Row): TokenRecord {
@@ -48,6 +63,8 @@ export function toSession(r: Row): SessionRow {
     recordingMode: r.recording === 'best-effort' ? 'best-effort' : 'durable', legalHold: flag(r.legal_hold),
     startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
     endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
+    identityClaims: r.identity_claims === null || r.identity_claims === undefined ? null : JSON.parse(String(r.identity_claims)) as IdentityClaims,
+    authMethod: nullableString(r.auth_method),
   };
 }
 

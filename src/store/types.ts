@@ -10,7 +10,16 @@ export interface Identity {
   kind: IdentityKind;
   isAdmin: boolean;
   createdAt: number; // ms since epoch
+  /** Workload identities: the verified claims of the OIDC token it was exchanged for. */
+  claims?: IdentityClaims;
+  /** How a workload identity came to be, e.g. "oidc-exchange:<policy>"; absent when an administrator made it. */
+  authSource?: string;
+  /** Groups its trust policy names (kept for group-based grants; not enforced yet). */
+  groups?: string[];
 }
+
+/** Claim name → value, every value as a string (numbers and booleans as their JSON text). */
+export type IdentityClaims = Record<string, string>;
 
 export interface TokenRecord {
   id: string;
@@ -114,6 +123,10 @@ export interface SessionRow {
   eventCount: number;
   /** Under legal hold: never removed by retention. */
   legalHold?: boolean;
+  /** A copy of the identity's claims at session start (recordings keep them after the identity is gone); null for identities without claims. */
+  identityClaims?: IdentityClaims | null;
+  /** How the session authenticated at the gateway: "token", "publickey", "token (password)", …; null when it did not. */
+  authMethod?: string | null;
 }
 
 export interface EventRow {
@@ -145,7 +158,17 @@ export interface RecordBatch {
   seals: SealRow[];
 }
 
-export interface SessionFilter { identity?: string; connection?: string; limit?: number }
+export interface SessionFilter {
+  identity?: string;
+  connection?: string;
+  kind?: string;
+  /** Every named claim must have exactly this value in the session's copy of the identity's claims. */
+  claims?: Record<string, string>;
+  limit?: number;
+}
+
+/** Claim names a session filter accepts (they end up in a JSON path, so nothing that needs quoting). */
+export const CLAIM_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 export interface Store {
   // identities and tokens

@@ -145,6 +145,36 @@ describe('file transfers through the gateway', () => {
     }
   });
 
+  it('legacy scp -r of a directory records each file where it landed', async () => {
+    const tree = join(local, 'tree');
+    mkdirSync(join(tree, 'sub'), { recursive: true });
+    writeFileSync(join(tree, 'one.txt'), 'one\n');
+    writeFileSync(join(tree, 'sub', 'two.txt'), 'two\n');
+    const { rec, result } = await recordOne(w.gw, () => runScp(w.opts(), ['-O', '-r', tree, `remote:${remote}`]));
+    transferOk(result, 'scp -O -r');
+    for (const [rel, text] of [['tree/one.txt', 'one\n'], ['tree/sub/two.txt', 'two\n']] as const) {
+      const landed = join(remote, rel);
+      assert.ok(existsSync(landed), `${landed} exists`);
+      const op = fileOp(rec, 'upload', landed);
+      assert.equal(op.size, text.length);
+      assert.equal(op.status, 'ok');
+    }
+  });
+
+  it('legacy scp into an existing directory records the path where the file landed', async () => {
+    // `scp -O FILE host:DIR` runs `scp -t DIR` on the target, which writes DIR/FILE.
+    const dir = join(remote, 'into-dir');
+    mkdirSync(dir);
+    const small = join(local, 'landing.txt');
+    writeFileSync(small, 'where did I land?\n');
+    const { rec, result } = await recordOne(w.gw, () => runScp(w.opts(), ['-O', small, `remote:${dir}`]));
+    transferOk(result, 'scp -O into a directory');
+    assert.ok(existsSync(join(dir, 'landing.txt')));
+    const ops = eventsOf(rec, 'file.op').map((e) => e.data);
+    assert.equal(ops.length, 1, JSON.stringify(ops));
+    assert.equal(ops[0]!.path, join(dir, 'landing.txt'), `recorded path ${String(ops[0]!.path)}`);
+  });
+
   it('records a failed upload into a directory that does not exist (sftp and scp -O)', async () => {
     const small = join(local, 'small2.txt');
     writeFileSync(small, 'nowhere to go\n');

@@ -109,10 +109,10 @@ describe('interactive shell through the gateway', () => {
       await t.send('exit\n');
       await t.waitExit();
     });
-    const resizes = eventsOf(rec, 'term.resize').map((e) => e.data);
-    assert.deepEqual(resizes.at(-1), { ch: 1, cols: 132, rows: 43 });
-    assert.ok(resizes.every((r) => r.cols === 132 && r.rows === 43), JSON.stringify(resizes));
-    const resizeSeq = eventsOf(rec, 'term.resize')[0]!.seq;
+    const resizes = eventsOf(rec, 'term.resize');
+    assert.deepEqual(resizes.at(-1)?.data, { ch: 1, cols: 132, rows: 43 }, JSON.stringify(resizes));
+    const resizeSeq = resizes.find((e) => e.data.cols === 132 && e.data.rows === 43)!.seq;
+    assert.ok(seqWhereSeen(rec, 'term.out', 'S1=24 80=Z') < resizeSeq, 'the resize is recorded in its place in the stream');
     assert.ok(resizeSeq < seqWhereSeen(rec, 'term.in', 'S2='), 'resize recorded before the command that observed it');
     assert.ok(allOut(rec).includes('S2=43 132=Z'));
   });

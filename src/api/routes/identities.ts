@@ -10,7 +10,10 @@ import { newId } from '../../util/ids.ts';
 
 
 export function identityView(i: Identity) {
-  return { id: i.id, name: i.name, kind: i.kind, admin: i.isAdmin, createdAt: new Date(i.createdAt).toISOString() };
+  return {
+    id: i.id, name: i.name, kind: i.kind, admin: i.isAdmin, createdAt: new Date(i.createdAt).toISOString(),
+    ...(i.authSource ? { authSource: i.authSource } : {}), ...(i.claims ? { claims: i.claims } : {}), ...(i.groups ? { groups: i.groups } : {}),
+  };
 }
 
 function tokenView(t: TokenRecord, identityName: string, now: number) {

@@ -2,13 +2,14 @@ import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../server.ts';
 import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
-import type { SessionRow } from '../../store/types.ts';
+import { CLAIM_NAME, IDENTITY_KINDS, type SessionRow } from '../../store/types.ts';
 import { runRetention } from '../../recorder/retention.ts';
 
 export function sessionView(s: SessionRow) {
   const iso = (us: number | null) => (us === null ? null : new Date(Math.floor(us / 1000)).toISOString());
   return {
-    id: s.id, protocol: s.protocol, identity: { id: s.identityId, name: s.identityName, kind: s.identityKind },
+    id: s.id, protocol: s.protocol, identity: { id: s.identityId, name: s.identityName, kind: s.identityKind, claims: s.identityClaims ?? null },
+    authMethod: s.authMethod ?? null,
     clientAddr: s.clientAddr, applicationName: s.applicationName, connection: s.connectionName,
     target: { host: s.targetHost, port: s.targetPort, database: s.targetDatabase, user: s.targetUser },
     startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
@@ -20,10 +21,16 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
   // Reading recordings is an audit action; until groups land it is reserved to administrators.
   app.addHook('preHandler', requireAdmin);
 
-  app.get<{ Querystring: { identity?: string; connection?: string; limit?: number } }>('/api/v1/sessions', {
+  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; limit?: number } }>('/api/v1/sessions', {
     schema: { querystring: { type: 'object', properties: {
-      identity: { type: 'string' }, connection: { type: 'string' }, limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
-  }, async (req) => (await deps.store.listSessions(req.query)).map(sessionView));
+      identity: { type: 'string' }, connection: { type: 'string' }, kind: { type: 'string', enum: [...IDENTITY_KINDS, 'unknown'] },
+      // claim=NAME=VALUE, repeatable; a single one arrives as an array too (query arrays are coerced).
+      claim: { type: 'array', items: { type: 'string' }, maxItems: 20 },
+      limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
+  }, async (req) => {
+    const { claim, ...filter } = req.query;
+    return (await deps.store.listSessions({ ...filter, claims: parseClaimFilters(claim ?? []) })).map(sessionView);
+  });
 
   // Everything a third party needs to verify the session offline (docs/bundle.md).
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/evidence', async (req) => {
@@ -60,4 +67,16 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       events: events.map((e) => ({ seq: e.seq, ts: new Date(Math.floor(e.ts / 1000)).toISOString(), tsUs: e.ts, type: e.type, data: JSON.parse(e.data) as unknown })),
     };
   });
+}
+
+/** "repository=org/app" → { repository: "org/app" }; the value may itself hold "=". */
+export function parseClaimFilters(items: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    const name = eq < 0 ? item : item.slice(0, eq);
+    if (eq < 0 || !CLAIM_NAME.test(name)) throw new UserError(`claim filter "${item}" must be NAME=VALUE (name: letters, digits, _ . : -)`);
+    out[name] = item.slice(eq + 1);
+  }
+  return out;
 }

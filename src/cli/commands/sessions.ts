@@ -10,12 +10,20 @@ export function registerSessions(program: Command, client: ClientFactory): Comma
   sessions.command('list').description('list sessions, newest first')
     .option('--identity <name>', 'only this identity')
     .option('--connection <name>', 'only this connection')
+    .option('--kind <kind>', 'only identities of this kind: agent, human, service')
+    .option('--claim <name=value>', 'only sessions whose identity has this claim value, e.g. repository=org/app (repeatable; all must match)',
+      (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--limit <n>', 'at most this many', '50')
     .option('--json', 'machine-readable output')
-    .action(async (opts: { identity?: string; connection?: string; limit: string; json?: boolean }, cmd: Command) => {
+    .action(async (opts: { identity?: string; connection?: string; kind?: string; claim: string[]; limit: string; json?: boolean }, cmd: Command) => {
       const q = new URLSearchParams({ limit: opts.limit });
       if (opts.identity) q.set('identity', opts.identity);
       if (opts.connection) q.set('connection', opts.connection);
+      if (opts.kind) q.set('kind', opts.kind);
+      for (const c of opts.claim) {
+        if (!/^[^=]+=/.test(c)) throw new Error(`invalid --claim "${c}": use NAME=VALUE, e.g. repository=org/app`);
+        q.append('claim', c);
+      }
       const rows = await client(cmd).get<SessionView[]>(`/api/v1/sessions?${q}`);
       console.log(opts.json ? JSON.stringify(rows, null, 2) : sessionsTable(rows));
     });

@@ -99,6 +99,7 @@ export class GitHttpEngine implements Engine {
       clientAddr: req.ip, applicationName: String(req.headers['user-agent'] ?? ''), connectionId: conn?.id ?? '', connectionName,
       targetHost: conn?.host ?? '', targetPort: conn?.port ?? 0, targetDatabase: repoPath, targetUser: conn?.username ?? '',
       recordingMode: conn?.options.recording ?? 'durable',
+      identityClaims: identity?.claims ?? null, authMethod: identity ? 'token (http basic)' : null,
     });
     const refuse = async (status: number, message: string, identity?: Identity, conn?: Connection) => {
       try {
@@ -140,6 +141,10 @@ export class GitHttpEngine implements Engine {
     await this.durable(a, 'git.command', { service, repo: a.repoPath, request: 'advertisement' });
     const up = await a.target.request({ method: 'GET', path: `${a.repoPath}/info/refs`, query, headers: passHeaders(req) });
     let bytes = 0;
+    if (refusedCredential(up, res)) {
+      a.rec.append('git.advertise', { service, repo: a.repoPath, status: up.statusCode, bytesToClient: 0, problem: 'the target refused the stored credential' });
+      return;
+    }
     res.writeHead(up.statusCode ?? 502, pick(up.headers));
     for await (const c of up) {
       bytes += (c as Buffer).length;
@@ -245,6 +250,17 @@ function decodedBody(req: FastifyRequest): Readable {
   return raw;
 }
 
+/**
+ * The target refusing the connection's own credential is the gateway's problem, not the user's:
+ * a 401 passed on would make git discard a valid gatehouse token. Answered as 502 instead.
+ */
+function refusedCredential(up: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): boolean {
+  if (up.statusCode !== 401 && up.statusCode !== 403) return false;
+  up.resume();
+  res.writeHead(502, { 'content-type': 'text/plain' }).end(`gatehouse: the target refused the connection's stored credential (HTTP ${up.statusCode})\n`);
+  return true;
+}
+
 function passHeaders(req: FastifyRequest): Record<string, string> {
   const out: Record<string, string> = {};
   for (const name of ['git-protocol', 'accept']) {
@@ -265,6 +281,7 @@ function pick(headers: import('node:http').IncomingHttpHeaders): Record<string, 
 
 async function relayResponse(up: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, observe?: (c: Buffer) => void): Promise<number> {
   let bytes = 0;
+  if (refusedCredential(up, res)) return 0;
   res.writeHead(up.statusCode ?? 502, pick(up.headers));
   for await (const c of up) {
     bytes += (c as Buffer).length;

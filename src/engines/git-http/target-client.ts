@@ -46,7 +46,9 @@ export class GitTarget {
       const r = http.request({
         createConnection: () => sock as import('node:net').Socket, agent: false,
         host: this.conn.host, port: this.conn.port, method: req.method,
-        path: `${this.conn.options.basePath ?? ''}${req.path}${req.query ? `?${req.query}` : ''}`,
+        // The repository path arrives decoded (and checked for ".." in that form): encode it again,
+        // so that the target decodes exactly that and no "%2e%2e", "?" or "#" changes its meaning.
+        path: `${this.conn.options.basePath ?? ''}${encodePath(req.path)}${req.query ? `?${req.query}` : ''}`,
         headers: { 'user-agent': 'gatehouse', ...(this.auth ? { authorization: this.auth } : {}), ...req.headers },
         timeout: timeoutMs,
       }, resolve);
@@ -85,4 +87,9 @@ export class GitTarget {
       return null;
     }
   }
+}
+
+/** Percent-encodes each segment of a decoded path ("/a b/%2e" → "/a%20b/%252e"). */
+function encodePath(path: string): string {
+  return path.split('/').map((segment) => encodeURIComponent(segment)).join('/');
 }

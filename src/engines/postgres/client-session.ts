@@ -358,6 +358,8 @@ export class PgClientSession {
       targetDatabase: conn?.database ?? '',
       targetUser: conn?.username ?? '',
       recordingMode: conn?.options.recording ?? 'durable',
+      identityClaims: identity?.claims ?? null,
+      authMethod: identity ? 'token' : null,
     };
   }
 

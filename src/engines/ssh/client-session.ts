@@ -55,7 +55,12 @@ export class SshClientSession {
         auth.reject();
       });
     });
-    client.on('ready', () => { this.admission = this.admit(); });
+    client.on('ready', () => {
+      this.admission = this.admit();
+      // A refused connection is closed once its channels have had time to show the refusal
+      // (a client that opens none, e.g. ssh -N, would otherwise stay connected for nothing).
+      void this.admission.then((a) => { if (!a.ok) setTimeout(() => this.client.end(), 3000).unref(); });
+    });
     client.on('session', (accept) => {
       // Listeners go on at once: ssh2 rejects channel requests nobody listens for. They wait
       // for admission (grant check and target login) before answering.
@@ -238,6 +243,7 @@ export class SshClientSession {
       clientAddr: this.info.ip, applicationName: this.info.header.versions.software ?? '',
       connectionId: conn?.id ?? '', connectionName, targetHost: conn?.host ?? '', targetPort: conn?.port ?? 0,
       targetDatabase: '', targetUser: conn?.username ?? '', recordingMode: conn?.options.recording ?? 'durable',
+      identityClaims: identity?.claims ?? null, authMethod: identity && typeof this.auth.method === 'string' ? this.auth.method : null,
     };
   }
 

@@ -1,5 +1,6 @@
 // The SSH engine: an SSH server (ssh2) on the gateway's SSH listener. Clients connect as
 // `<connection>@gateway`; each connection is an SshClientSession.
+import net from 'node:net';
 import ssh2 from 'ssh2';
 import type { Engine, EngineContext } from '../engine.ts';
 import type { ListenAddress } from '../../util/address.ts';
@@ -9,12 +10,17 @@ import { SshClientSession, type SshSessionOptions } from './client-session.ts';
 export interface SshEngineOptions extends Partial<SshSessionOptions> {
   /** Where the gateway's host key lives (generated on first start). */
   hostKeyDir: string;
+  /** How long a connection may take to finish the handshake and sign in. */
+  signInTimeoutMs?: number;
 }
 
 export class SshEngine implements Engine {
   readonly protocol = 'ssh';
   readonly hostKey: PublicKeyInfo;
   private readonly server: ssh2.Server;
+  private readonly tcp: net.Server;
+  /** Connections that have not signed in yet, by peer address, with the timer that drops them. */
+  private readonly signingIn = new Map<string, NodeJS.Timeout>();
   private readonly sessions = new Set<SshClientSession>();
 
   constructor(ctx: EngineContext, options: SshEngineOptions) {
@@ -27,26 +33,37 @@ export class SshEngine implements Engine {
       // AES-GCM first: node:crypto does it in native code; chacha20 without ssh2's optional addon is slower.
       algorithms: { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes256-ctr'] },
     }, (client, info) => {
+      const key = `${info.ip}:${info.port}`;
+      client.once('ready', () => { clearTimeout(this.signingIn.get(key)); this.signingIn.delete(key); });
       const session = new SshClientSession(ctx, client, info, sessionOptions);
       this.sessions.add(session);
       void session.closed.finally(() => this.sessions.delete(session));
     });
     this.server.on('error', (err: Error) => ctx.log.error({ err: err.message }, 'ssh listener error'));
+    const signInTimeoutMs = options.signInTimeoutMs ?? 30_000;
+    this.tcp = net.createServer({ noDelay: true }, (socket) => {
+      const key = `${socket.remoteAddress}:${socket.remotePort}`;
+      const timer = setTimeout(() => socket.destroy(), signInTimeoutMs);
+      this.signingIn.set(key, timer);
+      socket.once('close', () => { clearTimeout(timer); this.signingIn.delete(key); });
+      this.server.injectSocket(socket);
+    });
   }
 
   listen(address: ListenAddress): Promise<ListenAddress> {
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(address.port, address.host, () => {
-        this.server.off('error', reject);
-        const bound = this.server.address() as { port: number };
+      this.tcp.once('error', reject);
+      this.tcp.listen(address.port, address.host, () => {
+        this.tcp.off('error', reject);
+        const bound = this.tcp.address() as { port: number };
         resolve({ host: address.host, port: bound.port });
       });
     });
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await new Promise<void>((resolve) => this.tcp.close(() => resolve()));
+    for (const t of this.signingIn.values()) clearTimeout(t);
     for (const s of this.sessions) s.shutdown('gateway shutdown');
     await Promise.allSettled([...this.sessions].map((s) => s.closed));
   }

@@ -15,6 +15,7 @@ import { decideUpdates, needsPackBeforeForward, refusalReport, MAX_CLASSIFIED_PA
 import { probeOverStream } from '../git/target-probe.ts';
 import type { AskTarget } from '../git/fast-forward.ts';
 import { pump, type ExitInfo } from './channel-relay.ts';
+import { FLUSH_PKT } from '../git/pkt-line.ts';
 
 export type GitService = 'git-receive-pack' | 'git-upload-pack' | 'git-upload-archive';
 
@@ -159,8 +160,10 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
       state = 'refused';
       client.resume(); // drain whatever pack the client still sends
       await recordPush('refused').catch(() => {});
-      // The target saw nothing: its receive-pack ends at EOF without changing anything.
-      upstream.end();
+      // The target saw nothing. A flush-pkt is what git sends when it has no command: receive-pack
+      // then exits quietly (a bare EOF makes it print "fatal: the remote end hung up unexpectedly",
+      // which would reach the client's stderr).
+      upstream.end(FLUSH_PKT);
       const send = () => {
         client.write(refusalReport(request.capabilities, decided!));
         rec.append('git.push.result', { ch: opts.channel, repo: opts.repoPath, refusedByGateway: true, packBytes, refs: decided!.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) });
@@ -172,7 +175,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
     let pendingSend: (() => void) | null = null;
     const refuseAll = (message: string) => {
       state = 'refused';
-      upstream.end();
+      upstream.end(FLUSH_PKT);
       client.stderr.write(`gatehouse: ${message}\n`);
       resolve();
     };
@@ -230,7 +233,10 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
         resolve();
       }
     });
-    upstream.on('close', () => resolve());
+    // A refused push is answered once the client's pack has ended (pendingSend): the target's
+    // receive-pack, which got EOF, may close well before that and must not end the exchange.
+    upstream.on('close', () => { if (state !== 'refused') resolve(); });
+    client.on('close', () => resolve());
   });
   client.resume();
 
@@ -246,10 +252,8 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
   }
 
   await done;
-  if (state === 'refused') {
-    client.end();
-    return { code: 0, signal: null };
-  }
+  // Like git-receive-pack after reporting: exit status 0 (endWithExit sends it, then ends the channel).
+  if (state === 'refused') return { code: 0, signal: null };
   const exit = await exited;
   if (state === 'streaming' && decided) {
     // Classify what was streamed, from the copy kept aside, for the record.

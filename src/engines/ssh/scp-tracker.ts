@@ -31,13 +31,20 @@ export class ScpTracker {
   private readonly dirs: string[] = [];
   private line: Buffer[] = [];
   private lineBytes = 0;
-  private file: { path: string; size: number; remaining: number; hash: Hash } | null = null;
+  private file: { name: string; size: number; remaining: number; hash: Hash } | null = null;
   private broken = false;
+  /** Whether the upload target is a directory on the target host (null: unknown). */
+  private targetIsDirectory: boolean | null = null;
+  private readonly directoryAnswer: Promise<unknown>;
+  /** File records in order; each may wait for the directory answer. */
+  private emitted: Promise<void> = Promise.resolve();
 
-  constructor(rec: SessionRecording, channel: number, cmd: ScpCommand) {
+  /** `targetIsDirectory` answers, for uploads, where a file named in a `C` line lands. */
+  constructor(rec: SessionRecording, channel: number, cmd: ScpCommand, targetIsDirectory?: Promise<boolean | null>) {
     this.rec = rec;
     this.channel = channel;
     this.cmd = cmd;
+    this.directoryAnswer = targetIsDirectory?.then((d) => { this.targetIsDirectory = d; }) ?? Promise.resolve();
   }
 
   /** Bytes from the client: the file stream when uploading (acknowledgements otherwise). */
@@ -49,8 +56,10 @@ export class ScpTracker {
     if (this.cmd.direction === 'download') this.source(chunk);
   }
 
-  close(): void {
+  /** Settles once every file seen is on record. */
+  close(): Promise<void> {
     if (this.file) this.emit('incomplete: the channel closed mid-file');
+    return this.emitted;
   }
 
   /** Parses the sending side's stream. */
@@ -101,26 +110,32 @@ export class ScpTracker {
         this.dirs.push(name);
         return;
       }
-      this.file = { path: this.pathOf(name), size: Number(m[1]), remaining: Number(m[1]), hash: createHash('sha256') };
+      this.file = { name, size: Number(m[1]), remaining: Number(m[1]), hash: createHash('sha256') };
     } else if (kind === 'E') {
       this.dirs.pop();
     }
   }
 
   /** Where the named file lands (upload) or comes from (download), as scp resolves it. */
-  private pathOf(name: string): string {
+  private pathOf(name: string, dirs: string[]): string {
     const base = this.cmd.target;
-    if (this.cmd.direction === 'download') return this.dirs.length ? path.posix.join(base, ...this.dirs.slice(1), name) : base;
-    if (this.dirs.length === 0 && !this.cmd.recursive) return base.endsWith('/') ? base + name : base;
-    return path.posix.join(base, ...this.dirs, name);
+    if (this.cmd.direction === 'download') return dirs.length ? path.posix.join(base, ...dirs.slice(1), name) : base;
+    if (dirs.length === 0 && !this.cmd.recursive) return base.endsWith('/') || this.targetIsDirectory ? path.posix.join(base, name) : base;
+    return path.posix.join(base, ...dirs, name);
   }
 
   private emit(status: string): void {
     const f = this.file!;
     this.file = null;
-    this.rec.append('file.op', {
-      ch: this.channel, via: 'scp', op: this.cmd.direction, path: f.path, size: f.size - f.remaining,
-      sha256: f.remaining === 0 ? f.hash.digest('hex') : null, status,
+    const dirs = [...this.dirs];
+    const sha256 = f.remaining === 0 ? f.hash.digest('hex') : null;
+    // The path may depend on whether the upload target is a directory: wait for that answer.
+    this.emitted = this.emitted.then(() => this.directoryAnswer).then(() => {
+      const unresolved = this.cmd.direction === 'upload' && dirs.length === 0 && !this.cmd.recursive && this.targetIsDirectory === null && !this.cmd.target.endsWith('/');
+      this.rec.append('file.op', {
+        ch: this.channel, via: 'scp', op: this.cmd.direction, path: this.pathOf(f.name, dirs), size: f.size - f.remaining, sha256, status,
+        ...(unresolved ? { pathNote: `stored at ${this.cmd.target}, or inside it if it is a directory` } : {}),
+      });
     });
   }
 }

@@ -140,13 +140,13 @@ export class SessionChannel {
     }
 
     let hooks: RelayHooks = {};
-    let finish: (exit: ExitInfo) => void = () => {};
+    let finish: (exit: ExitInfo) => void | Promise<void> = () => {};
     const scp = req.kind === 'exec' ? parseScpCommand(req.command) : null;
     if (req.kind === 'shell' || this.pty) {
       this.terminal = new TerminalRecorder(rec, this.number, this.ctx.durable);
       const t = this.terminal;
       hooks = { input: (c) => t.input(c), output: (c) => t.output(c), stderr: (c) => t.stderr(c) };
-      finish = (exit) => rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt });
+      finish = (exit) => { rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else if (req.kind === 'subsystem' && req.name === 'sftp') {
       const sftp = new SftpTracker(rec, this.number, this.ctx.durable);
       hooks = { input: (c) => sftp.fromClient(c), output: (c) => sftp.fromServer(c) };
@@ -155,14 +155,14 @@ export class SessionChannel {
       const stdout = new BoundedCapture(this.ctx.sampleBytes);
       const stderr = new BoundedCapture(this.ctx.sampleBytes);
       let stdinBytes = 0;
-      const scpTracker = scp ? new ScpTracker(rec, this.number, scp) : null;
+      const scpTracker = scp ? new ScpTracker(rec, this.number, scp, scp.direction === 'upload' && !scp.recursive ? isDirectoryOnTarget(target, scp.target) : undefined) : null;
       hooks = {
         input: (c) => { stdinBytes += c.length; scpTracker?.fromClient(c); },
         output: (c) => { stdout.add(c); scpTracker?.fromServer(c); },
         stderr: (c) => stderr.add(c),
       };
-      finish = (exit) => {
-        scpTracker?.close();
+      finish = async (exit) => {
+        await scpTracker?.close();
         // scp's stdout is file content, already recorded as file operations: keep its size and hash only.
         const out = stdout.result();
         rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt, stdinBytes,
@@ -185,7 +185,7 @@ function openUpstream(target: import('ssh2').Client, req: ChannelRequest,
 }
 
 /** Relays one channel until both sides are done, then hands on the exit status. */
-function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks, finish: (exit: ExitInfo) => void, onHookError: (err: Error) => void): Promise<void> {
+function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks, finish: (exit: ExitInfo) => void | Promise<void>, onHookError: (err: Error) => void): Promise<void> {
   return new Promise((resolve) => {
     let exit: ExitInfo = { code: null, signal: null };
     const failHook = (err: Error) => {
@@ -210,12 +210,28 @@ function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks
         else if (exit.signal) client.exit(exit.signal.replace(/^SIG/, ''), exit.coreDumped ?? false, exit.message ?? '');
         client.end();
       }
-      finish(exit);
-      resolve();
+      void Promise.resolve(finish(exit)).finally(resolve);
     });
     client.on('close', () => {
       // The client went away first: close the target's side too (its exit is recorded as unknown).
       upstream.close();
+    });
+  });
+}
+
+/**
+ * Asks the target whether an scp upload's destination is a directory (the file then lands inside
+ * it): the gateway runs `test -d` over its own connection. null when it cannot tell.
+ */
+function isDirectoryOnTarget(target: import('ssh2').Client, dir: string): Promise<boolean | null> {
+  return new Promise((resolve) => {
+    target.exec(`test -d '${dir.replaceAll("'", "'\\''")}'`, (err, ch) => {
+      if (err) return resolve(null);
+      let code: number | null = null;
+      ch.on('exit', (c: number | null) => { code = c; });
+      ch.on('close', () => resolve(code === 0 ? true : code === 1 ? false : null));
+      ch.resume();
+      ch.stderr.resume();
     });
   });
 }

@@ -5,8 +5,9 @@ import type {
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
   PublicKeyRecord,
 } from '../types.ts';
+import { CLAIM_NAME } from '../types.ts';
 
-import { toConnection, toConnector, toEvent, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
+import { identityWorkloadColumns, sessionClaimsColumn, toConnection, toConnector, toEvent, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
 const MIGRATION_LOCK_KEY = 0x67617465686f7573n & 0x7fffffffffffffffn; // "gatehous"
@@ -102,8 +103,8 @@ export class PostgresStore implements Store {
   }
 
   async createIdentity(i: Identity): Promise<void> {
-    await this.pool.query('INSERT INTO identities (id, name, kind, is_admin, created_at) VALUES ($1, $2, $3, $4, $5)',
-      [i.id, i.name, i.kind, i.isAdmin, i.createdAt]);
+    await this.pool.query(`INSERT INTO identities (id, name, kind, is_admin, created_at, claims, auth_source, workload_groups)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, [i.id, i.name, i.kind, i.isAdmin, i.createdAt, ...identityWorkloadColumns(i)]);
   }
 
   async getIdentityByName(name: string): Promise<Identity | undefined> {
@@ -223,6 +224,12 @@ export class PostgresStore implements Store {
     const args: unknown[] = [];
     if (f.identity) { args.push(f.identity); where.push(`identity_name = $${args.length}`); }
     if (f.connection) { args.push(f.connection); where.push(`connection_name = $${args.length}`); }
+    if (f.kind) { args.push(f.kind); where.push(`identity_kind = $${args.length}`); }
+    for (const [name, value] of Object.entries(f.claims ?? {})) {
+      if (!CLAIM_NAME.test(name)) throw new Error(`invalid claim name "${name}"`);
+      args.push(name, value);
+      where.push(`(identity_claims::jsonb ->> $${args.length - 1}) = $${args.length}`);
+    }
     args.push(f.limit ?? 100);
     const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC LIMIT $${args.length}`;
     return (await this.rows(sql, args)).map(toSession);
@@ -339,15 +346,16 @@ const WRITE_BATCH_SQL = `
 WITH started AS (
   INSERT INTO sessions (id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
     connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
-    ended_at, end_reason, event_count)
+    ended_at, end_reason, event_count, identity_claims, auth_method)
   SELECT id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
     connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
-    ended_at, end_reason, coalesce(event_count, 0)
+    ended_at, end_reason, coalesce(event_count, 0), identity_claims, auth_method
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-    $10::text[], $11::int[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::bigint[], $17::text[], $18::bigint[])
+    $10::text[], $11::int[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::bigint[], $17::text[], $18::bigint[],
+    $41::text[], $42::text[])
     AS u(id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
     connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
-    ended_at, end_reason, event_count)
+    ended_at, end_reason, event_count, identity_claims, auth_method)
 ), recorded AS (
   INSERT INTO events (session_id, seq, ts, type, data, hash)
   SELECT * FROM unnest($19::text[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::text[])
@@ -371,12 +379,15 @@ function writeBatchValues(batch: RecordBatch): unknown[] {
   const startedHere = new Set<string>();
 
   const s = columns(18);
+  // Session columns added later travel as the last parameters ($41…), so the others keep their numbers.
+  const sx = columns(2);
   for (const r of batch.sessionsStarted) {
     const end = endOf.get(r.id);
     startedHere.add(r.id);
     push(s, r.id, r.protocol, r.identityId, r.identityName, r.identityKind, r.clientAddr, r.applicationName, r.connectionId,
       r.connectionName, r.targetHost, r.targetPort, r.targetDatabase, r.targetUser, r.startedAt, r.recordingMode,
       end ? end.endedAt : null, end ? end.endReason : null, end ? end.eventCount : null);
+    push(sx, sessionClaimsColumn(r), r.authMethod ?? null);
   }
   const ev = columns(6);
   for (const e of batch.events) push(ev, e.sessionId, e.seq, e.ts, e.type, e.data, e.hash);
@@ -394,7 +405,7 @@ function writeBatchValues(batch: RecordBatch): unknown[] {
   for (const c of lastCheckpoint.values()) push(cp, c.sessionId, c.seq, c.payload, c.keyId, c.signature);
   const se = columns(7);
   for (const x of batch.seals) push(se, x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature, x.gatewayId);
-  return [...s, ...ev, ...en, ...cp, ...se];
+  return [...s, ...ev, ...en, ...cp, ...se, ...sx];
 }
 
 function columns(n: number): unknown[][] {

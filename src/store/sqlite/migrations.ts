@@ -141,4 +141,18 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX public_keys_identity ON public_keys(identity_id);
   `,
+
+  // 8: workload identity and attribution. An identity made by an OIDC token exchange keeps the
+  // token's verified claims (JSON), where it came from ('oidc-exchange:<policy>') and its policy's
+  // groups (JSON array); all NULL for identities an administrator made. Sessions keep a copy of the
+  // claims taken at start, so recordings stay attributed after the identity is removed, and how
+  // the session authenticated.
+  `
+  ALTER TABLE identities ADD COLUMN claims TEXT;
+  ALTER TABLE identities ADD COLUMN auth_source TEXT;
+  ALTER TABLE identities ADD COLUMN workload_groups TEXT;
+  ALTER TABLE sessions ADD COLUMN identity_claims TEXT;
+  ALTER TABLE sessions ADD COLUMN auth_method TEXT;
+  CREATE INDEX sessions_identity_kind ON sessions(identity_kind, started_at);
+  `,
 ];

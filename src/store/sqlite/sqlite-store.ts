@@ -9,8 +9,9 @@ import type {
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
   PublicKeyRecord,
 } from '../types.ts';
+import { CLAIM_NAME } from '../types.ts';
 
-import { toConnection, toConnector, toEvent, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
+import { identityWorkloadColumns, toConnection, toConnector, toEvent, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
 
 /**
  * Embedded store: one SQLite file in the data directory, WAL mode, synchronous=FULL so that a
@@ -69,8 +70,8 @@ export class SqliteStore implements Store {
   }
 
   async createIdentity(i: Identity): Promise<void> {
-    this.q('INSERT INTO identities (id, name, kind, is_admin, created_at) VALUES (?, ?, ?, ?, ?)')
-      .run(i.id, i.name, i.kind, i.isAdmin ? 1 : 0, i.createdAt);
+    this.q('INSERT INTO identities (id, name, kind, is_admin, created_at, claims, auth_source, workload_groups) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(i.id, i.name, i.kind, i.isAdmin ? 1 : 0, i.createdAt, ...identityWorkloadColumns(i));
   }
 
   async getIdentityByName(name: string): Promise<Identity | undefined> {
@@ -186,6 +187,12 @@ export class SqliteStore implements Store {
     const args: Array<string | number> = [];
     if (f.identity) { where.push('identity_name = ?'); args.push(f.identity); }
     if (f.connection) { where.push('connection_name = ?'); args.push(f.connection); }
+    if (f.kind) { where.push('identity_kind = ?'); args.push(f.kind); }
+    for (const [name, value] of Object.entries(f.claims ?? {})) {
+      if (!CLAIM_NAME.test(name)) throw new Error(`invalid claim name "${name}"`);
+      where.push('json_extract(identity_claims, ?) = ?');
+      args.push(`$."${name}"`, value);
+    }
     const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC LIMIT ?`;
     args.push(f.limit ?? 100);
     return (this.db.prepare(sql).all(...args) as Row[]).map(toSession);
