@@ -23,6 +23,7 @@
 // on free loopback ports and is stopped by this script, also on failure or Ctrl-C.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -113,6 +114,12 @@ interface PathInfo {
   connectRunsMs: number[];
   hops: Hop[];
   error: string | null;
+}
+
+interface MachineNotes {
+  loadBefore: number[];
+  loadAfter: number[];
+  ssh2Native: { available: boolean; reason: string | null };
 }
 
 interface Verdict {
@@ -290,6 +297,24 @@ async function firstLine(cmd: string, args: string[]): Promise<string> {
     return (r.stdout.trim() || r.stderr.trim()).split('\n')[0] ?? '';
   } catch (err) {
     return `unknown (${errorMessage(err)})`;
+  }
+}
+
+/**
+ * Whether ssh2's native crypto addon loads under this Node (the one the gateway runs on). Without
+ * it ssh2 falls back to node:crypto objects created per packet (and WebAssembly Poly1305), at
+ * nearly twice the gateway CPU per byte; an addon built by `npm install` under another Node
+ * major does not load.
+ */
+function ssh2NativeCrypto(): { available: boolean; reason: string | null } {
+  const req: NodeJS.Require = createRequire(path.join(REPO_ROOT, 'package.json'));
+  try {
+    const crypto = req('ssh2/lib/protocol/crypto.js') as { bindingAvailable?: boolean };
+    if (crypto.bindingAvailable === true) return { available: true, reason: null };
+    req('ssh2/lib/protocol/crypto/build/Release/sshcrypto.node');
+    return { available: false, reason: 'ssh2 reports it unavailable' };
+  } catch (err) {
+    return { available: false, reason: errorMessage(err).split('\n').slice(0, 4).join(' ').replace(/\s+/g, ' ') };
   }
 }
 
@@ -514,8 +539,9 @@ async function probePath(route: Route & { name: PathName }, target: Sshd, jump: 
 
 /**
  * One interactive session: `ssh -tt ROUTE 'stty raw -echo; printf READY; exec cat'`. The remote
- * pty is raw, so each byte goes to cat and cat's copy comes back at once: the round trip of one
- * keystroke through both ptys' sshd side, every hop and the echoing program, as in a shell.
+ * pty is raw and does not echo, so each byte goes to cat and cat's copy comes back at once: the
+ * round trip of one keystroke through every hop, the target's pty and the program that echoes
+ * it, as with a shell's line editor. ssh's own stdin and stdout are pipes (no local pty).
  */
 interface EchoSession {
   route: Route;
@@ -665,8 +691,11 @@ function verdicts(rows: ThroughputRow[], echo: EchoRow[]): Verdict[] {
   return out;
 }
 
-function printReport(s: Settings, rows: ThroughputRow[], infos: PathInfo[], echo: EchoRow[], v: Verdict[]): void {
+function printReport(s: Settings, rows: ThroughputRow[], infos: PathInfo[], echo: EchoRow[], v: Verdict[], machine: MachineNotes): void {
   const info = (p: PathName): PathInfo | undefined => infos.find((i) => i.path === p);
+  console.log(`\nMachine: ${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), load average ${machine.loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ` +
+    `${machine.loadAfter.map((x) => x.toFixed(2)).join(' ')} after; every path's processes share these CPUs.`);
+  console.log(`Gateway: Node ${process.version}; ssh2 native crypto addon ${machine.ssh2Native.available ? 'loaded' : `NOT loadable, ssh2 uses its JS crypto fallback (${machine.ssh2Native.reason})`}.`);
   console.log(`\nThroughput: ${s.sizeLabel} (${fmt(s.bytes, 0)} bytes) of zeros per run, ${s.runs} run${s.runs === 1 ? '' : 's'} per path and direction, interleaved; median shown.`);
   console.log('MB/s = 10^6 bytes per second of wall time from spawning the client to its exit (connection set-up included: see "connect ms").');
   console.log(`upload:   head -c N /dev/zero | ssh … 'cat > /dev/null'      download: ssh … 'head -c N /dev/zero' > /dev/null`);
@@ -784,6 +813,8 @@ async function main(): Promise<void> {
   const infos: PathInfo[] = [];
   for (const p of PATHS) {
     const i: PathInfo = await probePath(routes[p] as Route & { name: PathName }, target, jump);
+    // The client only sees "Connection closed": the reason is in the gateway's log.
+    if (i.error !== null && p === 'gateway') i.error += `\ngateway log:\n${lastLines(gw.logs(), 10)}`;
     infos.push(i);
     log(`    ${p}: ${i.error ?? `${fmt(i.connectMs, 1)} ms to connect; ${i.hops.map((h) => `${h.hop}: ${h.cipher ?? 'unknown'}`).join('; ')}`}`);
   }
@@ -829,13 +860,14 @@ async function main(): Promise<void> {
   const echo: EchoRow[] = await measureEcho(ECHO_PATHS.map((p) => routes[p]), s.keystrokes);
 
   const v: Verdict[] = verdicts(rows, echo);
-  printReport(s, rows, infos, echo, v);
+  const machine: MachineNotes = { loadBefore, loadAfter: loadavg(), ssh2Native: ssh2NativeCrypto() };
+  printReport(s, rows, infos, echo, v, machine);
 
   const results = {
     startedAt,
     finishedAt: new Date().toISOString(),
     settings: { ...s, keystrokeWarmup: KEYSTROKE_WARMUP, keystrokePauseMs: KEYSTROKE_PAUSE_MS, connectProbes: CONNECT_PROBES },
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, loadavgBefore: loadBefore, loadavgAfter: loadavg() },
+    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, loadavgBefore: loadBefore, loadavgAfter: machine.loadAfter, ssh2NativeCrypto: machine.ssh2Native },
     versions: {
       node: process.version,
       ssh: await firstLine('ssh', ['-V']),

@@ -157,9 +157,9 @@ function session(id: string, startedAt: number, o: Partial<SessionRow> = {}): Se
   };
 }
 
-/** What a store returns for a session written by writeBatch (never on hold at first). */
+/** What a store returns for a session written by writeBatch (never on hold at first; no claims or auth method unless given). */
 function stored(s: SessionRow, o: Partial<SessionRow> = {}): SessionRow {
-  return { ...s, legalHold: false, ...o };
+  return { identityClaims: null, authMethod: null, ...s, legalHold: false, ...o };
 }
 
 function event(sessionId: string, seq: number, o: Partial<EventRow> = {}): EventRow {
@@ -406,6 +406,49 @@ for (const f of FACTORIES) {
       assert.deepEqual((await store.listSessions({ identity: 'cy', connection: 'dev', limit: 4 })).map((s) => s.id),
         newestFirst.filter((s) => s.identityName === 'cy' && s.connectionName === 'dev').slice(0, 4).map((s) => s.id));
       assert.deepEqual(await store.listSessions({ identity: 'nobody' }), []);
+    }));
+
+    test('workload identities: claims, auth source and groups round-trip; ordinary identities have none', () => withStore(f, async (store) => {
+      const run = identity('gh-org-app-101-1-x7k2q', {
+        claims: { iss: 'https://token.actions.example', sub: 'repo:org/app:ref:refs/heads/main', repository: 'org/app', run_id: '101', 'odd "key"': 'ünï \\ "q"' },
+        authSource: 'oidc-exchange:github-app', groups: ['ci', 'deployers'],
+      });
+      const plain = identity('plain');
+      await store.createIdentity(run);
+      await store.createIdentity(plain);
+      assert.deepEqual(await store.getIdentityByName('gh-org-app-101-1-x7k2q'), run);
+      assert.deepEqual(await store.getIdentity('id_plain'), plain, 'no claims, source or groups keys at all');
+      assert.deepEqual(await store.listIdentities(), [run, plain]);
+    }));
+
+    test('sessions keep a copy of the claims and the auth method; listSessions filters by kind and claims within the limit', () => withStore(f, async (store) => {
+      const claimsOf = (run: string, repo = 'org/app') => ({ repository: repo, run_id: run, workflow: 'deploy "prod"', 'job.name': 'a:b' });
+      const rows = [
+        session('s_1', T0 + 1, { identityKind: 'agent', identityClaims: claimsOf('101'), authMethod: 'token' }),
+        session('s_2', T0 + 2, { identityKind: 'agent', identityClaims: claimsOf('102'), authMethod: 'token (password)' }),
+        session('s_3', T0 + 3, { identityKind: 'agent', identityClaims: claimsOf('101'), authMethod: 'publickey' }),
+        session('s_4', T0 + 4, { identityKind: 'human', authMethod: 'token' }),
+        session('s_5', T0 + 5, { identityKind: 'agent', identityClaims: claimsOf('103', 'org/other'), authMethod: 'token (http basic)' }),
+        session('s_6', T0 + 6, { identityKind: 'unknown' }),
+      ];
+      await store.writeBatch(batch({ sessionsStarted: rows.slice(0, 3) }));
+      // A session that starts and ends in one batch takes the other path of the batch statement.
+      await store.writeBatch(batch({ sessionsStarted: rows.slice(3), sessionsEnded: [{ sessionId: 's_5', endedAt: T0 + 50, endReason: 'done', eventCount: 0 }] }));
+      assert.deepEqual(await store.getSession('s_1'), stored(rows[0]));
+      assert.deepEqual(await store.getSession('s_4'), stored(rows[3], { identityClaims: null }));
+      assert.deepEqual(await store.getSession('s_5'), stored(rows[4], { endedAt: T0 + 50, endReason: 'done' }));
+      assert.deepEqual(await store.getSession('s_6'), stored(rows[5]), 'no claims, no auth method: both null');
+      const ids = async (filter: Parameters<Store['listSessions']>[0]) => (await store.listSessions(filter)).map((s) => s.id);
+      assert.deepEqual(await ids({ kind: 'agent' }), ['s_5', 's_3', 's_2', 's_1']);
+      assert.deepEqual(await ids({ kind: 'human' }), ['s_4']);
+      assert.deepEqual(await ids({ claims: { run_id: '101' } }), ['s_3', 's_1']);
+      assert.deepEqual(await ids({ claims: { run_id: '101' }, limit: 1 }), ['s_3'], 'the limit applies after the claim filter');
+      assert.deepEqual(await ids({ claims: { repository: 'org/app', run_id: '102' } }), ['s_2'], 'every claim must match');
+      assert.deepEqual(await ids({ claims: { repository: 'org/app', run_id: '103' } }), []);
+      assert.deepEqual(await ids({ claims: { workflow: 'deploy "prod"', 'job.name': 'a:b' }, kind: 'agent', limit: 2 }), ['s_5', 's_3']);
+      assert.deepEqual(await ids({ claims: { run_id: '10' } }), [], 'exact values, no prefix match');
+      assert.deepEqual(await ids({ claims: { nope: '101' } }), []);
+      await assert.rejects(store.listSessions({ claims: { 'a"b': 'x' } }), /invalid claim name/);
     }));
 
     test('getSession, listEvents in seq order, lastEvent, listOpenSessions oldest first', () => withStore(f, async (store) => {
