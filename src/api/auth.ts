@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { IdentityService } from '../identity/identity-service.ts';
 import type { Identity } from '../store/types.ts';
+import type { AccessService } from '../access/access-service.ts';
 
 declare module 'fastify' {
   interface FastifyRequest { identity?: Identity }
@@ -23,7 +24,10 @@ export function authenticate(identity: IdentityService) {
   };
 }
 
-/** Management needs the admin role; anything else is refused (default deny). */
-export async function requireAdmin(req: FastifyRequest, reply: FastifyReply): Promise<void> {
-  if (!req.identity?.isAdmin) await reply.code(403).send({ error: `identity "${req.identity?.name}" is not an administrator` });
+/** Management needs admin on every connection (or the bootstrap flag); anything else is refused (default deny). */
+export function requireAdmin(access: AccessService) {
+  return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const decision = await access.check(req.identity!, 'admin', null);
+    if (!decision.allowed) await reply.code(403).send({ error: `identity "${req.identity!.name}" is not an administrator: ${decision.reason}` });
+  };
 }

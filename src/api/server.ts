@@ -1,5 +1,5 @@
 // The HTTP API the CLI (and later the web console) talks to. Every route but /health requires a
-// bearer token; management routes require an admin identity (default deny).
+// bearer token; management routes require admin, recordings audit (default deny, src/access/).
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Engine } from '../engines/engine.ts';
@@ -16,9 +16,13 @@ import { authenticate } from './auth.ts';
 import { identityRoutes } from './routes/identities.ts';
 import { connectionRoutes } from './routes/connections.ts';
 import { grantRoutes } from './routes/grants.ts';
+import { groupRoutes } from './routes/groups.ts';
+import { accessRoutes } from './routes/access.ts';
 import { sessionRoutes } from './routes/sessions.ts';
 import { workloadRoutes } from './routes/workload.ts';
 import type { WorkloadExchange } from '../identity/workload/exchange.ts';
+import { logoutRoutes, ssoRoutes } from './routes/sso.ts';
+import type { SignInService } from '../identity/sso/sign-in-service.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -31,6 +35,8 @@ export interface ApiDeps {
   connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress };
   /** OIDC token exchange for CI jobs and agent runs (absent: not offered). */
   workload?: WorkloadExchange;
+  /** People signing in through identity providers (absent: not offered). */
+  sso?: SignInService;
 }
 
 export interface ApiServer { address: ListenAddress; app: FastifyInstance; close(): Promise<void> }
@@ -53,13 +59,18 @@ export function buildApi(deps: ApiDeps): FastifyInstance {
   app.register(connectorRoutes, deps);
   // The token exchange authenticates with the caller's OIDC token: no bearer token yet.
   app.register(workloadRoutes, deps);
+  // Sign-in: the CLI holds no token yet, the browser never has one.
+  app.register(ssoRoutes, deps);
   app.register(async (scope) => {
     scope.addHook('onRequest', authenticate(deps.identity));
-    scope.get('/api/v1/whoami', async (req) => ({ name: req.identity!.name, kind: req.identity!.kind, admin: req.identity!.isAdmin }));
+    scope.get('/api/v1/whoami', async (req) => ({ name: req.identity!.name, kind: req.identity!.kind, admin: await deps.identity.access.isAdministrator(req.identity!) }));
     await scope.register(identityRoutes, deps);
     await scope.register(connectionRoutes, deps);
     await scope.register(grantRoutes, deps);
+    await scope.register(groupRoutes, deps);
+    await scope.register(accessRoutes, deps);
     await scope.register(sessionRoutes, deps);
+    await scope.register(logoutRoutes, deps);
   });
   return app;
 }

@@ -18,9 +18,14 @@ export class ApiClient {
     this.token = opts.token;
   }
 
-  /** `anonymous`: for the few routes that authenticate otherwise (the OIDC token exchange). */
+  /** The gateway's URL, without trailing slashes. */
+  get gateway(): string {
+    return this.base;
+  }
+
+  /** `anonymous`: for the few routes that authenticate otherwise (the OIDC token exchange, sign-in). */
   async request<T>(method: string, path: string, body?: unknown, anonymous = false): Promise<T> {
-    if (!this.token && !anonymous) throw new ApiError(0, 'no token: set GATEHOUSE_TOKEN or pass --token');
+    if (!this.token && !anonymous) throw new ApiError(0, 'no token: sign in with gatehouse login, set GATEHOUSE_TOKEN, or pass --token');
     let res: Response;
     try {
       res = await fetch(this.base + path, {

@@ -3,10 +3,12 @@ import { Command } from 'commander';
 import { ApiClient, ApiError } from './api-client.ts';
 import { registerUp } from './commands/up.ts';
 import { registerManagement } from './commands/manage.ts';
+import { registerAccess } from './commands/access.ts';
 import { registerSessions } from './commands/sessions.ts';
 import { registerEvidence } from './commands/evidence.ts';
 import { registerConnectors } from './commands/connectors.ts';
 import { registerLogin } from './commands/login.ts';
+import { signedInGateway, signedInToken } from './credentials.ts';
 
 const program = new Command('gatehouse')
   .description('Gatehouse: an access gateway that records, attributes and seals every command (PostgreSQL today)')
@@ -16,14 +18,14 @@ const program = new Command('gatehouse')
 
 function client(cmd: Command): ApiClient {
   const opts = cmd.optsWithGlobals<{ gateway?: string; token?: string }>();
-  return new ApiClient({
-    gateway: opts.gateway ?? process.env.GATEHOUSE_URL ?? 'http://127.0.0.1:8080',
-    token: opts.token ?? process.env.GATEHOUSE_TOKEN,
-  });
+  // Then what `gatehouse login` stored: the gateway signed in to last, and its token.
+  const gateway = opts.gateway ?? process.env.GATEHOUSE_URL ?? signedInGateway() ?? 'http://127.0.0.1:8080';
+  return new ApiClient({ gateway, token: opts.token ?? process.env.GATEHOUSE_TOKEN ?? signedInToken(gateway) });
 }
 
 registerUp(program);
 registerManagement(program, client);
+registerAccess(program, client);
 registerConnectors(program, client);
 registerLogin(program, client);
 registerEvidence(program, client, registerSessions(program, client));

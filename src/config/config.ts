@@ -5,6 +5,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { parseListenAddress, type ListenAddress } from '../util/address.ts';
 import { defaultWorkloadIdentityConfig, parseWorkloadIdentity, type WorkloadIdentityConfig } from '../identity/workload/config.ts';
+import { defaultSsoConfig, parseSso, type SsoConfig } from '../identity/sso/config.ts';
 
 export interface GatewayConfig {
   dataDir: string;
@@ -29,6 +30,8 @@ export interface GatewayConfig {
   store?: string;
   /** Trust policies for exchanging CI jobs' and agent runs' OIDC tokens (gatehouse.yaml only). */
   workloadIdentity: WorkloadIdentityConfig;
+  /** Identity providers people sign in with (OIDC, SAML; gatehouse.yaml only). */
+  sso: SsoConfig;
 }
 
 export interface ConfigFlags {
@@ -56,6 +59,7 @@ export function defaultConfig(): GatewayConfig {
     recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
     workloadIdentity: defaultWorkloadIdentityConfig(),
+    sso: defaultSsoConfig(),
   };
 }
 
@@ -72,7 +76,7 @@ function storeUrl(v: string, source: string): string {
   return v;
 }
 
-function applyFile(cfg: GatewayConfig, file: string): void {
+function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): void {
   const doc = (YAML.parse(readFileSync(file, 'utf8')) ?? {}) as Yaml;
   const base = path.dirname(path.resolve(file));
   if (doc.data_dir !== undefined) cfg.dataDir = path.resolve(base, String(doc.data_dir));
@@ -103,6 +107,7 @@ function applyFile(cfg: GatewayConfig, file: string): void {
   if (pg?.allow_loopback_cleartext !== undefined) cfg.postgres.allowLoopbackCleartext = Boolean(pg.allow_loopback_cleartext);
   try {
     if (doc.workload_identity !== undefined) cfg.workloadIdentity = parseWorkloadIdentity(doc.workload_identity);
+    if (doc.sso !== undefined) cfg.sso = parseSso(doc.sso, base, env);
   } catch (err) {
     throw new Error(`config: ${(err as Error).message}`);
   }
@@ -111,7 +116,7 @@ function applyFile(cfg: GatewayConfig, file: string): void {
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
   const cfg = defaultConfig();
   const file = flags.config ?? env.GATEHOUSE_CONFIG ?? (existsSync('gatehouse.yaml') ? 'gatehouse.yaml' : undefined);
-  if (file) applyFile(cfg, file);
+  if (file) applyFile(cfg, file, env);
   if (env.GATEHOUSE_DATA_DIR) cfg.dataDir = env.GATEHOUSE_DATA_DIR;
   if (env.GATEHOUSE_HTTP) cfg.http = parseListenAddress(env.GATEHOUSE_HTTP);
   if (env.GATEHOUSE_PG) cfg.pg = parseListenAddress(env.GATEHOUSE_PG);

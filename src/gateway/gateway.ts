@@ -9,6 +9,7 @@ import { PostgresStore } from '../store/postgres/postgres-store.ts';
 import type { Store } from '../store/types.ts';
 import { IdentityService } from '../identity/identity-service.ts';
 import { WorkloadExchange } from '../identity/workload/exchange.ts';
+import { SignInService } from '../identity/sso/sign-in-service.ts';
 import { Recorder } from '../recorder/recorder.ts';
 import { SecretBox, loadSecretKey } from '../crypto/secret-box.ts';
 import { loadOrCreateTls } from '../tls/certificate.ts';
@@ -82,7 +83,17 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
 
     const connectors = { ca, tunnels, publicAddress: config.connectorPublicAddress ?? tunnelAddress };
     const workload = new WorkloadExchange({ store, identity, config: config.workloadIdentity, log: log.child({ component: 'workload-identity' }) });
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors, workload }, config.http);
+    // Redirect and ACS URLs need the gateway's public URL: configured, else the listener's address once bound.
+    let apiAddress = config.http;
+    const sso = new SignInService({
+      store, identity, recorder, config: config.sso, log: log.child({ component: 'sso' }),
+      publicUrl: () => config.sso.publicUrl ?? `http://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
+    });
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors, workload, sso }, config.http);
+    apiAddress = api.address;
+    if (sso.enabled && !config.sso.publicUrl && /^(0\.0\.0\.0|::)$/.test(apiAddress.host)) {
+      log.warn('sso.public_url is not set and the API listens on every address: identity providers will be told an unusable URL; set sso.public_url');
+    }
     closers.unshift(() => api.close());
 
     let closing: Promise<void> | null = null;

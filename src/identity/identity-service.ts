@@ -1,6 +1,7 @@
 import { generateToken, hashToken } from '../crypto/tokens.ts';
 import { newId } from '../util/ids.ts';
 import type { Connection, Identity, IdentityKind, Store, TokenRecord } from '../store/types.ts';
+import { AccessService } from '../access/access-service.ts';
 
 export type TokenCheck =
   | { ok: true; identity: Identity; token: TokenRecord }
@@ -8,17 +9,20 @@ export type TokenCheck =
 
 export interface IssuedToken { token: string; record: TokenRecord }
 
-/** Who is calling: identities, their short-lived tokens, and the default-deny grant check. */
+/** Who is calling: identities and their short-lived tokens; what they may do is asked of `access`. */
 export class IdentityService {
   private readonly store: Store;
   private readonly now: () => number;
+  /** The shared access stage (default deny), so that every engine holding this service decides alike. */
+  readonly access: AccessService;
 
   constructor(store: Store, now: () => number = Date.now) {
     this.store = store;
     this.now = now;
+    this.access = new AccessService(store);
   }
 
-  async createIdentity(name: string, kind: IdentityKind, isAdmin = false, workload?: Pick<Identity, 'claims' | 'authSource' | 'groups'>): Promise<Identity> {
+  async createIdentity(name: string, kind: IdentityKind, isAdmin = false, workload?: Pick<Identity, 'claims' | 'authSource' | 'externalGroups'>): Promise<Identity> {
     if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/.test(name)) {
       throw new UserError(`invalid identity name "${name}" (letters, digits, . _ @ -; at most 63 characters)`);
     }
@@ -49,9 +53,9 @@ export class IdentityService {
     return { ok: true, identity, token: record };
   }
 
-  /** Default deny: an identity may connect only where an explicit grant says so. */
+  /** Default deny: an identity may connect only where a connect grant (its own or a group's) says so. */
   async mayConnect(identity: Identity, connection: Connection): Promise<boolean> {
-    return this.store.hasGrant(identity.id, connection.id);
+    return this.access.mayConnect(identity, connection);
   }
 }
 

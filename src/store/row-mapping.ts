@@ -1,7 +1,10 @@
 // Row → domain object mapping shared by both stores. Columns have the same names in SQLite and
 // PostgreSQL; the drivers differ only in how they return numbers (node-pg gives BIGINT as a
 // string) and flags (SQLite 0/1, PostgreSQL booleans), which Number() and flag() absorb.
-import type { Connection, ConnectorRecord, PublicKeyRecord, EventRow, Identity, IdentityClaims, IdentityKind, SealRow, SessionRow, TokenRecord } from './types.ts';
+import type {
+  AccessAction, AccessGrant, Connection, ConnectorRecord, GroupMember, GroupRecord, PublicKeyRecord, EventRow, Identity, IdentityClaims, IdentityKind, SealRow,
+  SessionRow, TokenRecord,
+} from './types.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -23,13 +26,13 @@ export function toIdentity(r: Row): Identity {
   // Only workload identities carry these; ordinary ones come back exactly as they were created.
   if (r.claims !== null && r.claims !== undefined) identity.claims = JSON.parse(String(r.claims)) as IdentityClaims;
   if (r.auth_source !== null && r.auth_source !== undefined) identity.authSource = String(r.auth_source);
-  if (r.workload_groups !== null && r.workload_groups !== undefined) identity.groups = JSON.parse(String(r.workload_groups)) as string[];
+  if (r.workload_groups !== null && r.workload_groups !== undefined) identity.externalGroups = JSON.parse(String(r.workload_groups)) as string[];
   return identity;
 }
 
 /** The identity's workload columns as stored (claims, auth_source, workload_groups). */
 export function identityWorkloadColumns(i: Identity): [string | null, string | null, string | null] {
-  return [i.claims ? JSON.stringify(i.claims) : null, i.authSource ?? null, i.groups ? JSON.stringify(i.groups) : null];
+  return [i.claims ? JSON.stringify(i.claims) : null, i.authSource ?? null, i.externalGroups ? JSON.stringify(i.externalGroups) : null];
 }
 
 /** A session's copy of the identity's claims as stored (JSON, or NULL). */
@@ -81,4 +84,34 @@ export function toConnector(r: Row): ConnectorRecord {
 
 export function toPublicKey(r: Row): PublicKeyRecord {
   return { id: String(r.id), identityId: String(r.identity_id), fingerprint: String(r.fingerprint), publicKey: String(r.public_key), createdAt: Number(r.created_at) };
+}
+
+export function toGroup(r: Row): GroupRecord {
+  return { id: String(r.id), name: String(r.name), createdAt: Number(r.created_at) };
+}
+
+/** Rows of GROUP_MEMBER_SELECT. */
+export function toGroupMember(r: Row): GroupMember {
+  return { groupId: String(r.group_id), groupName: String(r.group_name), identityId: String(r.identity_id), identityName: String(r.identity_name), createdAt: Number(r.created_at) };
+}
+
+export const GROUP_MEMBER_SELECT = `SELECT m.group_id, g.name AS group_name, m.identity_id, i.name AS identity_name, m.created_at
+  FROM group_members m JOIN groups g ON g.id = m.group_id JOIN identities i ON i.id = m.identity_id`;
+
+/** Grants with their subject's and connection's names; the same SQL in both stores (add WHERE, then ACCESS_GRANT_ORDER). */
+export const ACCESS_GRANT_SELECT = `SELECT a.id, a.identity_id, a.group_id, a.action, a.connection_id, a.created_at,
+  coalesce(i.name, g.name) AS subject_name, c.name AS connection_name
+  FROM access_grants a LEFT JOIN identities i ON i.id = a.identity_id LEFT JOIN groups g ON g.id = a.group_id
+  LEFT JOIN connections c ON c.id = a.connection_id`;
+
+/** Identities before groups, then by name, action, and connection name ("every connection" first). */
+export const ACCESS_GRANT_ORDER = "ORDER BY (a.identity_id IS NULL), subject_name, a.action, coalesce(c.name, '')";
+
+export function toAccessGrant(r: Row): AccessGrant {
+  const byIdentity = r.identity_id !== null && r.identity_id !== undefined;
+  return {
+    id: String(r.id), subjectType: byIdentity ? 'identity' : 'group', subjectId: String(byIdentity ? r.identity_id : r.group_id),
+    subjectName: String(r.subject_name), action: r.action as AccessAction, connectionId: nullableString(r.connection_id),
+    connectionName: nullableString(r.connection_name), createdAt: Number(r.created_at),
+  };
 }

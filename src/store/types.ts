@@ -14,8 +14,11 @@ export interface Identity {
   claims?: IdentityClaims;
   /** How a workload identity came to be, e.g. "oidc-exchange:<policy>"; absent when an administrator made it. */
   authSource?: string;
-  /** Groups its trust policy names (kept for group-based grants; not enforced yet). */
-  groups?: string[];
+  /**
+   * Groups the identity carries from outside the gateway (a run identity: its trust policy's
+   * groups). Grants to groups of these names apply to it, as do grants to groups it is a member of.
+   */
+  externalGroups?: string[];
 }
 
 /** Claim name → value, every value as a string (numbers and booleans as their JSON text). */
@@ -74,6 +77,64 @@ export interface ConnectionOptions {
   tls?: boolean;
   basePath?: string;
 }
+
+/** What a grant allows on a connection (docs/access.md). */
+export type AccessAction = 'connect' | 'approve' | 'audit' | 'admin';
+export const ACCESS_ACTIONS: readonly AccessAction[] = ['connect', 'approve', 'audit', 'admin'];
+
+/** Group names: IdP-friendly (spaces, = and , inside), no control characters, at most 128. */
+export const GROUP_NAME = /^[A-Za-z0-9](?:[A-Za-z0-9 ._@:/+=,-]{0,126}[A-Za-z0-9._@:/+=,-])?$/;
+
+export interface GroupRecord { id: string; name: string; createdAt: number }
+
+export interface GroupMember { groupId: string; groupName: string; identityId: string; identityName: string; createdAt: number }
+
+/** An action granted to an identity or a group, on one connection or (connectionId null) on all. */
+export interface AccessGrant {
+  id: string;
+  subjectType: 'identity' | 'group';
+  subjectId: string;
+  /** The identity's or group's name (filled in on reads). */
+  subjectName: string;
+  action: AccessAction;
+  connectionId: string | null;
+  /** Filled in on reads; null with connectionId null (every connection). */
+  connectionName: string | null;
+  createdAt: number;
+}
+
+export type NewAccessGrant = Omit<AccessGrant, 'subjectName' | 'connectionName'>;
+
+/**
+ * A person's sign-in through an identity provider, from `gatehouse login` starting it until the
+ * CLI collects its token (docs/sso.md). Kept in the store so that any gateway sharing it can
+ * finish a sign-in another one started.
+ */
+export interface PendingLogin {
+  /** Random; the sign-in link is <public_url>/login/<id>. */
+  id: string;
+  /** SHA-256 of the secret the CLI polls with. */
+  pollTokenHash: string;
+  /** Short code shown in the terminal and on the browser pages ("BDFH-KMPR"). */
+  userCode: string;
+  provider: string;
+  protocol: 'oidc' | 'saml';
+  /** OIDC: the state parameter; SAML: the AuthnRequest ID (the answer's InResponseTo). */
+  state: string;
+  /** OIDC: PKCE verifier and nonce (JSON); never leaves the gateway. */
+  secret: string;
+  createdAt: number;
+  expiresAt: number;
+  status: PendingLoginStatus;
+  /** Signed in (and collected): who. */
+  identityId: string | null;
+  /** Refused: why (shown in the browser and to the CLI). */
+  error: string | null;
+}
+
+export type PendingLoginStatus = 'pending' | 'signed-in' | 'refused' | 'collected';
+
+export type PendingLoginKey = { id: string } | { userCode: string } | { pollTokenHash: string } | { state: string };
 
 /** An SSH public key registered to an identity (client authentication on the SSH listener). */
 export interface PublicKeyRecord {
@@ -164,6 +225,8 @@ export interface SessionFilter {
   kind?: string;
   /** Every named claim must have exactly this value in the session's copy of the identity's claims. */
   claims?: Record<string, string>;
+  /** Only sessions of these connections (by id); absent: any. */
+  connectionIds?: string[];
   limit?: number;
 }
 
@@ -183,15 +246,32 @@ export interface Store {
   revokeToken(id: string, at: number): Promise<boolean>;
   revokeTokensOf(identityId: string, at: number): Promise<number>;
 
-  // connections and grants
+  // connections
   createConnection(connection: Connection): Promise<void>;
   getConnectionByName(name: string): Promise<Connection | undefined>;
   listConnections(): Promise<Connection[]>;
   deleteConnection(id: string): Promise<void>;
-  addGrant(identityId: string, connectionId: string, at: number): Promise<boolean>;
-  removeGrant(identityId: string, connectionId: string): Promise<boolean>;
-  hasGrant(identityId: string, connectionId: string): Promise<boolean>;
-  listGrants(): Promise<Array<{ identityName: string; connectionName: string; createdAt: number }>>;
+
+  // groups and access grants
+  createGroup(group: GroupRecord): Promise<void>;
+  getGroupByName(name: string): Promise<GroupRecord | undefined>;
+  listGroups(): Promise<GroupRecord[]>;
+  /** Its memberships and grants go with it. */
+  deleteGroup(id: string): Promise<void>;
+  /** False when the identity was a member already. */
+  addGroupMember(groupId: string, identityId: string, at: number): Promise<boolean>;
+  removeGroupMember(groupId: string, identityId: string): Promise<boolean>;
+  /** Memberships, by group name then identity name; of one group when given. */
+  listGroupMembers(groupId?: string): Promise<GroupMember[]>;
+  /** The groups an identity is an explicit member of, by name. */
+  listGroupsOf(identityId: string): Promise<GroupRecord[]>;
+  /** False when the same subject already has the same action on the same connection (or on all). */
+  addAccessGrant(grant: NewAccessGrant): Promise<boolean>;
+  removeAccessGrant(subjectType: AccessGrant['subjectType'], subjectId: string, action: AccessAction, connectionId: string | null): Promise<boolean>;
+  /** Every grant: identities' before groups', then by name, action and connection name ('every connection' first). */
+  listAccessGrants(): Promise<AccessGrant[]>;
+  /** Grants to the identity or to groups of these names (in the same order as listAccessGrants). */
+  listAccessGrantsOf(identityId: string, groupNames: string[]): Promise<AccessGrant[]>;
 
   // SSH public keys of identities
   addPublicKey(key: PublicKeyRecord): Promise<void>;
@@ -234,6 +314,22 @@ export interface Store {
   listExpiredSessions(connectionId: string, endedBefore: number): Promise<SessionRow[]>;
   /** Removes sessions' events, checkpoints and rows (their seals stay: they are links of the seal log). */
   deleteSessions(sessionIds: string[]): Promise<void>;
+
+  // single sign-on: sign-ins in progress, and which identity a person at an identity provider is
+  createPendingLogin(login: PendingLogin): Promise<void>;
+  getPendingLogin(by: PendingLoginKey): Promise<PendingLogin | undefined>;
+  /**
+   * Moves a sign-in on from status `from` in one atomic step (with the identity or the refusal);
+   * false when it was no longer in `from` (another request moved it first: a replay or a race).
+   */
+  advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result?: { identityId?: string; error?: string }): Promise<boolean>;
+  /** Removes sign-ins that expired before `before` (ms); returns how many. */
+  deletePendingLogins(before: number): Promise<number>;
+  /** Records that `externalKey` (issuer and subject at an identity provider) is this identity; the key is unique. */
+  linkExternalIdentity(externalKey: string, identityId: string, at: number): Promise<void>;
+  getIdentityByExternalKey(externalKey: string): Promise<Identity | undefined>;
+  /** Replaces the claims and external groups of an identity (a person signed in again). */
+  updateIdentityAttributes(identityId: string, claims: IdentityClaims, externalGroups: string[]): Promise<void>;
 
   close(): Promise<void>;
 }

@@ -120,9 +120,9 @@ test('the exchange: explain_refusals false hides the conditions; a token about t
     assert.deepEqual(out.granted, ['app']);
     assert.ok(out.expiresAt - Date.now() <= 300_000 && out.expiresAt - Date.now() > 290_000, 'max_ttl 5m');
     const stored = await store.getIdentityByName(out.identity.name);
-    assert.deepEqual({ kind: stored?.kind, admin: stored?.isAdmin, claims: stored?.claims, source: stored?.authSource, groups: stored?.groups },
+    assert.deepEqual({ kind: stored?.kind, admin: stored?.isAdmin, claims: stored?.claims, source: stored?.authSource, groups: stored?.externalGroups },
       { kind: 'agent', admin: false, claims: { iss: GH, aud: 'gatehouse', repository: 'org/app', run_id: '7' }, source: 'oidc-exchange:gh', groups: ['g'] });
-    assert.equal(await store.hasGrant(stored!.id, 'conn_app'), true);
+    assert.deepEqual((await store.listAccessGrantsOf(stored!.id, [])).map((g) => [g.subjectName, g.action, g.connectionName]), [[stored!.name, 'connect', 'app']]);
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });

@@ -425,8 +425,9 @@ test('GitLab-like tokens: project_path and ref_protected conditions, token from 
     'gatehouse: OIDC token refused: no trust policy matches: policy "gitlab-app": claim ref_protected is "false", expected "true"');
   const missing = await gw.cli(['login', '--token-env', 'NOT_SET_ANYWHERE'], { env: NO_CI });
   assert.match(missing.stderr, /environment variable NOT_SET_ANYWHERE is not set/);
-  const nothing = await gw.cli(['login'], { env: NO_CI });
-  assert.match(nothing.stderr, /no OIDC token: pass --oidc-token TOKEN/);
+  // Outside CI, a bare `login` is a person's browser sign-in; this gateway offers none, and says how a job signs in.
+  const nothing = await gw.cli(['login', '--no-browser'], { env: NO_CI });
+  assert.match(nothing.stderr, /no identity providers for people to sign in with \(sso in gatehouse\.yaml\); a CI job or agent run signs in with --oidc-token TOKEN, --token-env VAR, or --ci/);
 });
 
 test('the gatehouse token lives max_ttl at most, and never beyond the OIDC token\'s own expiry', async () => {

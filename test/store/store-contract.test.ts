@@ -22,7 +22,7 @@ import { loadConfig } from '../../src/config/config.ts';
 import { verifyStore } from '../../src/integrity/store-verifier.ts';
 import { readSealLogHead } from '../../src/integrity/seal-log-anchor.ts';
 import type {
-  CheckpointRow, Connection, EventRow, Identity, RecordBatch, SealRow, SessionRow, Store, TokenRecord,
+  AccessGrant, CheckpointRow, Connection, EventRow, GroupRecord, Identity, NewAccessGrant, RecordBatch, SealRow, SessionRow, Store, TokenRecord,
 } from '../../src/store/types.ts';
 
 // ---- the two stores --------------------------------------------------------------------------
@@ -136,6 +136,23 @@ const MS0 = 1_790_000_000_000; // ms
 
 function identity(name: string, o: Partial<Identity> = {}): Identity {
   return { id: `id_${name}`, name, kind: 'agent', isAdmin: false, createdAt: MS0, ...o };
+}
+
+function group(name: string, o: Partial<GroupRecord> = {}): GroupRecord {
+  return { id: `grp_${name}`, name, createdAt: MS0, ...o };
+}
+
+/** A grant as the store returns it (names filled in); fresh() is what goes in. */
+function grant(id: string, type: AccessGrant['subjectType'], subject: string, action: AccessGrant['action'], conn: string | null, createdAt: number): AccessGrant {
+  return {
+    id, subjectType: type, subjectId: `${type === 'identity' ? 'id' : 'grp'}_${subject}`, subjectName: subject, action,
+    connectionId: conn === null ? null : `conn_${conn}`, connectionName: conn, createdAt,
+  };
+}
+
+function fresh(g: AccessGrant): NewAccessGrant {
+  const { subjectName: _s, connectionName: _c, ...rest } = g;
+  return rest;
 }
 
 function token(id: string, identityId: string, o: Partial<TokenRecord> = {}): TokenRecord {
@@ -264,29 +281,74 @@ for (const f of FACTORIES) {
       assert.deepEqual((await store.listConnections()).map((c) => c.name), ['prod']);
     }));
 
-    test('grants: add once, check, list by names, remove; removed with identity or connection', () => withStore(f, async (store) => {
+    test('groups: unique names, members added once, listed by group and identity name; removed with their identity or group', () => withStore(f, async (store) => {
+      for (const n of ['amy', 'bob', 'cy']) await store.createIdentity(identity(n));
+      const ops = group('ops');
+      const dev = group('dev', { createdAt: MS0 + 1 });
+      await store.createGroup(ops);
+      await store.createGroup(dev);
+      await assert.rejects(store.createGroup(group('ops', { id: 'grp_other' })), 'names are unique');
+      assert.deepEqual(await store.getGroupByName('ops'), ops);
+      assert.equal(await store.getGroupByName('nope'), undefined);
+      assert.deepEqual(await store.listGroups(), [dev, ops]);
+      assert.equal(await store.addGroupMember('grp_ops', 'id_bob', MS0 + 2), true);
+      assert.equal(await store.addGroupMember('grp_ops', 'id_bob', MS0 + 3), false, 'a second membership is a no-op');
+      assert.equal(await store.addGroupMember('grp_ops', 'id_amy', MS0 + 4), true);
+      assert.equal(await store.addGroupMember('grp_dev', 'id_bob', MS0 + 5), true);
+      await assert.rejects(store.addGroupMember('grp_ops', 'id_nobody', MS0), 'members are identities');
+      await assert.rejects(store.addGroupMember('grp_nope', 'id_amy', MS0), 'of groups that exist');
+      const m = (g: string, i: string, at: number) => ({ groupId: `grp_${g}`, groupName: g, identityId: `id_${i}`, identityName: i, createdAt: at });
+      assert.deepEqual(await store.listGroupMembers(), [m('dev', 'bob', MS0 + 5), m('ops', 'amy', MS0 + 4), m('ops', 'bob', MS0 + 2)]);
+      assert.deepEqual(await store.listGroupMembers('grp_ops'), [m('ops', 'amy', MS0 + 4), m('ops', 'bob', MS0 + 2)]);
+      assert.deepEqual(await store.listGroupsOf('id_bob'), [dev, ops]);
+      assert.deepEqual(await store.listGroupsOf('id_cy'), []);
+      assert.equal(await store.removeGroupMember('grp_ops', 'id_amy'), true);
+      assert.equal(await store.removeGroupMember('grp_ops', 'id_amy'), false);
+      await store.deleteIdentity('id_bob');
+      assert.deepEqual(await store.listGroupMembers(), []);
+      await store.addGroupMember('grp_dev', 'id_cy', MS0);
+      await store.deleteGroup('grp_dev');
+      assert.deepEqual(await store.listGroupsOf('id_cy'), []);
+      assert.deepEqual(await store.listGroups(), [ops]);
+    }));
+
+    test('access grants: to identities and groups, on one connection or all; added once; listed with names; removed with subject or connection', () => withStore(f, async (store) => {
       for (const n of ['amy', 'bob']) await store.createIdentity(identity(n));
       for (const n of ['prod', 'dev']) await store.createConnection(connection(n));
-      assert.equal(await store.addGrant('id_bob', 'conn_prod', MS0 + 1), true);
-      assert.equal(await store.addGrant('id_bob', 'conn_prod', MS0 + 2), false, 'a second grant is a no-op');
-      assert.equal(await store.addGrant('id_amy', 'conn_dev', MS0 + 3), true);
-      assert.equal(await store.addGrant('id_amy', 'conn_prod', MS0 + 4), true);
-      await assert.rejects(store.addGrant('id_nobody', 'conn_prod', MS0), 'grants reference identities');
-      assert.equal(await store.hasGrant('id_bob', 'conn_prod'), true);
-      assert.equal(await store.hasGrant('id_bob', 'conn_dev'), false);
-      assert.deepEqual(await store.listGrants(), [
-        { identityName: 'amy', connectionName: 'dev', createdAt: MS0 + 3 },
-        { identityName: 'amy', connectionName: 'prod', createdAt: MS0 + 4 },
-        { identityName: 'bob', connectionName: 'prod', createdAt: MS0 + 1 },
-      ]);
-      assert.equal(await store.removeGrant('id_amy', 'conn_dev'), true);
-      assert.equal(await store.removeGrant('id_amy', 'conn_dev'), false);
-      assert.equal(await store.hasGrant('id_amy', 'conn_dev'), false);
+      for (const n of ['ops', 'ci']) await store.createGroup(group(n));
+      const grants = [
+        grant('g1', 'identity', 'bob', 'connect', 'prod', MS0 + 1),
+        grant('g2', 'identity', 'amy', 'connect', 'dev', MS0 + 2),
+        grant('g3', 'identity', 'amy', 'admin', null, MS0 + 3),
+        grant('g4', 'group', 'ops', 'audit', 'prod', MS0 + 4),
+        grant('g5', 'group', 'ops', 'audit', null, MS0 + 5),
+        grant('g6', 'group', 'ci', 'connect', 'dev', MS0 + 6),
+      ];
+      for (const g of grants) assert.equal(await store.addAccessGrant(fresh(g)), true, g.id);
+      assert.equal(await store.addAccessGrant(fresh({ ...grants[0], id: 'g1b' })), false, 'the same grant again is a no-op');
+      assert.equal(await store.addAccessGrant(fresh({ ...grants[2], id: 'g3b' })), false, 'also on every connection (NULL)');
+      assert.equal(await store.addAccessGrant(fresh({ ...grants[0], id: 'g1c', action: 'audit' })), true, 'another action is another grant');
+      await assert.rejects(store.addAccessGrant(fresh({ ...grants[0], id: 'gx', subjectId: 'id_nobody' })), 'grants reference identities');
+      await assert.rejects(store.addAccessGrant(fresh({ ...grants[3], id: 'gy', subjectId: 'grp_nobody' })), 'grants reference groups');
+      await assert.rejects(store.addAccessGrant(fresh({ ...grants[0], id: 'gz', connectionId: 'conn_nowhere' })), 'grants reference connections');
+      await assert.rejects(store.addAccessGrant(fresh({ ...grants[0], id: 'gw', action: 'own' as AccessGrant['action'] })), 'actions are checked');
+      const audit = grant('g1c', 'identity', 'bob', 'audit', 'prod', MS0 + 1);
+      // Identities before groups, then name, action, connection ("every connection" first).
+      assert.deepEqual(await store.listAccessGrants(), [grants[2], grants[1], audit, grants[0], grants[5], grants[4], grants[3]]);
+      assert.deepEqual(await store.listAccessGrantsOf('id_amy', ['ci', 'unknown']), [grants[2], grants[1], grants[5]]);
+      assert.deepEqual(await store.listAccessGrantsOf('id_bob', []), [audit, grants[0]]);
+      assert.deepEqual(await store.listAccessGrantsOf('id_nobody', ['ops']), [grants[4], grants[3]]);
+
+      assert.equal(await store.removeAccessGrant('identity', 'id_amy', 'admin', null), true);
+      assert.equal(await store.removeAccessGrant('identity', 'id_amy', 'admin', null), false);
+      assert.equal(await store.removeAccessGrant('group', 'grp_ops', 'audit', 'conn_prod'), true);
+      assert.equal(await store.removeAccessGrant('group', 'grp_ops', 'audit', 'conn_dev'), false);
+      assert.deepEqual((await store.listAccessGrants()).map((g) => g.id), ['g2', 'g1c', 'g1', 'g6', 'g5']);
       await store.deleteConnection('conn_prod');
-      assert.deepEqual(await store.listGrants(), []);
-      await store.addGrant('id_bob', 'conn_dev', MS0);
-      await store.deleteIdentity('id_bob');
-      assert.equal(await store.hasGrant('id_bob', 'conn_dev'), false);
+      assert.deepEqual((await store.listAccessGrants()).map((g) => g.id), ['g2', 'g6', 'g5']);
+      await store.deleteGroup('grp_ops');
+      await store.deleteIdentity('id_amy');
+      assert.deepEqual((await store.listAccessGrants()).map((g) => g.id), ['g6']);
     }));
 
     test('writeBatch: sessions started, events, ends, checkpoints and seals in one batch', () => withStore(f, async (store) => {
@@ -376,7 +438,7 @@ for (const f of FACTORIES) {
       assert.deepEqual((await store.listSeals()).map((s) => [s.position, s.sessionId]), [[1, 's_2'], [2, 's_1']]);
     }));
 
-    test('listSessions: newest first, filters by identity and connection, limit (default 100)', () => withStore(f, async (store) => {
+    test('listSessions: newest first, filters by identity, connection and connection ids, limit (default 100)', () => withStore(f, async (store) => {
       const rows: SessionRow[] = [];
       for (let i = 0; i < 105; i++) {
         rows.push(session(`s_${String(i).padStart(3, '0')}`, T0 + i * 1000 + (i % 7), {
@@ -406,12 +468,18 @@ for (const f of FACTORIES) {
       assert.deepEqual((await store.listSessions({ identity: 'cy', connection: 'dev', limit: 4 })).map((s) => s.id),
         newestFirst.filter((s) => s.identityName === 'cy' && s.connectionName === 'dev').slice(0, 4).map((s) => s.id));
       assert.deepEqual(await store.listSessions({ identity: 'nobody' }), []);
+      // The sessions an auditor may read: by connection id, within the limit.
+      assert.deepEqual((await store.listSessions({ connectionIds: ['conn_1', 'conn_9'], limit: 5 })).map((s) => s.id),
+        newestFirst.filter((s) => s.connectionId === 'conn_1').slice(0, 5).map((s) => s.id));
+      assert.deepEqual((await store.listSessions({ connectionIds: ['conn_0'], identity: 'amy', limit: 1_000 })).map((s) => s.id),
+        newestFirst.filter((s) => s.connectionId === 'conn_0' && s.identityName === 'amy').map((s) => s.id));
+      assert.deepEqual(await store.listSessions({ connectionIds: [] }), [], 'no connections: no sessions');
     }));
 
     test('workload identities: claims, auth source and groups round-trip; ordinary identities have none', () => withStore(f, async (store) => {
       const run = identity('gh-org-app-101-1-x7k2q', {
         claims: { iss: 'https://token.actions.example', sub: 'repo:org/app:ref:refs/heads/main', repository: 'org/app', run_id: '101', 'odd "key"': 'ünï \\ "q"' },
-        authSource: 'oidc-exchange:github-app', groups: ['ci', 'deployers'],
+        authSource: 'oidc-exchange:github-app', externalGroups: ['ci', 'deployers'],
       });
       const plain = identity('plain');
       await store.createIdentity(run);
@@ -590,6 +658,56 @@ for (const f of FACTORIES) {
     }));
   });
 }
+
+// ---- migration 9: the connect grants of before become access grants -----------------------------
+
+describe('migration 9 (groups and access)', () => {
+  // A store as version 8 left it: two identities, two connections, three connect grants.
+  const SEED = `INSERT INTO identities (id, name, kind, created_at) VALUES ('id_amy', 'amy', 'human', 1), ('id_bob', 'bob', 'agent', 2);
+    INSERT INTO connections (id, name, type, host, port, database, username, created_at) VALUES
+      ('conn_dev', 'dev', 'postgres', 'h', 5432, 'd', 'u', 3), ('conn_prod', 'prod', 'postgres', 'h', 5432, 'd', 'u', 4);
+    INSERT INTO grants (identity_id, connection_id, created_at) VALUES ('id_amy', 'conn_dev', 10), ('id_amy', 'conn_prod', 11), ('id_bob', 'conn_prod', 12);`;
+
+  async function expectMigrated(store: Store): Promise<void> {
+    const view = (await store.listAccessGrants()).map(({ id, ...g }) => ({ ...g, idShape: /^grant_[0-9a-f]{20}$/.test(id) }));
+    const expected = (subject: string, conn: string, createdAt: number) => ({
+      subjectType: 'identity', subjectId: `id_${subject}`, subjectName: subject, action: 'connect', connectionId: `conn_${conn}`, connectionName: conn, createdAt, idShape: true,
+    });
+    assert.deepEqual(view, [expected('amy', 'dev', 10), expected('amy', 'prod', 11), expected('bob', 'prod', 12)]);
+    const ids = (await store.listAccessGrants()).map((g) => g.id);
+    assert.equal(new Set(ids).size, 3, 'distinct ids');
+  }
+
+  test('sqlite', async () => {
+    const dir = mkdtempSync(path.join(work, 'migrate-'));
+    const file = path.join(dir, 'gatehouse.db');
+    const db = new DatabaseSync(file);
+    db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    SQLITE_MIGRATIONS.slice(0, 8).forEach((m, i) => { db.exec(m); db.prepare('INSERT INTO schema_migrations VALUES (?, 0)').run(i + 1); });
+    db.exec(SEED);
+    db.close();
+    const store = new SqliteStore(file);
+    try {
+      await expectMigrated(store);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('postgres', async () => {
+    const name = await freshDatabase();
+    const steps = POSTGRES_MIGRATIONS.slice(0, 8).map((m, i) => `${m};\nINSERT INTO schema_migrations VALUES (${i + 1}, 0);`).join('\n');
+    await cluster.sql(`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);\n${steps}\n${SEED}`, name);
+    const store = await PostgresStore.open(pgUrl(name));
+    try {
+      await expectMigrated(store);
+    } finally {
+      await store.close();
+      await cluster.sql(`DROP DATABASE IF EXISTS ${name} WITH (FORCE);`);
+    }
+  });
+});
 
 // ---- PostgreSQL only -------------------------------------------------------------------------
 

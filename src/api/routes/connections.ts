@@ -37,7 +37,7 @@ const NAME = '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$';
 const GLOB = { type: 'string', minLength: 1, maxLength: 255, pattern: '^[^\\s]+$' };
 
 export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
-  app.addHook('preHandler', requireAdmin);
+  app.addHook('preHandler', requireAdmin(deps.identity.access));
 
   app.get('/api/v1/connections', async () => (await deps.store.listConnections()).map(connectionView));
 

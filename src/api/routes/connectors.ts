@@ -36,7 +36,7 @@ export async function connectorRoutes(app: FastifyInstance, deps: ApiDeps): Prom
 
   app.register(async (admin) => {
     admin.addHook('onRequest', authenticate(deps.identity));
-    admin.addHook('preHandler', requireAdmin);
+    admin.addHook('preHandler', requireAdmin(deps.identity.access));
 
     admin.post<{ Body: { name: string } }>('/api/v1/connectors', {
       schema: { body: { type: 'object', required: ['name'], additionalProperties: false, properties: { name: { type: 'string', pattern: NAME } } } },

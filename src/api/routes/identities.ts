@@ -7,12 +7,19 @@ import { MAX_TOKEN_TTL_S } from '../../util/duration.ts';
 import { IDENTITY_KINDS, type Identity, type IdentityKind, type PublicKeyRecord, type TokenRecord } from '../../store/types.ts';
 import { parsePublicKeyLine } from '../../engines/ssh/keys.ts';
 import { newId } from '../../util/ids.ts';
+import type { EffectiveGroup } from '../../access/access-policy.ts';
 
 
-export function identityView(i: Identity) {
+/**
+ * `standing`: the identity's effective groups and administrator status as the access stage sees
+ * them; without it (a fresh identity) the bootstrap flag and its external groups are all there is.
+ */
+export function identityView(i: Identity, standing?: { admin: boolean; groups: EffectiveGroup[] }) {
+  const groups = standing ? standing.groups.map((g) => g.name) : i.externalGroups ?? [];
   return {
-    id: i.id, name: i.name, kind: i.kind, admin: i.isAdmin, createdAt: new Date(i.createdAt).toISOString(),
-    ...(i.authSource ? { authSource: i.authSource } : {}), ...(i.claims ? { claims: i.claims } : {}), ...(i.groups ? { groups: i.groups } : {}),
+    id: i.id, name: i.name, kind: i.kind, admin: standing?.admin ?? i.isAdmin, createdAt: new Date(i.createdAt).toISOString(),
+    ...(i.authSource ? { authSource: i.authSource } : {}), ...(i.claims ? { claims: i.claims } : {}),
+    ...(groups.length ? { groups } : {}), ...(i.externalGroups ? { externalGroups: i.externalGroups } : {}),
   };
 }
 
@@ -29,7 +36,7 @@ function publicKeyView(k: PublicKeyRecord, identityName: string) {
 }
 
 export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
-  app.addHook('preHandler', requireAdmin);
+  app.addHook('preHandler', requireAdmin(deps.identity.access));
 
   // SSH public keys: an identity signs in to the SSH listener with any key registered to it.
   app.post<{ Params: { name: string }; Body: { publicKey: string } }>('/api/v1/identities/:name/keys', {
@@ -69,7 +76,11 @@ export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promi
     return { deleted: req.params.fingerprint };
   });
 
-  app.get('/api/v1/identities', async () => (await deps.store.listIdentities()).map(identityView));
+  app.get('/api/v1/identities', async () => {
+    const identities = await deps.store.listIdentities();
+    const standing = await deps.identity.access.standing(identities);
+    return identities.map((i) => identityView(i, standing.get(i.id)));
+  });
 
   app.post<{ Body: { name: string; kind: IdentityKind } }>('/api/v1/identities', {
     schema: { body: { type: 'object', required: ['name', 'kind'], additionalProperties: false, properties: {
@@ -82,7 +93,8 @@ export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promi
   app.delete<{ Params: { name: string } }>('/api/v1/identities/:name', async (req) => {
     const identity = await deps.store.getIdentityByName(req.params.name);
     if (!identity) throw new UserError(`identity "${req.params.name}" does not exist`, 404);
-    if (identity.isAdmin && identity.id === req.identity!.id) throw new UserError('an administrator cannot delete itself', 409);
+    // Only administrators get here: deleting oneself would be an administrator deleting itself.
+    if (identity.id === req.identity!.id) throw new UserError('an administrator cannot delete itself', 409);
     await deps.store.deleteIdentity(identity.id);
     return { deleted: identity.name };
   });

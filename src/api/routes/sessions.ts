@@ -1,9 +1,10 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiDeps } from '../server.ts';
 import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import { CLAIM_NAME, IDENTITY_KINDS, type SessionRow } from '../../store/types.ts';
 import { runRetention } from '../../recorder/retention.ts';
+import { decide, scope } from '../../access/access-policy.ts';
 
 export function sessionView(s: SessionRow) {
   const iso = (us: number | null) => (us === null ? null : new Date(Math.floor(us / 1000)).toISOString());
@@ -18,8 +19,27 @@ export function sessionView(s: SessionRow) {
 }
 
 export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
-  // Reading recordings is an audit action; until groups land it is reserved to administrators.
-  app.addHook('preHandler', requireAdmin);
+  const access = deps.identity.access;
+  const adminOnly = { preHandler: requireAdmin(access) };
+
+  // Reading a recording is an audit action on the session's connection (admin includes it). A
+  // caller who may audit nothing is told so before anything about the session it named.
+  const auditScope = async (req: FastifyRequest) => {
+    const subject = await access.subjectOf(req.identity!);
+    const where = scope(subject, 'audit');
+    if (!where.every && where.connectionIds.length === 0) {
+      throw new UserError(`identity "${req.identity!.name}" is not an administrator and has no audit grant: it may not read recordings`, 403);
+    }
+    return { subject, where };
+  };
+  const auditable = async (req: FastifyRequest, id: string): Promise<SessionRow> => {
+    const { subject } = await auditScope(req);
+    const session = await deps.store.getSession(id);
+    if (!session) throw new UserError(`session "${id}" does not exist`, 404);
+    const decision = decide(subject, 'audit', { id: session.connectionId, name: session.connectionName });
+    if (!decision.allowed) throw new UserError(`may not read session "${id}": ${decision.reason}`, 403);
+    return session;
+  };
 
   app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; limit?: number } }>('/api/v1/sessions', {
     schema: { querystring: { type: 'object', properties: {
@@ -29,13 +49,15 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
   }, async (req) => {
     const { claim, ...filter } = req.query;
-    return (await deps.store.listSessions({ ...filter, claims: parseClaimFilters(claim ?? []) })).map(sessionView);
+    // Only sessions of connections the caller may audit; the filter runs in the store so the limit holds.
+    const { where } = await auditScope(req);
+    const connectionIds = where.every ? undefined : where.connectionIds;
+    return (await deps.store.listSessions({ ...filter, claims: parseClaimFilters(claim ?? []), connectionIds })).map(sessionView);
   });
 
   // Everything a third party needs to verify the session offline (docs/bundle.md).
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/evidence', async (req) => {
-    const session = await deps.store.getSession(req.params.id);
-    if (!session) throw new UserError(`session "${req.params.id}" does not exist`, 404);
+    const session = await auditable(req, req.params.id);
     const [events, checkpoints, seal, keys] = await Promise.all([
       deps.store.listEvents(session.id), deps.store.listCheckpoints(session.id), deps.store.getSeal(session.id), deps.store.listSigningKeys(),
     ]);
@@ -49,18 +71,19 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     };
   });
 
+  // Legal hold and retention change what is kept: management, not audit.
   app.post<{ Params: { id: string }; Body: { hold: boolean } }>('/api/v1/sessions/:id/hold', {
+    ...adminOnly,
     schema: { body: { type: 'object', required: ['hold'], additionalProperties: false, properties: { hold: { type: 'boolean' } } } },
   }, async (req) => {
     if (!(await deps.store.setLegalHold(req.params.id, req.body.hold))) throw new UserError(`session "${req.params.id}" does not exist`, 404);
     return { id: req.params.id, legalHold: req.body.hold };
   });
 
-  app.post('/api/v1/retention/run', async () => runRetention(deps.store, deps.recorder, deps.log));
+  app.post('/api/v1/retention/run', adminOnly, async () => runRetention(deps.store, deps.recorder, deps.log));
 
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', async (req) => {
-    const session = await deps.store.getSession(req.params.id);
-    if (!session) throw new UserError(`session "${req.params.id}" does not exist`, 404);
+    const session = await auditable(req, req.params.id);
     const events = await deps.store.listEvents(session.id);
     return {
       session: sessionView(session),

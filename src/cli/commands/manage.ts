@@ -1,4 +1,4 @@
-// Management commands: identities, tokens, connections, grants.
+// Management commands: identities, tokens, connections, SSH keys (groups and grants: access.ts).
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
@@ -181,21 +181,5 @@ export function registerManagement(program: Command, client: ClientFactory): voi
     .action(async (fingerprint: string, _opts: unknown, cmd: Command) => {
       await client(cmd).delete(`/api/v1/keys/${enc(fingerprint)}`);
       console.log(`key ${fingerprint} removed`);
-    });
-
-  program.command('grant <identity> <connection>').description('allow an identity to connect (default deny)')
-    .action(async (identityName: string, connectionName: string, _opts: unknown, cmd: Command) => {
-      const out = await client(cmd).post<{ created: boolean }>('/api/v1/grants', { identity: identityName, connection: connectionName });
-      console.log(out.created ? `granted ${identityName} access to ${connectionName}` : `${identityName} already had access to ${connectionName}`);
-    });
-  program.command('revoke <identity> <connection>').description('take a grant away')
-    .action(async (identityName: string, connectionName: string, _opts: unknown, cmd: Command) => {
-      await client(cmd).delete('/api/v1/grants', { identity: identityName, connection: connectionName });
-      console.log(`revoked ${identityName}'s access to ${connectionName}`);
-    });
-  program.command('grants').description('list grants').option('--json', 'machine-readable output')
-    .action(async (opts: { json?: boolean }, cmd: Command) => {
-      const rows = await client(cmd).get<Array<{ identity: string; connection: string; createdAt: string }>>('/api/v1/grants');
-      console.log(opts.json ? JSON.stringify(rows, null, 2) : table(['IDENTITY', 'CONNECTION', 'SINCE'], rows.map((g) => [g.identity, g.connection, g.createdAt])));
     });
 }

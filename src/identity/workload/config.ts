@@ -15,7 +15,7 @@ export interface TrustPolicy {
   claims: Record<string, string[]>;
   /** Connections the run identity may connect to. */
   grants: string[];
-  /** Stored on the run identity for group-based grants (not enforced yet). */
+  /** The run identity's external groups: grants to groups of these names apply to it. */
   groups: string[];
   maxTtlSeconds: number;
   /** e.g. "gh-{repository}-{run_id}-{run_attempt}"; a random suffix is always appended. */

@@ -11,6 +11,7 @@ import { verifyOidcToken, type KeySource } from './verify-oidc-token.ts';
 import { choosePolicy, claimText } from './trust-policy.ts';
 import { randomSuffix, runIdentityName } from './identity-name.ts';
 import { WorkloadRefusal } from './errors.ts';
+import { newId } from '../../util/ids.ts';
 
 export interface ExchangeResult { token: string; identity: Identity; expiresAt: number; policy: string; granted: string[] }
 
@@ -87,7 +88,7 @@ export class WorkloadExchange {
           log.warn({ policy: policy.name, connection: name }, 'trust policy grants a connection that does not exist');
           continue;
         }
-        await store.addGrant(identity.id, conn.id, this.now());
+        await store.addAccessGrant({ id: newId('grant'), subjectType: 'identity', subjectId: identity.id, action: 'connect', connectionId: conn.id, createdAt: this.now() });
         granted.push(name);
       }
       const issued = await this.deps.identity.issueToken(identity, ttlSeconds);
@@ -103,7 +104,7 @@ export class WorkloadExchange {
     for (let attempt = 0; ; attempt++) {
       const name = runIdentityName(template, policy, claims, randomSuffix());
       try {
-        return await this.deps.identity.createIdentity(name, 'agent', false, { claims, authSource: `oidc-exchange:${policy}`, groups });
+        return await this.deps.identity.createIdentity(name, 'agent', false, { claims, authSource: `oidc-exchange:${policy}`, externalGroups: groups });
       } catch (err) {
         // A random suffix that is taken already: draw another.
         if (!(err instanceof UserError && err.status === 409) || attempt >= 4) throw err;

@@ -149,4 +149,67 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE sessions ADD COLUMN auth_method TEXT;
   CREATE INDEX sessions_identity_kind ON sessions(identity_kind, started_at);
   `,
+
+  // 9: groups and access. A grant gives one action (connect, approve, audit, admin) to an identity
+  // or a group, on one connection or, with connection_id NULL, on every connection. Its subject is
+  // one of two foreign keys so that removing an identity or a group removes its grants. The
+  // connect grants of step 1 become connect grants of their identity; that table goes.
+  `
+  CREATE TABLE groups (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+  );
+  CREATE TABLE group_members (
+    group_id TEXT NOT NULL REFERENCES groups(id) ON DELETE CASCADE,
+    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (group_id, identity_id)
+  );
+  CREATE INDEX group_members_identity ON group_members(identity_id);
+  CREATE TABLE access_grants (
+    id TEXT PRIMARY KEY,
+    identity_id TEXT REFERENCES identities(id) ON DELETE CASCADE,
+    group_id TEXT REFERENCES groups(id) ON DELETE CASCADE,
+    action TEXT NOT NULL CHECK (action IN ('connect','approve','audit','admin')),
+    connection_id TEXT REFERENCES connections(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    CHECK ((identity_id IS NULL) <> (group_id IS NULL))
+  );
+  -- NULLs are distinct in a unique index: coalesce makes "every connection" one value.
+  CREATE UNIQUE INDEX access_grants_unique ON access_grants (coalesce(identity_id, ''), coalesce(group_id, ''), action, coalesce(connection_id, ''));
+  CREATE INDEX access_grants_identity ON access_grants(identity_id);
+  CREATE INDEX access_grants_group ON access_grants(group_id);
+  CREATE INDEX access_grants_connection ON access_grants(connection_id);
+  INSERT INTO access_grants (id, identity_id, action, connection_id, created_at)
+    SELECT 'grant_' || substr(md5(identity_id || '/' || connection_id), 1, 20), identity_id, 'connect', connection_id, created_at FROM grants;
+  DROP TABLE grants;
+  `,
+
+  // 10: single sign-on. Sign-ins in progress (OIDC and SAML; docs/sso.md), from `gatehouse login`
+  // until the CLI collects its token, so that any gateway sharing the store can finish one; and
+  // which identity a person at an identity provider is (external_key: issuer and subject).
+  `
+  CREATE TABLE pending_logins (
+    id TEXT PRIMARY KEY,
+    poll_token_hash TEXT NOT NULL UNIQUE,
+    user_code TEXT NOT NULL UNIQUE,
+    provider TEXT NOT NULL,
+    protocol TEXT NOT NULL CHECK (protocol IN ('oidc','saml')),
+    state TEXT NOT NULL UNIQUE,
+    secret TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending','signed-in','refused','collected')),
+    identity_id TEXT REFERENCES identities(id) ON DELETE CASCADE,
+    error TEXT
+  );
+  CREATE INDEX pending_logins_expiry ON pending_logins(expires_at);
+  CREATE TABLE external_identities (
+    external_key TEXT PRIMARY KEY,
+    identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL
+  );
+  CREATE INDEX external_identities_identity ON external_identities(identity_id);
+  `,
 ];

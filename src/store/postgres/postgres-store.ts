@@ -3,11 +3,16 @@ import { MIGRATIONS } from './migrations.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
-  PublicKeyRecord,
+  PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus } from '../types.ts';
+import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
-import { identityWorkloadColumns, sessionClaimsColumn, toConnection, toConnector, toEvent, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
+import {
+  ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, sessionClaimsColumn, toAccessGrant, toConnection, toConnector,
+  toEvent, toGroup, toGroupMember, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row,
+} from '../row-mapping.ts';
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
 const MIGRATION_LOCK_KEY = 0x67617465686f7573n & 0x7fffffffffffffffn; // "gatehous"
@@ -169,24 +174,64 @@ export class PostgresStore implements Store {
     await this.pool.query('DELETE FROM connections WHERE id = $1', [id]);
   }
 
-  async addGrant(identityId: string, connectionId: string, at: number): Promise<boolean> {
-    return await this.changes('INSERT INTO grants (identity_id, connection_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
-      [identityId, connectionId, at]) > 0;
+  async createGroup(g: GroupRecord): Promise<void> {
+    await this.pool.query('INSERT INTO groups (id, name, created_at) VALUES ($1, $2, $3)', [g.id, g.name, g.createdAt]);
   }
 
-  async removeGrant(identityId: string, connectionId: string): Promise<boolean> {
-    return await this.changes('DELETE FROM grants WHERE identity_id = $1 AND connection_id = $2', [identityId, connectionId]) > 0;
+  async getGroupByName(name: string): Promise<GroupRecord | undefined> {
+    const r = await this.one('SELECT * FROM groups WHERE name = $1', [name]);
+    return r ? toGroup(r) : undefined;
   }
 
-  async hasGrant(identityId: string, connectionId: string): Promise<boolean> {
-    return (await this.one('SELECT 1 FROM grants WHERE identity_id = $1 AND connection_id = $2', [identityId, connectionId])) !== undefined;
+  async listGroups(): Promise<GroupRecord[]> {
+    return (await this.rows('SELECT * FROM groups ORDER BY name')).map(toGroup);
   }
 
-  async listGrants(): Promise<Array<{ identityName: string; connectionName: string; createdAt: number }>> {
-    const rows = await this.rows(`SELECT i.name AS identity_name, c.name AS connection_name, g.created_at
-      FROM grants g JOIN identities i ON i.id = g.identity_id JOIN connections c ON c.id = g.connection_id
-      ORDER BY i.name, c.name`);
-    return rows.map((r) => ({ identityName: String(r.identity_name), connectionName: String(r.connection_name), createdAt: Number(r.created_at) }));
+  async deleteGroup(id: string): Promise<void> {
+    await this.pool.query('DELETE FROM groups WHERE id = $1', [id]);
+  }
+
+  async addGroupMember(groupId: string, identityId: string, at: number): Promise<boolean> {
+    return await this.changes('INSERT INTO group_members (group_id, identity_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+      [groupId, identityId, at]) > 0;
+  }
+
+  async removeGroupMember(groupId: string, identityId: string): Promise<boolean> {
+    return await this.changes('DELETE FROM group_members WHERE group_id = $1 AND identity_id = $2', [groupId, identityId]) > 0;
+  }
+
+  async listGroupMembers(groupId?: string): Promise<GroupMember[]> {
+    const order = 'ORDER BY g.name, i.name';
+    const rows = groupId
+      ? await this.rows(`${GROUP_MEMBER_SELECT} WHERE m.group_id = $1 ${order}`, [groupId])
+      : await this.rows(`${GROUP_MEMBER_SELECT} ${order}`);
+    return rows.map(toGroupMember);
+  }
+
+  async listGroupsOf(identityId: string): Promise<GroupRecord[]> {
+    const rows = await this.rows('SELECT g.* FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.identity_id = $1 ORDER BY g.name', [identityId]);
+    return rows.map(toGroup);
+  }
+
+  async addAccessGrant(g: NewAccessGrant): Promise<boolean> {
+    const [identityId, groupId] = g.subjectType === 'identity' ? [g.subjectId, null] : [null, g.subjectId];
+    return await this.changes(`INSERT INTO access_grants (id, identity_id, group_id, action, connection_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+      ON CONFLICT DO NOTHING`, [g.id, identityId, groupId, g.action, g.connectionId, g.createdAt]) > 0;
+  }
+
+  async removeAccessGrant(subjectType: AccessGrant['subjectType'], subjectId: string, action: AccessAction, connectionId: string | null): Promise<boolean> {
+    const subject = subjectType === 'identity' ? 'identity_id' : 'group_id';
+    return await this.changes(`DELETE FROM access_grants WHERE ${subject} = $1 AND action = $2 AND connection_id IS NOT DISTINCT FROM $3`,
+      [subjectId, action, connectionId]) > 0;
+  }
+
+  async listAccessGrants(): Promise<AccessGrant[]> {
+    return (await this.rows(`${ACCESS_GRANT_SELECT} ${ACCESS_GRANT_ORDER}`)).map(toAccessGrant);
+  }
+
+  async listAccessGrantsOf(identityId: string, groupNames: string[]): Promise<AccessGrant[]> {
+    const rows = await this.rows(`${ACCESS_GRANT_SELECT} WHERE a.identity_id = $1 OR g.name = ANY($2::text[]) ${ACCESS_GRANT_ORDER}`, [identityId, groupNames]);
+    return rows.map(toAccessGrant);
   }
 
   async addPublicKey(k: PublicKeyRecord): Promise<void> {
@@ -225,6 +270,7 @@ export class PostgresStore implements Store {
     if (f.identity) { args.push(f.identity); where.push(`identity_name = $${args.length}`); }
     if (f.connection) { args.push(f.connection); where.push(`connection_name = $${args.length}`); }
     if (f.kind) { args.push(f.kind); where.push(`identity_kind = $${args.length}`); }
+    if (f.connectionIds) { args.push(f.connectionIds); where.push(`connection_id = ANY($${args.length}::text[])`); }
     for (const [name, value] of Object.entries(f.claims ?? {})) {
       if (!CLAIM_NAME.test(name)) throw new Error(`invalid claim name "${name}"`);
       args.push(name, value);
@@ -329,6 +375,38 @@ export class PostgresStore implements Store {
       await c.query('DELETE FROM checkpoints WHERE session_id = ANY($1::text[])', [ids]);
       await c.query('DELETE FROM sessions WHERE id = ANY($1::text[]) AND NOT legal_hold', [ids]);
     });
+  }
+
+  async createPendingLogin(l: PendingLogin): Promise<void> {
+    await this.pool.query(`INSERT INTO pending_logins (${PENDING_LOGIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, pendingLoginValues(l));
+  }
+
+  async getPendingLogin(by: PendingLoginKey): Promise<PendingLogin | undefined> {
+    const [column, value] = pendingLoginLookup(by);
+    const r = await this.one(`SELECT * FROM pending_logins WHERE ${column} = $1`, [value]);
+    return r ? toPendingLogin(r) : undefined;
+  }
+
+  async advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result: { identityId?: string; error?: string } = {}): Promise<boolean> {
+    return await this.changes(`UPDATE pending_logins SET status = $1, identity_id = coalesce($2, identity_id), error = coalesce($3, error)
+      WHERE id = $4 AND status = $5`, [to, result.identityId ?? null, result.error ?? null, id, from]) > 0;
+  }
+
+  async deletePendingLogins(before: number): Promise<number> {
+    return this.changes('DELETE FROM pending_logins WHERE expires_at < $1', [before]);
+  }
+
+  async linkExternalIdentity(externalKey: string, identityId: string, at: number): Promise<void> {
+    await this.pool.query('INSERT INTO external_identities (external_key, identity_id, created_at) VALUES ($1, $2, $3)', [externalKey, identityId, at]);
+  }
+
+  async getIdentityByExternalKey(externalKey: string): Promise<Identity | undefined> {
+    const r = await this.one('SELECT i.* FROM identities i JOIN external_identities e ON e.identity_id = i.id WHERE e.external_key = $1', [externalKey]);
+    return r ? toIdentity(r) : undefined;
+  }
+
+  async updateIdentityAttributes(identityId: string, claims: IdentityClaims, externalGroups: string[]): Promise<void> {
+    await this.pool.query('UPDATE identities SET claims = $1, workload_groups = $2 WHERE id = $3', [JSON.stringify(claims), JSON.stringify(externalGroups), identityId]);
   }
 
   async close(): Promise<void> {

@@ -7,11 +7,16 @@ import { RecordBatchWriter } from './record-batch-sql.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
-  PublicKeyRecord,
+  PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus } from '../types.ts';
+import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
-import { identityWorkloadColumns, toConnection, toConnector, toEvent, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row } from '../row-mapping.ts';
+import {
+  ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, toAccessGrant, toConnection, toConnector, toEvent, toGroup,
+  toGroupMember, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row,
+} from '../row-mapping.ts';
 
 /**
  * Embedded store: one SQLite file in the data directory, WAL mode, synchronous=FULL so that a
@@ -136,24 +141,65 @@ export class SqliteStore implements Store {
     this.q('DELETE FROM connections WHERE id = ?').run(id);
   }
 
-  async addGrant(identityId: string, connectionId: string, at: number): Promise<boolean> {
-    return Number(this.q('INSERT OR IGNORE INTO grants (identity_id, connection_id, created_at) VALUES (?, ?, ?)')
-      .run(identityId, connectionId, at).changes) > 0;
+  async createGroup(g: GroupRecord): Promise<void> {
+    this.q('INSERT INTO groups (id, name, created_at) VALUES (?, ?, ?)').run(g.id, g.name, g.createdAt);
   }
 
-  async removeGrant(identityId: string, connectionId: string): Promise<boolean> {
-    return Number(this.q('DELETE FROM grants WHERE identity_id = ? AND connection_id = ?').run(identityId, connectionId).changes) > 0;
+  async getGroupByName(name: string): Promise<GroupRecord | undefined> {
+    const r = this.q('SELECT * FROM groups WHERE name = ?').get(name) as Row | undefined;
+    return r ? toGroup(r) : undefined;
   }
 
-  async hasGrant(identityId: string, connectionId: string): Promise<boolean> {
-    return this.q('SELECT 1 FROM grants WHERE identity_id = ? AND connection_id = ?').get(identityId, connectionId) !== undefined;
+  async listGroups(): Promise<GroupRecord[]> {
+    return (this.q('SELECT * FROM groups ORDER BY name').all() as Row[]).map(toGroup);
   }
 
-  async listGrants(): Promise<Array<{ identityName: string; connectionName: string; createdAt: number }>> {
-    const rows = this.q(`SELECT i.name AS identity_name, c.name AS connection_name, g.created_at
-      FROM grants g JOIN identities i ON i.id = g.identity_id JOIN connections c ON c.id = g.connection_id
-      ORDER BY i.name, c.name`).all() as Row[];
-    return rows.map((r) => ({ identityName: String(r.identity_name), connectionName: String(r.connection_name), createdAt: Number(r.created_at) }));
+  async deleteGroup(id: string): Promise<void> {
+    this.q('DELETE FROM groups WHERE id = ?').run(id);
+  }
+
+  async addGroupMember(groupId: string, identityId: string, at: number): Promise<boolean> {
+    return Number(this.q('INSERT INTO group_members (group_id, identity_id, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING').run(groupId, identityId, at).changes) > 0;
+  }
+
+  async removeGroupMember(groupId: string, identityId: string): Promise<boolean> {
+    return Number(this.q('DELETE FROM group_members WHERE group_id = ? AND identity_id = ?').run(groupId, identityId).changes) > 0;
+  }
+
+  async listGroupMembers(groupId?: string): Promise<GroupMember[]> {
+    const order = 'ORDER BY g.name, i.name';
+    const rows = groupId
+      ? this.q(`${GROUP_MEMBER_SELECT} WHERE m.group_id = ? ${order}`).all(groupId)
+      : this.q(`${GROUP_MEMBER_SELECT} ${order}`).all();
+    return (rows as Row[]).map(toGroupMember);
+  }
+
+  async listGroupsOf(identityId: string): Promise<GroupRecord[]> {
+    const rows = this.q('SELECT g.* FROM groups g JOIN group_members m ON m.group_id = g.id WHERE m.identity_id = ? ORDER BY g.name').all(identityId);
+    return (rows as Row[]).map(toGroup);
+  }
+
+  async addAccessGrant(g: NewAccessGrant): Promise<boolean> {
+    const [identityId, groupId] = g.subjectType === 'identity' ? [g.subjectId, null] : [null, g.subjectId];
+    // ON CONFLICT, not OR IGNORE: only an equal grant is skipped; a bad action still fails its CHECK.
+    return Number(this.q('INSERT INTO access_grants (id, identity_id, group_id, action, connection_id, created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING')
+      .run(g.id, identityId, groupId, g.action, g.connectionId, g.createdAt).changes) > 0;
+  }
+
+  async removeAccessGrant(subjectType: AccessGrant['subjectType'], subjectId: string, action: AccessAction, connectionId: string | null): Promise<boolean> {
+    const subject = subjectType === 'identity' ? 'identity_id' : 'group_id';
+    return Number(this.q(`DELETE FROM access_grants WHERE ${subject} = ? AND action = ? AND connection_id IS ?`)
+      .run(subjectId, action, connectionId).changes) > 0;
+  }
+
+  async listAccessGrants(): Promise<AccessGrant[]> {
+    return (this.q(`${ACCESS_GRANT_SELECT} ${ACCESS_GRANT_ORDER}`).all() as Row[]).map(toAccessGrant);
+  }
+
+  async listAccessGrantsOf(identityId: string, groupNames: string[]): Promise<AccessGrant[]> {
+    const rows = this.q(`${ACCESS_GRANT_SELECT} WHERE a.identity_id = ? OR g.name IN (SELECT value FROM json_each(?)) ${ACCESS_GRANT_ORDER}`)
+      .all(identityId, JSON.stringify(groupNames));
+    return (rows as Row[]).map(toAccessGrant);
   }
 
   async addPublicKey(k: PublicKeyRecord): Promise<void> {
@@ -188,6 +234,7 @@ export class SqliteStore implements Store {
     if (f.identity) { where.push('identity_name = ?'); args.push(f.identity); }
     if (f.connection) { where.push('connection_name = ?'); args.push(f.connection); }
     if (f.kind) { where.push('identity_kind = ?'); args.push(f.kind); }
+    if (f.connectionIds) { where.push('connection_id IN (SELECT value FROM json_each(?))'); args.push(JSON.stringify(f.connectionIds)); }
     for (const [name, value] of Object.entries(f.claims ?? {})) {
       if (!CLAIM_NAME.test(name)) throw new Error(`invalid claim name "${name}"`);
       where.push('json_extract(identity_claims, ?) = ?');
@@ -298,6 +345,38 @@ export class SqliteStore implements Store {
 
   async listOpenSessions(): Promise<SessionRow[]> {
     return (this.q('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at').all() as Row[]).map(toSession);
+  }
+
+  async createPendingLogin(l: PendingLogin): Promise<void> {
+    this.q(`INSERT INTO pending_logins (${PENDING_LOGIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(...pendingLoginValues(l));
+  }
+
+  async getPendingLogin(by: PendingLoginKey): Promise<PendingLogin | undefined> {
+    const [column, value] = pendingLoginLookup(by);
+    const r = this.q(`SELECT * FROM pending_logins WHERE ${column} = ?`).get(value) as Row | undefined;
+    return r ? toPendingLogin(r) : undefined;
+  }
+
+  async advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result: { identityId?: string; error?: string } = {}): Promise<boolean> {
+    return Number(this.q(`UPDATE pending_logins SET status = ?, identity_id = coalesce(?, identity_id), error = coalesce(?, error)
+      WHERE id = ? AND status = ?`).run(to, result.identityId ?? null, result.error ?? null, id, from).changes) > 0;
+  }
+
+  async deletePendingLogins(before: number): Promise<number> {
+    return Number(this.q('DELETE FROM pending_logins WHERE expires_at < ?').run(before).changes);
+  }
+
+  async linkExternalIdentity(externalKey: string, identityId: string, at: number): Promise<void> {
+    this.q('INSERT INTO external_identities (external_key, identity_id, created_at) VALUES (?, ?, ?)').run(externalKey, identityId, at);
+  }
+
+  async getIdentityByExternalKey(externalKey: string): Promise<Identity | undefined> {
+    const r = this.q('SELECT i.* FROM identities i JOIN external_identities e ON e.identity_id = i.id WHERE e.external_key = ?').get(externalKey) as Row | undefined;
+    return r ? toIdentity(r) : undefined;
+  }
+
+  async updateIdentityAttributes(identityId: string, claims: IdentityClaims, externalGroups: string[]): Promise<void> {
+    this.q('UPDATE identities SET claims = ?, workload_groups = ? WHERE id = ?').run(JSON.stringify(claims), JSON.stringify(externalGroups), identityId);
   }
 
   async close(): Promise<void> {
