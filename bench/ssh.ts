@@ -50,11 +50,13 @@ const CONNECT_PROBES: number = 5;
 const CPU_PROF_DIR: string | undefined = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 
 type PathName = 'direct' | 'proxyjump' | 'gateway';
-type EchoPathName = PathName | 'gateway best-effort';
+type RoutePathName = PathName | 'gateway best-effort';
+/** Echo rows: one per route, plus the Enter key measured on the direct and gateway routes. */
+type EchoPathName = RoutePathName | 'direct Enter' | 'gateway Enter';
 type Direction = 'upload' | 'download';
 
 const PATHS: readonly PathName[] = ['direct', 'proxyjump', 'gateway'];
-const ECHO_PATHS: readonly EchoPathName[] = ['direct', 'proxyjump', 'gateway', 'gateway best-effort'];
+const ECHO_PATHS: readonly RoutePathName[] = ['direct', 'proxyjump', 'gateway', 'gateway best-effort'];
 const DIRECTIONS: readonly Direction[] = ['upload', 'download'];
 
 const DIRECTION_LABEL: Record<Direction, string> = {
@@ -640,6 +642,14 @@ async function measureEcho(routes: Route[], count: number): Promise<EchoRow[]> {
         try {
           const ms: number = await s.roundTrip(letters[i % letters.length]);
           if (i >= KEYSTROKE_WARMUP) samples.get(s.route.name)!.push(ms);
+          // Enter is held until the typed line is committed (durable recording); measured apart.
+          if (s.route.name === 'direct' || s.route.name === 'gateway') {
+            await sleep(KEYSTROKE_PAUSE_MS);
+            const enter: number = await s.roundTrip('\r');
+            const key = `${s.route.name} Enter` as EchoPathName;
+            if (!samples.has(key)) samples.set(key, []);
+            if (i >= KEYSTROKE_WARMUP) samples.get(key)!.push(enter);
+          }
         } catch (err) {
           errors.set(s.route.name, errorMessage(err));
         }
@@ -649,13 +659,15 @@ async function measureEcho(routes: Route[], count: number): Promise<EchoRow[]> {
   } finally {
     await Promise.all(sessions.map((s) => s.close()));
   }
-  const rows: EchoRow[] = routes.map((r) => {
-    const xs: number[] = samples.get(r.name) ?? [];
-    return { path: r.name, samples: xs.length, medianMs: median(xs), p95Ms: percentile(xs, 95), meanMs: mean(xs), addedMedianMs: null, addedP95Ms: null, error: errors.get(r.name) ?? null };
+  const names: EchoPathName[] = [...routes.map((r) => r.name), ...(['direct Enter', 'gateway Enter'] as EchoPathName[]).filter((n) => samples.has(n))];
+  const rows: EchoRow[] = names.map((name) => {
+    const xs: number[] = samples.get(name) ?? [];
+    return { path: name, samples: xs.length, medianMs: median(xs), p95Ms: percentile(xs, 95), meanMs: mean(xs), addedMedianMs: null, addedP95Ms: null, error: errors.get(name) ?? null };
   });
-  const direct: EchoRow | undefined = rows.find((r) => r.path === 'direct');
   for (const r of rows) {
-    if (r.path === 'direct' || direct === undefined) continue;
+    // Each row is compared with the direct path for the same key.
+    const direct: EchoRow | undefined = rows.find((d) => d.path === (r.path.endsWith(' Enter') ? 'direct Enter' : 'direct'));
+    if (r.path === 'direct' || r.path === 'direct Enter' || direct === undefined) continue;
     r.addedMedianMs = r.medianMs !== null && direct.medianMs !== null ? r.medianMs - direct.medianMs : null;
     r.addedP95Ms = r.p95Ms !== null && direct.p95Ms !== null ? r.p95Ms - direct.p95Ms : null;
   }
@@ -723,7 +735,8 @@ function printReport(s: Settings, rows: ThroughputRow[], infos: PathInfo[], echo
 
   console.log(`\nKeystroke echo: one byte written to \`ssh -tt … 'stty raw -echo; exec cat'\` until it comes back, ${s.keystrokes} per path after ${KEYSTROKE_WARMUP} unmeasured,`);
   console.log(`round-robin over the open sessions with ${KEYSTROKE_PAUSE_MS} ms between keystrokes. "gateway" records typed input durably before forwarding it`);
-  console.log(`(the default); "gateway best-effort" is the same target with --recording best-effort.\n`);
+  console.log(`(the default); "gateway best-effort" is the same target with --recording best-effort. Printable keys are forwarded at once and`);
+  console.log(`committed within milliseconds; Enter and control keys wait until the typed line is committed: the "Enter" rows measure that.\n`);
   const echoBody: string[][] = echo.map((r) => [
     r.path,
     r.medianMs === null ? 'FAILED' : fmt(r.medianMs, 3),
@@ -796,7 +809,7 @@ async function main(): Promise<void> {
   if (CPU_PROF_DIR !== undefined) log(`gateway CPU profile goes to ${CPU_PROF_DIR} when the gateway stops (at the end)`);
 
   const common: string[] = ['-F', config];
-  const routes: Record<EchoPathName, Route> = {
+  const routes: Record<RoutePathName, Route> = {
     direct: { name: 'direct', args: [...common, '-p', String(target.port), `${target.user}@${HOST}`] },
     proxyjump: { name: 'proxyjump', args: [...common, '-J', `${jump.user}@${HOST}:${jump.port}`, '-p', String(target.port), `${target.user}@${HOST}`] },
     gateway: { name: 'gateway', args: [...common, '-p', String(gw.sshPort), `${GATEWAY_CONNECTION}@${HOST}`] },
