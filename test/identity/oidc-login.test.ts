@@ -397,7 +397,7 @@ test('every sign-in is recorded (refusals with their reason); the gateway log ho
   }
   for (const s of refused) {
     assert.equal(s.identity.kind, 'unknown');
-    assert.match(s.authMethod ?? '', /^oidc:/);
+    assert.match(s.authMethod ?? '', /^oidc(:corp|:rogue)?$/, 'oidc alone when the answer named no sign-in of this gateway');
   }
   const detail = JSON.parse(await gw.cliOk(['sessions', 'show', refused[0].id, '--json'])) as { events: Array<{ type: string; data: { message?: string } }> };
   assert.equal(detail.events.find((e) => e.type === 'access.denied')?.data.message, refused[0].endReason!.replace(/^refused: /, ''));

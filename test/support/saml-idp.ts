@@ -28,6 +28,8 @@ export interface AnswerOptions {
   sign?: 'assertion' | 'response' | 'both' | 'none';
   /** Sign with this key and certificate instead of the IdP's own. */
   signer?: SigningMaterial;
+  /** The Issuer of the Response and the assertion; default: the IdP's entity id. */
+  issuer?: string;
 }
 
 export interface TestAccount { password: string; nameId: string; attributes: Record<string, string | string[]> }
@@ -79,6 +81,7 @@ export function buildResponse(o: {
   entityId: string; acs: string; audience: string; requestId: string | null; account: TestAccount; answer: AnswerOptions; material: SigningMaterial;
 }): string {
   const { answer } = o;
+  const issuer = answer.issuer ?? o.entityId;
   const responseId = newId();
   const assertionId = newId();
   const inResponseTo = answer.inResponseTo === undefined ? o.requestId : answer.inResponseTo;
@@ -90,7 +93,7 @@ export function buildResponse(o: {
     (Array.isArray(value) ? value : [value]).map((v) => `<saml:AttributeValue xsi:type="xs:string">${esc(v)}</saml:AttributeValue>`).join('')}</saml:Attribute>`).join('');
   const assertion = `<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" xmlns:xs="http://www.w3.org/2001/XMLSchema" ` +
     `xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID="${assertionId}" Version="2.0" IssueInstant="${iso(0)}">` +
-    `<saml:Issuer>${esc(o.entityId)}</saml:Issuer>` +
+    `<saml:Issuer>${esc(issuer)}</saml:Issuer>` +
     `<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent">${esc(o.account.nameId)}</saml:NameID>` +
     `<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="${notOnOrAfter}" ` +
     `Recipient="${esc(answer.recipient ?? o.acs)}"${irt}/></saml:SubjectConfirmation></saml:Subject>` +
@@ -98,7 +101,7 @@ export function buildResponse(o: {
     `<saml:AuthnStatement AuthnInstant="${iso(0)}" SessionIndex="${newId()}"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>` +
     `<saml:AttributeStatement>${attributes}</saml:AttributeStatement></saml:Assertion>`;
   let xml = `<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${responseId}" Version="2.0" ` +
-    `IssueInstant="${iso(0)}"${destination ? ` Destination="${esc(destination)}"` : ''}${irt}><saml:Issuer>${esc(o.entityId)}</saml:Issuer>` +
+    `IssueInstant="${iso(0)}"${destination ? ` Destination="${esc(destination)}"` : ''}${irt}><saml:Issuer>${esc(issuer)}</saml:Issuer>` +
     `<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>${assertion}</samlp:Response>`;
   const sign = answer.sign ?? 'assertion';
   const signer = answer.signer ?? o.material;

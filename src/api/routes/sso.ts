@@ -93,10 +93,13 @@ export async function ssoRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
     if (!enabled(sso)) return html(reply, 404, refusedPage(disabled.error));
     try {
       const { redirect, login } = await sso.visit(req.params.id);
-      const secure = sso.publicUrl.startsWith('https:') ? '; Secure' : '';
+      const publicUrl = new URL(sso.publicUrl);
+      const secure = publicUrl.protocol === 'https:' ? '; Secure' : '';
       const maxAge = Math.max(1, Math.ceil((login.expiresAt - Date.now()) / 1000));
       // Lax: sent on the provider's top-level redirect back, never on cross-site subrequests.
-      reply.header('set-cookie', `${LOGIN_COOKIE}=${login.id}; Path=/login; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${secure}`);
+      // The path is the one browsers see (public_url may carry a prefix a proxy strips).
+      const cookiePath = `${publicUrl.pathname.replace(/\/+$/, '')}/login`;
+      reply.header('set-cookie', `${LOGIN_COOKIE}=${login.id}; Path=${cookiePath}; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${secure}`);
       return reply.code(302).headers({ location: redirect, 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' }).send();
     } catch (err) {
       if (err instanceof SignInRefusal) return html(reply, 410, refusedPage(err.message));

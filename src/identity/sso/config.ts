@@ -4,7 +4,6 @@ import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDuration } from '../../util/duration.ts';
-import { CLAIM_NAME } from '../../store/types.ts';
 import { checkIssuerUrl } from '../workload/config.ts';
 
 export interface OidcProviderConfig {
@@ -186,9 +185,4 @@ export function parseSso(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv =
     if (!names.has(cfg.defaultProvider)) throw new Error(`sso.default_provider "${cfg.defaultProvider}" is not a provider`);
   }
   return cfg;
-}
-
-/** A claim or attribute name an identity can keep as one of its claims. */
-export function keepsAsClaim(name: string): boolean {
-  return CLAIM_NAME.test(name);
 }

@@ -38,7 +38,7 @@ export class SamlServiceProvider {
     };
     return new SAML({
       entryPoint: this.cfg.entryPoint, issuer: this.spEntityId, callbackUrl: this.acsUrl, audience: this.spEntityId,
-      idpCert: this.cfg.idpCerts, idpIssuer: this.cfg.idpEntityId,
+      idpCert: this.cfg.idpCerts,
       wantAssertionsSigned: true, wantAuthnResponseSigned: this.cfg.wantResponseSigned,
       acceptedClockSkewMs: this.cfg.clockSkewSeconds * 1000,
       validateInResponseTo: ValidateInResponseTo.always, requestIdExpirationPeriodMs: this.loginTimeoutMs, cacheProvider: requests,
@@ -71,6 +71,10 @@ export class SamlServiceProvider {
     }
     if (!profile || !profile.getAssertionXml) throw new SignInRefusal('the SAML response holds no sign-in');
     checkConfirmation(profile.getAssertionXml(), posted, this.acsUrl, login.state);
+    // node-saml compares idpIssuer only on logout messages.
+    if (this.cfg.idpEntityId !== undefined && profile.issuer !== this.cfg.idpEntityId) {
+      throw new SignInRefusal(`the SAML assertion was issued by "${profile.issuer ?? ''}", not by the configured idp_entity_id "${this.cfg.idpEntityId}"`);
+    }
     const issuer = profile.issuer || this.cfg.idpEntityId || this.name;
     const attributes = (profile.attributes ?? {}) as Record<string, unknown>;
     const { usernameAttribute, groupsAttribute } = this.cfg;

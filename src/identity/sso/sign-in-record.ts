@@ -21,8 +21,8 @@ export async function recordSignIn(recorder: Recorder, log: Logger, attempt: Sig
       protocol: 'login', identityId: identity?.id ?? '', identityName: identity?.name ?? '', identityKind: identity?.kind ?? 'unknown',
       clientAddr: attempt.clientAddr, applicationName: attempt.userAgent.slice(0, 200), connectionId: '', connectionName: '',
       targetHost: '', targetPort: 0, targetDatabase: '', targetUser: '', recordingMode: 'durable',
-      identityClaims: identity?.claims ?? null, authMethod: `${attempt.protocol}:${attempt.provider}`,
-    }, { provider: attempt.provider, ...(attempt.userCode ? { userCode: attempt.userCode } : {}) });
+      identityClaims: identity?.claims ?? null, authMethod: attempt.provider ? `${attempt.protocol}:${attempt.provider}` : attempt.protocol,
+    }, { ...(attempt.provider ? { provider: attempt.provider } : {}), ...(attempt.userCode ? { userCode: attempt.userCode } : {}) });
     if (identity) {
       session.append('login', { provider: attempt.provider, protocol: attempt.protocol, groups: identity.externalGroups ?? [] });
       await session.end('signed in');
