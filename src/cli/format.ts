@@ -56,6 +56,11 @@ export function timeline(session: SessionView, events: EventView[]): string {
   if (session.authMethod) out.push(`auth        ${session.authMethod}`);
   const claims = Object.entries(session.identity.claims ?? {}).sort(([a], [b]) => a.localeCompare(b));
   claims.forEach(([name, value], i) => out.push(`${i === 0 ? 'claims      ' : ' '.repeat(12)}${name}=${value}`));
+  // Why the session was let in (or not): the access decision recorded at its start.
+  const start = events.find((e) => e.type === 'session.start')?.data.access as { reason?: string } | undefined;
+  const denied = events.find((e) => e.type === 'access.denied')?.data.access as { reason?: string } | undefined;
+  if (start?.reason) out.push(`access      ${start.reason}`);
+  else if (denied?.reason) out.push(`access      ${denied.reason}`);
   out.push(`client      ${session.clientAddr}${session.applicationName ? `  application_name=${session.applicationName}` : ''}`);
   out.push(`connection  ${session.connection} → ${session.target.user ? `${session.target.user}@` : ''}${session.target.host}:${session.target.port}${session.target.database ? `${session.protocol === 'git-http' ? '' : '/'}${session.target.database}` : ''}`);
   if (session.recording === 'best-effort') out.push('recording   best-effort (statements were not held until recorded)');

@@ -1,4 +1,5 @@
 import { generateToken, hashToken } from '../crypto/tokens.ts';
+import type { Decision } from '../access/access-policy.ts';
 import { newId } from '../util/ids.ts';
 import type { Connection, Identity, IdentityKind, Store, TokenRecord } from '../store/types.ts';
 import { AccessService } from '../access/access-service.ts';
@@ -56,6 +57,11 @@ export class IdentityService {
   /** Default deny: an identity may connect only where a connect grant (its own or a group's) says so. */
   async mayConnect(identity: Identity, connection: Connection): Promise<boolean> {
     return this.access.mayConnect(identity, connection);
+  }
+
+  /** The connect decision with its reason and the grant behind it, for the session's record. */
+  async decideConnect(identity: Identity, connection: Connection): Promise<Decision> {
+    return this.access.check(identity, 'connect', connection);
   }
 }
 

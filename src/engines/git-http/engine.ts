@@ -116,10 +116,11 @@ export class GitHttpEngine implements Engine {
     if (!check.ok) return refuse(401, check.reason === 'unknown' ? 'invalid token' : `token ${check.reason}`);
     const conn = await this.ctx.store.getConnectionByName(connectionName);
     if (!conn || conn.type !== 'git-http') return refuse(404, `there is no Git HTTP connection named "${connectionName}"`, check.identity);
-    if (!(await this.ctx.identity.mayConnect(check.identity, conn))) return refuse(403, `identity "${check.identity.name}" has no grant on connection "${conn.name}"`, check.identity, conn);
+    const access = await this.ctx.identity.decideConnect(check.identity, conn);
+    if (!access.allowed) return refuse(403, `identity "${check.identity.name}" has no grant on connection "${conn.name}"`, check.identity, conn);
     let rec: SessionRecording;
     try {
-      rec = await this.ctx.recorder.startSession(info(check.identity, conn), { auth: { method: 'token (http basic)', tokenId: check.token.id }, request: { method: req.method, service, repo: repoPath } });
+      rec = await this.ctx.recorder.startSession(info(check.identity, conn), { auth: { method: 'token (http basic)', tokenId: check.token.id }, request: { method: req.method, service, repo: repoPath }, access });
     } catch {
       await reply.code(503).type('text/plain').send('gatehouse: the gateway cannot record right now; nothing was sent to the target\n');
       return null;

@@ -216,8 +216,9 @@ export class PgClientSession {
       await this.refuse({ code: SqlState.InvalidCatalogName, message: `connection "${database}" does not exist` }, user, database, identity);
     }
     const conn = connection as Connection;
-    if (!(await ctx.identity.mayConnect(identity, conn))) {
-      await this.refuse({ code: SqlState.InvalidAuthorization, message: `identity "${identity.name}" has no grant on connection "${conn.name}"` }, user, database, identity, 'no grant', conn);
+    const access = await ctx.identity.decideConnect(identity, conn);
+    if (!access.allowed) {
+      await this.refuse({ code: SqlState.InvalidAuthorization, message: `identity "${identity.name}" has no grant on connection "${conn.name}"` }, user, database, identity, 'no grant', conn, { access });
     }
 
     const startupParams: Record<string, string> = {};
@@ -245,7 +246,7 @@ export class PgClientSession {
     let recording: SessionRecording;
     try {
       recording = await ctx.recorder.startSession(this.sessionInfo(identity, conn, params), {
-        startupParams, tls: this.secure, upstream: { pid: up.backendPid, tls: up.tls, pooled },
+        startupParams, tls: this.secure, upstream: { pid: up.backendPid, tls: up.tls, pooled }, access,
       });
     } catch (err) {
       up.stream.destroy();

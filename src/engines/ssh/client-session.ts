@@ -8,6 +8,7 @@ import ssh2 from 'ssh2';
 import type { Logger } from 'pino';
 import type { EngineContext } from '../engine.ts';
 import type { Connection, Identity } from '../../store/types.ts';
+import type { Decision } from '../../access/access-policy.ts';
 import type { SessionRecording, SessionStartInfo } from '../../recorder/recorder.ts';
 import { RecordingUnavailableError } from '../../recorder/recorder.ts';
 import { fingerprintOf } from './keys.ts';
@@ -193,14 +194,15 @@ export class SshClientSession {
       await this.recordRefusal(identity, this.connectionName, message);
       return { ok: false, message };
     }
-    if (!(await this.ctx.identity.mayConnect(identity, conn))) {
+    const access = await this.ctx.identity.decideConnect(identity, conn);
+    if (!access.allowed) {
       const message = `identity "${identity.name}" has no grant on connection "${conn.name}"`;
-      await this.recordRefusal(identity, conn.name, message, conn);
+      await this.recordRefusal(identity, conn.name, message, conn, access);
       return { ok: false, message };
     }
     let rec: SessionRecording;
     try {
-      rec = await this.ctx.recorder.startSession(this.sessionInfo(identity, conn.name, conn), { auth: this.auth, clientVersion: this.info.header.identRaw });
+      rec = await this.ctx.recorder.startSession(this.sessionInfo(identity, conn.name, conn), { auth: this.auth, clientVersion: this.info.header.identRaw, access });
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'cannot record session start; refusing');
       return { ok: false, message: 'the gateway cannot record sessions right now; refusing to connect' };
@@ -247,10 +249,10 @@ export class SshClientSession {
     };
   }
 
-  private async recordRefusal(identity: Identity | undefined, connectionName: string, message: string, conn?: Connection): Promise<void> {
+  private async recordRefusal(identity: Identity | undefined, connectionName: string, message: string, conn?: Connection, access?: Decision): Promise<void> {
     try {
       const rec = await this.ctx.recorder.startSession(this.sessionInfo(identity, connectionName, conn), { auth: this.auth, clientVersion: this.info.header.identRaw, authenticated: identity !== undefined });
-      rec.append('access.denied', { message });
+      rec.append('access.denied', { message, ...(access ? { access } : {}) });
       await rec.end(`refused: ${message}`);
     } catch (err) {
       if (!(err instanceof RecordingUnavailableError)) throw err;
