@@ -55,6 +55,9 @@ function normalize(rec: Recording): unknown[] {
     if (e.type === 'session.start') {
       delete data.clientAddr;
       delete data.connection;
+      // The grant that admitted the session is the connection's own: same shape, other names.
+      const access = data.access as { allowed: boolean; via?: { action: string; subject: string } } | undefined;
+      data.access = access ? { allowed: access.allowed, action: access.via?.action, subject: access.via?.subject } : undefined;
       const up = data.upstream as Record<string, unknown> | undefined;
       if (up) delete up.pid;
     }

@@ -4,83 +4,18 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { TestGateway } from '../support/gateway.ts';
 import { gitEnv, gitIn, gitRun } from '../support/git-servers.ts';
 import { run, type RunResult } from '../support/processes.ts';
-import type { EventView, SessionView } from '../../src/cli/format.ts';
 
-export type Data = Record<string, unknown>;
-export interface Recording { session: SessionView; events: EventView[] }
+export { api, describeEvents, eventsOf, newRecordings, oneEvent, recordAll, recordOne, sessionIds, type Data, type Recording } from '../support/recordings.ts';
+import { describeEvents, type Data, type Recording } from '../support/recordings.ts';
 
 export const ZERO_ID = '0'.repeat(40);
-
-// ── Recordings ──────────────────────────────────────────────────────────────────────────────
-
-export async function api<T>(gw: TestGateway, p: string): Promise<T> {
-  const res = await fetch(`${gw.url}${p}`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
-  const body = await res.text();
-  assert.equal(res.status, 200, `GET ${p}: ${res.status} ${body}`);
-  return JSON.parse(body) as T;
-}
-
-export async function sessionIds(gw: TestGateway): Promise<Set<string>> {
-  return new Set((await api<SessionView[]>(gw, '/api/v1/sessions?limit=10000')).map((s) => s.id));
-}
-
-/** Sessions started since `beforeIds` (oldest first), once at least `expected` exist and all have ended. */
-export async function newRecordings(gw: TestGateway, beforeIds: Set<string>, expected: number, timeoutMs = 15_000): Promise<Recording[]> {
-  const deadline = Date.now() + timeoutMs;
-  let fresh: SessionView[] = [];
-  for (;;) {
-    fresh = (await api<SessionView[]>(gw, '/api/v1/sessions?limit=10000')).filter((s) => !beforeIds.has(s.id));
-    if ((fresh.length >= expected && fresh.every((s) => s.endedAt !== null)) || Date.now() > deadline) break;
-    await sleep(50);
-  }
-  fresh.sort((a, b) => (a.id < b.id ? -1 : 1));
-  const out: Recording[] = [];
-  for (const s of fresh) out.push(await api<Recording>(gw, `/api/v1/sessions/${s.id}`));
-  return out;
-}
-
-/** Runs `fn` and returns the one (ended) session it recorded. */
-export async function recordOne<T>(gw: TestGateway, fn: () => Promise<T>): Promise<{ rec: Recording; result: T }> {
-  const beforeIds = await sessionIds(gw);
-  const result = await fn();
-  const recs = await newRecordings(gw, beforeIds, 1);
-  assert.equal(recs.length, 1, `exactly one session recorded, got ${recs.length}: ${recs.map((r) => `${r.session.id} ${r.session.endReason}`).join('; ')}`);
-  assert.notEqual(recs[0].session.endedAt, null, 'the session has ended in the recording');
-  return { rec: recs[0], result };
-}
-
-/** Runs `fn` and returns every session it recorded (at least `min`), merged into one event list. */
-export async function recordAll<T>(gw: TestGateway, fn: () => Promise<T>, min = 1): Promise<{ recs: Recording[]; events: EventView[]; result: T }> {
-  const beforeIds = await sessionIds(gw);
-  const result = await fn();
-  const recs = await newRecordings(gw, beforeIds, min);
-  assert.ok(recs.length >= min, `at least ${min} session(s) recorded, got ${recs.length}`);
-  return { recs, events: recs.flatMap((r) => r.events), result };
-}
-
-export function eventsOf(rec: Recording | EventView[], type: string): EventView[] {
-  const events = Array.isArray(rec) ? rec : rec.events;
-  return events.filter((e) => e.type === type);
-}
-
-export function oneEvent(rec: Recording | EventView[], type: string, pred: (d: Data) => boolean = () => true): Data {
-  const found = eventsOf(rec, type).filter((e) => pred(e.data));
-  assert.equal(found.length, 1, `exactly one ${type} event expected, got ${found.length}; events:\n${describeEvents(rec)}`);
-  return found[0].data;
-}
 
 export function seqOf(rec: Recording, type: string): number {
   const e = rec.events.find((x) => x.type === type);
   assert.ok(e, `a ${type} event; events:\n${describeEvents(rec)}`);
   return e.seq;
-}
-
-export function describeEvents(rec: Recording | EventView[]): string {
-  const events = Array.isArray(rec) ? rec : rec.events;
-  return events.map((e) => `${e.seq}:${e.type} ${JSON.stringify(e.data).slice(0, 600)}`).join('\n');
 }
 
 export interface RecordedUpdateView {

@@ -11,10 +11,8 @@ import { join } from 'node:path';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { generateClientKey, startSshd, type ClientKey, type Sshd, type StartSshdOptions } from '../support/sshd.ts';
 import { sshArgs, type SshOptions } from '../support/ssh-client.ts';
-import type { EventView, SessionView } from '../../src/cli/format.ts';
 
-export type Data = Record<string, unknown>;
-export interface Recording { session: SessionView; events: EventView[] }
+export { api, describeEvents, eventsOf, newRecordings, oneEvent, recordOne, sessionIds, waitForRecording, type Data, type Recording } from '../support/recordings.ts';
 
 export interface SshWorld {
   gw: TestGateway;
@@ -74,71 +72,6 @@ export async function startSshWorld(o: { sshd?: StartSshdOptions; connectionArgs
   }
 }
 
-// ── Recordings through the API ──────────────────────────────────────────────────────────────
-
-export async function api<T>(gw: TestGateway, p: string): Promise<T> {
-  const res = await fetch(`${gw.url}${p}`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
-  const text = await res.text();
-  assert.equal(res.status, 200, `GET ${p}: ${res.status} ${text}`);
-  return JSON.parse(text) as T;
-}
-
-export async function sessionIds(gw: TestGateway): Promise<Set<string>> {
-  return new Set((await api<SessionView[]>(gw, '/api/v1/sessions?limit=10000')).map((s) => s.id));
-}
-
-/** Sessions started since `beforeIds` (oldest first), once at least `expected` exist and all have ended. */
-export async function newRecordings(gw: TestGateway, beforeIds: Set<string>, expected: number, timeoutMs = 15_000): Promise<Recording[]> {
-  const deadline = Date.now() + timeoutMs;
-  let fresh: SessionView[] = [];
-  for (;;) {
-    fresh = (await api<SessionView[]>(gw, '/api/v1/sessions?limit=10000')).filter((s) => !beforeIds.has(s.id));
-    if ((fresh.length >= expected && fresh.every((s) => s.endedAt !== null)) || Date.now() > deadline) break;
-    await sleep(100);
-  }
-  fresh.sort((a, b) => (a.id < b.id ? -1 : 1));
-  const out: Recording[] = [];
-  for (const s of fresh) out.push(await api<Recording>(gw, `/api/v1/sessions/${s.id}`));
-  return out;
-}
-
-/** Runs `fn` and returns the one session it recorded (ended). */
-export async function recordOne<T>(gw: TestGateway, fn: () => Promise<T>): Promise<{ rec: Recording; result: T }> {
-  const beforeIds = await sessionIds(gw);
-  const result = await fn();
-  const recs = await newRecordings(gw, beforeIds, 1);
-  assert.equal(recs.length, 1, `exactly one session recorded, got ${recs.length}: ${recs.map((r) => r.session.endReason).join('; ')}`);
-  assert.notEqual(recs[0]!.session.endedAt, null, 'the session has ended in the recording');
-  return { rec: recs[0]!, result };
-}
-
-/** Polls the open session(s) started since `beforeIds` until `pred` holds for one of them. */
-export async function waitForRecording(gw: TestGateway, beforeIds: Set<string>, pred: (r: Recording) => boolean, timeoutMs = 15_000): Promise<Recording> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const fresh = (await api<SessionView[]>(gw, '/api/v1/sessions?limit=10000')).filter((s) => !beforeIds.has(s.id));
-    for (const s of fresh) {
-      const r = await api<Recording>(gw, `/api/v1/sessions/${s.id}`);
-      if (pred(r)) return r;
-    }
-    if (Date.now() > deadline) throw new Error('the expected recording did not appear in time');
-    await sleep(100);
-  }
-}
-
-export function eventsOf(rec: Recording, type: string): Array<EventView & { data: Data }> {
-  return rec.events.filter((e) => e.type === type) as Array<EventView & { data: Data }>;
-}
-
-export function oneEvent(rec: Recording, type: string, pred: (d: Data) => boolean = () => true): Data {
-  const found = eventsOf(rec, type).filter((e) => pred(e.data));
-  assert.equal(found.length, 1, `exactly one ${type} event expected, got ${found.length}; events: ${describeEvents(rec)}`);
-  return found[0]!.data;
-}
-
-export function describeEvents(rec: Recording): string {
-  return rec.events.map((e) => `${e.seq}:${e.type}${e.type.startsWith('term.') ? '' : ' ' + JSON.stringify(e.data).slice(0, 300)}`).join('\n');
-}
 
 // ── Raw ssh ─────────────────────────────────────────────────────────────────────────────────
 
