@@ -121,7 +121,10 @@ export class SessionChannel {
       if (this.ctx.durable) await rec.record(description.type, description.data);
       else rec.append(description.type, description.data);
     } catch (err) {
-      return refuseChannel(client, err instanceof RecordingUnavailableError ? 'the gateway cannot record right now; nothing was sent to the target' : (err as Error).message);
+      const message = err instanceof RecordingUnavailableError ? 'the gateway cannot record right now; nothing was sent to the target' : (err as Error).message;
+      // Kept with the unwritten request and committed once the store recovers: the record says it never ran.
+      rec.append('ssh.channel.refused', { ch: this.number, message });
+      return refuseChannel(client, message);
     }
 
     let upstream: ClientChannel;

@@ -1,0 +1,116 @@
+// Fail closed over SSH: when the recording store cannot write (its disk is full), a command on an
+// open connection is refused with a message and never reaches the target, new connections are
+// refused, and once the store works again the recording is whole and verifies.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { generateClientKey, startSshd, type ClientKey, type Sshd } from '../support/sshd.ts';
+import { api, type Recording } from '../support/recordings.ts';
+import { runSshRaw } from './helpers.ts';
+import type { SessionView } from '../../src/cli/format.ts';
+
+let mountPoint: string;
+let gw: TestGateway;
+let sshd: Sshd;
+let key: ClientKey;
+let control: string;
+const filler = (): string => path.join(mountPoint, 'filler');
+
+before(async () => {
+  mountPoint = mkdtempSync(path.join(tmpdir(), 'gatehouse-ssh-full-'));
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', mountPoint]);
+  mkdirSync(path.join(mountPoint, 'data'));
+  gw = await startTestGateway({ dataDir: path.join(mountPoint, 'data') });
+  sshd = await startSshd();
+  const work = mkdtempSync(path.join(tmpdir(), 'gatehouse-ssh-full-keys-'));
+  key = await generateClientKey(work, 'ed25519', 'writer');
+  control = path.join(work, 'control');
+  await gw.cliOk(['identity', 'add', 'writer', '--kind', 'agent']);
+  await gw.cliOk(['key', 'add', 'writer', `${key.privateKeyFile}.pub`]);
+  await gw.cliOk(['connection', 'add', 'box', '--type', 'ssh', '--host', sshd.host, '--port', String(sshd.port), '--user', sshd.user,
+    '--key-file', sshd.clientKeyFile, '--host-key', sshd.hostKeyPublic]);
+  await gw.cliOk(['grant', 'writer', 'box']);
+});
+
+after(async () => {
+  try { execFileSync('ssh', ['-o', `ControlPath=${control}`, '-O', 'exit', 'box@127.0.0.1'], { stdio: 'ignore' }); } catch { /* not running */ }
+  await gw?.stop();
+  await sshd?.stop();
+  try { execFileSync('umount', [mountPoint]); } catch { /* not mounted */ }
+  rmSync(mountPoint, { recursive: true, force: true });
+});
+
+function fillDisk(): void {
+  const fd = openSync(filler(), 'w');
+  const block = Buffer.alloc(256 * 1024, 1);
+  try {
+    for (;;) writeSync(fd, block);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Every command of the test rides one SSH connection (OpenSSH connection sharing), opened before the disk fills. */
+const shared = (command: string) => runSshRaw({
+  port: gw.sshPort, user: 'box', identityFile: key.privateKeyFile,
+  extra: ['-o', 'ControlMaster=auto', '-o', `ControlPath=${control}`, '-o', 'ControlPersist=60'],
+}, command);
+
+test('with the store full, a command on an open connection is refused, never runs, and the recording says so once the store is back', async () => {
+  const marker = path.join(tmpdir(), `gatehouse-ssh-full-marker-${process.pid}`);
+  rmSync(marker, { force: true });
+  const first = await shared('echo recorded');
+  assert.equal(first.code, 0, first.stderr);
+  assert.equal(first.stdout.toString(), 'recorded\n');
+
+  fillDisk();
+  try {
+    const refused = await shared(`touch ${marker}`);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /gatehouse: the gateway cannot record right now; nothing was sent to the target/);
+    assert.equal(existsSync(marker), false, 'the refused command did not run on the target');
+
+    // A new connection cannot be recorded either: refused on its first channel.
+    const fresh = await runSshRaw({ port: gw.sshPort, user: 'box', identityFile: key.privateKeyFile }, 'true');
+    assert.notEqual(fresh.code, 0);
+    assert.match(fresh.stderr, /gatehouse: the gateway cannot record sessions right now/);
+  } finally {
+    unlinkSync(filler());
+  }
+
+  // The store recovers (failed batches are retried) and the shared connection works again.
+  let again = await shared('echo back');
+  for (let i = 0; i < 20 && again.code !== 0; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    again = await shared('echo back');
+  }
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.stdout.toString(), 'back\n');
+  execFileSync('ssh', ['-o', `ControlPath=${control}`, '-O', 'exit', 'box@127.0.0.1'], { stdio: 'ignore' });
+
+  // The session's recording holds the refused command, marked as refused, between the two that ran.
+  const deadline = Date.now() + 15_000;
+  let rec: Recording | undefined;
+  for (;;) {
+    const sessions = await api<SessionView[]>(gw, '/api/v1/sessions?limit=100');
+    const s = sessions.find((x) => x.identity.name === 'writer' && x.endedAt !== null && x.eventCount > 4);
+    if (s) rec = await api<Recording>(gw, `/api/v1/sessions/${s.id}`);
+    if (rec || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(rec, 'the shared connection was recorded and ended');
+  const commands = rec.events.filter((e) => e.type === 'ssh.exec').map((e) => String(e.data.command));
+  assert.deepEqual(commands, ['echo recorded', `touch ${marker}`, 'echo back']);
+  const refusedCh = rec.events.find((e) => e.type === 'ssh.exec' && String(e.data.command).startsWith('touch'))!.data.ch;
+  assert.ok(rec.events.some((e) => e.type === 'ssh.channel.refused' && e.data.ch === refusedCh), 'the refusal is on record');
+  assert.ok(!rec.events.some((e) => e.type === 'ssh.exit' && e.data.ch === refusedCh), 'no exit: it never ran');
+
+  const verify = await gw.cli(['verify', '--store', '--data-dir', gw.dataDir]);
+  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+});
