@@ -216,6 +216,10 @@ function describeSshOrGit(e: EventView): string | null {
     }
     case 'ssh.forward':
       return `forward  ${String(d.kind)} ${String(d.dest ?? d.bind ?? '')} ${d.allowed ? 'allowed' : `refused (${String(d.reason ?? '')})`}`;
+    case 'ssh.forward.opened':
+      return `forward  ${String(d.kind)} opened by the target`;
+    case 'ssh.forward.failed':
+      return `forward  ${String(d.kind)} failed: ${String(d.message ?? '')}`;
     case 'ssh.forward.closed':
       return `forward  ${String(d.kind)} closed: ${String(d.bytesToTarget)} bytes to target, ${String(d.bytesToClient)} to client`;
     case 'git.push': {

@@ -331,26 +331,40 @@ describe('forwarding policy', () => {
     assert.equal(r.code, 255);
   });
 
-  it('does not forward the agent (-A): no SSH_AUTH_SOCK on the target, recorded as refused', async () => {
+  it('forwards the agent (-A) only where the connection allows it; each use is recorded', async () => {
     const sock = join(w.work, 'agent.sock');
     const agent: ChildProcess = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' });
     try {
       for (let i = 0; i < 100 && !existsSync(sock); i++) await sleep(20);
       assert.ok(existsSync(sock), 'ssh-agent is up');
+      const added = await run('ssh-add', [w.key.privateKeyFile], { env: { ...clientEnv(), SSH_AUTH_SOCK: sock }, timeoutMs: 10_000 });
+      assert.equal(added.code, 0, added.stderr);
+      const fingerprint = (await run('ssh-keygen', ['-lf', `${w.key.privateKeyFile}.pub`], { timeoutMs: 10_000 })).stdout.split(' ')[1]!;
       // The client needs an agent to forward: point IdentityAgent at it (the fixtures say "none").
       const withAgent = (opts: SshOptions) => run('ssh', [...sshArgs(opts).map((a) => (a === 'IdentityAgent=none' ? `IdentityAgent=${sock}` : a)),
-        '-A', `${opts.user}@127.0.0.1`, '--', 'echo "[$SSH_AUTH_SOCK]"'], { env: clientEnv(), timeoutMs: 30_000 });
+        '-A', `${opts.user}@127.0.0.1`, '--', 'echo "[$SSH_AUTH_SOCK]"; ssh-add -l'], { env: clientEnv(), timeoutMs: 30_000 });
       // Control: straight to the target the agent is forwarded.
       const direct = await withAgent(w.direct());
-      assert.match(direct.stdout, /^\[\/tmp\/ssh-\S+\]\n$/, direct.stderr);
+      assert.match(direct.stdout, /^\[\/tmp\/ssh-\S+\]\n/, direct.stderr);
 
-      const { rec, result } = await recordOne(w.gw, () => withAgent(w.opts()));
-      assert.equal(result.code, 0, result.stderr);
-      assert.equal(result.stdout, '[]\n');
-      const fwd = oneEvent(rec, 'ssh.forward');
+      // Refused by default: no agent socket on the target, recorded as refused before the command.
+      const refused = await recordOne(w.gw, () => withAgent(w.opts()));
+      assert.match(refused.result.stdout, /^\[\]\n/);
+      const fwd = oneEvent(refused.rec, 'ssh.forward');
       assert.equal(fwd.kind, 'agent');
       assert.equal(fwd.allowed, false);
-      assert.ok(eventsOf(rec, 'ssh.forward')[0]!.seq < eventsOf(rec, 'ssh.exec')[0]!.seq, describeEvents(rec));
+      assert.ok(eventsOf(refused.rec, 'ssh.forward')[0]!.seq < eventsOf(refused.rec, 'ssh.exec')[0]!.seq, describeEvents(refused.rec));
+
+      // Allowed on a connection that says so: the target lists the client's key through the relay.
+      await w.addConnection('box-agent', ['--allow-forwarding', 'agent']);
+      const allowed = await recordOne(w.gw, () => withAgent(w.opts({ connection: 'box-agent' })));
+      assert.equal(allowed.result.code, 0, allowed.result.stderr);
+      assert.match(allowed.result.stdout, /^\[\/tmp\/ssh-\S+\]\n/);
+      assert.ok(allowed.result.stdout.includes(fingerprint), `the target sees the client's key ${fingerprint}: ${allowed.result.stdout}`);
+      assert.equal(oneEvent(allowed.rec, 'ssh.forward').allowed, true);
+      assert.equal(eventsOf(allowed.rec, 'ssh.forward.opened').length, 1, describeEvents(allowed.rec));
+      const closed = oneEvent(allowed.rec, 'ssh.forward.closed', (d) => d.kind === 'agent');
+      assert.ok(Number(closed.bytesToTarget) > 0 && Number(closed.bytesToClient) > 0, JSON.stringify(closed));
     } finally {
       agent.kill('SIGTERM');
     }

@@ -15,6 +15,7 @@ import { fingerprintOf } from './keys.ts';
 import { connectUpstream, UpstreamRefusal } from './upstream.ts';
 import { SessionChannel, type ChannelContext } from './session-channel.ts';
 import { Forwarding } from './forwarding.ts';
+import { AgentRelay } from './agent-relay.ts';
 
 export interface SshSessionOptions {
   upstreamTimeoutMs: number;
@@ -25,7 +26,7 @@ export interface SshSessionOptions {
 const DEFAULT_ALLOWED_ENV = ['GIT_PROTOCOL', 'LANG', 'LC_*'];
 
 type Admission =
-  | { ok: true; rec: SessionRecording; target: ssh2.Client; conn: Connection }
+  | { ok: true; rec: SessionRecording; target: ssh2.Client; conn: Connection; agent: AgentRelay | null }
   | { ok: false; message: string };
 
 export class SshClientSession {
@@ -95,7 +96,7 @@ export class SshClientSession {
     return {
       rec: a.rec, target: a.target, log: this.log, durable, sampleBytes: this.ctx.recorder.options.sampleBytes,
       allowEnv: a.conn.options.allowEnv ?? DEFAULT_ALLOWED_ENV,
-      allowAgentForwarding: (a.conn.options.allowForwarding ?? []).includes('agent'),
+      agent: a.agent,
       git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, durable, target: a.target },
       track: (done) => this.track(done),
     };
@@ -208,7 +209,8 @@ export class SshClientSession {
       return { ok: false, message: 'the gateway cannot record sessions right now; refusing to connect' };
     }
     try {
-      const target = await connectUpstream(conn, this.ctx.dialer, this.ctx.secrets, this.options.upstreamTimeoutMs);
+      const agent = (conn.options.allowForwarding ?? []).includes('agent') ? this.agentRelay(rec) : null;
+      const target = await connectUpstream(conn, this.ctx.dialer, this.ctx.secrets, this.options.upstreamTimeoutMs, agent ?? undefined);
       this.recording = rec;
       this.target = target;
       target.on('close', () => {
@@ -216,7 +218,7 @@ export class SshClientSession {
         this.client.end();
       });
       this.log.info({ session: rec.id, identity: identity.name, connection: conn.name }, 'ssh session started');
-      return { ok: true, rec, target, conn };
+      return { ok: true, rec, target, conn, agent };
     } catch (err) {
       const message = err instanceof UpstreamRefusal ? err.message : `cannot connect to the target of connection "${conn.name}"`;
       this.log.warn({ connection: conn.name, err: (err as Error).message }, 'ssh target login failed');
@@ -224,6 +226,23 @@ export class SshClientSession {
       await rec.end(`refused: ${message}`).catch(() => {});
       return { ok: false, message };
     }
+  }
+
+  /** Relays the target's agent requests to the client; each use is recorded with its byte counts. */
+  private agentRelay(rec: SessionRecording): AgentRelay {
+    return new AgentRelay(this.client, (r) => {
+      if (!r.ok || !r.channel) {
+        rec.append('ssh.forward.failed', { kind: 'agent', message: r.message ?? 'the client refused the agent channel' });
+        return;
+      }
+      rec.append('ssh.forward.opened', { kind: 'agent' });
+      let toClient = 0;
+      let toTarget = 0;
+      r.channel.on('data', (c: Buffer) => { toTarget += c.length; });
+      const counter = (c: Buffer) => { toClient += c.length; };
+      r.channel.once('pipe', (src: NodeJS.ReadableStream) => src.on('data', counter));
+      r.channel.once('close', () => rec.append('ssh.forward.closed', { kind: 'agent', bytesToClient: toClient, bytesToTarget: toTarget }));
+    });
   }
 
   private recording: SessionRecording | null = null;

@@ -12,6 +12,7 @@ import { SftpTracker } from './sftp/sftp-tracker.ts';
 import { ScpTracker, parseScpCommand } from './scp-tracker.ts';
 import { parseGitCommand, relayGitService, type GitServiceOptions } from './git-service.ts';
 import { matchesGlob } from '../../util/glob.ts';
+import type { AgentRelay } from './agent-relay.ts';
 
 /** What a channel needs from its connection: the recording, the target, and the connection's policy. */
 export interface ChannelContext {
@@ -21,7 +22,8 @@ export interface ChannelContext {
   durable: boolean;
   sampleBytes: number;
   allowEnv: string[];
-  allowAgentForwarding: boolean;
+  /** The agent relay of the connection, when it allows agent forwarding (null: refused). */
+  agent: AgentRelay | null;
   git: Omit<GitServiceOptions, 'repoPath' | 'service' | 'channel'>;
   /** Called when the channel opens and closes, so the connection can wait for its channels. */
   track(done: Promise<void>): void;
@@ -66,9 +68,10 @@ export class SessionChannel {
       this.upstream?.signal(info.name);
       accept?.();
     });
-    session.on('auth-agent', (_accept, reject) => {
-      this.forwardRefused = { kind: 'agent' };
-      reject?.();
+    // OpenSSH asks without wanting a reply; the connection's policy is applied when the channel starts.
+    session.on('auth-agent', (accept) => {
+      this.agentRequested = true;
+      accept?.();
     });
     session.on('x11', (_accept, reject) => {
       this.forwardRefused = { kind: 'x11' };
@@ -96,14 +99,18 @@ export class SessionChannel {
     session.on('subsystem', (accept, reject, info) => start({ kind: 'subsystem', name: info.name }, accept, reject));
   }
 
-  private forwardRefused: { kind: 'agent' | 'x11' } | null = null;
+  private forwardRefused: { kind: 'x11' } | null = null;
+  private agentRequested = false;
 
   private async run(req: ChannelRequest, client: ServerChannel): Promise<void> {
     const { rec, target } = this.ctx;
-    if (this.forwardRefused) {
-      // Agent forwarding would let the target use the client's keys; X11 would open the client's display.
-      rec.append('ssh.forward', { ch: this.number, kind: this.forwardRefused.kind, allowed: false,
-        reason: this.forwardRefused.kind === 'agent' && this.ctx.allowAgentForwarding ? 'agent forwarding is not supported by this gateway' : 'not allowed on this connection' });
+    // X11 would open the client's display to the target: never relayed.
+    if (this.forwardRefused) rec.append('ssh.forward', { ch: this.number, kind: 'x11', allowed: false, reason: 'not supported by this gateway' });
+    // Agent forwarding lets the target use the client's keys: only where the connection allows it.
+    const agent = this.agentRequested && this.ctx.agent !== null;
+    if (this.agentRequested) {
+      rec.append('ssh.forward', { ch: this.number, kind: 'agent', allowed: agent, ...(agent ? {} : { reason: 'not allowed on this connection' }) });
+      if (agent) this.ctx.agent!.requested = true;
     }
     for (const name of Object.keys(this.env)) {
       if (!this.ctx.allowEnv.some((g) => matchesGlob(name, g))) {
@@ -129,7 +136,7 @@ export class SessionChannel {
 
     let upstream: ClientChannel;
     try {
-      upstream = await openUpstream(target, req, this.pty, this.env);
+      upstream = await openUpstream(target, req, this.pty, this.env, agent);
     } catch (err) {
       rec.append('ssh.channel.refused', { ch: this.number, message: (err as Error).message });
       return refuseChannel(client, `the target refused the ${req.kind}: ${(err as Error).message}`);
@@ -177,12 +184,14 @@ export class SessionChannel {
 }
 
 function openUpstream(target: import('ssh2').Client, req: ChannelRequest,
-  pty: PseudoTtyInfo | null, env: Record<string, string>): Promise<ClientChannel> {
+  pty: PseudoTtyInfo | null, env: Record<string, string>, agentForward: boolean): Promise<ClientChannel> {
   const window = pty ? { term: pty.term, cols: pty.cols, rows: pty.rows, width: pty.width, height: pty.height, modes: pty.modes } : undefined;
+  // ssh2 honours agentForward per channel (its typings only list it for the connection).
+  const extra = agentForward ? { agentForward: true } : {};
   return new Promise((resolve, reject) => {
     const done = (err: Error | undefined, ch: ClientChannel) => (err ? reject(err) : resolve(ch));
-    if (req.kind === 'shell') target.shell(window ?? false, { env }, done);
-    else if (req.kind === 'exec') target.exec(req.command, { env, ...(window ? { pty: window } : {}) }, done);
+    if (req.kind === 'shell') target.shell(window ?? false, { env, ...extra }, done);
+    else if (req.kind === 'exec') target.exec(req.command, { env, ...(window ? { pty: window } : {}), ...extra }, done);
     else target.subsys(req.name, done);
   });
 }

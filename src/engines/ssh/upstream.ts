@@ -11,7 +11,8 @@ export type UpstreamClient = ssh2.Client;
 /** A refusal whose message is safe to show the client (it names no credential). */
 export class UpstreamRefusal extends Error {}
 
-export async function connectUpstream(conn: Connection, dialer: Dialer, secrets: SecretBox, timeoutMs: number): Promise<ssh2.Client> {
+/** `agent`: relays the target's agent requests to the client (only when the connection allows agent forwarding). */
+export async function connectUpstream(conn: Connection, dialer: Dialer, secrets: SecretBox, timeoutMs: number, agent?: ssh2.BaseAgent): Promise<ssh2.Client> {
   const pinned = conn.options.hostKey ? parsePublicKeyLine(conn.options.hostKey) : null;
   if (!pinned) throw new UpstreamRefusal(`connection "${conn.name}" has no pinned host key`);
   let sock;
@@ -44,7 +45,7 @@ export async function connectUpstream(conn: Connection, dialer: Dialer, secrets:
       resolve(client);
     });
     client.connect({
-      sock, username: conn.username, readyTimeout: timeoutMs, keepaliveInterval: 15_000, keepaliveCountMax: 4,
+      sock, username: conn.username, readyTimeout: timeoutMs, keepaliveInterval: 15_000, keepaliveCountMax: 4, ...(agent ? { agent } : {}),
       ...(conn.options.sshAuth === 'password' ? { password: secret, tryKeyboard: true } : { privateKey: secret }),
       hostVerifier: (key: Buffer) => {
         offered = fingerprintOf(key);
