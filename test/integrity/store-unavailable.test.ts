@@ -3,28 +3,21 @@
 // the store works again, so does the session, and the recording is whole and verifies.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { mountSmallDisk, type SmallDisk } from '../support/small-disk.ts';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { bindMessage, connectAndLogin, executeMessage, parseMessage, summarize, syncMessage, type PgWire } from '../support/pg-wire.ts';
 
 let pg: PgCluster;
 let gw: TestGateway;
-let mountPoint: string;
+let disk: SmallDisk;
 let token: string;
-const filler = (): string => path.join(mountPoint, 'filler');
 
 before(async () => {
-  // A small filesystem of our own, so the test can fill it without touching the machine's disk.
-  mountPoint = mkdtempSync(path.join(tmpdir(), 'gatehouse-full-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', mountPoint]);
-  mkdirSync(path.join(mountPoint, 'data'));
+  disk = mountSmallDisk('gatehouse-full-');
   pg = await startPgCluster();
   await pg.sql('CREATE TABLE t (v int); GRANT ALL ON t TO scram_user, trust_user;', 'app');
-  gw = await startTestGateway({ dataDir: path.join(mountPoint, 'data') });
+  gw = await startTestGateway({ dataDir: disk.dataDir });
   token = await gw.setupPostgres({ identity: 'writer', connection: 'app', cluster: pg });
   await gw.cliOk(['connection', 'add', 'app-besteffort', '--type', 'postgres', '--host', pg.host, '--port', String(pg.port),
     '--database', 'app', '--user', 'trust_user', '--recording', 'best-effort']);
@@ -34,21 +27,8 @@ before(async () => {
 after(async () => {
   await gw?.stop();
   await pg?.stop();
-  try { execFileSync('umount', [mountPoint]); } catch { /* not mounted */ }
-  rmSync(mountPoint, { recursive: true, force: true });
+  disk?.unmount();
 });
-
-function fillDisk(): void {
-  const fd = openSync(filler(), 'w');
-  const block = Buffer.alloc(256 * 1024, 1);
-  try {
-    for (;;) writeSync(fd, block);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 const login = (): Promise<{ wire: PgWire }> =>
   connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'writer', database: 'app', password: token });
@@ -57,7 +37,7 @@ test('with the store full: statements are refused with 57P03 and not sent, the c
   const { wire } = await login();
   await wire.queryOk('INSERT INTO t VALUES (1)');
 
-  fillDisk();
+  disk.fill();
   try {
     // Simple protocol: an error and ReadyForQuery, exactly as PostgreSQL answers a failed query.
     const refused = await wire.query('INSERT INTO t VALUES (2)');
@@ -82,7 +62,7 @@ test('with the store full: statements are refused with 57P03 and not sent, the c
       return true;
     });
   } finally {
-    unlinkSync(filler());
+    disk.free();
   }
 
   // The store works again: the same connection goes on.
@@ -114,12 +94,12 @@ test('with the store full: statements are refused with 57P03 and not sent, the c
 test('a best-effort connection keeps working while the store is full, says so on its sessions, and records everything once it can', async () => {
   const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'writer', database: 'app-besteffort', password: token });
   await wire.queryOk('INSERT INTO t VALUES (10)');
-  fillDisk();
+  disk.fill();
   try {
     const r = await wire.queryOk('INSERT INTO t VALUES (11)');
     assert.deepEqual(r.tags, ['INSERT 0 1'], 'best-effort: the statement runs although it is not yet recorded');
   } finally {
-    unlinkSync(filler());
+    disk.free();
   }
   await wire.queryOk('INSERT INTO t VALUES (12)');
   wire.terminate();

@@ -4,7 +4,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mountSmallDisk, type SmallDisk } from '../support/small-disk.ts';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
@@ -13,18 +14,15 @@ import { api, type Recording } from '../support/recordings.ts';
 import { runSshRaw } from './helpers.ts';
 import type { SessionView } from '../../src/cli/format.ts';
 
-let mountPoint: string;
+let disk: SmallDisk;
 let gw: TestGateway;
 let sshd: Sshd;
 let key: ClientKey;
 let control: string;
-const filler = (): string => path.join(mountPoint, 'filler');
 
 before(async () => {
-  mountPoint = mkdtempSync(path.join(tmpdir(), 'gatehouse-ssh-full-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', mountPoint]);
-  mkdirSync(path.join(mountPoint, 'data'));
-  gw = await startTestGateway({ dataDir: path.join(mountPoint, 'data') });
+  disk = mountSmallDisk('gatehouse-ssh-full-');
+  gw = await startTestGateway({ dataDir: disk.dataDir });
   sshd = await startSshd();
   const work = mkdtempSync(path.join(tmpdir(), 'gatehouse-ssh-full-keys-'));
   key = await generateClientKey(work, 'ed25519', 'writer');
@@ -40,21 +38,8 @@ after(async () => {
   try { execFileSync('ssh', ['-o', `ControlPath=${control}`, '-O', 'exit', 'box@127.0.0.1'], { stdio: 'ignore' }); } catch { /* not running */ }
   await gw?.stop();
   await sshd?.stop();
-  try { execFileSync('umount', [mountPoint]); } catch { /* not mounted */ }
-  rmSync(mountPoint, { recursive: true, force: true });
+  disk?.unmount();
 });
-
-function fillDisk(): void {
-  const fd = openSync(filler(), 'w');
-  const block = Buffer.alloc(256 * 1024, 1);
-  try {
-    for (;;) writeSync(fd, block);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /** Every command of the test rides one SSH connection (OpenSSH connection sharing), opened before the disk fills. */
 const shared = (command: string) => runSshRaw({
@@ -69,7 +54,7 @@ test('with the store full, a command on an open connection is refused, never run
   assert.equal(first.code, 0, first.stderr);
   assert.equal(first.stdout.toString(), 'recorded\n');
 
-  fillDisk();
+  disk.fill();
   try {
     const refused = await shared(`touch ${marker}`);
     assert.equal(refused.code, 1);
@@ -81,7 +66,7 @@ test('with the store full, a command on an open connection is refused, never run
     assert.notEqual(fresh.code, 0);
     assert.match(fresh.stderr, /gatehouse: the gateway cannot record sessions right now/);
   } finally {
-    unlinkSync(filler());
+    disk.free();
   }
 
   // The store recovers (failed batches are retried) and the shared connection works again.
