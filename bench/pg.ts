@@ -20,6 +20,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { PG_BIN, PG_TEST_USERS, freePort, startPgCluster, type PgCluster } from '../test/support/pg-cluster.ts';
 import { startTestGateway, GATEHOUSE_BIN, type TestGateway } from '../test/support/gateway.ts';
+import { cleanupAll, errorMessage, firstLine, fmt, interrupted, lastLines, log, onCleanup } from './support.ts';
 import { run, waitForPort, type RunResult } from '../test/support/processes.ts';
 
 const BENCH_DIR: string = path.dirname(fileURLToPath(import.meta.url));
@@ -105,41 +106,6 @@ interface Daemon {
   stop(): Promise<void>;
 }
 
-// ---- cleanup ------------------------------------------------------------------------------------
-
-const cleanups: Array<{ name: string; fn: () => Promise<void> }> = [];
-
-function onCleanup(name: string, fn: () => Promise<void>): void {
-  cleanups.push({ name, fn });
-}
-
-let cleaning: Promise<void> | null = null;
-
-/** Runs every registered cleanup once, newest first; one failing does not stop the others. */
-function cleanupAll(): Promise<void> {
-  cleaning ??= (async (): Promise<void> => {
-    while (cleanups.length > 0) {
-      const c = cleanups.pop()!;
-      try {
-        await c.fn();
-      } catch (err) {
-        console.error(`cleanup of ${c.name} failed: ${errorMessage(err)}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-
-let interrupted: boolean = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${signal}: cleaning up`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
-
 // ---- small helpers ------------------------------------------------------------------------------
 
 function parseSeconds(raw: string | undefined): number {
@@ -149,14 +115,6 @@ function parseSeconds(raw: string | undefined): number {
   return n;
 }
 
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function log(line: string): void {
-  process.stderr.write(`[bench] ${line}\n`);
-}
-
 /** Environment for client tools: no PG* variables from the caller, plus `extra`. */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
@@ -164,10 +122,6 @@ function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
     if (!k.startsWith('PG')) env[k] = v;
   }
   return { ...env, LC_ALL: 'C', ...extra };
-}
-
-function lastLines(text: string, n: number): string {
-  return text.trim().split('\n').slice(-n).join('\n');
 }
 
 function failure(what: string, r: RunResult): Error {
@@ -189,15 +143,6 @@ function postgresIds(): { uid: number; gid: number } {
     uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
     gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
   };
-}
-
-async function firstLine(cmd: string, args: string[]): Promise<string> {
-  try {
-    const r: RunResult = await run(cmd, args, { timeoutMs: 10_000, env: cleanEnv() });
-    return (r.stdout.trim() || r.stderr.trim()).split('\n')[0] ?? '';
-  } catch (err) {
-    return `unknown (${errorMessage(err)})`;
-  }
 }
 
 // ---- setup ----------------------------------------------------------------------------------------
@@ -441,10 +386,6 @@ function countInStore(gw: TestGateway, window: Window): RecordingCount {
 
 // ---- report -------------------------------------------------------------------------------------------
 
-function fmt(n: number | null, digits: number): string {
-  return n === null ? '-' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
 function find(rows: Row[], p: PathName, m: Mode): Row | undefined {
   return rows.find((r) => r.path === p && r.mode === m);
 }
@@ -624,10 +565,10 @@ async function main(): Promise<void> {
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? null, loadavgBefore: loadBefore, loadavgAfter: loadavg() },
     versions: {
       node: process.version,
-      pgbench: await firstLine(path.join(PG_BIN, 'pgbench'), ['--version']),
-      haproxy: await firstLine(tools.haproxy, ['-v']),
-      pgbouncer: await firstLine(tools.pgbouncer, ['-V']),
-      gatehouse: await firstLine('git', ['-C', REPO_ROOT, 'rev-parse', 'HEAD']),
+      pgbench: await firstLine(path.join(PG_BIN, 'pgbench'), ['--version'], cleanEnv()),
+      haproxy: await firstLine(tools.haproxy, ['-v'], cleanEnv()),
+      pgbouncer: await firstLine(tools.pgbouncer, ['-V'], cleanEnv()),
+      gatehouse: await firstLine('git', ['-C', REPO_ROOT, 'rev-parse', 'HEAD'], cleanEnv()),
     },
     notes: 'direct, haproxy and pgbouncer are plaintext on loopback; gateway is sslmode=disable, gateway+tls is sslmode=require. Targets compare the plaintext gateway.',
     rows,

@@ -31,6 +31,7 @@ import { parseArgs } from 'node:util';
 import { startTestGateway, type TestGateway } from '../test/support/gateway.ts';
 import { SSHD_BIN, generateClientKey, startSshd, type ClientKey, type Sshd } from '../test/support/sshd.ts';
 import { shellQuote } from '../test/support/ssh-client.ts';
+import { cleanupAll, errorMessage, firstLine, fmt, interrupted, lastLines, log, onCleanup } from './support.ts';
 import { run, type RunResult } from '../test/support/processes.ts';
 
 const BENCH_DIR: string = path.dirname(fileURLToPath(import.meta.url));
@@ -142,29 +143,6 @@ interface Route {
 
 // ---- cleanup ------------------------------------------------------------------------------------
 
-const cleanups: Array<{ name: string; fn: () => Promise<void> }> = [];
-
-function onCleanup(name: string, fn: () => Promise<void>): void {
-  cleanups.push({ name, fn });
-}
-
-let cleaning: Promise<void> | null = null;
-
-/** Runs every registered cleanup once, newest first; one failing does not stop the others. */
-function cleanupAll(): Promise<void> {
-  cleaning ??= (async (): Promise<void> => {
-    while (cleanups.length > 0) {
-      const c = cleanups.pop()!;
-      try {
-        await c.fn();
-      } catch (err) {
-        console.error(`cleanup of ${c.name} failed: ${errorMessage(err)}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-
 /** ssh clients (and their shells) still running, each the leader of its own process group; killed by the cleanup. */
 const liveChildren: Set<ChildProcess> = new Set();
 
@@ -184,29 +162,7 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): voi
   }
 }
 
-let interrupted: boolean = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${signal}: cleaning up`);
-    void cleanupAll().finally(() => process.exit(130));
-  });
-}
-
 // ---- small helpers ------------------------------------------------------------------------------
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-function log(line: string): void {
-  process.stderr.write(`[bench] ${line}\n`);
-}
-
-function lastLines(text: string, n: number): string {
-  return text.trim().split('\n').slice(-n).join('\n');
-}
 
 const sleep = (ms: number): Promise<void> => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -270,10 +226,6 @@ function mean(xs: number[]): number | null {
   return xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0) / xs.length;
 }
 
-function fmt(n: number | null, digits: number): string {
-  return n === null ? '-' : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
 function ratio(a: number | null, b: number | null): number | null {
   return a !== null && b !== null && b > 0 ? a / b : null;
 }
@@ -291,15 +243,6 @@ function clientEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of ['SSH_AUTH_SOCK', 'SSH_ASKPASS', 'SSH_ASKPASS_REQUIRE', 'DISPLAY']) delete env[k];
   return { ...env, LC_ALL: 'C' };
-}
-
-async function firstLine(cmd: string, args: string[]): Promise<string> {
-  try {
-    const r: RunResult = await run(cmd, args, { timeoutMs: 10_000 });
-    return (r.stdout.trim() || r.stderr.trim()).split('\n')[0] ?? '';
-  } catch (err) {
-    return `unknown (${errorMessage(err)})`;
-  }
 }
 
 /**
