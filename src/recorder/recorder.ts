@@ -168,6 +168,24 @@ export class Recorder {
   }
 
   /**
+   * Records a refused attempt as a session of its own: the start, an `access.denied` event with
+   * `denied` (at least a message), and the end `refused: <reason>`. Resolves false when the store
+   * cannot record (the attempt is kept and written once it recovers); other errors are thrown.
+   */
+  async recordRefusal(info: SessionStartInfo, details: Record<string, unknown>, denied: { message: string } & Record<string, unknown>, reason: string = denied.message): Promise<boolean> {
+    try {
+      const rec = await this.startSession(info, details);
+      rec.append('access.denied', denied);
+      await rec.end(`refused: ${reason}`);
+      return true;
+    } catch (err) {
+      if (!(err instanceof RecordingUnavailableError)) throw err;
+      this.log.error({ err: err.message, protocol: info.protocol }, 'could not record a refused attempt');
+      return false;
+    }
+  }
+
+  /**
    * Queues an event; the returned promise settles when the batch holding it is committed.
    * An urgent event (someone waits on it: record before forward) is committed at the end of
    * this event-loop turn; others ride along with the next commit, or within LAZY_FLUSH_MS.

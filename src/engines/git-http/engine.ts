@@ -11,7 +11,7 @@ import type { SessionRecording, SessionStartInfo } from '../../recorder/recorder
 import { PushRequestReader, ReportStatusReader } from '../git/receive-pack.ts';
 import { UploadPackRequestReader } from '../git/upload-pack.ts';
 import { capabilityValue, type ObjectFormat } from '../git/refs.ts';
-import { decideUpdates, needsPackBeforeForward, refusalReport, MAX_CLASSIFIED_PACK_BYTES, MAX_GUARDED_PACK_BYTES, type RecordedUpdate } from '../git/push-guard.ts';
+import { decideUpdates, forwardedPushResult, needsPackBeforeForward, PackCopy, refusalReport, refusedPushResult, MAX_GUARDED_PACK_BYTES, type RecordedUpdate } from '../git/push-guard.ts';
 import { GitTarget } from './target-client.ts';
 
 type Service = 'git-upload-pack' | 'git-receive-pack';
@@ -102,13 +102,8 @@ export class GitHttpEngine implements Engine {
       identityClaims: identity?.claims ?? null, authMethod: identity ? 'token (http basic)' : null,
     });
     const refuse = async (status: number, message: string, identity?: Identity, conn?: Connection) => {
-      try {
-        const rec = await this.ctx.recorder.startSession(info(identity, conn), { authenticated: identity !== undefined, request: { method: req.method, service, repo: repoPath } });
-        rec.append('access.denied', { message });
-        await rec.end(`refused: ${message}`);
-      } catch (err) {
-        this.ctx.log.error({ err: (err as Error).message }, 'could not record refused git request');
-      }
+      await this.ctx.recorder.recordRefusal(info(identity, conn), { authenticated: identity !== undefined, request: { method: req.method, service, repo: repoPath } }, { message })
+        .catch((err: Error) => this.ctx.log.error({ err: err.message }, 'could not record refused git request'));
       if (status === 401) reply.header('www-authenticate', REALM);
       await reply.code(status).type('text/plain').send(`gatehouse: ${message}\n`);
       return null;
@@ -185,35 +180,34 @@ export class GitHttpEngine implements Engine {
       if (request.phase === 'pack') break;
     }
     const format = (capabilityValue(request.capabilities, 'object-format') ?? 'sha1') as ObjectFormat;
-    const pack: Buffer[] = request.phase === 'pack' ? request.takePackBytes().map((b) => Buffer.from(b)) : [];
-    let packBytes = pack.reduce((n, b) => n + b.length, 0);
+    const pack = new PackCopy();
+    if (request.phase === 'pack') for (const c of request.takePackBytes()) pack.add(c);
     let decided: RecordedUpdate[];
     let wholeBody = false;
     if (needsPackBeforeForward(request.updates, protect)) {
       // Hold the whole pack until every protected update is decided.
-      let tooLarge = false;
+      pack.limit = MAX_GUARDED_PACK_BYTES;
       for await (const c of body) {
         held.push(c as Buffer);
-        packBytes += (c as Buffer).length;
-        if (packBytes > MAX_GUARDED_PACK_BYTES) tooLarge = true;
-        if (!tooLarge) pack.push(c as Buffer);
+        pack.add(c as Buffer);
       }
       wholeBody = true;
-      decided = await decideUpdates(request.updates, tooLarge ? null : Buffer.concat(pack), format, protect,
+      decided = await decideUpdates(request.updates, pack.pack(), format, protect,
         (tips, have) => a.target.probe(a.repoPath, tips, have).then((r) => {
           a.rec.append('git.probe', { repo: a.repoPath, tips, have, answered: r !== null, commits: r?.size ?? 0 });
           return r;
-        }), tooLarge ? `the pack is larger than ${MAX_GUARDED_PACK_BYTES} bytes, too large to verify` : undefined);
+        }), pack.problem);
     } else {
       decided = await decideUpdates(request.updates, null, format, protect, undefined, 'pack not inspected before forwarding');
     }
-    const record = { repo: a.repoPath, updates: decided, pushOptions: request.pushOptions, capabilities: request.capabilities, ...(wholeBody ? { packBytes } : {}) };
+    const record = { repo: a.repoPath, updates: decided, pushOptions: request.pushOptions, capabilities: request.capabilities, ...(wholeBody ? { packBytes: pack.bytes } : {}) };
     if (decided.some((u) => !u.allowed)) {
       await this.durable(a, 'git.push', { ...record, verdict: 'refused' }).catch(() => {});
-      if (!wholeBody) for await (const c of body) packBytes += (c as Buffer).length; // drain
+      pack.countOnly();
+      if (!wholeBody) for await (const c of body) pack.add(c as Buffer); // drain
       res.writeHead(200, { 'content-type': 'application/x-git-receive-pack-result', 'cache-control': 'no-cache' });
       res.end(refusalReport(request.capabilities, decided));
-      a.rec.append('git.push.result', { repo: a.repoPath, refusedByGateway: true, packBytes, refs: decided.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) });
+      a.rec.append('git.push.result', { repo: a.repoPath, ...refusedPushResult(decided, pack.bytes) });
       return;
     }
     await this.durable(a, 'git.push', { ...record, verdict: 'allowed' });
@@ -221,25 +215,16 @@ export class GitHttpEngine implements Engine {
     // Forward what was held, then (if not yet read) the rest, keeping a bounded copy to classify.
     const forward = new PassThrough();
     for (const c of held) forward.write(c);
-    let keep = packBytes <= MAX_CLASSIFIED_PACK_BYTES;
     if (wholeBody) forward.end();
     else {
-      body.on('data', (c: Buffer) => {
-        packBytes += c.length;
-        if (keep && packBytes <= MAX_CLASSIFIED_PACK_BYTES) pack.push(Buffer.from(c));
-        else { keep = false; pack.length = 0; }
-      });
+      body.on('data', (c: Buffer) => pack.add(c));
       body.pipe(forward);
     }
     const up = await a.target.request({ method: 'POST', path: `${a.repoPath}/git-receive-pack`, headers: { ...passHeaders(req), 'content-type': 'application/x-git-receive-pack-request' }, body: forward }, 600_000);
     const report = new ReportStatusReader(request.capabilities);
     const bytes = await relayResponse(up, res, (c) => { try { report.push(c); } catch { /* observation only */ } });
-    const classified = keep && packBytes > 0 ? await decideUpdates(request.updates, Buffer.concat(pack), format, [], undefined) : decided;
-    a.rec.append('git.push.result', {
-      repo: a.repoPath, refusedByGateway: false, packBytes, status: up.statusCode, bytesToClient: bytes,
-      updates: classified.map((u) => ({ ref: u.ref, old: u.old, new: u.new, class: u.class, evidence: u.evidence })),
-      unpack: report.result?.unpack ?? null, refs: report.result?.refs ?? null,
-    });
+    const result = await forwardedPushResult(request.updates, pack, format, decided, report.result);
+    a.rec.append('git.push.result', { repo: a.repoPath, ...result, status: up.statusCode, bytesToClient: bytes });
   }
 }
 

@@ -1,7 +1,7 @@
 // The transport-neutral part of guarding a push: given the commands, the pushed pack (when one
 // was needed) and the target's advertisement, decide each ref update, classify it for the record,
 // and build the report the client sees when the gateway refuses. SSH and smart HTTP both call it.
-import { buildReportStatus, type RefUpdate } from './receive-pack.ts';
+import { buildReportStatus, type RefUpdate, type ReportStatus } from './receive-pack.ts';
 import { readPackCommits } from './pack.ts';
 import { decideFastForward, type AskTarget, type FastForwardDecision } from './fast-forward.ts';
 import { checkProtection, needsFastForwardCheck, protectingGlob } from './protected-refs.ts';
@@ -79,4 +79,66 @@ export async function decideUpdates(updates: RefUpdate[], pack: Buffer | null, f
 /** The report-status a refused push gets (the client prints each as "[remote rejected]"). */
 export function refusalReport(capabilities: string[], decided: RecordedUpdate[]): Buffer {
   return buildReportStatus(capabilities, 'ok', decided.map((u) => ({ ref: u.ref, ok: u.allowed, ...(u.allowed ? {} : { reason: u.reason }) })));
+}
+
+/**
+ * A bounded copy of a pack as it passes: every byte is counted, and the bytes are kept while
+ * there are at most `limit` of them (copied: the transport may reuse its buffers).
+ */
+export class PackCopy {
+  bytes = 0;
+  limit: number;
+  private chunks: Buffer[] = [];
+  private kept = true;
+
+  constructor(limit = MAX_CLASSIFIED_PACK_BYTES) {
+    this.limit = limit;
+  }
+
+  add(chunk: Buffer): void {
+    this.bytes += chunk.length;
+    if (!this.kept) return;
+    if (this.bytes > this.limit) {
+      this.kept = false;
+      this.chunks = [];
+      return;
+    }
+    this.chunks.push(Buffer.from(chunk));
+  }
+
+  /** From now on only count (a refused push is drained, never inspected). */
+  countOnly(): void {
+    this.kept = false;
+    this.chunks = [];
+  }
+
+  /** The pack, or null when it outgrew the limit. */
+  pack(): Buffer | null {
+    return this.kept ? Buffer.concat(this.chunks, this.bytes) : null;
+  }
+
+  /** Why pack() is null, for the record. */
+  get problem(): string | undefined {
+    return this.kept ? undefined : `the pack is larger than ${this.limit} bytes, too large to verify`;
+  }
+}
+
+/** `git.push.result` data of a push the gateway refused (the target saw none of it). */
+export function refusedPushResult(decided: RecordedUpdate[], packBytes: number): Record<string, unknown> {
+  return { refusedByGateway: true, packBytes, refs: decided.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) };
+}
+
+/**
+ * `git.push.result` data of a push that was forwarded: each update classified from the copy of
+ * the pack kept aside (or as decided before forwarding, when none was kept), and the target's report.
+ */
+export async function forwardedPushResult(updates: RefUpdate[], copy: PackCopy, format: ObjectFormat, decided: RecordedUpdate[],
+  report: ReportStatus | null): Promise<Record<string, unknown>> {
+  const pack = copy.bytes > 0 ? copy.pack() : null;
+  const classified = pack ? await decideUpdates(updates, pack, format, []) : decided;
+  return {
+    refusedByGateway: false, packBytes: copy.bytes,
+    updates: classified.map((u) => ({ ref: u.ref, old: u.old, new: u.new, class: u.class, evidence: u.evidence })),
+    unpack: report?.unpack ?? null, refs: report?.refs ?? null,
+  };
 }

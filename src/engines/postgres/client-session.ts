@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { EngineContext } from '../engine.ts';
 import type { Connection, Identity } from '../../store/types.ts';
 import { isLoopback } from '../../util/address.ts';
-import { RecordingUnavailableError, type SessionRecording, type SessionStartInfo } from '../../recorder/recorder.ts';
+import { type SessionRecording, type SessionStartInfo } from '../../recorder/recorder.ts';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE, Auth, Frontend, SqlState } from './codec/protocol.ts';
 import { ProtocolError } from './codec/frame-scanner.ts';
 import { decodeStartup, readCString } from './codec/decode.ts';
@@ -369,14 +369,8 @@ export class PgClientSession {
     info: ErrorInfo, user: string, database: string, identity?: Identity, reason?: string, conn?: Connection, extra: Record<string, unknown> = {},
   ): Promise<never> {
     const params = new Map([['user', user], ['database', database]]);
-    try {
-      const rec = await this.deps.ctx.recorder.startSession(this.sessionInfo(identity, conn, params), { authenticated: identity !== undefined, tls: this.secure });
-      rec.append('access.denied', { code: info.code, message: info.message, detail: info.detail, ...extra });
-      await rec.end(`refused: ${reason ?? info.message}`);
-    } catch (err) {
-      if (!(err instanceof RecordingUnavailableError)) throw err;
-      this.log.error({ err: err.message }, 'could not record refused connection');
-    }
+    await this.deps.ctx.recorder.recordRefusal(this.sessionInfo(identity, conn, params), { authenticated: identity !== undefined, tls: this.secure },
+      { code: info.code, message: info.message, detail: info.detail, ...extra }, reason ?? info.message);
     this.log.info({ user, connection: database, code: info.code, reason: reason ?? info.message }, 'postgres connection refused');
     throw new Refusal(info);
   }

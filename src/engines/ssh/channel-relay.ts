@@ -4,6 +4,7 @@
 // held until it resolves, which is how record-before-forward works for typed input and for
 // file operations.
 import type { Duplex, Readable, Writable } from 'node:stream';
+import type { ClientChannel, ServerChannel } from 'ssh2';
 
 export interface RelayHooks {
   /** Client → target bytes. A returned promise holds the chunk until it settles (rejecting ends the relay). */
@@ -45,4 +46,22 @@ export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => voi
   });
   // The source may have been paused while its channel was being set up.
   from.resume();
+}
+
+/** The target channel's exit status or signal, settled when the channel closes. */
+export function watchExit(upstream: ClientChannel): Promise<ExitInfo> {
+  let exit: ExitInfo = { code: null, signal: null };
+  upstream.on('exit', (code: number | null, signal?: string, coreDumped?: boolean, message?: string) => {
+    exit = { code, signal: signal ?? null, ...(coreDumped ? { coreDumped } : {}), ...(message ? { message } : {}) };
+  });
+  return new Promise((resolve) => upstream.on('close', () => resolve(exit)));
+}
+
+/** Hands the target's exit status (or signal) on to the client, then ends its channel. */
+export function endWithExit(client: ServerChannel, exit: ExitInfo): void {
+  if (!client.writable) return;
+  // ssh2 reports "SIGTERM"; the protocol names the signal without the prefix.
+  if (exit.code !== null) client.exit(exit.code);
+  else if (exit.signal) client.exit(exit.signal.replace(/^SIG/, ''), exit.coreDumped ?? false, exit.message ?? '');
+  client.end();
 }

@@ -10,7 +10,6 @@ import type { EngineContext } from '../engine.ts';
 import type { Connection, Identity } from '../../store/types.ts';
 import type { Decision } from '../../access/access-policy.ts';
 import type { SessionRecording, SessionStartInfo } from '../../recorder/recorder.ts';
-import { RecordingUnavailableError } from '../../recorder/recorder.ts';
 import { fingerprintOf } from './keys.ts';
 import { connectUpstream, UpstreamRefusal } from './upstream.ts';
 import { SessionChannel, type ChannelContext } from './session-channel.ts';
@@ -269,14 +268,8 @@ export class SshClientSession {
   }
 
   private async recordRefusal(identity: Identity | undefined, connectionName: string, message: string, conn?: Connection, access?: Decision): Promise<void> {
-    try {
-      const rec = await this.ctx.recorder.startSession(this.sessionInfo(identity, connectionName, conn), { auth: this.auth, clientVersion: this.info.header.identRaw, authenticated: identity !== undefined });
-      rec.append('access.denied', { message, ...(access ? { access } : {}) });
-      await rec.end(`refused: ${message}`);
-    } catch (err) {
-      if (!(err instanceof RecordingUnavailableError)) throw err;
-      this.log.error({ err: err.message }, 'could not record refused ssh connection');
-    }
+    await this.ctx.recorder.recordRefusal(this.sessionInfo(identity, connectionName, conn),
+      { auth: this.auth, clientVersion: this.info.header.identRaw, authenticated: identity !== undefined }, { message, ...(access ? { access } : {}) });
     this.log.info({ connection: connectionName, identity: identity?.name, reason: message }, 'ssh connection refused');
   }
 }

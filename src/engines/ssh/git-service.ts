@@ -11,10 +11,10 @@ import type { SessionRecording } from '../../recorder/recorder.ts';
 import { AdvertisementReader, type RefAdvertisement } from '../git/refs.ts';
 import { PushRequestReader, ReportStatusReader } from '../git/receive-pack.ts';
 import { UploadPackRequestReader } from '../git/upload-pack.ts';
-import { decideUpdates, needsPackBeforeForward, refusalReport, MAX_CLASSIFIED_PACK_BYTES, MAX_GUARDED_PACK_BYTES, type RecordedUpdate } from '../git/push-guard.ts';
+import { decideUpdates, forwardedPushResult, needsPackBeforeForward, PackCopy, refusalReport, refusedPushResult, MAX_GUARDED_PACK_BYTES, type RecordedUpdate } from '../git/push-guard.ts';
 import { probeOverStream } from '../git/target-probe.ts';
 import type { AskTarget } from '../git/fast-forward.ts';
-import { pump, type ExitInfo } from './channel-relay.ts';
+import { endWithExit, pump, watchExit, type ExitInfo } from './channel-relay.ts';
 import { FLUSH_PKT } from '../git/pkt-line.ts';
 
 export type GitService = 'git-receive-pack' | 'git-upload-pack' | 'git-upload-archive';
@@ -41,19 +41,6 @@ export function parseGitCommand(command: string): { service: GitService; repoPat
 export async function relayGitService(client: ServerChannel, upstream: ClientChannel, opts: GitServiceOptions): Promise<void> {
   const exit = opts.service === 'git-receive-pack' ? await relayPush(client, upstream, opts) : await relayFetch(client, upstream, opts);
   endWithExit(client, exit);
-}
-
-function endWithExit(client: ServerChannel, exit: ExitInfo): void {
-  if (!client.writable) return;
-  if (exit.code !== null) client.exit(exit.code);
-  else if (exit.signal) client.exit(exit.signal.replace(/^SIG/, ''), false, '');
-  client.end();
-}
-
-function watchExit(upstream: ClientChannel): Promise<ExitInfo> {
-  let exit: ExitInfo = { code: null, signal: null };
-  upstream.on('exit', (code: number | null, signal?: string) => { exit = { code, signal: signal ?? null }; });
-  return new Promise((resolve) => upstream.on('close', () => resolve(exit)));
 }
 
 async function relayFetch(client: ServerChannel, upstream: ClientChannel, opts: GitServiceOptions): Promise<ExitInfo> {
@@ -109,14 +96,11 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
   // Client → target: held until the commands are known and decided.
   const request = new PushRequestReader();
   const held: Buffer[] = [];
-  let packChunks: Buffer[] = [];
-  let packBytes = 0;
-  let keepPack = true;
+  const pack = new PackCopy();
   type State = 'commands' | 'guarding' | 'streaming' | 'refused';
   let state = 'commands' as State;
   let clientEnded = false;
   let decided: RecordedUpdate[] | null = null;
-  let guardTooLarge = false;
   let protocolError: string | null = null;
 
   const done = new Promise<void>((resolve) => {
@@ -130,6 +114,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
         return refuse();
       }
       state = 'guarding';
+      pack.limit = MAX_GUARDED_PACK_BYTES;
       client.resume();
       if (!clientEnded) return; // wait for the whole pack
       return guard();
@@ -137,8 +122,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
     const guard = async () => {
       const format = advertisement!.objectFormat;
       const ask: AskTarget = (tips, have) => askTargetOverSsh(opts, tips, have);
-      decided = await decideUpdates(request.updates, guardTooLarge ? null : Buffer.concat(packChunks, packBytes), format, opts.protect, ask,
-        guardTooLarge ? `the pack is larger than ${MAX_GUARDED_PACK_BYTES} bytes, too large to verify` : undefined);
+      decided = await decideUpdates(request.updates, pack.pack(), format, opts.protect, ask, pack.problem);
       if (decided.every((u) => u.allowed)) return forward(true);
       return refuse();
     };
@@ -158,6 +142,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
     };
     const refuse = async () => {
       state = 'refused';
+      pack.countOnly();
       client.resume(); // drain whatever pack the client still sends
       await recordPush('refused').catch(() => {});
       // The target saw nothing. A flush-pkt is what git sends when it has no command: receive-pack
@@ -166,7 +151,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
       upstream.end(FLUSH_PKT);
       const send = () => {
         client.write(refusalReport(request.capabilities, decided!));
-        rec.append('git.push.result', { ch: opts.channel, repo: opts.repoPath, refusedByGateway: true, packBytes, refs: decided!.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) });
+        rec.append('git.push.result', { ch: opts.channel, repo: opts.repoPath, ...refusedPushResult(decided!, pack.bytes) });
         resolve();
       };
       if (clientEnded || !request.expectsPack) send();
@@ -181,7 +166,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
     };
     const recordPush = (verdict: string) => {
       const data = { ch: opts.channel, repo: opts.repoPath, verdict, updates: decided, pushOptions: request.pushOptions, capabilities: request.capabilities,
-        ...(state === 'guarding' ? { packBytes } : {}), ...(request.pushCert ? { signed: true } : {}), ...(request.shallow.length ? { shallow: request.shallow.length } : {}) };
+        ...(state === 'guarding' ? { packBytes: pack.bytes } : {}), ...(request.pushCert ? { signed: true } : {}), ...(request.shallow.length ? { shallow: request.shallow.length } : {}) };
       if (opts.durable) return rec.record('git.push', data);
       rec.append('git.push', data);
       return Promise.resolve();
@@ -189,21 +174,16 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
 
     client.on('data', (chunk: Buffer) => {
       if (state === 'streaming') {
-        countPack(chunk);
+        pack.add(chunk);
         if (!upstream.write(chunk)) {
           client.pause();
           upstream.once('drain', () => client.resume());
         }
         return;
       }
-      if (state === 'refused') {
-        packBytes += chunk.length;
-        return;
-      }
-      if (state === 'guarding') {
-        countPack(chunk);
-        held.push(chunk);
-        if (packBytes > MAX_GUARDED_PACK_BYTES) guardTooLarge = true;
+      if (state === 'guarding' || state === 'refused') {
+        pack.add(chunk);
+        if (state === 'guarding') held.push(chunk);
         return;
       }
       // Still reading commands: hold everything.
@@ -216,7 +196,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
         return;
       }
       if (request.phase === 'pack') {
-        for (const c of request.takePackBytes()) countPack(c);
+        for (const c of request.takePackBytes()) pack.add(c);
         client.pause();
         onCommandsComplete().catch((err: Error) => refuseAll(`push could not be checked: ${err.message}`));
       }
@@ -240,32 +220,14 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
   });
   client.resume();
 
-  function countPack(c: Buffer): void {
-    packBytes += c.length;
-    if (!keepPack) return;
-    if (packBytes > Math.max(MAX_CLASSIFIED_PACK_BYTES, state === 'guarding' ? MAX_GUARDED_PACK_BYTES : 0)) {
-      keepPack = false;
-      packChunks = [];
-      return;
-    }
-    packChunks.push(Buffer.from(c));
-  }
-
   await done;
   // Like git-receive-pack after reporting: exit status 0 (endWithExit sends it, then ends the channel).
   if (state === 'refused') return { code: 0, signal: null };
   const exit = await exited;
   if (state === 'streaming' && decided) {
-    // Classify what was streamed, from the copy kept aside, for the record.
-    const classified = keepPack && packBytes > 0 && advertisement
-      ? await decideUpdates(request.updates, Buffer.concat(packChunks), (advertisement as RefAdvertisement).objectFormat, [], undefined)
-      : decided;
-    const r = (report as ReportStatusReader | null)?.result ?? null;
-    rec.append('git.push.result', {
-      ch: opts.channel, repo: opts.repoPath, refusedByGateway: false, packBytes, exit,
-      updates: classified.map((u) => ({ ref: u.ref, old: u.old, new: u.new, class: u.class, evidence: u.evidence })),
-      unpack: r?.unpack ?? null, refs: r?.refs ?? null,
-    });
+    const format = (advertisement as RefAdvertisement | null)?.objectFormat ?? 'sha1';
+    const result = await forwardedPushResult(request.updates, pack, format, decided, (report as ReportStatusReader | null)?.result ?? null);
+    rec.append('git.push.result', { ch: opts.channel, repo: opts.repoPath, ...result, exit });
   } else if (protocolError) {
     rec.append('git.push.result', { ch: opts.channel, repo: opts.repoPath, refusedByGateway: true, error: protocolError });
   }

@@ -5,7 +5,7 @@ import type { ClientChannel, PseudoTtyInfo, ServerChannel, Session } from 'ssh2'
 import type { Logger } from 'pino';
 import type { SessionRecording } from '../../recorder/recorder.ts';
 import { RecordingUnavailableError } from '../../recorder/recorder.ts';
-import { pump, type ExitInfo, type RelayHooks } from './channel-relay.ts';
+import { endWithExit, pump, watchExit, type ExitInfo, type RelayHooks } from './channel-relay.ts';
 import { BoundedCapture } from './output-capture.ts';
 import { TerminalRecorder } from './terminal-recorder.ts';
 import { SftpTracker } from './sftp/sftp-tracker.ts';
@@ -199,7 +199,6 @@ function openUpstream(target: import('ssh2').Client, req: ChannelRequest,
 /** Relays one channel until both sides are done, then hands on the exit status. */
 function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks, finish: (exit: ExitInfo) => void | Promise<void>, onHookError: (err: Error) => void): Promise<void> {
   return new Promise((resolve) => {
-    let exit: ExitInfo = { code: null, signal: null };
     const failHook = (err: Error) => {
       onHookError(err);
       if (client.writable) {
@@ -213,17 +212,10 @@ function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks
     pump(upstream, client, hooks.output, failHook);
     pump(upstream.stderr as import('node:stream').Readable, client.stderr as import('node:stream').Writable, hooks.stderr, failHook);
     client.on('end', () => upstream.end());
-    upstream.on('exit', (code: number | null, signal?: string, coreDumped?: boolean, message?: string) => {
-      exit = { code, signal: signal ?? null, ...(coreDumped ? { coreDumped } : {}), ...(message ? { message } : {}) };
-    });
-    upstream.on('close', () => {
-      if (client.writable) {
-        if (exit.code !== null) client.exit(exit.code);
-        else if (exit.signal) client.exit(exit.signal.replace(/^SIG/, ''), exit.coreDumped ?? false, exit.message ?? '');
-        client.end();
-      }
-      void Promise.resolve(finish(exit)).finally(resolve);
-    });
+    void watchExit(upstream).then((exit) => {
+      endWithExit(client, exit);
+      return finish(exit);
+    }).finally(resolve);
     client.on('close', () => {
       // The client went away first: close the target's side too (its exit is recorded as unknown).
       upstream.close();

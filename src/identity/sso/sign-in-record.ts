@@ -2,7 +2,7 @@
 // through which provider, from where, and — when refused — why. Recordings are hash-chained and
 // sealed, so the audit trail of sign-ins is as tamper-evident as the sessions that follow them.
 import type { Logger } from 'pino';
-import type { Recorder } from '../../recorder/recorder.ts';
+import type { Recorder, SessionStartInfo } from '../../recorder/recorder.ts';
 import type { Identity } from '../../store/types.ts';
 
 export interface SignInAttempt {
@@ -16,21 +16,21 @@ export interface SignInAttempt {
 
 export async function recordSignIn(recorder: Recorder, log: Logger, attempt: SignInAttempt, outcome: { identity: Identity } | { refused: string }): Promise<void> {
   const identity = 'identity' in outcome ? outcome.identity : undefined;
+  const info: SessionStartInfo = {
+    protocol: 'login', identityId: identity?.id ?? '', identityName: identity?.name ?? '', identityKind: identity?.kind ?? 'unknown',
+    clientAddr: attempt.clientAddr, applicationName: attempt.userAgent.slice(0, 200), connectionId: '', connectionName: '',
+    targetHost: '', targetPort: 0, targetDatabase: '', targetUser: '', recordingMode: 'durable',
+    identityClaims: identity?.claims ?? null, authMethod: attempt.provider ? `${attempt.protocol}:${attempt.provider}` : attempt.protocol,
+  };
+  const details = { ...(attempt.provider ? { provider: attempt.provider } : {}), ...(attempt.userCode ? { userCode: attempt.userCode } : {}) };
   try {
-    const session = await recorder.startSession({
-      protocol: 'login', identityId: identity?.id ?? '', identityName: identity?.name ?? '', identityKind: identity?.kind ?? 'unknown',
-      clientAddr: attempt.clientAddr, applicationName: attempt.userAgent.slice(0, 200), connectionId: '', connectionName: '',
-      targetHost: '', targetPort: 0, targetDatabase: '', targetUser: '', recordingMode: 'durable',
-      identityClaims: identity?.claims ?? null, authMethod: attempt.provider ? `${attempt.protocol}:${attempt.provider}` : attempt.protocol,
-    }, { ...(attempt.provider ? { provider: attempt.provider } : {}), ...(attempt.userCode ? { userCode: attempt.userCode } : {}) });
-    if (identity) {
-      session.append('login', { provider: attempt.provider, protocol: attempt.protocol, groups: identity.externalGroups ?? [] });
-      await session.end('signed in');
-    } else {
-      const message = (outcome as { refused: string }).refused;
-      session.append('access.denied', { message });
-      await session.end(`refused: ${message}`);
+    if (!identity) {
+      await recorder.recordRefusal(info, details, { message: (outcome as { refused: string }).refused });
+      return;
     }
+    const session = await recorder.startSession(info, details);
+    session.append('login', { provider: attempt.provider, protocol: attempt.protocol, groups: identity.externalGroups ?? [] });
+    await session.end('signed in');
   } catch (err) {
     // The store is down (then so is the sign-in, which lives there too); the log keeps the attempt.
     log.error({ err: (err as Error).message, provider: attempt.provider }, 'could not record a sign-in');
