@@ -367,6 +367,19 @@ export class SessionRecording {
     return this.enqueue(type, data, ts, true);
   }
 
+  /**
+   * Record before forward, as the session's recording mode says: durable sessions get a promise
+   * that settles once the event is committed; best-effort ones append and get undefined (nothing
+   * to wait for).
+   */
+  beforeForward(type: string, data: unknown): Promise<void> | undefined {
+    if (this.row.recordingMode === 'best-effort') {
+      this.append(type, data);
+      return undefined;
+    }
+    return this.record(type, data);
+  }
+
   /** Appends and waits until durable: the record-before-forward path. */
   record(type: string, data: unknown, ts?: number): Promise<void> {
     return this.appendDurable(type, data, ts ?? nowUs()).durable;

@@ -123,18 +123,10 @@ export class GitHttpEngine implements Engine {
     return { identity: check.identity, conn, rec, target: new GitTarget(conn, this.ctx.secrets, this.ctx.dialer), repoPath };
   }
 
-  private durable(a: Admitted, type: string, data: Record<string, unknown>): Promise<void> {
-    if (a.conn.options.recording === 'best-effort') {
-      a.rec.append(type, data);
-      return Promise.resolve();
-    }
-    return a.rec.record(type, data);
-  }
-
   // ── Endpoints ─────────────────────────────────────────────────────────────
 
   private async advertise(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted, service: Service, query: string): Promise<void> {
-    await this.durable(a, 'git.command', { service, repo: a.repoPath, request: 'advertisement' });
+    await a.rec.beforeForward('git.command', { service, repo: a.repoPath, request: 'advertisement' });
     const up = await a.target.request({ method: 'GET', path: `${a.repoPath}/info/refs`, query, headers: passHeaders(req) });
     let bytes = 0;
     if (refusedCredential(up, res)) {
@@ -151,7 +143,7 @@ export class GitHttpEngine implements Engine {
   }
 
   private async fetch(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<void> {
-    await this.durable(a, 'git.command', { service: 'git-upload-pack', repo: a.repoPath });
+    await a.rec.beforeForward('git.command', { service: 'git-upload-pack', repo: a.repoPath });
     const reader = new UploadPackRequestReader({ protocol: /version=2/.test(String(req.headers['git-protocol'] ?? '')) ? 2 : 0 });
     let unparsed: string | null = null;
     const body = decodedBody(req);
@@ -168,7 +160,7 @@ export class GitHttpEngine implements Engine {
   }
 
   private async push(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<void> {
-    await this.durable(a, 'git.command', { service: 'git-receive-pack', repo: a.repoPath });
+    await a.rec.beforeForward('git.command', { service: 'git-receive-pack', repo: a.repoPath });
     const protect = a.conn.options.protect ?? [];
     const body = decodedBody(req);
     const request = new PushRequestReader();
@@ -202,7 +194,7 @@ export class GitHttpEngine implements Engine {
     }
     const record = { repo: a.repoPath, updates: decided, pushOptions: request.pushOptions, capabilities: request.capabilities, ...(wholeBody ? { packBytes: pack.bytes } : {}) };
     if (decided.some((u) => !u.allowed)) {
-      await this.durable(a, 'git.push', { ...record, verdict: 'refused' }).catch(() => {});
+      await a.rec.beforeForward('git.push', { ...record, verdict: 'refused' })?.catch(() => {});
       pack.countOnly();
       if (!wholeBody) for await (const c of body) pack.add(c as Buffer); // drain
       res.writeHead(200, { 'content-type': 'application/x-git-receive-pack-result', 'cache-control': 'no-cache' });
@@ -210,7 +202,7 @@ export class GitHttpEngine implements Engine {
       a.rec.append('git.push.result', { repo: a.repoPath, ...refusedPushResult(decided, pack.bytes) });
       return;
     }
-    await this.durable(a, 'git.push', { ...record, verdict: 'allowed' });
+    await a.rec.beforeForward('git.push', { ...record, verdict: 'allowed' });
 
     // Forward what was held, then (if not yet read) the rest, keeping a bounded copy to classify.
     const forward = new PassThrough();

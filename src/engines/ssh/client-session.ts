@@ -91,12 +91,11 @@ export class SshClientSession {
   }
 
   private channelContext(a: Extract<Admission, { ok: true }>): ChannelContext {
-    const durable = a.conn.options.recording !== 'best-effort';
     return {
-      rec: a.rec, target: a.target, log: this.log, durable, sampleBytes: this.ctx.recorder.options.sampleBytes,
+      rec: a.rec, target: a.target, log: this.log, sampleBytes: this.ctx.recorder.options.sampleBytes,
       allowEnv: a.conn.options.allowEnv ?? DEFAULT_ALLOWED_ENV,
       agent: a.agent,
-      git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, durable, target: a.target },
+      git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target },
       track: (done) => this.track(done),
     };
   }

@@ -23,7 +23,6 @@ export interface GitServiceOptions {
   rec: SessionRecording;
   protect: string[];
   log: Logger;
-  durable: boolean;
   target: ssh2.Client;
   service: GitService;
   repoPath: string;
@@ -167,9 +166,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
     const recordPush = (verdict: string) => {
       const data = { ch: opts.channel, repo: opts.repoPath, verdict, updates: decided, pushOptions: request.pushOptions, capabilities: request.capabilities,
         ...(state === 'guarding' ? { packBytes: pack.bytes } : {}), ...(request.pushCert ? { signed: true } : {}), ...(request.shallow.length ? { shallow: request.shallow.length } : {}) };
-      if (opts.durable) return rec.record('git.push', data);
-      rec.append('git.push', data);
-      return Promise.resolve();
+      return rec.beforeForward('git.push', data) ?? Promise.resolve();
     };
 
     client.on('data', (chunk: Buffer) => {

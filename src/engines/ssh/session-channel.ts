@@ -19,7 +19,6 @@ export interface ChannelContext {
   rec: SessionRecording;
   target: import('ssh2').Client;
   log: Logger;
-  durable: boolean;
   sampleBytes: number;
   allowEnv: string[];
   /** The agent relay of the connection, when it allows agent forwarding (null: refused). */
@@ -125,8 +124,7 @@ export class SessionChannel {
       : { type: 'ssh.subsystem', data: { ch: this.number, name: req.name } };
     // Record before forward: the target learns of the command only once it is on record.
     try {
-      if (this.ctx.durable) await rec.record(description.type, description.data);
-      else rec.append(description.type, description.data);
+      await rec.beforeForward(description.type, description.data);
     } catch (err) {
       const message = err instanceof RecordingUnavailableError ? 'the gateway cannot record right now; nothing was sent to the target' : (err as Error).message;
       // Kept with the unwritten request and committed once the store recovers: the record says it never ran.
@@ -153,12 +151,12 @@ export class SessionChannel {
     let finish: (exit: ExitInfo) => void | Promise<void> = () => {};
     const scp = req.kind === 'exec' ? parseScpCommand(req.command) : null;
     if (req.kind === 'shell' || this.pty) {
-      this.terminal = new TerminalRecorder(rec, this.number, this.ctx.durable);
+      this.terminal = new TerminalRecorder(rec, this.number);
       const t = this.terminal;
       hooks = { input: (c) => t.input(c), output: (c) => t.output(c), stderr: (c) => t.stderr(c) };
       finish = (exit) => { rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else if (req.kind === 'subsystem' && req.name === 'sftp') {
-      const sftp = new SftpTracker(rec, this.number, this.ctx.durable);
+      const sftp = new SftpTracker(rec, this.number);
       hooks = { input: (c) => sftp.fromClient(c), output: (c) => sftp.fromServer(c) };
       finish = (exit) => { sftp.close(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else {

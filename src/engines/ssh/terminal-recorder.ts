@@ -11,26 +11,24 @@ import type { SessionRecording } from '../../recorder/recorder.ts';
 export class TerminalRecorder {
   private readonly rec: SessionRecording;
   private readonly channel: number;
-  private readonly durableInput: boolean;
   // Separate decoders: a multi-byte character may be split across chunks in either direction.
   private readonly inDecoder = new StringDecoder('utf8');
   private readonly outDecoder = new StringDecoder('utf8');
   private readonly errDecoder = new StringDecoder('utf8');
 
-  constructor(rec: SessionRecording, channel: number, durableInput: boolean) {
+  constructor(rec: SessionRecording, channel: number) {
     this.rec = rec;
     this.channel = channel;
-    this.durableInput = durableInput;
   }
 
   input(chunk: Buffer): Promise<void> | undefined {
     const d = this.inDecoder.write(chunk);
     if (!d) return undefined;
-    if (!this.durableInput || !submits(chunk)) {
+    if (!submits(chunk)) {
       this.rec.append('term.in', { ch: this.channel, d });
       return undefined;
     }
-    return this.rec.record('term.in', { ch: this.channel, d });
+    return this.rec.beforeForward('term.in', { ch: this.channel, d });
   }
 
   output(chunk: Buffer): void {

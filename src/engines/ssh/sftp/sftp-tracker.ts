@@ -38,7 +38,6 @@ type Pending =
 export class SftpTracker {
   private readonly rec: SessionRecording;
   private readonly channel: number;
-  private readonly durable: boolean;
   private readonly pending = new Map<number, Pending>();
   private readonly files = new Map<string, OpenFile>();
   private readonly toClient: SftpFramer;
@@ -47,10 +46,9 @@ export class SftpTracker {
   private gate: Array<Promise<void>> = [];
   private broken = false;
 
-  constructor(rec: SessionRecording, channel: number, durable: boolean) {
+  constructor(rec: SessionRecording, channel: number) {
     this.rec = rec;
     this.channel = channel;
-    this.durable = durable;
     this.toServer = new SftpFramer((p) => this.request(p));
     this.toClient = new SftpFramer((p) => this.reply(p));
   }
@@ -84,8 +82,8 @@ export class SftpTracker {
   }
 
   private record(type: string, data: Record<string, unknown>): void {
-    if (this.durable) this.gate.push(this.rec.record(type, { ch: this.channel, via: 'sftp', ...data }));
-    else this.rec.append(type, { ch: this.channel, via: 'sftp', ...data });
+    const durable = this.rec.beforeForward(type, { ch: this.channel, via: 'sftp', ...data });
+    if (durable) this.gate.push(durable);
   }
 
   private request(p: Buffer): void {
