@@ -297,7 +297,7 @@ test('two runs are two identities; sessions list separates them by claim, and by
   assert.match(badKind.stderr, /kind must be one of: human, service, agent, unknown/);
 });
 
-test('refusals: alg none, HMAC with the public key, expired, not yet valid, wrong audience, unknown issuer, claims outside every policy, bad signature', async () => {
+test('refusals: alg none, HMAC with the public key, expired, not yet valid, no iat or iat in the future, wrong audience, unknown issuer, claims outside every policy, bad signature', async () => {
   const now = Math.floor(Date.now() / 1000);
   const prefix = 'gatehouse: OIDC token refused: ';
   const claims = { iss: github.url, aud: 'gatehouse', iat: now, exp: now + 600, ...githubClaims() };
@@ -317,6 +317,14 @@ test('refusals: alg none, HMAC with the public key, expired, not yet valid, wron
   const validFrom = now + 3600;
   assert.equal(await refused(await github.sign(githubClaims({ nbf: validFrom, exp: now + 7200 }))),
     `${prefix}token not valid before ${new Date(validFrom * 1000).toISOString()}`);
+
+  // iat is required, and may not lie in the future beyond the clock skew (30 s in this gateway's config).
+  assert.equal(await refused(await github.sign(githubClaims({ iat: undefined }))), `${prefix}the token has no valid issue time (iat)`);
+  assert.equal(await refused(await github.sign(githubClaims({ iat: String(now) }))), `${prefix}the token has no valid issue time (iat)`);
+  const issuedLater = now + 3600;
+  assert.equal(await refused(await github.sign(githubClaims({ iat: issuedLater, exp: now + 7200 }))),
+    `${prefix}token issued in the future (iat ${new Date(issuedLater * 1000).toISOString()})`);
+  assert.equal((await exchange(await github.sign(githubClaims({ iat: now + 10 })))).policy, 'github-app', 'an iat within the skew is accepted');
 
   assert.equal(await refused(await github.sign(githubClaims({ aud: 'someone-else' }))),
     `${prefix}audience "someone-else" is not accepted by policy "github-app"`);

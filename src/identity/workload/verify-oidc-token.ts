@@ -2,8 +2,9 @@
 // against an allow-list of asymmetric algorithms before any key is looked at: "none" and the HMAC
 // family never get as far as a key, which rules out unsigned tokens and tokens "signed" with the
 // issuer's public key used as an HMAC secret. Then the issuer must be one the configuration names
-// exactly, the signature must verify with one of its published keys, and exp/nbf must hold
-// (with a small clock skew). Audience and claims are the trust policies' business.
+// exactly, the signature must verify with one of its published keys, and exp/nbf/iat must hold
+// (with a small clock skew): a token without iat, or issued in the future, is refused, since a
+// clock that runs ahead at the issuer would otherwise stretch a token's life past what it says. Audience and claims are the trust policies' business.
 import { decodeJwt, decodeProtectedHeader, errors, jwtVerify, type CryptoKey, type JWSHeaderParameters, type JWTPayload } from 'jose';
 import { WorkloadRefusal } from './errors.ts';
 
@@ -64,7 +65,7 @@ export async function verifyOidcToken(token: string, opts: VerifyOptions): Promi
   for (const key of keys) {
     try {
       ({ payload } = await jwtVerify(token, key, {
-        algorithms: ALLOWED_ALGORITHMS, issuer, requiredClaims: ['exp'], clockTolerance: opts.clockSkewSeconds, currentDate: new Date(opts.now()),
+        algorithms: ALLOWED_ALGORITHMS, issuer, requiredClaims: ['exp', 'iat'], clockTolerance: opts.clockSkewSeconds, currentDate: new Date(opts.now()),
       }));
       break;
     } catch (err) {
@@ -74,6 +75,9 @@ export async function verifyOidcToken(token: string, opts: VerifyOptions): Promi
     }
   }
   if (!payload) throw explain(failure);
+  const iat = payload.iat;
+  if (typeof iat !== 'number' || !Number.isFinite(iat)) throw new WorkloadRefusal('the token has no valid issue time (iat)');
+  if (iat > opts.now() / 1000 + opts.clockSkewSeconds) throw new WorkloadRefusal(`token issued in the future (iat ${iso(iat)})`);
   const aud = payload.aud;
   return { issuer, audiences: typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud.filter((a) => typeof a === 'string') : [], payload, expiresAt: Number(payload.exp) * 1000 };
 }
@@ -85,6 +89,7 @@ function explain(err: unknown): WorkloadRefusal {
   if (err instanceof errors.JWTClaimValidationFailed) {
     if (err.claim === 'nbf' && err.reason === 'check_failed') return new WorkloadRefusal(`token not valid before ${iso(err.payload.nbf)}`);
     if (err.claim === 'exp' && err.reason === 'missing') return new WorkloadRefusal('the token has no expiry (exp)');
+    if (err.claim === 'iat') return new WorkloadRefusal('the token has no valid issue time (iat)');
     return new WorkloadRefusal(`invalid ${err.claim} claim: ${err.message}`);
   }
   if (err instanceof errors.JWSSignatureVerificationFailed) return new WorkloadRefusal('signature verification failed');
