@@ -108,7 +108,7 @@ test('the exchange: explain_refusals false hides the conditions; a token about t
     await store.createConnection({ id: 'conn_app', name: 'app', type: 'postgres', host: 'h', port: 5432, database: 'd', username: 'u', sealedSecret: null, options: {}, createdAt: 0 });
     const config = parseWorkloadIdentity({ explain_refusals: false, clock_skew: '60s', policies: [policy({ grants: ['app'], groups: ['g'], max_ttl: '5m' })] });
     const exchange = new WorkloadExchange({ store, identity: new IdentityService(store), config, log: silentLogger(), keys });
-    const sign = (claims: Record<string, unknown>, exp: number) => new SignJWT({ iss: GH, aud: 'gatehouse', exp, ...claims }).setProtectedHeader({ alg: 'ES256' }).sign(privateKey);
+    const sign = (claims: Record<string, unknown>, exp: number) => new SignJWT({ iss: GH, aud: 'gatehouse', iat: Math.floor(Date.now() / 1000), exp, ...claims }).setProtectedHeader({ alg: 'ES256' }).sign(privateKey);
     const now = Math.floor(Date.now() / 1000);
 
     await assert.rejects(exchange.exchange(await sign({ repository: 'org/other' }, now + 300)), (err: Error) => err instanceof WorkloadRefusal && err.message === 'no trust policy matches');
