@@ -83,6 +83,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
 
     const connectors = { ca, tunnels, publicAddress: config.connectorPublicAddress ?? tunnelAddress };
     const workload = new WorkloadExchange({ store, identity, config: config.workloadIdentity, log: log.child({ component: 'workload-identity' }) });
+    await workload.checkPolicies();
     // Redirect and ACS URLs need the gateway's public URL: configured, else the listener's address once bound.
     let apiAddress = config.http;
     const sso = new SignInService({

@@ -13,6 +13,7 @@ import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type J
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { run } from '../support/processes.ts';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.ts';
 
 // ---- a local OIDC issuer ---------------------------------------------------------------------
 
@@ -452,6 +453,84 @@ test('the gatehouse token lives max_ttl at most, and never beyond the OIDC token
   const gl = await exchange(await gitlab.sign(gitlabClaims({ exp: now + 3600 })));
   const glMs = Date.parse(gl.expiresAt) - Date.now();
   assert.ok(glMs > 9 * 60_000 && glMs <= 10 * 60_000 + 1000, `the GitLab policy's 10m: ${glMs} ms`);
+});
+
+test('a run identity never administers, whatever its groups: admin through its trust policy\'s group or a membership is ignored (403)', async () => {
+  await gw.cliOk(['group', 'add', 'ci-deployers']);
+  await gw.cliOk(['group', 'add', 'platform']);
+  // This gateway refuses an admin grant to a group its trust policies hand to run identities…
+  const refusedGrant = await gw.cli(['grant', 'group:ci-deployers', '*', '--action', 'admin']);
+  assert.equal(refusedGrant.code, 1);
+  assert.match(refusedGrant.stderr, /group ci-deployers is given to run identities by trust policy "github-app", and a run identity is never an administrator/);
+  // …but a gateway with another configuration sharing the store can add one (written to the store
+  // directly here): the access stage, deciding each request, is the guard.
+  const store = new SqliteStore(path.join(gw.dataDir, 'gatehouse.db'));
+  try {
+    const group = await store.getGroupByName('ci-deployers');
+    await store.addAccessGrant({ id: 'grant_ci_admin', subjectType: 'group', subjectId: group!.id, action: 'admin', connectionId: null, createdAt: Date.now() });
+  } finally {
+    await store.close();
+  }
+  await gw.cliOk(['grant', 'group:platform', '*', '--action', 'admin']);
+  const ran = await exchange(await github.sign(githubClaims({ run_id: '666' })));
+  assert.equal(ran.identity.kind, 'agent');
+  await gw.cliOk(['group', 'member', 'add', 'platform', ran.identity.name]);
+  const direct = await gw.cli(['grant', ran.identity.name, '*', '--action', 'admin']);
+  assert.match(direct.stderr, new RegExp(`identity "${ran.identity.name}" is a run identity, which is never an administrator`));
+
+  const denied = new RegExp(`identity "${ran.identity.name}" is not an administrator: identity ${ran.identity.name} has no admin grant on every connection \\(\\*\\), `
+    + `directly or through groups \\[platform, ci-deployers\\]; it is a run identity, which never holds admin \\(ignored: grant grant_ci_admin to group:ci-deployers, grant \\S+ to group:platform\\)`);
+  for (const args of [['token', 'issue', 'admin', '--ttl', '90d'], ['identity', 'add', 'evil', '--kind', 'human'], ['grant', ran.identity.name, '*', '--action', 'admin'],
+    ['group', 'member', 'add', 'platform', 'admin'], ['connection', 'list'], ['grants']]) {
+    const r = await gw.cli(args, { token: ran.token });
+    assert.equal(r.code, 1, `${args.join(' ')} must be refused: ${r.stdout}`);
+    assert.match(r.stderr, denied, args.join(' '));
+  }
+  const api = await fetch(`${gw.url}/api/v1/identities/admin/tokens`, {
+    method: 'POST', headers: { authorization: `Bearer ${ran.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ ttlSeconds: 90 * 86400 }),
+  });
+  assert.equal(api.status, 403);
+  const me = await fetch(`${gw.url}/api/v1/whoami`, { headers: { authorization: `Bearer ${ran.token}` } });
+  assert.equal((await me.json() as { admin: boolean }).admin, false);
+  const check = await gw.cli(['access', 'check', ran.identity.name, '*', '--action', 'admin']);
+  assert.equal(check.code, 1);
+  assert.match(check.stdout, /it is a run identity, which never holds admin/);
+  // The same group makes a person an administrator.
+  await gw.cliOk(['identity', 'add', 'pat', '--kind', 'human']);
+  await gw.cliOk(['group', 'member', 'add', 'platform', 'pat']);
+  const patToken = (await gw.cliOk(['token', 'issue', 'pat', '--ttl', '1h'])).trim().split('\n').pop()!;
+  secrets.push(patToken);
+  await gw.cliOk(['identity', 'list'], { token: patToken });
+  await gw.cliOk(['group', 'rm', 'ci-deployers']);
+  await gw.cliOk(['group', 'rm', 'platform']);
+});
+
+test('the gateway refuses to start with a trust policy whose groups hold admin', async () => {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'gatehouse-admin-policy-'));
+  try {
+    const first = await startTestGateway({ dataDir });
+    await first.cliOk(['group', 'add', 'platform']);
+    await first.cliOk(['grant', 'group:platform', '*', '--action', 'admin']);
+    const grantId = (JSON.parse(await first.cliOk(['grants', '--json'])) as Array<{ id: string; subject: string }>).find((g) => g.subject === 'group:platform')!.id;
+    await first.stop();
+    const config = path.join(dataDir, 'gatehouse.yaml');
+    writeFileSync(config, `
+workload_identity:
+  policies:
+    - name: ci
+      issuer: ${github.url}
+      audience: gatehouse
+      claims: { repository: org/app }
+      groups: [platform]
+`);
+    await assert.rejects(startTestGateway({ dataDir, args: ['--config', config] }), (err: Error) => {
+      assert.match(err.message, new RegExp(`workload_identity: trust policy "ci" gives its run identities group platform, which holds admin on \\* \\(grant ${grantId}\\)\\. `
+        + `A run identity is never an administrator: take the group out of the policy's groups, or revoke the grant \\(gatehouse revoke group:platform '\\*' --action admin\\)`));
+      return true;
+    });
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
 
 test('the gateway log never holds an OIDC token or a gatehouse token', () => {

@@ -112,3 +112,22 @@ test('scope: every connection, some, or none', () => {
   assert.deepEqual(scope(alice([], { isAdmin: true }), 'audit'), { every: true });
   assert.deepEqual(scope(alice([], { isAdmin: true }), 'connect'), { every: false, connectionIds: [] });
 });
+
+test('a run identity never holds admin: admin grants (direct, through any group) and the bootstrap flag do not count for it', () => {
+  const grants = [grant('group:platform', 'admin', null), grant('run', 'admin', DB1), grant('group:platform', 'connect', DB1), grant('group:platform', 'audit', DB2)];
+  const run: AccessSubject = {
+    identity: { id: 'id_run', name: 'run', isAdmin: true, authSource: 'oidc-exchange:gh' }, groups: effectiveGroups(['ops'], ['platform']), grants,
+  };
+  const admin = decide(run, 'admin', null);
+  assert.equal(admin.allowed, false);
+  assert.equal(admin.reason, 'identity run has no admin grant on every connection (*), directly or through groups [ops, platform]; '
+    + 'it is a run identity, which never holds admin (ignored: grant grant_platform_admin_all to group:platform)');
+  assert.equal(decide(run, 'approve', DB1).allowed, false, 'admin on db1 would include approve there');
+  assert.equal(decide(run, 'audit', DB1).allowed, false);
+  assert.equal(decide(run, 'connect', DB1).allowed, true, 'its other grants still apply');
+  assert.equal(decide(run, 'audit', DB2).allowed, true);
+  assert.deepEqual(scope(run, 'audit'), { every: false, connectionIds: ['conn_db2'] });
+  // The same grants make anyone else an administrator.
+  const person: AccessSubject = { ...run, identity: { id: 'id_p', name: 'p', isAdmin: false, authSource: undefined } };
+  assert.equal(decide(person, 'admin', null).allowed, true);
+});

@@ -11,6 +11,8 @@ import { verifyOidcToken, type KeySource } from './verify-oidc-token.ts';
 import { choosePolicy, claimText } from './trust-policy.ts';
 import { randomSuffix, runIdentityName } from './identity-name.ts';
 import { WorkloadRefusal } from './errors.ts';
+import { runIdentitySource } from './run-identity.ts';
+import { subjectLabel } from '../../access/access-policy.ts';
 import { newId } from '../../util/ids.ts';
 
 export interface ExchangeResult { token: string; identity: Identity; expiresAt: number; policy: string; granted: string[] }
@@ -63,6 +65,28 @@ export class WorkloadExchange {
     return this.deps.config.policies.length > 0;
   }
 
+  /**
+   * Refuses (throws) a configuration whose trust policies give run identities a group that holds
+   * admin: a run identity is never an administrator. The access stage ignores such grants at every
+   * decision anyway (grants change after start); this makes the mistake loud at start.
+   */
+  async checkPolicies(): Promise<void> {
+    const { config, store } = this.deps;
+    if (!config.policies.length) return;
+    const admin = (await store.listAccessGrants()).filter((g) => g.action === 'admin' && g.subjectType === 'group');
+    const problems = config.policies.flatMap((policy) => admin.filter((g) => policy.groups.includes(g.subjectName)).map((grant) => ({ policy, grant })));
+    if (!problems.length) return;
+    const what = problems.map(({ policy, grant }) => `trust policy "${policy.name}" gives its run identities group ${grant.subjectName}, which holds admin on ${grant.connectionName ?? '*'} (grant ${grant.id})`);
+    const first = problems[0].grant;
+    throw new Error(`workload_identity: ${what.join('; ')}. A run identity is never an administrator: take the group out of the policy's groups, `
+      + `or revoke the grant (gatehouse revoke ${subjectLabel(first)} '${first.connectionName ?? '*'}' --action admin)`);
+  }
+
+  /** The trust policies that give their run identities `group` (an admin grant to it would be refused). */
+  policiesNaming(group: string): string[] {
+    return this.deps.config.policies.filter((p) => p.groups.includes(group)).map((p) => p.name);
+  }
+
   /** Throws WorkloadRefusal (refused: say why) or WorkloadUnavailable (could not check: retry later). */
   async exchange(oidcToken: string): Promise<ExchangeResult> {
     const { config, store, log } = this.deps;
@@ -104,7 +128,7 @@ export class WorkloadExchange {
     for (let attempt = 0; ; attempt++) {
       const name = runIdentityName(template, policy, claims, randomSuffix());
       try {
-        return await this.deps.identity.createIdentity(name, 'agent', false, { claims, authSource: `oidc-exchange:${policy}`, externalGroups: groups });
+        return await this.deps.identity.createIdentity(name, 'agent', false, { claims, authSource: runIdentitySource(policy), externalGroups: groups });
       } catch (err) {
         // A random suffix that is taken already: draw another.
         if (!(err instanceof UserError && err.status === 409) || attempt >= 4) throw err;
