@@ -585,7 +585,7 @@ async function measureEcho(routes: Route[], count: number): Promise<EchoRow[]> {
         try {
           const ms: number = await s.roundTrip(letters[i % letters.length]);
           if (i >= KEYSTROKE_WARMUP) samples.get(s.route.name)!.push(ms);
-          // Enter is held until the typed line is committed (durable recording); measured apart.
+          // Enter (a control key) measured apart, as it was once held longer than printable keys.
           if (s.route.name === 'direct' || s.route.name === 'gateway') {
             await sleep(KEYSTROKE_PAUSE_MS);
             const enter: number = await s.roundTrip('\r');
@@ -678,8 +678,8 @@ function printReport(s: Settings, rows: ThroughputRow[], infos: PathInfo[], echo
 
   console.log(`\nKeystroke echo: one byte written to \`ssh -tt … 'stty raw -echo; exec cat'\` until it comes back, ${s.keystrokes} per path after ${KEYSTROKE_WARMUP} unmeasured,`);
   console.log(`round-robin over the open sessions with ${KEYSTROKE_PAUSE_MS} ms between keystrokes. "gateway" records typed input durably before forwarding it`);
-  console.log(`(the default); "gateway best-effort" is the same target with --recording best-effort. Printable keys are forwarded at once and`);
-  console.log(`committed within milliseconds; Enter and control keys wait until the typed line is committed: the "Enter" rows measure that.\n`);
+  console.log(`(the default); "gateway best-effort" is the same target with --recording best-effort. Every keystroke, printable or not,`);
+  console.log(`is forwarded once its record is committed; the "Enter" rows measure the Enter key apart.\n`);
   const echoBody: string[][] = echo.map((r) => [
     r.path,
     r.medianMs === null ? 'FAILED' : fmt(r.medianMs, 3),

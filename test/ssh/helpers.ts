@@ -86,10 +86,10 @@ export function clientEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-/** `ssh OPTS user@127.0.0.1 -- command` with stdin from `input`, stdout kept as bytes. */
-export function runSshRaw(opts: SshOptions, command: string, input?: Buffer | string, timeoutMs = 60_000): Promise<RawResult> {
+/** `ssh OPTS user@127.0.0.1 -- command` (no command: a shell) with stdin from `input`, stdout kept as bytes. */
+export function runSshRaw(opts: SshOptions, command: string | undefined, input?: Buffer | string, timeoutMs = 60_000): Promise<RawResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn('ssh', [...sshArgs(opts), `${opts.user}@127.0.0.1`, '--', command], { env: clientEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('ssh', [...sshArgs(opts), `${opts.user}@127.0.0.1`, ...(command !== undefined ? ['--', command] : [])], { env: clientEnv(opts.env), stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let err = '';
     child.stdout.on('data', (c: Buffer) => out.push(c));

@@ -4,14 +4,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { mountSmallDisk, type SmallDisk } from '../support/small-disk.ts';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { generateClientKey, startSshd, type ClientKey, type Sshd } from '../support/sshd.ts';
 import { api, type Recording } from '../support/recordings.ts';
-import { runSshRaw } from './helpers.ts';
+import { runSshRaw, sleep, startSsh } from './helpers.ts';
 import type { SessionView } from '../../src/cli/format.ts';
 
 let disk: SmallDisk;
@@ -98,4 +98,65 @@ test('with the store full, a command on an open connection is refused, never run
 
   const verify = await gw.cli(['verify', '--store', '--data-dir', gw.dataDir]);
   assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+});
+
+/**
+ * A shell on its own connection (`ssh -tt`, input from a pipe) runs `setup` while the store
+ * works (it prints READY-42 when set); then the disk fills and `typed` is sent. Returns what the target got, the client's
+ * end, and (once the store is back) the session's recording.
+ */
+async function typeWhileFull(setup: string, typed: string, result: string): Promise<{ got: string; exit: { code: number | null }; stderr: string; rec: Recording }> {
+  const before = new Set((await api<SessionView[]>(gw, '/api/v1/sessions?limit=1000')).map((s) => s.id));
+  rmSync(result, { force: true });
+  const shell = startSsh({ port: gw.sshPort, user: 'box', identityFile: key.privateKeyFile, extra: ['-tt'] });
+  let exit: { code: number | null };
+  let got: string;
+  try {
+    shell.child.stdin!.write(`stty -echo; ${setup}\n`);
+    await shell.waitForStdout('READY-42');
+    disk.fill();
+    try {
+      shell.child.stdin!.write(typed);
+      exit = await Promise.race([shell.exited, sleep(10_000).then(() => ({ code: -1 }))]);
+      await sleep(300); // had the input been forwarded, the target would have acted on it by now
+      got = existsSync(result) ? readFileSync(result, 'utf8') : '';
+    } finally {
+      disk.free();
+    }
+  } finally {
+    await shell.stop();
+  }
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const s = (await api<SessionView[]>(gw, '/api/v1/sessions?limit=1000')).find((x) => !before.has(x.id) && x.endedAt !== null);
+    if (s) return { got, exit, stderr: shell.stderr(), rec: await api<Recording>(gw, `/api/v1/sessions/${s.id}`) };
+    assert.ok(Date.now() < deadline, 'the shell session was recorded and ended once the store was back');
+    await sleep(200);
+  }
+}
+
+/** The input events of the recording in order, with the undelivered follow-ups. */
+const inputTrail = (rec: Recording) => rec.events.filter((e) => e.type === 'term.in' || e.type === 'ssh.input.undelivered')
+  .map((e) => (e.type === 'term.in' ? `in:${String(e.data.d)}` : `undelivered:${String(e.data.bytes)}`));
+
+test('with the store full, a line typed on an open shell never runs, and is recorded as typed and not delivered', async () => {
+  const marker = path.join(tmpdir(), `gatehouse-ssh-full-typed-${process.pid}`);
+  const r = await typeWhileFull('echo READY-$((40+2))', `echo ran > ${marker}\n`, marker);
+  assert.equal(r.got, '', 'the typed line never reached the target');
+  assert.equal(r.exit.code, 255, `the gateway closed the channel: ${r.stderr}`);
+  assert.match(r.stderr, /gatehouse: the gateway cannot record right now; closing this channel/);
+  const trail = inputTrail(r.rec);
+  assert.deepEqual(trail.slice(-2), [`in:echo ran > ${marker}\n`, `undelivered:${`echo ran > ${marker}\n`.length}`], trail.join(' | '));
+  const verify = await gw.cli(['verify', '--store', '--data-dir', gw.dataDir]);
+  assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+});
+
+test('with the store full, a single raw-mode keystroke (no Enter) is not forwarded: keystrokes are durable before the target sees them', async () => {
+  const keyFile = path.join(tmpdir(), `gatehouse-ssh-full-key-${process.pid}`);
+  // Non-canonical mode, as vim or a y/n prompt reads: one byte is enough for the program to act.
+  const r = await typeWhileFull(`stty -icanon min 1; echo READY-$((40+2)); head -c 1 > ${keyFile}; echo GOT-KEY`, 'Z', keyFile);
+  assert.equal(r.got, '', 'the keystroke never reached the target');
+  assert.equal(r.exit.code, 255, r.stderr);
+  assert.deepEqual(inputTrail(r.rec).slice(-2), ['in:Z', 'undelivered:1']);
+  rmSync(keyFile, { force: true });
 });

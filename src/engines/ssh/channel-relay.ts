@@ -2,7 +2,8 @@
 // (a slow reader pauses the other side's window, never a growing buffer) and hooks where the
 // recording stages observe the stream. An input hook may return a promise: the chunk is then
 // held until it resolves, which is how record-before-forward works for typed input and for
-// file operations.
+// file operations. EOF, close and the exit status are queued behind held chunks, so a held chunk
+// is never cut off by the end of its channel.
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type { ClientChannel, ServerChannel } from 'ssh2';
 
@@ -13,6 +14,8 @@ export interface RelayHooks {
   output?(chunk: Buffer): void;
   /** Target → client stderr bytes. */
   stderr?(chunk: Buffer): void;
+  /** Client → target bytes that passed `input` (are on record) but never reached the target. */
+  undelivered?(chunk: Buffer, reason: string): void;
 }
 
 export interface ExitInfo { code: number | null; signal: string | null; coreDumped?: boolean; message?: string }
@@ -20,32 +23,54 @@ export interface ExitInfo { code: number | null; signal: string | null; coreDump
 /** A channel as ssh2 exposes it on either side: a duplex with a separate stderr stream. */
 export type SshChannel = Duplex & { stderr: Readable | Writable };
 
+/** A running pump, for sequencing what must come after the data (EOF, close, exit status). */
+export interface Pump {
+  /** Settles once every chunk received so far has been written (or given up as undelivered). */
+  idle(): Promise<void>;
+}
+
 /**
- * Pumps `from` into `to`, pausing `from` while `to` is full. With an async hook, one chunk at a
- * time is in flight, so order is preserved.
+ * Pumps `from` into `to`, pausing `from` while `to` is full. Chunks whose hook returns a promise
+ * are held until it resolves; later chunks queue behind them, so order is preserved. A chunk
+ * that passed its hook (so is on record) but cannot be written is handed to `onUndelivered`;
+ * after a hook rejects, nothing more is recorded or sent.
  */
-export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => void | Promise<void>) | undefined, onHookError: (err: Error) => void): void {
-  let waiting = false;
+export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => void | Promise<void>) | undefined,
+  onHookError: (err: Error) => void, onUndelivered?: (chunk: Buffer, reason: string) => void): Pump {
+  let held = 0;
+  let failed = false;
+  let tail: Promise<void> = Promise.resolve();
+  const resume = () => { if (held === 0 && !failed && !to.writableNeedDrain) from.resume(); };
   const write = (chunk: Buffer) => {
-    if (!to.writable) return;
+    if (!to.writable) return onUndelivered?.(chunk, 'the target side of the channel had already closed');
     if (!to.write(chunk)) {
       from.pause();
-      to.once('drain', () => { if (!waiting) from.resume(); });
+      to.once('drain', resume);
     }
   };
   from.on('data', (chunk: Buffer) => {
+    if (failed) return;
     const pending = hook?.(chunk);
-    if (!pending) return write(chunk);
-    waiting = true;
+    if (!pending && held === 0) return write(chunk);
+    held++;
     from.pause();
-    pending.then(() => {
-      waiting = false;
+    const recorded = pending ?? Promise.resolve();
+    tail = tail.then(() => recorded).then(() => {
+      held--;
+      if (failed) return onUndelivered?.(chunk, 'an earlier chunk could not be recorded');
       write(chunk);
-      if (!to.writableNeedDrain) from.resume();
-    }, (err: Error) => onHookError(err));
+      resume();
+    }, (err: Error) => {
+      held--;
+      onUndelivered?.(chunk, 'its record could not be committed');
+      if (failed) return;
+      failed = true;
+      onHookError(err);
+    });
   });
   // The source may have been paused while its channel was being set up.
   from.resume();
+  return { idle: () => tail };
 }
 
 /** The target channel's exit status or signal, settled when the channel closes. */

@@ -148,16 +148,18 @@ export class SessionChannel {
     }
 
     let hooks: RelayHooks = {};
+    // Input that is on record but never reached the target is recorded as such.
+    const undelivered = (c: Buffer, reason: string) => { rec.append('ssh.input.undelivered', { ch: this.number, bytes: c.length, reason }); };
     let finish: (exit: ExitInfo) => void | Promise<void> = () => {};
     const scp = req.kind === 'exec' ? parseScpCommand(req.command) : null;
     if (req.kind === 'shell' || this.pty) {
       this.terminal = new TerminalRecorder(rec, this.number);
       const t = this.terminal;
-      hooks = { input: (c) => t.input(c), output: (c) => t.output(c), stderr: (c) => t.stderr(c) };
+      hooks = { input: (c) => t.input(c), output: (c) => t.output(c), stderr: (c) => t.stderr(c), undelivered };
       finish = (exit) => { rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else if (req.kind === 'subsystem' && req.name === 'sftp') {
       const sftp = new SftpTracker(rec, this.number);
-      hooks = { input: (c) => sftp.fromClient(c), output: (c) => sftp.fromServer(c) };
+      hooks = { input: (c) => sftp.fromClient(c), output: (c) => sftp.fromServer(c), undelivered };
       finish = (exit) => { sftp.close(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else {
       const stdout = new BoundedCapture(this.ctx.sampleBytes);
@@ -168,6 +170,7 @@ export class SessionChannel {
         input: (c) => { stdinBytes += c.length; scpTracker?.fromClient(c); },
         output: (c) => { stdout.add(c); scpTracker?.fromServer(c); },
         stderr: (c) => stderr.add(c),
+        undelivered,
       };
       finish = async (exit) => {
         await scpTracker?.close();
@@ -206,17 +209,20 @@ function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks
       }
       upstream.close();
     };
-    pump(client, upstream, hooks.input, failHook);
+    const input = pump(client, upstream, hooks.input, failHook, hooks.undelivered);
     pump(upstream, client, hooks.output, failHook);
     pump(upstream.stderr as import('node:stream').Readable, client.stderr as import('node:stream').Writable, hooks.stderr, failHook);
-    client.on('end', () => upstream.end());
-    void watchExit(upstream).then((exit) => {
+    // EOF and close reach the target only after the input held for its record: never before it.
+    client.on('end', () => void input.idle().then(() => upstream.end()));
+    // The exit is handed on (and recorded) once held input was delivered or recorded as undelivered.
+    void watchExit(upstream).then(async (exit) => {
+      await input.idle();
       endWithExit(client, exit);
       return finish(exit);
     }).finally(resolve);
     client.on('close', () => {
       // The client went away first: close the target's side too (its exit is recorded as unknown).
-      upstream.close();
+      void input.idle().then(() => upstream.close());
     });
   });
 }
