@@ -1,7 +1,38 @@
 // Rendering of API results for people: tables, the session timeline, and the replay.
+// Everything printed for a person goes through visible(): recorded text is chosen by clients
+// (SQL, commands, paths, application_name, claims, messages that echo them) and must not drive
+// the reader's terminal. JSON output is left exact.
+
+/**
+ * Control and format characters a terminal would act on or that hide text: C0 (ESC, CR, LF, TAB…),
+ * DEL, C1 (U+0080–U+009F, U+009B is a CSI), Unicode format characters (bidi embeddings, overrides
+ * and isolates U+202A–U+202E, U+2066–U+2069, zero-width characters, BOM, tag characters), line and
+ * paragraph separators, and lone surrogates.
+ */
+const HIDDEN = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+const NAMED: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+
+function escapeOne(ch: string): string {
+  const named = NAMED[ch];
+  if (named) return named;
+  const code = ch.codePointAt(0)!;
+  if (code < 0x80) return `\\x${code.toString(16).padStart(2, '0')}`;
+  return code > 0xffff ? `\\u{${code.toString(16)}}` : `\\u${code.toString(16).padStart(4, '0')}`;
+}
+
+/** `text` with every control and format character shown as an escape (`\x1b`, `\n`, `\u202e`); idempotent. */
+export function visible(text: string): string {
+  HIDDEN.lastIndex = 0;
+  return HIDDEN.test(text) ? text.replace(HIDDEN, escapeOne) : text;
+}
+
+/** Lines for a person: each escaped, so no recorded text can add, erase or overwrite one. */
+export function lines(out: string[]): string {
+  return out.map(visible).join('\n');
+}
 
 export function table(headers: string[], rows: Array<Array<string | number | null>>): string {
-  const cells = rows.map((r) => r.map((c) => (c === null ? '' : String(c))));
+  const cells = rows.map((r) => r.map((c) => (c === null ? '' : visible(String(c)))));
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]?.length ?? 0)));
   const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
   return [line(headers), ...cells.map(line)].join('\n');
@@ -28,9 +59,10 @@ function ms(us: number): string {
   return us >= 1_000_000 ? `${(us / 1_000_000).toFixed(2)} s` : `${(us / 1000).toFixed(us < 10_000 ? 2 : 1)} ms`;
 }
 
+/** Escaped (a newline shows as \n, never as a line break or a space) and cut to `max` characters. */
 function oneLine(text: string, max = 200): string {
-  const flat = text.replace(/\s+/g, ' ').trim();
-  return flat.length > max ? flat.slice(0, max - 1) + '…' : flat;
+  const shown = visible(text);
+  return shown.length > max ? shown.slice(0, max - 1) + '…' : shown;
 }
 
 function outcome(r: Record<string, unknown>): string {
@@ -38,7 +70,7 @@ function outcome(r: Record<string, unknown>): string {
   if (r.skipped) return 'not executed (an earlier error in the pipeline)';
   if (r.incomplete) parts.push(`incomplete: ${String(r.incomplete)}`);
   const err = r.error as ErrorData | undefined;
-  if (err) parts.push(`${err.severity ?? 'ERROR'} ${err.code ?? ''} ${err.message ?? ''}`.replace(/\s+/g, ' '));
+  if (err) parts.push(`${err.severity ?? 'ERROR'} ${err.code ?? ''} ${err.message ?? ''}`.replace(/ +/g, ' '));
   else if (r.tag !== undefined) parts.push(String(r.tag) || '(empty query)');
   else if (Array.isArray(r.tags)) parts.push((r.tags as string[]).join(', '));
   if (typeof r.rowsReturned === 'number') parts.push(`${r.rowsReturned} row${r.rowsReturned === 1 ? '' : 's'} returned`);
@@ -114,7 +146,7 @@ export function timeline(session: SessionView, events: EventView[]): string {
       }
     }
   }
-  return out.join('\n');
+  return lines(out);
 }
 
 /** `sessions replay`: the conversation as the client saw it, psql style, from the recorded samples. */
@@ -135,11 +167,11 @@ export function replay(session: SessionView, events: EventView[]): string {
       const sample = r.sample as Array<Array<string | null>> | undefined;
       const columns = r.columns as string[] | undefined;
       if (columns && sample) {
-        out.push(resultTable(columns, sample));
+        out.push(...resultTable(columns, sample));
         const n = Number(r.rowsReturned ?? sample.length);
         out.push(`(${n} row${n === 1 ? '' : 's'})${r.sampleTruncated ? ` -- ${sample.length} recorded` : ''}`);
       } else if (columns) {
-        out.push(resultTable(columns, []));
+        out.push(...resultTable(columns, []));
         out.push('(0 rows)');
       } else if (sample) {
         for (const row of sample) out.push(String(row[0] ?? '').replace(/\n$/, ''));
@@ -164,16 +196,17 @@ export function replay(session: SessionView, events: EventView[]): string {
       out.push(`-- session ended: ${String(d.reason)}`);
     }
   }
-  return out.join('\n');
+  return lines(out);
 }
 
-function resultTable(columns: string[], rows: Array<Array<string | null>>): string {
-  const cells = rows.map((r) => columns.map((_, i) => r[i] ?? ''));
+function resultTable(columns: string[], rows: Array<Array<string | null>>): string[] {
+  columns = columns.map(visible);
+  const cells = rows.map((r) => columns.map((_, i) => visible(r[i] ?? '')));
   const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i].length)));
   const head = ' ' + columns.map((c, i) => c.padStart(Math.floor((widths[i] + c.length) / 2)).padEnd(widths[i])).join(' | ');
   const sep = widths.map((w) => '-'.repeat(w + 2)).join('+');
   const body = cells.map((r) => ' ' + r.map((c, i) => c.padEnd(widths[i])).join(' | '));
-  return [head.trimEnd(), sep, ...body.map((l) => l.trimEnd())].join('\n');
+  return [head.trimEnd(), sep, ...body.map((l) => l.trimEnd())];
 }
 
 const shortId = (id: unknown): string => String(id).slice(0, 12);
@@ -194,6 +227,10 @@ function describeSshOrGit(e: EventView): string | null {
       return `subsys   ${ch} ${String(d.name)}`;
     case 'term.in':
       return `input    ${ch} ${JSON.stringify(String(d.d)).slice(0, 100)}`;
+    case 'ssh.stdin':
+      return `stdin    ${ch} ${JSON.stringify(String(d.d)).slice(0, 100)}`;
+    case 'ssh.input.undelivered':
+      return `input    ${ch} ${String(d.bytes)} bytes on record but not delivered: ${oneLine(String(d.reason))}`;
     case 'term.resize':
       return `resize   ${ch} ${String(d.cols)}x${String(d.rows)}`;
     case 'ssh.signal':

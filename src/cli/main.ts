@@ -1,6 +1,7 @@
 // The `gatehouse` command: runs the gateway (`up`) and manages it through its HTTP API.
 import { Command } from 'commander';
 import { ApiClient, ApiError } from './api-client.ts';
+import { visible } from './format.ts';
 import { registerUp } from './commands/up.ts';
 import { registerManagement } from './commands/manage.ts';
 import { registerAccess } from './commands/access.ts';
@@ -34,6 +35,7 @@ try {
   await program.parseAsync(process.argv);
 } catch (err) {
   const message = err instanceof ApiError || err instanceof Error ? err.message : String(err);
-  console.error(`gatehouse: ${message}`);
+  // Messages can echo what a client or a bundle chose (names, paths): escaped like any output.
+  console.error(`gatehouse: ${visible(message)}`);
   process.exitCode = err instanceof ApiError && err.status === 0 ? 2 : 1;
 }

@@ -1,7 +1,9 @@
 // Plays a recorded terminal session back in the user's terminal with its original timing
 // (`gatehouse sessions replay ID` for SSH sessions). Output events are written as they were
-// received; input is not echoed again (the terminal's own echo is part of the output).
+// received; input is not echoed again (the terminal's own echo is part of the output). The
+// output bytes are the terminal and are written as recorded; the headers around them are escaped.
 import { castEvents, terminalChannels, type TerminalEvent } from '../recorder/asciicast.ts';
+import { visible } from './format.ts';
 
 export interface PlayOptions {
   /** Playback speed factor (2 = twice as fast). */
@@ -19,7 +21,7 @@ export interface PlayOptions {
 export async function playTerminal(events: TerminalEvent[], opts: PlayOptions): Promise<number> {
   const channels = terminalChannels(events).filter((c) => opts.channel === undefined || c.channel === opts.channel);
   for (const ch of channels) {
-    if (channels.length > 1) opts.write(`\r\n[gatehouse] channel ${ch.channel}${ch.command ? `: ${ch.command}` : ' (shell)'} ${ch.width}x${ch.height}\r\n`);
+    if (channels.length > 1) opts.write(`\r\n[gatehouse] channel ${ch.channel}${ch.command ? `: ${visible(ch.command)}` : ' (shell)'} ${ch.width}x${ch.height}\r\n`);
     let last = 0;
     for (const e of castEvents(events, ch)) {
       if (e.code !== 'o') continue;

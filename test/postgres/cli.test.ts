@@ -292,6 +292,40 @@ test('sessions list / show / replay, text and JSON, for a real psql session', as
   }
 });
 
+test('sessions show / list / replay escape what the client chose: terminal escapes, newlines, C1 and bidi characters never reach the reader raw', async () => {
+  await gw.cliOk(['identity', 'add', 'escape-artist', '--kind', 'agent']);
+  await gw.cliOk(['grant', 'escape-artist', 'pg-trust']);
+  const { token } = await issue('escape-artist');
+  const ESC = '\x1b';
+  // Erase the line and go back to column 1: raw, the reader would see only what follows.
+  const erase = `select 1; -- ${ESC}[2K${ESC}[1G`;
+  const twoLines = "select 'first'\n;\nselect 'second' -- \r\u009b2K\u202eevil";
+  const notice = `do $$ begin raise notice 'hi ${ESC}[31mred'; end $$`;
+  const r = await run('psql', [gw.dsn('pg-trust', 'escape-artist'), '-w', '-XAt', '-c', erase, '-c', twoLines, '-c', notice, '-c', `select * from "no${ESC}[8mtable"`],
+    { env: cleanEnv({ PGPASSWORD: token, PGAPPNAME: `app${ESC}]0;pwned${ESC}\\` }), timeoutMs: 20_000 });
+  assert.match(r.stderr, /does not exist/);
+  const s = await waitEnded('escape-artist');
+  assert.equal(s.applicationName, `app${ESC}]0;pwned${ESC}\\`, 'JSON stays exact');
+
+  const show = await gw.cliOk(['sessions', 'show', s.id]);
+  const replay = await gw.cliOk(['sessions', 'replay', s.id]);
+  const list = await gw.cliOk(['sessions', 'list', '--identity', 'escape-artist']);
+  for (const [what, text] of [['show', show], ['replay', replay], ['list', list]]) {
+    assert.ok(!/[\x00-\x09\x0b-\x1f\x7f\u0080-\u009f\u202a-\u202e\u2066-\u2069]/.test(text), `${what}: no raw control or bidi character: ${JSON.stringify(text)}`);
+  }
+  for (const text of [show, list]) assert.ok(text.includes('app\\x1b]0;pwned\\x1b\\'), `application_name escaped: ${text}`);
+  assert.ok(show.includes(String.raw`query    select 1; -- \x1b[2K\x1b[1G`), show);
+  assert.ok(show.includes(String.raw`query    select 'first'\n;\nselect 'second' -- \r\u009b2K\u202eevil`), 'newlines are shown, not collapsed');
+  assert.ok(show.includes(String.raw`NOTICE 00000 hi \x1b[31mred`), show);
+  assert.ok(show.includes(String.raw`relation "no\x1b[8mtable" does not exist`), show);
+  assert.ok(replay.includes(String.raw`app=> select 1; -- \x1b[2K\x1b[1G`), replay);
+  assert.ok(replay.includes(String.raw`app=> select 'first'\n;\nselect 'second' -- \r\u009b2K\u202eevil;`), replay);
+  // Every line the timeline prints is one of its own: the statement's newlines added none.
+  assert.equal(show.split('\n').filter((l) => /^\s+\+\d/.test(l)).length, show.split('\n').filter((l) => /#\d+ /.test(l)).length);
+  const json = JSON.parse(await gw.cliOk(['sessions', 'show', s.id, '--json'])) as { events: EventView[] };
+  assert.ok(json.events.some((e) => e.type === 'query' && e.data.text === twoLines), 'the recording keeps the exact text');
+});
+
 test('connection rm: the connection goes, its grants go, its recordings stay', async () => {
   const before = JSON.parse(await gw.cliOk(['sessions', 'list', '--connection', 'pg-trust', '--json'])) as SessionView[];
   assert.ok(before.length >= 1);

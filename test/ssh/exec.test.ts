@@ -133,6 +133,28 @@ describe('ssh exec through the gateway', () => {
     assert.equal(exit.code, 3);
     assert.equal((exit.stdout as Data).sample, 'best-effort-ok\n');
   });
+
+  it('sessions show escapes the command: cursor moves cannot hide `touch` behind `uptime`, newlines cannot split or join commands', async () => {
+    const ESC = '\x1b';
+    const file = `${w.work}/escaped-touch`;
+    // Raw on a terminal, this shows as `uptime`: the cursor goes back 27 columns and the line is erased.
+    const hidden = `touch ${file}; #${ESC}[27D${ESC}[Kuptime`;
+    const { rec, result } = await recordOne(w.gw, () => runSsh(w.opts(), hidden));
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(oneEvent(rec, 'ssh.exec').command, hidden, 'the recording keeps the exact command');
+    const twoLines = 'echo one\necho two\r\u202e';
+    const second = await recordOne(w.gw, () => runSsh(w.opts(), twoLines));
+    assert.equal(second.result.stdout, 'one\ntwo\r\u202e\n');
+
+    for (const r of [rec, second.rec]) {
+      for (const sub of ['show', 'replay']) {
+        const text = await w.gw.cliOk(['sessions', sub, r.session.id]);
+        assert.ok(!/[\x00-\x09\x0b-\x1f\x7f\u0080-\u009f\u202a-\u202e\u2066-\u2069]/.test(text), `sessions ${sub}: no raw control character: ${JSON.stringify(text)}`);
+        const shown = r === rec ? String.raw`touch ${file}; #\x1b[27D\x1b[Kuptime` : String.raw`echo one\necho two\r\u202e`;
+        assert.ok(text.split('\n').some((l) => /exec {5}\[ch \d+\] /.test(l) && l.endsWith(shown)), `sessions ${sub}: the escaped command: ${text}`);
+      }
+    }
+  });
 });
 
 function seqOf(rec: { events: Array<{ seq: number; type: string }> }, type: string): number {

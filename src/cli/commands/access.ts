@@ -1,7 +1,7 @@
 // Groups, grants and the access check (docs/access.md).
 import type { Command } from 'commander';
 import { ACCESS_ACTIONS } from '../../store/types.ts';
-import { table } from '../format.ts';
+import { lines, table } from '../format.ts';
 import type { ApiClient } from '../api-client.ts';
 
 type ClientFactory = (cmd: Command) => ApiClient;
@@ -89,10 +89,12 @@ export function registerAccess(program: Command, client: ClientFactory): void {
       if (opts.json) {
         console.log(JSON.stringify(out, null, 2));
       } else {
-        console.log(`${out.allowed ? 'allowed' : 'denied'}: ${out.reason}`);
-        if (out.via) console.log(`via:     ${out.via.subject} has ${out.via.action} on ${out.via.connection} (grant ${out.via.grant})`);
         const groups = out.groups.map((g) => `${g.name}${g.source === 'external' ? ' (external)' : ''}`);
-        console.log(`groups:  ${groups.length ? groups.join(', ') : '-'}`);
+        console.log(lines([
+          `${out.allowed ? 'allowed' : 'denied'}: ${out.reason}`,
+          ...(out.via ? [`via:     ${out.via.subject} has ${out.via.action} on ${out.via.connection} (grant ${out.via.grant})`] : []),
+          `groups:  ${groups.length ? groups.join(', ') : '-'}`,
+        ]));
       }
       if (!out.allowed) process.exitCode = 1;
     });

@@ -8,6 +8,7 @@ import type { ApiClient } from '../api-client.ts';
 import { writeBundle, verifyBundle, type BundleContent } from '../../integrity/bundle.ts';
 import { keyIdOf } from '../../integrity/signing-keys.ts';
 import type { Store } from '../../store/types.ts';
+import { lines, visible } from '../format.ts';
 
 type ClientFactory = (cmd: Command) => ApiClient;
 
@@ -71,7 +72,7 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
             trustedKeyIds: anchors.size > 0 ? anchors : undefined,
             sealLogHead: readSealLogHead(path.join(opts.dataDir, 'seal-log.head')),
           });
-          for (const p of r.problems) console.log(`BROKEN  ${p}`);
+          for (const p of r.problems) console.log(visible(`BROKEN  ${p}`));
           const expired = r.expired > 0 ? `, ${r.expired} removed by retention (tombstoned)` : '';
           console.log(`${r.sessions} sessions (${r.sealed} sealed and intact, ${r.open} open), ${r.seals} seals in the log${expired}: ${r.problems.length === 0 ? 'all intact' : `${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}`}`);
           if (r.problems.length > 0) process.exitCode = 1;
@@ -83,11 +84,14 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
       if (!dir) throw new Error('give a bundle directory, or --store');
       const r = verifyBundle(dir, trusted);
       if (r.ok) {
-        console.log(`OK  session ${r.sessionId}: ${r.events} events, ${r.checkpoints} checkpoints, sealed at log position ${r.seal?.position}`);
-        console.log(`    identity ${r.seal?.identity.name} (${r.seal?.identity.kind}) on ${r.seal?.connection}; ended: ${r.seal?.endReason}`);
-        console.log(`    signed by key ${r.keyIds.join(', ')}${trusted.length === 0 ? ' — compare with `gatehouse keys list` on the gateway, or pin it with --trusted-key' : ' (trusted)'}`);
+        // A bundle is untrusted input until verified, and even then its text was chosen by clients.
+        console.log(lines([
+          `OK  session ${r.sessionId}: ${r.events} events, ${r.checkpoints} checkpoints, sealed at log position ${r.seal?.position}`,
+          `    identity ${r.seal?.identity.name} (${r.seal?.identity.kind}) on ${r.seal?.connection}; ended: ${r.seal?.endReason}`,
+          `    signed by key ${r.keyIds.join(', ')}${trusted.length === 0 ? ' — compare with `gatehouse keys list` on the gateway, or pin it with --trusted-key' : ' (trusted)'}`,
+        ]));
       } else {
-        console.log(`BROKEN  ${r.problem}`);
+        console.log(visible(`BROKEN  ${r.problem}`));
         process.exitCode = 1;
       }
     });

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { ApiClient } from '../api-client.ts';
 import { findCiOidcToken, DEFAULT_TOKEN_ENVS } from '../ci-oidc.ts';
 import { signInWithBrowser } from '../sso-login.ts';
+import { visible } from '../format.ts';
 import { credentialsPath, removeCredential, saveCredential, storedCredential } from '../credentials.ts';
 
 type ClientFactory = (cmd: Command) => ApiClient;
@@ -63,7 +64,7 @@ async function signInPerson(api: ApiClient, opts: LoginOptions): Promise<void> {
     return;
   }
   const groups = out.identity.externalGroups ?? out.identity.groups ?? [];
-  console.error(`signed in as ${out.identity.name} (${out.identity.kind}) until ${out.expiresAt}${groups.length ? `; groups: ${groups.join(', ')}` : ''}`);
+  console.error(visible(`signed in as ${out.identity.name} (${out.identity.kind}) until ${out.expiresAt}${groups.length ? `; groups: ${groups.join(', ')}` : ''}`));
   console.error(`the token is stored in ${credentialsPath()}; gatehouse commands use it, and psql, ssh and git take it as the password of user ${out.identity.name} (--print-token prints it)`);
   if (opts.printToken) console.log(out.token);
 }
