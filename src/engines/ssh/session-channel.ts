@@ -7,6 +7,7 @@ import type { SessionRecording } from '../../recorder/recorder.ts';
 import { RecordingUnavailableError } from '../../recorder/recorder.ts';
 import { endWithExit, pump, watchExit, type ExitInfo, type RelayHooks } from './channel-relay.ts';
 import { BoundedCapture } from './output-capture.ts';
+import { ExecStdinRecorder, stdinInterpreter } from './exec-stdin.ts';
 import { TerminalRecorder } from './terminal-recorder.ts';
 import { SftpTracker } from './sftp/sftp-tracker.ts';
 import { ScpTracker, parseScpCommand } from './scp-tracker.ts';
@@ -164,19 +165,22 @@ export class SessionChannel {
     } else {
       const stdout = new BoundedCapture(this.ctx.sampleBytes);
       const stderr = new BoundedCapture(this.ctx.sampleBytes);
-      let stdinBytes = 0;
       const scpTracker = scp ? new ScpTracker(rec, this.number, scp, scp.direction === 'upload' && !scp.recursive ? isDirectoryOnTarget(target, scp.target) : undefined) : null;
+      // stdin is recorded like terminal input; an interpreter's (bash < deploy.sh) chunk by chunk, before it is forwarded.
+      const stdin = new ExecStdinRecorder(rec, this.number, this.ctx.sampleBytes, scp || req.kind !== 'exec' ? null : stdinInterpreter(req.command));
       hooks = {
-        input: (c) => { stdinBytes += c.length; scpTracker?.fromClient(c); },
+        input: (c) => { scpTracker?.fromClient(c); return stdin.input(c); },
         output: (c) => { stdout.add(c); scpTracker?.fromServer(c); },
         stderr: (c) => stderr.add(c),
         undelivered,
       };
       finish = async (exit) => {
         await scpTracker?.close();
-        // scp's stdout is file content, already recorded as file operations: keep its size and hash only.
+        // scp's stdout and stdin are file content, already recorded as file operations: keep their size and hash only.
         const out = stdout.result();
-        rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt, stdinBytes,
+        const input = stdin.result();
+        rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt, stdinBytes: input.bytes,
+          stdin: scpTracker ? { bytes: input.bytes, sha256: input.sha256 } : input,
           stdout: scpTracker ? { bytes: out.bytes, sha256: out.sha256 } : out, stderr: stderr.result() });
       };
     }
