@@ -5,10 +5,14 @@ import { sha256Hex } from './hash-chain.ts';
 import { keyIdOf } from './signing-keys.ts';
 import { createPublicKey } from 'node:crypto';
 import { asciicastFiles } from '../recorder/asciicast.ts';
-import { compareWithSeal, verifySessionEvidence, type RecordedEvent, type SessionEvidence, type SignedCheckpoint, type SignedSeal, type VerifyOutcome } from './verify.ts';
+import {
+  checkStartEvent, compareDescription, DESCRIBED_FIELDS, verifySessionEvidence, vouchedDescription,
+  type RecordedEvent, type SessionEvidence, type SignedCheckpoint, type SignedSeal, type VerifyOutcome,
+} from './verify.ts';
 
 export const BUNDLE_FORMAT = 'gatehouse-session-bundle';
-export const BUNDLE_VERSION = 1;
+/** 2: the manifest holds only what the seal or the session.start event vouches for, and accounts for every file. */
+export const BUNDLE_VERSION = 2;
 
 export interface BundleContent {
   session: Record<string, unknown> & { id: string };
@@ -21,10 +25,13 @@ export interface BundleContent {
 export interface Manifest {
   format: string;
   version: number;
-  exportedAt: string;
   session: Record<string, unknown> & { id: string };
   files: Record<string, string>;
 }
+
+const MANIFEST_FIELDS = ['format', 'version', 'session', 'files'];
+/** The files a bundle may hold besides manifest.json (names are also checked before any is opened). */
+const BUNDLE_FILE = /^(events\.jsonl|checkpoints\.jsonl|seal\.json|keys\/[0-9a-f]{32}\.pem|terminal-\d+\.cast)$/;
 
 const jsonl = (rows: unknown[]): string => rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : '');
 
@@ -38,9 +45,9 @@ export function writeBundle(dir: string, content: BundleContent): Manifest {
   // Terminal streams as asciicast: derived from the signed events, and re-derived on verify.
   Object.assign(files, asciicastFiles(content.events, castTitle(content.session)));
   for (const k of content.keys) files[`keys/${k.keyId}.pem`] = k.publicKeyPem;
-  const manifest: Manifest = {
-    format: BUNDLE_FORMAT, version: BUNDLE_VERSION, exportedAt: new Date().toISOString(), session: content.session, files: {},
-  };
+  // Only the fields verify can check against the seal and the session.start event.
+  const session = Object.fromEntries(DESCRIBED_FIELDS.filter((f) => f in content.session).map((f) => [f, content.session[f]])) as Manifest['session'];
+  const manifest: Manifest = { format: BUNDLE_FORMAT, version: BUNDLE_VERSION, session, files: {} };
   for (const [name, text] of Object.entries(files)) {
     writeFileSync(path.join(dir, name), text);
     manifest.files[name] = sha256Hex(text);
@@ -56,6 +63,17 @@ function castTitle(session: Record<string, unknown>): string {
 
 export interface BundleVerification extends VerifyOutcome { sessionId?: string }
 
+/** Every entry under `dir` as a relative path; directories are walked, anything else is named as it is. */
+function filesIn(dir: string, prefix = ''): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(path.join(dir, prefix), { withFileTypes: true })) {
+    const name = prefix ? `${prefix}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...filesIn(dir, name));
+    else out.push(name);
+  }
+  return out;
+}
+
 function parseJsonl<T>(text: string, file: string): T[] {
   return text.split('\n').filter((l) => l.trim() !== '').map((line, i) => {
     try { return JSON.parse(line) as T; } catch { throw new Error(`${file} line ${i + 1} is not valid JSON`); }
@@ -69,12 +87,25 @@ export function verifyBundle(dir: string, trustedKeys: string[] = []): BundleVer
   if (!existsSync(manifestFile)) return broken(`${dir} has no manifest.json: not a Gatehouse bundle`);
   let manifest: Manifest;
   try { manifest = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest; } catch { return broken('manifest.json is not valid JSON'); }
-  if (manifest.format !== BUNDLE_FORMAT || manifest.version !== BUNDLE_VERSION) return broken(`unsupported bundle format ${manifest.format} v${manifest.version}`);
+  if (manifest?.format !== BUNDLE_FORMAT) return broken(`unsupported bundle format ${manifest?.format}`);
+  if (manifest.version === 1) return broken('bundle format v1 is no longer accepted (its manifest carried fields nothing signed vouches for): export the session again');
+  if (manifest.version !== BUNDLE_VERSION) return broken(`unsupported bundle format ${manifest.format} v${manifest.version}`);
+  const unknownField = Object.keys(manifest).find((k) => !MANIFEST_FIELDS.includes(k));
+  if (unknownField !== undefined) return broken(`manifest.json has a field ${JSON.stringify(unknownField)} that is not part of the bundle format`);
   const sessionId = manifest.session?.id;
   if (typeof sessionId !== 'string') return broken('manifest.json names no session');
+  if (typeof manifest.files !== 'object' || manifest.files === null) return broken('manifest.json lists no files');
+
+  // Every file is accounted for: listed in the manifest, and of a kind a bundle holds.
+  for (const name of Object.keys(manifest.files)) {
+    if (!BUNDLE_FILE.test(name)) return broken(`manifest.json lists ${JSON.stringify(name)}, which is not a file a bundle holds`);
+  }
+  for (const name of filesIn(dir)) {
+    if (name !== 'manifest.json' && !(name in manifest.files)) return broken(`${name} is in the bundle but not in its manifest (an added file)`);
+  }
 
   const read = (name: string): string | null => (existsSync(path.join(dir, name)) ? readFileSync(path.join(dir, name), 'utf8') : null);
-  for (const [name, digest] of Object.entries(manifest.files ?? {})) {
+  for (const [name, digest] of Object.entries(manifest.files)) {
     const text = read(name);
     if (text === null) return broken(`${name} is listed in the manifest but missing`);
     if (sha256Hex(text) !== digest) return broken(`${name} was modified after export (its SHA-256 differs from the manifest)`);
@@ -112,19 +143,17 @@ export function verifyBundle(dir: string, trustedKeys: string[] = []): BundleVer
     for (const [name, text] of Object.entries(expected)) {
       if (read(name) !== text) return { ...outcome, ok: false, problem: `${name} does not match the recorded terminal events` };
     }
-    for (const name of Object.keys(manifest.files ?? {})) {
+    for (const name of Object.keys(manifest.files)) {
       if (name.endsWith('.cast') && !(name in expected)) return { ...outcome, ok: false, problem: `${name} has no terminal events behind it` };
     }
   }
   if (outcome.ok && outcome.seal) {
-    // The manifest's description of the session must agree with what the seal vouches for.
-    const m = manifest.session as { identity?: { id?: string; name?: string; kind?: string }; connection?: string; protocol?: string; clientAddr?: string; endReason?: string | null; eventCount?: number };
-    const mismatch = compareWithSeal({
-      identity: { id: String(m.identity?.id), name: String(m.identity?.name), kind: String(m.identity?.kind) },
-      connection: String(m.connection), protocol: String(m.protocol), clientAddr: String(m.clientAddr),
-      endReason: m.endReason ?? null, eventCount: Number(m.eventCount),
-    }, outcome.seal);
-    if (mismatch) return { ...outcome, ok: false, problem: `manifest.json describes the session differently from its seal: ${mismatch}` };
+    // The manifest's description of the session must be exactly what the seal and the chained
+    // session.start event vouch for: a reader of manifest.json learns nothing unverified.
+    const started = checkStartEvent(events, outcome.seal);
+    if ('problem' in started) return { ...outcome, ok: false, problem: started.problem };
+    const mismatch = compareDescription(manifest.session, vouchedDescription(outcome.seal, started.start));
+    if (mismatch) return { ...outcome, ok: false, problem: `manifest.json describes the session differently from its seal and session.start event: ${mismatch}` };
   }
   return outcome;
 }

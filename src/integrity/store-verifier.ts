@@ -5,7 +5,7 @@ import type { Store } from '../store/types.ts';
 import { keyIdOf, verifySignature } from './signing-keys.ts';
 import type { SignedSealLogHead } from './seal-log-anchor.ts';
 import { isTombstoneRow, type TombstonePayload } from './tombstone.ts';
-import { compareWithSeal, verifySealLog, verifySessionEvidence } from './verify.ts';
+import { checkStartEvent, compareDescription, compareWithSeal, verifySealLog, verifySessionEvidence, vouchedDescription } from './verify.ts';
 
 export interface StoreVerification {
   sessions: number;
@@ -97,6 +97,20 @@ export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): 
     if (r.seal && (r.seal.startedAt !== s.startedAt || r.seal.endedAt !== s.endedAt)) {
       out.problems.push(`session ${s.id}: the session row was altered: its start or end time differs from the sealed one`);
       continue;
+    }
+    if (r.seal) {
+      // What the seal does not hold (claims, auth method, application_name, target) the chained session.start event does.
+      const started = checkStartEvent(events, r.seal);
+      if ('problem' in started) { out.problems.push(`session ${s.id}: ${started.problem}`); continue; }
+      const iso = (us: number | null) => (us === null ? null : new Date(Math.floor(us / 1000)).toISOString());
+      const row = {
+        id: s.id, protocol: s.protocol, identity: { id: s.identityId, name: s.identityName, kind: s.identityKind, claims: s.identityClaims ?? null },
+        authMethod: s.authMethod || null, clientAddr: s.clientAddr, applicationName: s.applicationName, connection: s.connectionName,
+        target: { host: s.targetHost, port: s.targetPort, database: s.targetDatabase, user: s.targetUser },
+        startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
+      };
+      const differs = compareDescription(row, vouchedDescription(r.seal, started.start));
+      if (differs) { out.problems.push(`session ${s.id}: the session row was altered: ${differs}`); continue; }
     }
     out.sealed++;
   }

@@ -5,6 +5,7 @@ import { eventHash, GENESIS_HASH, sha256Hex } from './hash-chain.ts';
 import { verifySignature } from './signing-keys.ts';
 import type { CheckpointPayload, SealPayload } from './payloads.ts';
 import { tombstoneRowId, type TombstonePayload } from './tombstone.ts';
+import { canonicalJson } from './canonical-json.ts';
 
 export interface RecordedEvent { seq: number; ts: number; type: string; data: string; hash: string }
 export interface SignedCheckpoint { seq: number; payload: string; keyId: string; signature: string }
@@ -142,6 +143,64 @@ export function compareWithSeal(facts: SessionFacts, seal: SealPayload): string 
   if (facts.recording !== undefined) pairs.push(['recording mode', facts.recording, seal.recording]);
   for (const [name, described, sealed] of pairs) {
     if (described !== sealed) return `its ${name} (${JSON.stringify(described)}) differs from the sealed one (${JSON.stringify(sealed)})`;
+  }
+  return null;
+}
+
+/**
+ * The description of a session a bundle's manifest carries: each field is vouched for by the seal
+ * (who, where, when, how it ended) or by the chained `session.start` event (claims, auth method,
+ * application_name, target). Nothing else may be in it.
+ */
+export const DESCRIBED_FIELDS = [
+  'id', 'protocol', 'identity', 'authMethod', 'clientAddr', 'applicationName', 'connection', 'target',
+  'startedAt', 'endedAt', 'endReason', 'eventCount', 'recording',
+] as const;
+
+const isoOfUs = (us: number): string => new Date(Math.floor(us / 1000)).toISOString();
+
+/** What the seal and the session.start event (already verified) say the session was, in the manifest's shape. */
+export function vouchedDescription(seal: SealPayload, start: Record<string, unknown>): Record<string, unknown> {
+  const identity = (start.identity ?? {}) as { claims?: unknown };
+  return {
+    id: seal.sessionId, protocol: seal.protocol,
+    identity: { id: seal.identity.id, name: seal.identity.name, kind: seal.identity.kind, claims: identity.claims ?? null },
+    authMethod: start.authMethod || null, clientAddr: seal.clientAddr, applicationName: start.applicationName ?? null,
+    connection: seal.connection, target: start.target ?? null,
+    startedAt: isoOfUs(seal.startedAt), endedAt: isoOfUs(seal.endedAt), endReason: seal.endReason, eventCount: seal.eventCount, recording: seal.recording,
+  };
+}
+
+/** Names the first way the first event is not a session.start that agrees with the seal, if any. */
+export function checkStartEvent(events: RecordedEvent[], seal: SealPayload): { start: Record<string, unknown> } | { problem: string } {
+  const first = events[0];
+  if (!first || first.type !== 'session.start') return { problem: 'the first event is not session.start' };
+  let start: Record<string, unknown>;
+  try { start = JSON.parse(first.data) as Record<string, unknown>; } catch { return { problem: 'the session.start event is not valid JSON' }; }
+  const identity = (start.identity ?? {}) as { id?: unknown; name?: unknown; kind?: unknown };
+  const connection = (start.connection ?? {}) as { name?: unknown };
+  const pairs: Array<[string, unknown, unknown]> = [
+    ['protocol', start.protocol, seal.protocol], ['identity id', identity.id, seal.identity.id], ['identity name', identity.name, seal.identity.name],
+    ['identity kind', identity.kind, seal.identity.kind], ['connection', connection.name, seal.connection], ['client address', start.clientAddr, seal.clientAddr],
+  ];
+  if (start.recording !== undefined) pairs.push(['recording mode', start.recording, seal.recording]);
+  if (first.ts !== seal.startedAt) return { problem: `the session.start event's time differs from the sealed start time` };
+  for (const [name, started, sealed] of pairs) {
+    if (started !== sealed) return { problem: `the session.start event's ${name} (${JSON.stringify(started)}) differs from the sealed one (${JSON.stringify(sealed)})` };
+  }
+  return { start };
+}
+
+/** Names the first field of a manifest's session description that nothing signed vouches for, or that differs, if any. */
+export function compareDescription(described: Record<string, unknown>, vouched: Record<string, unknown>): string | null {
+  for (const name of Object.keys(described)) {
+    if (!(DESCRIBED_FIELDS as readonly string[]).includes(name)) return `its field ${JSON.stringify(name)} is vouched for by neither the seal nor the session.start event`;
+  }
+  for (const name of DESCRIBED_FIELDS) {
+    if (!(name in described)) return `it lacks the field ${name}`;
+    if (canonicalJson(described[name]) !== canonicalJson(vouched[name])) {
+      return `its ${name} (${JSON.stringify(described[name])}) differs from the recorded one (${JSON.stringify(vouched[name])})`;
+    }
   }
   return null;
 }

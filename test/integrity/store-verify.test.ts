@@ -340,3 +340,13 @@ test('editing the session row (identity name) so that it contradicts its seal is
   });
   await assertBroken(dir, new RegExp(`session ${sid}`));
 });
+
+test('editing what the seal does not hold (application_name, auth method, target) is caught against the chained session.start event', async () => {
+  const sid = byPosition[2];
+  for (const [column, value, field] of [['application_name', 'nightly-report', 'applicationName'], ['auth_method', 'publickey', 'authMethod'], ['target_host', 'db.staging.internal', 'target']]) {
+    const dir = tamper((db) => {
+      assert.equal(db.prepare(`UPDATE sessions SET ${column} = ? WHERE id = ?`).run(value, sid).changes, 1);
+    });
+    await assertBroken(dir, new RegExp(`session ${sid}: the session row was altered: its ${field} \\(.*\\) differs from the recorded one`));
+  }
+});

@@ -22,7 +22,7 @@ interface BundleCheckpoint { seq: number; payload: string; keyId: string; signat
 interface BundleSeal { position: number; payload: string; hash: string; keyId: string; signature: string }
 interface BundleManifest {
   format: string; version: number; exportedAt: string;
-  session: { id: string; identity: { id: string; name: string; kind: string }; connection: string; protocol: string; endReason: string; [k: string]: unknown };
+  session: { id: string; identity: { id: string; name: string; kind: string; claims?: Record<string, string> | null }; connection: string; protocol: string; endReason: string; [k: string]: unknown };
   files: Record<string, string>;
 }
 
@@ -406,8 +406,71 @@ test('editing the manifest\'s session identity is caught as a manifest/seal mism
     const m = readManifest(dir);
     edit(m);
     writeManifest(dir, m);
-    await assertBroken(dir, /^manifest\.json describes the session differently from its seal: its (identity name|identity kind|connection) \(".*"\) differs from the sealed one \(".*"\)$/);
+    await assertBroken(dir, /^manifest\.json describes the session differently from its seal and session\.start event: its (identity|connection) \(.*\) differs from the recorded one \(.*\)$/);
   }
+});
+
+test('every field of the manifest\'s session is checked: forged start and end times, target, application name, auth method, claims', async () => {
+  const pristine = readManifest(bundle);
+  assert.equal(pristine.version, 2);
+  assert.deepEqual(Object.keys(pristine).sort(), ['files', 'format', 'session', 'version'], 'nothing unverifiable at the top (no exportedAt)');
+  assert.ok(!('legalHold' in pristine.session), 'legal hold is store state, not recorded: not in the manifest');
+  const cases: Array<[string, (m: BundleManifest) => void]> = [
+    ['startedAt', (m) => { m.session.startedAt = '2020-01-01T00:00:00.000Z'; }],
+    ['endedAt', (m) => { m.session.endedAt = new Date(Date.parse(String(m.session.endedAt)) + 3600_000).toISOString(); }],
+    ['target', (m) => { m.session.target = { ...(m.session.target as object), host: 'db.staging.internal' }; }],
+    ['applicationName', (m) => { m.session.applicationName = 'nightly-report'; }],
+    ['authMethod', (m) => { m.session.authMethod = 'publickey'; }],
+    ['identity', (m) => { m.session.identity = { ...m.session.identity, claims: { repository: 'org/app' } }; }],
+    ['eventCount', (m) => { m.session.eventCount = Number(m.session.eventCount) - 1; }],
+    ['recording', (m) => { m.session.recording = 'best-effort'; }],
+    ['clientAddr', (m) => { m.session.clientAddr = '10.9.9.9'; }],
+  ];
+  for (const [field, edit] of cases) {
+    const dir = fresh();
+    const m = readManifest(dir);
+    edit(m);
+    writeManifest(dir, m);
+    await assertBroken(dir, new RegExp(`^manifest\\.json describes the session differently from its seal and session\\.start event: its ${field} \\(.*\\) differs from the recorded one \\(.*\\)$`));
+  }
+  // A field nothing signed vouches for, in the session or at the top, is refused too.
+  const extra = fresh();
+  const m = readManifest(extra);
+  m.session.approvedBy = 'security-team';
+  writeManifest(extra, m);
+  await assertBroken(extra, /^manifest\.json describes the session differently from its seal and session\.start event: its field "approvedBy" is vouched for by neither the seal nor the session\.start event$/);
+  const top = fresh();
+  writeManifest(top, { ...readManifest(top), exportedAt: '2020-01-01T00:00:00.000Z' });
+  await assertBroken(top, /^manifest\.json has a field "exportedAt" that is not part of the bundle format$/);
+  const old = fresh();
+  writeManifest(old, { ...readManifest(old), version: 1 });
+  await assertBroken(old, /^bundle format v1 is no longer accepted .*: export the session again$/);
+});
+
+test('a file the manifest does not account for fails verification: an added terminal-2.cast, listed or not', async () => {
+  const cast = '{"version":2,"width":80,"height":24}\n[0.1,"o","$ uptime\\r\\n"]\n';
+  const unlisted = fresh();
+  writeFileSync(path.join(unlisted, 'terminal-2.cast'), cast);
+  await assertBroken(unlisted, /^terminal-2\.cast is in the bundle but not in its manifest \(an added file\)$/);
+  const listed = fresh();
+  writeFileSync(path.join(listed, 'terminal-2.cast'), cast);
+  const m = readManifest(listed);
+  m.files['terminal-2.cast'] = sha256(cast);
+  writeManifest(listed, m);
+  await assertBroken(listed, /^terminal-2\.cast has no terminal events behind it$/);
+  // Any other file, a key nothing lists, or a listed name outside the bundle's kinds.
+  const notes = fresh();
+  writeFileSync(path.join(notes, 'README.txt'), 'reviewed, all fine\n');
+  await assertBroken(notes, /^README\.txt is in the bundle but not in its manifest \(an added file\)$/);
+  const key = fresh();
+  const other = generateKeyPairSync('ed25519').publicKey;
+  writeFileSync(path.join(key, 'keys', `${keyIdOf(other)}.pem`), other.export({ format: 'pem', type: 'spki' }).toString());
+  await assertBroken(key, new RegExp(`^keys/${keyIdOf(other)}\\.pem is in the bundle but not in its manifest \\(an added file\\)$`));
+  const outside = fresh();
+  const mo = readManifest(outside);
+  mo.files['../escape.txt'] = sha256('x');
+  writeManifest(outside, mo);
+  await assertBroken(outside, /^manifest\.json lists "\.\.\/escape\.txt", which is not a file a bundle holds$/);
 });
 
 // Regression test for a verifier gap found in review (now fixed).
