@@ -93,6 +93,7 @@ export class Recorder {
       const [events, checkpoints] = await Promise.all([this.store.listEvents(row.id), this.store.listCheckpoints(row.id)]);
       const check = verifySessionEvidence({ sessionId: row.id, events, checkpoints, seal: null, keys, open: true });
       this.open.add(session);
+      if (check.ok) markUnanswered(session, events);
       await session.end(check.ok
         ? 'interrupted: the gateway stopped before the session ended'
         : `interrupted: the gateway stopped before the session ended; the recording was found damaged before sealing: ${check.problem}`);
@@ -408,4 +409,21 @@ function mergeBatches(a: RecordBatch, b: RecordBatch): RecordBatch {
 
 function emptyBatch(): RecordBatch {
   return { sessionsStarted: [], events: [], sessionsEnded: [], checkpoints: [], seals: [] };
+}
+
+/** Events that expect an outcome (a `result` naming them by `ref`). */
+const AWAITS_RESULT = new Set(['query', 'execute', 'function_call']);
+
+/**
+ * A crashed gateway never recorded the outcome of statements that were in flight: say so, as a
+ * disconnect does, so a reader does not take a missing outcome for a lost record.
+ */
+function markUnanswered(session: SessionRecording, events: ReadonlyArray<{ seq: number; type: string; data: unknown }>): void {
+  const answered = new Set<number>();
+  for (const e of events) if (e.type === 'result') answered.add(Number((e.data as { ref?: unknown }).ref));
+  for (const e of events) {
+    if (AWAITS_RESULT.has(e.type) && !answered.has(e.seq)) {
+      session.append('result', { ref: e.seq, durationUs: 0, incomplete: 'interrupted: the gateway stopped before the target answered' });
+    }
+  }
 }

@@ -157,6 +157,12 @@ test('a session open when the gateway is SIGKILLed is sealed as interrupted at t
   const queries = detail.events.filter((e) => e.type === 'query').map((e) => e.data.text);
   assert.deepEqual(queries, ['select 41 + 1 as answer;', 'select pg_sleep(30);']);
   assert.equal(detail.session.eventCount, detail.events.length);
+  // The statement in flight when the gateway died has an outcome saying so (as a disconnect does).
+  const sleep = detail.events.find((e) => e.type === 'query' && e.data.text === 'select pg_sleep(30);')!;
+  const outcome = detail.events.find((e) => e.type === 'result' && e.data.ref === sleep.seq);
+  assert.match(String(outcome?.data.incomplete), /^interrupted/, JSON.stringify(outcome));
+  const answered = detail.events.find((e) => e.type === 'query' && e.data.text === 'select 41 + 1 as answer;')!;
+  assert.equal(detail.events.filter((e) => e.type === 'result' && e.data.ref === answered.seq).length, 1, 'an answered statement gets no second outcome');
 
   // Sealed: the export carries a seal and the bundle verifies offline.
   const { verify } = await exportAndVerify(g2, id);

@@ -52,9 +52,11 @@ test('node-postgres pool over TLS: parameters, named statements, bytea, transact
   const sessions = JSON.parse(await gw.cliOk(['sessions', 'list', '--identity', 'node-app', '--json'])) as Array<{ id: string; applicationName: string }>;
   assert.ok(sessions.length >= 1 && sessions.every((s) => s.applicationName === 'node-pg-test'));
   const executes: Array<{ text: unknown; params: unknown; statement?: unknown; ref?: Record<string, unknown> }> = [];
+  const parseResults: Array<{ text: unknown; ref?: Record<string, unknown> }> = [];
   for (const s of sessions) {
     const d = JSON.parse(await gw.cliOk(['sessions', 'show', s.id, '--json'])) as { events: Array<{ seq: number; type: string; data: Record<string, unknown> }> };
     for (const e of d.events) {
+      if (e.type === 'parse') parseResults.push({ text: e.data.text, ref: d.events.find((r) => r.type === 'result' && r.data.ref === e.seq)?.data });
       if (e.type !== 'execute') continue;
       const result = d.events.find((r) => r.type === 'result' && r.data.ref === e.seq)?.data;
       executes.push({ text: e.data.text, params: e.data.params, statement: e.data.statement, ref: result });
@@ -64,6 +66,8 @@ test('node-postgres pool over TLS: parameters, named statements, bytea, transact
   assert.deepEqual(byId.map((e) => [e.text, e.params]), [['select name from items where id = $1', ['7']], ['select name from items where id = $1', ['8']]],
     'the second execution (no Parse) is recorded with the statement text from the first');
   assert.deepEqual(executes.find((e) => e.text === 'select $1::bytea as b')?.params, [{ binary: '010203ff' }]);
-  assert.equal(executes.find((e) => e.text === 'select * from nope where x = $1')?.ref?.error && (executes.find((e) => e.text === 'select * from nope where x = $1')!.ref!.error as { code: string }).code, '42P01');
+  // The server rejects the statement at Parse and skips the Execute: the record says exactly that.
+  assert.equal(executes.find((e) => e.text === 'select * from nope where x = $1')?.ref?.skipped, true);
+  assert.equal((parseResults.find((r) => r.text === 'select * from nope where x = $1')?.ref?.error as { code: string } | undefined)?.code, '42P01');
   assert.equal(executes.filter((e) => e.text === 'select $1::int as i').length, 20);
 });

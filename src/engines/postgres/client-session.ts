@@ -23,6 +23,7 @@ import { UpstreamPool } from './upstream/pool.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
 import { Relay, type RelayEnd } from './relay.ts';
 import { StatementTracker } from './statement-tracker.ts';
+import type { CatalogLookups } from './upstream/catalog.ts';
 import { tunnelLossReason } from '../../connector/tunnel-server.ts';
 
 export interface PgEngineOptions {
@@ -42,6 +43,8 @@ export interface PgSessionDeps {
   cancels: CancelRegistry;
   secureContext: tls.SecureContext;
   saltedCache: Map<string, Buffer>;
+  /** Catalog lookups on the gateway's own upstream connections (function names for FunctionCall). */
+  catalog: CatalogLookups;
 }
 
 /** Startup parameters the gateway decides itself or that would change the session's nature. */
@@ -228,11 +231,7 @@ export class PgClientSession {
     const pooled = upstream !== undefined;
     if (!upstream) {
       try {
-        upstream = await loginUpstream(ctx.dialer, {
-          host: conn.host, port: conn.port, database: conn.database, user: conn.username,
-          password: conn.sealedSecret ? ctx.secrets.open(conn.sealedSecret, conn.id) : null,
-          sslmode: conn.options.sslmode ?? 'prefer', startupParams, via: conn.options.via,
-        }, this.deps.options.upstreamTimeoutMs, this.deps.saltedCache);
+        upstream = await this.loginTarget(conn, startupParams);
       } catch (err) {
         const reason = err instanceof UpstreamLoginError ? err.message : (err as Error).message;
         this.log.warn({ connection: conn.name, err: reason }, 'upstream login failed');
@@ -269,7 +268,9 @@ export class PgClientSession {
 
       const tracker = new StatementTracker(recording, {
         sampleRows: ctx.recorder.options.sampleRows, sampleBytes: ctx.recorder.options.sampleBytes, paramBytes: this.deps.options.paramBytes,
-      }, up.parameters);
+      }, up.parameters, {
+        resolveFunction: (oid) => this.deps.catalog.functionName(conn.id, () => this.loginTarget(conn, {}), oid),
+      });
       tracker.txStatus = up.txStatus;
       const leftover = reader.detach();
       this.relay = new Relay(this.stream, up.stream, tracker, {
@@ -283,6 +284,16 @@ export class PgClientSession {
     } finally {
       this.deps.cancels.unregister(cancelKey.pid);
     }
+  }
+
+  /** Logs in to the connection's target with its stored credential. */
+  private loginTarget(conn: Connection, startupParams: Record<string, string>): Promise<UpstreamConnection> {
+    const ctx = this.deps.ctx;
+    return loginUpstream(ctx.dialer, {
+      host: conn.host, port: conn.port, database: conn.database, user: conn.username,
+      password: conn.sealedSecret ? ctx.secrets.open(conn.sealedSecret, conn.id) : null,
+      sslmode: conn.options.sslmode ?? 'prefer', startupParams, via: conn.options.via,
+    }, this.deps.options.upstreamTimeoutMs, this.deps.saltedCache);
   }
 
   private async finish(end: RelayEnd, tracker: StatementTracker, recording: SessionRecording, up: UpstreamConnection, poolKey: string): Promise<void> {

@@ -5,6 +5,8 @@ import type { ListenAddress } from '../../util/address.ts';
 import { CancelRegistry } from './cancel-registry.ts';
 import { PgClientSession, type PgEngineOptions } from './client-session.ts';
 import { UpstreamPool, type PoolOptions } from './upstream/pool.ts';
+import { loadSqlParser } from './prepared-names.ts';
+import { CatalogLookups } from './upstream/catalog.ts';
 
 export const DEFAULT_PG_OPTIONS: PgEngineOptions = {
   authTimeoutMs: 30_000,
@@ -24,6 +26,7 @@ export class PostgresEngine implements Engine {
   private readonly cancels = new CancelRegistry();
   private readonly secureContext: tls.SecureContext;
   private readonly saltedCache = new Map<string, Buffer>();
+  private readonly catalog: CatalogLookups;
   private readonly sessions = new Set<PgClientSession>();
   private readonly running = new Set<Promise<void>>();
   private server: net.Server | null = null;
@@ -32,10 +35,12 @@ export class PostgresEngine implements Engine {
     this.ctx = ctx;
     this.options = { ...DEFAULT_PG_OPTIONS, ...options };
     this.pool = new UpstreamPool(poolOptions, ctx.log);
+    this.catalog = new CatalogLookups(ctx.log);
     this.secureContext = tls.createSecureContext({ cert: ctx.tls.cert, key: ctx.tls.key, minVersion: 'TLSv1.2' });
   }
 
-  listen(address: ListenAddress): Promise<ListenAddress> {
+  async listen(address: ListenAddress): Promise<ListenAddress> {
+    await loadSqlParser(); // the tracker reads PREPARE / DEALLOCATE with it, synchronously
     const server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
     this.server = server;
     server.on('error', (err) => this.ctx.log.error({ err: err.message }, 'postgres listener error'));
@@ -54,7 +59,7 @@ export class PostgresEngine implements Engine {
     socket.on('error', () => {}); // errors surface through the session's own handling
     const session = new PgClientSession(socket, {
       ctx: this.ctx, options: this.options, pool: this.pool, cancels: this.cancels,
-      secureContext: this.secureContext, saltedCache: this.saltedCache,
+      secureContext: this.secureContext, saltedCache: this.saltedCache, catalog: this.catalog,
     });
     this.sessions.add(session);
     const run = session.run()
@@ -65,6 +70,7 @@ export class PostgresEngine implements Engine {
 
   connectionChanged(connectionId: string): void {
     this.pool.drain(connectionId);
+    this.catalog.drain(connectionId);
   }
 
   async close(): Promise<void> {
@@ -74,6 +80,7 @@ export class PostgresEngine implements Engine {
     for (const s of this.sessions) s.stop('gateway shutting down');
     await Promise.allSettled([...this.running]);
     this.pool.close();
+    this.catalog.close();
     await closed;
   }
 }

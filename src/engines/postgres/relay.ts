@@ -26,6 +26,7 @@ export type RelayEnd =
   | { kind: 'stopped'; reason: string };
 
 const TERMINATE = Buffer.from([Frontend.Terminate, 0, 0, 0, 4]);
+const FLUSH = Buffer.from([Frontend.Flush, 0, 0, 0, 4]);
 
 /** Largest incomplete server message held back so the client only ever sees whole messages. */
 const MAX_HELD_TAIL = 1024 * 1024;
@@ -154,7 +155,17 @@ export class Relay {
     }
     this.chunkTypes.push(type);
     this.tracker.clientFrame(type, buf, start, end);
+    if (this.tracker.deferralStarted) {
+      // This frame waits for an earlier answer: what precedes it may go ahead (see cutAt).
+      this.tracker.deferralStarted = false;
+      const gate = this.recordBeforeForward ? this.tracker.gateBeforeDeferral : null;
+      this.tracker.gateBeforeDeferral = null;
+      this.cut = { offset: buf === this.scanning ? start - 5 : 0, gate, typesBefore: this.chunkTypes.length - 1, ordinal: this.tracker.nextOrdinal };
+    }
   };
+
+  /** Where the chunk being scanned splits: frames from `offset` on wait for an earlier answer. */
+  private cut: { offset: number; gate: Promise<void> | null; typesBefore: number; ordinal: number } | null = null;
 
   private readonly onClientData = (chunk: Buffer): void => {
     if (this.finished) return;
@@ -191,8 +202,15 @@ export class Relay {
         this.unpoolable = true;
       }
     }
-    const gate = this.recordBeforeForward ? this.tracker.gate : null;
-    this.tracker.gate = null;
+    let restOrdinal = ordinal;
+    if (this.cut) {
+      const discarded = wasDiscarding ? this.discardCut : 0;
+      this.queueBeforeCut(chunk, discarded, ordinal);
+      chunk = chunk.subarray(Math.max(0, this.cut.offset - discarded));
+      restOrdinal = this.cut.ordinal;
+      this.cut = null;
+    }
+    const gate = this.tracker.takeGate(this.recordBeforeForward);
     if (!gate && this.outgoing.length === 0) {
       if (chunk.length > 0) {
         this.writeUpstream(chunk); // common case: nothing to wait for, nothing queued
@@ -201,11 +219,25 @@ export class Relay {
       if (this.endAfterFlush) this.finish({ kind: 'client-terminated' });
       return;
     }
-    this.outgoing.push({ chunk, gate, types: this.chunkTypes.slice(), ordinal, boundaryAfter: this.atExchangeBoundary() });
+    this.outgoing.push({ chunk, gate, types: this.chunkTypes.slice(), ordinal: restOrdinal, boundaryAfter: this.atExchangeBoundary() });
     this.queuedBytes += chunk.length;
     if (!this.waitingForGate) this.flushOutgoing();
     this.updateClientFlow();
   };
+
+  /**
+   * The part of the chunk before a deferred frame goes ahead behind its own gate, followed by a
+   * Flush so the server answers it even without a Sync: the deferred frame waits for that answer.
+   */
+  private queueBeforeCut(chunk: Buffer, discarded: number, ordinal: number): void {
+    const cut = this.cut!;
+    const offset = Math.max(0, cut.offset - discarded);
+    const types = this.chunkTypes.slice(0, cut.typesBefore);
+    this.chunkTypes.splice(0, cut.typesBefore);
+    const before = Buffer.concat([chunk.subarray(0, offset), FLUSH]);
+    this.outgoing.push({ chunk: before, gate: cut.gate, types, ordinal, boundaryAfter: this.atExchangeBoundary(types[types.length - 1]) });
+    this.queuedBytes += before.length;
+  }
 
   private flushOutgoing(): void {
     while (this.outgoing.length > 0 && !this.finished) {
@@ -237,8 +269,7 @@ export class Relay {
   };
 
   /** Whether the chunk just scanned ended a whole exchange (so what follows starts afresh). */
-  private atExchangeBoundary(): boolean {
-    const last = this.chunkTypes[this.chunkTypes.length - 1];
+  private atExchangeBoundary(last: number | undefined = this.chunkTypes[this.chunkTypes.length - 1]): boolean {
     return this.clientScanner.atBoundary && !this.tracker.inCopy
       && (last === undefined ? this.upstreamAtBoundary : last === Frontend.Sync || last === Frontend.Query || last === Frontend.CopyDone || last === Frontend.CopyFail);
   }

@@ -1,13 +1,21 @@
 // Follows one PostgreSQL session's conversation and turns it into recording events: every
-// statement (simple Query, extended-protocol Execute, FunctionCall) with its text and bound
-// parameters, and every outcome (command tag, rows, error, duration, a bounded row sample).
+// statement (simple Query, extended-protocol Parse and Execute, FunctionCall) with its text and
+// bound parameters, and every outcome (command tag, rows, error, duration, a bounded row sample).
+//
+// Prepared statements and portals are modelled as the server holds them: a Parse, Bind or Close
+// takes effect when the server answers it (ParseComplete, BindComplete, CloseComplete), and
+// whatever the server skipped after an error never takes effect. An Execute whose statement
+// depends on an earlier batch that is not answered yet waits (is deferred) until the answer shows
+// what will run, so the record of an Execute always names the text the server runs.
 // Pure logic over decoded frames, so it is testable without sockets.
 import { Backend, Frontend } from './codec/protocol.ts';
 import {
-  decodeBind, decodeCommandComplete, decodeDataRow, decodeErrorFields, decodeExecute, decodeNotification,
-  decodeParameterStatus, decodeParse, decodeQuery, decodeRowDescription, decodeTarget, rowsFromTag,
+  cStringEnd, decodeBind, decodeCommandComplete, decodeDataRow, decodeErrorFields, decodeExecute, decodeFunctionCall,
+  decodeNotification, decodeParameterStatus, decodeParse, decodeRowDescription, decodeTarget, rowsFromTag,
   type BoundValue, type ErrorFields,
 } from './codec/decode.ts';
+import { ClientEncoding, type RecordedText } from './codec/client-encoding.ts';
+import { mayChangeNames, nameEffect, tagChangesNames } from './prepared-names.ts';
 import { nowUs } from '../../util/ids.ts';
 
 /** Where the tracker writes events; implemented by the recorder's SessionRecording. */
@@ -25,10 +33,33 @@ export interface TrackerLimits {
   paramBytes: number;
 }
 
-interface Portal { statementName: string; text: string | null; params: BoundValue[]; resultFormats: number[] }
+/** A prepared statement as the server holds it (or will, once its Parse is answered). */
+interface PreparedStatement {
+  name: string;
+  text: string | null;
+  /** Original bytes (base64) when the text might not be an exact decoding. */
+  raw?: string;
+  /** Sequence number of the event that holds its text (a `parse`, or the `query` that PREPAREd it). */
+  ref: number;
+  /** Running it may create or drop prepared statements (PREPARE / DEALLOCATE / DISCARD). */
+  mutates: boolean;
+  columns: string[] | null;
+}
 
-type PendingKind = 'query' | 'execute' | 'call' | 'sync';
+/** A portal as the server holds it (or will, once its Bind is answered). */
+interface Portal {
+  name: string;
+  statementName: string;
+  statement: PreparedStatement | null;
+  params: BoundValue[];
+  resultFormats: number[];
+  columns: string[] | null;
+  formats: number[] | null;
+}
 
+type PendingKind = 'query' | 'execute' | 'call' | 'sync' | 'parse' | 'bind' | 'describe' | 'close';
+
+/** A client message the server has not answered yet, in the order the server will answer. */
 interface Pending {
   kind: PendingKind;
   seq: number;
@@ -46,18 +77,78 @@ interface Pending {
   truncated: boolean;
   copyBytes: number;
   error: ErrorFields | null;
+  /** Answered, failed or skipped: no longer outstanding. */
+  done: boolean;
+  /** parse: the statement it creates; execute: the statement it runs. */
+  statement: PreparedStatement | null;
+  /** bind: the portal it creates; execute: the portal it runs; describe: the portal described. */
+  portal: Portal | null;
+  /** close / describe: 'S' or 'P' and the name. */
+  targetKind: number;
+  target: string;
+  /** query: its text (to learn what a PREPARE in it created). */
+  text: string | null;
+  /** Counted in `mutators` while outstanding. */
+  mutator: boolean;
 }
 
+/** Client frames held back until an earlier answer shows what they will run (see defer()). */
+interface Deferral {
+  queue: Array<{ type: number; body: Buffer }>;
+  blocked: () => boolean;
+  resolve: (r: { gate: Promise<void> | null }) => void;
+  promise: Promise<{ gate: Promise<void> | null }>;
+  timer: NodeJS.Timeout | null;
+}
+
+const NOT_BLOCKED = (): boolean => false;
+
+/** Longest a statement waits for an earlier answer before it is forwarded, marked provisional. */
+const MAX_DEFERRAL_MS = 5_000;
+
 const TEXT_FORMATS: readonly number[] = [0];
+/** Close and Describe name a statement ('S') or a portal ('P'). */
+const STATEMENT = 0x53;
+
+export interface TrackerOptions {
+  /** Resolves a function OID to its signature (FunctionCall), from the target's catalog. */
+  resolveFunction?: (oid: number) => Promise<string | null>;
+}
 
 export class StatementTracker {
   private readonly sink: EventSink;
   private readonly limits: TrackerLimits;
-  private readonly statements = new Map<string, string>();
-  private readonly portals = new Map<string, Portal>();
+  private readonly options: TrackerOptions;
+  /** What the server holds, as confirmed by its answers (ParseComplete, BindComplete, …). */
+  private readonly confirmedStatements = new Map<string, PreparedStatement>();
+  private readonly confirmedPortals = new Map<string, Portal>();
+  /** What the server will hold once everything sent so far succeeds (the client's view). */
+  private statements = new Map<string, PreparedStatement>();
+  private portals = new Map<string, Portal>();
+  /** The latest message sent that creates or removes each name. */
+  private readonly statementOps = new Map<string, Pending>();
+  private readonly portalOps = new Map<string, Pending>();
   private readonly pending: Pending[] = [];
+  /** Outstanding messages that may change prepared-statement names in ways only the answer tells. */
+  private mutators = 0;
+  /** Ordinal of the latest Sync, Query or FunctionCall sent: what precedes it is an earlier batch. */
+  private lastBoundary = -1;
+  private deferral: Deferral | null = null;
+  private redeferral: Deferral | null = null;
+  private draining = false;
+  /** Handling frames whose deferral timed out: their records say they are provisional. */
+  private provisional = false;
+  private closed = false;
+  private readonly functionNames = new Map<number, string | null>();
+  /** The session's client encoding: how text in both directions is decoded. */
+  readonly encoding: ClientEncoding;
+  private readonly textOf: (buf: Buffer, start: number, end: number) => string;
   /** Durability of the most recent statement event: the chunk carrying it waits on this. */
   gate: Promise<void> | null = null;
+  /** Set when the frame just given must wait for an earlier answer: the relay cuts the chunk there. */
+  deferralStarted = false;
+  /** Durability of the statements before the deferred frame (the part of the chunk that may go ahead). */
+  gateBeforeDeferral: Promise<void> | null = null;
   /** Transaction status from the last ReadyForQuery: I idle, T in transaction, E failed. */
   txStatus = 0x49;
   /** A client Terminate was seen. */
@@ -75,66 +166,156 @@ export class StatementTracker {
   /** The statement whose COPY FROM STDIN is running, from the server's CopyInResponse. */
   private copyIn: Pending | null = null;
 
-  constructor(sink: EventSink, limits: TrackerLimits, parameters: Map<string, string>) {
+  constructor(sink: EventSink, limits: TrackerLimits, parameters: Map<string, string>, options: TrackerOptions = {}) {
     this.sink = sink;
     this.limits = limits;
     this.parameters = parameters;
+    this.options = options;
+    this.encoding = new ClientEncoding(parameters.get('client_encoding'));
+    this.textOf = (buf, start, end) => this.encoding.text(buf, start, end);
   }
 
-  /** Outcomes not yet seen; zero means the upstream owes the client nothing. */
-  get outstanding(): number { return this.pending.length; }
+  /** Outcomes not yet seen (and frames not yet handled); zero means nothing is owed. */
+  get outstanding(): number { return this.pending.length + (this.deferral?.queue.length ?? 0); }
+
+  /**
+   * What the chunk just scanned must wait for before it is forwarded: the durability of its last
+   * statement, or — while frames wait for an earlier answer — the moment they are recorded.
+   */
+  takeGate(durable: boolean): Promise<void> | null {
+    if (this.deferral) return this.deferral.promise.then(durable ? (r) => r.gate ?? undefined : () => undefined);
+    const gate = durable ? this.gate : null;
+    this.gate = null;
+    return gate;
+  }
 
   // ---- client → server -------------------------------------------------------------------
 
   clientFrame(type: number, buf: Buffer, start: number, end: number): void {
+    if (this.deferral && !this.draining) {
+      this.deferral.queue.push({ type, body: Buffer.from(buf.subarray(start, end)) });
+      if (type === Frontend.Terminate) this.terminated = true;
+      return;
+    }
+    this.handle(type, buf, start, end);
+  }
+
+  private handle(type: number, buf: Buffer, start: number, end: number): void {
     switch (type) {
       case Frontend.Query: {
-        const text = decodeQuery(buf, start, end);
-        this.begin('query', 'query', { text });
+        const text = this.encoding.exact(buf, start, cStringEnd(buf, start, end));
+        const p = this.begin('query', 'query', this.textData(text));
+        p.text = text.text;
+        p.mutator = true;
+        this.mutators++;
+        this.lastBoundary = p.ordinal;
+        // The server drops the unnamed statement and portal when it runs a Query.
+        this.statements.delete('');
+        this.portals.delete('');
+        this.statementOps.set('', p);
+        this.portalOps.set('', p);
         return;
       }
       case Frontend.Parse: {
-        const p = decodeParse(buf, start, end);
-        this.statements.set(p.name, p.text);
+        const m = decodeParse(buf, start, end, this.textOf);
+        const text = this.encoding.exact(buf, m.textStart, m.textEnd);
+        const data: Record<string, unknown> = this.textData(text);
+        if (m.name) data.name = m.name;
+        if (m.paramTypes.length > 0) data.paramTypes = m.paramTypes;
+        const seq = this.sink.append('parse', data);
+        const statement: PreparedStatement = { name: m.name, text: text.text, ref: seq, mutates: mayChangeNames(text.text), columns: null };
+        if (text.raw) statement.raw = text.raw;
+        const p = this.push('parse', seq);
+        p.statement = statement;
+        this.statements.set(m.name, statement);
+        this.statementOps.set(m.name, p);
         return;
       }
       case Frontend.Bind: {
-        const b = decodeBind(buf, start, end, this.limits.paramBytes);
-        this.portals.set(b.portal, {
-          statementName: b.statement, text: this.statements.get(b.statement) ?? null, params: b.params, resultFormats: b.resultFormats,
-        });
+        const b = decodeBind(buf, start, end, this.limits.paramBytes, this.textOf);
+        // Which statement this binds is known only once earlier batches that redefine it are answered.
+        const blocked = (): boolean => this.mutators > 0 || this.inEarlierBatch(this.statementOps.get(b.statement));
+        if (!this.provisional && blocked()) { this.defer(blocked, type, buf, start, end); return; }
+        const portal: Portal = {
+          name: b.portal, statementName: b.statement, statement: this.statements.get(b.statement) ?? null,
+          params: b.params, resultFormats: b.resultFormats, columns: null, formats: null,
+        };
+        const p = this.push('bind', -1);
+        p.portal = portal;
+        this.portals.set(b.portal, portal);
+        this.portalOps.set(b.portal, p);
         return;
       }
       case Frontend.Execute: {
         const e = decodeExecute(buf, start, end);
-        const portal = this.portals.get(e.portal);
-        const data: Record<string, unknown> = { text: portal?.text ?? null, params: portal?.params ?? [] };
+        const blocked = (): boolean => this.mutators > 0 || this.inEarlierBatch(this.portalOps.get(e.portal));
+        if (!this.provisional && blocked()) { this.defer(blocked, type, buf, start, end); return; }
+        const portal = this.portals.get(e.portal) ?? null;
+        const statement = portal?.statement ?? null;
+        const data: Record<string, unknown> = { text: statement?.text ?? null, params: portal?.params ?? [] };
+        if (statement?.raw) { data.raw = statement.raw; data.encoding = this.encoding.name; }
         if (portal?.statementName) data.statement = portal.statementName;
+        if (statement) data.textRef = statement.ref;
         if (e.portal) data.portal = e.portal;
         if (e.maxRows > 0) data.maxRows = e.maxRows;
+        if (this.provisional) data.provisional = true;
         const p = this.begin('execute', 'execute', data);
-        p.formats = portal?.resultFormats.length ? portal.resultFormats : TEXT_FORMATS;
+        p.portal = portal;
+        p.statement = statement;
+        p.formats = portal?.formats ?? (portal?.resultFormats.length ? portal.resultFormats : TEXT_FORMATS);
+        if (statement?.mutates) { p.mutator = true; this.mutators++; }
         return;
       }
       case Frontend.FunctionCall: {
-        this.begin('call', 'function_call', { oid: buf.readUInt32BE(start) });
+        const call = decodeFunctionCall(buf, start, end, this.limits.paramBytes, this.textOf);
+        if (!this.functionNames.has(call.oid) && this.options.resolveFunction && !this.provisional) {
+          let resolved = false;
+          this.options.resolveFunction(call.oid).then((name) => name, () => null).then((name) => {
+            this.functionNames.set(call.oid, name);
+            resolved = true;
+            this.drain();
+          });
+          this.defer(() => !resolved, type, buf, start, end);
+          return;
+        }
+        const data: Record<string, unknown> = { oid: call.oid };
+        const name = this.functionNames.get(call.oid);
+        if (name) data.function = name;
+        data.args = call.args;
+        if (call.resultFormat !== 0) data.resultFormat = call.resultFormat;
+        const p = this.begin('call', 'function_call', data);
+        this.lastBoundary = p.ordinal;
         return;
       }
-      case Frontend.Sync:
+      case Frontend.Describe: {
+        const d = decodeTarget(buf, start, end);
+        const p = this.push('describe', -1);
+        p.targetKind = d.kind;
+        p.target = d.name;
+        if (d.kind === STATEMENT) p.statement = this.statements.get(d.name) ?? null;
+        else p.portal = this.portals.get(d.name) ?? null;
+        return;
+      }
+      case Frontend.Sync: {
         // During COPY FROM STDIN the server ignores Sync (libpq sends one right after Execute,
         // before it knows the statement is a COPY); it must not be matched to a ReadyForQuery.
         if (this.copyIn && this.copyEnds === this.copyIn.copyEndsBefore) return;
-        this.pending.push(newPending('sync', -1, this.copyEnds, this.nextOrdinal++));
+        const p = this.push('sync', -1);
+        this.lastBoundary = p.ordinal;
         return;
+      }
       case Frontend.Close: {
         const c = decodeTarget(buf, start, end);
-        if (c.kind === 0x53) this.statements.delete(c.name);
-        else this.portals.delete(c.name);
+        const p = this.push('close', -1);
+        p.targetKind = c.kind;
+        p.target = c.name;
+        if (c.kind === STATEMENT) { this.statements.delete(c.name); this.statementOps.set(c.name, p); }
+        else { this.portals.delete(c.name); this.portalOps.set(c.name, p); }
         return;
       }
       case Frontend.CopyData: {
         const head = this.head();
-        if (head) head.copyBytes += end - start;
+        if (head) this.sampleCopy(head, buf, start, end);
         return;
       }
       case Frontend.CopyDone:
@@ -146,7 +327,69 @@ export class StatementTracker {
         this.terminated = true;
         return;
       default:
-        return; // Describe, Flush: nothing to record
+        return; // Flush: nothing to record
+    }
+  }
+
+  private textData(text: RecordedText): Record<string, unknown> {
+    const data: Record<string, unknown> = { text: text.text };
+    if (text.raw) { data.raw = text.raw; data.encoding = this.encoding.name; }
+    return data;
+  }
+
+  /** Whether the latest message touching a name was sent in an earlier batch that is not answered yet. */
+  private inEarlierBatch(op: Pending | undefined): boolean {
+    return op !== undefined && !op.done && op.ordinal < this.lastBoundary;
+  }
+
+  /**
+   * This frame (and every later one) waits until `blocked` turns false: an earlier batch may
+   * fail or redefine a name, and only the server's answer tells which statement will run. The
+   * relay cuts the chunk here and asks the server to answer what precedes (Flush).
+   */
+  private defer(blocked: () => boolean, type: number, buf: Buffer, start: number, end: number): void {
+    let resolve!: Deferral['resolve'];
+    const promise = new Promise<{ gate: Promise<void> | null }>((r) => { resolve = r; });
+    const d: Deferral = { queue: [{ type, body: Buffer.from(buf.subarray(start, end)) }], blocked, resolve, promise, timer: null };
+    if (this.draining) { this.redeferral = d; return; }
+    d.timer = setTimeout(() => this.drain(true), MAX_DEFERRAL_MS).unref();
+    this.gateBeforeDeferral = this.gate;
+    this.gate = null;
+    this.deferral = d;
+    this.deferralStarted = true;
+  }
+
+  /** Handles deferred frames, in order, as far as their answers allow. */
+  private drain(force = false): void {
+    const d = this.deferral;
+    if (!d || this.draining || this.closed) return;
+    this.draining = true;
+    try {
+      while (d.queue.length > 0) {
+        if (!force && d.blocked()) return;
+        const f = d.queue.shift()!;
+        this.redeferral = null;
+        this.provisional = force;
+        this.handle(f.type, f.body, 0, f.body.length);
+        this.provisional = false;
+        const again = this.redeferral as Deferral | null;
+        if (again) {
+          this.redeferral = null;
+          d.queue.unshift(...again.queue);
+          d.blocked = again.blocked;
+          force = false;
+        } else {
+          d.blocked = NOT_BLOCKED; // the next frame says itself whether it must wait
+        }
+      }
+      if (d.timer) clearTimeout(d.timer);
+      this.deferral = null;
+      const gate = this.gate;
+      this.gate = null;
+      d.resolve({ gate });
+    } finally {
+      this.draining = false;
+      this.provisional = false;
     }
   }
 
@@ -165,15 +408,37 @@ export class StatementTracker {
     const ts = nowUs();
     const { seq, durable } = this.sink.appendDurable(eventType, data, ts);
     this.gate = durable;
-    const p = newPending(kind, seq, this.copyEnds, this.nextOrdinal++);
+    const p = this.push(kind, seq);
     p.startUs = ts;
+    return p;
+  }
+
+  private push(kind: PendingKind, seq: number): Pending {
+    const p = newPending(kind, seq, this.copyEnds, this.nextOrdinal++);
     this.pending.push(p);
     return p;
+  }
+
+  /** COPY data in either direction: counted, and sampled within the same bounds as rows. */
+  private sampleCopy(head: Pending, buf: Buffer, start: number, end: number): void {
+    head.copyBytes += end - start;
+    if (!head.truncated && head.sample.length < this.limits.sampleRows && head.sampleBytes < this.limits.sampleBytes) {
+      const take = Math.min(end - start, this.limits.sampleBytes - head.sampleBytes);
+      head.sample.push([this.encoding.text(buf, start, start + take)]);
+      head.sampleBytes += take;
+    } else {
+      head.truncated = true;
+    }
   }
 
   // ---- server → client -------------------------------------------------------------------
 
   serverFrame(type: number, buf: Buffer, start: number, end: number): void {
+    this.onServerFrame(type, buf, start, end);
+    if (this.deferral && !this.draining) this.drain();
+  }
+
+  private onServerFrame(type: number, buf: Buffer, start: number, end: number): void {
     switch (type) {
       case Backend.DataRow: {
         const head = this.head();
@@ -184,15 +449,40 @@ export class StatementTracker {
           head.truncated = true;
           return;
         }
-        const row = decodeDataRow(buf, start, end, head.formats, this.limits.sampleBytes - head.sampleBytes);
+        const row = decodeDataRow(buf, start, end, head.formats, this.limits.sampleBytes - head.sampleBytes, this.textOf);
         head.sample.push(row.cells);
         head.sampleBytes += row.bytes;
         return;
       }
+      case Backend.ParseComplete: {
+        const head = this.shiftIf('parse');
+        if (head?.statement) this.confirmedStatements.set(head.statement.name, head.statement);
+        return;
+      }
+      case Backend.BindComplete: {
+        const head = this.shiftIf('bind');
+        if (head?.portal) this.confirmedPortals.set(head.portal.name, head.portal);
+        return;
+      }
+      case Backend.CloseComplete: {
+        const head = this.shiftIf('close');
+        if (head) (head.targetKind === STATEMENT ? this.confirmedStatements : this.confirmedPortals).delete(head.target);
+        return;
+      }
+      case Backend.NoData:
+        this.shiftIf('describe');
+        return;
       case Backend.RowDescription: {
         const head = this.head();
         if (!head) return;
-        const cols = decodeRowDescription(buf, start, end);
+        const cols = decodeRowDescription(buf, start, end, this.textOf);
+        if (head.kind === 'describe') {
+          this.shiftIf('describe');
+          const names = cols.map((c) => c.name);
+          if (head.statement) head.statement.columns = names;
+          if (head.portal) { head.portal.columns = names; head.portal.formats = cols.map((c) => c.format); }
+          return;
+        }
         if (!head.columns) head.columns = cols.map((c) => c.name);
         head.formats = cols.map((c) => c.format);
         return;
@@ -200,8 +490,10 @@ export class StatementTracker {
       case Backend.CommandComplete: {
         const head = this.head();
         if (!head) return;
-        head.tags.push(decodeCommandComplete(buf, start, end));
+        const tag = decodeCommandComplete(buf, start, end);
+        head.tags.push(tag);
         this.inCopy = false;
+        if (tagChangesNames(tag)) this.applyNameEffect(head, tag);
         if (head.kind === 'execute') this.complete(head);
         return;
       }
@@ -216,7 +508,7 @@ export class StatementTracker {
         return;
       }
       case Backend.ErrorResponse: {
-        const error = decodeErrorFields(buf, start, end);
+        const error = decodeErrorFields(buf, start, end, this.textOf);
         this.inCopy = false;
         this.copyIn = null;
         if (error.severity === 'FATAL' || error.severity === 'PANIC') this.lastFatal = `${error.code} ${error.message}`;
@@ -226,7 +518,10 @@ export class StatementTracker {
           return;
         }
         head.error = error;
-        if (head.kind === 'execute') this.complete(head);
+        if (head.kind === 'query' || head.kind === 'call') return; // ReadyForQuery follows
+        // An extended-protocol message failed: the server skips everything up to the next Sync.
+        this.complete(head);
+        this.skipToSync();
         return;
       }
       case Backend.ReadyForQuery: {
@@ -246,33 +541,26 @@ export class StatementTracker {
         return;
       case Backend.CopyData: {
         const head = this.head();
-        if (!head) return;
-        head.copyBytes += end - start;
-        if (!head.truncated && head.sample.length < this.limits.sampleRows && head.sampleBytes < this.limits.sampleBytes) {
-          const take = Math.min(end - start, this.limits.sampleBytes - head.sampleBytes);
-          head.sample.push([buf.toString('utf8', start, start + take)]);
-          head.sampleBytes += take;
-        } else {
-          head.truncated = true;
-        }
+        if (head) this.sampleCopy(head, buf, start, end);
         return;
       }
       case Backend.NoticeResponse:
-        this.sink.append('notice', errorData(decodeErrorFields(buf, start, end)));
+        this.sink.append('notice', errorData(decodeErrorFields(buf, start, end, this.textOf)));
         return;
       case Backend.NotificationResponse:
-        this.sink.append('notification', decodeNotification(buf, start, end));
+        this.sink.append('notification', decodeNotification(buf, start, end, this.textOf));
         return;
       case Backend.ParameterStatus: {
         const p = decodeParameterStatus(buf, start, end);
         if (this.parameters.get(p.name) !== p.value) {
           this.parameters.set(p.name, p.value);
+          if (p.name === 'client_encoding') this.encoding.set(p.value);
           this.sink.append('parameter', p);
         }
         return;
       }
       default:
-        return;
+        return; // ParameterDescription, FunctionCallResponse, …: nothing to record
     }
   }
 
@@ -302,26 +590,118 @@ export class StatementTracker {
     if (this.copyEnds === statement.copyEndsBefore) this.copyIn = statement;
   }
 
-  /** The oldest statement still waiting for its outcome (skipping Sync markers is not allowed: order matters). */
+  /** The oldest message still waiting for its answer (skipping Sync markers is not allowed: order matters). */
   private head(): Pending | undefined {
     const p = this.pending[0];
     return p && p.kind !== 'sync' ? p : undefined;
+  }
+
+  /** Removes the head when it is of the kind the server just answered. */
+  private shiftIf(kind: PendingKind): Pending | undefined {
+    const p = this.pending[0];
+    if (!p || p.kind !== kind) return undefined;
+    this.pending.shift();
+    this.markDone(p);
+    return p;
+  }
+
+  private markDone(p: Pending): void {
+    p.done = true;
+    if (p.mutator) { p.mutator = false; this.mutators--; }
   }
 
   private readyForQuery(): void {
     // Everything up to the first Sync (extended) or the running Query (simple) ends here.
     while (this.pending.length > 0) {
       const p = this.pending.shift()!;
-      if (p.kind === 'sync') return;
-      if (p.kind === 'execute') this.finish(p, false, true);
-      else { this.finish(p, false, false); return; }
+      this.markDone(p);
+      if (p.kind === 'sync') break;
+      if (p.kind === 'query' || p.kind === 'call') {
+        if (p.kind === 'query') this.dropUnnamed();
+        this.finish(p, false, false);
+        break;
+      }
+      this.skipped(p);
     }
+    if (this.txStatus === 0x49) this.endPortals();
+  }
+
+  /** After an extended-protocol error: the server ignores every message up to the next Sync. */
+  private skipToSync(): void {
+    while (this.pending.length > 0 && this.pending[0].kind !== 'sync') {
+      const p = this.pending.shift()!;
+      this.markDone(p);
+      this.skipped(p);
+    }
+    this.rebuildExpected();
+  }
+
+  private skipped(p: Pending): void {
+    if (p.kind === 'execute' || p.kind === 'query' || p.kind === 'call') this.finish(p, false, true);
+    else if (p.kind === 'parse') this.sink.append('result', { ref: p.seq, skipped: true, durationUs: 0 });
+  }
+
+  /** A simple Query drops the unnamed statement and portal. */
+  private dropUnnamed(): void {
+    const st = this.confirmedStatements.get('');
+    if (st && this.statements.get('') === st) this.statements.delete('');
+    this.confirmedStatements.delete('');
+    const po = this.confirmedPortals.get('');
+    if (po && this.portals.get('') === po) this.portals.delete('');
+    this.confirmedPortals.delete('');
+  }
+
+  /** Outside a transaction block no portal survives (the transaction that held them ended). */
+  private endPortals(): void {
+    for (const [name, portal] of this.confirmedPortals) if (this.portals.get(name) === portal) this.portals.delete(name);
+    this.confirmedPortals.clear();
+  }
+
+  /** Recomputes the client's view: the confirmed state, then every message still outstanding. */
+  private rebuildExpected(): void {
+    this.statements = new Map(this.confirmedStatements);
+    this.portals = new Map(this.confirmedPortals);
+    for (const p of this.pending) {
+      if (p.kind === 'parse' && p.statement) this.statements.set(p.statement.name, p.statement);
+      else if (p.kind === 'bind' && p.portal) this.portals.set(p.portal.name, p.portal);
+      else if (p.kind === 'close') (p.targetKind === STATEMENT ? this.statements : this.portals).delete(p.target);
+      else if (p.kind === 'query') { this.statements.delete(''); this.portals.delete(''); }
+    }
+  }
+
+  /** A PREPARE, DEALLOCATE or DISCARD ALL completed: the server's statement names changed. */
+  private applyNameEffect(p: Pending, tag: string): void {
+    const sql = p.kind === 'query' ? p.text : p.statement?.text ?? null;
+    const effect = sql === null ? null : nameEffect(sql, p.kind === 'query' ? p.tags.length - 1 : 0, tag);
+    if (!effect) {
+      // Which name changed is unknown: forget all, so nothing is recorded with a stale text.
+      this.confirmedStatements.clear();
+      this.sink.append('tracking', { warning: `could not tell which prepared statement "${tag}" changed; later executions of named statements are recorded without text`, ref: p.seq });
+    } else if (effect.kind === 'prepare') {
+      const body = effect.text.replace(/^\s*prepare\s+("[^"]*"|\S+)/i, ''); // what running it does
+      this.confirmedStatements.set(effect.name, { name: effect.name, text: effect.text, ref: p.seq, mutates: mayChangeNames(body), columns: null });
+    } else if (effect.kind === 'deallocate') {
+      this.confirmedStatements.delete(effect.name);
+    } else {
+      this.confirmedStatements.clear();
+      if (effect.kind === 'discard-all') this.confirmedPortals.clear();
+    }
+    this.rebuildExpected();
   }
 
   private complete(p: Pending, suspended = false): void {
     const i = this.pending.indexOf(p);
     if (i >= 0) this.pending.splice(i, 1);
-    this.finish(p, suspended, false);
+    this.markDone(p);
+    if (p.kind === 'execute') this.finish(p, suspended, false);
+    else if (p.kind === 'parse') this.sink.append('result', { ref: p.seq, durationUs: 0, error: errorData(p.error!) });
+    else if (p.error) {
+      // Bind, Describe or Close failed: nothing ran, but the reason belongs in the record.
+      const data: Record<string, unknown> = { ...errorData(p.error), during: p.kind };
+      if (p.kind === 'bind' && p.portal) { data.statement = p.portal.statementName; if (p.portal.name) data.portal = p.portal.name; }
+      else data.name = p.target;
+      this.sink.append('error', data);
+    }
   }
 
   private finish(p: Pending, suspended: boolean, skipped: boolean): void {
@@ -340,12 +720,27 @@ export class StatementTracker {
       if (p.rows > 0) data.rowsReturned = p.rows;
       if (suspended) data.suspended = true;
       if (p.error) data.error = errorData(p.error);
-      if (p.columns) data.columns = p.columns;
+      const columns = p.columns ?? p.portal?.columns ?? p.portal?.statement?.columns ?? null;
+      if (columns && (p.rows > 0 || p.columns)) data.columns = columns;
       if (p.sample.length > 0) data.sample = p.sample;
       if (p.truncated) data.sampleTruncated = true;
       if (p.copyBytes > 0) data.copyBytes = p.copyBytes;
+      if (p.kind === 'execute') this.checkRan(p, data);
     }
     this.sink.append('result', data);
+  }
+
+  /**
+   * An execution recorded provisionally (its deferral timed out) may have run another portal
+   * than predicted: the server's answers now tell which one, and the outcome says so.
+   */
+  private checkRan(p: Pending, data: Record<string, unknown>): void {
+    const name = p.portal?.name;
+    if (name === undefined) return;
+    const actual = this.confirmedPortals.get(name);
+    if (!actual || actual === p.portal) return;
+    const st = actual.statement;
+    data.ran = { statement: actual.statementName, text: st?.text ?? null, textRef: st?.ref, params: actual.params };
   }
 
   /**
@@ -354,11 +749,14 @@ export class StatementTracker {
    * why, if the store takes it later.
    */
   dropFrom(ordinal: number, reason: string): void {
+    this.dropDeferred();
     const i = this.pending.findIndex((p) => p.ordinal >= ordinal);
     if (i < 0) return;
     for (const p of this.pending.splice(i)) {
-      if (p.kind !== 'sync') this.sink.append('result', { ref: p.seq, notForwarded: reason, durationUs: 0 });
+      this.markDone(p);
+      if (p.seq >= 0) this.sink.append('result', { ref: p.seq, notForwarded: reason, durationUs: 0 });
     }
+    this.rebuildExpected();
   }
 
   /** Entries queued before `ordinal` that still wait for the target's answer. */
@@ -370,18 +768,30 @@ export class StatementTracker {
 
   /** Ends the conversation: statements still waiting get an outcome saying why they never got one. */
   abandon(reason: string): void {
+    this.closed = true;
+    this.dropDeferred();
     for (const p of this.pending) {
-      if (p.kind === 'sync') continue;
+      if (p.seq < 0) continue;
       this.sink.append('result', { ref: p.seq, durationUs: nowUs() - p.startUs, incomplete: reason, rowsReturned: p.rows, copyBytes: p.copyBytes || undefined });
     }
     this.pending.length = 0;
+  }
+
+  /** Frames still waiting for an earlier answer were never recorded, and are not sent either. */
+  private dropDeferred(): void {
+    const d = this.deferral;
+    if (!d) return;
+    if (d.timer) clearTimeout(d.timer);
+    this.deferral = null;
+    d.queue.length = 0;
   }
 }
 
 function newPending(kind: PendingKind, seq: number, copyEndsBefore: number, ordinal: number): Pending {
   return {
     kind, seq, copyEndsBefore, ordinal, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
-    truncated: false, copyBytes: 0, error: null,
+    truncated: false, copyBytes: 0, error: null, done: false, statement: null, portal: null, targetKind: 0, target: '', text: null,
+    mutator: false,
   };
 }
 

@@ -2,10 +2,21 @@
 // (after type and length) and decodes only the fields asked for.
 import { ProtocolError } from './frame-scanner.ts';
 
-export function readCString(buf: Buffer, pos: number, end: number): { value: string; next: number } {
+/** Decodes a byte range as text: UTF-8 by default, or the session's client encoding. */
+export type TextOf = (buf: Buffer, start: number, end: number) => string;
+
+export const utf8Text: TextOf = (buf, start, end) => buf.toString('utf8', start, end);
+
+export function readCString(buf: Buffer, pos: number, end: number, text: TextOf = utf8Text): { value: string; next: number } {
+  const zero = cStringEnd(buf, pos, end);
+  return { value: text(buf, pos, zero), next: zero + 1 };
+}
+
+/** Offset of the zero byte that ends the string starting at `pos`. */
+export function cStringEnd(buf: Buffer, pos: number, end: number): number {
   const zero = buf.indexOf(0, pos);
   if (zero < 0 || zero >= end) throw new ProtocolError('unterminated string in message');
-  return { value: buf.toString('utf8', pos, zero), next: zero + 1 };
+  return zero;
 }
 
 export interface StartupMessage { protocol: number; params: Map<string, string> }
@@ -29,11 +40,12 @@ export function decodeQuery(buf: Buffer, start: number, end: number): string {
   return readCString(buf, start, end).value;
 }
 
-export interface ParseMessage { name: string; text: string; paramTypes: number[] }
+export interface ParseMessage { name: string; text: string; paramTypes: number[]; textStart: number; textEnd: number }
 
-export function decodeParse(buf: Buffer, start: number, end: number): ParseMessage {
-  const name = readCString(buf, start, end);
-  const text = readCString(buf, name.next, end);
+export function decodeParse(buf: Buffer, start: number, end: number, textOf: TextOf = utf8Text): ParseMessage {
+  const name = readCString(buf, start, end, textOf);
+  const textEnd = cStringEnd(buf, name.next, end);
+  const text = { value: textOf(buf, name.next, textEnd), next: textEnd + 1 };
   let pos = text.next;
   if (pos + 2 > end) throw new ProtocolError('truncated Parse message');
   const count = buf.readInt16BE(pos);
@@ -41,7 +53,7 @@ export function decodeParse(buf: Buffer, start: number, end: number): ParseMessa
   if (count < 0 || pos + count * 4 > end) throw new ProtocolError('truncated Parse message');
   const paramTypes = new Array<number>(count);
   for (let i = 0; i < count; i++) paramTypes[i] = buf.readUInt32BE(pos + i * 4);
-  return { name: name.value, text: text.value, paramTypes };
+  return { name: name.value, text: text.value, paramTypes, textStart: name.next, textEnd };
 }
 
 /** A bound parameter as recorded: text-format values as text, binary ones as hex, NULL as null. */
@@ -49,41 +61,56 @@ export type BoundValue = string | null | { binary: string };
 
 export interface BindMessage { portal: string; statement: string; params: BoundValue[]; resultFormats: number[] }
 
-export function decodeBind(buf: Buffer, start: number, end: number, maxParamBytes: number): BindMessage {
-  const portal = readCString(buf, start, end);
-  const statement = readCString(buf, portal.next, end);
-  let pos = statement.next;
-  const need = (n: number): void => { if (pos + n > end) throw new ProtocolError('truncated Bind message'); };
-  need(2);
-  const formatCount = buf.readInt16BE(pos); pos += 2;
-  if (formatCount < 0) throw new ProtocolError('invalid Bind message');
-  need(formatCount * 2);
-  const formats = new Array<number>(formatCount);
-  for (let i = 0; i < formatCount; i++) formats[i] = buf.readInt16BE(pos + i * 2);
-  pos += formatCount * 2;
-  need(2);
-  const paramCount = buf.readInt16BE(pos); pos += 2;
-  if (paramCount < 0) throw new ProtocolError('invalid Bind message');
-  const params = new Array<BoundValue>(paramCount);
-  for (let i = 0; i < paramCount; i++) {
-    need(4);
-    const len = buf.readInt32BE(pos); pos += 4;
-    if (len === -1) { params[i] = null; continue; }
-    if (len < 0) throw new ProtocolError('invalid parameter length in Bind message');
-    need(len);
-    const format = formatCount === 0 ? 0 : formatCount === 1 ? formats[0] : formats[i];
-    const shown = Math.min(len, maxParamBytes);
-    const value = format === 1 ? { binary: buf.toString('hex', pos, pos + shown) } : buf.toString('utf8', pos, pos + shown);
-    params[i] = len > shown && typeof value === 'string' ? `${value}…[${len} bytes]` : value;
-    pos += len;
-  }
-  need(2);
+export function decodeBind(buf: Buffer, start: number, end: number, maxParamBytes: number, textOf: TextOf = utf8Text): BindMessage {
+  const portal = readCString(buf, start, end, textOf);
+  const statement = readCString(buf, portal.next, end, textOf);
+  const args = decodeArguments(buf, statement.next, end, maxParamBytes, textOf, 'Bind');
+  let pos = args.next;
+  if (pos + 2 > end) throw new ProtocolError('truncated Bind message');
   const resultCount = buf.readInt16BE(pos); pos += 2;
-  if (resultCount < 0) throw new ProtocolError('invalid Bind message');
-  need(resultCount * 2);
+  if (resultCount < 0 || pos + resultCount * 2 > end) throw new ProtocolError('invalid Bind message');
   const resultFormats = new Array<number>(resultCount);
   for (let i = 0; i < resultCount; i++) resultFormats[i] = buf.readInt16BE(pos + i * 2);
-  return { portal: portal.value, statement: statement.value, params, resultFormats };
+  return { portal: portal.value, statement: statement.value, params: args.values, resultFormats };
+}
+
+export interface FunctionCallMessage { oid: number; args: BoundValue[]; resultFormat: number }
+
+/** FunctionCall (fast-path, PQfn): function OID, argument formats and values, result format. */
+export function decodeFunctionCall(buf: Buffer, start: number, end: number, maxParamBytes: number, textOf: TextOf = utf8Text): FunctionCallMessage {
+  if (start + 4 > end) throw new ProtocolError('truncated FunctionCall message');
+  const oid = buf.readUInt32BE(start);
+  const args = decodeArguments(buf, start + 4, end, maxParamBytes, textOf, 'FunctionCall');
+  if (args.next + 2 > end) throw new ProtocolError('truncated FunctionCall message');
+  return { oid, args: args.values, resultFormat: buf.readInt16BE(args.next) };
+}
+
+/** Format codes then values, as Bind and FunctionCall carry them; each value cut to maxBytes. */
+function decodeArguments(buf: Buffer, pos: number, end: number, maxBytes: number, textOf: TextOf, what: string): { values: BoundValue[]; next: number } {
+  const need = (n: number): void => { if (pos + n > end) throw new ProtocolError(`truncated ${what} message`); };
+  need(2);
+  const formatCount = buf.readInt16BE(pos); pos += 2;
+  if (formatCount < 0) throw new ProtocolError(`invalid ${what} message`);
+  need(formatCount * 2);
+  const formatsAt = pos;
+  pos += formatCount * 2;
+  need(2);
+  const count = buf.readInt16BE(pos); pos += 2;
+  if (count < 0) throw new ProtocolError(`invalid ${what} message`);
+  const values = new Array<BoundValue>(count);
+  for (let i = 0; i < count; i++) {
+    need(4);
+    const len = buf.readInt32BE(pos); pos += 4;
+    if (len === -1) { values[i] = null; continue; }
+    if (len < 0) throw new ProtocolError(`invalid argument length in ${what} message`);
+    need(len);
+    const format = formatCount === 0 ? 0 : buf.readInt16BE(formatsAt + (formatCount === 1 ? 0 : i) * 2);
+    const shown = Math.min(len, maxBytes);
+    const value = format === 1 ? { binary: buf.toString('hex', pos, pos + shown) } : textOf(buf, pos, pos + shown);
+    values[i] = len > shown && typeof value === 'string' ? `${value}…[${len} bytes]` : value;
+    pos += len;
+  }
+  return { values, next: pos };
 }
 
 export interface ExecuteMessage { portal: string; maxRows: number }
@@ -102,12 +129,12 @@ export function decodeTarget(buf: Buffer, start: number, end: number): { kind: n
 
 export interface ColumnDescription { name: string; typeOid: number; format: number }
 
-export function decodeRowDescription(buf: Buffer, start: number, end: number): ColumnDescription[] {
+export function decodeRowDescription(buf: Buffer, start: number, end: number, textOf: TextOf = utf8Text): ColumnDescription[] {
   const count = buf.readInt16BE(start);
   const columns = new Array<ColumnDescription>(count);
   let pos = start + 2;
   for (let i = 0; i < count; i++) {
-    const name = readCString(buf, pos, end);
+    const name = readCString(buf, pos, end, textOf);
     pos = name.next;
     columns[i] = { name: name.value, typeOid: buf.readUInt32BE(pos + 6), format: buf.readInt16BE(pos + 16) };
     pos += 18;
@@ -116,7 +143,7 @@ export function decodeRowDescription(buf: Buffer, start: number, end: number): C
 }
 
 /** Decodes a DataRow into text cells (binary cells as hex), stopping once `budget` bytes are used. */
-export function decodeDataRow(buf: Buffer, start: number, end: number, formats: ArrayLike<number>, budget: number): { cells: Array<string | null>; bytes: number } {
+export function decodeDataRow(buf: Buffer, start: number, end: number, formats: ArrayLike<number>, budget: number, textOf: TextOf = utf8Text): { cells: Array<string | null>; bytes: number } {
   const count = buf.readInt16BE(start);
   const cells = new Array<string | null>(count);
   let pos = start + 2;
@@ -127,7 +154,7 @@ export function decodeDataRow(buf: Buffer, start: number, end: number, formats: 
     if (len < 0) { cells[i] = null; continue; }
     const take = Math.max(0, Math.min(len, budget - bytes));
     const binary = (formats.length === 1 ? formats[0] : formats[i]) === 1;
-    let text = binary ? buf.toString('hex', pos, pos + take) : buf.toString('utf8', pos, pos + take);
+    let text = binary ? buf.toString('hex', pos, pos + take) : textOf(buf, pos, pos + take);
     if (take < len) text += `…[${len} bytes]`;
     cells[i] = text;
     bytes += take;
@@ -152,12 +179,12 @@ export function rowsFromTag(tag: string): number | null {
 export interface ErrorFields { severity: string; code: string; message: string; detail?: string; hint?: string; position?: string }
 
 /** ErrorResponse and NoticeResponse: (field type byte, cstring)* then a zero byte. */
-export function decodeErrorFields(buf: Buffer, start: number, end: number): ErrorFields {
+export function decodeErrorFields(buf: Buffer, start: number, end: number, textOf: TextOf = utf8Text): ErrorFields {
   const fields: ErrorFields = { severity: '', code: '', message: '' };
   let pos = start;
   while (pos < end && buf[pos] !== 0) {
     const type = buf[pos];
-    const value = readCString(buf, pos + 1, end);
+    const value = readCString(buf, pos + 1, end, textOf);
     pos = value.next;
     switch (type) {
       case 0x56: fields.severity = value.value; break; // V: non-localized severity
@@ -177,8 +204,8 @@ export function decodeParameterStatus(buf: Buffer, start: number, end: number): 
   return { name: name.value, value: readCString(buf, name.next, end).value };
 }
 
-export function decodeNotification(buf: Buffer, start: number, end: number): { pid: number; channel: string; payload: string } {
+export function decodeNotification(buf: Buffer, start: number, end: number, textOf: TextOf = utf8Text): { pid: number; channel: string; payload: string } {
   const pid = buf.readInt32BE(start);
-  const channel = readCString(buf, start + 4, end);
-  return { pid, channel: channel.value, payload: readCString(buf, channel.next, end).value };
+  const channel = readCString(buf, start + 4, end, textOf);
+  return { pid, channel: channel.value, payload: readCString(buf, channel.next, end, textOf).value };
 }

@@ -4,11 +4,8 @@
 // includes the connection and every startup parameter the client chose, because DISCARD ALL
 // restores a backend to its startup values, not to the gateway's defaults.
 import type { Logger } from 'pino';
-import { query } from '../codec/encode.ts';
-import { Backend } from '../codec/protocol.ts';
-import { decodeErrorFields, decodeParameterStatus } from '../codec/decode.ts';
-import { HandshakeReader } from '../handshake-reader.ts';
 import type { UpstreamConnection } from './login.ts';
+import { simpleQuery } from './simple-query.ts';
 
 export interface PoolOptions {
   maxIdlePerKey: number;
@@ -83,27 +80,7 @@ export class UpstreamPool {
   }
 
   private async run(conn: UpstreamConnection, sql: string): Promise<void> {
-    const reader = new HandshakeReader(conn.stream);
-    const deadline = Date.now() + this.options.resetTimeoutMs;
-    try {
-      conn.stream.write(query(sql));
-      let failure: string | null = null;
-      for (;;) {
-        const { type, body } = await reader.readMessage(deadline, 1 << 20);
-        if (type === Backend.ErrorResponse) failure = decodeErrorFields(body, 0, body.length).message;
-        else if (type === Backend.ParameterStatus) {
-          const p = decodeParameterStatus(body, 0, body.length);
-          conn.parameters.set(p.name, p.value);
-        } else if (type === Backend.ReadyForQuery) {
-          conn.txStatus = body[0];
-          break;
-        }
-      }
-      if (failure) throw new Error(`${sql}: ${failure}`);
-      if (reader.detach().length > 0) throw new Error('unexpected data after reset');
-    } finally {
-      reader.detach();
-    }
+    await simpleQuery(conn, sql, this.options.resetTimeoutMs);
   }
 
   private remove(key: string, entry: Idle): void {
