@@ -111,11 +111,29 @@ export function timeline(session: SessionView, events: EventView[]): string {
         const params = Array.isArray(d.params) && d.params.length > 0 ? `  params=${JSON.stringify(d.params)}` : '';
         out.push(`${at}  #${e.seq} ${e.type.padEnd(8)} ${oneLine(String(d.text ?? `(unknown prepared statement ${String(d.statement ?? '')})`))}${params}`);
         const r = results.get(e.seq);
+        if (d.provisional) out.push(`${' '.repeat(12)}  ! recorded before the server showed which statement would run (see the outcome)`);
+        if (d.encoding) out.push(`${' '.repeat(12)}  ! client encoding ${String(d.encoding)}: original bytes kept (--json: raw)`);
+        out.push(`${' '.repeat(12)}  → ${r ? outcome(r) : 'no outcome recorded'}`);
+        const ran = r?.ran as { statement?: string; text?: string | null } | undefined;
+        if (ran) out.push(`${' '.repeat(12)}  ! the server ran ${ran.statement ? `statement ${ran.statement}: ` : ''}${oneLine(String(ran.text ?? '(unknown text)'))}`);
+        break;
+      }
+      case 'parse': {
+        // An unnamed statement shows in the execute that runs it; only a failed or skipped one here.
+        const r = results.get(e.seq);
+        if (!d.name && !r) break;
+        out.push(`${at}  #${e.seq} prepare  ${d.name ? `${String(d.name)}: ` : ''}${oneLine(String(d.text ?? ''))}${r ? `  → ${outcome(r)}` : ''}`);
+        break;
+      }
+      case 'function_call': {
+        const args = Array.isArray(d.args) && d.args.length > 0 ? `  args=${JSON.stringify(d.args)}` : '';
+        out.push(`${at}  #${e.seq} call     ${d.function ? String(d.function) : `function oid ${String(d.oid)}`}${args}`);
+        const r = results.get(e.seq);
         out.push(`${' '.repeat(12)}  → ${r ? outcome(r) : 'no outcome recorded'}`);
         break;
       }
-      case 'function_call':
-        out.push(`${at}  #${e.seq} call     function oid ${String(d.oid)}`);
+      case 'tracking':
+        out.push(`${at}  #${e.seq} warning  ${String(d.warning ?? '')}`);
         break;
       case 'notice':
       case 'error':

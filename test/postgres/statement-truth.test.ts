@@ -103,6 +103,11 @@ test('statement swap: a Parse the server skipped after an error does not replace
   const parses = events.filter((e) => e.type === 'parse' && e.data.name === 'sd');
   assert.deepEqual(parses.map((e) => e.data.text), [EVIL, HARMLESS]);
   assert.equal(resultOf(events, parses[1].seq)?.skipped, true);
+  // And a reviewer reading the timeline sees the skipped redefinition as such.
+  const sessions = JSON.parse(await gw.cliOk(['sessions', 'list', '--json', '--limit', '1000'])) as SessionView[];
+  const shown = await gw.cliOk(['sessions', 'show', sessions.find((x) => x.applicationName === app)!.id]);
+  assert.match(shown, /prepare {2}sd: update acct set balance = balance where id = \$1 {2}→ not executed/);
+  assert.match(shown, /execute  update acct set balance = balance \+ 1000000 where id = \$1 {2}params=\["\d+"\]/);
 });
 
 test('statement swap, pipelined: the Bind that depends on an unanswered batch waits for its answer', async () => {
