@@ -23,6 +23,7 @@ import { workloadRoutes } from './routes/workload.ts';
 import type { WorkloadExchange } from '../identity/workload/exchange.ts';
 import { logoutRoutes, ssoRoutes } from './routes/sso.ts';
 import type { SignInService } from '../identity/sso/sign-in-service.ts';
+import type { SessionRegistry } from '../access/session-registry.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -37,6 +38,8 @@ export interface ApiDeps {
   workload?: WorkloadExchange;
   /** People signing in through identity providers (absent: not offered). */
   sso?: SignInService;
+  /** The open sessions: routes that change access tell it, so that revocation ends them. */
+  sessions: SessionRegistry;
 }
 
 export interface ApiServer { address: ListenAddress; app: FastifyInstance; close(): Promise<void> }

@@ -7,6 +7,7 @@ import type { Dialer } from '../connector/dialer.ts';
 import type { SecretBox } from '../crypto/secret-box.ts';
 import type { IdentityService } from '../identity/identity-service.ts';
 import type { Recorder } from '../recorder/recorder.ts';
+import type { Admission } from '../access/admission.ts';
 import type { Store } from '../store/types.ts';
 import type { ListenAddress } from '../util/address.ts';
 
@@ -14,6 +15,8 @@ export interface EngineContext {
   store: Store;
   identity: IdentityService;
   recorder: Recorder;
+  /** Token → connection → grant → session start, and the registry of open sessions (src/access/admission.ts). */
+  admission: Admission;
   secrets: SecretBox;
   dialer: Dialer;
   tls: { cert: string; key: string };

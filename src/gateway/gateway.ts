@@ -26,6 +26,8 @@ import type { ListenAddress } from '../util/address.ts';
 import { bootstrapAdmin, loadGatewayId } from './bootstrap.ts';
 import { scheduleRetention } from '../recorder/retention.ts';
 import { loadSigningKey } from '../integrity/signing-keys.ts';
+import { SessionRegistry } from '../access/session-registry.ts';
+import { Admission } from '../access/admission.ts';
 
 export interface RunningGateway {
   http: ListenAddress;
@@ -69,7 +71,12 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const tunnels = new TunnelServer({ store, log, ca, tls: await loadOrIssueTunnelCert(ca, tlsDir, ['localhost', os.hostname()], ['127.0.0.1', '::1']) });
     const tunnelAddress = await tunnels.listen(config.connectorListen);
     closers.unshift(() => tunnels.close());
-    const ctx: EngineContext = { store, identity, recorder, secrets, dialer: new RoutingDialer(tunnels), tls, log };
+    // Open sessions are re-authorised when access changes, and ended when their token expires.
+    const sessions = new SessionRegistry({ store, access: identity.access, log });
+    sessions.start();
+    closers.unshift(async () => sessions.close());
+    const admission = new Admission({ store, identity, recorder, log }, sessions);
+    const ctx: EngineContext = { store, identity, recorder, admission, secrets, dialer: new RoutingDialer(tunnels), tls, log };
     const pgEngine = new PostgresEngine(ctx, {
       maxClientMessageBytes: config.postgres.maxMessageBytes, authTimeoutMs: config.postgres.authTimeoutMs,
       allowLoopbackCleartext: config.postgres.allowLoopbackCleartext,
@@ -90,7 +97,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       store, identity, recorder, config: config.sso, log: log.child({ component: 'sso' }),
       publicUrl: () => config.sso.publicUrl ?? `http://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
     });
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors, workload, sso }, config.http);
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors, workload, sso, sessions }, config.http);
     apiAddress = api.address;
     if (sso.enabled && !config.sso.publicUrl && /^(0\.0\.0\.0|::)$/.test(apiAddress.host)) {
       log.warn('sso.public_url is not set and the API listens on every address: identity providers will be told an unusable URL; set sso.public_url');

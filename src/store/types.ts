@@ -63,6 +63,8 @@ export interface ConnectionOptions {
   via?: string[];
   /** Recordings of this connection's sessions are removed this long after they end (seconds). */
   retentionSeconds?: number;
+  /** Sessions are ended this long after they start (seconds), whatever their token's lifetime. */
+  maxSessionSeconds?: number;
   /** ssh: the target's host key, pinned at registration ("ssh-ed25519 AAAA…"); any other key refuses the session. */
   hostKey?: string;
   /** ssh: how the stored credential is used (a private key or a password). */

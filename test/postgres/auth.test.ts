@@ -106,6 +106,14 @@ async function assertRefused(connection: string, user: string, token: string, wa
   assert.match(w.error.message, want.message);
   assert.ok(w.closedAfterError, 'the gateway must close the connection after a FATAL error');
   assert.ok(!w.authRequests.includes(0), 'no AuthenticationOk may be sent before a refusal');
+  if (want.code === '28P01') {
+    // Unknown, expired, revoked or another identity's: the client is told the same (no oracle).
+    assert.equal(w.error.detail, 'invalid token', JSON.stringify(w.error));
+    assert.match(r.stderr, /DETAIL: {2}invalid token/);
+    for (const word of ['unknown', 'expired', 'revoked', 'another identity', 'not recognised']) {
+      assert.ok(!r.stderr.includes(word) && !JSON.stringify(w.error.fields).includes(word), `the client is not told "${word}": ${r.stderr}`);
+    }
+  }
 
   const fresh = await newSessions(beforeIds, 2);
   assert.equal(fresh.length, 2, `each refused attempt is recorded once: ${JSON.stringify(fresh)}`);
@@ -124,6 +132,8 @@ async function assertRefused(connection: string, user: string, token: string, wa
     const denied = events[1];
     assert.equal(denied.data.code, want.code);
     assert.match(String(denied.data.message), want.message);
+    // The recording keeps why, which the client was not told.
+    if (want.code === '28P01') assert.match(String(denied.data.reason), want.reason);
     assert.equal(events.some((e) => e.type === 'query' || e.type === 'execute'), false);
     assert.ok(!JSON.stringify(events).includes(token), 'the presented token must not be recorded');
   }
@@ -187,11 +197,34 @@ test('a refused attempt reads clearly in sessions list / show / replay', async (
   assert.match(list, new RegExp(`^${s.id}\\s.*\\salice\\s+unknown\\s+app\\s.*refused: token unknown$`, 'm'));
   const show = await gw.cliOk(['sessions', 'show', s.id]);
   assert.match(show, /^identity\s+alice \(unknown\)$/m);
-  assert.match(show, /#1 denied\s+28P01 password authentication failed for user "alice" \(the token is not recognised\)/);
+  assert.match(show, /#1 denied\s+28P01 password authentication failed for user "alice" \(invalid token\)/);
   assert.match(show, /refused: token unknown/);
   const replay = await gw.cliOk(['sessions', 'replay', s.id]);
   assert.match(replay, /^FATAL:  password authentication failed for user "alice"$/m);
   assert.match(replay, /^-- session ended: refused: token unknown$/m);
+});
+
+test('a refused attempt is recorded with the application_name the client sent (bad token, no grant, unknown connection)', async () => {
+  await gw.cliOk(['identity', 'add', 'appname_nogrant', '--kind', 'agent']);
+  const { token } = await issue('appname_nogrant');
+  for (const [connection, user, tok, reason] of [
+    ['app', 'alice', 'ght_' + 'n'.repeat(43), /token unknown/],
+    ['app', 'appname_nogrant', token, /no grant/],
+    ['nosuchdb', 'alice', aliceToken, /does not exist/],
+  ] as const) {
+    const beforeIds = await snapshot();
+    const r = await psql(connection, user, tok, 'select 1', 'application_name=deploy-bot');
+    assert.equal(r.code, 2, r.stderr);
+    const w = await pgLogin({ host: gw.pgHost, port: gw.pgPort, user, database: connection, password: tok, tls: true, params: { application_name: 'raw-client' } });
+    assert.equal(w.ready, false);
+    const fresh = await newSessions(beforeIds, 2);
+    assert.deepEqual(fresh.map((s) => s.applicationName), ['deploy-bot', 'raw-client'], `${connection}/${user}: ${JSON.stringify(fresh)}`);
+    for (const s of fresh) {
+      assert.match(s.endReason ?? '', reason);
+      const { events } = await showSession(s.id);
+      assert.equal(events[0]?.data.applicationName, s.applicationName, 'session.start carries it too');
+    }
+  }
 });
 
 test('a password that is not a token at all (empty-ish, garbage): 28P01', async () => {

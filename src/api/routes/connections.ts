@@ -30,6 +30,8 @@ interface ConnectionBody {
   sslmode?: 'disable' | 'prefer' | 'require';
   recording?: 'durable' | 'best-effort';
   retentionSeconds?: number;
+  /** Sessions end this long after they start (seconds). */
+  maxSessionSeconds?: number;
   via?: string[];
 }
 
@@ -60,6 +62,7 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
       sslmode: { type: 'string', enum: ['disable', 'prefer', 'require'] },
       recording: { type: 'string', enum: ['durable', 'best-effort'] },
       retentionSeconds: { type: 'integer', minimum: 1 },
+      maxSessionSeconds: { type: 'integer', minimum: 1 },
       via: { type: 'array', maxItems: 16, items: { type: 'string', pattern: NAME } },
     } } },
   }, async (req, reply) => {
@@ -76,6 +79,7 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
       sealedSecret: secret ? deps.secrets.seal(secret, id) : null,
       options: { ...options, ...(b.recording ? { recording: b.recording } : {}),
         ...(b.retentionSeconds ? { retentionSeconds: b.retentionSeconds } : {}),
+        ...(b.maxSessionSeconds ? { maxSessionSeconds: b.maxSessionSeconds } : {}),
         ...(b.via && b.via.length > 0 ? { via: b.via } : {}) }, createdAt: Date.now(),
     };
     await deps.store.createConnection(connection);
@@ -102,7 +106,7 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
     if (!c) throw new UserError(`connection "${req.params.name}" does not exist`, 404);
     await deps.store.deleteConnection(c.id);
     for (const e of deps.engines) e.connectionChanged?.(c.id);
-    return { deleted: c.name };
+    return { deleted: c.name, endedSessions: (await deps.sessions.accessChanged('connection removed')).length };
   });
 }
 

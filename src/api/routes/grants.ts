@@ -64,6 +64,8 @@ export async function grantRoutes(app: FastifyInstance, deps: ApiDeps): Promise<
       const on = g.connectionName === null ? 'every connection (*)' : `connection "${g.connectionName}"`;
       throw new UserError(`${g.subjectType} "${g.subjectName}" has no grant to ${g.action} on ${on}`, 404);
     }
-    return { subject: subjectLabel(g), action: g.action, connection: g.connectionName ?? '*', revoked: true };
+    // Open sessions admitted on this grant end now, unless another grant still allows them.
+    const endedSessions = g.action === 'connect' ? (await deps.sessions.accessChanged('grant revoked')).length : 0;
+    return { subject: subjectLabel(g), action: g.action, connection: g.connectionName ?? '*', revoked: true, endedSessions };
   });
 }

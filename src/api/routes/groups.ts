@@ -41,7 +41,7 @@ export async function groupRoutes(app: FastifyInstance, deps: ApiDeps): Promise<
   app.delete<{ Params: { name: string } }>('/api/v1/groups/:name', async (req) => {
     const group = await groupNamed(req.params.name);
     await deps.store.deleteGroup(group.id);
-    return { deleted: group.name };
+    return { deleted: group.name, endedSessions: (await deps.sessions.accessChanged('group removed')).length };
   });
 
   app.post<{ Params: { name: string }; Body: { identity: string } }>('/api/v1/groups/:name/members', {
@@ -57,6 +57,6 @@ export async function groupRoutes(app: FastifyInstance, deps: ApiDeps): Promise<
     const group = await groupNamed(req.params.name);
     const identity = await identityNamed(req.params.identity);
     if (!(await deps.store.removeGroupMember(group.id, identity.id))) throw new UserError(`identity "${identity.name}" is not a member of group "${group.name}"`, 404);
-    return { group: group.name, identity: identity.name, removed: true };
+    return { group: group.name, identity: identity.name, removed: true, endedSessions: (await deps.sessions.accessChanged('group membership removed')).length };
   });
 }

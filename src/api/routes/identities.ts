@@ -73,7 +73,7 @@ export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promi
 
   app.delete<{ Params: { fingerprint: string } }>('/api/v1/keys/:fingerprint', async (req) => {
     if (!(await deps.store.deletePublicKey(req.params.fingerprint))) throw new UserError(`no key ${req.params.fingerprint}`, 404);
-    return { deleted: req.params.fingerprint };
+    return { deleted: req.params.fingerprint, endedSessions: (await deps.sessions.accessChanged('key removed')).length };
   });
 
   app.get('/api/v1/identities', async () => {
@@ -96,7 +96,7 @@ export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promi
     // Only administrators get here: deleting oneself would be an administrator deleting itself.
     if (identity.id === req.identity!.id) throw new UserError('an administrator cannot delete itself', 409);
     await deps.store.deleteIdentity(identity.id);
-    return { deleted: identity.name };
+    return { deleted: identity.name, endedSessions: (await deps.sessions.accessChanged('identity removed')).length };
   });
 
   app.post<{ Params: { name: string }; Body: { ttlSeconds: number } }>('/api/v1/identities/:name/tokens', {
@@ -125,19 +125,21 @@ export async function identityRoutes(app: FastifyInstance, deps: ApiDeps): Promi
       id: { type: 'string' }, token: { type: 'string' }, identity: { type: 'string' } } } },
   }, async (req) => {
     const now = Date.now();
+    // Open sessions signed in with a revoked token end now (the registry checks them all again).
+    const revoked = async (n: number) => ({ revoked: n, endedSessions: n > 0 ? (await deps.sessions.accessChanged('token revoked')).length : 0 });
     if (req.body.token) {
       const record = await deps.store.getTokenByHash(hashToken(req.body.token));
       if (!record || !(await deps.store.revokeToken(record.id, now))) throw new UserError('no active token matches', 404);
-      return { revoked: 1 };
+      return revoked(1);
     }
     if (req.body.id) {
       if (!(await deps.store.revokeToken(req.body.id, now))) throw new UserError(`no active token with id "${req.body.id}"`, 404);
-      return { revoked: 1 };
+      return revoked(1);
     }
     if (req.body.identity) {
       const identity = await deps.store.getIdentityByName(req.body.identity);
       if (!identity) throw new UserError(`identity "${req.body.identity}" does not exist`, 404);
-      return { revoked: await deps.store.revokeTokensOf(identity.id, now) };
+      return revoked(await deps.store.revokeTokensOf(identity.id, now));
     }
     throw new UserError('give a token id or an identity');
   });

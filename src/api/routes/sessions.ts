@@ -82,6 +82,16 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
 
   app.post('/api/v1/retention/run', adminOnly, async () => runRetention(deps.store, deps.recorder, deps.log));
 
+  // Ends an open session (the client gets its protocol's goodbye); resolves once it has ended.
+  app.post<{ Params: { id: string } }>('/api/v1/sessions/:id/kill', adminOnly, async (req) => {
+    const reason = `ended by administrator ${req.identity!.name}`;
+    if (await deps.sessions.kill(req.params.id, reason)) return { id: req.params.id, killed: true, reason, ended: !deps.sessions.isOpen(req.params.id) };
+    const session = await deps.store.getSession(req.params.id);
+    if (!session) throw new UserError(`session "${req.params.id}" does not exist`, 404);
+    if (session.endedAt !== null) throw new UserError(`session "${req.params.id}" has ended already (${session.endReason ?? 'no reason recorded'})`, 409);
+    throw new UserError(`session "${req.params.id}" is not open on this gateway (it may be open on another gateway sharing the store)`, 409);
+  });
+
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', async (req) => {
     const session = await auditable(req, req.params.id);
     const events = await deps.store.listEvents(session.id);

@@ -130,6 +130,7 @@ export async function logoutRoutes(app: FastifyInstance, deps: ApiDeps): Promise
     const token = /^Bearer\s+(\S+)$/i.exec(String(req.headers.authorization))![1];
     const record = await deps.store.getTokenByHash(hashToken(token));
     const revoked = record ? await deps.store.revokeToken(record.id, Date.now()) : false;
+    if (revoked) await deps.sessions.accessChanged('token revoked (signed out)');
     deps.log.info({ identity: req.identity!.name, revoked }, 'signed out');
     return { identity: req.identity!.name, revoked };
   });

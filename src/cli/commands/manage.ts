@@ -15,7 +15,7 @@ interface ConnectionOut { name: string; type: string; host: string; port: number
 interface ConnectionAddOptions {
   type: string; host: string; port?: string; database?: string; user?: string; passwordEnv?: string; passwordFile?: string;
   keyFile?: string; hostKey?: string; hostKeyFingerprint?: string; allowForwarding: string[]; allowEnv: string[]; protect: string[];
-  tls?: boolean; basePath: string; sslmode: string; recording: string; retention?: string; via: string[];
+  tls?: boolean; basePath: string; sslmode: string; recording: string; retention?: string; maxSession?: string; via: string[];
 }
 
 function describeTarget(c: ConnectionOut): string {
@@ -46,6 +46,14 @@ async function confirmHostKey(api: ApiClient, opts: ConnectionAddOptions): Promi
 }
 
 const enc = encodeURIComponent;
+
+function durationOption(flag: string, text: string): number {
+  try {
+    return parseDuration(text);
+  } catch (err) {
+    throw new Error(`${flag}: ${(err as Error).message}`);
+  }
+}
 
 export function registerManagement(program: Command, client: ClientFactory): void {
   const identity = program.command('identity').description('identities: people, services and agents');
@@ -122,6 +130,7 @@ export function registerManagement(program: Command, client: ClientFactory): voi
     .option('--sslmode <mode>', 'postgres: TLS to the target: disable, prefer, require', 'prefer')
     .option('--recording <mode>', 'durable (a command runs only once recorded; refused when the store is down) or best-effort', 'durable')
     .option('--retention <duration>', 'remove recordings this long after their session ends, e.g. 90d (default: keep)')
+    .option('--max-session <duration>', 'end sessions this long after they start, e.g. 8h (default: while the token is valid)')
     .option('--via <connector>', 'reach the target through this connector (repeatable; any healthy one is used)', repeat, [] as string[])
     .action(async (name: string, opts: ConnectionAddOptions, cmd: Command) => {
       let password: string | undefined;
@@ -140,6 +149,7 @@ export function registerManagement(program: Command, client: ClientFactory): voi
         name, type: opts.type, host: opts.host, port, recording: opts.recording,
         ...(opts.user ? { user: opts.user } : {}), ...(password !== undefined ? { password } : {}),
         ...(opts.retention ? { retentionSeconds: parseDuration(opts.retention) } : {}),
+        ...(opts.maxSession ? { maxSessionSeconds: durationOption('--max-session', opts.maxSession) } : {}),
         ...(opts.via.length > 0 ? { via: opts.via } : {}),
         ...(opts.protect.length > 0 ? { protect: opts.protect } : {}),
       };

@@ -39,6 +39,11 @@ export function registerSessions(program: Command, client: ClientFactory): Comma
       await client(cmd).post(`/api/v1/sessions/${encodeURIComponent(id)}/hold`, { hold: !opts.release });
       console.log(opts.release ? `legal hold on ${id} lifted` : `session ${id} is under legal hold`);
     });
+  sessions.command('kill <id>').description('end an open session now (administrators); the client is told, the recording says who ended it')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const out = await client(cmd).post<{ reason: string; ended: boolean }>(`/api/v1/sessions/${encodeURIComponent(id)}/kill`, {});
+      console.log(out.ended ? `session ${id} ended (${out.reason})` : `session ${id} is being ended (${out.reason})`);
+    });
   program.command('retention').description('recording retention').command('run')
     .description('remove expired recordings now (each removal is tombstoned in the seal log)')
     .action(async (_opts: unknown, cmd: Command) => {

@@ -4,10 +4,12 @@
 // guard as over SSH (src/engines/git/push-guard.ts), and a refused push never reaches the target.
 import { PassThrough, type Readable } from 'node:stream';
 import zlib from 'node:zlib';
+import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Engine, EngineContext } from '../engine.ts';
 import type { Connection, Identity } from '../../store/types.ts';
-import type { SessionRecording, SessionStartInfo } from '../../recorder/recorder.ts';
+import type { SessionRecording } from '../../recorder/recorder.ts';
+import { INVALID_TOKEN, isRefusal, type Attempt, type OpenSession } from '../../access/admission.ts';
 import { PushRequestReader, ReportStatusReader } from '../git/receive-pack.ts';
 import { UploadPackRequestReader } from '../git/upload-pack.ts';
 import { capabilityValue, type ObjectFormat } from '../git/refs.ts';
@@ -19,7 +21,7 @@ const REALM = 'Basic realm="Gatehouse", charset="UTF-8"';
 /** Response headers of the target that are passed on to the git client. */
 const PASSED_HEADERS = ['content-type', 'cache-control', 'expires', 'pragma'];
 
-interface Admitted { identity: Identity; conn: Connection; rec: SessionRecording; target: GitTarget; repoPath: string }
+interface Admitted { identity: Identity; conn: Connection; rec: SessionRecording; open: OpenSession; target: GitTarget; repoPath: string; killed: string | null }
 
 export class GitHttpEngine implements Engine {
   readonly protocol = 'git-http';
@@ -72,55 +74,63 @@ export class GitHttpEngine implements Engine {
       if (endpoint === 'advertise') await this.advertise(req, res, admitted, service, query.toString());
       else if (service === 'git-upload-pack') await this.fetch(req, res, admitted);
       else await this.push(req, res, admitted);
+      if (admitted.killed) endReason = admitted.killed;
     } catch (err) {
-      endReason = `failed: ${(err as Error).message}`;
-      this.ctx.log.warn({ err: (err as Error).message, connection: connectionName }, 'git http request failed');
+      endReason = admitted.killed ?? `failed: ${(err as Error).message}`;
+      if (!admitted.killed) this.ctx.log.warn({ err: (err as Error).message, connection: connectionName }, 'git http request failed');
       if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' }).end(`gatehouse: ${(err as Error).message}\n`);
       else res.destroy();
     } finally {
       await admitted.rec.end(endReason).catch(() => {});
+      admitted.open.closed();
     }
+  }
+
+  /**
+   * Revocation, expiry or an administrator ends a request in flight: 401 if nothing was answered
+   * yet, otherwise the response is cut off (the next request is refused at sign-in).
+   */
+  private kill(a: { killed: string | null }, res: ServerResponse, reason: string): void {
+    a.killed = reason;
+    if (!res.headersSent) {
+      res.writeHead(401, { 'www-authenticate': REALM, 'content-type': 'text/plain', connection: 'close' }).end(`gatehouse: session ended: ${reason}\n`);
+    }
+    res.destroy();
   }
 
   // ── Sign-in and access ────────────────────────────────────────────────────
 
   private async admit(req: FastifyRequest, reply: FastifyReply, connectionName: string, repoPath: string, service: Service): Promise<Admitted | null> {
-    const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
-    if (!basic) {
-      await reply.code(401).header('www-authenticate', REALM).type('text/plain').send('gatehouse: sign in with a gatehouse token as the password\n');
-      return null;
-    }
-    const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
-    const user = decoded.slice(0, Math.max(0, decoded.indexOf(':')));
-    const token = decoded.slice(decoded.indexOf(':') + 1);
-    const check = await this.ctx.identity.checkToken(token);
-    const info = (identity?: Identity, conn?: Connection): SessionStartInfo => ({
-      protocol: 'git-http', identityId: identity?.id ?? '', identityName: identity?.name ?? user, identityKind: identity?.kind ?? 'unknown',
-      clientAddr: req.ip, applicationName: String(req.headers['user-agent'] ?? ''), connectionId: conn?.id ?? '', connectionName,
-      targetHost: conn?.host ?? '', targetPort: conn?.port ?? 0, targetDatabase: repoPath, targetUser: conn?.username ?? '',
-      recordingMode: conn?.options.recording ?? 'durable',
-      identityClaims: identity?.claims ?? null, authMethod: identity ? 'token (http basic)' : null,
-    });
-    const refuse = async (status: number, message: string, identity?: Identity, conn?: Connection) => {
-      await this.ctx.recorder.recordRefusal(info(identity, conn), { authenticated: identity !== undefined, request: { method: req.method, service, repo: repoPath } }, { message })
-        .catch((err: Error) => this.ctx.log.error({ err: err.message }, 'could not record refused git request'));
+    const send = async (status: number, message: string) => {
       if (status === 401) reply.header('www-authenticate', REALM);
       await reply.code(status).type('text/plain').send(`gatehouse: ${message}\n`);
       return null;
     };
-    if (!check.ok) return refuse(401, check.reason === 'unknown' ? 'invalid token' : `token ${check.reason}`);
-    const conn = await this.ctx.store.getConnectionByName(connectionName);
-    if (!conn || conn.type !== 'git-http') return refuse(404, `there is no Git HTTP connection named "${connectionName}"`, check.identity);
-    const access = await this.ctx.identity.decideConnect(check.identity, conn);
-    if (!access.allowed) return refuse(403, `identity "${check.identity.name}" has no grant on connection "${conn.name}"`, check.identity, conn);
-    let rec: SessionRecording;
+    const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
+    if (!basic) return send(401, 'sign in with a gatehouse token as the password');
+    const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
+    const user = decoded.slice(0, Math.max(0, decoded.indexOf(':')));
+    const token = decoded.slice(decoded.indexOf(':') + 1);
+    const request = { method: req.method, service, repo: repoPath };
+    const attempt: Attempt = {
+      protocol: 'git-http', clientAddr: req.ip, applicationName: String(req.headers['user-agent'] ?? ''),
+      connectionName, claimedName: user, targetDatabase: repoPath, details: { request },
+    };
+    // The basic-auth user name is not checked: git clients send whatever the URL says ("x").
+    const principal = await this.ctx.admission.authenticate(attempt, token, { authMethod: 'token (http basic)' });
+    if (isRefusal(principal)) return send(401, INVALID_TOKEN);
+    const authorized = await this.ctx.admission.authorize(attempt, principal, 'git-http', { missing: `there is no Git HTTP connection named "${connectionName}"` });
+    if (isRefusal(authorized)) return send(authorized.kind === 'no-connection' ? 404 : 403, authorized.message);
+    const { connection: conn, access } = authorized;
+    const state = { killed: null as string | null };
+    let open: OpenSession;
     try {
-      rec = await this.ctx.recorder.startSession(info(check.identity, conn), { auth: { method: 'token (http basic)', tokenId: check.token.id }, request: { method: req.method, service, repo: repoPath }, access });
+      open = await this.ctx.admission.open(attempt, principal, conn,
+        { auth: { method: 'token (http basic)', tokenId: principal.token!.id }, request, access }, (reason) => this.kill(state, reply.raw, reason));
     } catch {
-      await reply.code(503).type('text/plain').send('gatehouse: the gateway cannot record right now; nothing was sent to the target\n');
-      return null;
+      return send(503, 'the gateway cannot record right now; nothing was sent to the target');
     }
-    return { identity: check.identity, conn, rec, target: new GitTarget(conn, this.ctx.secrets, this.ctx.dialer), repoPath };
+    return Object.assign(state, { identity: principal.identity, conn, rec: open.recording, open, target: new GitTarget(conn, this.ctx.secrets, this.ctx.dialer), repoPath });
   }
 
   // ── Endpoints ─────────────────────────────────────────────────────────────
@@ -136,7 +146,7 @@ export class GitHttpEngine implements Engine {
     res.writeHead(up.statusCode ?? 502, pick(up.headers));
     for await (const c of up) {
       bytes += (c as Buffer).length;
-      if (!res.write(c)) await new Promise((r) => res.once('drain', r));
+      await pass(res, up, c as Buffer);
     }
     res.end();
     a.rec.append('git.advertise', { service, repo: a.repoPath, status: up.statusCode, bytesToClient: bytes });
@@ -220,6 +230,20 @@ export class GitHttpEngine implements Engine {
   }
 }
 
+/** Writes a chunk of the target's answer, with backpressure; throws once the response is gone (ended by the gateway or the client). */
+async function pass(res: ServerResponse, up: import('node:http').IncomingMessage, c: Buffer): Promise<void> {
+  if (res.destroyed) {
+    up.destroy();
+    throw new Error('the response was closed');
+  }
+  if (res.write(c)) return;
+  await new Promise<void>((resolve) => {
+    const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
 /** The request body as Git wrote it: clients gzip large fetch requests. */
 function decodedBody(req: FastifyRequest): Readable {
   const raw = req.body as Readable;
@@ -264,7 +288,7 @@ async function relayResponse(up: import('node:http').IncomingMessage, res: impor
   for await (const c of up) {
     bytes += (c as Buffer).length;
     observe?.(c as Buffer);
-    if (!res.write(c)) await new Promise((r) => res.once('drain', r));
+    await pass(res, up, c as Buffer);
   }
   res.end();
   return bytes;

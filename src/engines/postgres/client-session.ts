@@ -7,9 +7,10 @@ import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { EngineContext } from '../engine.ts';
-import type { Connection, Identity } from '../../store/types.ts';
+import type { Connection } from '../../store/types.ts';
 import { isLoopback } from '../../util/address.ts';
-import { type SessionRecording, type SessionStartInfo } from '../../recorder/recorder.ts';
+import type { SessionRecording } from '../../recorder/recorder.ts';
+import { INVALID_TOKEN, isRefusal, type Attempt, type OpenSession, type Principal, type Refusal as AdmissionRefusal } from '../../access/admission.ts';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE, Auth, Frontend, SqlState } from './codec/protocol.ts';
 import { ProtocolError } from './codec/frame-scanner.ts';
 import { decodeStartup, readCString } from './codec/decode.ts';
@@ -76,7 +77,7 @@ export class PgClientSession {
     this.log = deps.ctx.log.child({ client: this.clientAddr });
   }
 
-  /** Asks a running session to end (gateway shutdown): the client gets 57P01. */
+  /** Asks a running session to end (gateway shutdown, revocation, an administrator): the client gets 57P01. */
   stop(reason: string): void {
     this.stopReason = reason;
     if (this.relay) this.relay.stop(reason);
@@ -191,12 +192,16 @@ export class PgClientSession {
     const database = params.get('database') || user;
     const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
     if ((startup.protocol & 0xffff) > 0 || unsupported.length > 0) this.stream.write(negotiateProtocolVersion(0, unsupported));
+    const attempt: Attempt = {
+      protocol: 'postgres', clientAddr: this.clientAddr, applicationName: params.get('application_name') ?? '',
+      connectionName: database, claimedName: user, details: { tls: this.secure },
+    };
     if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
       throw new Refusal({ code: SqlState.FeatureNotSupported, message: 'replication connections are not supported through the gateway' });
     }
 
     if (!this.secure && !(this.deps.options.allowLoopbackCleartext && isLoopback(this.socket.remoteAddress))) {
-      await this.refuse({ code: SqlState.InvalidAuthorization, message: 'the gateway accepts tokens only over TLS', hint: 'connect with sslmode=require' }, user, database);
+      await this.refuse(attempt, { code: SqlState.InvalidAuthorization, message: 'the gateway accepts tokens only over TLS', hint: 'connect with sslmode=require' });
     }
 
     // Authenticate: the token travels as a cleartext password, protected by TLS.
@@ -204,25 +209,13 @@ export class PgClientSession {
     const msg = await reader.readMessage(deadline, 16 * 1024);
     if (msg.type !== Frontend.Password) throw new ProtocolError(`expected a password message, got 0x${msg.type.toString(16)}`);
     const token = readCString(msg.body, 0, msg.body.length).value;
-    const check = await ctx.identity.checkToken(token);
-    const authFailed: ErrorInfo = { code: SqlState.InvalidPassword, message: `password authentication failed for user "${user}"` };
-    if (!check.ok) {
-      await this.refuse({ ...authFailed, detail: `the token is ${check.reason === 'unknown' ? 'not recognised' : check.reason}` }, user, database, undefined, `token ${check.reason}`);
-    } else if (check.identity.name !== user) {
-      await this.refuse({ ...authFailed, detail: 'the token belongs to another identity' }, user, database, undefined, 'token of another identity',
-        undefined, { tokenOwner: { name: check.identity.name, kind: check.identity.kind } });
-    }
-    const identity = (check as { identity: Identity }).identity;
-
-    const connection = await ctx.store.getConnectionByName(database);
-    if (!connection || connection.type !== 'postgres') {
-      await this.refuse({ code: SqlState.InvalidCatalogName, message: `connection "${database}" does not exist` }, user, database, identity);
-    }
-    const conn = connection as Connection;
-    const access = await ctx.identity.decideConnect(identity, conn);
-    if (!access.allowed) {
-      await this.refuse({ code: SqlState.InvalidAuthorization, message: `identity "${identity.name}" has no grant on connection "${conn.name}"` }, user, database, identity, 'no grant', conn, { access });
-    }
+    const signedIn = await ctx.admission.authenticate(attempt, token, { authMethod: 'token', claimedIdentity: user, denied: (r) => errorFields(refusalInfo(r, user)) });
+    if (isRefusal(signedIn)) throw new Refusal(refusalInfo(signedIn, user));
+    const principal: Principal = signedIn;
+    const identity = principal.identity;
+    const authorized = await ctx.admission.authorize(attempt, principal, 'postgres', { denied: (r) => errorFields(refusalInfo(r, user)) });
+    if (isRefusal(authorized)) throw new Refusal(refusalInfo(authorized, user));
+    const { connection: conn, access } = authorized;
 
     const startupParams: Record<string, string> = {};
     for (const [k, v] of params) if (!RESERVED_PARAMS.has(k) && !k.startsWith('_pq_.')) startupParams[k] = v;
@@ -236,17 +229,23 @@ export class PgClientSession {
         const reason = err instanceof UpstreamLoginError ? err.message : (err as Error).message;
         this.log.warn({ connection: conn.name, err: reason }, 'upstream login failed');
         const detail = err instanceof UpstreamLoginError ? err.clientDetail : undefined;
-        await this.refuse({ code: SqlState.ConnectionFailure, message: `could not connect to the target of connection "${conn.name}"`, detail },
-          user, database, identity, `upstream login failed: ${reason}`, conn);
+        await this.refuse(attempt, { code: SqlState.ConnectionFailure, message: `could not connect to the target of connection "${conn.name}"`, detail },
+          { principal, connection: conn, reason: `upstream login failed: ${reason}` });
       }
     }
     const up = upstream as UpstreamConnection;
 
     let recording: SessionRecording;
+    let open: OpenSession;
     try {
-      recording = await ctx.recorder.startSession(this.sessionInfo(identity, conn, params), {
+      // Revocation, expiry, the lifetime limit or an administrator end it: 57P01, and the running statement is cancelled.
+      open = await ctx.admission.open(attempt, principal, conn, {
         startupParams, tls: this.secure, upstream: { pid: up.backendPid, tls: up.tls, pooled }, access,
+      }, (reason) => {
+        this.stop(reason);
+        void this.sendUpstreamCancel(conn, up);
       });
+      recording = open.recording;
     } catch (err) {
       up.stream.destroy();
       this.log.error({ err: (err as Error).message }, 'cannot record session start; refusing');
@@ -283,6 +282,7 @@ export class PgClientSession {
       await this.finish(end, tracker, recording, up, poolKey);
     } finally {
       this.deps.cancels.unregister(cancelKey.pid);
+      open.closed();
     }
   }
 
@@ -328,7 +328,9 @@ export class PgClientSession {
         break;
       case 'stopped':
         reason = end.reason;
-        this.fail({ code: SqlState.AdminShutdown, message: `terminating connection: ${end.reason}` });
+        // An ErrorResponse cannot follow half a message: then the client just sees the close.
+        if (this.relay?.serverAtBoundary !== false) this.fail({ code: SqlState.AdminShutdown, message: `terminating connection: ${end.reason}` });
+        else this.stream.destroy();
         break;
     }
     tracker.abandon(reason);
@@ -355,34 +357,25 @@ export class PgClientSession {
     }
   }
 
-  private sessionInfo(identity: Identity | undefined, conn: Connection | undefined, params: Map<string, string>): SessionStartInfo {
-    return {
-      protocol: 'postgres',
-      identityId: identity?.id ?? '',
-      identityName: identity?.name ?? params.get('user') ?? '',
-      identityKind: identity?.kind ?? 'unknown',
-      clientAddr: this.clientAddr,
-      applicationName: params.get('application_name') ?? '',
-      connectionId: conn?.id ?? '',
-      connectionName: conn?.name ?? params.get('database') ?? '',
-      targetHost: conn?.host ?? '',
-      targetPort: conn?.port ?? 0,
-      targetDatabase: conn?.database ?? '',
-      targetUser: conn?.username ?? '',
-      recordingMode: conn?.options.recording ?? 'durable',
-      identityClaims: identity?.claims ?? null,
-      authMethod: identity ? 'token' : null,
-    };
-  }
-
-  /** Records the refused attempt (who tried what, and why it was refused), then refuses. */
-  private async refuse(
-    info: ErrorInfo, user: string, database: string, identity?: Identity, reason?: string, conn?: Connection, extra: Record<string, unknown> = {},
-  ): Promise<never> {
-    const params = new Map([['user', user], ['database', database]]);
-    await this.deps.ctx.recorder.recordRefusal(this.sessionInfo(identity, conn, params), { authenticated: identity !== undefined, tls: this.secure },
-      { code: info.code, message: info.message, detail: info.detail, ...extra }, reason ?? info.message);
-    this.log.info({ user, connection: database, code: info.code, reason: reason ?? info.message }, 'postgres connection refused');
+  /** Records the refused attempt (who tried what, and why it was refused), then refuses with `info`. */
+  private async refuse(attempt: Attempt, info: ErrorInfo, o: { principal?: Principal; connection?: Connection; reason?: string } = {}): Promise<never> {
+    const reason = o.reason ?? info.message;
+    await this.deps.ctx.admission.refuse(attempt, { refused: true, kind: 'other', message: info.message, reason },
+      { principal: o.principal, connection: o.connection, denied: () => errorFields(info) });
     throw new Refusal(info);
   }
+}
+
+/** How an admission refusal reads to a libpq client: every invalid token alike, 28P01. */
+function refusalInfo(r: AdmissionRefusal, user: string): ErrorInfo {
+  switch (r.kind) {
+    case 'invalid-token': return { code: SqlState.InvalidPassword, message: `password authentication failed for user "${user}"`, detail: INVALID_TOKEN };
+    case 'no-connection': return { code: SqlState.InvalidCatalogName, message: r.message };
+    default: return { code: SqlState.InvalidAuthorization, message: r.message };
+  }
+}
+
+/** The ErrorResponse fields as recorded in access.denied. */
+function errorFields(info: ErrorInfo): Record<string, unknown> {
+  return { code: info.code, message: info.message, ...(info.detail ? { detail: info.detail } : {}), ...(info.hint ? { hint: info.hint } : {}) };
 }

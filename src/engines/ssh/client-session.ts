@@ -7,9 +7,10 @@ import type { AuthContext, Connection as SshConnection, ClientInfo, TcpipRequest
 import ssh2 from 'ssh2';
 import type { Logger } from 'pino';
 import type { EngineContext } from '../engine.ts';
-import type { Connection, Identity } from '../../store/types.ts';
-import type { Decision } from '../../access/access-policy.ts';
-import type { SessionRecording, SessionStartInfo } from '../../recorder/recorder.ts';
+import type { Connection } from '../../store/types.ts';
+import type { SessionRecording } from '../../recorder/recorder.ts';
+import { INVALID_TOKEN, isRefusal, type Attempt, type OpenSession, type Principal } from '../../access/admission.ts';
+import { disconnectWithReason } from './disconnect.ts';
 import { fingerprintOf } from './keys.ts';
 import { connectUpstream, UpstreamRefusal } from './upstream.ts';
 import { SessionChannel, type ChannelContext } from './session-channel.ts';
@@ -34,8 +35,11 @@ export class SshClientSession {
   private readonly info: ClientInfo;
   private readonly options: SshSessionOptions;
   private readonly log: Logger;
-  private identity: Identity | null = null;
+  private principal: Principal | null = null;
   private auth: Record<string, unknown> = {};
+  private open: OpenSession | null = null;
+  /** The client connection has closed (possibly while the target login was still under way). */
+  private gone = false;
   private failures = 0;
   private channelCount = 0;
   private admission: Promise<Admission> | null = null;
@@ -79,15 +83,26 @@ export class SshClientSession {
     client.on('error', (err) => this.log.debug({ err: err.message }, 'ssh client connection error'));
     this.closed = new Promise((resolve) => {
       client.on('close', () => {
+        this.gone = true;
         this.finish(this.endReason ?? 'client disconnected').finally(resolve);
       });
     });
   }
 
-  /** Ends the session from the gateway's side (shutdown). */
+  /** Ends the session from the gateway's side (shutdown, revocation, an administrator): the client is told why. */
   shutdown(reason: string): void {
     this.endReason ??= reason;
-    this.client.end();
+    disconnectWithReason(this.client, `gatehouse: ${reason}`);
+    // The target's side goes too: its channels (a running command) end, and with them the session.
+    this.target?.end();
+  }
+
+  /** The attempt as admission records it: the SSH user names the connection. */
+  private attempt(connectionName: string): Attempt {
+    return {
+      protocol: 'ssh', clientAddr: this.info.ip, applicationName: this.info.header.versions.software ?? '', connectionName,
+      details: { auth: this.auth, clientVersion: this.info.header.identRaw },
+    };
   }
 
   private channelContext(a: Extract<Admission, { ok: true }>): ChannelContext {
@@ -135,7 +150,7 @@ export class SshClientSession {
         if (!pub || pub instanceof Error || pub.verify(auth.blob, auth.signature, auth.hashAlgo) !== true) return this.failed(auth, methods, 'bad public key signature');
         const identity = await this.ctx.store.getIdentity(key.identityId);
         if (!identity) return auth.reject(methods);
-        return this.signedIn(auth, identity, { method: 'publickey', fingerprint });
+        return this.signedIn(auth, this.ctx.admission.principalForKey(identity, fingerprint), { method: 'publickey', fingerprint });
       }
       case 'password': return this.tokenSignIn(auth, auth.password, methods, 'password');
       case 'keyboard-interactive':
@@ -149,18 +164,16 @@ export class SshClientSession {
   }
 
   private async tokenSignIn(auth: AuthContext, token: string, methods: Array<AuthContext['method']>, method: string): Promise<void> {
-    const check = await this.ctx.identity.checkToken(token.trim());
-    if (!check.ok) {
-      const reason = check.reason === 'unknown' ? 'invalid token' : `token ${check.reason}`;
-      await this.recordRefusal(undefined, auth.username, `${reason} (${method})`);
+    const signedIn = await this.ctx.admission.authenticate(this.attempt(auth.username), token.trim(), { authMethod: `token (${method})`, method });
+    if (isRefusal(signedIn)) {
       if (auth.method === 'keyboard-interactive') {
         // An info request without prompts is how a server shows a message during sign-in.
-        auth.prompt([], 'Gatehouse', `gatehouse: ${reason}`, () => this.failed(auth, methods, reason));
+        auth.prompt([], 'Gatehouse', `gatehouse: ${INVALID_TOKEN}`, () => this.failed(auth, methods, signedIn.reason));
         return;
       }
-      return this.failed(auth, methods, reason);
+      return this.failed(auth, methods, signedIn.reason);
     }
-    return this.signedIn(auth, check.identity, { method: `token (${method})`, tokenId: check.token.id });
+    return this.signedIn(auth, signedIn, { method: `token (${method})`, tokenId: signedIn.token!.id });
   }
 
   private failed(auth: AuthContext, methods: Array<AuthContext['method']>, reason: string): void {
@@ -174,8 +187,8 @@ export class SshClientSession {
     auth.reject(methods);
   }
 
-  private signedIn(auth: AuthContext, identity: Identity, how: Record<string, unknown>): void {
-    this.identity = identity;
+  private signedIn(auth: AuthContext, principal: Principal, how: Record<string, unknown>): void {
+    this.principal = principal;
     this.auth = how;
     this.connectionName = auth.username;
     auth.accept();
@@ -186,22 +199,18 @@ export class SshClientSession {
   // ── Admission: grant, recording, target login ──────────────────────────────
 
   private async admit(): Promise<Admission> {
-    const identity = this.identity!;
-    const conn = await this.ctx.store.getConnectionByName(this.connectionName);
-    if (!conn || conn.type !== 'ssh') {
-      const message = `there is no SSH connection named "${this.connectionName}" (connect as <connection>@gateway)`;
-      await this.recordRefusal(identity, this.connectionName, message);
-      return { ok: false, message };
-    }
-    const access = await this.ctx.identity.decideConnect(identity, conn);
-    if (!access.allowed) {
-      const message = `identity "${identity.name}" has no grant on connection "${conn.name}"`;
-      await this.recordRefusal(identity, conn.name, message, conn, access);
-      return { ok: false, message };
-    }
+    const principal = this.principal!;
+    const identity = principal.identity;
+    const attempt = this.attempt(this.connectionName);
+    const authorized = await this.ctx.admission.authorize(attempt, principal, 'ssh', {
+      missing: `there is no SSH connection named "${this.connectionName}" (connect as <connection>@gateway)`,
+    });
+    if (isRefusal(authorized)) return { ok: false, message: authorized.message };
+    const { connection: conn, access } = authorized;
     let rec: SessionRecording;
     try {
-      rec = await this.ctx.recorder.startSession(this.sessionInfo(identity, conn.name, conn), { auth: this.auth, clientVersion: this.info.header.identRaw, access });
+      this.open = await this.ctx.admission.open(attempt, principal, conn, { auth: this.auth, clientVersion: this.info.header.identRaw, access }, (reason) => this.shutdown(reason));
+      rec = this.open.recording;
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'cannot record session start; refusing');
       return { ok: false, message: 'the gateway cannot record sessions right now; refusing to connect' };
@@ -209,6 +218,13 @@ export class SshClientSession {
     try {
       const agent = (conn.options.allowForwarding ?? []).includes('agent') ? this.agentRelay(rec) : null;
       const target = await connectUpstream(conn, this.ctx.dialer, this.ctx.secrets, this.options.upstreamTimeoutMs, agent ?? undefined);
+      if (this.gone) {
+        // Ended (revoked, killed, or the client left) while logging in to the target.
+        target.end();
+        await rec.end(this.endReason ?? 'client disconnected').catch(() => {});
+        this.open.closed();
+        return { ok: false, message: this.endReason ?? 'client disconnected' };
+      }
       this.recording = rec;
       this.target = target;
       target.on('close', () => {
@@ -222,6 +238,7 @@ export class SshClientSession {
       this.log.warn({ connection: conn.name, err: (err as Error).message }, 'ssh target login failed');
       rec.append('access.denied', { message });
       await rec.end(`refused: ${message}`).catch(() => {});
+      this.open.closed();
       return { ok: false, message };
     }
   }
@@ -253,22 +270,6 @@ export class SshClientSession {
       await this.recording.end(reason).catch((err: Error) => this.log.error({ err: err.message }, 'could not record session end'));
       this.log.info({ session: this.recording.id, reason }, 'ssh session ended');
     }
-  }
-
-  private sessionInfo(identity: Identity | undefined, connectionName: string, conn?: Connection): SessionStartInfo {
-    return {
-      protocol: 'ssh',
-      identityId: identity?.id ?? '', identityName: identity?.name ?? '', identityKind: identity?.kind ?? 'unknown',
-      clientAddr: this.info.ip, applicationName: this.info.header.versions.software ?? '',
-      connectionId: conn?.id ?? '', connectionName, targetHost: conn?.host ?? '', targetPort: conn?.port ?? 0,
-      targetDatabase: '', targetUser: conn?.username ?? '', recordingMode: conn?.options.recording ?? 'durable',
-      identityClaims: identity?.claims ?? null, authMethod: identity && typeof this.auth.method === 'string' ? this.auth.method : null,
-    };
-  }
-
-  private async recordRefusal(identity: Identity | undefined, connectionName: string, message: string, conn?: Connection, access?: Decision): Promise<void> {
-    await this.ctx.recorder.recordRefusal(this.sessionInfo(identity, connectionName, conn),
-      { auth: this.auth, clientVersion: this.info.header.identRaw, authenticated: identity !== undefined }, { message, ...(access ? { access } : {}) });
-    this.log.info({ connection: connectionName, identity: identity?.name, reason: message }, 'ssh connection refused');
+    this.open?.closed();
   }
 }
