@@ -8,6 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
+import { run } from '../support/processes.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import {
   PgWire, connectAndLogin, decodeAuthentication, decodeError, describeMessages, frame, gssencRequest, parseMessage,
@@ -550,4 +551,30 @@ test('the gateway is still up and the bystander session still answers after ever
   const events = await eventsOf(s.id);
   assert.equal(events.filter((e) => e.type === 'query').length, bystanderQueries + 1);
   assert.ok(!gw.logs().includes(token), 'the token never appears in the log');
+});
+
+test('a whole statement over the message limit (sent in full, still streaming): the client reads 54000 before the close', async () => {
+  const app = appName('oversized-full');
+  const w = await login(app);
+  // 80 MiB of Query text, over the 64 MiB default, written at once: the gateway refuses at the
+  // header while the rest keeps arriving; the error must not be lost to a connection reset.
+  const body = Buffer.alloc(80 * 1024 * 1024, 0x20);
+  body.write('select 1', 0);
+  body[body.length - 1] = 0;
+  w.socket.on('error', () => {});
+  w.send(frame('Q', body));
+  const e = await expectErrorThenClose(w, '54000', 'oversized Query');
+  assert.match(e.message, /message|large|limit/i);
+  await assertGatewayHealthy('oversized Query sent in full');
+});
+
+test('psql sending a statement over the message limit prints the gateway\'s 54000 error', async () => {
+  const app = appName('oversized-psql');
+  const sql = `select '${'x'.repeat(80 * 1024 * 1024)}' as big;\n`;
+  const r = await run('psql', [gw.dsn(CONNECTION, IDENTITY, `application_name=${app}`), '-X', '-f', '-'], {
+    env: { ...process.env, PGPASSWORD: token }, input: sql, timeoutMs: 60_000,
+  });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /FATAL: {2}.*(message|large|limit)/i, r.stderr);
+  await assertGatewayHealthy('oversized statement from psql');
 });

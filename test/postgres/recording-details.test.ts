@@ -180,3 +180,16 @@ test('COPY FROM STDIN is sampled like COPY TO and SELECT (bounded)', async () =>
   assert.match(sample[0][0], /^0\tperson-0\n1\tperson-1/);
   assert.equal(out.copyBytes, Buffer.byteLength(rows));
 });
+
+test('a startup parameter the target rejects reaches the client with the target\'s own SQLSTATE (not 08006)', async () => {
+  const app = `badguc-${++counter}`;
+  const r = await run('psql', [gw.dsn(CONNECTION, IDENTITY, `application_name=${app} options='-c no_such_guc=1'`), '-X', '-c', 'select 1'], {
+    env: { ...process.env, PGPASSWORD: token }, timeoutMs: 30_000,
+  });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /unrecognized configuration parameter "no_such_guc"/, r.stderr);
+  const wire = await PgWire.connect({ host: gw.pgHost, port: gw.pgPort });
+  const err = await wire.startup({ user: IDENTITY, database: CONNECTION, application_name: app, options: '-c work_mem=-5' }, token).then(
+    () => null, (e: Error & { fields?: { code: string } }) => e);
+  assert.equal(err?.fields?.code, '22023', String(err));
+});

@@ -48,6 +48,10 @@ export interface PgSessionDeps {
   catalog: CatalogLookups;
 }
 
+/** After a session-ending error: how long the client's input must pause before the close, and at most. */
+const FAIL_QUIET_MS = 200;
+const FAIL_DRAIN_MAX_MS = 10_000;
+
 /** Startup parameters the gateway decides itself or that would change the session's nature. */
 const RESERVED_PARAMS = new Set(['user', 'database', 'replication']);
 
@@ -110,10 +114,29 @@ export class PgClientSession {
   }
 
   private fail(info: ErrorInfo): void {
-    if (this.stream.destroyed) return;
-    this.stream.end(errorResponse({ severity: 'FATAL', ...info }));
-    setTimeout(() => this.stream.destroy(), 1000).unref();
+    const stream = this.stream;
+    if (stream.destroyed || this.failing) return;
+    this.failing = true;
+    stream.write(errorResponse({ severity: 'FATAL', ...info }));
+    // A client may still be sending (a message over the limit): closing now would make its write
+    // fail before it reads the error (libpq reports a lost connection instead). Read and drop
+    // its input until it pauses, then close; bounded in time.
+    let close: NodeJS.Timeout;
+    const closeSoon = (): void => { clearTimeout(close); close = setTimeout(shut, FAIL_QUIET_MS).unref(); };
+    const shut = (): void => {
+      clearTimeout(close);
+      clearTimeout(limit);
+      stream.off('data', closeSoon);
+      stream.end();
+      setTimeout(() => stream.destroy(), 1000).unref();
+    };
+    const limit = setTimeout(shut, FAIL_DRAIN_MAX_MS).unref();
+    stream.on('data', closeSoon);
+    stream.resume();
+    closeSoon();
   }
+
+  private failing = false;
 
   /** SSLRequest / GSSENCRequest / CancelRequest loop until a real StartupMessage arrives. */
   private async negotiate(
@@ -229,7 +252,11 @@ export class PgClientSession {
         const reason = err instanceof UpstreamLoginError ? err.message : (err as Error).message;
         this.log.warn({ connection: conn.name, err: reason }, 'upstream login failed');
         const detail = err instanceof UpstreamLoginError ? err.clientDetail : undefined;
-        await this.refuse(attempt, { code: SqlState.ConnectionFailure, message: `could not connect to the target of connection "${conn.name}"`, detail },
+        const own = err instanceof UpstreamLoginError && err.forClient ? err.serverError! : null;
+        const refusal = own
+          ? { code: own.code, message: own.message, detail: own.detail, hint: own.hint }
+          : { code: SqlState.ConnectionFailure, message: `could not connect to the target of connection "${conn.name}"`, detail };
+        await this.refuse(attempt, refusal,
           { principal, connection: conn, reason: `upstream login failed: ${reason}` });
       }
     }
@@ -279,6 +306,9 @@ export class PgClientSession {
       if (this.stopReason) this.relay.stop(this.stopReason);
       this.relay.start(leftover);
       const end = await this.relay.done;
+      // Ended by the gateway (shutdown, revocation, kill) while a statement runs: cancel it on
+      // the target, as PostgreSQL's own fast shutdown does, instead of leaving it running.
+      if (end.kind === 'stopped' && tracker.outstanding > 0) await this.sendUpstreamCancel(conn, up);
       await this.finish(end, tracker, recording, up, poolKey);
     } finally {
       this.deps.cancels.unregister(cancelKey.pid);

@@ -80,8 +80,13 @@ export class HandshakeReader {
     return { type, body: frame.subarray(5) };
   }
 
+  private detached = false;
+
   /** Stops listening and hands back any bytes read past the handshake. */
   detach(): Buffer {
+    // Once only: a later call must not pause a stream that someone else reads by then.
+    if (this.detached) return Buffer.alloc(0);
+    this.detached = true;
     // Pause first: without a 'data' listener a flowing stream would drop what arrives next.
     this.stream.pause();
     this.stream.off('data', this.onData);

@@ -40,10 +40,13 @@ export class UpstreamLoginError extends Error {
   readonly serverError?: ErrorFields;
   /** Safe to show the client (e.g. which connector is missing); never credentials or server text. */
   readonly clientDetail?: string;
-  constructor(message: string, serverError?: ErrorFields, clientDetail?: string) {
+  /** The target's error is about what the client asked for (passed on as the target sent it). */
+  readonly forClient: boolean;
+  constructor(message: string, serverError?: ErrorFields, clientDetail?: string, forClient = false) {
     super(message);
     this.serverError = serverError;
     this.clientDetail = clientDetail;
+    this.forClient = forClient && serverError !== undefined;
   }
 }
 
@@ -95,6 +98,7 @@ async function authenticate(
   stream: Duplex, reader: HandshakeReader, target: UpstreamTarget, deadline: number, saltedCache?: Map<string, Buffer>,
 ): Promise<UpstreamConnection> {
   const parameters = new Map<string, string>();
+  let authenticated = false;
   let scram: ScramClient | null = null;
   let backendPid = 0;
   let backendSecret = Buffer.alloc(0);
@@ -107,7 +111,7 @@ async function authenticate(
     switch (type) {
       case Backend.Authentication: {
         const code = body.readInt32BE(0);
-        if (code === Auth.Ok) break;
+        if (code === Auth.Ok) { authenticated = true; break; }
         if (code === Auth.CleartextPassword) {
           stream.write(passwordMessage(needPassword()));
         } else if (code === Auth.MD5Password) {
@@ -142,7 +146,11 @@ async function authenticate(
         break;
       case Backend.ErrorResponse: {
         const e = decodeErrorFields(body, 0, body.length);
-        throw new UpstreamLoginError(`target refused the login: ${e.code} ${e.message}`, e);
+        // After authentication the target judges what the client chose (startup parameters such
+        // as options='-c no_such_guc=1'): its own error is the client's to see. Before it, or for
+        // authorization and connection problems, the client gets a generic error (nothing leaks).
+        const clientsOwn = authenticated && !/^(28|08|XX)/.test(e.code);
+        throw new UpstreamLoginError(`target refused the login: ${e.code} ${e.message}`, e, undefined, clientsOwn);
       }
       case Backend.ReadyForQuery:
         return { stream, parameters, backendPid, backendSecret, txStatus: body[0], tls: false, createdAt: Date.now() };
