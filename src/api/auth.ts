@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { IdentityService } from '../identity/identity-service.ts';
 import type { Identity } from '../store/types.ts';
 import type { AccessService } from '../access/access-service.ts';
+import { INVALID_TOKEN } from '../access/admission.ts';
 
 declare module 'fastify' {
   interface FastifyRequest { identity?: Identity }
@@ -17,7 +18,8 @@ export function authenticate(identity: IdentityService) {
     }
     const check = await identity.checkToken(m[1]);
     if (!check.ok) {
-      await reply.code(401).header('www-authenticate', 'Bearer error="invalid_token"').send({ error: `token ${check.reason === 'unknown' ? 'not recognised' : check.reason}` });
+      // Unknown, expired and revoked alike: the answer tells the holder of a leaked token nothing.
+      await reply.code(401).header('www-authenticate', 'Bearer error="invalid_token"').send({ error: INVALID_TOKEN });
       return;
     }
     req.identity = check.identity;

@@ -41,7 +41,9 @@ export class ApiClient {
     let parsed: unknown = undefined;
     try { parsed = text ? JSON.parse(text) : undefined; } catch { /* not JSON */ }
     if (!res.ok) {
-      const message = (parsed as { error?: string } | undefined)?.error ?? `HTTP ${res.status}`;
+      let message = (parsed as { error?: string } | undefined)?.error ?? `HTTP ${res.status}`;
+      // The gateway does not say why a token is refused (no oracle for a leaked one); say what to do.
+      if (res.status === 401 && message === 'invalid token') message += ' (unknown, expired or revoked: sign in again with `gatehouse login`, or use a new token)';
       throw new ApiError(res.status, message);
     }
     return parsed as T;

@@ -49,7 +49,7 @@ export function registerLogin(program: Command, client: ClientFactory): void {
         await new ApiClient({ gateway, token: stored.token }).post('/api/v1/logout', {});
       } catch (err) {
         // An expired or revoked token is signed out already; anything else keeps it, to try again.
-        if (!/token (expired|revoked|not recognised)/.test((err as Error).message)) throw err;
+        if (!/invalid token|token (expired|revoked|not recognised)/.test((err as Error).message)) throw err;
       }
       removeCredential(gateway);
       console.error(`signed out of ${gateway}: ${stored.identity}'s token is revoked and forgotten`);
