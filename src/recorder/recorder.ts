@@ -93,10 +93,12 @@ export class Recorder {
       const [events, checkpoints] = await Promise.all([this.store.listEvents(row.id), this.store.listCheckpoints(row.id)]);
       const check = verifySessionEvidence({ sessionId: row.id, events, checkpoints, seal: null, keys, open: true });
       this.open.add(session);
-      if (check.ok) markUnanswered(session, events);
+      // The session ended, as far as anyone can tell, with its last recorded event.
+      const lastTs = events.length > 0 ? events[events.length - 1].ts : undefined;
+      if (check.ok) markUnanswered(session, events, lastTs ?? nowUs());
       await session.end(check.ok
         ? 'interrupted: the gateway stopped before the session ended'
-        : `interrupted: the gateway stopped before the session ended; the recording was found damaged before sealing: ${check.problem}`);
+        : `interrupted: the gateway stopped before the session ended; the recording was found damaged before sealing: ${check.problem}`, lastTs);
     }
     if (interrupted.length > 0) this.log.warn({ sessions: interrupted.length }, 'sealed sessions interrupted by an earlier stop');
     this.checkpointTimer = setInterval(() => this.checkpoint(), this.options.checkpointIntervalMs);
@@ -386,9 +388,10 @@ export class SessionRecording {
     return this.appendDurable(type, data, ts ?? nowUs()).durable;
   }
 
-  end(reason: string): Promise<void> {
+  /** Ends the recording; `at` (µs) when it ended earlier than now (a session found interrupted). */
+  end(reason: string, at?: number): Promise<void> {
     if (this.ended) return Promise.resolve();
-    const ts = nowUs();
+    const ts = at ?? nowUs();
     this.enqueue('session.end', { reason }, ts, true);
     this.ended = true;
     return this.recorder.enqueueEnd(this, { sessionId: this.row.id, endedAt: ts, endReason: reason, eventCount: this.seq }, this.head);
@@ -418,12 +421,12 @@ const AWAITS_RESULT = new Set(['query', 'execute', 'function_call']);
  * A crashed gateway never recorded the outcome of statements that were in flight: say so, as a
  * disconnect does, so a reader does not take a missing outcome for a lost record.
  */
-function markUnanswered(session: SessionRecording, events: ReadonlyArray<{ seq: number; type: string; data: unknown }>): void {
+function markUnanswered(session: SessionRecording, events: readonly EventRow[], ts: number): void {
   const answered = new Set<number>();
-  for (const e of events) if (e.type === 'result') answered.add(Number((e.data as { ref?: unknown }).ref));
+  for (const e of events) if (e.type === 'result') answered.add(Number((JSON.parse(e.data) as { ref?: unknown }).ref));
   for (const e of events) {
     if (AWAITS_RESULT.has(e.type) && !answered.has(e.seq)) {
-      session.append('result', { ref: e.seq, durationUs: 0, incomplete: 'interrupted: the gateway stopped before the target answered' });
+      session.append('result', { ref: e.seq, durationUs: 0, incomplete: 'interrupted: the gateway stopped before the target answered' }, ts);
     }
   }
 }

@@ -131,6 +131,7 @@ test('a session open when the gateway is SIGKILLed is sealed as interrupted at t
   psql.send('select pg_sleep(30);');
   await waitFor('pg_sleep to run on the target', async () =>
     (await pg.sql("select count(*) from pg_stat_activity where query = 'select pg_sleep(30);' and state = 'active'")) === '1' ? true : undefined);
+  const killedAt = Date.now();
   await g.kill();
   psql.close();
 
@@ -146,6 +147,8 @@ test('a session open when the gateway is SIGKILLed is sealed as interrupted at t
     return row?.endedAt ? row : undefined;
   });
   assert.match(s.endReason ?? '', /^interrupted/);
+  // It ended when it was last heard of, not when the next gateway found it.
+  assert.ok(Date.parse(s.endedAt!) <= killedAt, `endedAt ${s.endedAt} is not after the crash (${new Date(killedAt).toISOString()})`);
   const detail = await show(g2, id);
   assert.equal(detail.session.endReason, s.endReason);
   const types = detail.events.map((e) => e.type);
