@@ -47,7 +47,7 @@ interface PendingCommit {
 export class Recorder {
   readonly options: RecorderOptions;
   private readonly store: Store;
-  private readonly log: Logger;
+  readonly log: Logger;
   private readonly key: SigningKey;
   private batch: RecordBatch = emptyBatch();
   private commit: PendingCommit | null = null;
@@ -350,7 +350,7 @@ export class SessionRecording {
   get isEnded(): boolean { return this.ended; }
 
   private enqueue(type: string, data: unknown, ts: number, urgent: boolean): { seq: number; durable: Promise<void> } {
-    if (this.ended) throw new Error(`session ${this.row.id} already ended`);
+    if (this.ended) return this.late(type);
     const seq = this.seq++;
     const event: EventRow = { sessionId: this.row.id, seq, ts, type, data: JSON.stringify(data), hash: '' };
     if (this.recorder.integrity) {
@@ -358,6 +358,17 @@ export class SessionRecording {
       this.head = event.hash;
     }
     return { seq, durable: this.recorder.enqueue(event, urgent) };
+  }
+
+  /**
+   * An event after the end (say, an agent channel that closes after its session did): the chain
+   * is sealed, so it is not recorded — logged, and a caller waiting to forward is refused.
+   */
+  private late(type: string): { seq: number; durable: Promise<void> } {
+    this.recorder.log.warn({ session: this.row.id, event: type }, 'event after the session ended; not recorded');
+    const refused = Promise.reject(new Error(`session ${this.row.id} already ended`));
+    refused.catch(() => undefined); // only callers that wait (record before forward) see it
+    return { seq: -1, durable: refused };
   }
 
   /** Appends an event nobody waits for (an outcome, a notice); returns its sequence number. */

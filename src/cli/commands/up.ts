@@ -20,6 +20,10 @@ export function registerUp(program: Command): void {
       const { startGateway } = await import('../../gateway/gateway.ts');
       const config = loadConfig(opts);
       const log = createLogger({ level: config.logLevel });
+      // Last resort: a bug in one session's handling must not end every other session. Log it
+      // loudly; the failing session ends through its own error paths.
+      process.on('uncaughtException', (err) => log.error({ err: err.message, stack: err.stack }, 'uncaught exception; the gateway keeps serving'));
+      process.on('unhandledRejection', (err) => log.error({ err: (err as Error)?.message ?? String(err) }, 'unhandled rejection; the gateway keeps serving'));
       const gw = await startGateway(config, log);
       const url = `http://${gw.http.host}:${gw.http.port}`;
       process.stdout.write(`gatehouse is up\n  api:        ${url}\n  postgres:   ${gw.pg.host}:${gw.pg.port}\n  ssh:        ${gw.ssh.host}:${gw.ssh.port}\n  connectors: ${gw.connectors.host}:${gw.connectors.port}\n  data dir:   ${config.dataDir}\n` +
