@@ -123,7 +123,7 @@ async function authenticate(
           stream.write(saslInitialResponse('SCRAM-SHA-256', scram.clientFirst()));
         } else if (code === Auth.SASLContinue) {
           if (!scram) throw new UpstreamLoginError('unexpected SASL continue from target');
-          stream.write(saslResponse(scram.clientFinal(body.toString('utf8', 4))));
+          stream.write(saslResponse(await scram.clientFinal(body.toString('utf8', 4))));
         } else if (code === Auth.SASLFinal) {
           if (!scram) throw new UpstreamLoginError('unexpected SASL final from target');
           scram.verifyServerFinal(body.toString('utf8', 4));

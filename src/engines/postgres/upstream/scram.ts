@@ -1,6 +1,16 @@
 // SCRAM-SHA-256 client side (RFC 5802 / RFC 7677) as PostgreSQL uses it: the user name in the
 // SCRAM exchange is empty because the server takes it from the startup packet.
-import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
+
+const pbkdf2Async = promisify(pbkdf2);
+
+/**
+ * Most PBKDF2 rounds a target may ask for. PostgreSQL's default is 4096; a hostile target asking
+ * for 2^31 would otherwise hold a CPU for minutes per login. (The work runs on libuv's pool, not
+ * the event loop, either way.)
+ */
+export const MAX_SCRAM_ITERATIONS = 1_000_000;
 
 export class ScramClient {
   private readonly password: string;
@@ -25,17 +35,18 @@ export class ScramClient {
     return Buffer.from(`n,,${this.clientFirstBare}`);
   }
 
-  clientFinal(serverFirst: string): Buffer {
+  async clientFinal(serverFirst: string): Promise<Buffer> {
     const attrs = parseAttributes(serverFirst);
     const nonce = attrs.get('r');
     const salt = attrs.get('s');
     const iterations = Number(attrs.get('i'));
     if (!nonce || !salt || !Number.isInteger(iterations) || iterations < 1) throw new Error('malformed SCRAM server-first message');
+    if (iterations > MAX_SCRAM_ITERATIONS) throw new Error(`target asks for ${iterations} SCRAM iterations; the gateway allows at most ${MAX_SCRAM_ITERATIONS}`);
     if (!nonce.startsWith(this.nonce)) throw new Error('SCRAM server nonce does not extend the client nonce');
     const cacheKey = `${createHash('sha256').update(this.password).digest('base64')}:${salt}:${iterations}`;
     let salted = this.saltedCache?.get(cacheKey);
     if (!salted) {
-      salted = pbkdf2Sync(this.password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256');
+      salted = await pbkdf2Async(this.password.normalize('NFKC'), Buffer.from(salt, 'base64'), iterations, 32, 'sha256');
       this.unverified = { key: cacheKey, salted };
     }
     const clientKey = hmac(salted, 'Client Key');
