@@ -6,6 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { withAskpass } from '../support/ssh-client.ts';
 import { api, eventsOf, sessionIds, waitForRecording, type Recording } from '../support/recordings.ts';
@@ -282,4 +283,42 @@ test('sessions kill ends an open ssh session and an open psql (administrators on
   assert.match(again.stderr, /has ended already/);
   const unknown = await w.gw.cli(['sessions', 'kill', 's_nosuchsession']);
   assert.match(unknown.stderr, /does not exist/);
+});
+
+test('a Git HTTP request in flight when its token is revoked is answered 401 and the target request aborted; the next is refused', async () => {
+  // A target that takes the request and does not answer (a slow server).
+  let targetClosed = false;
+  let arrived!: () => void;
+  const got = new Promise<void>((r) => { arrived = r; });
+  const slow = createServer((req) => {
+    req.on('close', () => { targetClosed = true; });
+    arrived();
+  });
+  await new Promise<void>((r) => slow.listen(0, '127.0.0.1', () => r()));
+  try {
+    const port = (slow.address() as { port: number }).port;
+    await w.gw.cliOk(['connection', 'add', 'slowgit', '--type', 'git-http', '--host', '127.0.0.1', '--port', String(port)]);
+    await w.gw.cliOk(['grant', 'alice', 'slowgit']);
+    const { token, id } = await issue('alice');
+    const url = `${w.gw.url}/git/slowgit/app.git/info/refs?service=git-upload-pack`;
+    const headers = { authorization: 'Basic ' + Buffer.from(`x:${token}`).toString('base64') };
+    const beforeIds = await sessionIds(w.gw);
+    const pending = fetch(url, { headers });
+    await got;
+    const open = await waitForRecording(w.gw, beforeIds, (r) => r.session.protocol === 'git-http' && r.session.endedAt === null);
+    await w.gw.cliOk(['token', 'revoke', id]);
+    const res = await Promise.race([pending, sleep(5000).then(() => null)]);
+    assert.ok(res, 'the request in flight was answered within seconds');
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Basic realm=/);
+    assert.equal(await res.text(), 'gatehouse: session ended: token revoked\n');
+    assertEndedBecause(await ended(open.session.id), 'token revoked');
+    await waitFor('the request to the target to be aborted', () => targetClosed, 5000);
+    const next = await fetch(url, { headers });
+    assert.equal(next.status, 401);
+    assert.equal(await next.text(), 'gatehouse: invalid token\n');
+  } finally {
+    slow.closeAllConnections();
+    await new Promise<void>((r) => slow.close(() => r()));
+  }
 });

@@ -21,7 +21,7 @@ const REALM = 'Basic realm="Gatehouse", charset="UTF-8"';
 /** Response headers of the target that are passed on to the git client. */
 const PASSED_HEADERS = ['content-type', 'cache-control', 'expires', 'pragma'];
 
-interface Admitted { identity: Identity; conn: Connection; rec: SessionRecording; open: OpenSession; target: GitTarget; repoPath: string; killed: string | null }
+interface Admitted { identity: Identity; conn: Connection; rec: SessionRecording; open: OpenSession; target: GitTarget; repoPath: string; killed: string | null; abort: AbortController }
 
 export class GitHttpEngine implements Engine {
   readonly protocol = 'git-http';
@@ -77,9 +77,13 @@ export class GitHttpEngine implements Engine {
       if (admitted.killed) endReason = admitted.killed;
     } catch (err) {
       endReason = admitted.killed ?? `failed: ${(err as Error).message}`;
-      if (!admitted.killed) this.ctx.log.warn({ err: (err as Error).message, connection: connectionName }, 'git http request failed');
-      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' }).end(`gatehouse: ${(err as Error).message}\n`);
-      else res.destroy();
+      if (admitted.killed) {
+        // Answered (401) or cut off by kill().
+      } else {
+        this.ctx.log.warn({ err: (err as Error).message, connection: connectionName }, 'git http request failed');
+        if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' }).end(`gatehouse: ${(err as Error).message}\n`);
+        else res.destroy();
+      }
     } finally {
       await admitted.rec.end(endReason).catch(() => {});
       admitted.open.closed();
@@ -90,12 +94,14 @@ export class GitHttpEngine implements Engine {
    * Revocation, expiry or an administrator ends a request in flight: 401 if nothing was answered
    * yet, otherwise the response is cut off (the next request is refused at sign-in).
    */
-  private kill(a: { killed: string | null }, res: ServerResponse, reason: string): void {
+  private kill(a: { killed: string | null; abort: AbortController }, res: ServerResponse, reason: string): void {
     a.killed = reason;
+    a.abort.abort(new Error(`session ended: ${reason}`));
     if (!res.headersSent) {
       res.writeHead(401, { 'www-authenticate': REALM, 'content-type': 'text/plain', connection: 'close' }).end(`gatehouse: session ended: ${reason}\n`);
+    } else {
+      res.destroy();
     }
-    res.destroy();
   }
 
   // ── Sign-in and access ────────────────────────────────────────────────────
@@ -122,7 +128,7 @@ export class GitHttpEngine implements Engine {
     const authorized = await this.ctx.admission.authorize(attempt, principal, 'git-http', { missing: `there is no Git HTTP connection named "${connectionName}"` });
     if (isRefusal(authorized)) return send(authorized.kind === 'no-connection' ? 404 : 403, authorized.message);
     const { connection: conn, access } = authorized;
-    const state = { killed: null as string | null };
+    const state = { killed: null as string | null, abort: new AbortController() };
     let open: OpenSession;
     try {
       open = await this.ctx.admission.open(attempt, principal, conn,
@@ -130,7 +136,7 @@ export class GitHttpEngine implements Engine {
     } catch {
       return send(503, 'the gateway cannot record right now; nothing was sent to the target');
     }
-    return Object.assign(state, { identity: principal.identity, conn, rec: open.recording, open, target: new GitTarget(conn, this.ctx.secrets, this.ctx.dialer), repoPath });
+    return Object.assign(state, { identity: principal.identity, conn, rec: open.recording, open, target: new GitTarget(conn, this.ctx.secrets, this.ctx.dialer, state.abort.signal), repoPath });
   }
 
   // ── Endpoints ─────────────────────────────────────────────────────────────

@@ -24,10 +24,13 @@ export class GitTarget {
   private readonly auth: string | null;
 
   private readonly dialer: Dialer;
+  /** Aborts every request to the target (the session was ended: revoked, expired, killed). */
+  private readonly signal: AbortSignal | undefined;
 
-  constructor(conn: Connection, secrets: SecretBox, dialer: Dialer) {
+  constructor(conn: Connection, secrets: SecretBox, dialer: Dialer, signal?: AbortSignal) {
     this.conn = conn;
     this.dialer = dialer;
+    this.signal = signal;
     const password = conn.sealedSecret ? secrets.open(conn.sealedSecret, conn.id) : null;
     this.auth = conn.username ? 'Basic ' + Buffer.from(`${conn.username}:${password ?? ''}`).toString('base64') : null;
   }
@@ -50,7 +53,7 @@ export class GitTarget {
         // so that the target decodes exactly that and no "%2e%2e", "?" or "#" changes its meaning.
         path: `${this.conn.options.basePath ?? ''}${encodePath(req.path)}${req.query ? `?${req.query}` : ''}`,
         headers: { 'user-agent': 'gatehouse', ...(this.auth ? { authorization: this.auth } : {}), ...req.headers },
-        timeout: timeoutMs,
+        timeout: timeoutMs, signal: this.signal,
       }, resolve);
       r.on('timeout', () => r.destroy(new Error(`the target did not answer within ${timeoutMs} ms`)));
       r.on('error', reject);
