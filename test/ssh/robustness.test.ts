@@ -182,6 +182,7 @@ describe('SSH listener robustness', () => {
     assert.equal(exit.code, null);
     assert.match(String((exit.stdout as Data).sample), /^STARTED\n/);
     t.diagnostic(`client after target loss: exit ${result.code}, stderr ${JSON.stringify(ssh.stderr())}`);
+    assert.match(ssh.stderr(), /Received disconnect from .*: ?11: gatehouse: target closed the connection/, 'the client is told why');
     // The shared target keeps serving new sessions.
     const again = await runSsh(w.opts(), 'echo target-back');
     assert.equal(again.stdout, 'target-back\n', again.stderr);

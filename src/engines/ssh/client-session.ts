@@ -229,7 +229,7 @@ export class SshClientSession {
       this.target = target;
       target.on('close', () => {
         this.endReason ??= 'target closed the connection';
-        this.client.end();
+        disconnectWithReason(this.client, `gatehouse: ${this.endReason}`);
       });
       this.log.info({ session: rec.id, identity: identity.name, connection: conn.name }, 'ssh session started');
       return { ok: true, rec, target, conn, agent };
