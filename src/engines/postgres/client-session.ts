@@ -265,13 +265,11 @@ export class PgClientSession {
     let recording: SessionRecording;
     let open: OpenSession;
     try {
-      // Revocation, expiry, the lifetime limit or an administrator end it: 57P01, and the running statement is cancelled.
+      // Revocation, expiry, the lifetime limit or an administrator end it as a shutdown does:
+      // 57P01, and a running statement is cancelled on the target (below, once the relay stops).
       open = await ctx.admission.open(attempt, principal, conn, {
         startupParams, tls: this.secure, upstream: { pid: up.backendPid, tls: up.tls, pooled }, access,
-      }, (reason) => {
-        this.stop(reason);
-        void this.sendUpstreamCancel(conn, up);
-      });
+      }, (reason) => this.stop(reason));
       recording = open.recording;
     } catch (err) {
       up.stream.destroy();
