@@ -509,7 +509,7 @@ async function main(): Promise<void> {
   }
   const gw: TestGateway = await startTestGateway({ env: gatewayEnv });
   onCleanup('gateway', () => gw.stop());
-  const token: string = await gw.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER });
+  const token: string = await gw.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER, sslmode: 'disable' });
   log(`gateway on ${gw.pgHost}:${gw.pgPort} (api ${gw.url})`);
   if (CPU_PROF_DIR !== undefined) log(`gateway CPU profile goes to ${CPU_PROF_DIR} when the gateway stops (at the end)`);
   await startBenchConnector(gw, cluster, dir);
@@ -595,7 +595,7 @@ async function startBenchConnector(gw: TestGateway, cluster: PgCluster, dir: str
     child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`connector exited (${code}): ${out}`)); });
   });
   await gw.cliOk(['connection', 'add', VIA_CONNECTION, '--type', 'postgres', '--host', cluster.host, '--port', String(cluster.port), '--database', DATABASE,
-    '--user', UPSTREAM_USER, '--password-env', 'BENCH_UPSTREAM_PASSWORD', '--via', 'bench-edge'], { env: { BENCH_UPSTREAM_PASSWORD: UPSTREAM_PASSWORD } });
+    '--user', UPSTREAM_USER, '--password-env', 'BENCH_UPSTREAM_PASSWORD', '--via', 'bench-edge', '--sslmode', 'disable'], { env: { BENCH_UPSTREAM_PASSWORD: UPSTREAM_PASSWORD } });
   await gw.cliOk(['grant', GATEWAY_IDENTITY, VIA_CONNECTION]);
   log(`connector bench-edge connected (pid ${child.pid}); connection ${VIA_CONNECTION} goes through it`);
 }
@@ -620,7 +620,7 @@ async function integrityCost(cluster: PgCluster, withIntegrity: Endpoint, gatewa
   log('integrity cost: a second gateway without hash chain and signatures');
   const plain: TestGateway = await startTestGateway({ env: { ...env, GATEHOUSE_UNSAFE_NO_INTEGRITY: '1' } });
   onCleanup('gateway without integrity', () => plain.stop());
-  const token: string = await plain.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER });
+  const token: string = await plain.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER, sslmode: 'disable' });
   const without: Endpoint = { ...withIntegrity, host: plain.pgHost, port: plain.pgPort, password: token };
   const out: IntegrityCost = { withIntegrity: [], without: [], ratio: null, cpuUsWith: [], cpuUsWithout: [], cpuRatio: null };
   const runs = [

@@ -51,8 +51,15 @@ export interface Connection {
 }
 
 export interface ConnectionOptions {
-  /** Upstream TLS: disable, prefer (default), require. */
-  sslmode?: 'disable' | 'prefer' | 'require';
+  /**
+   * Upstream TLS (libpq's names): disable, require, verify-ca, verify-full. Default: verify-full
+   * when sslRootCert is set, require otherwise. 'prefer' (older connections) counts as require.
+   */
+  sslmode?: 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+  /** PEM CA certificate(s) the target's certificate must chain to (verify-ca, verify-full). */
+  sslRootCert?: string;
+  /** Authentication methods the target may ask for (default: scram-sha-256 with a stored credential, none without). */
+  requireAuth?: Array<'scram-sha-256' | 'md5' | 'password' | 'none'>;
   /**
    * durable (default): a statement is sent only once its record is committed, and is refused
    * when the store cannot write. best-effort: statements are sent at once and recorded as soon
@@ -75,6 +82,12 @@ export interface ConnectionOptions {
   allowEnv?: string[];
   /** git (ssh and git-http): refs that may not be deleted or rewritten (globs). */
   protect?: string[];
+  /**
+   * ssh: nothing but recognised Git service requests (git-upload-pack, git-receive-pack,
+   * git-upload-archive) may run; shells, other commands, SFTP and forwarding are refused.
+   * Without it, ref protection is advisory: a shell can change refs behind the gateway's back.
+   */
+  gitOnly?: boolean;
   /** git-http: the target's scheme and path prefix, e.g. https + /git. */
   tls?: boolean;
   basePath?: string;

@@ -177,7 +177,7 @@ test('connection add with --password-env and --password-file; list never shows t
   const pwFile = path.join(tmp, 'pw.txt');
   writeFileSync(pwFile, FILE_PASSWORD + '\n', { mode: 0o600 });
   const r2 = await gw.cli(['connection', 'add', 'pg-file', '--type', 'postgres', '--host', pg.host, '--port', String(pg.port),
-    '--database', 'app', '--user', 'md5_user', '--password-file', pwFile]);
+    '--database', 'app', '--user', 'md5_user', '--password-file', pwFile, '--require-auth', 'md5']);
   assert.equal(r2.code, 0, r2.stderr);
   assert.match(r2.stdout, /credential encrypted at rest/);
 

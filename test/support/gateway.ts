@@ -31,7 +31,7 @@ export interface TestGateway {
   /** Like cli() but throws on a non-zero exit; returns stdout. */
   cliOk(args: string[], opts?: { token?: string; env?: NodeJS.ProcessEnv }): Promise<string>;
   /** Creates identity + token + connection to `cluster` as `user` + grant; returns the token. */
-  setupPostgres(opts: { identity: string; connection: string; cluster: PgCluster; user?: string; password?: string; database?: string; kind?: string; grant?: boolean }): Promise<string>;
+  setupPostgres(opts: { identity: string; connection: string; cluster: PgCluster; user?: string; password?: string; database?: string; kind?: string; grant?: boolean; sslmode?: string; requireAuth?: string }): Promise<string>;
   /** libpq connection string for psql/pgbench through the gateway. */
   dsn(connection: string, identity: string, extra?: string): string;
   stop(): Promise<void>;
@@ -110,6 +110,9 @@ export async function startTestGateway(opts: StartOptions = {}): Promise<TestGat
         '--database', o.database ?? 'app', '--user', user];
       const env: NodeJS.ProcessEnv = {};
       if (password !== undefined) { args.push('--password-env', 'TEST_TARGET_PASSWORD'); env.TEST_TARGET_PASSWORD = password; }
+      // The fixture's md5 role: the gateway allows only SCRAM unless told otherwise.
+      if (o.requireAuth ?? (user === 'md5_user' ? 'md5' : undefined)) args.push('--require-auth', o.requireAuth ?? 'md5');
+      if (o.sslmode) args.push('--sslmode', o.sslmode);
       await cliOk(args, { env });
       if (o.grant !== false) await cliOk(['grant', o.identity, o.connection]);
       const out = await cliOk(['token', 'issue', o.identity, '--ttl', '1h']);

@@ -28,6 +28,8 @@ export interface PgCluster {
   superuser: string; // 'postgres'
   /** Run SQL as the superuser via psql over TCP (-XAtq, ON_ERROR_STOP); returns stdout without its final newline. Throws with stderr on failure. */
   sql(query: string, db?: string): Promise<string>;
+  /** The server's self-signed TLS certificate (PEM; issued for 127.0.0.1): the CA for sslmode verify-full. */
+  caPem: string;
   /** pg_ctl stop -m immediate, then rm -rf the temp dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -174,6 +176,7 @@ export async function startPgCluster(opts: StartPgClusterOptions = {}): Promise<
   let started: boolean = false;
   let stopped: boolean = false;
   let port: number = 0;
+  let caPem = '';
 
   const psql = async (query: string, db: string): Promise<string> => {
     const r: RunResult = await run(
@@ -216,10 +219,18 @@ export async function startPgCluster(opts: StartPgClusterOptions = {}): Promise<
     );
     if (init.code !== 0) throw new Error(describe('initdb', init));
 
+    // TLS as a production server has it (the gateway requires TLS to targets by default): a
+    // self-signed certificate for 127.0.0.1, which tests can also pin as the CA (verify-full).
+    const cert = await run('runuser', ['-u', OS_USER, '--', 'openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+      '-nodes', '-keyout', join(dataDir, 'server.key'), '-out', join(dataDir, 'server.crt'), '-days', '7', '-subj', `/CN=${HOST}`,
+      '-addext', `subjectAltName=IP:${HOST}`], { env: cleanEnv(), cwd: tmp, timeoutMs: 30_000 });
+    if (cert.code !== 0) throw new Error(describe('openssl req', cert));
+    caPem = readFileSync(join(dataDir, 'server.crt'), 'utf8');
     const settings: Record<string, string> = {
       listen_addresses: HOST,
       unix_socket_directories: tmp,
       max_connections: '200',
+      ssl: 'on',
       ...(opts.settings ?? {}),
     };
     const conf: string =
@@ -278,6 +289,7 @@ export async function startPgCluster(opts: StartPgClusterOptions = {}): Promise<
     dataDir,
     logFile,
     superuser: OS_USER,
+    caPem,
     sql: (query: string, db: string = 'postgres'): Promise<string> => psql(query, db),
     stop,
   };

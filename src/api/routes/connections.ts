@@ -25,9 +25,15 @@ interface ConnectionBody {
   allowForwarding?: Array<'local' | 'remote' | 'agent'>;
   allowEnv?: string[];
   protect?: string[];
+  /** ssh: only Git service requests may run (default: on when protect is given). */
+  gitOnly?: boolean;
   tls?: boolean;
   basePath?: string;
-  sslmode?: 'disable' | 'prefer' | 'require';
+  sslmode?: 'disable' | 'require' | 'verify-ca' | 'verify-full';
+  /** postgres: PEM CA certificate(s) for verify-ca / verify-full. */
+  sslRootCert?: string;
+  /** postgres: authentication methods the target may ask for. */
+  requireAuth?: Array<'scram-sha-256' | 'md5' | 'password' | 'none'>;
   recording?: 'durable' | 'best-effort';
   retentionSeconds?: number;
   /** Sessions end this long after they start (seconds). */
@@ -57,9 +63,12 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
       allowForwarding: { type: 'array', maxItems: 3, uniqueItems: true, items: { type: 'string', enum: ['local', 'remote', 'agent'] } },
       allowEnv: { type: 'array', maxItems: 64, items: GLOB },
       protect: { type: 'array', maxItems: 64, items: GLOB },
+      gitOnly: { type: 'boolean' },
       tls: { type: 'boolean' },
       basePath: { type: 'string', maxLength: 255, pattern: '^(/[^\\s?#]*)?$' },
-      sslmode: { type: 'string', enum: ['disable', 'prefer', 'require'] },
+      sslmode: { type: 'string', enum: ['disable', 'require', 'verify-ca', 'verify-full'] },
+      sslRootCert: { type: 'string', minLength: 1, maxLength: 65536 },
+      requireAuth: { type: 'array', minItems: 1, maxItems: 4, uniqueItems: true, items: { type: 'string', enum: ['scram-sha-256', 'md5', 'password', 'none'] } },
       recording: { type: 'string', enum: ['durable', 'best-effort'] },
       retentionSeconds: { type: 'integer', minimum: 1 },
       maxSessionSeconds: { type: 'integer', minimum: 1 },
@@ -117,12 +126,18 @@ function typeSpecific(b: ConnectionBody): { secret: string | null; options: Conn
   };
   switch (b.type) {
     case 'postgres': {
-      forbid(['privateKey', 'hostKey', 'allowForwarding', 'allowEnv', 'protect', 'tls', 'basePath']);
+      forbid(['privateKey', 'hostKey', 'allowForwarding', 'allowEnv', 'protect', 'gitOnly', 'tls', 'basePath']);
       if (!b.database || !b.user) throw new UserError('postgres connections need database and user');
-      return { secret: b.password ?? null, options: b.sslmode ? { sslmode: b.sslmode } : {}, database: b.database, user: b.user };
+      if ((b.sslmode === 'verify-ca' || b.sslmode === 'verify-full') && !b.sslRootCert) throw new UserError(`sslmode ${b.sslmode} needs the target's CA certificate (sslRootCert)`);
+      if (b.sslRootCert && !/-----BEGIN CERTIFICATE-----/.test(b.sslRootCert)) throw new UserError('sslRootCert must be PEM certificate text');
+      const options: ConnectionOptions = {};
+      if (b.sslmode) options.sslmode = b.sslmode;
+      if (b.sslRootCert) options.sslRootCert = b.sslRootCert;
+      if (b.requireAuth) options.requireAuth = b.requireAuth;
+      return { secret: b.password ?? null, options, database: b.database, user: b.user };
     }
     case 'ssh': {
-      forbid(['sslmode', 'database', 'tls', 'basePath']);
+      forbid(['sslmode', 'sslRootCert', 'requireAuth', 'database', 'tls', 'basePath']);
       if (!b.user) throw new UserError('ssh connections need user');
       if (!b.hostKey) throw new UserError('ssh connections need the target\'s host key pinned (hostKey)');
       if ((b.privateKey === undefined) === (b.password === undefined)) throw new UserError('ssh connections need exactly one of privateKey or password');
@@ -132,6 +147,9 @@ function typeSpecific(b: ConnectionBody): { secret: string | null; options: Conn
       } catch (err) {
         throw new UserError(`hostKey: ${(err as Error).message}`);
       }
+      // Ref protection only holds where nothing but Git runs: protecting refs makes the connection Git-only unless asked otherwise.
+      const gitOnly = b.gitOnly ?? (b.protect?.length ?? 0) > 0;
+      if (gitOnly && b.allowForwarding?.length) throw new UserError('allowForwarding does not apply to a Git-only connection (gitOnly, on by default with protect): pass gitOnly false to allow it');
       if (b.privateKey !== undefined) {
         try {
           checkPrivateKey(b.privateKey);
@@ -143,11 +161,11 @@ function typeSpecific(b: ConnectionBody): { secret: string | null; options: Conn
         secret: b.privateKey ?? b.password!, database: '', user: b.user,
         options: { hostKey, sshAuth: b.privateKey !== undefined ? 'key' : 'password',
           ...(b.allowForwarding?.length ? { allowForwarding: b.allowForwarding } : {}),
-          ...(b.allowEnv ? { allowEnv: b.allowEnv } : {}), ...(b.protect?.length ? { protect: b.protect } : {}) },
+          ...(b.allowEnv ? { allowEnv: b.allowEnv } : {}), ...(b.protect?.length ? { protect: b.protect } : {}), ...(gitOnly ? { gitOnly } : {}) },
       };
     }
     case 'git-http': {
-      forbid(['sslmode', 'database', 'privateKey', 'hostKey', 'allowForwarding', 'allowEnv']);
+      forbid(['sslmode', 'sslRootCert', 'requireAuth', 'database', 'privateKey', 'hostKey', 'allowForwarding', 'allowEnv', 'gitOnly']);
       if (b.password !== undefined && !b.user) throw new UserError('a git-http password needs a user');
       return {
         secret: b.password ?? null, database: '', user: b.user ?? '',

@@ -14,8 +14,8 @@ interface TokenOut { id: string; identity: string; createdAt: string; expiresAt:
 interface ConnectionOut { name: string; type: string; host: string; port: number; database: string; user: string; hasPassword: boolean; createdAt: string; options: { hostKey?: string; tls?: boolean; basePath?: string } }
 interface ConnectionAddOptions {
   type: string; host: string; port?: string; database?: string; user?: string; passwordEnv?: string; passwordFile?: string;
-  keyFile?: string; hostKey?: string; hostKeyFingerprint?: string; allowForwarding: string[]; allowEnv: string[]; protect: string[];
-  tls?: boolean; basePath: string; sslmode: string; recording: string; retention?: string; maxSession?: string; via: string[];
+  keyFile?: string; hostKey?: string; hostKeyFingerprint?: string; allowForwarding: string[]; allowEnv: string[]; protect: string[]; gitOnly?: boolean;
+  tls?: boolean; basePath: string; sslmode?: string; sslrootcert?: string; requireAuth?: string; recording: string; retention?: string; maxSession?: string; via: string[];
 }
 
 function describeTarget(c: ConnectionOut): string {
@@ -125,9 +125,13 @@ export function registerManagement(program: Command, client: ClientFactory): voi
     .option('--allow-forwarding <kinds>', 'ssh: allow local, remote and/or agent forwarding (comma-separated; default: none)', repeat, [] as string[])
     .option('--allow-env <glob>', 'ssh: environment variables clients may set (repeatable; default GIT_PROTOCOL, LANG, LC_*)', repeat, [] as string[])
     .option('--protect <glob>', 'git: refs that may not be deleted or rewritten, e.g. refs/heads/main (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--git-only', 'ssh: only Git fetch/push/archive may run; shells, other commands, SFTP and forwarding are refused (default with --protect)')
+    .option('--no-git-only', 'ssh: with --protect, still allow shells and other commands (ref protection is then advisory)')
     .option('--tls', 'git-http: the target speaks HTTPS')
     .option('--base-path <path>', 'git-http: path prefix of the repositories on the target', '')
-    .option('--sslmode <mode>', 'postgres: TLS to the target: disable, prefer, require', 'prefer')
+    .option('--sslmode <mode>', 'postgres: TLS to the target: require (default), verify-ca, verify-full (default with --sslrootcert), or disable')
+    .option('--sslrootcert <file>', 'postgres: CA certificate (PEM) the target\'s certificate must chain to')
+    .option('--require-auth <methods>', 'postgres: methods the target may ask for: scram-sha-256, md5, password, none (comma-separated; default scram-sha-256, or none without a credential)')
     .option('--recording <mode>', 'durable (a command runs only once recorded; refused when the store is down) or best-effort', 'durable')
     .option('--retention <duration>', 'remove recordings this long after their session ends, e.g. 90d (default: keep)')
     .option('--max-session <duration>', 'end sessions this long after they start, e.g. 8h (default: while the token is valid)')
@@ -153,12 +157,18 @@ export function registerManagement(program: Command, client: ClientFactory): voi
         ...(opts.via.length > 0 ? { via: opts.via } : {}),
         ...(opts.protect.length > 0 ? { protect: opts.protect } : {}),
       };
-      if (opts.type === 'postgres') Object.assign(body, { database: opts.database, sslmode: opts.sslmode });
+      if (opts.type === 'postgres') {
+        Object.assign(body, { database: opts.database });
+        if (opts.sslmode) body.sslmode = opts.sslmode;
+        if (opts.sslrootcert) body.sslRootCert = readFileSync(opts.sslrootcert, 'utf8');
+        if (opts.requireAuth) body.requireAuth = opts.requireAuth.split(',').map((m) => m.trim()).filter(Boolean);
+      }
       if (opts.type === 'git-http') Object.assign(body, { tls: Boolean(opts.tls), basePath: opts.basePath });
       if (opts.type === 'ssh') {
         if (opts.keyFile) body.privateKey = readFileSync(opts.keyFile, 'utf8');
         if (opts.allowForwarding.length > 0) body.allowForwarding = opts.allowForwarding;
         if (opts.allowEnv.length > 0) body.allowEnv = opts.allowEnv;
+        if (opts.gitOnly !== undefined) body.gitOnly = opts.gitOnly;
         body.hostKey = opts.hostKey ?? await confirmHostKey(api, opts);
       }
       const out = await api.post<ConnectionOut>('/api/v1/connections', body);

@@ -18,7 +18,7 @@ import {
   authenticationRequest, backendKeyData, cancelRequest, errorResponse, negotiateProtocolVersion, parameterStatus, readyForQuery,
   type ErrorInfo,
 } from './codec/encode.ts';
-import { HandshakeReader, HandshakeTimeout } from './handshake-reader.ts';
+import { DEFAULT_MAX_HANDSHAKE_BYTES, HandshakeReader, HandshakeTimeout } from './handshake-reader.ts';
 import { loginUpstream, UpstreamLoginError, type UpstreamConnection } from './upstream/login.ts';
 import { UpstreamPool } from './upstream/pool.ts';
 import type { CancelRegistry } from './cancel-registry.ts';
@@ -90,7 +90,7 @@ export class PgClientSession {
 
   async run(): Promise<void> {
     this.socket.setNoDelay(true);
-    let reader = new HandshakeReader(this.stream);
+    let reader = new HandshakeReader(this.stream, DEFAULT_MAX_HANDSHAKE_BYTES, this.onFlood);
     const deadline = Date.now() + this.deps.options.authTimeoutMs;
     try {
       const startup = await this.negotiate(reader, deadline, (r) => { reader = r; });
@@ -137,6 +137,12 @@ export class PgClientSession {
   }
 
   private failing = false;
+
+  /** The client sent more than the handshake can use while the gateway was busy (say, logging in to the target). */
+  private readonly onFlood = (err: ProtocolError): void => {
+    this.log.info({ err: err.message }, 'postgres client flooded the handshake');
+    this.fail({ code: err.sqlState, message: err.message });
+  };
 
   /** SSLRequest / GSSENCRequest / CancelRequest loop until a real StartupMessage arrives. */
   private async negotiate(
@@ -193,7 +199,7 @@ export class PgClientSession {
     }
     this.stream = secureSocket;
     this.secure = true;
-    return new HandshakeReader(secureSocket);
+    return new HandshakeReader(secureSocket, DEFAULT_MAX_HANDSHAKE_BYTES, this.onFlood);
   }
 
   private handleCancel(body: Buffer): void {
@@ -261,6 +267,7 @@ export class PgClientSession {
       }
     }
     const up = upstream as UpstreamConnection;
+    if (this.failing) { up.stream.destroy(); return; } // the client was cut off meanwhile (onFlood)
 
     let recording: SessionRecording;
     let open: OpenSession;
@@ -320,7 +327,8 @@ export class PgClientSession {
     return loginUpstream(ctx.dialer, {
       host: conn.host, port: conn.port, database: conn.database, user: conn.username,
       password: conn.sealedSecret ? ctx.secrets.open(conn.sealedSecret, conn.id) : null,
-      sslmode: conn.options.sslmode ?? 'prefer', startupParams, via: conn.options.via,
+      sslmode: conn.options.sslmode ?? (conn.options.sslRootCert ? 'verify-full' : 'require'), sslRootCert: conn.options.sslRootCert,
+      requireAuth: conn.options.requireAuth, startupParams, via: conn.options.via,
     }, this.deps.options.upstreamTimeoutMs, this.deps.saltedCache);
   }
 

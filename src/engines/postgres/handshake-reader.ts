@@ -6,20 +6,38 @@ import { MAX_STARTUP_PACKET } from './codec/protocol.ts';
 
 export interface TypedMessage { type: number; body: Buffer }
 
+/** Bytes a handshake may hold unread: more than any message of the phase needs (a startup packet is at most 10,000). */
+export const DEFAULT_MAX_HANDSHAKE_BYTES = 256 * 1024;
+
 export class HandshakeReader {
   private readonly stream: Duplex;
+  private readonly maxBuffered: number;
   private buffered: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | null = null;
   private ended: Error | null = null;
   private readonly onData = (chunk: Buffer): void => {
+    if (this.buffered.length + chunk.length > this.maxBuffered) {
+      // A peer that sends more than the phase can use (before authentication, at that): stop
+      // reading, so its bytes cost nothing more, and fail the handshake.
+      this.stream.pause();
+      const err = new ProtocolError(`more than ${this.maxBuffered} bytes sent during the connection handshake`, '54000');
+      this.ended ??= err;
+      this.wake();
+      this.onOverflow?.(err); // nobody may be reading right now (the gateway waits on the target)
+      return;
+    }
     this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
     this.wake();
   };
   private readonly onEnd = (): void => { this.ended ??= new Error('connection closed'); this.wake(); };
   private readonly onError = (err: Error): void => { this.ended ??= err; this.wake(); };
 
-  constructor(stream: Duplex) {
+  private readonly onOverflow: ((err: ProtocolError) => void) | undefined;
+
+  constructor(stream: Duplex, maxBuffered = DEFAULT_MAX_HANDSHAKE_BYTES, onOverflow?: (err: ProtocolError) => void) {
     this.stream = stream;
+    this.maxBuffered = maxBuffered;
+    this.onOverflow = onOverflow;
     stream.on('data', this.onData);
     stream.on('end', this.onEnd);
     stream.on('close', this.onEnd);

@@ -33,6 +33,10 @@ const PG_MAX_ALLOC = 0x3fffffff;
 
 const HEADER = 5;
 
+/** Frames up to this size get their buffer at once; larger ones collect pieces as they arrive. */
+const ALLOCATE_UP_FRONT = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
+
 export class FrameScanner {
   private readonly handler: FrameHandler;
   private readonly maxFrameBytes: number;
@@ -43,6 +47,9 @@ export class FrameScanner {
   private readonly header = Buffer.alloc(HEADER);
   private headerFill = 0;
   private body: Buffer | null = null;
+  /** The pieces of a large frame still arriving (see beginPartial). */
+  private parts: Buffer[] | null = null;
+  private bodyLength = 0;
   private bodyFill = 0;
   private bodyType = 0;
   private skipRemaining = 0;
@@ -83,13 +90,15 @@ export class FrameScanner {
         continue;
       }
       if (this.body !== null) {
-        const n = Math.min(this.body.length - this.bodyFill, len - off);
-        chunk.copy(this.body, this.bodyFill, off, off + n);
+        const n = Math.min(this.bodyLength - this.bodyFill, len - off);
+        if (this.parts) this.parts.push(chunk.subarray(off, off + n));
+        else chunk.copy(this.body, this.bodyFill, off, off + n);
         this.bodyFill += n;
         off += n;
-        if (this.bodyFill === this.body.length) {
-          const body = this.body;
+        if (this.bodyFill === this.bodyLength) {
+          const body = this.parts ? Buffer.concat(this.parts, this.bodyLength) : this.body;
           this.body = null;
+          this.parts = null;
           this.handler.frame(this.bodyType, body, 0, body.length);
         }
         continue;
@@ -138,8 +147,16 @@ export class FrameScanner {
       this.consumedTo = chunk.length;
       return;
     }
-    this.body = Buffer.allocUnsafe(bodyLength);
-    chunk.copy(this.body, 0, start);
+    if (bodyLength <= ALLOCATE_UP_FRONT) {
+      this.body = Buffer.allocUnsafe(bodyLength);
+      chunk.copy(this.body, 0, start);
+    } else {
+      // A large frame is kept as the pieces that arrive and joined once complete: memory grows
+      // with what the peer actually sent, not with what its 5-byte header claims.
+      this.body = EMPTY;
+      this.parts = [chunk.subarray(start)];
+    }
+    this.bodyLength = bodyLength;
     this.bodyFill = available;
     this.bodyType = type;
     this.consumedTo = chunk.length;

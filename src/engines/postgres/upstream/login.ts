@@ -12,13 +12,30 @@ import { passwordMessage, saslInitialResponse, saslResponse, sslRequest, startup
 import { HandshakeReader } from '../handshake-reader.ts';
 import { ScramClient } from './scram.ts';
 
+export type TargetSslMode = 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+export type TargetAuthMethod = 'scram-sha-256' | 'md5' | 'password' | 'none';
+
+/** What a connection allows when it names no methods: SCRAM where a credential is stored, nothing to send otherwise. */
+export function defaultRequireAuth(hasPassword: boolean): TargetAuthMethod[] {
+  return hasPassword ? ['scram-sha-256'] : ['none'];
+}
+
 export interface UpstreamTarget {
   host: string;
   port: number;
   database: string;
   user: string;
   password: string | null;
-  sslmode: 'disable' | 'prefer' | 'require';
+  /**
+   * TLS to the target, libpq's meanings: require (encrypted, certificate not checked), verify-ca
+   * (signed by `sslRootCert`), verify-full (and issued for the host). 'prefer' (from older
+   * connections) is treated as require: a TLS that can be stripped protects nothing.
+   */
+  sslmode: TargetSslMode;
+  /** CA certificate(s), PEM, for verify-ca / verify-full. */
+  sslRootCert?: string;
+  /** Authentication methods the target may ask for; anything else is refused before a credential leaves (libpq's require_auth). */
+  requireAuth?: readonly TargetAuthMethod[];
   /** Connectors to go through (see RoutingDialer). */
   via?: string[];
   /** Client-supplied startup parameters passed through (application_name, client_encoding, options…). */
@@ -68,12 +85,12 @@ export async function loginUpstream(
     if (target.sslmode !== 'disable') {
       stream.write(sslRequest());
       const answer = await readOneByte(stream, deadline);
-      if (answer === 0x53) {
-        stream = await startTls(stream, target.host, deadline);
-        secure = true;
-      } else if (target.sslmode === 'require') {
-        throw new UpstreamLoginError('target does not accept TLS but the connection requires it');
+      if (answer !== 0x53) {
+        throw new UpstreamLoginError('target does not accept TLS but the connection requires it (sslmode disable allows plaintext)', undefined,
+          'the target does not accept TLS');
       }
+      stream = await startTls(stream, target, deadline);
+      secure = true;
     }
     const params: Record<string, string> = { ...target.startupParams, user: target.user, database: target.database };
     stream.write(startupMessage(params));
@@ -99,9 +116,19 @@ async function authenticate(
 ): Promise<UpstreamConnection> {
   const parameters = new Map<string, string>();
   let authenticated = false;
+  let sentPassword = false;
   let scram: ScramClient | null = null;
   let backendPid = 0;
   let backendSecret = Buffer.alloc(0);
+  const allowed = target.requireAuth ?? defaultRequireAuth(target.password !== null);
+  // Checked before anything is sent: a target (or whoever is in between) that picks a weaker
+  // method than the connection allows gets nothing.
+  const allow = (method: TargetAuthMethod): void => {
+    if (!allowed.includes(method)) {
+      throw new UpstreamLoginError(`target asks for ${method} authentication, which the connection does not allow (require-auth ${allowed.join(',')})`,
+        undefined, `the target asked for ${method} authentication, which this connection does not allow`);
+    }
+  };
   const needPassword = (): string => {
     if (target.password === null) throw new UpstreamLoginError('target asks for a password but the connection has none stored');
     return target.password;
@@ -111,12 +138,23 @@ async function authenticate(
     switch (type) {
       case Backend.Authentication: {
         const code = body.readInt32BE(0);
-        if (code === Auth.Ok) { authenticated = true; break; }
+        if (code === Auth.Ok) {
+          // Without any exchange (trust): allowed only when the connection says so, or after SCRAM proved the server.
+          if (!scram && !sentPassword) allow('none');
+          else if (scram && !scram.verified) throw new UpstreamLoginError('target ended SCRAM without proving it knows the password (no server signature)');
+          authenticated = true;
+          break;
+        }
         if (code === Auth.CleartextPassword) {
+          allow('password');
           stream.write(passwordMessage(needPassword()));
+          sentPassword = true;
         } else if (code === Auth.MD5Password) {
+          allow('md5');
           stream.write(passwordMessage(md5Password(target.user, needPassword(), body.subarray(4, 8))));
+          sentPassword = true;
         } else if (code === Auth.SASL) {
+          allow('scram-sha-256');
           const mechanisms = body.toString('utf8', 4).split('\0').filter(Boolean);
           if (!mechanisms.includes('SCRAM-SHA-256')) throw new UpstreamLoginError(`target offers no supported SASL mechanism (${mechanisms.join(', ')})`);
           scram = new ScramClient(needPassword(), saltedCache);
@@ -187,14 +225,23 @@ function readOneByte(stream: Duplex, deadline: number): Promise<number> {
   });
 }
 
-function startTls(stream: Duplex, host: string, deadline: number): Promise<tls.TLSSocket> {
+function startTls(stream: Duplex, target: UpstreamTarget, deadline: number): Promise<tls.TLSSocket> {
+  const { host, sslmode } = target;
+  const verify = sslmode === 'verify-ca' || sslmode === 'verify-full';
+  if (verify && !target.sslRootCert) return Promise.reject(new UpstreamLoginError(`sslmode ${sslmode} needs the target's CA certificate (sslrootcert)`));
   return new Promise((resolve, reject) => {
-    // libpq's sslmode=require semantics: encrypted, server certificate not verified.
     const socket = tls.connect({
-      socket: stream, rejectUnauthorized: false, servername: net.isIP(host) ? undefined : host, minVersion: 'TLSv1.2',
+      socket: stream, servername: net.isIP(host) ? undefined : host, minVersion: 'TLSv1.2',
+      // require: encrypted, certificate not checked. verify-ca: chain to the given CA, any name.
+      // verify-full: chain and name (host name or IP address), as libpq checks them.
+      rejectUnauthorized: verify, ca: verify ? target.sslRootCert : undefined,
+      checkServerIdentity: sslmode === 'verify-full' ? (_name, cert) => tls.checkServerIdentity(host, cert) : () => undefined,
     });
     const timer = setTimeout(() => { socket.destroy(); reject(new Error('TLS handshake with target timed out')); }, Math.max(0, deadline - Date.now()));
     socket.once('secureConnect', () => { clearTimeout(timer); socket.off('error', reject); resolve(socket); });
-    socket.once('error', (err) => { clearTimeout(timer); reject(err); });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(verify ? new UpstreamLoginError(`the target's TLS certificate failed verification (${sslmode}): ${err.message}`, undefined, 'the target\'s certificate failed verification') : err);
+    });
   });
 }

@@ -60,6 +60,9 @@ export class ScramClient {
     return Buffer.from(`${finalWithoutProof},p=${proof.toString('base64')}`);
   }
 
+  /** The server proved it knows the password (its final message carried the right signature). */
+  verified = false;
+
   /** Proves the server also knew the password; a mismatch means we talked to an impostor. */
   verifyServerFinal(serverFinal: string): void {
     const v = parseAttributes(serverFinal).get('v');
@@ -68,6 +71,7 @@ export class ScramClient {
     if (got.length !== this.serverSignature.length || !timingSafeEqual(got, this.serverSignature)) {
       throw new Error('SCRAM server signature does not match');
     }
+    this.verified = true;
     if (this.unverified && this.saltedCache) {
       if (this.saltedCache.size > 1000) this.saltedCache.clear(); // bounded: one entry per credential and salt
       this.saltedCache.set(this.unverified.key, this.unverified.salted);

@@ -10,7 +10,7 @@ const TEXT: readonly number[] = [0];
 const MAX_MESSAGE = 1 << 20;
 
 export async function simpleQuery(conn: UpstreamConnection, sql: string, timeoutMs: number): Promise<Array<Array<string | null>>> {
-  const reader = new HandshakeReader(conn.stream);
+  const reader = new HandshakeReader(conn.stream, 4 * MAX_MESSAGE);
   const deadline = Date.now() + timeoutMs;
   const rows: Array<Array<string | null>> = [];
   try {
