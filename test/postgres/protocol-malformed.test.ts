@@ -7,6 +7,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { run } from '../support/processes.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
@@ -60,6 +62,10 @@ async function expectErrorThenClose(w: PgWire, code: string | RegExp, what: stri
   assert.equal(e.severity, 'FATAL', `${what}: a session-ending error is FATAL`);
   assert.ok(e.message.length > 0, `${what}: the error has a message`);
   return e;
+}
+
+function gatewayRssKb(): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${gw.process.pid}/status`, 'utf8'))![1]);
 }
 
 /** The gateway process is up, a new client logs in and queries, and the bystander still answers. */
@@ -577,4 +583,39 @@ test('psql sending a statement over the message limit prints the gateway\'s 5400
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /FATAL: {2}.*(message|large|limit)/i, r.stderr);
   await assertGatewayHealthy('oversized statement from psql');
+});
+
+test('a client that floods bytes while the gateway is still logging in to the target is cut off with 54000; nothing is buffered', async () => {
+  // A target that accepts the connection and never answers: the gateway waits in its login while
+  // the client keeps sending. Every byte used to be buffered (and re-copied) until then.
+  const blackhole = net.createServer((sock) => { sock.on('error', () => {}); sock.on('data', () => {}); });
+  await new Promise<void>((r) => blackhole.listen(0, '127.0.0.1', () => r()));
+  try {
+    const port = (blackhole.address() as net.AddressInfo).port;
+    const floodToken = await gw.setupPostgres({ identity: 'flooder', connection: 'slow-target', cluster: { host: '127.0.0.1', port } as PgCluster, password: 'x', sslmode: 'disable' });
+    const rssBefore = gatewayRssKb();
+    const flooders: PgWire[] = [];
+    for (let i = 0; i < 4; i++) {
+      const w = await raw();
+      w.socket.on('error', () => {});
+      w.send(startupPacket({ user: 'flooder', database: 'slow-target' }));
+      const req = await w.next(5_000);
+      assert.equal(decodeAuthentication(req.body), 3);
+      w.send(passwordMessage(floodToken));
+      w.send(Buffer.alloc(48 * 1024 * 1024, 0x51));
+      flooders.push(w);
+    }
+    const started = Date.now();
+    for (const w of flooders) {
+      const { messages } = await w.readUntilClosed(20_000);
+      const err = messages.find((m) => m.type === 'E');
+      assert.ok(err, describeMessages(messages));
+      assert.equal(decodeError(err.body).code, '54000', JSON.stringify(decodeError(err.body)));
+    }
+    assert.ok(Date.now() - started < 8_000, `cut off after ${Date.now() - started} ms, not at the login timeout`);
+    assert.ok(gatewayRssKb() - rssBefore < 100 * 1024, `gateway RSS grew by ${gatewayRssKb() - rssBefore} kB`);
+    await assertGatewayHealthy('flood during the upstream login');
+  } finally {
+    blackhole.close();
+  }
 });

@@ -81,3 +81,22 @@ test('a streamable frame that fits in its chunk is still delivered whole', () =>
   assert.equal(frames.length, 1);
   assert.equal(streamed.length, 0);
 });
+
+test('a header claiming a huge frame costs only the bytes that arrive, and the frame is whole once complete', () => {
+  const frames: Buffer[] = [];
+  const scanner = new FrameScanner({ frame: (_t, b, s, e) => frames.push(Buffer.from(b.subarray(s, e))) }, { maxFrameBytes: 64 * 1024 * 1024 });
+  const before = process.memoryUsage().arrayBuffers;
+  const header = Buffer.alloc(5);
+  header[0] = 0x51;
+  header.writeInt32BE(60 * 1024 * 1024 + 4, 1);
+  scanner.push(Buffer.concat([header, Buffer.from('select ')]));
+  const grown = process.memoryUsage().arrayBuffers - before;
+  assert.ok(grown < 4 * 1024 * 1024, `${grown} bytes held for a frame of which 7 bytes arrived`);
+  // The rest arrives in pieces; the handler gets the exact body.
+  const rest = Buffer.alloc(60 * 1024 * 1024 - 7, 0x61);
+  for (let i = 0; i < rest.length; i += 1 << 20) scanner.push(rest.subarray(i, i + (1 << 20)));
+  assert.equal(frames.length, 1);
+  assert.equal(frames[0].length, 60 * 1024 * 1024);
+  assert.equal(frames[0].subarray(0, 8).toString(), 'select a');
+  assert.ok(scanner.atBoundary);
+});
