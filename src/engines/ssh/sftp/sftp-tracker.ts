@@ -23,6 +23,10 @@ interface OpenFile {
   /** Next offset the hash expects; bytes elsewhere make the hash partial. */
   next: number;
   size: number;
+  /** Offset of the first read or write (above 0: a resumed transfer, reget / reput). */
+  start: number | null;
+  /** Bytes actually read or written: what crossed the gateway, not the file's size. */
+  transferred: number;
   sequential: boolean;
   early: Map<number, Buffer>;
   earlyBytes: number;
@@ -100,11 +104,21 @@ export class SftpTracker {
         return;
       }
       case T.OPENDIR: this.pending.set(id, { kind: 'opendir', path: r.string() }); return;
-      case T.READ: this.pending.set(id, { kind: 'read', handle: r.bytes().toString('latin1'), offset: r.uint64() }); return;
+      case T.READ: {
+        const handle = r.bytes().toString('latin1');
+        const offset = r.uint64();
+        const f = this.files.get(handle);
+        if (f) this.started(f, offset);
+        this.pending.set(id, { kind: 'read', handle, offset });
+        return;
+      }
       case T.WRITE: {
         const f = this.files.get(r.bytes().toString('latin1'));
         const offset = r.uint64();
-        if (f) this.hashAt(f, offset, r.bytes());
+        if (f) {
+          this.started(f, offset);
+          this.hashAt(f, offset, r.bytes());
+        }
         return;
       }
       case T.CLOSE: this.pending.set(id, { kind: 'close', handle: r.bytes().toString('latin1') }); return;
@@ -146,7 +160,7 @@ export class SftpTracker {
       case 'open':
         if (type === T.HANDLE) {
           this.files.set(r.bytes().toString('latin1'), {
-            path: req.path, write: req.write, hash: createHash('sha256'), next: 0, size: 0, sequential: true, early: new Map(), earlyBytes: 0,
+            path: req.path, write: req.write, hash: createHash('sha256'), next: 0, size: 0, start: null, transferred: 0, sequential: true, early: new Map(), earlyBytes: 0,
           });
         } else {
           this.rec.append('file.op', { ch: this.channel, via: 'sftp', op: req.write ? 'upload' : 'download', path: req.path, status: statusText(status, message) });
@@ -173,9 +187,17 @@ export class SftpTracker {
     }
   }
 
+  /** The first read or write of a file says where the transfer starts: past 0 it resumes one, and hashes only part. */
+  private started(f: OpenFile, offset: number): void {
+    if (f.start !== null) return;
+    f.start = offset;
+    if (offset > 0) f.sequential = false;
+  }
+
   /** Hashes data placed at `offset`, holding early arrivals until the gap before them fills. */
   private hashAt(f: OpenFile, offset: number, data: Buffer): void {
     f.size = Math.max(f.size, offset + data.length);
+    f.transferred += data.length;
     if (!f.sequential) return;
     if (offset === f.next) {
       f.hash.update(data);
@@ -198,9 +220,13 @@ export class SftpTracker {
 
   private finishFile(_handle: string, f: OpenFile, problem: string | null): void {
     const complete = f.sequential && f.early.size === 0 && f.next === f.size;
+    // size is what was transferred: a resumed transfer (reget, reput) moves only the rest of the file.
     this.rec.append('file.op', {
-      ch: this.channel, via: 'sftp', op: f.write ? 'upload' : 'download', path: f.path, size: f.size,
-      ...(complete ? { sha256: f.hash.digest('hex') } : { sha256: null, hashNote: 'the transfer was not one contiguous stream (partial, resumed or out of order), so no content hash' }),
+      ch: this.channel, via: 'sftp', op: f.write ? 'upload' : 'download', path: f.path, size: f.transferred,
+      ...(f.start !== null && f.start > 0 ? { resumedFrom: f.start, endOffset: f.size } : {}),
+      ...(complete ? { sha256: f.hash.digest('hex') }
+        : { sha256: null, hashNote: f.start !== null && f.start > 0 ? `resumed at byte ${f.start}: only the rest of the file crossed the gateway, so no content hash of the file`
+          : 'the transfer was not one contiguous stream (partial or out of order), so no content hash' }),
       status: problem ?? 'ok',
     });
   }
