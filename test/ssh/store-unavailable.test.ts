@@ -12,6 +12,8 @@ import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { generateClientKey, startSshd, type ClientKey, type Sshd } from '../support/sshd.ts';
 import { api, type Recording } from '../support/recordings.ts';
 import { runSshRaw, sleep, startSsh } from './helpers.ts';
+import { connect, createServer } from 'node:net';
+import { freePort } from '../support/pg-cluster.ts';
 import type { SessionView } from '../../src/cli/format.ts';
 
 let disk: SmallDisk;
@@ -159,4 +161,53 @@ test('with the store full, a single raw-mode keystroke (no Enter) is not forward
   assert.equal(r.exit.code, 255, r.stderr);
   assert.deepEqual(inputTrail(r.rec).slice(-2), ['in:Z', 'undelivered:1']);
   rmSync(keyFile, { force: true });
+});
+
+test('with the store full, a forwarded connection (-L) is not opened to its destination, and the recording says why once the store is back', async () => {
+  await gw.cliOk(['connection', 'add', 'box-fwd', '--type', 'ssh', '--host', sshd.host, '--port', String(sshd.port), '--user', sshd.user,
+    '--key-file', sshd.clientKeyFile, '--host-key', sshd.hostKeyPublic, '--allow-forwarding', 'local']);
+  await gw.cliOk(['grant', 'writer', 'box-fwd']);
+  let arrived = 0;
+  const dest = createServer((s) => { arrived++; s.pipe(s); });
+  await new Promise<void>((r) => dest.listen(0, '127.0.0.1', () => r()));
+  const destPort = (dest.address() as { port: number }).port;
+  const lport = await freePort();
+  const before = new Set((await api<SessionView[]>(gw, '/api/v1/sessions?limit=1000')).map((s) => s.id));
+  const ssh = startSsh({ port: gw.sshPort, user: 'box-fwd', identityFile: key.privateKeyFile, extra: ['-N', '-L', `127.0.0.1:${lport}:127.0.0.1:${destPort}`] });
+  /** One connection through the forward: what came back before it closed (or a timeout). */
+  const through = (payload: string) => new Promise<string>((resolve) => {
+    const s = connect({ port: lport, host: '127.0.0.1' });
+    let got = '';
+    s.on('connect', () => s.write(payload));
+    s.on('data', (d: Buffer) => { got += d.toString(); if (got === payload) s.end(); });
+    s.on('error', () => resolve(got));
+    s.on('close', () => resolve(got));
+    setTimeout(() => { s.destroy(); resolve(got); }, 5000).unref();
+  });
+  try {
+    let first = '';
+    for (let i = 0; i < 50 && first !== 'ping\n'; i++) { first = await through('ping\n'); if (first !== 'ping\n') await sleep(100); }
+    assert.equal(first, 'ping\n', 'the forward works while the store does');
+    const reached = arrived;
+    disk.fill();
+    try {
+      assert.equal(await through('while full\n'), '', 'nothing came back');
+      assert.equal(arrived, reached, 'the destination never saw the connection');
+    } finally {
+      disk.free();
+    }
+  } finally {
+    await ssh.stop();
+    await new Promise<void>((r) => dest.close(() => r()));
+  }
+  const deadline = Date.now() + 15_000;
+  let rec: Recording | undefined;
+  while (!rec) {
+    const s = (await api<SessionView[]>(gw, '/api/v1/sessions?limit=1000')).find((x) => !before.has(x.id) && x.endedAt !== null);
+    if (s) rec = await api<Recording>(gw, `/api/v1/sessions/${s.id}`);
+    else { assert.ok(Date.now() < deadline, 'the forwarding session was recorded'); await sleep(200); }
+  }
+  const trail = rec.events.filter((e) => e.type.startsWith('ssh.forward')).map((e) => `${e.type}${e.data.message ? `: ${String(e.data.message)}` : ''}`);
+  assert.equal(trail.filter((t) => t === 'ssh.forward').length, trail.filter((t) => t.startsWith('ssh.forward.closed')).length + 1, trail.join(' | '));
+  assert.ok(trail.includes('ssh.forward.failed: the gateway cannot record right now; not opened'), trail.join(' | '));
 });

@@ -1,7 +1,7 @@
 // Agent forwarding, when a connection allows it: the target's requests for the user's SSH agent
 // (auth-agent@openssh.com channels) are relayed to the client, which answers them with its own
 // agent. The gateway never holds or uses the user's keys; it only carries the channel and
-// records each use. ssh2's server side has no public call to open this channel type towards the
+// records each use, durably before the channel to the client is opened. ssh2's server side has no public call to open this channel type towards the
 // client, so it is opened here the same way ssh2 opens its other server-initiated channels.
 import ssh2, { type Connection as SshConnection } from 'ssh2';
 import type { Duplex } from 'node:stream';
@@ -18,13 +18,16 @@ interface ServerInternals {
 export class AgentRelay extends ssh2.BaseAgent {
   private readonly client: SshConnection;
   private readonly onOpen: (result: { ok: boolean; message?: string; channel?: Duplex }) => void;
+  /** Records the use before the channel opens; a rejection refuses the target's request. */
+  private readonly beforeOpen: () => Promise<void> | undefined;
   /** Set once the client asked for agent forwarding on a channel of this connection. */
   requested = false;
 
-  constructor(client: SshConnection, onOpen: AgentRelay['onOpen']) {
+  constructor(client: SshConnection, onOpen: AgentRelay['onOpen'], beforeOpen: AgentRelay['beforeOpen'] = () => undefined) {
     super();
     this.client = client;
     this.onOpen = onOpen;
+    this.beforeOpen = beforeOpen;
   }
 
   // The relay holds no identities: it is never used to sign in to the target.
@@ -43,6 +46,20 @@ export class AgentRelay extends ssh2.BaseAgent {
       this.onOpen({ ok: false, message: 'the client did not ask for agent forwarding' });
       return cb(new Error('agent forwarding not requested'));
     }
+    let recorded: Promise<void> | undefined;
+    try {
+      recorded = this.beforeOpen();
+    } catch (err) {
+      recorded = Promise.reject(err as Error);
+    }
+    if (!recorded) return this.open(cb);
+    recorded.then(() => this.open(cb), () => {
+      this.onOpen({ ok: false, message: 'the gateway cannot record right now; not opened' });
+      cb(new Error('cannot record the agent channel'));
+    });
+  }
+
+  private open(cb: (err: Error | undefined, stream?: Duplex) => void): void {
     const internals = this.client as unknown as ServerInternals;
     const wrapper = Object.assign((err: Error | undefined, channel?: Duplex) => {
       this.onOpen(err ? { ok: false, message: err.message } : { ok: true, channel });

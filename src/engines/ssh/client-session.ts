@@ -74,6 +74,10 @@ export class SshClientSession {
     client.on('tcpip', (accept, reject, req: TcpipRequestInfo) => {
       void this.withAdmission((a) => (a.ok ? this.forwarding(a).direct(accept, reject, req) : reject()));
     });
+    // ssh -L to a Unix socket: refused, but only after admission, so that the refusal is recorded.
+    client.on('openssh.streamlocal', (_accept, reject, info) => {
+      void this.withAdmission((a) => (a.ok ? this.forwarding(a).directStreamLocal(reject, info) : reject()));
+    });
     client.on('request', (accept, reject, name, req) => {
       void this.withAdmission((a) => {
         if (!a.ok) return reject?.();
@@ -250,14 +254,13 @@ export class SshClientSession {
         rec.append('ssh.forward.failed', { kind: 'agent', message: r.message ?? 'the client refused the agent channel' });
         return;
       }
-      rec.append('ssh.forward.opened', { kind: 'agent' });
       let toClient = 0;
       let toTarget = 0;
       r.channel.on('data', (c: Buffer) => { toTarget += c.length; });
       const counter = (c: Buffer) => { toClient += c.length; };
       r.channel.once('pipe', (src: NodeJS.ReadableStream) => src.on('data', counter));
       r.channel.once('close', () => rec.append('ssh.forward.closed', { kind: 'agent', bytesToClient: toClient, bytesToTarget: toTarget }));
-    });
+    }, () => rec.beforeForward('ssh.forward.opened', { kind: 'agent' }));
   }
 
   private recording: SessionRecording | null = null;

@@ -1,11 +1,13 @@
 // Port forwarding through the gateway: local (-L, and -D, which arrives the same way) opens
 // direct-tcpip channels; remote (-R) asks the target to listen. Both are refused unless the
-// connection allows them; every request is recorded, allowed or not, and each forwarded
-// connection's byte counts are recorded when it closes.
+// connection allows them; every request is recorded, allowed or not, an allowed one durably
+// before anything is opened or listened on for it, and each forwarded connection's byte counts
+// are recorded when it closes. Unix-socket forwarding (streamlocal: `-L` / `-R` with a path) is
+// refused, and recorded as refused.
 import type { Connection as SshConnection, ClientChannel, ServerChannel, TcpipRequestInfo } from 'ssh2';
 import type ssh2 from 'ssh2';
 import type { Logger } from 'pino';
-import type { SessionRecording } from '../../recorder/recorder.ts';
+import { RecordingUnavailableError, type SessionRecording } from '../../recorder/recorder.ts';
 
 export interface ForwardingContext {
   client: SshConnection;
@@ -15,6 +17,8 @@ export interface ForwardingContext {
   allowed: Array<'local' | 'remote' | 'agent'>;
   track(done: Promise<void>): void;
 }
+
+const UNIX_SOCKETS_REFUSED = 'Unix socket forwarding is not supported by this gateway';
 
 export class Forwarding {
   private readonly ctx: ForwardingContext;
@@ -26,9 +30,17 @@ export class Forwarding {
     ctx.target.on('tcp connection', (info, accept, reject) => {
       const key = `${info.destIP}:${info.destPort}`;
       if (![...this.remoteBinds].some((b) => b.endsWith(`:${info.destPort}`)) && !this.remoteBinds.has(key)) return reject();
-      ctx.client.forwardOut(info.destIP, info.destPort, info.srcIP, info.srcPort, (err, toClient) => {
-        if (err) return reject();
-        this.splice('remote', toClient, accept(), { bind: key, from: `${info.srcIP}:${info.srcPort}` });
+      const from = `${info.srcIP}:${info.srcPort}`;
+      // A connection to a remote forward reaches the client only once it is on record.
+      void this.durably('ssh.forward.opened', { kind: 'remote', bind: key, from }).then((recorded) => {
+        if (!recorded) return reject();
+        ctx.client.forwardOut(info.destIP, info.destPort, info.srcIP, info.srcPort, (err, toClient) => {
+          if (err) {
+            ctx.rec.append('ssh.forward.failed', { kind: 'remote', bind: key, from, message: err.message });
+            return reject();
+          }
+          this.splice('remote', toClient, accept(), { bind: key, from });
+        });
       });
     });
   }
@@ -40,18 +52,46 @@ export class Forwarding {
       this.ctx.rec.append('ssh.forward', { kind: 'local', dest, allowed: false, reason: 'not allowed on this connection' });
       return reject();
     }
-    this.ctx.rec.append('ssh.forward', { kind: 'local', dest, allowed: true });
-    this.ctx.target.forwardOut(req.srcIP, req.srcPort, req.destIP, req.destPort, (err, upstream) => {
-      if (err) {
-        this.ctx.rec.append('ssh.forward.failed', { kind: 'local', dest, message: err.message });
-        return reject();
-      }
-      this.splice('local', accept(), upstream, { dest });
+    void this.durably('ssh.forward', { kind: 'local', dest, allowed: true }).then((recorded) => {
+      if (!recorded) return reject();
+      this.ctx.target.forwardOut(req.srcIP, req.srcPort, req.destIP, req.destPort, (err, upstream) => {
+        if (err) {
+          this.ctx.rec.append('ssh.forward.failed', { kind: 'local', dest, message: err.message });
+          return reject();
+        }
+        this.splice('local', accept(), upstream, { dest });
+      });
     });
+  }
+
+  /** A direct-streamlocal channel (ssh -L to a Unix socket on the target): refused, on record. */
+  directStreamLocal(reject: () => void, info: { socketPath: string }): void {
+    this.ctx.rec.append('ssh.forward', { kind: 'local-socket', dest: info.socketPath, allowed: false, reason: UNIX_SOCKETS_REFUSED });
+    reject();
+  }
+
+  /**
+   * Records an allowed opening before forward (as the session's recording mode says); false when
+   * the store cannot record it: the opening is then refused, and says why once the store is back.
+   */
+  private async durably(type: string, data: Record<string, unknown>): Promise<boolean> {
+    try {
+      await this.ctx.rec.beforeForward(type, data);
+      return true;
+    } catch (err) {
+      const message = err instanceof RecordingUnavailableError ? 'the gateway cannot record right now; not opened' : (err as Error).message;
+      this.ctx.rec.append('ssh.forward.failed', { kind: data.kind, ...('dest' in data ? { dest: data.dest } : { bind: data.bind }), message });
+      return false;
+    }
   }
 
   /** Global requests: tcpip-forward (ssh -R) and its cancellation; anything else is refused. */
   globalRequest(accept: ((port?: number) => void) | undefined, reject: (() => void) | undefined, name: string, info: { bindAddr: string; bindPort: number }): void {
+    if (name === 'streamlocal-forward@openssh.com') {
+      const path = (info as unknown as { socketPath?: string }).socketPath ?? '';
+      this.ctx.rec.append('ssh.forward', { kind: 'remote-socket', bind: path, allowed: false, reason: UNIX_SOCKETS_REFUSED });
+      return reject?.();
+    }
     if (name !== 'tcpip-forward' && name !== 'cancel-tcpip-forward') return reject?.();
     const bind = `${info.bindAddr}:${info.bindPort}`;
     if (name === 'cancel-tcpip-forward') {
@@ -63,14 +103,19 @@ export class Forwarding {
       this.ctx.rec.append('ssh.forward', { kind: 'remote', bind, allowed: false, reason: 'not allowed on this connection' });
       return reject?.();
     }
-    this.ctx.target.forwardIn(info.bindAddr, info.bindPort, (err, port) => {
-      if (err) {
-        this.ctx.rec.append('ssh.forward.failed', { kind: 'remote', bind, message: err.message });
-        return reject?.();
-      }
-      this.remoteBinds.add(`${info.bindAddr}:${port}`);
-      this.ctx.rec.append('ssh.forward', { kind: 'remote', bind: `${info.bindAddr}:${port}`, allowed: true });
-      accept?.(port);
+    // The target listens only once the request is on record (with the port asked for; a port the
+    // target chose for port 0 follows in ssh.forward.listening).
+    void this.durably('ssh.forward', { kind: 'remote', bind, allowed: true }).then((recorded) => {
+      if (!recorded) return reject?.();
+      this.ctx.target.forwardIn(info.bindAddr, info.bindPort, (err, port) => {
+        if (err) {
+          this.ctx.rec.append('ssh.forward.failed', { kind: 'remote', bind, message: err.message });
+          return reject?.();
+        }
+        this.remoteBinds.add(`${info.bindAddr}:${port}`);
+        if (port !== info.bindPort) this.ctx.rec.append('ssh.forward.listening', { kind: 'remote', bind: `${info.bindAddr}:${port}` });
+        accept?.(port);
+      });
     });
   }
 
