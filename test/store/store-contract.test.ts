@@ -396,6 +396,29 @@ for (const f of FACTORIES) {
       await store.writeBatch(batch({})); // an empty batch is fine
     }));
 
+    test('writeBatch retried after an ambiguous commit: the same rows are accepted once, different ones are refused', () => withStore(f, async (store) => {
+      // The store committed but the gateway never heard back (connection dropped after COMMIT,
+      // writer thread died): it retries the same batch, with more queued behind it.
+      const s1 = session('s_r', T0);
+      const first = batch({
+        sessionsStarted: [s1], events: [event('s_r', 0), event('s_r', 1)],
+        sessionsEnded: [{ sessionId: 's_r', endedAt: T0 + 5, endReason: 'done', eventCount: 2 }], seals: [seal(1, 's_r')],
+      });
+      await store.writeBatch(first);
+      const s2 = session('s_q', T0 + 1);
+      await store.writeBatch(batch({
+        sessionsStarted: [...first.sessionsStarted, s2], events: [...first.events, event('s_q', 0)],
+        sessionsEnded: first.sessionsEnded, seals: [...first.seals, seal(2, 's_q')],
+      }));
+      assert.deepEqual((await store.listEvents('s_r')).map((e) => e.seq), [0, 1]);
+      assert.deepEqual((await store.listEvents('s_q')).map((e) => e.seq), [0]);
+      assert.deepEqual(await store.listSeals(), [seal(1, 's_r'), seal(2, 's_q')]);
+      // Rows that collide but differ (another writer's) are refused, and nothing of the batch stays.
+      await assert.rejects(store.writeBatch(batch({ events: [event('s_q', 0, { data: '{"text":"forged"}' }), event('s_q', 1)] })), /different event #0/);
+      assert.deepEqual((await store.listEvents('s_q')).map((e) => e.seq), [0]);
+      await assert.rejects(store.writeBatch(batch({ seals: [{ ...seal(2, 's_q'), hash: 'other' }] })), /different seal/);
+    }));
+
     test('writeBatch is atomic: a batch that violates a constraint leaves nothing of itself behind', () => withStore(f, async (store) => {
       const s1 = session('s_1', T0);
       await store.writeBatch(batch({ sessionsStarted: [s1], events: [event('s_1', 0), event('s_1', 1)], checkpoints: [checkpoint('s_1', 1)] }));
@@ -763,7 +786,7 @@ describe('postgres store', () => {
     const store = await PostgresStore.open(pgUrl(db), { max: 1 });
     try {
       await store.writeBatch(batch({ sessionsStarted: [session('s_x', T0)], events: [event('s_x', 0)] }));
-      await assert.rejects(store.writeBatch(batch({ events: [event('s_x', 0)] })), /duplicate key/);
+      await assert.rejects(store.writeBatch(batch({ events: [event('s_x', 0, { data: '{"text":"other"}' })] })), /different event/);
       // With a single pooled connection, the next statement runs on the one that just failed.
       await store.writeBatch(batch({ events: [event('s_x', 1)] }));
       assert.deepEqual((await store.listEvents('s_x')).map((e) => e.seq), [0, 1]);

@@ -261,7 +261,34 @@ export class PostgresStore implements Store {
    */
   async writeBatch(batch: RecordBatch): Promise<void> {
     if (batch.sessionsStarted.length + batch.events.length + batch.sessionsEnded.length + batch.checkpoints.length + batch.seals.length === 0) return;
-    await this.pool.query({ name: 'gatehouse_write_batch', text: WRITE_BATCH_SQL, values: writeBatchValues(batch) });
+    try {
+      await this.pool.query({ name: 'gatehouse_write_batch', text: WRITE_BATCH_SQL, values: writeBatchValues(batch) });
+    } catch (err) {
+      // A unique violation is what a retry after an ambiguous commit (the connection dropped
+      // after COMMIT) meets: its rows are there already. Write again in a transaction that skips
+      // rows already stored only if they are exactly this batch's; anything else is refused.
+      if ((err as { code?: string }).code !== '23505') throw err;
+      await this.writeBatchAgain(batch);
+    }
+  }
+
+  private async writeBatchAgain(batch: RecordBatch): Promise<void> {
+    const c = await this.pool.connect();
+    try {
+      await c.query('BEGIN');
+      await c.query({ text: WRITE_BATCH_SKIPPING_STORED_SQL, values: writeBatchValues(batch) });
+      const mismatch = await firstMismatch(c, batch);
+      if (mismatch) {
+        await c.query('ROLLBACK');
+        throw new Error(`the store holds a different ${mismatch} (written by another gateway?)`);
+      }
+      await c.query('COMMIT');
+    } catch (err) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw err;
+    } finally {
+      c.release();
+    }
   }
 
   async listSessions(f: SessionFilter): Promise<SessionRow[]> {
@@ -450,6 +477,37 @@ WITH started AS (
   SELECT * FROM unnest($34::bigint[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[], $40::text[])
 )
 SELECT 1`;
+
+/** After a write that skipped conflicting rows: the first stored row that is not this batch's, if any. */
+async function firstMismatch(c: pg.PoolClient, batch: RecordBatch): Promise<string | null> {
+  const events = await c.query('SELECT session_id, seq, ts, type, data, hash FROM events WHERE (session_id, seq) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))',
+    [batch.events.map((e) => e.sessionId), batch.events.map((e) => e.seq)]);
+  const stored = new Map(events.rows.map((r: Row) => [`${String(r.session_id)}\0${Number(r.seq)}`, r]));
+  const seen = new Set<string>();
+  for (const e of batch.events) {
+    const key = `${e.sessionId}\0${e.seq}`;
+    const r = stored.get(key);
+    if (seen.has(key) || !r || Number(r.ts) !== e.ts || String(r.type) !== e.type || String(r.data) !== e.data || String(r.hash) !== e.hash) {
+      return `event #${e.seq} of session ${e.sessionId}`;
+    }
+    seen.add(key);
+  }
+  const seals = await c.query('SELECT gateway_id, position, session_id, hash FROM seals WHERE (gateway_id, position) IN (SELECT * FROM unnest($1::text[], $2::bigint[])) OR session_id = ANY($3::text[])',
+    [batch.seals.map((x) => x.gatewayId), batch.seals.map((x) => x.position), batch.seals.map((x) => x.sessionId)]);
+  for (const x of batch.seals) {
+    const r = seals.rows.find((row: Row) => String(row.session_id) === x.sessionId || (String(row.gateway_id) === x.gatewayId && Number(row.position) === x.position));
+    if (!r || String(r.hash) !== x.hash || String(r.session_id) !== x.sessionId || Number(r.position) !== x.position) return `seal at position ${x.position} of gateway ${x.gatewayId}`;
+  }
+  const sessions = await c.query('SELECT id, started_at, identity_id, connection_id FROM sessions WHERE id = ANY($1::text[])', [batch.sessionsStarted.map((x) => x.id)]);
+  for (const x of batch.sessionsStarted) {
+    const r = sessions.rows.find((row: Row) => String(row.id) === x.id);
+    if (!r || Number(r.started_at) !== x.startedAt || String(r.identity_id) !== x.identityId || String(r.connection_id) !== x.connectionId) return `session ${x.id}`;
+  }
+  return null;
+}
+
+/** The same write, skipping sessions, events and seals already stored (they are compared after). */
+const WRITE_BATCH_SKIPPING_STORED_SQL = WRITE_BATCH_SQL.replace(/\n\)(, recorded AS|, ended AS|\nSELECT 1)/g, '\n  ON CONFLICT DO NOTHING\n)$1');
 
 function writeBatchValues(batch: RecordBatch): unknown[] {
   const endOf = new Map<string, SessionEnd>();
