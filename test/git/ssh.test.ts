@@ -5,19 +5,22 @@
 // push options, ref globs, a large guarded push, and an identity without a grant.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { generateClientKey, startSshd, type ClientKey, type Sshd } from '../support/sshd.ts';
-import { gitSshEnv } from '../support/ssh-client.ts';
+import { gitSshEnv, runSftp, runSsh } from '../support/ssh-client.ts';
 import { createBareRepo, gitIn, makeCommit, type BareRepo } from '../support/git-servers.ts';
+import type { RunResult } from '../support/processes.ts';
 import {
   commitRandomFiles, describeEvents, eventsOf, failed, git, headOf, installPreReceiveLog, ok, oneEvent, packSizeFor, parentsOf,
-  recordOne, refOf, seqOf, updateFor, updatesOf, ZERO_ID, type Data,
+  recordOne, refOf, seqOf, updateFor, updatesOf, ZERO_ID, type Data, type Recording,
 } from './helpers.ts';
 
 const CONN = 'repos';
+/** Protects main too, but allows shells and other commands (--no-git-only): the client's command runs as sent. */
+const OPEN = 'repos-open';
 const REASON_NON_FF = 'protected ref: non-fast-forward update refused by gatehouse';
 const REASON_DELETE = 'protected ref: deletion refused by gatehouse';
 const REASON_NOT_APPLIED = 'not applied: another ref update in this push was refused by gatehouse';
@@ -46,6 +49,9 @@ before(async () => {
     '--key-file', sshd.clientKeyFile, '--host-key-fingerprint', sshd.hostKeyFingerprint,
     '--protect', 'refs/heads/main', '--protect', 'refs/heads/release/*']);
   await gw.cliOk(['grant', 'alice', CONN]);
+  await gw.cliOk(['connection', 'add', OPEN, '--type', 'ssh', '--host', sshd.host, '--port', String(sshd.port), '--user', sshd.user,
+    '--key-file', sshd.clientKeyFile, '--host-key-fingerprint', sshd.hostKeyFingerprint, '--protect', 'refs/heads/main', '--no-git-only']);
+  await gw.cliOk(['grant', 'alice', OPEN]);
 });
 
 after(async () => {
@@ -54,8 +60,8 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-function url(repo: BareRepo): string {
-  return `ssh://${CONN}@127.0.0.1:${gw.sshPort}${repo.path}`;
+function url(repo: BareRepo, connection = CONN): string {
+  return `ssh://${connection}@127.0.0.1:${gw.sshPort}${repo.path}`;
 }
 
 /** A work clone of `repo` made straight from its path (not recorded), whose origin is the gateway. */
@@ -536,4 +542,115 @@ describe('git over ssh through the gateway', () => {
     failed(clone.result, 'clone without a grant');
     assert.match(clone.result.stderr, /gatehouse: identity "bob" has no grant/);
   });
+
+  // ── Spellings of the Git services, and Git-only connections (issue-11 item 3) ───────────────
+
+  /** A work clone with a branch `evil` that rewrites main (forks from main~1). */
+  async function rewriteSetup(name: string) {
+    const repo = await createBareRepo(srv, name, { initialCommits: 2 });
+    const dir = await workClone(repo, `${name}-work`);
+    await gitIn(dir, ['checkout', '-q', '-b', 'evil', 'HEAD~1']);
+    const evil = await makeCommit(dir, 'evil.txt', 'evil\n', 'rewrite main');
+    return { repo, dir, evil };
+  }
+
+  function assertRefusedRewrite(r: { rec: Recording; result: RunResult }, repo: BareRepo, what: string): Data {
+    failed(r.result, what);
+    assert.ok(rejectedLine(r.result.stderr, 'evil -> main')?.includes(REASON_NON_FF), `${what}: ${r.result.stderr}`);
+    const cmd = oneEvent(r.rec, 'git.command');
+    assert.deepEqual({ service: cmd.service, repo: cmd.repo }, { service: 'git-receive-pack', repo: repo.path }, what);
+    const p = oneEvent(r.rec, 'git.push');
+    assert.equal(p.verdict, 'refused', what);
+    assert.deepEqual({ class: updateFor(p, 'refs/heads/main').class, allowed: updateFor(p, 'refs/heads/main').allowed }, { class: 'rewrite', allowed: false });
+    return cmd;
+  }
+
+  it('refuses a forced push to protected main however receive-pack is spelled (path, env, git -c, sh -c), on a connection that allows shells', async () => {
+    const { repo, dir } = await rewriteSetup('spellings');
+    await gitIn(dir, ['remote', 'set-url', 'origin', url(repo, OPEN)]);
+    for (const receivePack of ['/usr/bin/git-receive-pack', 'env git-receive-pack', 'git -c receive.denyNonFastForwards=false receive-pack',
+      `sh -c 'git-receive-pack ${repo.path}'`]) {
+      const r = await push(dir, ['-f', `--receive-pack=${receivePack}`, 'origin', 'evil:main']);
+      const cmd = assertRefusedRewrite(r, repo, receivePack);
+      // The target ran the command as the client sent it (git appends the quoted repository).
+      assert.equal(cmd.command, `${receivePack} '${repo.path}'`);
+      assert.equal(cmd.requested, undefined);
+      assert.equal(await refOf(repo.path, 'refs/heads/main'), repo.head, `${receivePack}: main unchanged`);
+    }
+    // The same spellings still push what protection allows: the wrapped command really ran on the target.
+    await gitIn(dir, ['checkout', '-q', 'main']);
+    const next = await makeCommit(dir, 'ff.txt', 'ff\n', 'fast-forward');
+    const ff = await push(dir, [`--receive-pack=sh -c 'exec env git-receive-pack ${repo.path}'`, 'origin', 'main']);
+    ok(ff.result, 'fast-forward through sh -c');
+    assertAllowedPush(oneEvent(ff.rec, 'git.push'));
+    assert.deepEqual(oneEvent(ff.rec, 'git.command').via, ['sh -c', 'exec', 'env']);
+    assert.equal(await refOf(repo.path, 'refs/heads/main'), next);
+  });
+
+  it('refuses, on a protected connection, a command naming receive-pack that it cannot guard', async () => {
+    const repo = await createBareRepo(srv, 'unguardable', { initialCommits: 1 });
+    const opts = { port: gw.sshPort, user: OPEN, identityFile: alice.privateKeyFile };
+    for (const command of [`nice git-receive-pack '${repo.path}'`, `git-receive-pack '${repo.path}'; true`, `git-rec""eive-pack '${repo.path}' | cat`]) {
+      const { rec, result } = await recordOne(gw, () => runSsh(opts, command));
+      assert.notEqual(result.code, 0, command);
+      assert.match(result.stderr, /gatehouse: this command names receive-pack but is not a plain Git service request/, command);
+      const refused = oneEvent(rec, 'ssh.channel.refused');
+      assert.equal(refused.command, command);
+      assert.equal(eventsOf(rec, 'ssh.exec').length + eventsOf(rec, 'git.command').length, 0, describeEvents(rec));
+    }
+  });
+
+  it('git-upload-pack "$(cmd)" is a plain exec, not a fetch; a Git-only connection refuses it', async () => {
+    const repo = await createBareRepo(srv, 'subst', { initialCommits: 1 });
+    const command = `git-upload-pack "$(echo ${repo.path})"`;
+    const open = await recordOne(gw, () => runSsh({ port: gw.sshPort, user: OPEN, identityFile: alice.privateKeyFile }, command));
+    // It ran on the target (the advertisement names main's commit; upload-pack then sees EOF), relayed as an opaque exec.
+    assert.ok(open.result.stdout.includes(repo.head!), open.result.stderr);
+    assert.equal(oneEvent(open.rec, 'ssh.exec').command, command);
+    assert.equal(eventsOf(open.rec, 'git.command').length, 0, describeEvents(open.rec));
+    assert.equal(eventsOf(open.rec, 'git.fetch').length, 0);
+
+    const only = await recordOne(gw, () => runSsh({ port: gw.sshPort, user: CONN, identityFile: alice.privateKeyFile }, command));
+    assert.notEqual(only.result.code, 0);
+    assert.match(only.result.stderr, /gatehouse: this connection is Git-only: this command is refused/);
+    assert.equal(oneEvent(only.rec, 'ssh.channel.refused').command, command);
+    assert.equal(eventsOf(only.rec, 'ssh.exec').length, 0);
+  });
+
+  it('a Git-only connection (the default with --protect) refuses shells, other commands and SFTP, and runs Git services as stock git asks', async () => {
+    const opts = { port: gw.sshPort, user: CONN, identityFile: alice.privateKeyFile };
+    const marker = join(work, 'git-only-ran');
+    const exec = await recordOne(gw, () => runSsh(opts, `touch ${marker}`));
+    assert.notEqual(exec.result.code, 0);
+    assert.match(exec.result.stderr, /gatehouse: this connection is Git-only: this command is refused/);
+    assert.deepEqual(pick(oneEvent(exec.rec, 'ssh.channel.refused'), ['request', 'command']), { request: 'exec', command: `touch ${marker}` });
+    const shell = await recordOne(gw, () => runSsh({ ...opts, extra: ['-T'] }, undefined, `touch ${marker}\n`));
+    assert.notEqual(shell.result.code, 0);
+    assert.match(shell.result.stderr, /gatehouse: this connection is Git-only: a shell is refused/);
+    assert.equal(oneEvent(shell.rec, 'ssh.channel.refused').request, 'shell');
+    const sftp = await recordOne(gw, () => runSftp(opts, ['ls /']));
+    assert.notEqual(sftp.result.code, 0);
+    assert.equal(oneEvent(sftp.rec, 'ssh.channel.refused').name, 'sftp');
+    const sftpExec = await recordOne(gw, () => runSftp({ ...opts, extra: ['-s', '/usr/lib/openssh/sftp-server'] }, ['ls /']));
+    assert.notEqual(sftpExec.result.code, 0);
+    assert.match(String(oneEvent(sftpExec.rec, 'ssh.channel.refused').message), /Git-only: SFTP is refused/);
+    assert.equal(existsSync(marker), false, 'nothing ran on the target');
+
+    // A Git service in any spelling runs, but as stock git sends it: without the client's wrappers and git options.
+    const { repo, dir } = await rewriteSetup('git-only-spelled');
+    const receivePack = 'git -c core.hooksPath=/nonexistent receive-pack';
+    const r = await push(dir, ['-f', `--receive-pack=${receivePack}`, 'origin', 'evil:main']);
+    const cmd = assertRefusedRewrite(r, repo, receivePack);
+    assert.equal(cmd.command, `git-receive-pack '${repo.path}'`);
+    assert.equal(cmd.requested, `${receivePack} '${repo.path}'`);
+    assert.equal(await refOf(repo.path, 'refs/heads/main'), repo.head);
+    const fetched = await recordOne(gw, () => git(dir, ['fetch', '--upload-pack=/usr/bin/git-upload-pack', 'origin'], aliceEnv));
+    ok(fetched.result, 'fetch with --upload-pack');
+    assert.equal(oneEvent(fetched.rec, 'git.command').command, `git-upload-pack '${repo.path}'`);
+    assert.equal(oneEvent(fetched.rec, 'git.fetch').service, 'git-upload-pack');
+  });
 });
+
+function pick(d: Data, keys: string[]): Data {
+  return Object.fromEntries(keys.map((k) => [k, d[k]]));
+}

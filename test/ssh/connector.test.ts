@@ -15,7 +15,7 @@ let connector: ConnectorProcess;
 before(async () => {
   world = await startSshWorld();
   connector = await enrollConnector(world.gw, 'edge', [`${world.sshd.host}:${world.sshd.port}`]);
-  await world.addConnection('via-edge', ['--via', 'edge', '--protect', 'main']);
+  await world.addConnection('via-edge', ['--via', 'edge', '--protect', 'main', '--no-git-only']);
 });
 
 after(async () => {

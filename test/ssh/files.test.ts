@@ -191,6 +191,23 @@ describe('file transfers through the gateway', () => {
     assert.equal(op.sha256, null);
   });
 
+  it('sftp -s /usr/lib/openssh/sftp-server (the server run as an exec) is tracked as SFTP: file operations with size and SHA-256', async () => {
+    // The client sends `exec /usr/lib/openssh/sftp-server` instead of the sftp subsystem request.
+    const small = join(local, 'exec-sftp.txt');
+    writeFileSync(small, 'sftp over an exec channel\n');
+    const dest = join(remote, 'exec-sftp.txt');
+    const { rec, result } = await recordOne(w.gw, () => runSftp(w.opts({ extra: ['-s', '/usr/lib/openssh/sftp-server'] }), [`put ${small} ${dest}`, `rename ${dest} ${dest}.moved`]));
+    transferOk(result, 'sftp -s put');
+    assert.ok(existsSync(`${dest}.moved`));
+    const exec = oneEvent(rec, 'ssh.exec');
+    assert.equal(exec.command, '/usr/lib/openssh/sftp-server');
+    assert.equal(exec.protocol, 'sftp');
+    const up = fileOp(rec, 'upload', dest);
+    assert.deepEqual({ via: up.via, size: up.size, sha256: up.sha256, status: up.status },
+      { via: 'sftp', size: 26, sha256: await sha256File(small), status: 'ok' });
+    assert.equal(fileOp(rec, 'rename', dest).status, 'ok');
+  });
+
   it('records an upload the target user may not write as permission denied', async (t) => {
     if (w.sshd.passwordLogin === undefined) return t.skip(w.sshd.passwordSkipReason);
     // A second connection logs in as the unprivileged test user (the shared authorized_keys admits it).

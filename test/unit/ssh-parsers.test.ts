@@ -3,7 +3,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseScpCommand } from '../../src/engines/ssh/scp-tracker.ts';
-import { parseGitCommand } from '../../src/engines/ssh/git-service.ts';
 import { SftpFramer, SftpProtocolError, MAX_SFTP_PACKET } from '../../src/engines/ssh/sftp/sftp-framer.ts';
 import { toAsciicast, terminalChannels } from '../../src/recorder/asciicast.ts';
 import { matchesGlob } from '../../src/util/glob.ts';
@@ -16,14 +15,6 @@ test('scp commands: direction, target and recursion as OpenSSH sends them', () =
   assert.deepEqual(parseScpCommand("scp -f '/tmp/a b'"), { direction: 'download', target: '/tmp/a b', recursive: false });
   assert.equal(parseScpCommand('scp file host:'), null);
   assert.equal(parseScpCommand('echo scp -t /x'), null);
-});
-
-test('git commands over SSH: service and repository path, quoted or not', () => {
-  assert.deepEqual(parseGitCommand("git-receive-pack '/srv/app.git'"), { service: 'git-receive-pack', repoPath: '/srv/app.git' });
-  assert.deepEqual(parseGitCommand("git upload-pack 'team/it'\\''s.git'"), { service: 'git-upload-pack', repoPath: "team/it's.git" });
-  assert.deepEqual(parseGitCommand('git-upload-archive repo.git'), { service: 'git-upload-archive', repoPath: 'repo.git' });
-  assert.equal(parseGitCommand('git-receive-pack'), null);
-  assert.equal(parseGitCommand("sh -c 'git-receive-pack /x'"), null);
 });
 
 function sftpPacket(type: number, body: Buffer): Buffer {

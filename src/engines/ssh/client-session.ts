@@ -115,6 +115,7 @@ export class SshClientSession {
       allowEnv: a.conn.options.allowEnv ?? DEFAULT_ALLOWED_ENV,
       agent: a.agent,
       git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target },
+      gitOnly: a.conn.options.gitOnly === true,
       track: (done) => this.track(done),
     };
   }

@@ -1,4 +1,5 @@
-// Git over SSH: an exec channel running git-receive-pack or git-upload-pack on the target.
+// Git over SSH: an exec channel running git-receive-pack or git-upload-pack on the target
+// (recognised in any spelling by exec-command.ts).
 // Fetches are relayed as they are and summarised (refs and objects asked for). Pushes are read
 // as they pass: the commands are recorded before anything reaches the target; when a command
 // touches a protected ref, the pack is held until the gateway has decided, and a refused push
@@ -16,8 +17,9 @@ import { probeOverStream } from '../git/target-probe.ts';
 import type { AskTarget } from '../git/fast-forward.ts';
 import { endWithExit, pump, watchExit, type ExitInfo } from './channel-relay.ts';
 import { FLUSH_PKT } from '../git/pkt-line.ts';
+import type { GitService } from './exec-command.ts';
 
-export type GitService = 'git-receive-pack' | 'git-upload-pack' | 'git-upload-archive';
+export type { GitService };
 
 export interface GitServiceOptions {
   rec: SessionRecording;
@@ -27,14 +29,6 @@ export interface GitServiceOptions {
   service: GitService;
   repoPath: string;
   channel: number;
-}
-
-/** Recognises the commands git runs over SSH: `git-upload-pack '/path'` and friends. */
-export function parseGitCommand(command: string): { service: GitService; repoPath: string } | null {
-  const m = /^\s*(git[ -](?:receive-pack|upload-pack|upload-archive))\s+(?:'((?:[^']|'\\'')*)'|"([^"]*)"|(\S+))\s*$/.exec(command);
-  if (!m) return null;
-  const repoPath = m[2] !== undefined ? m[2].replaceAll("'\\''", "'") : (m[3] ?? m[4]!);
-  return { service: m[1]!.replace(' ', '-') as GitService, repoPath };
 }
 
 export async function relayGitService(client: ServerChannel, upstream: ClientChannel, opts: GitServiceOptions): Promise<void> {

@@ -11,7 +11,8 @@ import { ExecStdinRecorder, stdinInterpreter } from './exec-stdin.ts';
 import { TerminalRecorder } from './terminal-recorder.ts';
 import { SftpTracker } from './sftp/sftp-tracker.ts';
 import { ScpTracker, parseScpCommand } from './scp-tracker.ts';
-import { parseGitCommand, relayGitService, type GitServiceOptions } from './git-service.ts';
+import { relayGitService, type GitServiceOptions } from './git-service.ts';
+import { canonicalGitCommand, recogniseExec, type ExecRequest } from './exec-command.ts';
 import { matchesGlob } from '../../util/glob.ts';
 import type { AgentRelay } from './agent-relay.ts';
 
@@ -25,6 +26,8 @@ export interface ChannelContext {
   /** The agent relay of the connection, when it allows agent forwarding (null: refused). */
   agent: AgentRelay | null;
   git: Omit<GitServiceOptions, 'repoPath' | 'service' | 'channel'>;
+  /** The connection runs nothing but recognised Git service requests (docs/git-push-protection.md). */
+  gitOnly: boolean;
   /** Called when the channel opens and closes, so the connection can wait for its channels. */
   track(done: Promise<void>): void;
 }
@@ -112,16 +115,30 @@ export class SessionChannel {
       rec.append('ssh.forward', { ch: this.number, kind: 'agent', allowed: agent, ...(agent ? {} : { reason: 'not allowed on this connection' }) });
       if (agent) this.ctx.agent!.requested = true;
     }
+    // A Git-only connection passes GIT_PROTOCOL alone: other GIT_* variables (GIT_CONFIG_PARAMETERS…) reconfigure git.
+    const allowEnv = this.ctx.gitOnly ? ['GIT_PROTOCOL'] : this.ctx.allowEnv;
     for (const name of Object.keys(this.env)) {
-      if (!this.ctx.allowEnv.some((g) => matchesGlob(name, g))) {
+      if (!allowEnv.some((g) => matchesGlob(name, g))) {
         rec.append('ssh.env.refused', { ch: this.number, name });
         delete this.env[name];
       }
     }
     const pty = this.pty ? { term: this.pty.term, cols: this.pty.cols, rows: this.pty.rows } : null;
-    const git = req.kind === 'exec' ? parseGitCommand(req.command) : null;
+    const exec = req.kind === 'exec' ? recogniseExec(req.command) : null;
+    const git = exec?.kind === 'git' ? exec : null;
+    const refusal = policyRefusal(req, exec, this.ctx.gitOnly, this.ctx.git.protect);
+    if (refusal) {
+      rec.append('ssh.channel.refused', { ch: this.number, request: req.kind, ...(req.kind === 'exec' ? { command: req.command } : req.kind === 'subsystem' ? { name: req.name } : {}), message: refusal });
+      return refuseChannel(client, refusal);
+    }
+    // A Git-only connection runs the service as stock git asks for it, without the client's
+    // wrappers and git options (`-c uploadpack.packObjectsHook=…` would run any command).
+    const asked = req.kind === 'exec' ? req.command : null;
+    if (git && this.ctx.gitOnly) req = { kind: 'exec', command: canonicalGitCommand(git.service, git.repoPath) };
+    const requested = req.kind === 'exec' && asked !== null && req.command !== asked ? { requested: asked } : {};
     const description = req.kind === 'shell' ? { type: 'ssh.shell', data: { ch: this.number, pty, env: this.env } }
-      : req.kind === 'exec' ? { type: git ? 'git.command' : 'ssh.exec', data: { ch: this.number, command: req.command, pty, env: this.env, ...(git ? { service: git.service, repo: git.repoPath } : {}) } }
+      : req.kind === 'exec' ? { type: git ? 'git.command' : 'ssh.exec', data: { ch: this.number, command: req.command, ...requested, pty, env: this.env,
+        ...(git ? { service: git.service, repo: git.repoPath, ...(git.via.length ? { via: git.via } : {}) } : {}), ...(exec?.kind === 'sftp' ? { protocol: 'sftp' } : {}) } }
       : { type: 'ssh.subsystem', data: { ch: this.number, name: req.name } };
     // Record before forward: the target learns of the command only once it is on record.
     try {
@@ -158,7 +175,8 @@ export class SessionChannel {
       const t = this.terminal;
       hooks = { input: (c) => t.input(c), output: (c) => t.output(c), stderr: (c) => t.stderr(c), undelivered };
       finish = (exit) => { rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
-    } else if (req.kind === 'subsystem' && req.name === 'sftp') {
+    } else if ((req.kind === 'subsystem' && req.name === 'sftp') || exec?.kind === 'sftp') {
+      // sftp -s /usr/lib/openssh/sftp-server runs the server as an exec: the same protocol, tracked the same way.
       const sftp = new SftpTracker(rec, this.number);
       hooks = { input: (c) => sftp.fromClient(c), output: (c) => sftp.fromServer(c), undelivered };
       finish = (exit) => { sftp.close(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
@@ -246,6 +264,24 @@ function isDirectoryOnTarget(target: import('ssh2').Client, dir: string): Promis
       ch.stderr.resume();
     });
   });
+}
+
+/**
+ * Why the connection's policy refuses this request, or null. A Git-only connection runs nothing
+ * but a recognised Git service request. Where refs are protected, a command that names
+ * receive-pack yet is no plain service request (`nice git-receive-pack …`, `git-receive-pack r; …`)
+ * could push past the guard: refused too (a best effort: with a shell allowed, protection is advisory).
+ */
+function policyRefusal(req: ChannelRequest, exec: ExecRequest | null, gitOnly: boolean, protect: string[]): string | null {
+  if (gitOnly) {
+    if (exec?.kind === 'git') return null;
+    const what = req.kind === 'shell' ? 'a shell' : req.kind === 'subsystem' ? `the ${req.name} subsystem` : exec?.kind === 'sftp' ? 'SFTP' : 'this command';
+    return `this connection is Git-only: ${what} is refused; only git-upload-pack, git-receive-pack and git-upload-archive on one repository may run`;
+  }
+  if (protect.length > 0 && exec?.kind === 'exec' && exec.mentionsReceivePack) {
+    return `this command names receive-pack but is not a plain Git service request the gateway can check (${exec.shellSyntax ?? 'an unrecognised wrapper'}), and this connection protects refs; push with git-receive-pack '<repository>'`;
+  }
+  return null;
 }
 
 /** Ends a channel with a message the client prints, and a failing exit status. */
