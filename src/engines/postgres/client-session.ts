@@ -339,7 +339,7 @@ export class PgClientSession {
       case 'client-terminated': reason = 'client terminated'; break;
       case 'client-closed': reason = 'client disconnected'; break;
       case 'upstream-closed': {
-        const lost = tunnelLossReason(up.stream);
+        const lost = tunnelLossReason(up.transport ?? up.stream);
         reason = end.fatal ? `target ended the session: ${end.fatal}` : lost ? `connection to the target lost: ${lost}` : 'target closed the connection';
         // The target said goodbye itself (its FATAL was relayed); otherwise say what happened.
         // An ErrorResponse cannot follow half a message: then the client just sees the close.

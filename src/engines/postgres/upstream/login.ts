@@ -44,6 +44,8 @@ export interface UpstreamTarget {
 
 export interface UpstreamConnection {
   stream: Duplex;
+  /** The dialed stream under any TLS (a connector's tunnel stream says why it was lost). */
+  transport?: Duplex;
   parameters: Map<string, string>;
   backendPid: number;
   backendSecret: Buffer;
@@ -80,6 +82,7 @@ export async function loginUpstream(
     throw new UpstreamLoginError(`cannot reach ${target.host}:${target.port}: ${(err as Error).message}`, undefined,
       err instanceof ConnectorError ? err.message : undefined);
   }
+  const transport = stream;
   try {
     let secure = false;
     if (target.sslmode !== 'disable') {
@@ -98,6 +101,7 @@ export async function loginUpstream(
     try {
       const conn = await authenticate(stream, reader, target, deadline, saltedCache);
       conn.tls = secure;
+      conn.transport = transport;
       const rest = reader.detach();
       if (rest.length > 0) throw new UpstreamLoginError('target sent unexpected data after ReadyForQuery');
       return conn;
