@@ -2,6 +2,7 @@
 // (this terminal prints the link and code, and opens a browser when there is a display), and the
 // CLI polls until the gateway hands over a token, or says why not.
 import { spawn } from 'node:child_process';
+import { hostname } from 'node:os';
 import { ApiError, type ApiClient } from './api-client.ts';
 
 interface Started { loginUrl: string; userCode: string; pollToken: string; provider: string; expiresAt: string }
@@ -22,7 +23,7 @@ const NO_SSO = /no identity providers for people to sign in with/;
 export async function signInWithBrowser(client: ApiClient, opts: BrowserSignInOptions): Promise<SignedIn> {
   let started: Started;
   try {
-    started = await client.request<Started>('POST', '/api/v1/login/start', opts.provider ? { provider: opts.provider } : {}, true);
+    started = await client.request<Started>('POST', '/api/v1/login/start', { ...(opts.provider ? { provider: opts.provider } : {}), host: hostname().slice(0, 253) || 'unknown' }, true);
   } catch (err) {
     if (err instanceof ApiError && err.status === 404 && NO_SSO.test(err.message)) {
       throw new Error(`${err.message}; a CI job or agent run signs in with --oidc-token TOKEN, --token-env VAR, or --ci`);
@@ -31,7 +32,8 @@ export async function signInWithBrowser(client: ApiClient, opts: BrowserSignInOp
   }
   opts.say(`To sign in through ${started.provider}, open this link in a browser:\n\n    ${started.loginUrl}\n\n` +
     `or go to ${client.gateway}/login and enter the code ${started.userCode}.\n` +
-    `The browser shows the same code when you are signed in. Waiting (until ${started.expiresAt}) …`);
+    `After you sign in there, the browser asks for this code (${started.userCode}) to confirm it was you who started this.\n` +
+    `Never type a code you did not see here. Waiting (until ${started.expiresAt}) …`);
   if (opts.openBrowser) openBrowser(started.loginUrl);
 
   let unreachable = 0;

@@ -2,6 +2,8 @@
 import type { PendingLogin, PendingLoginKey, PendingLoginStatus } from './types.ts';
 import type { Row } from './row-mapping.ts';
 
+const optText = (v: unknown): string | null => (v === null || v === undefined ? null : String(v));
+
 export function toPendingLogin(r: Row): PendingLogin {
   return {
     id: String(r.id), pollTokenHash: String(r.poll_token_hash), userCode: String(r.user_code), provider: String(r.provider),
@@ -9,6 +11,8 @@ export function toPendingLogin(r: Row): PendingLogin {
     createdAt: Number(r.created_at), expiresAt: Number(r.expires_at), status: r.status as PendingLoginStatus,
     identityId: r.identity_id === null || r.identity_id === undefined ? null : String(r.identity_id),
     error: r.error === null || r.error === undefined ? null : String(r.error),
+    startedFrom: optText(r.started_from), startedHost: optText(r.started_host), confirmHash: optText(r.confirm_hash),
+    confirmedAt: r.confirmed_at === null || r.confirmed_at === undefined ? null : Number(r.confirmed_at), codeFailures: Number(r.code_failures ?? 0),
   };
 }
 
@@ -22,7 +26,7 @@ export function pendingLoginLookup(by: PendingLoginKey): [column: string, value:
 
 /** Column values of a new pending sign-in, in PENDING_LOGIN_COLUMNS order. */
 export function pendingLoginValues(l: PendingLogin): Array<string | number | null> {
-  return [l.id, l.pollTokenHash, l.userCode, l.provider, l.protocol, l.state, l.secret, l.createdAt, l.expiresAt, l.status, l.identityId, l.error];
+  return [l.id, l.pollTokenHash, l.userCode, l.provider, l.protocol, l.state, l.secret, l.createdAt, l.expiresAt, l.status, l.identityId, l.error, l.startedFrom, l.startedHost];
 }
 
-export const PENDING_LOGIN_COLUMNS = 'id, poll_token_hash, user_code, provider, protocol, state, secret, created_at, expires_at, status, identity_id, error';
+export const PENDING_LOGIN_COLUMNS = 'id, poll_token_hash, user_code, provider, protocol, state, secret, created_at, expires_at, status, identity_id, error, started_from, started_host';

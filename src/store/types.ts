@@ -145,8 +145,18 @@ export interface PendingLogin {
   identityId: string | null;
   /** Refused: why (shown in the browser and to the CLI). */
   error: string | null;
+  /** Where `gatehouse login` ran: its address as the gateway saw it, and the host name it claims. */
+  startedFrom: string | null;
+  startedHost: string | null;
+  /** Signed in: SHA-256 of the secret of the confirmation form the person's browser was shown. */
+  confirmHash: string | null;
+  /** When the person entered the terminal's code in that browser; the token is released only after. */
+  confirmedAt: number | null;
+  /** Wrong codes entered so far (the sign-in is refused after a few). */
+  codeFailures: number;
 }
 
+/** signed-in: the provider vouched for the person; the token waits for confirmedAt. */
 export type PendingLoginStatus = 'pending' | 'signed-in' | 'refused' | 'collected';
 
 export type PendingLoginKey = { id: string } | { userCode: string } | { pollTokenHash: string } | { state: string };
@@ -337,7 +347,11 @@ export interface Store {
    * Moves a sign-in on from status `from` in one atomic step (with the identity or the refusal);
    * false when it was no longer in `from` (another request moved it first: a replay or a race).
    */
-  advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result?: { identityId?: string; error?: string }): Promise<boolean>;
+  advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result?: { identityId?: string; error?: string; confirmHash?: string }): Promise<boolean>;
+  /** Marks a signed-in, unconfirmed sign-in confirmed if `confirmHash` is its own; false otherwise (raced, replayed, or not that form). */
+  confirmPendingLogin(id: string, confirmHash: string, at: number): Promise<boolean>;
+  /** Counts a wrong code; returns the count so far. */
+  countPendingLoginFailure(id: string): Promise<number>;
   /** Removes sign-ins that expired before `before` (ms); returns how many. */
   deletePendingLogins(before: number): Promise<number>;
   /** Records that `externalKey` (issuer and subject at an identity provider) is this identity; the key is unique. */

@@ -13,7 +13,8 @@ import { GATEHOUSE_BIN, startTestGateway, type TestGateway } from '../support/ga
 import { run } from '../support/processes.ts';
 import { startOidcProvider, otherPublicJwks, type TestOidcProvider, type TestAccount } from '../support/oidc-idp.ts';
 import { Browser, pageText, type Page } from '../support/browser.ts';
-import { personEnv, startCliLogin } from '../support/cli-login.ts';
+import { confirmSignIn, personEnv, startCliLogin } from '../support/cli-login.ts';
+import { hostname } from 'node:os';
 
 const accounts: Record<string, TestAccount> = {
   alice: { password: 'alice-pw', claims: { preferred_username: 'alice', email: 'alice@example.com', name: 'Alice Example', groups: ['dba', 'dev'] } },
@@ -91,12 +92,14 @@ async function signInAtProvider(browser: Browser, start: Page, account: string, 
 }
 
 /** A whole sign-in: `gatehouse login` in the background, the browser side here. */
-async function signIn(account: string, home: string, args: string[] = []): Promise<{ page: Page; cli: Awaited<ReturnType<typeof startCliLogin>['exit']>; code: string }> {
+async function signIn(account: string, home: string, args: string[] = []): Promise<{ confirmation: Page; page: Page; cli: Awaited<ReturnType<typeof startCliLogin>['exit']>; code: string }> {
   const cli = startCliLogin(['--gateway', gw.url, 'login', '--no-browser', ...args], personEnv({ GATEHOUSE_CONFIG_DIR: home }));
   const { url, code } = await cli.link;
   const browser = new Browser();
-  const page = await signInAtProvider(browser, await browser.open(url), account);
-  return { page, cli: await cli.exit, code };
+  const confirmation = await signInAtProvider(browser, await browser.open(url), account);
+  // A refusal at the provider's answer ends there; otherwise the person confirms with the terminal's code.
+  const page = /Confirm this sign-in/.test(confirmation.body) ? await confirmSignIn(browser, confirmation, code) : confirmation;
+  return { confirmation, page, cli: await cli.exit, code };
 }
 
 /** Runs a sign-in to the point where the provider redirects back to the gateway, and returns that URL. */
@@ -160,12 +163,16 @@ async function assertCliRefused(exit: Promise<{ code: number | null; stderr: str
 
 test('a person signs in with gatehouse login, connects with psql, and the session says who they were and how', async () => {
   const home = configDir('alice');
-  const { page, cli, code } = await signIn('alice', home);
+  const { confirmation, page, cli, code } = await signIn('alice', home);
 
-  // The browser's last page, after the provider's redirect back to the gateway.
+  // After the provider's redirect back: where the sign-in started, and the terminal's code asked for.
+  assert.equal(confirmation.status, 200, pageText(confirmation.body));
+  assert.ok(isCallback(new URL(confirmation.url)));
+  assert.ok(pageText(confirmation.body).includes(`corp says you are alice. This sign-in was started with gatehouse login from the address 127.0.0.1 calling itself ${hostname()} (its own claim)`),
+    pageText(confirmation.body));
+  assert.ok(!confirmation.body.includes(code), 'the page never shows the code it asks for');
   assert.equal(page.status, 200, pageText(page.body));
-  assert.ok(isCallback(new URL(page.url)));
-  assert.match(pageText(page.body), new RegExp(`Signed in as alice through corp\\. Return to your terminal: it shows the code ${code}\\.`));
+  assert.match(pageText(page.body), /Signed in as alice through corp\. Your terminal receives its token now\./);
 
   // The terminal: the link and code first, then who signed in; nothing on stdout.
   assert.equal(cli.code, 0, cli.stderr);
@@ -241,7 +248,7 @@ test('signing in again is the same identity, with the groups the provider says n
     assert.equal(wrong.status, 400);
     assert.match(pageText(wrong.body), /no sign-in is waiting for this code: check it, or run gatehouse login again/);
     const atProvider = await browser.submit(form, browser.form(form), { code: code.toLowerCase().replace('-', ' ') });
-    const page = await signInAtProvider(browser, atProvider, 'alice');
+    const page = await confirmSignIn(browser, await signInAtProvider(browser, atProvider, 'alice'), code);
     assert.match(pageText(page.body), /Signed in as alice through corp/);
     const r = await cli.exit;
     assert.equal(r.code, 0, r.stderr);
@@ -333,8 +340,8 @@ test('refusals: a callback opened in another browser, a replayed callback, an un
   // Someone else's browser (no sign-in cookie) gets the redirect: refused, and the code is not spent.
   const elsewhere = await new Browser().open(callback.href);
   assertRefusedPage(elsewhere, 'this browser did not start the sign-in: open the link gatehouse login printed in the browser you sign in with');
-  const ok = await browser.open(callback.href);
-  assert.match(pageText(ok.body), new RegExp(`Signed in as alice through corp\\. Return to your terminal: it shows the code ${code}`));
+  const ok = await confirmSignIn(browser, await browser.open(callback.href), code);
+  assert.match(pageText(ok.body), /Signed in as alice through corp\./);
   const r = await cli.exit;
   assert.equal(r.code, 0, r.stderr);
   secrets.push(storedCredentials(configDir('elsewhere')).gateways[gw.url].token);
@@ -359,6 +366,53 @@ test('refusals: a callback opened in another browser, a replayed callback, an un
   const nope = await startCliLogin(['--gateway', gw.url, 'login', '--no-browser', '--provider', 'nope'], personEnv({ GATEHOUSE_CONFIG_DIR: configDir('nope') })).exit;
   assert.equal(nope.code, 1);
   assert.equal(nope.stderr.trim(), 'gatehouse: no identity provider "nope" (this gateway has: corp, rogue)');
+});
+
+test('a sign-in link sent to someone else gets the sender nothing: the token waits for the terminal\'s code, wrong codes and a cancel refuse it', async () => {
+  // The attacker starts a sign-in and sends the link; the victim, signed in at the provider, opens it.
+  const attacker = startCliLogin(['--gateway', gw.url, 'login', '--no-browser'], personEnv({ GATEHOUSE_CONFIG_DIR: configDir('phisher') }));
+  const { url } = await attacker.link;
+  const victim = new Browser();
+  const confirmation = await signInAtProvider(victim, await victim.open(url), 'alice');
+  assert.match(pageText(confirmation.body), /If you did not, or you were sent this link, cancel/);
+  // The provider vouched for alice, yet the attacker's terminal keeps waiting.
+  const early = await Promise.race([attacker.exit.then(() => 'exited'), new Promise((r) => setTimeout(() => r('waiting'), 2500))]);
+  assert.equal(early, 'waiting');
+  // A confirmation posted from another page (no form secret) is refused and changes nothing.
+  const forged = await new Browser().request('POST', `${gw.url}/login/confirm`, new URLSearchParams({ login: new URL(url).pathname.split('/').pop()!, secret: 'guess', code: 'BCDF-GHJK' }).toString());
+  assertRefusedPage(forged, 'this confirmation does not belong to a sign-in this browser finished: run gatehouse login again');
+  // The victim guesses: each wrong code shows the form again, the fifth refuses the sign-in.
+  let page = confirmation;
+  for (let left = 4; left >= 1; left--) {
+    page = await confirmSignIn(victim, page, 'BBBB-BBBB');
+    assert.equal(page.status, 400);
+    assert.match(pageText(page.body), new RegExp(`That is not the code the terminal shows \\(${left} tr(y|ies) left\\)`));
+  }
+  const refused = await confirmSignIn(victim, page, 'BBBB-BBBB');
+  assertRefusedPage(refused, 'the code was entered wrong 5 times');
+  await assertCliRefused(attacker.exit, 'the code was entered wrong 5 times');
+
+  // Another sent link: the victim cancels.
+  const second = startCliLogin(['--gateway', gw.url, 'login', '--no-browser'], personEnv({ GATEHOUSE_CONFIG_DIR: configDir('phisher') }));
+  const b2 = new Browser();
+  const cancelled = await confirmSignIn(b2, await signInAtProvider(b2, await b2.open((await second.link).url), 'alice'), '', 'cancel');
+  const why = 'the person signed in at the identity provider said they did not start this sign-in';
+  assertRefusedPage(cancelled, why);
+  await assertCliRefused(second.exit, why);
+  // A confirmation page kept open is spent too.
+  assertRefusedPage(await confirmSignIn(b2, page, 'BBBB-BBBB'), 'this sign-in was refused already: the code was entered wrong 5 times');
+});
+
+test('the confirmation page shows a hostile host name as text', async () => {
+  const res = await fetch(`${gw.url}/api/v1/login/start`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ host: '<img src=x onerror=alert(1)>"evil' }) });
+  assert.equal(res.status, 201);
+  const started = await res.json() as { loginUrl: string };
+  const b = new Browser();
+  const page = await signInAtProvider(b, await b.open(started.loginUrl), 'alice');
+  assert.ok(page.body.includes('calling itself <strong>&lt;img src=x onerror=alert(1)&gt;&quot;evil</strong>'), page.body);
+  assert.ok(!page.body.includes('<img'));
+  const tooLong = await fetch(`${gw.url}/api/v1/login/start`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ host: 'h'.repeat(254) }) });
+  assert.equal(tooLong.status, 400);
 });
 
 test('a sign-in not finished within login_timeout expires: the link, the callback and the terminal say so', async () => {

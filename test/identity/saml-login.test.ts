@@ -15,7 +15,7 @@ import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { run } from '../support/processes.ts';
 import { selfSignedRsa, startSamlIdp, type AnswerOptions, type SigningMaterial, type TestAccount, type TestSamlIdp } from '../support/saml-idp.ts';
 import { Browser, pageText, type Page } from '../support/browser.ts';
-import { personEnv, startCliLogin } from '../support/cli-login.ts';
+import { confirmSignIn, personEnv, startCliLogin } from '../support/cli-login.ts';
 
 const accounts: Record<string, TestAccount> = {
   bob: { password: 'bob-pw', nameId: 'u-1001', attributes: { uid: 'bob', email: 'bob@example.com', groups: ['dba', 'ops'] } },
@@ -145,9 +145,11 @@ test('a person signs in with SAML, connects with psql, and the session says who 
   assert.match(request, new RegExp(`Destination="${idp.ssoUrl}"`));
   assert.match(request, new RegExp(`<saml:Issuer[^>]*>${spEntityId}</saml:Issuer>`));
 
-  const page = await post(flow);
-  assert.equal(page.status, 200, pageText(page.body));
-  assert.match(pageText(page.body), new RegExp(`Signed in as bob through corp-saml\\. Return to your terminal: it shows the code ${flow.code}\\.`));
+  const confirmation = await post(flow);
+  assert.equal(confirmation.status, 200, pageText(confirmation.body));
+  assert.match(pageText(confirmation.body), /corp-saml says you are bob\. This sign-in was started with gatehouse login from the address 127\.0\.0\.1/);
+  const page = await confirmSignIn(flow.browser, confirmation, flow.code);
+  assert.match(pageText(page.body), /Signed in as bob through corp-saml\. Your terminal receives its token now\./);
   const r = await flow.cli.exit;
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /signed in as bob \(human\) until \S+; groups: dba, ops\n/);
@@ -223,7 +225,7 @@ test('signature wrapping is refused: an added assertion, the signed assertion mo
 
 test('an XML comment inside a signed value does not cut it short: the signed text is who signs in', async () => {
   const flow = await toAcsForm('trudy');
-  const page = await post(flow, flow.samlResponse.replace('>admin.evil<', '>admin<!---->.evil<'));
+  const page = await confirmSignIn(flow.browser, await post(flow, flow.samlResponse.replace('>admin.evil<', '>admin<!---->.evil<')), flow.code);
   assert.match(pageText(page.body), /Signed in as admin\.evil through corp-saml/);
   assert.equal((await flow.cli.exit).code, 0);
 });
@@ -252,8 +254,8 @@ test('a response that answers no request of this gateway is refused, and the sig
   // Both terminals are still waiting: the proper answer to each finishes it.
   for (const f of [flow, unsolicited]) {
     const again = await f.browser.submit(f.idpForm, f.browser.form(f.idpForm), { login: 'bob', password: 'bob-pw' });
-    const page = await f.browser.submit(again, f.browser.form(again));
-    assert.match(pageText(page.body), new RegExp(`Signed in as bob through corp-saml\\. Return to your terminal: it shows the code ${f.code}`));
+    const page = await confirmSignIn(f.browser, await f.browser.submit(again, f.browser.form(again)), f.code);
+    assert.match(pageText(page.body), /Signed in as bob through corp-saml\./);
     assert.equal((await f.cli.exit).code, 0);
   }
 });

@@ -39,7 +39,8 @@ const MS0 = 1_790_000_000_000;
 function login(id: string, o: Partial<PendingLogin> = {}): PendingLogin {
   return {
     id, pollTokenHash: `poll-${id}`, userCode: `CODE-${id.toUpperCase()}`, provider: 'corp', protocol: 'oidc', state: `state-${id}`,
-    secret: '{"verifier":"v","nonce":"n"}', createdAt: MS0, expiresAt: MS0 + 600_000, status: 'pending', identityId: null, error: null, ...o,
+    secret: '{"verifier":"v","nonce":"n"}', createdAt: MS0, expiresAt: MS0 + 600_000, status: 'pending', identityId: null, error: null,
+    startedFrom: '198.51.100.7', startedHost: 'laptop', confirmHash: null, confirmedAt: null, codeFailures: 0, ...o,
   };
 }
 
@@ -73,6 +74,25 @@ for (const s of STORES) {
         assert.ok(await store.getPendingLogin({ id: 'a' }));
         await store.deleteIdentity('id_alice');
         assert.equal(await store.getPendingLogin({ id: 'a' }), undefined, 'a sign-in goes with its identity');
+      } finally {
+        await store.close();
+      }
+    });
+
+    test('confirmation: released only with the form\'s own secret hash, once; wrong codes counted', async () => {
+      const store = await s.open();
+      try {
+        await store.createIdentity(person('carol'));
+        await store.createPendingLogin(login('k'));
+        assert.equal(await store.confirmPendingLogin('k', 'h1', MS0 + 5), false, 'not signed in at the provider yet');
+        assert.equal(await store.advancePendingLogin('k', 'pending', 'signed-in', { identityId: 'id_carol', confirmHash: 'h1' }), true);
+        assert.equal(await store.countPendingLoginFailure('k'), 1);
+        assert.equal(await store.countPendingLoginFailure('k'), 2);
+        assert.equal(await store.confirmPendingLogin('k', 'h2', MS0 + 5), false, 'another form\'s secret');
+        assert.equal(await store.confirmPendingLogin('k', 'h1', MS0 + 5), true);
+        assert.equal(await store.confirmPendingLogin('k', 'h1', MS0 + 6), false, 'confirmed once');
+        const k = (await store.getPendingLogin({ id: 'k' }))!;
+        assert.deepEqual([k.confirmHash, k.confirmedAt, k.codeFailures, k.startedFrom, k.startedHost], ['h1', MS0 + 5, 2, '198.51.100.7', 'laptop']);
       } finally {
         await store.close();
       }

@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { GATEHOUSE_BIN } from './gateway.ts';
 import type { RunResult } from './processes.ts';
+import { pageText, type Browser, type Page } from './browser.ts';
 
 export interface CliLogin {
   /** The sign-in link and code, once printed. */
@@ -42,4 +43,13 @@ export function startCliLogin(args: string[], env: NodeJS.ProcessEnv, timeoutMs 
     });
   });
   return { link, exit };
+}
+
+/**
+ * The person's last step in the browser: the confirmation page (where the sign-in started, and a
+ * field for the terminal's code) filled in with `code`, or cancelled.
+ */
+export async function confirmSignIn(browser: Browser, page: Page, code: string, action: 'confirm' | 'cancel' = 'confirm'): Promise<Page> {
+  if (!/Confirm this sign-in/.test(page.body)) throw new Error(`expected the confirmation page at ${page.url} (${page.status}):\n${pageText(page.body).slice(0, 800)}`);
+  return browser.submit(page, browser.form(page, '/login/confirm'), { code, action });
 }

@@ -6,7 +6,7 @@ import { identityView } from './identities.ts';
 import { hashToken } from '../../crypto/tokens.ts';
 import { SignInRefusal, SignInUnavailable } from '../../identity/sso/errors.ts';
 import type { SignInOutcome, SignInService } from '../../identity/sso/sign-in-service.ts';
-import { codeEntryPage, refusedPage, signedInPage } from '../../identity/sso/pages.ts';
+import { codeEntryPage, confirmPage, refusedPage, signedInPage } from '../../identity/sso/pages.ts';
 
 /** Which sign-in this browser started: set when it opens the link, read at the OIDC callback. */
 const LOGIN_COOKIE = 'gatehouse_login';
@@ -34,7 +34,11 @@ function cookie(req: FastifyRequest, name: string): string | undefined {
 }
 
 function outcomePage(reply: FastifyReply, outcome: SignInOutcome): FastifyReply {
-  if (outcome.ok) return html(reply, 200, signedInPage(outcome.identity.name, outcome.provider, outcome.userCode));
+  if (outcome.ok && outcome.stage === 'confirm') {
+    const c = outcome.confirmation;
+    return html(reply, c.error ? 400 : 200, confirmPage({ ...c, identity: c.identity.name }));
+  }
+  if (outcome.ok) return html(reply, 200, signedInPage(outcome.identity.name, outcome.provider));
   return html(reply, outcome.status, refusedPage(outcome.message, outcome.userCode));
 }
 
@@ -48,12 +52,16 @@ export async function ssoRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
     done(null, Object.fromEntries(new URLSearchParams(String(body))));
   });
 
-  app.post<{ Body: { provider?: string } }>('/api/v1/login/start', {
-    schema: { body: { type: 'object', additionalProperties: false, properties: { provider: { type: 'string', minLength: 1, maxLength: 63 } } } },
+  app.post<{ Body: { provider?: string; host?: string } }>('/api/v1/login/start', {
+    schema: { body: { type: 'object', additionalProperties: false, properties: {
+      provider: { type: 'string', minLength: 1, maxLength: 63 },
+      // The CLI's host name, shown on the confirmation page as its claim (the address is what the gateway saw).
+      host: { type: 'string', minLength: 1, maxLength: 253 },
+    } } },
   }, async (req, reply) => {
     if (!enabled(sso)) return reply.code(404).send(disabled);
     try {
-      const started = await sso.start(req.body?.provider);
+      const started = await sso.start(req.body?.provider, { clientAddr: req.ip, host: req.body?.host });
       return reply.code(201).send({ ...started, expiresAt: new Date(started.expiresAt).toISOString() });
     } catch (err) {
       if (err instanceof SignInUnavailable) return reply.code(503).send({ error: err.message });
@@ -81,6 +89,14 @@ export async function ssoRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
       if (err instanceof SignInRefusal) return html(reply, 400, codeEntryPage(err.message));
       throw err;
     }
+  });
+
+  // The confirmation form of a sign-in the provider vouched for: the terminal's code, or a cancel.
+  app.post<{ Body: { login?: string; secret?: string; code?: string; action?: string } }>('/login/confirm', async (req, reply) => {
+    if (!enabled(sso)) return html(reply, 404, refusedPage(disabled.error));
+    const b = req.body ?? {};
+    const outcome = await sso.confirm(String(b.login ?? ''), String(b.secret ?? ''), String(b.code ?? ''), b.action === 'cancel', browserOf(req));
+    return outcomePage(reply, outcome);
   });
 
   app.get('/login/saml/metadata', async (req, reply) => {

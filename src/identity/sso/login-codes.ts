@@ -15,6 +15,11 @@ export function newPollToken(): { token: string; hash: string } {
   return { token, hash: hashToken(token) };
 }
 
+/** The secret of one confirmation form (only its hash is stored). */
+export function newConfirmSecret(): string {
+  return randomBytes(24).toString('base64url');
+}
+
 /** "BDFH-KMPR": 8 letters of 20, about 34 bits; it lives for minutes and is single-use. */
 export function newUserCode(): string {
   const letters = Array.from({ length: 8 }, () => CODE_ALPHABET[randomInt(CODE_ALPHABET.length)]);

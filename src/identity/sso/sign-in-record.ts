@@ -12,6 +12,9 @@ export interface SignInAttempt {
   userAgent: string;
   /** The sign-in's user code, when known (ties the recording to what the terminal showed). */
   userCode?: string;
+  /** Where `gatehouse login` ran: the address the gateway saw, the host name it claimed. */
+  startedFrom?: string | null;
+  startedHost?: string | null;
 }
 
 export async function recordSignIn(recorder: Recorder, log: Logger, attempt: SignInAttempt, outcome: { identity: Identity } | { refused: string }): Promise<void> {
@@ -22,14 +25,18 @@ export async function recordSignIn(recorder: Recorder, log: Logger, attempt: Sig
     targetHost: '', targetPort: 0, targetDatabase: '', targetUser: '', recordingMode: 'durable',
     identityClaims: identity?.claims ?? null, authMethod: attempt.provider ? `${attempt.protocol}:${attempt.provider}` : attempt.protocol,
   };
-  const details = { ...(attempt.provider ? { provider: attempt.provider } : {}), ...(attempt.userCode ? { userCode: attempt.userCode } : {}) };
+  const details = {
+    ...(attempt.provider ? { provider: attempt.provider } : {}), ...(attempt.userCode ? { userCode: attempt.userCode } : {}),
+    ...(attempt.startedFrom ? { startedFrom: attempt.startedFrom } : {}), ...(attempt.startedHost ? { startedHost: attempt.startedHost } : {}),
+  };
   try {
     if (!identity) {
       await recorder.recordRefusal(info, details, { message: (outcome as { refused: string }).refused });
       return;
     }
     const session = await recorder.startSession(info, details);
-    session.append('login', { provider: attempt.provider, protocol: attempt.protocol, groups: identity.externalGroups ?? [] });
+    // Reached only once the person typed the terminal's code in the browser the provider's answer came to.
+    session.append('login', { provider: attempt.provider, protocol: attempt.protocol, groups: identity.externalGroups ?? [], confirmedWith: 'user code' });
     await session.end('signed in');
   } catch (err) {
     // The store is down (then so is the sign-in, which lives there too); the log keeps the attempt.

@@ -4,7 +4,13 @@
 //                                               PKCE verifier/state/nonce or SAML request id
 //   browser ─GET /login/<id>─▶ the provider ─…─▶ OIDC callback or SAML ACS ─▶ checked; the person's
 //                                               identity found or made; the sign-in marked signed-in
+//   browser ◀─ confirmation page: which machine and address started it; the person types the
+//              terminal's code ─POST /login/confirm─▶ confirmed (device-flow style, RFC 8628)
 //   gatehouse login ─POST /api/v1/login/poll─▶ the gatehouse token, issued once, when collected
+//
+// The confirmation is what stops a sign-in link from being a phishing lure: whoever started
+// `gatehouse login` cannot get a token by sending the link to someone signed in at the provider —
+// that person sees where the sign-in came from and must type the code only that terminal shows.
 //
 // Everything a sign-in needs lives in the store, so any gateway sharing it can finish it; the token
 // is made only when the CLI collects it, so it is never stored anywhere but as a hash.
@@ -16,7 +22,7 @@ import { formatDuration } from '../../util/duration.ts';
 import { UserError, type IdentityService } from '../identity-service.ts';
 import type { SsoConfig } from './config.ts';
 import { SignInRefusal, SignInUnavailable } from './errors.ts';
-import { newLoginId, newPollToken, newUserCode, normalizeUserCode } from './login-codes.ts';
+import { newConfirmSecret, newLoginId, newPollToken, newUserCode, normalizeUserCode } from './login-codes.ts';
 import { OidcRelyingParty } from './oidc-relying-party.ts';
 import { SamlServiceProvider } from './saml-service-provider.ts';
 import { readPostedResponse } from './saml-response-checks.ts';
@@ -42,9 +48,23 @@ export interface SignInStarted { loginUrl: string; userCode: string; pollToken: 
 /** Where the browser was: what it claims about itself, for the recording. */
 export interface BrowserInfo { clientAddr: string; userAgent: string }
 
+/** Where `gatehouse login` ran: the address the gateway saw, and the host name the CLI reports (unverified). */
+export interface LoginOrigin { clientAddr: string; host?: string }
+
+/** What the confirmation page shows and carries (the secret ties the form to this browser's answer). */
+export interface PendingConfirmation {
+  loginId: string; secret: string; identity: Identity; provider: string; startedFrom: string | null; startedHost: string | null; startedAt: number;
+  /** Set when a wrong code was entered. */
+  error?: string;
+}
+
 export type SignInOutcome =
-  | { ok: true; identity: Identity; provider: string; userCode: string }
+  | { ok: true; stage: 'confirm'; confirmation: PendingConfirmation }
+  | { ok: true; stage: 'done'; identity: Identity; provider: string }
   | { ok: false; message: string; userCode?: string; status: number };
+
+/** Wrong codes after which a sign-in is refused. */
+export const MAX_CODE_FAILURES = 5;
 
 export type PollResult =
   | { status: 'pending'; expiresAt: number }
@@ -101,7 +121,7 @@ export class SignInService {
   }
 
   /** Throws SignInUnavailable when the provider cannot be reached (OIDC discovery). */
-  async start(providerName: string | undefined): Promise<SignInStarted> {
+  async start(providerName: string | undefined, origin: LoginOrigin): Promise<SignInStarted> {
     const provider = this.provider(providerName);
     const { store, config, log } = this.deps;
     void store.deletePendingLogins(this.now() - KEEP_EXPIRED_MS).catch((err: Error) => log.warn({ err: err.message }, 'could not remove expired sign-ins'));
@@ -113,6 +133,7 @@ export class SignInService {
         id: newLoginId(), pollTokenHash: poll.hash, userCode: newUserCode(), provider: provider.name, protocol: provider.protocol,
         state: prepared.state, secret: prepared.secret, createdAt, expiresAt: createdAt + config.loginTimeoutSeconds * 1000,
         status: 'pending', identityId: null, error: null,
+        startedFrom: origin.clientAddr, startedHost: origin.host ?? null, confirmHash: null, confirmedAt: null, codeFailures: 0,
       };
       try {
         await store.createPendingLogin(login);
@@ -121,7 +142,7 @@ export class SignInService {
         if (attempt >= 2 || !(await store.getPendingLogin({ userCode: login.userCode }))) throw err;
         continue;
       }
-      log.info({ provider: provider.name, userCode: login.userCode }, 'sign-in started');
+      log.info({ provider: provider.name, userCode: login.userCode, client: origin.clientAddr, host: origin.host }, 'sign-in started');
       return { loginUrl: `${this.publicUrl}/login/${login.id}`, userCode: login.userCode, pollToken: poll.token, provider: provider.name, expiresAt: login.expiresAt };
     }
   }
@@ -168,30 +189,81 @@ export class SignInService {
   }
 
   private async finish(login: PendingLogin, browser: BrowserInfo, verify: (provider: SignInProvider) => Promise<VerifiedPerson>): Promise<SignInOutcome> {
-    const { store, identity: identities, recorder, log } = this.deps;
-    const attempt: SignInAttempt = { provider: login.provider, protocol: login.protocol, userCode: login.userCode, ...browser };
+    const { store, identity: identities, log } = this.deps;
     try {
       this.checkOpen(login);
       const person = await verify(this.providerOf(login));
       const identity = await identityForPerson(store, identities, person, this.now());
-      // One answer, one sign-in: a replayed or raced answer finds it moved on already.
-      if (!(await store.advancePendingLogin(login.id, 'pending', 'signed-in', { identityId: identity.id }))) throw alreadyFinished();
-      await recordSignIn(recorder, log, attempt, { identity });
-      log.info({ provider: login.provider, identity: identity.name, userCode: login.userCode, groups: identity.externalGroups, client: browser.clientAddr }, 'signed in');
-      return { ok: true, identity, provider: login.provider, userCode: login.userCode };
+      // One answer, one sign-in: a replayed or raced answer finds it moved on already. The
+      // confirmation secret exists only in the page this browser gets back.
+      const secret = newConfirmSecret();
+      if (!(await store.advancePendingLogin(login.id, 'pending', 'signed-in', { identityId: identity.id, confirmHash: hashToken(secret) }))) throw alreadyFinished();
+      log.info({ provider: login.provider, identity: identity.name, userCode: login.userCode, client: browser.clientAddr }, 'identity provider vouched for the person; waiting for the code');
+      return {
+        ok: true, stage: 'confirm',
+        confirmation: { loginId: login.id, secret, identity, provider: login.provider, startedFrom: login.startedFrom, startedHost: login.startedHost, startedAt: login.createdAt },
+      };
     } catch (err) {
       return this.refuse(login, browser, login.protocol, err);
     }
   }
 
-  private async refuse(login: PendingLogin | undefined, browser: BrowserInfo, protocol: 'oidc' | 'saml', err: unknown): Promise<SignInOutcome> {
+  private async refuse(login: PendingLogin | undefined, browser: BrowserInfo, protocol: 'oidc' | 'saml', err: unknown, known?: SignInAttempt): Promise<SignInOutcome> {
     if (!(err instanceof SignInRefusal || err instanceof SignInUnavailable)) throw err;
     const { store, recorder, log } = this.deps;
     // The terminal waiting on this sign-in hears the same reason (unless it finished already).
     if (login) await store.advancePendingLogin(login.id, 'pending', 'refused', { error: err.message });
-    await recordSignIn(recorder, log, { provider: login?.provider ?? '', protocol, userCode: login?.userCode, ...browser }, { refused: err.message });
-    log.info({ provider: login?.provider, protocol, userCode: login?.userCode, reason: err.message, client: browser.clientAddr }, 'sign-in refused');
-    return { ok: false, message: err.message, userCode: login?.userCode, status: err instanceof SignInUnavailable ? 503 : 403 };
+    const attempt: SignInAttempt = known ?? {
+      provider: login?.provider ?? '', protocol, userCode: login?.userCode, ...browser, startedFrom: login?.startedFrom, startedHost: login?.startedHost,
+    };
+    await recordSignIn(recorder, log, attempt, { refused: err.message });
+    log.info({ provider: attempt.provider, protocol, userCode: attempt.userCode, reason: err.message, client: browser.clientAddr }, 'sign-in refused');
+    return { ok: false, message: err.message, userCode: attempt.userCode, status: err instanceof SignInUnavailable ? 503 : 403 };
+  }
+
+  /**
+   * The confirmation form: the terminal's code typed by the person the provider vouched for, in
+   * the browser that brought the answer (`secret`), or their cancel. A wrong code shows the form
+   * again; after MAX_CODE_FAILURES the sign-in is refused.
+   */
+  async confirm(loginId: string, secret: string, typed: string, cancel: boolean, browser: BrowserInfo): Promise<SignInOutcome> {
+    const { store, recorder, log } = this.deps;
+    const login = await store.getPendingLogin({ id: loginId });
+    const attempt = (l: PendingLogin): SignInAttempt => ({
+      provider: l.provider, protocol: l.protocol, userCode: l.userCode, ...browser, startedFrom: l.startedFrom, startedHost: l.startedHost,
+    });
+    // Only the page the answer produced holds the secret: another page (or site) cannot confirm.
+    if (!login || login.confirmHash === null || login.confirmHash !== hashToken(secret)) {
+      return this.refuse(undefined, browser, login?.protocol ?? 'oidc', new SignInRefusal('this confirmation does not belong to a sign-in this browser finished: run gatehouse login again'));
+    }
+    try {
+      if (login.status === 'refused') throw new SignInRefusal(`this sign-in was refused already: ${login.error}`);
+      if (login.status !== 'signed-in' || login.confirmedAt !== null) throw alreadyFinished();
+      if (login.expiresAt <= this.now()) throw new SignInRefusal(`the sign-in expired: it was started more than ${formatDuration(this.deps.config.loginTimeoutSeconds)} ago; run gatehouse login again`);
+      if (cancel) throw new SignInRefusal('the person signed in at the identity provider said they did not start this sign-in');
+      const identity = login.identityId ? await store.getIdentity(login.identityId) : undefined;
+      if (!identity) throw new SignInRefusal('the identity of this sign-in was removed meanwhile');
+      if (normalizeUserCode(typed) !== login.userCode) {
+        const failures = await store.countPendingLoginFailure(login.id);
+        if (failures >= MAX_CODE_FAILURES) throw new SignInRefusal(`the code was entered wrong ${failures} times`);
+        return {
+          ok: true, stage: 'confirm',
+          confirmation: {
+            loginId: login.id, secret, identity, provider: login.provider, startedFrom: login.startedFrom, startedHost: login.startedHost, startedAt: login.createdAt,
+            error: `That is not the code the terminal shows (${MAX_CODE_FAILURES - failures} ${MAX_CODE_FAILURES - failures === 1 ? 'try' : 'tries'} left).`,
+          },
+        };
+      }
+      if (!(await store.confirmPendingLogin(login.id, login.confirmHash, this.now()))) throw alreadyFinished();
+      await recordSignIn(recorder, log, attempt(login), { identity });
+      log.info({ provider: login.provider, identity: identity.name, userCode: login.userCode, groups: identity.externalGroups, client: browser.clientAddr, startedFrom: login.startedFrom }, 'signed in');
+      return { ok: true, stage: 'done', identity, provider: login.provider };
+    } catch (err) {
+      if (!(err instanceof SignInRefusal)) throw err;
+      // Refused now, though the provider vouched for the person: the terminal hears why.
+      await store.advancePendingLogin(login.id, 'signed-in', 'refused', { error: err.message });
+      return this.refuse(undefined, browser, login.protocol, err, attempt(login));
+    }
   }
 
   /** The CLI's poll: pending, the token (once), or why not (UserError). */
@@ -201,7 +273,8 @@ export class SignInService {
     if (!login) throw new UserError('no such sign-in (it expired long ago): run gatehouse login again', 404);
     if (login.status === 'refused') throw new UserError(`sign-in refused: ${login.error}`, 403);
     if (login.status === 'collected') throw new UserError('this sign-in\'s token was handed out already', 409);
-    if (login.status === 'pending') {
+    // Signed in at the provider but not yet confirmed with the code: still waiting.
+    if (login.status === 'pending' || login.confirmedAt === null) {
       if (login.expiresAt <= this.now()) throw new UserError(`the sign-in expired: it was not finished in the browser within ${formatDuration(config.loginTimeoutSeconds)}; run gatehouse login again`, 410);
       return { status: 'pending', expiresAt: login.expiresAt };
     }

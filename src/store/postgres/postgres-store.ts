@@ -405,7 +405,7 @@ export class PostgresStore implements Store {
   }
 
   async createPendingLogin(l: PendingLogin): Promise<void> {
-    await this.pool.query(`INSERT INTO pending_logins (${PENDING_LOGIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`, pendingLoginValues(l));
+    await this.pool.query(`INSERT INTO pending_logins (${PENDING_LOGIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, pendingLoginValues(l));
   }
 
   async getPendingLogin(by: PendingLoginKey): Promise<PendingLogin | undefined> {
@@ -414,9 +414,19 @@ export class PostgresStore implements Store {
     return r ? toPendingLogin(r) : undefined;
   }
 
-  async advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result: { identityId?: string; error?: string } = {}): Promise<boolean> {
-    return await this.changes(`UPDATE pending_logins SET status = $1, identity_id = coalesce($2, identity_id), error = coalesce($3, error)
-      WHERE id = $4 AND status = $5`, [to, result.identityId ?? null, result.error ?? null, id, from]) > 0;
+  async advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result: { identityId?: string; error?: string; confirmHash?: string } = {}): Promise<boolean> {
+    return await this.changes(`UPDATE pending_logins SET status = $1, identity_id = coalesce($2, identity_id), error = coalesce($3, error), confirm_hash = coalesce($4, confirm_hash)
+      WHERE id = $5 AND status = $6`, [to, result.identityId ?? null, result.error ?? null, result.confirmHash ?? null, id, from]) > 0;
+  }
+
+  async confirmPendingLogin(id: string, confirmHash: string, at: number): Promise<boolean> {
+    return await this.changes(`UPDATE pending_logins SET confirmed_at = $1 WHERE id = $2 AND status = 'signed-in' AND confirm_hash = $3 AND confirmed_at IS NULL`,
+      [at, id, confirmHash]) > 0;
+  }
+
+  async countPendingLoginFailure(id: string): Promise<number> {
+    const r = await this.one('UPDATE pending_logins SET code_failures = code_failures + 1 WHERE id = $1 RETURNING code_failures', [id]);
+    return Number(r?.code_failures ?? 0);
   }
 
   async deletePendingLogins(before: number): Promise<number> {

@@ -218,4 +218,15 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX external_identities_identity ON external_identities(identity_id);
   `,
+
+  // 11: a sign-in releases its token only once the person confirmed it in the browser with the
+  // terminal's code (docs/sso.md): where `gatehouse login` ran (address as seen, host as claimed),
+  // the hash of the confirmation form's secret, when it was confirmed, and wrong codes so far.
+  `
+  ALTER TABLE pending_logins ADD COLUMN started_from TEXT;
+  ALTER TABLE pending_logins ADD COLUMN started_host TEXT;
+  ALTER TABLE pending_logins ADD COLUMN confirm_hash TEXT;
+  ALTER TABLE pending_logins ADD COLUMN confirmed_at INTEGER;
+  ALTER TABLE pending_logins ADD COLUMN code_failures INTEGER NOT NULL DEFAULT 0;
+  `,
 ];

@@ -348,7 +348,7 @@ export class SqliteStore implements Store {
   }
 
   async createPendingLogin(l: PendingLogin): Promise<void> {
-    this.q(`INSERT INTO pending_logins (${PENDING_LOGIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(...pendingLoginValues(l));
+    this.q(`INSERT INTO pending_logins (${PENDING_LOGIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`).run(...pendingLoginValues(l));
   }
 
   async getPendingLogin(by: PendingLoginKey): Promise<PendingLogin | undefined> {
@@ -357,9 +357,19 @@ export class SqliteStore implements Store {
     return r ? toPendingLogin(r) : undefined;
   }
 
-  async advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result: { identityId?: string; error?: string } = {}): Promise<boolean> {
-    return Number(this.q(`UPDATE pending_logins SET status = ?, identity_id = coalesce(?, identity_id), error = coalesce(?, error)
-      WHERE id = ? AND status = ?`).run(to, result.identityId ?? null, result.error ?? null, id, from).changes) > 0;
+  async advancePendingLogin(id: string, from: PendingLoginStatus, to: PendingLoginStatus, result: { identityId?: string; error?: string; confirmHash?: string } = {}): Promise<boolean> {
+    return Number(this.q(`UPDATE pending_logins SET status = ?, identity_id = coalesce(?, identity_id), error = coalesce(?, error), confirm_hash = coalesce(?, confirm_hash)
+      WHERE id = ? AND status = ?`).run(to, result.identityId ?? null, result.error ?? null, result.confirmHash ?? null, id, from).changes) > 0;
+  }
+
+  async confirmPendingLogin(id: string, confirmHash: string, at: number): Promise<boolean> {
+    return Number(this.q(`UPDATE pending_logins SET confirmed_at = ? WHERE id = ? AND status = 'signed-in' AND confirm_hash = ? AND confirmed_at IS NULL`)
+      .run(at, id, confirmHash).changes) > 0;
+  }
+
+  async countPendingLoginFailure(id: string): Promise<number> {
+    const r = this.q('UPDATE pending_logins SET code_failures = code_failures + 1 WHERE id = ? RETURNING code_failures').get(id) as Row | undefined;
+    return Number(r?.code_failures ?? 0);
   }
 
   async deletePendingLogins(before: number): Promise<number> {
