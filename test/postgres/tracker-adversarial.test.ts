@@ -1,7 +1,6 @@
 // Adversarial checks of the PostgreSQL statement tracker: wire sequences where the server's
 // prepared statements, portals or text decoding change in ways the tracker does not see, checked
 // against what PostgreSQL itself did (rows it wrote) and what `sessions show --json` records.
-// Tests marked `todo` reproduce open defects (reported, not yet fixed).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
@@ -84,9 +83,7 @@ function recordedText(events: EventView[], exec: EventView): string | null {
   return ran ? ran.text : (exec.data.text as string | null);
 }
 
-test('PREPARE run through SPI (DO block EXECUTE) redefines a name a later protocol Bind uses', {
-  todo: 'the DO completes with tag "DO", so the tracker keeps the old text of the name the block deallocated and re-prepared',
-}, async () => {
+test('PREPARE run through SPI (DO block EXECUTE) redefines a name a later protocol Bind uses', async () => {
   const id = await freshAccount();
   const app = `adv-do-prepare-${id}`;
   const wire = await login(app);
@@ -105,9 +102,7 @@ test('PREPARE run through SPI (DO block EXECUTE) redefines a name a later protoc
   assert.notEqual(recordedText(events, exec), HARMLESS, `recorded as "${HARMLESS}" though adv_bump ran: ${timeline(events)}`);
 });
 
-test('SQL CLOSE + DECLARE replace a protocol portal; a protocol Execute of that name runs the cursor', {
-  todo: 'CLOSE CURSOR / DECLARE CURSOR tags are not modelled: the record names the closed protocol portal\'s text',
-}, async () => {
+test('SQL CLOSE + DECLARE replace a protocol portal; a protocol Execute of that name runs the cursor', async () => {
   const id = await freshAccount();
   const app = `adv-cursor-swap-${id}`;
   const wire = await login(app);
@@ -130,9 +125,7 @@ test('SQL CLOSE + DECLARE replace a protocol portal; a protocol Execute of that 
   assert.notEqual(recordedText(events, exec), HARMLESS, `recorded as "${HARMLESS}" though the cursor ran adv_bump: ${timeline(events)}`);
 });
 
-test('SQL cursor fetched by protocol Execute: the record does not claim an unknown portal ran nothing identifiable', {
-  todo: 'a DECLAREd cursor is not tracked as a portal: Execute of it is recorded with text null',
-}, async () => {
+test('SQL cursor fetched by protocol Execute: the record does not claim an unknown portal ran nothing identifiable', async () => {
   const id = await freshAccount();
   const app = `adv-cursor-exec-${id}`;
   const wire = await login(app);
@@ -150,9 +143,7 @@ test('SQL cursor fetched by protocol Execute: the record does not claim an unkno
   assert.match(String(recordedText(events, exec)), /adv_bump/, timeline(events));
 });
 
-test('client_encoding changed in a Query and a statement pipelined behind it: text is decoded in the new encoding', {
-  todo: 'the following Query is decoded when the gateway reads it, before the server\'s ParameterStatus arrives: LATIN1 bytes that are valid UTF-8 are recorded as UTF-8, without raw bytes',
-}, async () => {
+test('client_encoding changed in a Query and a statement pipelined behind it: text is decoded in the new encoding', async () => {
   const id = ++counter;
   const app = `adv-encoding-${id}`;
   const wire = await login(app);
@@ -207,9 +198,7 @@ async function pipelinedInserts(app: string, table: string, rows: number): Promi
   return ms;
 }
 
-test('a pipelined statement whose text merely contains "prepare" does not turn the pipeline into lock-step', {
-  todo: 'mayChangeNames matches /prepare|deallocate|discard/ anywhere in the text (here the table name), so every later Bind waits for the previous Execute and the relay injects a Flush: ~20x slower',
-}, async () => {
+test('a pipelined statement whose text merely contains "prepare" does not turn the pipeline into lock-step', async () => {
   await pg.sql('create table adv_plain_log (id int, note text); create table adv_prepared_log (id int, note text); grant all on adv_plain_log, adv_prepared_log to scram_user;', 'app');
   const rows = 1000;
   const plain = await pipelinedInserts('adv-pipeline-plain', 'adv_plain_log', rows);

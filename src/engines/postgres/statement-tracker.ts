@@ -14,8 +14,8 @@ import {
   decodeNotification, decodeParameterStatus, decodeParse, decodeRowDescription, decodeTarget, rowsFromTag,
   type BoundValue, type ErrorFields,
 } from './codec/decode.ts';
-import { ClientEncoding, type RecordedText } from './codec/client-encoding.ts';
-import { mayChangeNames, nameEffect, tagChangesNames } from './prepared-names.ts';
+import { ClientEncoding, isAscii, type RecordedText } from './codec/client-encoding.ts';
+import { mayChangeEncoding, mayChangeNames, nameEffect, tagChangesNames } from './prepared-names.ts';
 import { nowUs } from '../../util/ids.ts';
 
 /** Where the tracker writes events; implemented by the recorder's SessionRecording. */
@@ -41,10 +41,17 @@ interface PreparedStatement {
   raw?: string;
   /** Sequence number of the event that holds its text (a `parse`, or the `query` that PREPAREd it). */
   ref: number;
-  /** Running it may create or drop prepared statements (PREPARE / DEALLOCATE / DISCARD). */
+  /** Running it may create or drop statement or portal names (PREPARE, DECLARE, DO, …). */
   mutates: boolean;
+  /** Running it may change client_encoding (SET NAMES, RESET ALL, set_config(), …). */
+  changesEncoding?: boolean;
   columns: string[] | null;
+  /** A DO block or procedure ran since this was confirmed and may have redefined the name. */
+  unverified?: Unverified;
 }
+
+/** Why a name's last known meaning cannot be vouched for. */
+interface Unverified { by: number; tag: string }
 
 /** A portal as the server holds it (or will, once its Bind is answered). */
 interface Portal {
@@ -55,6 +62,11 @@ interface Portal {
   resultFormats: number[];
   columns: string[] | null;
   formats: number[] | null;
+  /** Made by SQL DECLARE (a cursor), not by a protocol Bind. */
+  cursor?: boolean;
+  /** DECLARE … WITH HOLD: survives the end of its transaction. */
+  holdable?: boolean;
+  unverified?: Unverified;
 }
 
 type PendingKind = 'query' | 'execute' | 'call' | 'sync' | 'parse' | 'bind' | 'describe' | 'close';
@@ -90,6 +102,8 @@ interface Pending {
   text: string | null;
   /** Counted in `mutators` while outstanding. */
   mutator: boolean;
+  /** Counted in `encodingChanges` while outstanding. */
+  encodingChange: boolean;
 }
 
 /** Client frames held back until an earlier answer shows what they will run (see defer()). */
@@ -131,6 +145,8 @@ export class StatementTracker {
   private readonly pending: Pending[] = [];
   /** Outstanding messages that may change prepared-statement names in ways only the answer tells. */
   private mutators = 0;
+  /** Outstanding messages that may change client_encoding: non-ASCII text behind them waits. */
+  private encodingChanges = 0;
   /** Ordinal of the latest Sync, Query or FunctionCall sent: what precedes it is an earlier batch. */
   private lastBoundary = -1;
   private deferral: Deferral | null = null;
@@ -203,11 +219,12 @@ export class StatementTracker {
   private handle(type: number, buf: Buffer, start: number, end: number): void {
     switch (type) {
       case Frontend.Query: {
+        if (this.mustWaitForEncoding(type, buf, start, end)) return;
         const text = this.encoding.exact(buf, start, cStringEnd(buf, start, end));
         const p = this.begin('query', 'query', this.textData(text));
         p.text = text.text;
-        p.mutator = true;
-        this.mutators++;
+        if (mayChangeNames(text.text)) { p.mutator = true; this.mutators++; }
+        if (mayChangeEncoding(text.text)) { p.encodingChange = true; this.encodingChanges++; }
         this.lastBoundary = p.ordinal;
         // The server drops the unnamed statement and portal when it runs a Query.
         this.statements.delete('');
@@ -217,6 +234,7 @@ export class StatementTracker {
         return;
       }
       case Frontend.Parse: {
+        if (this.mustWaitForEncoding(type, buf, start, end)) return;
         const m = decodeParse(buf, start, end, this.textOf);
         const text = this.encoding.exact(buf, m.textStart, m.textEnd);
         const data: Record<string, unknown> = this.textData(text);
@@ -224,6 +242,7 @@ export class StatementTracker {
         if (m.paramTypes.length > 0) data.paramTypes = m.paramTypes;
         const seq = this.sink.append('parse', data);
         const statement: PreparedStatement = { name: m.name, text: text.text, ref: seq, mutates: mayChangeNames(text.text), columns: null };
+        if (mayChangeEncoding(text.text)) statement.changesEncoding = true;
         if (text.raw) statement.raw = text.raw;
         const p = this.push('parse', seq);
         p.statement = statement;
@@ -232,6 +251,7 @@ export class StatementTracker {
         return;
       }
       case Frontend.Bind: {
+        if (this.mustWaitForEncoding(type, buf, start, end)) return;
         const b = decodeBind(buf, start, end, this.limits.paramBytes, this.textOf);
         // Which statement this binds is known only once earlier batches that redefine it are answered.
         const blocked = (): boolean => this.mutators > 0 || this.inEarlierBatch(this.statementOps.get(b.statement));
@@ -255,7 +275,16 @@ export class StatementTracker {
         const data: Record<string, unknown> = { text: statement?.text ?? null, params: portal?.params ?? [] };
         if (statement?.raw) { data.raw = statement.raw; data.encoding = this.encoding.name; }
         if (portal?.statementName) data.statement = portal.statementName;
+        if (portal?.cursor) data.cursor = true;
         if (statement) data.textRef = statement.ref;
+        const unverified = portal?.unverified ?? statement?.unverified;
+        if (unverified) {
+          // A routine ran since the name was last seen defined: what runs now cannot be vouched for.
+          data.text = null;
+          data.lastKnownText = statement?.text ?? null;
+          data.unverified = `a ${unverified.tag} (event ${unverified.by}) ran since this name was defined and may have redefined it`;
+          delete data.raw;
+        }
         if (e.portal) data.portal = e.portal;
         if (e.maxRows > 0) data.maxRows = e.maxRows;
         if (this.provisional) data.provisional = true;
@@ -263,7 +292,8 @@ export class StatementTracker {
         p.portal = portal;
         p.statement = statement;
         p.formats = portal?.formats ?? (portal?.resultFormats.length ? portal.resultFormats : TEXT_FORMATS);
-        if (statement?.mutates) { p.mutator = true; this.mutators++; }
+        if (statement?.mutates || unverified) { p.mutator = true; this.mutators++; }
+        if (statement?.changesEncoding || unverified) { p.encodingChange = true; this.encodingChanges++; }
         return;
       }
       case Frontend.FunctionCall: {
@@ -335,6 +365,16 @@ export class StatementTracker {
     const data: Record<string, unknown> = { text: text.text };
     if (text.raw) { data.raw = text.raw; data.encoding = this.encoding.name; }
     return data;
+  }
+
+  /**
+   * Text that is not plain ASCII, sent while an earlier message may still change client_encoding,
+   * waits for that answer: only then is it known how the server will read the bytes.
+   */
+  private mustWaitForEncoding(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (this.encodingChanges === 0 || this.provisional || isAscii(buf, start, end)) return false;
+    this.defer(() => this.encodingChanges > 0, type, buf, start, end);
+    return true;
   }
 
   /** Whether the latest message touching a name was sent in an earlier batch that is not answered yet. */
@@ -608,6 +648,7 @@ export class StatementTracker {
   private markDone(p: Pending): void {
     p.done = true;
     if (p.mutator) { p.mutator = false; this.mutators--; }
+    if (p.encodingChange) { p.encodingChange = false; this.encodingChanges--; }
   }
 
   private readyForQuery(): void {
@@ -653,8 +694,11 @@ export class StatementTracker {
 
   /** Outside a transaction block no portal survives (the transaction that held them ended). */
   private endPortals(): void {
-    for (const [name, portal] of this.confirmedPortals) if (this.portals.get(name) === portal) this.portals.delete(name);
-    this.confirmedPortals.clear();
+    for (const [name, portal] of this.confirmedPortals) {
+      if (portal.holdable) continue;
+      if (this.portals.get(name) === portal) this.portals.delete(name);
+      this.confirmedPortals.delete(name);
+    }
   }
 
   /** Recomputes the client's view: the confirmed state, then every message still outstanding. */
@@ -669,7 +713,7 @@ export class StatementTracker {
     }
   }
 
-  /** A PREPARE, DEALLOCATE or DISCARD ALL completed: the server's statement names changed. */
+  /** A PREPARE, DEALLOCATE, DISCARD ALL, DECLARE, CLOSE, DO or CALL completed: names may have changed. */
   private applyNameEffect(p: Pending, tag: string): void {
     const sql = p.kind === 'query' ? p.text : p.statement?.text ?? null;
     const effect = sql === null ? null : nameEffect(sql, p.kind === 'query' ? p.tags.length - 1 : 0, tag);
@@ -678,10 +722,27 @@ export class StatementTracker {
       this.confirmedStatements.clear();
       this.sink.append('tracking', { warning: `could not tell which prepared statement "${tag}" changed; later executions of named statements are recorded without text`, ref: p.seq });
     } else if (effect.kind === 'prepare') {
-      const body = effect.text.replace(/^\s*prepare\s+("[^"]*"|\S+)/i, ''); // what running it does
-      this.confirmedStatements.set(effect.name, { name: effect.name, text: effect.text, ref: p.seq, mutates: mayChangeNames(body), columns: null });
+      // Only SELECT, INSERT, UPDATE, DELETE, MERGE and VALUES can be PREPAREd: running one changes
+      // names only through a routine it calls, which the tracker cannot see (docs/recording.md).
+      this.confirmedStatements.set(effect.name, { name: effect.name, text: effect.text, ref: p.seq, mutates: false, columns: null });
     } else if (effect.kind === 'deallocate') {
       this.confirmedStatements.delete(effect.name);
+    } else if (effect.kind === 'declare-cursor') {
+      // A protocol Execute of the cursor's name fetches from it: record the DECLARE as its text.
+      const statement: PreparedStatement = { name: '', text: effect.text, ref: p.seq, mutates: false, columns: null };
+      this.confirmedPortals.set(effect.name, {
+        name: effect.name, statementName: '', statement, params: [], resultFormats: effect.binary ? [1] : [], columns: null, formats: null,
+        cursor: true, holdable: effect.holdable,
+      });
+    } else if (effect.kind === 'close-cursor') {
+      this.confirmedPortals.delete(effect.name);
+    } else if (effect.kind === 'close-all-cursors') {
+      this.confirmedPortals.clear();
+    } else if (effect.kind === 'routine') {
+      const mark: Unverified = { by: p.seq, tag: effect.tag };
+      // Routines reach only named statements and cursors (the unnamed ones are the protocol's own).
+      for (const st of this.confirmedStatements.values()) if (st.name !== '') st.unverified ??= mark;
+      for (const po of this.confirmedPortals.values()) if (po.name !== '') po.unverified ??= mark;
     } else {
       this.confirmedStatements.clear();
       if (effect.kind === 'discard-all') this.confirmedPortals.clear();
@@ -791,7 +852,7 @@ function newPending(kind: PendingKind, seq: number, copyEndsBefore: number, ordi
   return {
     kind, seq, copyEndsBefore, ordinal, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
     truncated: false, copyBytes: 0, error: null, done: false, statement: null, portal: null, targetKind: 0, target: '', text: null,
-    mutator: false,
+    mutator: false, encodingChange: false,
   };
 }
 

@@ -84,7 +84,7 @@ export class ClientEncoding {
   }
 }
 
-function isAscii(buf: Buffer, start: number, end: number): boolean {
+export function isAscii(buf: Buffer, start: number, end: number): boolean {
   for (let i = start; i < end; i++) if (buf[i] >= 0x80) return false;
   return true;
 }
