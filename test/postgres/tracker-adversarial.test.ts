@@ -206,3 +206,43 @@ test('a pipelined statement whose text merely contains "prepare" does not turn t
   assert.equal(await pg.sql('select count(*) from adv_prepared_log', 'app'), String(rows));
   assert.ok(marked < plain * 4 + 500, `${rows} pipelined inserts: ${Math.round(plain)} ms into adv_plain_log, ${Math.round(marked)} ms into adv_prepared_log`);
 });
+
+test('a WITH HOLD cursor outlives its transaction: a protocol Execute of it after COMMIT is recorded with its DECLARE; CLOSE ALL forgets it', async () => {
+  const id = await freshAccount();
+  const app = `adv-hold-cursor-${id}`;
+  const wire = await login(app);
+  wire.send([queryMessage(`begin; DECLARE held CURSOR WITH HOLD FOR SELECT adv_bump(${id}); commit`)]);
+  assert.deepEqual(codes(await wire.readUntilReady()), []);
+  wire.send([executeMessage('held'), syncMessage()]);
+  assert.deepEqual(codes(await wire.readUntilReady()), []);
+  wire.send([queryMessage('CLOSE ALL')]);
+  assert.deepEqual(codes(await wire.readUntilReady()), []);
+  wire.send([executeMessage('held'), syncMessage()]);
+  assert.deepEqual(codes(await wire.readUntilReady()), ['34000'], 'the server closed it');
+  wire.terminate();
+  const events = await sessionEvents(app);
+  const [first, second] = events.filter((e) => e.type === 'execute' && e.data.portal === 'held');
+  assert.match(String(first.data.text), /^DECLARE held CURSOR WITH HOLD FOR SELECT adv_bump/, timeline(events));
+  assert.equal(first.data.cursor, true);
+  assert.equal(second.data.text, null, 'after CLOSE ALL the name means nothing');
+});
+
+test('a procedure (CALL) may re-prepare names: executions of names defined before it are recorded unverified', async () => {
+  const id = await freshAccount();
+  const app = `adv-call-${id}`;
+  await pg.sql(`create or replace procedure adv_swap(i int) language plpgsql as $$ begin execute 'DEALLOCATE pc'; execute format('PREPARE pc AS select adv_bump(%s)', i); end $$; grant execute on procedure adv_swap(int) to scram_user;`, 'app');
+  const wire = await login(app);
+  wire.send([parseMessage('pc', HARMLESS), syncMessage()]);
+  assert.deepEqual(codes(await wire.readUntilReady()), []);
+  // The CALL and the Bind of pc in one pipeline: the Bind waits for the CALL's answer.
+  wire.send([parseMessage('', `call adv_swap(${id})`), bindMessage('', '', []), executeMessage(), bindMessage('', 'pc', []), executeMessage(), syncMessage()]);
+  const out = await wire.readUntilReady();
+  assert.deepEqual(codes(out), [], describeMessages(out));
+  wire.terminate();
+  assert.equal(await balance(id), 1_000_000);
+  const events = await sessionEvents(app);
+  const exec = events.filter((e) => e.type === 'execute' && e.data.statement === 'pc').pop()!;
+  assert.equal(exec.data.text, null, timeline(events));
+  assert.equal(exec.data.lastKnownText, HARMLESS);
+  assert.match(String(exec.data.unverified), /a CALL \(event \d+\) ran since this name was defined/);
+});
