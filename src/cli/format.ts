@@ -109,7 +109,10 @@ export function timeline(session: SessionView, events: EventView[]): string {
       case 'query':
       case 'execute': {
         const params = Array.isArray(d.params) && d.params.length > 0 ? `  params=${JSON.stringify(d.params)}` : '';
-        out.push(`${at}  #${e.seq} ${e.type.padEnd(8)} ${oneLine(String(d.text ?? `(unknown prepared statement ${String(d.statement ?? '')})`))}${params}`);
+        const unknown = d.unverified ? `(unverified ${d.statement ? `statement ${String(d.statement)}` : `portal ${String(d.portal ?? '')}`})`
+          : d.cursor === undefined && d.portal && !d.statement ? `(unknown portal ${String(d.portal)})` : `(unknown prepared statement ${String(d.statement ?? '')})`;
+        out.push(`${at}  #${e.seq} ${e.type.padEnd(8)} ${oneLine(String(d.text ?? unknown))}${params}`);
+        if (d.unverified) out.push(`${' '.repeat(12)}  ! ${oneLine(String(d.unverified))}; last known text: ${oneLine(String(d.lastKnownText ?? '(none)'))}`);
         const r = results.get(e.seq);
         if (d.provisional) out.push(`${' '.repeat(12)}  ! recorded before the server showed which statement would run (see the outcome)`);
         if (d.encoding) out.push(`${' '.repeat(12)}  ! client encoding ${String(d.encoding)}: original bytes kept (--json: raw)`);

@@ -245,4 +245,7 @@ test('a procedure (CALL) may re-prepare names: executions of names defined befor
   assert.equal(exec.data.text, null, timeline(events));
   assert.equal(exec.data.lastKnownText, HARMLESS);
   assert.match(String(exec.data.unverified), /a CALL \(event \d+\) ran since this name was defined/);
+  const session = (JSON.parse(await gw.cliOk(['sessions', 'list', '--json', '--limit', '1000'])) as SessionView[]).find((x) => x.applicationName === app)!;
+  const shown = await gw.cliOk(['sessions', 'show', session.id]);
+  assert.match(shown, /execute\s+\(unverified statement pc\)\n\s+! a CALL \(event \d+\) ran since this name was defined and may have redefined it; last known text: select 1\n/);
 });
