@@ -28,6 +28,12 @@ export interface GatewayConfig {
   postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
   /** Shared PostgreSQL store (postgres://…); otherwise the embedded SQLite store in the data directory. */
   store?: string;
+  /**
+   * The gateway's lease on the sessions it records (a store shared by several gateways): renewed
+   * every heartbeatMs; a gateway that has not renewed it for durationMs is taken for dead, and
+   * another takes over and seals its open sessions.
+   */
+  lease: { durationMs: number; heartbeatMs: number };
   /** Trust policies for exchanging CI jobs' and agent runs' OIDC tokens (gatehouse.yaml only). */
   workloadIdentity: WorkloadIdentityConfig;
   /** Identity providers people sign in with (OIDC, SAML; gatehouse.yaml only). */
@@ -58,6 +64,7 @@ export function defaultConfig(): GatewayConfig {
     logLevel: 'info',
     recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
+    lease: { durationMs: 60_000, heartbeatMs: 10_000 },
     workloadIdentity: defaultWorkloadIdentityConfig(),
     sso: defaultSsoConfig(),
   };
@@ -101,6 +108,9 @@ function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): vo
   const signing = doc.signing as Yaml | undefined;
   if (signing?.key_file) cfg.signingKeyFile = path.resolve(base, String(signing.key_file));
   if (rec?.fsync !== undefined) cfg.recording.fsync = rec.fsync !== false && rec.fsync !== 'false';
+  const lease = doc.lease as Yaml | undefined;
+  if (lease?.duration_ms !== undefined) cfg.lease.durationMs = num(lease.duration_ms, 'lease.duration_ms');
+  if (lease?.heartbeat_ms !== undefined) cfg.lease.heartbeatMs = num(lease.heartbeat_ms, 'lease.heartbeat_ms');
   const pg = doc.postgres as Yaml | undefined;
   if (pg?.max_message_bytes !== undefined) cfg.postgres.maxMessageBytes = num(pg.max_message_bytes, 'postgres.max_message_bytes');
   if (pg?.auth_timeout_ms !== undefined) cfg.postgres.authTimeoutMs = num(pg.auth_timeout_ms, 'postgres.auth_timeout_ms');
@@ -132,6 +142,8 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_RECORD_FSYNC) cfg.recording.fsync = !/^(0|false|off|no)$/i.test(env.GATEHOUSE_RECORD_FSYNC);
   if (env.GATEHOUSE_STORE) cfg.store = storeUrl(env.GATEHOUSE_STORE, 'GATEHOUSE_STORE');
   if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
+  if (env.GATEHOUSE_LEASE_MS) cfg.lease.durationMs = num(env.GATEHOUSE_LEASE_MS, 'GATEHOUSE_LEASE_MS');
+  if (env.GATEHOUSE_HEARTBEAT_MS) cfg.lease.heartbeatMs = num(env.GATEHOUSE_HEARTBEAT_MS, 'GATEHOUSE_HEARTBEAT_MS');
   if (flags.dataDir) cfg.dataDir = flags.dataDir;
   if (flags.http) cfg.http = parseListenAddress(flags.http);
   if (flags.pg) cfg.pg = parseListenAddress(flags.pg);
@@ -142,5 +154,14 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
   if (flags.store) cfg.store = storeUrl(flags.store, '--store');
   cfg.dataDir = path.resolve(cfg.dataDir);
+  checkLease(cfg.lease);
   return cfg;
+}
+
+/** A lease must outlast a few missed heartbeats, or a live gateway's sessions are taken from it. */
+function checkLease(lease: GatewayConfig['lease']): void {
+  if (lease.heartbeatMs < 100) throw new Error('config: lease.heartbeat_ms must be at least 100');
+  if (lease.durationMs < 3 * lease.heartbeatMs) {
+    throw new Error(`config: lease.duration_ms (${lease.durationMs}) must be at least three heartbeats (lease.heartbeat_ms ${lease.heartbeatMs} × 3)`);
+  }
 }

@@ -59,6 +59,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       checkpointIntervalMs: config.recording.checkpointIntervalMs,
       sealLogHeadFile: path.join(config.dataDir, 'seal-log.head'),
       gatewayId: loadGatewayId(config.dataDir),
+      leaseMs: config.lease.durationMs, heartbeatMs: config.lease.heartbeatMs,
     });
     await recorder.init();
     closers.unshift(() => recorder.close());
@@ -75,6 +76,8 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const sessions = new SessionRegistry({ store, access: identity.access, log });
     sessions.start();
     closers.unshift(async () => sessions.close());
+    // A session another gateway took over (this one's lease had lapsed) ends here: its recording did already.
+    recorder.onTakenOver = (sessionId, reason) => { void sessions.kill(sessionId, reason); };
     const admission = new Admission({ store, identity, recorder, log }, sessions);
     const ctx: EngineContext = { store, identity, recorder, admission, secrets, dialer: new RoutingDialer(tunnels), tls, log };
     const pgEngine = new PostgresEngine(ctx, {

@@ -6,7 +6,8 @@ import type { SigningKey } from '../integrity/signing-keys.ts';
 import { readSealLogHead, writeSealLogHead } from '../integrity/seal-log-anchor.ts';
 import { verifySessionEvidence } from '../integrity/verify.ts';
 import { signTombstone, type RemovedSession } from '../integrity/tombstone.ts';
-import type { EventRow, RecordBatch, SessionEnd, SessionRow, Store } from '../store/types.ts';
+import { SessionsTakenOverError, type EventRow, type RecordBatch, type SealRow, type SessionEnd, type SessionOwner, type SessionRow, type Store, type TakenOverSession } from '../store/types.ts';
+import { GatewayLease } from './gateway-lease.ts';
 
 export interface RecorderOptions {
   /** Result rows kept per statement (the sample, not the full result). */
@@ -17,11 +18,20 @@ export interface RecorderOptions {
   checkpointIntervalMs: number;
   /** Where the signed head of the seal log is kept, outside the store (null: nowhere). */
   sealLogHeadFile: string | null;
-  /** This gateway's seal log (gateways sharing a store each keep their own). */
+  /** This gateway's seal log (gateways sharing a store each keep their own), and the owner of the sessions it records. */
   gatewayId: string;
+  /** A gateway that has not renewed its lease for this long is taken for dead: others take over and seal its open sessions. */
+  leaseMs: number;
+  /** How often the lease is renewed (and other gateways' lapsed leases looked for). */
+  heartbeatMs: number;
 }
 
-export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = { sampleRows: 100, sampleBytes: 64 * 1024, checkpointIntervalMs: 5000, sealLogHeadFile: null, gatewayId: '' };
+export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = {
+  sampleRows: 100, sampleBytes: 64 * 1024, checkpointIntervalMs: 5000, sealLogHeadFile: null, gatewayId: '', leaseMs: 60_000, heartbeatMs: 10_000,
+};
+
+/** Signs a seal (or a tombstone) at a position of the seal log: kept so that it can be signed again at another. */
+type SealRecipe = (position: number, prevSealHash: string) => SealRow;
 
 /** The seal-log head file is rewritten at most this often (and once more at close). */
 const HEAD_WRITE_INTERVAL_MS = 100;
@@ -49,13 +59,21 @@ export class Recorder {
   private readonly store: Store;
   readonly log: Logger;
   private readonly key: SigningKey;
-  private batch: RecordBatch = emptyBatch();
+  private batch: RecordBatch;
   private commit: PendingCommit | null = null;
   private scheduled = false;
   private lazyTimer: NodeJS.Timeout | null = null;
   private writer: Promise<void> | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
   private readonly open = new Set<SessionRecording>();
+  private lease: GatewayLease | null = null;
+  /** How each seal not yet committed was signed (see surrender). */
+  private readonly recipes = new WeakMap<SealRow, SealRecipe>();
+  /**
+   * Called for a session another gateway took over (this gateway's lease had lapsed): its recording
+   * has ended here, and the session should end too (the gateway wires it to the session registry).
+   */
+  onTakenOver: ((sessionId: string, reason: string) => void) | null = null;
   private sealPosition = 0;
   private sealHead = GENESIS_HASH;
   /** Commits and events written so far: events per commit is the group-commit factor. */
@@ -72,11 +90,13 @@ export class Recorder {
     this.log = log;
     this.key = key;
     this.options = { ...DEFAULT_RECORDER_OPTIONS, ...options };
+    this.batch = emptyBatch(this.options.gatewayId);
   }
 
   /**
-   * Registers the signing key, continues the seal log where it stopped, and seals sessions a
-   * crashed gateway left open (as interrupted). Call once before recording.
+   * Registers the signing key, continues the seal log where it stopped, starts the gateway's lease,
+   * and seals (as interrupted) the sessions this gateway left open when it stopped, and those of
+   * gateways whose lease expired. Call once before recording.
    */
   async init(): Promise<void> {
     if (!this.integrity) this.log.warn('GATEHOUSE_UNSAFE_NO_INTEGRITY=1: recordings are not chained or signed (benchmarking only)');
@@ -84,25 +104,111 @@ export class Recorder {
     const last = await this.store.lastSeal(this.options.gatewayId);
     if (last) { this.sealPosition = last.position; this.sealHead = last.hash; }
     this.checkSealLogHead(last?.position ?? 0, last?.hash);
-    const interrupted = await this.store.listOpenSessions();
-    const keys = new Map((await this.store.listSigningKeys()).map((k) => [k.keyId, k.publicKeyPem]));
-    for (const row of interrupted) {
-      const lastEvent = await this.store.lastEvent(row.id);
+    const { gatewayId, leaseMs, heartbeatMs } = this.options;
+    await this.store.startGatewayLease(gatewayId);
+    const interrupted = await this.store.takeOverSessions(gatewayId, { leaseMs, own: true });
+    const unsealed = await this.sealTakenOver(interrupted);
+    if (unsealed.length > 0) throw new Error(`could not read ${unsealed.length} interrupted session(s) to seal them: the store failed`);
+    if (interrupted.length > 0) this.log.warn({ sessions: interrupted.length }, 'sealed sessions interrupted by an earlier stop');
+    this.lease = new GatewayLease(this.store, {
+      openSessionIds: () => [...this.open].map((s) => s.id),
+      surrender: (lost) => this.surrender(lost, [this.batch]),
+      sealTakenOver: (taken) => this.sealTakenOver(taken),
+    }, this.log, { gatewayId, leaseMs, heartbeatMs });
+    this.lease.start();
+    this.checkpointTimer = setInterval(() => this.checkpoint(), this.options.checkpointIntervalMs);
+    this.checkpointTimer.unref();
+  }
+
+  /** Runs the lease's heartbeat now (it also runs every heartbeatMs). */
+  heartbeat(): Promise<void> {
+    return this.lease?.heartbeat() ?? Promise.resolve();
+  }
+
+  /**
+   * Seals sessions this gateway now owns but nobody records: its own, left open when it stopped,
+   * and those of gateways whose lease expired. Each is checked, its unanswered statements marked,
+   * and ended as interrupted at its last recorded event, through the usual end and seal. Returns
+   * those whose recordings could not be read (the store failed): they are still to be sealed.
+   */
+  async sealTakenOver(taken: TakenOverSession[]): Promise<TakenOverSession[]> {
+    const unsealed: TakenOverSession[] = [];
+    const ends: Array<Promise<void>> = [];
+    let keys: Map<string, string> | null = null;
+    for (const t of taken) {
+      const { session: row, previousOwner } = t;
+      const why = previousOwner === this.options.gatewayId || previousOwner === ''
+        ? 'interrupted: the gateway stopped before the session ended'
+        : `interrupted: gateway ${previousOwner} stopped renewing its lease before the session ended; sealed by gateway ${this.options.gatewayId}`;
+      let lastEvent: EventRow | undefined;
+      let events: EventRow[];
+      let check: ReturnType<typeof verifySessionEvidence>;
+      try {
+        keys ??= new Map((await this.store.listSigningKeys()).map((k) => [k.keyId, k.publicKeyPem]));
+        lastEvent = await this.store.lastEvent(row.id);
+        // Check what was recorded before vouching for it: a seal over a damaged chain says so.
+        const checkpoints = await this.store.listCheckpoints(row.id);
+        events = await this.store.listEvents(row.id);
+        check = verifySessionEvidence({ sessionId: row.id, events, checkpoints, seal: null, keys, open: true });
+      } catch (err) {
+        this.log.error({ session: row.id, err: (err as Error).message }, 'could not read an interrupted session to seal it; trying again later');
+        unsealed.push(t);
+        continue;
+      }
       const session = new SessionRecording(this, row, lastEvent ? lastEvent.seq + 1 : 0, lastEvent?.hash ?? GENESIS_HASH);
-      // Check what was recorded before vouching for it: a seal over a damaged chain says so.
-      const [events, checkpoints] = await Promise.all([this.store.listEvents(row.id), this.store.listCheckpoints(row.id)]);
-      const check = verifySessionEvidence({ sessionId: row.id, events, checkpoints, seal: null, keys, open: true });
       this.open.add(session);
       // The session ended, as far as anyone can tell, with its last recorded event.
       const lastTs = events.length > 0 ? events[events.length - 1].ts : undefined;
       if (check.ok) markUnanswered(session, events, lastTs ?? nowUs());
-      await session.end(check.ok
-        ? 'interrupted: the gateway stopped before the session ended'
-        : `interrupted: the gateway stopped before the session ended; the recording was found damaged before sealing: ${check.problem}`, lastTs);
+      // From here the seal is the recorder's: a failed write is kept and written once the store works.
+      ends.push(session.end(check.ok ? why : `${why}; the recording was found damaged before sealing: ${check.problem}`, lastTs).catch((err: unknown) => {
+        this.log.error({ session: row.id, err: (err as Error).message }, 'the seal of an interrupted session is not written yet; it is kept and retried');
+      }));
     }
-    if (interrupted.length > 0) this.log.warn({ sessions: interrupted.length }, 'sealed sessions interrupted by an earlier stop');
-    this.checkpointTimer = setInterval(() => this.checkpoint(), this.options.checkpointIntervalMs);
-    this.checkpointTimer.unref();
+    await Promise.all(ends);
+    return unsealed;
+  }
+
+  /**
+   * Gives up sessions another gateway owns now: it took them over while this gateway's lease had
+   * lapsed, and sealed them. Their recordings end here (waiters on their events are refused, later
+   * events are not recorded), nothing queued for them is written, and the seals queued after one of
+   * theirs are signed again at the positions that close the gap, so this gateway's seal log stays
+   * one unbroken chain. `batches`: every batch not yet committed, oldest first.
+   */
+  private surrender(lost: SessionOwner[], batches: RecordBatch[]): void {
+    const ids = new Set(lost.map((l) => l.sessionId));
+    for (const l of lost) {
+      const session = [...this.open].find((s) => s.id === l.sessionId);
+      const reason = `recording taken over by gateway ${l.gatewayId || '(none)'}: this gateway's lease had lapsed`;
+      this.log.error({ session: l.sessionId, owner: l.gatewayId }, `session ${reason}; it ends here`);
+      if (!session) continue;
+      this.open.delete(session);
+      session.lose(new SessionTakenOverError(l.sessionId, l.gatewayId));
+      this.onTakenOver?.(l.sessionId, reason);
+    }
+    for (const b of batches) {
+      b.sessionsStarted = b.sessionsStarted.filter((x) => !ids.has(x.id));
+      b.events = b.events.filter((x) => !ids.has(x.sessionId));
+      b.sessionsEnded = b.sessionsEnded.filter((x) => !ids.has(x.sessionId));
+      b.checkpoints = b.checkpoints.filter((x) => !ids.has(x.sessionId));
+    }
+    let next: { position: number; prev: string } | null = null;
+    for (const b of batches) {
+      const kept: SealRow[] = [];
+      for (const x of b.seals) {
+        if (next === null && !ids.has(x.sessionId)) { kept.push(x); continue; }
+        next ??= { position: x.position, prev: (JSON.parse(x.payload) as { prevSealHash: string }).prevSealHash };
+        if (ids.has(x.sessionId)) continue;
+        const recipe = this.recipes.get(x)!;
+        const again = recipe(next.position, next.prev);
+        this.recipes.set(again, recipe);
+        kept.push(again);
+        next = { position: next.position + 1, prev: again.hash };
+      }
+      b.seals = kept;
+    }
+    if (next) { this.sealPosition = next.position - 1; this.sealHead = next.prev; }
   }
 
   /** Refuses to continue a seal log whose end was cut off while the gateway was down. */
@@ -205,7 +311,9 @@ export class Recorder {
       this.open.delete(session);
       return this.pendingCommit(true).promise;
     }
-    const seal = signSeal(this.key, this.options.gatewayId, ++this.sealPosition, this.sealHead, session.row, { ...end, head });
+    const recipe: SealRecipe = (position, prev) => signSeal(this.key, this.options.gatewayId, position, prev, session.row, { ...end, head });
+    const seal = recipe(++this.sealPosition, this.sealHead);
+    this.recipes.set(seal, recipe);
     this.sealHead = seal.hash;
     this.batch.seals.push(seal);
     this.open.delete(session);
@@ -217,7 +325,10 @@ export class Recorder {
    * resolves once it is durable, so the removal is explained before it happens.
    */
   tombstone(removed: RemovedSession[], reason: string): Promise<void> {
-    const row = signTombstone(this.key, this.options.gatewayId, ++this.sealPosition, this.sealHead, removed, reason, nowUs());
+    const at = nowUs();
+    const recipe: SealRecipe = (position, prev) => signTombstone(this.key, this.options.gatewayId, position, prev, removed, reason, at);
+    const row = recipe(++this.sealPosition, this.sealHead);
+    this.recipes.set(row, recipe);
     this.sealHead = row.hash;
     this.batch.seals.push(row);
     return this.pendingCommit(true).promise;
@@ -275,7 +386,7 @@ export class Recorder {
     while (this.commit) {
       const commit = this.commit;
       const batch = this.batch;
-      this.batch = emptyBatch();
+      this.batch = emptyBatch(this.options.gatewayId);
       this.commit = null;
       try {
         await this.store.writeBatch(batch);
@@ -289,6 +400,16 @@ export class Recorder {
         }
         commit.resolve();
       } catch (err) {
+        if (err instanceof SessionsTakenOverError) {
+          // Nothing was written. Without the sessions another gateway owns now, write the rest
+          // again at once, together with whatever was queued meanwhile.
+          this.surrender(err.sessions, [batch, this.batch]);
+          this.batch = mergeBatches(batch, this.batch);
+          const queued = this.commit as PendingCommit | null; // set again by whatever was queued meanwhile
+          if (queued) queued.promise.then(commit.resolve, commit.reject);
+          else this.commit = commit;
+          continue;
+        }
         const message = err instanceof Error ? err.message : String(err);
         // Keep what failed, in order, in front of what comes next: the chain must reach the
         // store without holes once it works again. Waiters are told now (fail closed).
@@ -312,6 +433,7 @@ export class Recorder {
 
   /** Ends every open session (used on shutdown) and waits for the final commit. */
   async close(reason = 'gateway shutdown'): Promise<void> {
+    await this.lease?.stop();
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     for (const s of [...this.open]) void s.end(reason);
@@ -327,12 +449,21 @@ export class RecordingUnavailableError extends Error {
   }
 }
 
+/** The session's recording was taken over by another gateway: nothing more is recorded for it here. */
+export class SessionTakenOverError extends RecordingUnavailableError {
+  constructor(sessionId: string, owner: string) {
+    super(`session ${sessionId} was taken over and sealed by gateway ${owner || '(none)'} while this gateway's lease had lapsed`);
+  }
+}
+
 /** One session's event stream: sequence numbers and chain hashes are assigned here, in order. */
 export class SessionRecording {
   readonly row: SessionRow;
   private readonly recorder: Recorder;
   private seq: number;
   private ended = false;
+  /** Set when another gateway took the session over: why its events are refused. */
+  private lost: Error | null = null;
   /** Hash of the last appended event (the chain head). */
   head: string;
   /** Sequence number covered by the last signed checkpoint. */
@@ -378,7 +509,18 @@ export class SessionRecording {
 
   /** Appends an event that must be committed before the caller goes on; `durable` says when. */
   appendDurable(type: string, data: unknown, ts: number = nowUs()): { seq: number; durable: Promise<void> } {
-    return this.enqueue(type, data, ts, true);
+    const queued = this.enqueue(type, data, ts, true);
+    if (queued.seq < 0) return queued;
+    // The commit that releases it may have dropped it: the session was taken over meanwhile.
+    const durable = queued.durable.then(() => { if (this.lost) throw this.lost; });
+    durable.catch(() => undefined); // only callers that wait see it
+    return { seq: queued.seq, durable };
+  }
+
+  /** Another gateway took the session over (see Recorder.surrender): the recording ends here, unwritten. */
+  lose(reason: Error): void {
+    this.lost = reason;
+    this.ended = true;
   }
 
   /**
@@ -416,13 +558,14 @@ const RETRY_MS = 1000;
 
 function mergeBatches(a: RecordBatch, b: RecordBatch): RecordBatch {
   return {
+    gatewayId: a.gatewayId,
     sessionsStarted: a.sessionsStarted.concat(b.sessionsStarted), events: a.events.concat(b.events),
     sessionsEnded: a.sessionsEnded.concat(b.sessionsEnded), checkpoints: a.checkpoints.concat(b.checkpoints), seals: a.seals.concat(b.seals),
   };
 }
 
-function emptyBatch(): RecordBatch {
-  return { sessionsStarted: [], events: [], sessionsEnded: [], checkpoints: [], seals: [] };
+function emptyBatch(gatewayId: string): RecordBatch {
+  return { gatewayId, sessionsStarted: [], events: [], sessionsEnded: [], checkpoints: [], seals: [] };
 }
 
 /** Events that expect an outcome (a `result` naming them by `ref`). */

@@ -67,7 +67,7 @@ export function toSession(r: Row): SessionRow {
     startedAt: Number(r.started_at), endedAt: r.ended_at === null ? null : Number(r.ended_at),
     endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
     identityClaims: r.identity_claims === null || r.identity_claims === undefined ? null : JSON.parse(String(r.identity_claims)) as IdentityClaims,
-    authMethod: nullableString(r.auth_method),
+    authMethod: nullableString(r.auth_method), gatewayId: r.gateway_id === null || r.gateway_id === undefined ? '' : String(r.gateway_id),
   };
 }
 

@@ -213,6 +213,11 @@ export interface SessionRow {
   identityClaims?: IdentityClaims | null;
   /** How the session authenticated at the gateway: "token", "publickey", "token (password)", …; null when it did not. */
   authMethod?: string | null;
+  /**
+   * The gateway that owns the session (filled in on reads): the one recording it, or the one that
+   * took it over to seal it. '' for sessions recorded before sessions had owners.
+   */
+  gatewayId?: string;
 }
 
 export interface EventRow {
@@ -235,13 +240,45 @@ export interface SigningKeyRow { keyId: string; publicKeyPem: string; createdAt:
 
 export interface SessionEnd { sessionId: string; endedAt: number; endReason: string; eventCount: number }
 
-/** One group-commit unit: everything in it becomes durable together or not at all. */
+/**
+ * One group-commit unit: everything in it becomes durable together or not at all. It is written
+ * by gateway `gatewayId`: sessions it starts are owned by it, and it may add to no session that
+ * another gateway owns (the store refuses the whole batch with SessionsTakenOverError).
+ */
 export interface RecordBatch {
+  gatewayId: string;
   sessionsStarted: SessionRow[];
   events: EventRow[];
   sessionsEnded: SessionEnd[];
   checkpoints: CheckpointRow[];
   seals: SealRow[];
+}
+
+/** An open session that changed hands: taken over from `previousOwner` ('' when it had none). */
+export interface TakenOverSession { session: SessionRow; previousOwner: string }
+
+/** A session some other gateway owns now. */
+export interface SessionOwner { sessionId: string; gatewayId: string }
+
+/**
+ * A batch named sessions that another gateway owns now (it took them over, and sealed them, after
+ * this gateway's lease expired). Nothing of the batch was written; without those sessions it may
+ * be written again.
+ */
+export class SessionsTakenOverError extends Error {
+  readonly sessions: SessionOwner[];
+  constructor(sessions: SessionOwner[]) {
+    super(`sessions taken over by another gateway: ${sessions.map((s) => `${s.sessionId} (by ${s.gatewayId || 'none'})`).join(', ')}`);
+    this.sessions = sessions;
+  }
+}
+
+/** Every session id a batch writes to (duplicates possible). */
+export function sessionIdsOf(batch: RecordBatch): string[] {
+  return [
+    ...batch.sessionsStarted.map((s) => s.id), ...batch.events.map((e) => e.sessionId), ...batch.sessionsEnded.map((e) => e.sessionId),
+    ...batch.checkpoints.map((c) => c.sessionId), ...batch.seals.map((x) => x.sessionId),
+  ];
 }
 
 export interface SessionFilter {
@@ -311,6 +348,21 @@ export interface Store {
   listEvents(sessionId: string): Promise<EventRow[]>;
   /** Sessions that never got an end record (the gateway stopped without sealing them). */
   listOpenSessions(): Promise<SessionRow[]>;
+
+  // several gateways on one store: leases and session ownership (docs/architecture.md)
+  /** Registers the gateway's lease at its start (started and renewed now, by the store's clock). */
+  startGatewayLease(gatewayId: string): Promise<void>;
+  /** Renews the gateway's lease (now, by the store's clock). */
+  renewGatewayLease(gatewayId: string): Promise<void>;
+  /**
+   * Makes `gatewayId` the owner of open sessions, in one atomic step, and returns them: those of
+   * gateways whose lease was last renewed more than `leaseMs` ago, those whose owner holds no
+   * lease (recorded before leases), and with `own` the gateway's own (it restarted). A batch
+   * already writing to one of them finishes first; later writes of the previous owner are refused.
+   */
+  takeOverSessions(gatewayId: string, o: { leaseMs: number; own: boolean }): Promise<TakenOverSession[]>;
+  /** Of these sessions, those owned by a gateway other than `gatewayId`, with their owner. */
+  sessionsOwnedElsewhere(gatewayId: string, sessionIds: string[]): Promise<SessionOwner[]>;
   lastEvent(sessionId: string): Promise<EventRow | undefined>;
   listCheckpoints(sessionId: string): Promise<CheckpointRow[]>;
   getSeal(sessionId: string): Promise<SealRow | undefined>;

@@ -21,6 +21,7 @@ import { MIGRATIONS as POSTGRES_MIGRATIONS } from '../../src/store/postgres/migr
 import { loadConfig } from '../../src/config/config.ts';
 import { verifyStore } from '../../src/integrity/store-verifier.ts';
 import { readSealLogHead } from '../../src/integrity/seal-log-anchor.ts';
+import { SessionsTakenOverError } from '../../src/store/types.ts';
 import type {
   AccessGrant, CheckpointRow, Connection, EventRow, GroupRecord, Identity, NewAccessGrant, RecordBatch, SealRow, SessionRow, Store, TokenRecord,
 } from '../../src/store/types.ts';
@@ -176,7 +177,7 @@ function session(id: string, startedAt: number, o: Partial<SessionRow> = {}): Se
 
 /** What a store returns for a session written by writeBatch (never on hold at first; no claims or auth method unless given). */
 function stored(s: SessionRow, o: Partial<SessionRow> = {}): SessionRow {
-  return { identityClaims: null, authMethod: null, ...s, legalHold: false, ...o };
+  return { identityClaims: null, authMethod: null, gatewayId: 'gw_a', ...s, legalHold: false, ...o };
 }
 
 function event(sessionId: string, seq: number, o: Partial<EventRow> = {}): EventRow {
@@ -195,7 +196,7 @@ function seal(position: number, sessionId: string, gatewayId = 'gw_a'): SealRow 
 }
 
 function batch(o: Partial<RecordBatch>): RecordBatch {
-  return { sessionsStarted: [], events: [], sessionsEnded: [], checkpoints: [], seals: [], ...o };
+  return { gatewayId: 'gw_a', sessionsStarted: [], events: [], sessionsEnded: [], checkpoints: [], seals: [], ...o };
 }
 
 /** Everything of the recordings a store holds, for before/after comparisons. */
@@ -459,6 +460,64 @@ for (const f of FACTORIES) {
       assert.equal((await store.getSession('s_1'))?.endReason, 'client terminated');
       assert.deepEqual(await store.listCheckpoints('s_1'), [checkpoint('s_1', 1, 'replaced')]);
       assert.deepEqual((await store.listSeals()).map((s) => [s.position, s.sessionId]), [[1, 's_2'], [2, 's_1']]);
+    }));
+
+    test('session owners and gateway leases: takeOverSessions takes only own or lapsed gateways\' sessions; a batch for a session owned elsewhere is refused whole', () => withStore(f, async (store) => {
+      const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+      await store.startGatewayLease('gw_a');
+      await store.startGatewayLease('gw_b');
+      await store.writeBatch(batch({ sessionsStarted: [session('s_a1', T0), session('s_a2', T0 + 1)], events: [event('s_a1', 0), event('s_a2', 0)] }));
+      await store.writeBatch(batch({ gatewayId: 'gw_b', sessionsStarted: [session('s_b1', T0 + 2)], events: [event('s_b1', 0)] }));
+      // A session recorded before sessions had owners, and one ended already.
+      await store.writeBatch(batch({ gatewayId: '', sessionsStarted: [session('s_old', T0 - 5)] }));
+      await store.writeBatch(batch({ gatewayId: 'gw_b', sessionsStarted: [session('s_b0', T0 - 1)],
+        sessionsEnded: [{ sessionId: 's_b0', endedAt: T0, endReason: 'done', eventCount: 0 }] }));
+      assert.equal((await store.getSession('s_a1'))?.gatewayId, 'gw_a');
+      assert.equal((await store.getSession('s_b1'))?.gatewayId, 'gw_b');
+
+      // Every lease is fresh: gw_c takes only the session nobody owns; gw_a restarting takes its own too.
+      await store.startGatewayLease('gw_c');
+      const byC = await store.takeOverSessions('gw_c', { leaseMs: 60_000, own: false });
+      assert.deepEqual(byC.map((t) => [t.session.id, t.previousOwner, t.session.gatewayId]), [['s_old', '', 'gw_c']]);
+      const byA = await store.takeOverSessions('gw_a', { leaseMs: 60_000, own: true });
+      assert.deepEqual(byA.map((t) => [t.session.id, t.previousOwner]), [['s_a1', 'gw_a'], ['s_a2', 'gw_a']]);
+      assert.deepEqual(await store.takeOverSessions('gw_a', { leaseMs: 60_000, own: false }), [], 'not its own without own, nor live gateways\'');
+
+      // gw_b stops renewing, gw_a renews: past the lease, gw_c takes gw_b's open sessions, and only those.
+      await sleep(1200);
+      await store.renewGatewayLease('gw_a');
+      await store.renewGatewayLease('gw_c');
+      const lapsed = await store.takeOverSessions('gw_c', { leaseMs: 1000, own: false });
+      assert.deepEqual(lapsed.map((t) => [t.session.id, t.previousOwner, t.session.gatewayId, t.session.endedAt]), [['s_b1', 'gw_b', 'gw_c', null]]);
+      assert.deepEqual(await store.takeOverSessions('gw_a', { leaseMs: 1000, own: false }), [], 'taken once');
+      assert.deepEqual((await store.sessionsOwnedElsewhere('gw_b', ['s_b1', 's_b0', 's_a1', 's_none'])).sort((x, y) => (x.sessionId < y.sessionId ? -1 : 1)),
+        [{ sessionId: 's_a1', gatewayId: 'gw_a' }, { sessionId: 's_b1', gatewayId: 'gw_c' }]);
+
+      // gw_b comes back: a batch that adds to a session it lost is refused whole, naming the new owner.
+      const ids = ['s_b1', 's_b2', 's_a1'];
+      const before = await snapshot(store, ids);
+      const late = batch({
+        gatewayId: 'gw_b', sessionsStarted: [session('s_b2', T0 + 10)], events: [event('s_b2', 0), event('s_b1', 1)],
+        sessionsEnded: [{ sessionId: 's_b1', endedAt: T0 + 20, endReason: 'client terminated', eventCount: 2 }],
+        checkpoints: [checkpoint('s_b1', 1)], seals: [seal(1, 's_b1', 'gw_b')],
+      });
+      const refused = await store.writeBatch(late).then(() => null, (err: unknown) => err);
+      assert.ok(refused instanceof SessionsTakenOverError, `refused as taken over: ${String(refused)}`);
+      assert.deepEqual(refused.sessions, [{ sessionId: 's_b1', gatewayId: 'gw_c' }]);
+      assert.deepEqual(await snapshot(store, ids), before, 'nothing of the refused batch is stored');
+      // Without the lost session the rest is written; the new owner writes to what it took over.
+      await store.writeBatch(batch({ gatewayId: 'gw_b', sessionsStarted: late.sessionsStarted, events: [event('s_b2', 0)] }));
+      assert.equal((await store.getSession('s_b2'))?.gatewayId, 'gw_b');
+      await store.writeBatch(batch({
+        gatewayId: 'gw_c', events: [event('s_b1', 1, { type: 'session.end' })],
+        sessionsEnded: [{ sessionId: 's_b1', endedAt: T0 + 30, endReason: 'interrupted', eventCount: 2 }], seals: [seal(1, 's_b1', 'gw_c')],
+      }));
+      assert.equal((await store.getSession('s_b1'))?.endReason, 'interrupted');
+      // A renewed lease is live again: its sessions stay its own.
+      await store.writeBatch(batch({ gatewayId: 'gw_b', sessionsStarted: [session('s_b3', T0 + 40)] }));
+      await store.renewGatewayLease('gw_b');
+      await store.renewGatewayLease('gw_a');
+      assert.deepEqual(await store.takeOverSessions('gw_c', { leaseMs: 1000, own: false }), []);
     }));
 
     test('listSessions: newest first, filters by identity, connection and connection ids, limit (default 100)', () => withStore(f, async (store) => {
@@ -775,6 +834,48 @@ describe('postgres store', () => {
     }
   });
 
+  test('a takeover and a batch of the previous owner never interleave: whichever locks the session first finishes first', async () => {
+    const db = await freshDatabase();
+    const store = await PostgresStore.open(pgUrl(db));
+    const other = new (await import('pg')).default.Client({ connectionString: pgUrl(db) });
+    await other.connect();
+    try {
+      await store.startGatewayLease('gw_a');
+      await store.writeBatch(batch({ sessionsStarted: [session('s_1', T0), session('s_2', T0 + 1)], events: [event('s_1', 0), event('s_2', 0)] }));
+      await store.pool.query("UPDATE gateways SET heartbeat_at = 0 WHERE id = 'gw_a'"); // gw_a's lease lapsed
+
+      // A batch of gw_a holds s_1 (as writeBatch does, FOR SHARE) and is still writing: the takeover waits for it.
+      await other.query('BEGIN');
+      await other.query("SELECT 1 FROM sessions WHERE id = 's_1' FOR SHARE");
+      let tookOver = false;
+      const takeover = store.takeOverSessions('gw_b', { leaseMs: 1000, own: false }).then((t) => { tookOver = true; return t; });
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(tookOver, false, 'the takeover waits for the batch');
+      await other.query("INSERT INTO events (session_id, seq, ts, type, data, hash) VALUES ('s_1', 1, 1, 'query', '{}', 'h')");
+      await other.query('COMMIT');
+      assert.deepEqual((await takeover).map((t) => t.session.id), ['s_1', 's_2']);
+      assert.equal((await store.lastEvent('s_1'))?.seq, 1, 'the new owner sees what the batch wrote');
+
+      // The other way round: a takeover of s_2 is committing while gw_a writes to it; the batch
+      // waits, then finds the new owner and writes nothing.
+      await other.query('BEGIN');
+      await other.query("UPDATE sessions SET gateway_id = 'gw_c' WHERE id = 's_2'");
+      let wrote = false;
+      const write = store.writeBatch(batch({ events: [event('s_2', 1)] })).then(() => { wrote = true; }, (err: unknown) => err);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(wrote, false, 'the batch waits for the takeover');
+      await other.query('COMMIT');
+      const refused = await write;
+      assert.ok(refused instanceof SessionsTakenOverError, `refused: ${String(refused)}`);
+      assert.deepEqual(refused.sessions, [{ sessionId: 's_2', gatewayId: 'gw_c' }]);
+      assert.deepEqual((await store.listEvents('s_2')).map((e) => e.seq), [0]);
+    } finally {
+      await other.end();
+      await store.close();
+      await cluster.sql(`DROP DATABASE ${db} WITH (FORCE);`);
+    }
+  });
+
   test('open() fails clearly when the server is unreachable, and when the URL names no database', async () => {
     const port = await freePort();
     await assert.rejects(PostgresStore.open(`postgres://postgres@127.0.0.1:${port}/nowhere`), /ECONNREFUSED/);
@@ -800,6 +901,17 @@ describe('postgres store', () => {
 // ---- configuration ---------------------------------------------------------------------------
 
 describe('store configuration', () => {
+  test('gateway lease: 60 s renewed every 10 s by default; lease: in gatehouse.yaml, GATEHOUSE_LEASE_MS and GATEHOUSE_HEARTBEAT_MS; at least three heartbeats', () => {
+    const dir = mkdtempSync(path.join(work, 'config-'));
+    const file = path.join(dir, 'gatehouse.yaml');
+    writeFileSync(file, 'lease:\n  duration_ms: 30000\n  heartbeat_ms: 5000\n');
+    assert.deepEqual(loadConfig({}, {}).lease, { durationMs: 60_000, heartbeatMs: 10_000 });
+    assert.deepEqual(loadConfig({ config: file }, {}).lease, { durationMs: 30_000, heartbeatMs: 5000 });
+    assert.deepEqual(loadConfig({ config: file }, { GATEHOUSE_LEASE_MS: '3000', GATEHOUSE_HEARTBEAT_MS: '300' }).lease, { durationMs: 3000, heartbeatMs: 300 });
+    assert.throws(() => loadConfig({}, { GATEHOUSE_LEASE_MS: '20000' }), /lease.duration_ms \(20000\) must be at least three heartbeats/);
+    assert.throws(() => loadConfig({}, { GATEHOUSE_HEARTBEAT_MS: '10', GATEHOUSE_LEASE_MS: '100' }), /heartbeat_ms must be at least 100/);
+  });
+
   test('--store, GATEHOUSE_STORE and store: in gatehouse.yaml, later sources winning; only postgres:// URLs', () => {
     const dir = mkdtempSync(path.join(work, 'config-'));
     const file = path.join(dir, 'gatehouse.yaml');

@@ -5,8 +5,8 @@ import type {
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
   PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
-import { CLAIM_NAME } from '../types.ts';
-import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus } from '../types.ts';
+import { CLAIM_NAME, SessionsTakenOverError, sessionIdsOf } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, SessionOwner, TakenOverSession } from '../types.ts';
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
@@ -16,6 +16,10 @@ import {
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
 const MIGRATION_LOCK_KEY = 0x67617465686f7573n & 0x7fffffffffffffffn; // "gatehous"
+/** Key of the advisory lock that serialises session takeovers across gateways. */
+const TAKEOVER_LOCK_KEY = 0x74616b656f766572n; // "takeover"
+/** Now in ms by the database server's clock. */
+const STORE_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 export interface PostgresStoreOptions {
   /** Connections in the pool (default 10). */
@@ -261,22 +265,26 @@ export class PostgresStore implements Store {
    */
   async writeBatch(batch: RecordBatch): Promise<void> {
     if (batch.sessionsStarted.length + batch.events.length + batch.sessionsEnded.length + batch.checkpoints.length + batch.seals.length === 0) return;
+    let lost: Row[];
     try {
-      await this.pool.query({ name: 'gatehouse_write_batch', text: WRITE_BATCH_SQL, values: writeBatchValues(batch) });
+      lost = (await this.pool.query({ name: 'gatehouse_write_batch', text: WRITE_BATCH_SQL, values: writeBatchValues(batch) })).rows as Row[];
     } catch (err) {
       // A unique violation is what a retry after an ambiguous commit (the connection dropped
       // after COMMIT) meets: its rows are there already. Write again in a transaction that skips
       // rows already stored only if they are exactly this batch's; anything else is refused.
       if ((err as { code?: string }).code !== '23505') throw err;
       await this.writeBatchAgain(batch);
+      return;
     }
+    if (lost.length > 0) throw takenOver(lost);
   }
 
   private async writeBatchAgain(batch: RecordBatch): Promise<void> {
     const c = await this.pool.connect();
     try {
       await c.query('BEGIN');
-      await c.query({ text: WRITE_BATCH_SKIPPING_STORED_SQL, values: writeBatchValues(batch) });
+      const lost = (await c.query({ text: WRITE_BATCH_SKIPPING_STORED_SQL, values: writeBatchValues(batch) })).rows as Row[];
+      if (lost.length > 0) throw takenOver(lost);
       const mismatch = await firstMismatch(c, batch);
       if (mismatch) {
         await c.query('ROLLBACK');
@@ -353,6 +361,47 @@ export class PostgresStore implements Store {
 
   async listOpenSessions(): Promise<SessionRow[]> {
     return (await this.rows('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at')).map(toSession);
+  }
+
+  // Lease times are the database server's clock, so the gateways' clocks need not agree.
+
+  async startGatewayLease(gatewayId: string): Promise<void> {
+    await this.pool.query(`INSERT INTO gateways (id, started_at, heartbeat_at) VALUES ($1, ${STORE_NOW_MS}, ${STORE_NOW_MS})
+      ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`, [gatewayId]);
+  }
+
+  async renewGatewayLease(gatewayId: string): Promise<void> {
+    await this.pool.query(`INSERT INTO gateways (id, started_at, heartbeat_at) VALUES ($1, ${STORE_NOW_MS}, ${STORE_NOW_MS})
+      ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`, [gatewayId]);
+  }
+
+  async takeOverSessions(gatewayId: string, o: { leaseMs: number; own: boolean }): Promise<TakenOverSession[]> {
+    return this.tx(async (c) => {
+      // One takeover at a time across the gateways (two live gateways finding the same dead one
+      // would otherwise lock its rows in different orders and may deadlock).
+      await c.query('SELECT pg_advisory_xact_lock($1)', [TAKEOVER_LOCK_KEY.toString()]);
+      // The lapsed leases are locked too: a renewal that commits first makes its gateway live again
+      // (its sessions are then skipped); one that comes later finds its sessions gone.
+      const r = await c.query(`WITH lapsed AS (
+          SELECT id FROM gateways WHERE id <> $1 AND heartbeat_at < ${STORE_NOW_MS} - $2 FOR UPDATE
+        ), taken AS (
+          SELECT s.id, s.gateway_id FROM sessions s WHERE s.ended_at IS NULL AND (
+            ($3 AND s.gateway_id = $1) OR s.gateway_id IN (SELECT id FROM lapsed)
+            OR (s.gateway_id <> $1 AND NOT EXISTS (SELECT 1 FROM gateways g WHERE g.id = s.gateway_id)))
+          FOR UPDATE OF s
+        )
+        UPDATE sessions s SET gateway_id = $1 FROM taken WHERE s.id = taken.id
+        RETURNING s.*, taken.gateway_id AS previous_owner`, [gatewayId, o.leaseMs, o.own]);
+      return (r.rows as Row[])
+        .map((row) => ({ session: toSession(row), previousOwner: String(row.previous_owner) }))
+        .sort((a, b) => a.session.startedAt - b.session.startedAt);
+    });
+  }
+
+  async sessionsOwnedElsewhere(gatewayId: string, sessionIds: string[]): Promise<SessionOwner[]> {
+    if (sessionIds.length === 0) return [];
+    const rows = await this.rows('SELECT id, gateway_id FROM sessions WHERE id = ANY($1::text[]) AND gateway_id <> $2', [sessionIds, gatewayId]);
+    return rows.map((r) => ({ sessionId: String(r.id), gatewayId: String(r.gateway_id) }));
   }
 
   async createConnector(c: ConnectorRecord): Promise<void> {
@@ -457,36 +506,55 @@ export class PostgresStore implements Store {
 // that ends sessions cannot see sessions inserted by the same statement: a session that starts and
 // ends within one batch is inserted already ended instead (see writeBatchValues).
 
+//
+// Ownership: the sessions the batch writes to are locked (FOR SHARE) and their owners read first.
+// A takeover by another gateway (takeOverSessions, FOR UPDATE) either committed before, and then
+// the lock returns the new owner, or waits until this batch has committed. When any session is
+// owned elsewhere nothing is written, and the statement returns those sessions.
 const WRITE_BATCH_SQL = `
-WITH started AS (
+WITH held AS (
+  SELECT id, gateway_id FROM sessions WHERE id = ANY($43::text[]) FOR SHARE
+), lost AS (
+  SELECT id, gateway_id FROM held WHERE gateway_id <> $44
+), go AS (
+  SELECT NOT EXISTS (SELECT 1 FROM lost) AS ok
+), started AS (
   INSERT INTO sessions (id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
     connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
-    ended_at, end_reason, event_count, identity_claims, auth_method)
+    ended_at, end_reason, event_count, identity_claims, auth_method, gateway_id)
   SELECT id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
     connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
-    ended_at, end_reason, coalesce(event_count, 0), identity_claims, auth_method
+    ended_at, end_reason, coalesce(event_count, 0), identity_claims, auth_method, $44::text
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
     $10::text[], $11::int[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::bigint[], $17::text[], $18::bigint[],
     $41::text[], $42::text[])
     AS u(id, protocol, identity_id, identity_name, identity_kind, client_addr, application_name,
     connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
     ended_at, end_reason, event_count, identity_claims, auth_method)
+  WHERE (SELECT ok FROM go)
 ), recorded AS (
   INSERT INTO events (session_id, seq, ts, type, data, hash)
   SELECT * FROM unnest($19::text[], $20::bigint[], $21::bigint[], $22::text[], $23::text[], $24::text[])
+  WHERE (SELECT ok FROM go)
 ), ended AS (
   UPDATE sessions s SET ended_at = u.ended_at, end_reason = u.end_reason, event_count = u.event_count
   FROM unnest($25::text[], $26::bigint[], $27::text[], $28::bigint[]) AS u(id, ended_at, end_reason, event_count)
-  WHERE s.id = u.id
+  WHERE s.id = u.id AND (SELECT ok FROM go)
 ), signed AS (
   INSERT INTO checkpoints (session_id, seq, payload, key_id, signature)
   SELECT * FROM unnest($29::text[], $30::bigint[], $31::text[], $32::text[], $33::text[])
+  WHERE (SELECT ok FROM go)
   ON CONFLICT (session_id, seq) DO UPDATE SET payload = excluded.payload, key_id = excluded.key_id, signature = excluded.signature
 ), sealed AS (
   INSERT INTO seals (position, session_id, payload, hash, key_id, signature, gateway_id)
   SELECT * FROM unnest($34::bigint[], $35::text[], $36::text[], $37::text[], $38::text[], $39::text[], $40::text[])
+  WHERE (SELECT ok FROM go)
 )
-SELECT 1`;
+SELECT id, gateway_id FROM lost`;
+
+function takenOver(rows: Row[]): SessionsTakenOverError {
+  return new SessionsTakenOverError(rows.map((r) => ({ sessionId: String(r.id), gatewayId: String(r.gateway_id) })));
+}
 
 /** After a write that skipped conflicting rows: the first stored row that is not this batch's, if any. */
 async function firstMismatch(c: pg.PoolClient, batch: RecordBatch): Promise<string | null> {
@@ -517,7 +585,8 @@ async function firstMismatch(c: pg.PoolClient, batch: RecordBatch): Promise<stri
 }
 
 /** The same write, skipping sessions, events and seals already stored (they are compared after). */
-const WRITE_BATCH_SKIPPING_STORED_SQL = WRITE_BATCH_SQL.replace(/\n\)(, recorded AS|, ended AS|\nSELECT 1)/g, '\n  ON CONFLICT DO NOTHING\n)$1');
+const WRITE_BATCH_SKIPPING_STORED_SQL = WRITE_BATCH_SQL.replace(/\n\)(, recorded AS|, ended AS|\nSELECT id, gateway_id FROM lost)/g, '\n  ON CONFLICT DO NOTHING\n)$1');
+if (WRITE_BATCH_SKIPPING_STORED_SQL.split('ON CONFLICT DO NOTHING').length !== 4) throw new Error('WRITE_BATCH_SKIPPING_STORED_SQL: expected three inserts to skip stored rows');
 
 function writeBatchValues(batch: RecordBatch): unknown[] {
   const endOf = new Map<string, SessionEnd>();
@@ -551,7 +620,7 @@ function writeBatchValues(batch: RecordBatch): unknown[] {
   for (const c of lastCheckpoint.values()) push(cp, c.sessionId, c.seq, c.payload, c.keyId, c.signature);
   const se = columns(7);
   for (const x of batch.seals) push(se, x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature, x.gatewayId);
-  return [...s, ...ev, ...en, ...cp, ...se, ...sx];
+  return [...s, ...ev, ...en, ...cp, ...se, ...sx, [...new Set(sessionIdsOf(batch))], batch.gatewayId];
 }
 
 function columns(n: number): unknown[][] {

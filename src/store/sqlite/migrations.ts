@@ -229,4 +229,18 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE pending_logins ADD COLUMN confirmed_at INTEGER;
   ALTER TABLE pending_logins ADD COLUMN code_failures INTEGER NOT NULL DEFAULT 0;
   `,
+
+  // 12: several gateways on one store. Each session is owned by the gateway that records it
+  // (gateway_id; '' for sessions recorded before this step), and each gateway holds a lease it
+  // renews (heartbeat_at, ms). A gateway takes over only its own open sessions at start, and those
+  // of gateways whose lease expired; a write for a session another gateway owns is refused.
+  `
+  ALTER TABLE sessions ADD COLUMN gateway_id TEXT NOT NULL DEFAULT '';
+  CREATE INDEX sessions_open_owner ON sessions(gateway_id) WHERE ended_at IS NULL;
+  CREATE TABLE gateways (
+    id TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+  );
+  `,
 ];

@@ -1,5 +1,5 @@
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import type { RecordBatch } from '../types.ts';
+import { SessionsTakenOverError, sessionIdsOf, type RecordBatch, type SessionOwner } from '../types.ts';
 import { sessionClaimsColumn } from '../row-mapping.ts';
 
 /** Writes one group-commit batch in a single transaction (one fsync). */
@@ -13,6 +13,7 @@ export class RecordBatchWriter {
   private readonly storedEvent: StatementSync;
   private readonly storedSeal: StatementSync;
   private readonly storedSession: StatementSync;
+  private readonly ownerOf: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.db = db;
@@ -20,8 +21,9 @@ export class RecordBatchWriter {
     // writer thread died after COMMIT) finds its own rows, and anything else fails loudly.
     this.insSession = db.prepare(`INSERT OR IGNORE INTO sessions (id, protocol, identity_id, identity_name, identity_kind, client_addr,
       application_name, connection_id, connection_name, target_host, target_port, target_database, target_user, started_at, recording,
-      identity_claims, auth_method)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+      identity_claims, auth_method, gateway_id)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.ownerOf = db.prepare('SELECT gateway_id FROM sessions WHERE id = ?');
     this.insEvent = db.prepare('INSERT OR IGNORE INTO events (session_id, seq, ts, type, data, hash) VALUES (?, ?, ?, ?, ?, ?)');
     this.storedEvent = db.prepare('SELECT ts, type, data, hash FROM events WHERE session_id = ? AND seq = ?');
     this.storedSeal = db.prepare('SELECT session_id, hash FROM seals WHERE gateway_id = ? AND position = ?');
@@ -34,10 +36,13 @@ export class RecordBatchWriter {
   write(batch: RecordBatch): void {
     this.db.exec('BEGIN IMMEDIATE');
     try {
+      // Inside the write transaction: a takeover either committed before (and is seen here) or waits.
+      const lost = this.ownedElsewhere(batch);
+      if (lost.length > 0) throw new SessionsTakenOverError(lost);
       for (const s of batch.sessionsStarted) {
         const inserted = this.insSession.run(s.id, s.protocol, s.identityId, s.identityName, s.identityKind, s.clientAddr, s.applicationName,
           s.connectionId, s.connectionName, s.targetHost, s.targetPort, s.targetDatabase, s.targetUser, s.startedAt, s.recordingMode,
-          sessionClaimsColumn(s), s.authMethod ?? null).changes > 0;
+          sessionClaimsColumn(s), s.authMethod ?? null, batch.gatewayId).changes > 0;
         if (!inserted) {
           const r = this.storedSession.get(s.id) as { started_at: number; identity_id: string; connection_id: string } | undefined;
           if (!r || Number(r.started_at) !== s.startedAt || r.identity_id !== s.identityId || r.connection_id !== s.connectionId) {
@@ -64,5 +69,15 @@ export class RecordBatchWriter {
       if (this.db.isTransaction) this.db.exec('ROLLBACK');
       throw err;
     }
+  }
+
+  /** Sessions the batch writes to that exist and belong to another gateway. */
+  private ownedElsewhere(batch: RecordBatch): SessionOwner[] {
+    const lost: SessionOwner[] = [];
+    for (const id of new Set(sessionIdsOf(batch))) {
+      const r = this.ownerOf.get(id) as { gateway_id: string } | undefined;
+      if (r && r.gateway_id !== batch.gatewayId) lost.push({ sessionId: id, gatewayId: r.gateway_id });
+    }
+    return lost;
   }
 }

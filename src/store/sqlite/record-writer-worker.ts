@@ -3,7 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { DatabaseSync } from 'node:sqlite';
 import { RecordBatchWriter } from './record-batch-sql.ts';
-import type { RecordBatch } from '../types.ts';
+import { SessionsTakenOverError, type RecordBatch } from '../types.ts';
 
 const { file, synchronous } = workerData as { file: string; synchronous: 'FULL' | 'NORMAL' };
 const db = new DatabaseSync(file);
@@ -20,6 +20,7 @@ parentPort!.on('message', (msg: { id: number; batch: RecordBatch } | { close: tr
     writer.write(msg.batch);
     parentPort!.postMessage({ id: msg.id });
   } catch (err) {
-    parentPort!.postMessage({ id: msg.id, error: (err as Error).message });
+    const lost = err instanceof SessionsTakenOverError ? err.sessions : undefined;
+    parentPort!.postMessage({ id: msg.id, error: (err as Error).message, lost });
   }
 });

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { RecordBatch } from '../types.ts';
+import { SessionsTakenOverError, type RecordBatch, type SessionOwner } from '../types.ts';
 
 interface Waiter { resolve: () => void; reject: (err: Error) => void }
 
@@ -13,12 +13,13 @@ export class RecordWriterThread {
 
   constructor(file: string, synchronous: 'FULL' | 'NORMAL') {
     this.worker = new Worker(new URL('./record-writer-worker.ts', import.meta.url), { workerData: { file, synchronous } });
-    this.worker.on('message', (msg: { id?: number; error?: string }) => {
+    this.worker.on('message', (msg: { id?: number; error?: string; lost?: SessionOwner[] }) => {
       if (msg.id === undefined) return;
       const w = this.waiting.get(msg.id);
       this.waiting.delete(msg.id);
       if (this.waiting.size === 0) this.worker.unref();
-      if (msg.error) w?.reject(new Error(msg.error));
+      if (msg.lost) w?.reject(new SessionsTakenOverError(msg.lost));
+      else if (msg.error) w?.reject(new Error(msg.error));
       else w?.resolve();
     });
     this.worker.on('error', (err: unknown) => this.failAll(err instanceof Error ? err : new Error(String(err))));

@@ -10,7 +10,7 @@ import type {
   PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME } from '../types.ts';
-import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, SessionOwner, TakenOverSession } from '../types.ts';
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
@@ -345,6 +345,44 @@ export class SqliteStore implements Store {
 
   async listOpenSessions(): Promise<SessionRow[]> {
     return (this.q('SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY started_at').all() as Row[]).map(toSession);
+  }
+
+  async startGatewayLease(gatewayId: string): Promise<void> {
+    const now = Date.now();
+    this.q('INSERT INTO gateways (id, started_at, heartbeat_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at')
+      .run(gatewayId, now, now);
+  }
+
+  async renewGatewayLease(gatewayId: string): Promise<void> {
+    const now = Date.now();
+    this.q('INSERT INTO gateways (id, started_at, heartbeat_at) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at')
+      .run(gatewayId, now, now);
+  }
+
+  async takeOverSessions(gatewayId: string, o: { leaseMs: number; own: boolean }): Promise<TakenOverSession[]> {
+    // One write transaction: a recording batch of the previous owner commits before it or after
+    // it (and is then refused, since the sessions have changed hands).
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const rows = this.q(`SELECT * FROM sessions s WHERE s.ended_at IS NULL AND (
+          (? AND s.gateway_id = ?)
+          OR (s.gateway_id <> ? AND NOT EXISTS (SELECT 1 FROM gateways g WHERE g.id = s.gateway_id AND g.heartbeat_at >= ?)))
+        ORDER BY s.started_at`).all(o.own ? 1 : 0, gatewayId, gatewayId, Date.now() - o.leaseMs) as Row[];
+      const take = this.q('UPDATE sessions SET gateway_id = ? WHERE id = ?');
+      for (const r of rows) take.run(gatewayId, String(r.id));
+      this.db.exec('COMMIT');
+      return rows.map((r) => ({ session: { ...toSession(r), gatewayId }, previousOwner: String(r.gateway_id) }));
+    } catch (err) {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  async sessionsOwnedElsewhere(gatewayId: string, sessionIds: string[]): Promise<SessionOwner[]> {
+    if (sessionIds.length === 0) return [];
+    const rows = this.q('SELECT id, gateway_id FROM sessions WHERE id IN (SELECT value FROM json_each(?)) AND gateway_id <> ?')
+      .all(JSON.stringify(sessionIds), gatewayId) as Row[];
+    return rows.map((r) => ({ sessionId: String(r.id), gatewayId: String(r.gateway_id) }));
   }
 
   async createPendingLogin(l: PendingLogin): Promise<void> {
