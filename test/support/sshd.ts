@@ -1,13 +1,14 @@
 // Throwaway OpenSSH server for tests.
 //
 // `/usr/sbin/sshd -D -e -f <tmp>/sshd_config` listens on 127.0.0.1:<free port> with its own
-// ed25519 host key and its own AuthorizedKeysFile; everything lives in a fresh mkdtemp directory
+// host keys (ed25519 by default; any mix of ed25519, RSA and ECDSA with hostKeyTypes) and its own
+// AuthorizedKeysFile; everything lives in a fresh mkdtemp directory
 // that stop() removes. The current OS user (root in CI) logs in with the generated client key;
 // when running as root the local user `gh-ssh-test` is created (once) for password logins.
 //
 // Layout of the temp dir (mode 0755 so that other login users can read authorized_keys):
 //   sshd_config, sshd.pid
-//   host_ed25519[.pub]    host key (replaced by restartWithNewHostKey())
+//   host_<type>[.pub]     host keys, one per hostKeyTypes entry (replaced by restartWithNewHostKey())
 //   client_ed25519[.pub]  key accepted for every user
 //   authorized_keys
 //   sshd.log              sshd's stderr (LogLevel VERBOSE), read with logs()
@@ -36,12 +37,14 @@ export interface Sshd {
   port: number;
   /** Login user accepted with clientKeyFile: the current OS user (root in CI). */
   user: string;
-  /** "ssh-ed25519 AAAA..." (no comment). Changes with restartWithNewHostKey(). */
+  /** "ssh-ed25519 AAAA..." (no comment) of the first host key. Changes with restartWithNewHostKey(). */
   hostKeyPublic: string;
-  /** "SHA256:..." as `ssh-keygen -l` prints it. Changes with restartWithNewHostKey(). */
+  /** "SHA256:..." of the first host key, as `ssh-keygen -l` prints it. Changes with restartWithNewHostKey(). */
   hostKeyFingerprint: string;
-  /** Private host key file. */
+  /** Private file of the first host key. */
   hostKeyFile: string;
+  /** Every host key the server has, in hostKeyTypes order. Changes with restartWithNewHostKey(). */
+  hostKeys: SshdHostKey[];
   /** Private key (no passphrase) that the server accepts for `user` (and for PASSWORD_USER). */
   clientKeyFile: string;
   /** "ssh-ed25519 AAAA... comment" of clientKeyFile. */
@@ -57,9 +60,9 @@ export interface Sshd {
   logs(): string;
   /** Adds a public key line to the shared AuthorizedKeysFile (read per connection, no restart needed). */
   authorizeKey(publicKey: string): void;
-  /** known_hosts line for this server: "[127.0.0.1]:PORT ssh-ed25519 AAAA...". */
+  /** known_hosts line for this server's first host key: "[127.0.0.1]:PORT ssh-ed25519 AAAA...". */
   knownHostsLine(): string;
-  /** Stops sshd, generates a fresh host key and starts again on the same port (existing sessions are killed). */
+  /** Stops sshd, generates fresh host keys and starts again on the same port (existing sessions are killed). */
   restartWithNewHostKey(): Promise<void>;
   /** Kills sshd and all its session processes, then rm -rf the temp dir. Idempotent. */
   stop(): Promise<void>;
@@ -72,10 +75,25 @@ export interface StartSshdOptions {
    * offers only `password` (no keyboard-interactive).
    */
   pam?: boolean;
-  /** Use this private host key (copied into the temp dir) instead of generating one. */
+  /** Use this private host key (copied into the temp dir) as the first host key instead of generating one. */
   hostKeyFile?: string;
+  /** Host key types the server has (default ['ed25519']); the first one is hostKeyPublic. */
+  hostKeyTypes?: HostKeyType[];
   /** Extra or overriding sshd_config directives, e.g. { MaxSessions: '1' }. */
   config?: Record<string, string>;
+}
+
+export type HostKeyType = 'ed25519' | 'rsa' | 'ecdsa';
+
+export interface SshdHostKey {
+  /** Key type as in the public line: "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256". */
+  type: string;
+  /** "type AAAA..." (no comment). */
+  publicKey: string;
+  /** "SHA256:..." as `ssh-keygen -l` prints it. */
+  fingerprint: string;
+  /** Private key file. */
+  file: string;
 }
 
 export interface ClientKey {
@@ -243,9 +261,9 @@ function installExitHook(): void {
 
 function sshdConfig(dir: string, port: number, opts: StartSshdOptions): string {
   const [major, minor] = sshdVersion();
-  const settings: Record<string, string> = {
+  const settings: Record<string, string | string[]> = {
     ListenAddress: `${HOST}:${port}`,
-    HostKey: join(dir, 'host_ed25519'),
+    HostKey: hostKeyFiles(dir, opts),
     PidFile: join(dir, 'sshd.pid'),
     AuthorizedKeysFile: join(dir, 'authorized_keys'),
     UsePAM: opts.pam ? 'yes' : 'no',
@@ -270,7 +288,13 @@ function sshdConfig(dir: string, port: number, opts: StartSshdOptions): string {
     ...(major > 9 || (major === 9 && minor >= 8) ? { PerSourcePenalties: 'no' } : {}), // tests fail logins on purpose
     ...(opts.config ?? {}),
   };
-  return '# written by test/support/sshd.ts\n' + Object.entries(settings).map(([k, v]) => `${k} ${v}\n`).join('');
+  return '# written by test/support/sshd.ts\n' + Object.entries(settings).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `${k} ${x}\n`)).join('');
+}
+
+function hostKeyFiles(dir: string, opts: StartSshdOptions): string[] {
+  const types: HostKeyType[] = opts.hostKeyTypes ?? ['ed25519'];
+  if (types.length === 0 || new Set(types).size !== types.length) throw new Error(`hostKeyTypes: give each type once: ${types.join(', ')}`);
+  return types.map((t) => join(dir, `host_${t}`));
 }
 
 export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
@@ -281,7 +305,9 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
 
   const dir: string = mkdtempSync(join(tmpdir(), 'gatehouse-sshd-'));
   chmodSync(dir, 0o755);
-  const hostKeyFile: string = join(dir, 'host_ed25519');
+  const keyFiles: string[] = hostKeyFiles(dir, opts);
+  const keyTypes: HostKeyType[] = opts.hostKeyTypes ?? ['ed25519'];
+  const hostKeyFile: string = keyFiles[0]!;
   const logFile: string = join(dir, 'sshd.log');
   const authorizedKeys: string = join(dir, 'authorized_keys');
   const configFile: string = join(dir, 'sshd_config');
@@ -330,19 +356,24 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
     }
   };
 
-  const newHostKey = async (from?: string): Promise<void> => {
-    rmSync(hostKeyFile, { force: true });
-    rmSync(`${hostKeyFile}.pub`, { force: true });
-    if (from === undefined) {
-      await keygen(['-q', '-t', 'ed25519', '-N', '', '-C', 'gatehouse-test-host', '-f', hostKeyFile]);
-    } else {
-      copyFileSync(from, hostKeyFile);
-      chmodSync(hostKeyFile, 0o600);
-      writeFileSync(`${hostKeyFile}.pub`, await keygen(['-y', '-f', hostKeyFile]));
+  const newHostKeys = async (from?: string): Promise<void> => {
+    const keys: SshdHostKey[] = [];
+    for (const [i, file] of keyFiles.entries()) {
+      rmSync(file, { force: true });
+      rmSync(`${file}.pub`, { force: true });
+      if (i === 0 && from !== undefined) {
+        copyFileSync(from, file);
+        chmodSync(file, 0o600);
+        writeFileSync(`${file}.pub`, await keygen(['-y', '-f', file]));
+      } else {
+        await keygen(['-q', '-t', keyTypes[i]!, '-N', '', '-C', 'gatehouse-test-host', '-f', file]);
+      }
+      const pub: string[] = readFileSync(`${file}.pub`, 'utf8').trim().split(' ');
+      keys.push({ type: pub[0]!, publicKey: `${pub[0]} ${pub[1]}`, fingerprint: await fingerprint(`${file}.pub`), file });
     }
-    const pub: string[] = readFileSync(`${hostKeyFile}.pub`, 'utf8').trim().split(' ');
-    sshd.hostKeyPublic = `${pub[0]} ${pub[1]}`;
-    sshd.hostKeyFingerprint = await fingerprint(`${hostKeyFile}.pub`);
+    sshd.hostKeys = keys;
+    sshd.hostKeyPublic = keys[0]!.publicKey;
+    sshd.hostKeyFingerprint = keys[0]!.fingerprint;
   };
 
   const skip: string | undefined = passwordUserSkipReason();
@@ -353,6 +384,7 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
     hostKeyPublic: '',
     hostKeyFingerprint: '',
     hostKeyFile,
+    hostKeys: [],
     clientKeyFile: join(dir, 'client_ed25519'),
     clientPublicKey: '',
     passwordLogin: undefined,
@@ -367,7 +399,7 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
     async restartWithNewHostKey(): Promise<void> {
       if (stopped) throw new Error('sshd was stopped');
       await stopChild();
-      await newHostKey();
+      await newHostKeys();
       if (!(await spawnSshd(sshd.port))) throw new Error(`sshd could not bind ${HOST}:${sshd.port} again`);
     },
     async stop(): Promise<void> {
@@ -383,7 +415,7 @@ export async function startSshd(opts: StartSshdOptions = {}): Promise<Sshd> {
   };
 
   try {
-    await newHostKey(opts.hostKeyFile);
+    await newHostKeys(opts.hostKeyFile);
     const key: ClientKey = await generateClientKey(dir, 'ed25519', 'client_ed25519');
     sshd.clientPublicKey = key.publicKey;
     sshd.authorizeKey(key.publicKey);

@@ -4,8 +4,10 @@ import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import { CONNECTION_TYPES, type Connection, type ConnectionOptions, type ConnectionType } from '../../store/types.ts';
 import { newId } from '../../util/ids.ts';
-import { checkPrivateKey, parsePublicKeyLine } from '../../engines/ssh/keys.ts';
-import { probeHostKey } from '../../engines/ssh/host-key-probe.ts';
+import { checkPrivateKey } from '../../engines/ssh/keys.ts';
+import type { Dialer } from '../../connector/dialer.ts';
+import { probeHostKeys } from '../../engines/ssh/host-key-probe.ts';
+import { describePin, parseHostKeyPins, pinText, type HostKeyPin } from '../../engines/ssh/host-key-pins.ts';
 
 /** What the API shows of a connection: never the credential, only whether one is stored. */
 export function connectionView(c: Connection) {
@@ -21,6 +23,11 @@ interface ConnectionBody {
   password?: string;
   /** ssh: the private key the gateway logs in with (OpenSSH or PEM text). */
   privateKey?: string;
+  /**
+   * ssh: the pinned host keys, known_hosts style: one or more lines, each a public key
+   * ("ssh-rsa AAAA…", optionally after a host field) or a SHA256 fingerprint of one of the
+   * target's keys, which is resolved to the key by fetching the target's keys now.
+   */
   hostKey?: string;
   allowForwarding?: Array<'local' | 'remote' | 'agent'>;
   allowEnv?: string[];
@@ -59,7 +66,7 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
       user: { type: 'string', minLength: 1, maxLength: 63 },
       password: { type: 'string', maxLength: 1024 },
       privateKey: { type: 'string', maxLength: 16384 },
-      hostKey: { type: 'string', maxLength: 4096 },
+      hostKey: { type: 'string', maxLength: 32768 },
       allowForwarding: { type: 'array', maxItems: 3, uniqueItems: true, items: { type: 'string', enum: ['local', 'remote', 'agent'] } },
       allowEnv: { type: 'array', maxItems: 64, items: GLOB },
       protect: { type: 'array', maxItems: 64, items: GLOB },
@@ -83,6 +90,7 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
     if (await deps.store.getConnectionByName(b.name)) throw new UserError(`connection "${b.name}" already exists`, 409);
     const id = newId('conn');
     const { secret, options, database, user } = typeSpecific(b);
+    if (b.type === 'ssh') options.hostKey = await resolveHostKeyPins(deps.dialer, b);
     const connection: Connection = {
       id, name: b.name, type: b.type, host: b.host, port: b.port, database, username: user,
       sealedSecret: secret ? deps.secrets.seal(secret, id) : null,
@@ -103,8 +111,8 @@ export async function connectionRoutes(app: FastifyInstance, deps: ApiDeps): Pro
     } } },
   }, async (req) => {
     try {
-      const key = await probeHostKey(deps.dialer, { host: req.body.host, port: req.body.port, via: req.body.via });
-      return { hostKey: key.line, fingerprint: key.fingerprint };
+      const keys = await probeHostKeys(deps.dialer, { host: req.body.host, port: req.body.port, via: req.body.via });
+      return { hostKeys: keys.map((k) => ({ type: k.type, hostKey: k.line, fingerprint: k.fingerprint })) };
     } catch (err) {
       throw new UserError((err as Error).message, 502);
     }
@@ -141,12 +149,6 @@ function typeSpecific(b: ConnectionBody): { secret: string | null; options: Conn
       if (!b.user) throw new UserError('ssh connections need user');
       if (!b.hostKey) throw new UserError('ssh connections need the target\'s host key pinned (hostKey)');
       if ((b.privateKey === undefined) === (b.password === undefined)) throw new UserError('ssh connections need exactly one of privateKey or password');
-      let hostKey: string;
-      try {
-        hostKey = parsePublicKeyLine(b.hostKey).line;
-      } catch (err) {
-        throw new UserError(`hostKey: ${(err as Error).message}`);
-      }
       // Ref protection only holds where nothing but Git runs: protecting refs makes the connection Git-only unless asked otherwise.
       const gitOnly = b.gitOnly ?? (b.protect?.length ?? 0) > 0;
       if (gitOnly && b.allowForwarding?.length) throw new UserError('allowForwarding does not apply to a Git-only connection (gitOnly, on by default with protect): pass gitOnly false to allow it');
@@ -159,7 +161,7 @@ function typeSpecific(b: ConnectionBody): { secret: string | null; options: Conn
       }
       return {
         secret: b.privateKey ?? b.password!, database: '', user: b.user,
-        options: { hostKey, sshAuth: b.privateKey !== undefined ? 'key' : 'password',
+        options: { sshAuth: b.privateKey !== undefined ? 'key' : 'password',
           ...(b.allowForwarding?.length ? { allowForwarding: b.allowForwarding } : {}),
           ...(b.allowEnv ? { allowEnv: b.allowEnv } : {}), ...(b.protect?.length ? { protect: b.protect } : {}), ...(gitOnly ? { gitOnly } : {}) },
       };
@@ -173,4 +175,33 @@ function typeSpecific(b: ConnectionBody): { secret: string | null; options: Conn
       };
     }
   }
+}
+
+/**
+ * The stored form of an ssh connection's pins: full keys, one per line. Fingerprints are resolved
+ * against the keys the target presents now (through the path sessions take); one that matches none
+ * of them is refused, naming what the target offers, so nothing is pinned that no session could use.
+ */
+async function resolveHostKeyPins(dialer: Dialer, b: ConnectionBody): Promise<string> {
+  let pins: HostKeyPin[];
+  try {
+    pins = parseHostKeyPins(b.hostKey ?? '');
+  } catch (err) {
+    throw new UserError(`hostKey: ${(err as Error).message}`);
+  }
+  if (pins.some((p) => p.kind === 'fingerprint')) {
+    let offered;
+    try {
+      offered = await probeHostKeys(dialer, { host: b.host, port: b.port, via: b.via });
+    } catch (err) {
+      throw new UserError(`hostKey: cannot resolve a fingerprint to the target's key: ${(err as Error).message}`, 502);
+    }
+    pins = pins.map((p) => {
+      if (p.kind === 'key') return p;
+      const key = offered.find((k) => k.fingerprint === p.fingerprint);
+      if (!key) throw new UserError(`hostKey: the target has no host key ${p.fingerprint}; it offers ${offered.map((k) => describePin(k)).join(', ')}`, 422);
+      return { kind: 'key', key };
+    });
+  }
+  return [...new Set(pins.map(pinText))].join('\n');
 }

@@ -14,7 +14,7 @@ interface TokenOut { id: string; identity: string; createdAt: string; expiresAt:
 interface ConnectionOut { name: string; type: string; host: string; port: number; database: string; user: string; hasPassword: boolean; createdAt: string; options: { hostKey?: string; tls?: boolean; basePath?: string } }
 interface ConnectionAddOptions {
   type: string; host: string; port?: string; database?: string; user?: string; passwordEnv?: string; passwordFile?: string;
-  keyFile?: string; hostKey?: string; hostKeyFingerprint?: string; allowForwarding: string[]; allowEnv: string[]; protect: string[]; gitOnly?: boolean;
+  keyFile?: string; hostKey: string[]; hostKeyFile: string[]; hostKeyFingerprint: string[]; allowForwarding: string[]; allowEnv: string[]; protect: string[]; gitOnly?: boolean;
   tls?: boolean; basePath: string; sslmode?: string; sslrootcert?: string; requireAuth?: string; recording: string; retention?: string; maxSession?: string; via: string[];
 }
 
@@ -25,24 +25,32 @@ function describeTarget(c: ConnectionOut): string {
 }
 
 /**
- * Trust on first use, made explicit: the gateway fetches the target's host key (through the path
- * sessions will take) and the operator confirms its fingerprint, interactively or with
- * --host-key-fingerprint. Nothing is pinned without that confirmation.
+ * Trust on first use, made explicit: the gateway fetches the target's host keys (through the path
+ * sessions will take) and the operator confirms them, interactively or with --host-key-fingerprint
+ * (which pins only the keys named). Nothing is pinned without that confirmation.
  */
-async function confirmHostKey(api: ApiClient, opts: ConnectionAddOptions): Promise<string> {
+async function confirmHostKeys(api: ApiClient, opts: ConnectionAddOptions): Promise<string> {
   const port = Number(opts.port ?? 22);
-  const probed = await api.post<{ hostKey: string; fingerprint: string }>('/api/v1/ssh/host-key', { host: opts.host, port, ...(opts.via.length ? { via: opts.via } : {}) });
-  console.error(`The host key of ${opts.host}:${port} is ${probed.hostKey.split(' ')[0]} ${probed.fingerprint}`);
-  if (opts.hostKeyFingerprint) {
-    if (opts.hostKeyFingerprint !== probed.fingerprint) throw new Error(`the target's host key ${probed.fingerprint} does not match --host-key-fingerprint ${opts.hostKeyFingerprint}; nothing was created`);
-    return probed.hostKey;
+  const probed = await api.post<{ hostKeys: Array<{ type: string; hostKey: string; fingerprint: string }> }>('/api/v1/ssh/host-key', { host: opts.host, port, ...(opts.via.length ? { via: opts.via } : {}) });
+  console.error(`The host keys of ${opts.host}:${port} are:`);
+  for (const k of probed.hostKeys) console.error(`  ${k.type} ${k.fingerprint}`);
+  if (opts.hostKeyFingerprint.length > 0) {
+    const unknown = opts.hostKeyFingerprint.filter((fp) => !probed.hostKeys.some((k) => k.fingerprint === fp));
+    if (unknown.length > 0) throw new Error(`the target has no host key ${unknown.join(', ')} (does not match --host-key-fingerprint); nothing was created`);
+    return probed.hostKeys.filter((k) => opts.hostKeyFingerprint.includes(k.fingerprint)).map((k) => k.hostKey).join('\n');
   }
-  if (!process.stdin.isTTY) throw new Error('confirm it with --host-key-fingerprint (or pass --host-key); nothing was created');
+  if (!process.stdin.isTTY) throw new Error('confirm one with --host-key-fingerprint (or pass --host-key); nothing was created');
   const rl = createInterface({ input: process.stdin, output: process.stderr });
-  const answer = await rl.question('Pin this host key? [y/N] ');
+  const answer = await rl.question(`Pin ${probed.hostKeys.length === 1 ? 'this host key' : `these ${probed.hostKeys.length} host keys`}? [y/N] `);
   rl.close();
   if (!/^y(es)?$/i.test(answer.trim())) throw new Error('host key not confirmed; nothing was created');
-  return probed.hostKey;
+  return probed.hostKeys.map((k) => k.hostKey).join('\n');
+}
+
+/** --host-key values and --host-key-file contents, one pin per line (the gateway checks them). */
+function givenHostKeys(opts: ConnectionAddOptions): string | undefined {
+  const lines = [...opts.hostKey, ...opts.hostKeyFile.map((f) => readFileSync(f, 'utf8'))];
+  return lines.length > 0 ? lines.join('\n') : undefined;
 }
 
 const enc = encodeURIComponent;
@@ -120,8 +128,9 @@ export function registerManagement(program: Command, client: ClientFactory): voi
     .option('--password-env <var>', 'read the target password from this environment variable')
     .option('--password-file <file>', 'read the target password from this file')
     .option('--key-file <file>', 'ssh: private key the gateway logs in with')
-    .option('--host-key <line>', 'ssh: pin this host key ("ssh-ed25519 AAAA…"); without it the key is fetched and shown for confirmation')
-    .option('--host-key-fingerprint <fp>', 'ssh: confirm the fetched host key non-interactively (SHA256:…)')
+    .option('--host-key <line>', 'ssh: pin this host key ("ssh-ed25519 AAAA…", a known_hosts line, or SHA256:… of one of the target\'s keys; repeatable); without it the keys are fetched and shown for confirmation', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--host-key-file <file>', 'ssh: pin the host keys in this known_hosts or ssh-keyscan output file (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--host-key-fingerprint <fp>', 'ssh: confirm the fetched host key with this fingerprint non-interactively (SHA256:…; repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--allow-forwarding <kinds>', 'ssh: allow local, remote and/or agent forwarding (comma-separated; default: none)', repeat, [] as string[])
     .option('--allow-env <glob>', 'ssh: environment variables clients may set (repeatable; default GIT_PROTOCOL, LANG, LC_*)', repeat, [] as string[])
     .option('--protect <glob>', 'git: refs that may not be deleted or rewritten, e.g. refs/heads/main (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
@@ -169,7 +178,7 @@ export function registerManagement(program: Command, client: ClientFactory): voi
         if (opts.allowForwarding.length > 0) body.allowForwarding = opts.allowForwarding;
         if (opts.allowEnv.length > 0) body.allowEnv = opts.allowEnv;
         if (opts.gitOnly !== undefined) body.gitOnly = opts.gitOnly;
-        body.hostKey = opts.hostKey ?? await confirmHostKey(api, opts);
+        body.hostKey = givenHostKeys(opts) ?? await confirmHostKeys(api, opts);
       }
       const out = await api.post<ConnectionOut>('/api/v1/connections', body);
       console.log(`connection ${out.name} (${out.type}) → ${describeTarget(out)} created${out.hasPassword ? ' (credential encrypted at rest)' : ''}`);
