@@ -33,21 +33,49 @@ export interface ApiDeps {
   log: Logger;
   recorder: Recorder;
   dialer: Dialer;
-  connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress };
+  /** apiFingerprint: SHA-256 of the API's TLS certificate (absent: plain HTTP), for enrollment commands. */
+  connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress; apiFingerprint?: string };
   /** OIDC token exchange for CI jobs and agent runs (absent: not offered). */
   workload?: WorkloadExchange;
   /** People signing in through identity providers (absent: not offered). */
   sso?: SignInService;
   /** The open sessions: routes that change access tell it, so that revocation ends them. */
   sessions: SessionRegistry;
+  /** Timeouts and the body limit (defaults: API_LIMITS). */
+  limits?: Partial<ApiLimits>;
 }
+
+/**
+ * What one HTTP client may cost before it has authenticated. Node's defaults under fastify leave
+ * the request timeout at 0, so a client that sends its headers a byte at a time (slowloris)
+ * holds a socket for ever. There is no idle (socket inactivity) timeout on purpose: a Git push
+ * held for approval waits silently for its answer.
+ */
+export interface ApiLimits {
+  /** The request line and headers must arrive within this. */
+  headersTimeoutMs: number;
+  /** The whole request, body included, must arrive within this (a Git push's pack too). */
+  requestTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveTimeoutMs: number;
+  /** Largest JSON/form body (Git HTTP routes set their own). */
+  bodyLimitBytes: number;
+}
+
+export const API_LIMITS: ApiLimits = { headersTimeoutMs: 10_000, requestTimeoutMs: 300_000, keepAliveTimeoutMs: 5_000, bodyLimitBytes: 1024 * 1024 };
+
+/** How often Node checks the header and request timeouts (its default, 30 s, lets a slowloris socket live 30 s past them). */
+const TIMEOUT_CHECK_INTERVAL_MS = 1000;
 
 export interface ApiServer { address: ListenAddress; app: FastifyInstance; close(): Promise<void> }
 
-export function buildApi(deps: ApiDeps): FastifyInstance {
+/** https: serve the API over TLS with this certificate (src/tls/api-tls.ts decides when). */
+export interface ApiTransport { https?: { cert: string; key: string } }
+
+export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyInstance {
   // Per-request lines are info level; the API logger starts at warn so they stay out of the logs.
   const apiLog = deps.log.child({ component: 'api' }, { level: deps.log.levelVal > 40 ? deps.log.level : 'warn' });
-  const app = Fastify({ loggerInstance: apiLog as FastifyBaseLogger, bodyLimit: 1024 * 1024 });
+  const app = Fastify({ loggerInstance: apiLog as FastifyBaseLogger, bodyLimit: 1024 * 1024, ...(transport.https ? { https: transport.https } : {}) }) as FastifyInstance;
   app.setErrorHandler((err: FastifyError, _req, reply) => {
     if (err instanceof UserError) return reply.code(err.status).send({ error: err.message });
     if (err.validation) return reply.code(400).send({ error: describeValidation(err.validation) });
@@ -89,11 +117,11 @@ function describeValidation(errors: NonNullable<FastifyError['validation']>): st
   }).join('; ');
 }
 
-export async function startApiServer(deps: ApiDeps, address: ListenAddress): Promise<ApiServer> {
-  const app = buildApi(deps);
+export async function startApiServer(deps: ApiDeps, address: ListenAddress, transport: ApiTransport = {}): Promise<ApiServer> {
+  const app = buildApi(deps, transport);
   await app.listen({ host: address.host, port: address.port });
   const bound = app.server.address();
   const port = typeof bound === 'object' && bound ? bound.port : address.port;
-  deps.log.info({ address: `${address.host}:${port}` }, 'api listening');
+  deps.log.info({ address: `${address.host}:${port}`, tls: Boolean(transport.https), fingerprint: deps.connectors.apiFingerprint }, 'api listening');
   return { address: { host: address.host, port }, app, close: () => app.close() };
 }
