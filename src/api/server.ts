@@ -75,7 +75,14 @@ export interface ApiTransport { https?: { cert: string; key: string } }
 export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyInstance {
   // Per-request lines are info level; the API logger starts at warn so they stay out of the logs.
   const apiLog = deps.log.child({ component: 'api' }, { level: deps.log.levelVal > 40 ? deps.log.level : 'warn' });
-  const app = Fastify({ loggerInstance: apiLog as FastifyBaseLogger, bodyLimit: 1024 * 1024, ...(transport.https ? { https: transport.https } : {}) }) as FastifyInstance;
+  const limits = { ...API_LIMITS, ...deps.limits };
+  // Node refuses a headers timeout longer than the request timeout; https takes the same server options.
+  const serverTimeouts = { headersTimeout: Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs || Infinity), connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS };
+  const app = Fastify({
+    loggerInstance: apiLog as FastifyBaseLogger, bodyLimit: limits.bodyLimitBytes,
+    requestTimeout: limits.requestTimeoutMs, keepAliveTimeout: limits.keepAliveTimeoutMs,
+    ...(transport.https ? { https: { ...transport.https, ...serverTimeouts } } : { http: serverTimeouts }),
+  }) as FastifyInstance;
   app.setErrorHandler((err: FastifyError, _req, reply) => {
     if (err instanceof UserError) return reply.code(err.status).send({ error: err.message });
     if (err.validation) return reply.code(400).send({ error: describeValidation(err.validation) });

@@ -22,6 +22,8 @@ export interface GatewayConfig {
   /** AES-256 key for target credentials (hex or base64); otherwise a key file in the data dir. */
   secretKey?: string;
   logLevel: string;
+  /** HTTP API timeouts and body limit (see ApiLimits in src/api/server.ts). */
+  api: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; bodyLimitBytes: number };
   recording: { sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread'; fsync: boolean; checkpointIntervalMs: number };
   /** Ed25519 private key (PEM) for checkpoints and seals; otherwise keys in <data_dir>/signing. */
   signingKeyFile?: string;
@@ -62,6 +64,7 @@ export function defaultConfig(): GatewayConfig {
     connectorListen: { host: '127.0.0.1', port: 8443 },
     tls: {},
     logLevel: 'info',
+    api: { headersTimeoutMs: 10_000, requestTimeoutMs: 300_000, keepAliveTimeoutMs: 5_000, bodyLimitBytes: 1024 * 1024 },
     recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
     lease: { durationMs: 60_000, heartbeatMs: 10_000 },
@@ -108,6 +111,11 @@ function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): vo
   const signing = doc.signing as Yaml | undefined;
   if (signing?.key_file) cfg.signingKeyFile = path.resolve(base, String(signing.key_file));
   if (rec?.fsync !== undefined) cfg.recording.fsync = rec.fsync !== false && rec.fsync !== 'false';
+  const api = doc.api as Yaml | undefined;
+  if (api?.headers_timeout_ms !== undefined) cfg.api.headersTimeoutMs = num(api.headers_timeout_ms, 'api.headers_timeout_ms');
+  if (api?.request_timeout_ms !== undefined) cfg.api.requestTimeoutMs = num(api.request_timeout_ms, 'api.request_timeout_ms');
+  if (api?.keep_alive_timeout_ms !== undefined) cfg.api.keepAliveTimeoutMs = num(api.keep_alive_timeout_ms, 'api.keep_alive_timeout_ms');
+  if (api?.body_limit_bytes !== undefined) cfg.api.bodyLimitBytes = num(api.body_limit_bytes, 'api.body_limit_bytes');
   const lease = doc.lease as Yaml | undefined;
   if (lease?.duration_ms !== undefined) cfg.lease.durationMs = num(lease.duration_ms, 'lease.duration_ms');
   if (lease?.heartbeat_ms !== undefined) cfg.lease.heartbeatMs = num(lease.heartbeat_ms, 'lease.heartbeat_ms');
@@ -144,6 +152,8 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
   if (env.GATEHOUSE_LEASE_MS) cfg.lease.durationMs = num(env.GATEHOUSE_LEASE_MS, 'GATEHOUSE_LEASE_MS');
   if (env.GATEHOUSE_HEARTBEAT_MS) cfg.lease.heartbeatMs = num(env.GATEHOUSE_HEARTBEAT_MS, 'GATEHOUSE_HEARTBEAT_MS');
+  if (env.GATEHOUSE_API_HEADERS_TIMEOUT_MS) cfg.api.headersTimeoutMs = num(env.GATEHOUSE_API_HEADERS_TIMEOUT_MS, 'GATEHOUSE_API_HEADERS_TIMEOUT_MS');
+  if (env.GATEHOUSE_API_REQUEST_TIMEOUT_MS) cfg.api.requestTimeoutMs = num(env.GATEHOUSE_API_REQUEST_TIMEOUT_MS, 'GATEHOUSE_API_REQUEST_TIMEOUT_MS');
   if (flags.dataDir) cfg.dataDir = flags.dataDir;
   if (flags.http) cfg.http = parseListenAddress(flags.http);
   if (flags.pg) cfg.pg = parseListenAddress(flags.pg);
@@ -155,6 +165,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (flags.store) cfg.store = storeUrl(flags.store, '--store');
   cfg.dataDir = path.resolve(cfg.dataDir);
   checkLease(cfg.lease);
+  if (cfg.api.headersTimeoutMs <= 0) throw new Error('config: api.headers_timeout_ms must be positive (0 would let a client hold a connection for ever before sending its request)');
   return cfg;
 }
 

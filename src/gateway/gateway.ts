@@ -100,7 +100,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       store, identity, recorder, config: config.sso, log: log.child({ component: 'sso' }),
       publicUrl: () => config.sso.publicUrl ?? `http://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
     });
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors, workload, sso, sessions }, config.http);
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api }, config.http);
     apiAddress = api.address;
     if (sso.enabled && !config.sso.publicUrl && /^(0\.0\.0\.0|::)$/.test(apiAddress.host)) {
       log.warn('sso.public_url is not set and the API listens on every address: identity providers will be told an unusable URL; set sso.public_url');
