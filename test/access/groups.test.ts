@@ -38,6 +38,7 @@ workload_identity:
   policies:
     - name: ci
       issuer: ${issuerUrl}
+      kind: github
       jwks_url: ${issuerUrl}/jwks
       audience: gatehouse
       claims: { repository: org/app }

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseWorkloadIdentity, type TrustPolicy } from '../../src/identity/workload/config.ts';
 import { choosePolicy, matchesClaimPattern } from '../../src/identity/workload/trust-policy.ts';
+import { claimSeparators } from '../../src/identity/workload/claim-pattern.ts';
 import { runIdentityName } from '../../src/identity/workload/identity-name.ts';
 import { recordedClaims } from '../../src/identity/workload/exchange.ts';
 import type { VerifiedOidcToken } from '../../src/identity/workload/verify-oidc-token.ts';
@@ -27,15 +28,15 @@ test('policies are checked when the configuration loads', () => {
   const ok = parseWorkloadIdentity({ clock_skew: '10s', policies: [policy({ grants: 'app', groups: ['ci'], max_ttl: '1h', claims: { repository_owner_id: 42, ref_protected: true, ref: ['refs/heads/main', 'refs/tags/*'] } })] });
   assert.equal(ok.clockSkewSeconds, 10);
   assert.deepEqual(ok.policies[0], {
-    name: 'gh', issuer: GH, audience: 'gatehouse', jwksUrl: undefined, identityName: undefined, maxTtlSeconds: 3600, grants: ['app'], groups: ['ci'],
+    name: 'gh', issuer: GH, kind: 'github', audience: 'gatehouse', jwksUrl: undefined, identityName: undefined, maxTtlSeconds: 3600, grants: ['app'], groups: ['ci'],
     claims: { repository_owner_id: ['42'], ref_protected: ['true'], ref: ['refs/heads/main', 'refs/tags/*'] },
   });
   assert.equal(parseWorkloadIdentity({ policies: [policy()] }).policies[0].maxTtlSeconds, 900, 'max_ttl defaults to 15m');
   assert.deepEqual(parseWorkloadIdentity(undefined).policies, []);
   const bad: Array<[unknown, RegExp]> = [
     [{ policies: [policy({ issuer: 'http://issuer.example' })] }, /issuer "http:\/\/issuer.example" must be an https:\/\/ URL \(http:\/\/ only on a loopback address\)/],
-    [{ policies: [policy({ claims: {} })] }, /at least one claim condition must pin a value/],
-    [{ policies: [policy({ claims: { repository: '*' } })] }, /at least one claim condition must pin a value/],
+    [{ policies: [policy({ claims: {} })] }, /would admit tokens of every repository on GitHub/],
+    [{ policies: [policy({ claims: { repository: '*' } })] }, /claims.repository "\*" pins nothing/],
     [{ policies: [policy({ claims: undefined })] }, /claims \(the conditions a token must meet\) are required/],
     [{ policies: [policy(), policy()] }, /two policies are named "gh"/],
     [{ policies: [policy({ jwks_url: 'https://a.example/jwks' }), policy({ name: 'other' })] }, /policies of issuer ".*" name different jwks_url values/],
@@ -60,6 +61,135 @@ test('claim patterns: exact, * within a path segment, ** across segments', () =>
   assert.ok(matchesClaimPattern('org/app/.github/workflows/deploy.yml@refs/heads/main', 'org/app/.github/workflows/*@refs/heads/*'));
   assert.ok(!matchesClaimPattern('org/app.x', 'org/app?x'), 'only * is special');
   assert.ok(matchesClaimPattern('a.b(c)', 'a.b(c)'));
+});
+
+test('sub is segmented at : and /: * stays within a segment, ** crosses; near misses do not match', () => {
+  const sub = (value: string, pattern: string) => matchesClaimPattern(value, pattern, claimSeparators('sub'));
+  assert.equal(claimSeparators('sub'), ':/');
+  assert.equal(claimSeparators('repository'), '/');
+  // What repo:org/* is for: the repositories of org, nothing more.
+  assert.ok(sub('repo:org/x', 'repo:org/*'));
+  for (const nearMiss of ['repo:org/x:pull_request', 'repo:org/x:environment:prod', 'repo:org/x:ref:refs/heads/main', 'repo:org-evil/x', 'repo:orgx/x',
+    'repo:Org/x', 'repo:ORG/x', 'repo:org/', 'repo:org', 'repo:org/x/y', 'repo:org/x:', 'xrepo:org/x', 'repo:org/x\n', ' repo:org/x']) {
+    assert.ok(!sub(nearMiss, 'repo:org/*'), `repo:org/* must not match ${JSON.stringify(nearMiss)}`);
+  }
+  // The context part is matched segment by segment too.
+  assert.ok(sub('repo:org/x:environment:prod', 'repo:org/*:environment:*'));
+  assert.ok(!sub('repo:org/x:environment:', 'repo:org/*:environment:*'), 'a whole-segment * is never empty');
+  assert.ok(!sub('repo:org/x:environment:prod:extra', 'repo:org/*:environment:*'));
+  assert.ok(sub('repo:org/x:ref:refs/heads/main', 'repo:org/x:ref:refs/heads/*'));
+  assert.ok(!sub('repo:org/x:ref:refs/heads/feature/y', 'repo:org/x:ref:refs/heads/*'), '* in sub does not cross / either');
+  assert.ok(sub('repo:org/x:ref:refs/heads/feature/y', 'repo:org/x:ref:refs/heads/**'));
+  // ** crosses every separator: "every context of org's repositories", and nothing outside org.
+  assert.ok(sub('repo:org/x:pull_request', 'repo:org/**'));
+  assert.ok(sub('repo:org/x:environment:prod', 'repo:org/**'));
+  assert.ok(!sub('repo:org-evil/x:pull_request', 'repo:org/**'));
+  assert.ok(!sub('repo:org/', 'repo:org/**'), 'a whole-segment ** is never empty');
+  assert.ok(sub('repo:org-evil/x', 'repo:org**'), 'a ** glued to the owner is a prefix match (and is refused at load as a pin)');
+  // Partial-segment stars: zero or more characters, still within the segment.
+  assert.ok(sub('repo:org/app-1', 'repo:org/app-*'));
+  assert.ok(sub('repo:org/app-', 'repo:org/app-*'));
+  assert.ok(!sub('repo:org/app-1:pull_request', 'repo:org/app-*'));
+  // GitLab's sub format.
+  assert.ok(sub('project_path:group/app:ref_type:branch:ref:main', 'project_path:group/*:ref_type:branch:ref:main'));
+  assert.ok(!sub('project_path:group/sub/app:ref_type:branch:ref:main', 'project_path:group/*:ref_type:branch:ref:main'), 'a subgroup is another segment');
+  assert.ok(!sub('project_path:group/app:ref_type:tag:ref:main', 'project_path:group/*:ref_type:branch:ref:main'));
+  // Other claims keep path segments only: : is an ordinary character there.
+  assert.ok(matchesClaimPattern('prod:eu', 'prod*', claimSeparators('environment')));
+  assert.ok(!matchesClaimPattern('org-evil/x', 'org/*'));
+  assert.ok(!matchesClaimPattern('org/', 'org/*'));
+  assert.ok(!matchesClaimPattern('org//x', 'org/*'));
+  assert.ok(!matchesClaimPattern('Org/app', 'org/app'), 'case-sensitive');
+  // Regular-expression characters are literal.
+  assert.ok(!matchesClaimPattern('repoXorg/x', 'repo.org/*'));
+  assert.ok(matchesClaimPattern('a+b/c', 'a+b/*'));
+  assert.ok(!matchesClaimPattern('aab/c', 'a+b/*'));
+});
+
+test('the token exchange matches sub segment by segment: repo:org/* refuses a pull request or an environment of the repository', () => {
+  const cfg = parseWorkloadIdentity({ policies: [policy({ claims: { sub: 'repo:org/*' } })] });
+  const decide = (sub: string) => choosePolicy(cfg.policies, { issuer: GH, audiences: ['gatehouse'], payload: { iss: GH, sub }, expiresAt: 0 });
+  assert.equal(decide('repo:org/app').ok, true);
+  assert.deepEqual(decide('repo:org/app:pull_request'), { ok: false, reason: 'no trust policy matches: policy "gh": claim sub is "repo:org/app:pull_request", expected "repo:org/*"' });
+  assert.equal(decide('repo:org/app:environment:prod').ok, false);
+  // A claim holding control characters is shown escaped.
+  assert.deepEqual(decide('repo:evil/\u001b[2Jx'), { ok: false, reason: 'no trust policy matches: policy "gh": claim sub is "repo:evil/\\u001b[2Jx", expected "repo:org/*"' });
+});
+
+test('weak policies are refused at load, naming the policy, the claim and why', () => {
+  const refused = (p: Record<string, unknown>): string => {
+    try {
+      parseWorkloadIdentity({ policies: [p] });
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return 'accepted';
+  };
+  const github = (claims: Record<string, unknown>, o: Record<string, unknown> = {}) => refused(policy({ name: 'weak', claims, ...o }));
+  const EVERY_REPO = /^workload_identity\.policies\[0\] \("weak"\): would admit tokens of every repository on GitHub: it pins none of the claims that say whose job it is \(repository_owner_id, repository_id, repository_owner or repository \(OWNER\/REPO\), or sub "repo:OWNER\/REPO…"\)/;
+  // The shapes of the issue: each passed the old "does not start with *" check.
+  for (const [claims, why] of [
+    [{ sub: 'repo:**' }, /claims\.sub "repo:\*\*" pins nothing: it needs "repo:OWNER\/…" with OWNER written out/],
+    [{ ref: 'refs/heads/main' }, /; ref holds for jobs of every GitHub repository as well$/],
+    [{ event_name: 'push' }, /; event_name holds for jobs of every GitHub repository as well$/],
+    [{ ref: 'refs/heads/main', event_name: 'push', workflow: 'deploy' }, /; ref, event_name, workflow hold for jobs of every GitHub repository as well$/],
+    [{ repository: '*/app' }, /claims\.repository "\*\/app" pins nothing: it needs OWNER\/REPO with the owner written out \(REPO may be a wildcard\)/],
+    [{ repository: 'org*/app' }, /claims\.repository "org\*\/app" pins nothing/],
+    [{ repository: 'org*' }, /claims\.repository "org\*" pins nothing/],
+    [{ repository: '**' }, /claims\.repository "\*\*" pins nothing/],
+    [{ repository: ['org/app', '*/app'] }, /claims\.repository "\*\/app" pins nothing/],
+    [{ repository_owner: 'org*' }, /claims\.repository_owner "org\*" pins nothing: it needs the owner written out, no wildcard/],
+    [{ repository_owner_id: '4*' }, /claims\.repository_owner_id "4\*" pins nothing: it needs the owner's id written out/],
+    [{ repository_id: '' }, /claims\.repository_id "" pins nothing/],
+    [{ sub: 'repo:org*' }, /claims\.sub "repo:org\*" pins nothing/],
+    [{ sub: 'repo:*/app:ref:refs/heads/main' }, /claims\.sub "repo:\*\/app:ref:refs\/heads\/main" pins nothing/],
+    [{ sub: '*:org/app' }, /claims\.sub "\*:org\/app" pins nothing/],
+    [{ sub: 'job_workflow_ref:org/app/*' }, /claims\.sub "job_workflow_ref:org\/app\/\*" pins nothing/],
+    [{}, /\(OWNER\/REPO\), or sub "repo:OWNER\/REPO…"\)$/],
+  ] as Array<[Record<string, unknown>, RegExp]>) {
+    const message = github(claims);
+    assert.match(message, EVERY_REPO, JSON.stringify(claims));
+    assert.match(message, why, JSON.stringify(claims));
+  }
+  // Pinned: an id or owner exactly, OWNER/REPO with the owner written out, sub repo:OWNER/…
+  for (const claims of [{ repository_owner_id: 42 }, { repository_id: '4242', ref: 'refs/heads/*' }, { repository_owner: 'org' }, { repository: 'org/*' }, { repository: 'org/app' },
+    { repository: 'org/**' }, { sub: 'repo:org/*' }, { sub: 'repo:org/app:ref:refs/heads/main' }, { sub: 'repo:org/**' }, { sub: 'repository_owner_id:42:*' },
+    { sub: 'repo:org/app:environment:prod' }, { repository: '*/app', repository_owner_id: '42' }]) {
+    assert.equal(github(claims), 'accepted', JSON.stringify(claims));
+  }
+  // GitHub Enterprise Server issuers are GitHub-kind by their path; GitHub's issuer cannot be called generic.
+  assert.match(github({ ref: 'refs/heads/main' }, { issuer: 'https://ghe.example.com/_services/token' }), /would admit tokens of every repository on GitHub/);
+  assert.match(github({ repository: 'org/app' }, { kind: 'generic' }), /issuer "https:\/\/token.actions.githubusercontent.com" is GitHub's: kind must be github/);
+  assert.match(github({ repository: 'org/app' }, { identifying_claims: ['ref'] }), /identifying_claims is for kind: generic only/);
+  assert.match(github({ repository: 'org/app' }, { kind: 'jenkins' }), /kind must be one of github, gitlab, generic/);
+
+  // GitLab: project/namespace ids exactly, paths with the top-level group written out.
+  const gitlab = (claims: Record<string, unknown>, o: Record<string, unknown> = {}) => refused(policy({ name: 'weak', issuer: 'https://gitlab.com', claims, ...o }));
+  assert.match(gitlab({ ref_protected: true }), /^workload_identity\.policies\[0\] \("weak"\): would admit tokens of every project on GitLab: .*; ref_protected holds for jobs of every GitLab project as well$/);
+  assert.match(gitlab({ project_path: '*/app' }), /claims\.project_path "\*\/app" pins nothing: it needs GROUP\/… with the top-level group written out/);
+  assert.match(gitlab({ sub: 'project_path:*' }), /claims\.sub "project_path:\*" pins nothing/);
+  assert.match(gitlab({ sub: 'repo:group/app' }), /accepted/, 'an exact sub pins it');
+  for (const claims of [{ project_path: 'group/app' }, { namespace_path: 'group' }, { namespace_path: 'group/**' }, { project_id: 77 }, { namespace_id: '5' }, { sub: 'project_path:group/*:ref_type:branch:ref:main' }]) {
+    assert.equal(gitlab(claims), 'accepted', JSON.stringify(claims));
+  }
+  assert.match(refused(policy({ name: 'weak', issuer: 'https://gitlab.example.com', kind: 'gitlab', claims: { ref: 'main' } })), /every project on GitLab/);
+
+  // Generic issuers: identifying_claims, or sub with its first two segments written out.
+  const generic = (claims: Record<string, unknown>, o: Record<string, unknown> = {}) => refused(policy({ name: 'weak', issuer: 'https://ci.example.com', claims, ...o }));
+  assert.match(generic({ repository: 'org/app' }), /^workload_identity\.policies\[0\] \("weak"\): has a generic issuer \(kind: generic; .*\) and no identifying_claims: name the claims that say whose token it is in identifying_claims .*; repository alone could match anyone's token$/);
+  assert.match(generic({ sub: 'organization:*' }), /no identifying_claims, and claims\.sub "organization:\*" pins nothing: it needs its first two segments written out/);
+  assert.match(generic({ sub: '**' }), /claims\.sub "\*\*" pins nothing/);
+  assert.match(generic({ ref: 'main' }, { identifying_claims: ['organization_slug'] }), /does not pin its identifying claims: identifying claim organization_slug has no condition in claims/);
+  assert.match(generic({ organization_slug: 'acme*' }, { identifying_claims: ['organization_slug'] }), /claims\.organization_slug "acme\*" pins nothing: it needs its first segment written out/);
+  assert.match(generic({ a: 'x' }, { identifying_claims: [] }), /identifying_claims names no claim/);
+  for (const [claims, o] of [[{ sub: 'organization:acme:pipeline:*' }, {}], [{ sub: 'user-1234' }, {}], [{ organization_slug: 'acme', ref: '*' }, { identifying_claims: 'organization_slug' }],
+    [{ org: 'acme/**', team: 't' }, { identifying_claims: ['org', 'team'] }]] as Array<[Record<string, unknown>, Record<string, unknown>]>) {
+    assert.equal(generic(claims, o), 'accepted', JSON.stringify([claims, o]));
+  }
+  const ok = parseWorkloadIdentity({ policies: [policy({ issuer: 'https://ci.example.com', identifying_claims: ['organization_slug'], claims: { organization_slug: 'acme' } })] });
+  assert.deepEqual([ok.policies[0].kind, ok.policies[0].identifyingClaims], ['generic', ['organization_slug']]);
+  // A policy name with control characters is shown escaped.
+  assert.match(refused(policy({ name: 'x\u001b[31m', claims: { ref: 'x' } })), /^workload_identity\.policies\[0\] \("x\\u001b\[31m"\): name is required/);
 });
 
 test('the first matching policy wins; refusals say what each policy missed', () => {

@@ -130,6 +130,7 @@ workload_identity:
   policies:
     - name: github-app
       issuer: ${github.url}
+      kind: github
       audience: gatehouse
       claims:
         repository: org/app
@@ -142,6 +143,7 @@ workload_identity:
       identity_name: "gh-{repository}-{run_id}-{run_attempt}"
     - name: gitlab-app
       issuer: ${gitlab.url}
+      kind: gitlab
       audience: https://gatehouse.example
       claims:
         project_path: group/app
@@ -151,6 +153,7 @@ workload_identity:
       identity_name: "gl-{project_path}-{pipeline_id}"
     - name: unreachable
       issuer: http://127.0.0.1:1/down
+      kind: github
       audience: gatehouse
       claims: { repository: org/app }
 `);
@@ -519,6 +522,7 @@ workload_identity:
   policies:
     - name: ci
       issuer: ${github.url}
+      kind: github
       audience: gatehouse
       claims: { repository: org/app }
       groups: [platform]

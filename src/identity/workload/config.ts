@@ -2,11 +2,16 @@
 // which claims, to turn a CI job's or an agent run's token into a short-lived gatehouse token.
 import { parseDuration } from '../../util/duration.ts';
 import { CLAIM_NAME } from '../../store/types.ts';
+import { fixedIssuerKind, inferIssuerKind, ISSUER_KINDS, whyNotPinned, type IssuerKind } from './identifying-claims.ts';
 
 export interface TrustPolicy {
   name: string;
   /** Compared exactly with the token's `iss`. */
   issuer: string;
+  /** Which claims say whose token it is (identifying-claims.ts): from `kind`, or inferred from the issuer. */
+  kind: IssuerKind;
+  /** Generic issuers: the claims the policy must pin (`identifying_claims`). */
+  identifyingClaims?: string[];
   /** Must be one of the token's `aud` values. */
   audience: string;
   /** Where the issuer's keys are; absent: OIDC discovery, then issuer + /.well-known/jwks. */
@@ -74,8 +79,8 @@ function parsePolicy(raw: unknown, index: number): TrustPolicy {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error(`workload_identity.policies[${index}] must be a mapping`);
   const p = raw as Yaml;
   const name = String(p.name ?? '');
-  const at = `workload_identity.policies[${index}]${name ? ` ("${name}")` : ''}`;
-  const known = new Set(['name', 'issuer', 'audience', 'jwks_url', 'claims', 'grants', 'groups', 'max_ttl', 'identity_name']);
+  const at = `workload_identity.policies[${index}]${name ? ` (${JSON.stringify(name)})` : ''}`;
+  const known = new Set(['name', 'issuer', 'kind', 'identifying_claims', 'audience', 'jwks_url', 'claims', 'grants', 'groups', 'max_ttl', 'identity_name']);
   for (const key of Object.keys(p)) if (!known.has(key)) throw new Error(`${at}: unknown setting "${key}"`);
   if (!POLICY_NAME.test(name)) throw new Error(`${at}: name is required (letters, digits, . _ -)`);
   if (typeof p.issuer !== 'string') throw new Error(`${at}: issuer is required`);
@@ -91,19 +96,38 @@ function parsePolicy(raw: unknown, index: number): TrustPolicy {
     if (patterns.length === 0) throw new Error(`${at}: claims.${claim} names no value`);
     claims[claim] = patterns;
   }
+  const { kind, identifyingClaims } = parseIssuerKind(p, issuer, at);
   // A shared issuer (GitHub, gitlab.com) signs tokens for everyone's jobs: a policy must pin
-  // something, or every repository on the platform could sign in.
-  const pinned = Object.values(claims).some((patterns) => patterns.every((x) => x !== '' && !x.startsWith('*')));
-  if (!pinned) throw new Error(`${at}: at least one claim condition must pin a value (not start with *), e.g. repository_owner_id or project_path`);
+  // whose jobs it means, or every repository on the platform could sign in.
+  const weak = whyNotPinned({ kind, claims, identifyingClaims });
+  if (weak) throw new Error(`${at}: ${weak}`);
 
   let maxTtlSeconds = 15 * 60;
   if (p.max_ttl !== undefined) maxTtlSeconds = parseDuration(String(p.max_ttl), MAX_EXCHANGE_TTL_S);
   const identityName = p.identity_name === undefined ? undefined : String(p.identity_name);
   if (identityName !== undefined && /\{(?![A-Za-z0-9_.:-]+\})/.test(identityName)) throw new Error(`${at}: identity_name placeholders are {claim} (claim names only)`);
   return {
-    name, issuer, audience: p.audience, jwksUrl, claims, maxTtlSeconds, identityName,
+    name, issuer, kind, ...(identifyingClaims ? { identifyingClaims } : {}), audience: p.audience, jwksUrl, claims, maxTtlSeconds, identityName,
     grants: stringList(p.grants, `${at}: grants`), groups: stringList(p.groups, `${at}: groups`),
   };
+}
+
+/** `kind` (default: inferred from the issuer URL) and, for generic issuers only, `identifying_claims`. */
+function parseIssuerKind(p: Yaml, issuer: string, at: string): { kind: IssuerKind; identifyingClaims?: string[] } {
+  let kind = inferIssuerKind(issuer);
+  if (p.kind !== undefined) {
+    if (!ISSUER_KINDS.includes(p.kind as IssuerKind)) throw new Error(`${at}: kind must be one of ${ISSUER_KINDS.join(', ')}`);
+    kind = p.kind as IssuerKind;
+    // gitlab.com's or GitHub's issuer is what it is: calling it generic would loosen the check.
+    const fixed = fixedIssuerKind(issuer);
+    if (fixed && fixed !== kind) throw new Error(`${at}: issuer "${issuer}" is ${fixed === 'github' ? 'GitHub' : 'GitLab'}'s: kind must be ${fixed}`);
+  }
+  if (p.identifying_claims === undefined) return { kind };
+  if (kind !== 'generic') throw new Error(`${at}: identifying_claims is for kind: generic only (the identifying claims of a ${kind} issuer are fixed; docs/workload-identity.md)`);
+  const identifyingClaims = stringList(p.identifying_claims, `${at}: identifying_claims`);
+  if (!identifyingClaims.length) throw new Error(`${at}: identifying_claims names no claim`);
+  for (const claim of identifyingClaims) if (!CLAIM_NAME.test(claim)) throw new Error(`${at}: identifying claim name "${claim}" is not allowed`);
+  return { kind, identifyingClaims };
 }
 
 /** Parses and checks the YAML block; throws with the offending setting named. */
