@@ -412,5 +412,16 @@ export interface Store {
   /** Replaces the claims and external groups of an identity (a person signed in again). */
   updateIdentityAttributes(identityId: string, claims: IdentityClaims, externalGroups: string[]): Promise<void>;
 
+  // OIDC token exchange: the ID tokens exchanged so far, so that a replay is refused (docs/workload-identity.md)
+  /**
+   * Puts the ID token under `tokenKey` (a hash, never the token) on record until `expiresAt` (ms),
+   * in one atomic step: true for the one caller that recorded it; false when it is on record and
+   * not expired at `now` (a replay, or a concurrent exchange of the same token). An entry expired
+   * before `now` that was not yet removed is replaced (an issuer may reuse a jti after that).
+   */
+  recordExchangedToken(tokenKey: string, expiresAt: number, now: number): Promise<boolean>;
+  /** Removes the entries that expired before `before` (ms); returns how many. */
+  deleteExchangedTokens(before: number): Promise<number>;
+
   close(): Promise<void>;
 }

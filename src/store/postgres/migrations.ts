@@ -237,4 +237,17 @@ export const MIGRATIONS: readonly string[] = [
     heartbeat_at BIGINT NOT NULL
   );
   `,
+
+  // 13: OIDC ID tokens exchanged for gatehouse tokens (docs/workload-identity.md), each under a
+  // key — the SHA-256 of its issuer and jti, or of the whole token when it has no jti; never the
+  // token — until it expires, so that every gateway sharing the store refuses a replay, also
+  // after a restart. The primary key makes "exchanged first" one atomic insert.
+  `
+  CREATE TABLE exchanged_oidc_tokens (
+    token_key TEXT PRIMARY KEY,
+    expires_at BIGINT NOT NULL,
+    exchanged_at BIGINT NOT NULL
+  );
+  CREATE INDEX exchanged_oidc_tokens_expiry ON exchanged_oidc_tokens(expires_at);
+  `,
 ];

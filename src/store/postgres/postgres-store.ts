@@ -495,6 +495,18 @@ export class PostgresStore implements Store {
     await this.pool.query('UPDATE identities SET claims = $1, workload_groups = $2 WHERE id = $3', [JSON.stringify(claims), JSON.stringify(externalGroups), identityId]);
   }
 
+  async recordExchangedToken(tokenKey: string, expiresAt: number, now: number): Promise<boolean> {
+    // A concurrent insert of the same key waits for the first and then sees its row, which has
+    // not expired: the update's WHERE fails and no row is counted, so exactly one caller wins.
+    return (await this.changes(`INSERT INTO exchanged_oidc_tokens (token_key, expires_at, exchanged_at) VALUES ($1, $2, $3)
+      ON CONFLICT (token_key) DO UPDATE SET expires_at = excluded.expires_at, exchanged_at = excluded.exchanged_at
+      WHERE exchanged_oidc_tokens.expires_at < $3`, [tokenKey, expiresAt, now])) === 1;
+  }
+
+  async deleteExchangedTokens(before: number): Promise<number> {
+    return this.changes('DELETE FROM exchanged_oidc_tokens WHERE expires_at < $1', [before]);
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }

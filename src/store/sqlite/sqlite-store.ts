@@ -427,6 +427,17 @@ export class SqliteStore implements Store {
     this.q('UPDATE identities SET claims = ?, workload_groups = ? WHERE id = ?').run(JSON.stringify(claims), JSON.stringify(externalGroups), identityId);
   }
 
+  async recordExchangedToken(tokenKey: string, expiresAt: number, now: number): Promise<boolean> {
+    // One statement: SQLite runs one writer at a time, also across gateway processes on one file.
+    return Number(this.q(`INSERT INTO exchanged_oidc_tokens (token_key, expires_at, exchanged_at) VALUES (?, ?, ?)
+      ON CONFLICT (token_key) DO UPDATE SET expires_at = excluded.expires_at, exchanged_at = excluded.exchanged_at
+      WHERE exchanged_oidc_tokens.expires_at < ?`).run(tokenKey, expiresAt, now, now).changes) === 1;
+  }
+
+  async deleteExchangedTokens(before: number): Promise<number> {
+    return Number(this.q('DELETE FROM exchanged_oidc_tokens WHERE expires_at < ?').run(before).changes);
+  }
+
   async close(): Promise<void> {
     await this.writer?.close();
     this.stmts.clear();
