@@ -18,6 +18,12 @@ export interface RelayHooks {
   undelivered?(chunk: Buffer, reason: string): void;
 }
 
+/**
+ * A hook refuses the stream (a tracker that can no longer check it): the channel is closed and
+ * the client is told `message`, which says why. Thrown (or rejected) by a hook.
+ */
+export class ChannelAbortError extends Error {}
+
 export interface ExitInfo { code: number | null; signal: string | null; coreDumped?: boolean; message?: string }
 
 /** A channel as ssh2 exposes it on either side: a duplex with a separate stderr stream. */
@@ -33,7 +39,7 @@ export interface Pump {
  * Pumps `from` into `to`, pausing `from` while `to` is full. Chunks whose hook returns a promise
  * are held until it resolves; later chunks queue behind them, so order is preserved. A chunk
  * that passed its hook (so is on record) but cannot be written is handed to `onUndelivered`;
- * after a hook rejects, nothing more is recorded or sent.
+ * after a hook rejects or throws, nothing more is recorded or sent.
  */
 export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => void | Promise<void>) | undefined,
   onHookError: (err: Error) => void, onUndelivered?: (chunk: Buffer, reason: string) => void): Pump {
@@ -50,7 +56,15 @@ export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => voi
   };
   from.on('data', (chunk: Buffer) => {
     if (failed) return;
-    const pending = hook?.(chunk);
+    let pending: void | Promise<void>;
+    // A hook that throws refuses its chunk like one that rejects: never an exception out of 'data'.
+    try {
+      pending = hook?.(chunk);
+    } catch (err) {
+      const refused = Promise.reject(err as Error);
+      refused.catch(() => undefined); // handled below, once the chunks before it are through
+      pending = refused;
+    }
     if (!pending && held === 0) return write(chunk);
     held++;
     from.pause();
@@ -62,7 +76,7 @@ export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => voi
       resume();
     }, (err: Error) => {
       held--;
-      onUndelivered?.(chunk, 'its record could not be committed');
+      onUndelivered?.(chunk, err instanceof ChannelAbortError ? `the gateway closed the channel: ${err.message}` : 'its record could not be committed');
       if (failed) return;
       failed = true;
       onHookError(err);

@@ -5,7 +5,7 @@ import type { ClientChannel, PseudoTtyInfo, ServerChannel, Session } from 'ssh2'
 import type { Logger } from 'pino';
 import type { SessionRecording } from '../../recorder/recorder.ts';
 import { RecordingUnavailableError } from '../../recorder/recorder.ts';
-import { endWithExit, pump, watchExit, type ExitInfo, type RelayHooks } from './channel-relay.ts';
+import { ChannelAbortError, endWithExit, pump, watchExit, type ExitInfo, type RelayHooks } from './channel-relay.ts';
 import { BoundedCapture } from './output-capture.ts';
 import { ExecStdinRecorder, stdinInterpreter } from './exec-stdin.ts';
 import { TerminalRecorder } from './terminal-recorder.ts';
@@ -202,7 +202,8 @@ export class SessionChannel {
           stdout: scpTracker ? { bytes: out.bytes, sha256: out.sha256 } : out, stderr: stderr.result() });
       };
     }
-    await relay(client, upstream, hooks, finish, (err) => this.ctx.log.warn({ err: err.message }, 'recording failed; closing channel'));
+    await relay(client, upstream, hooks, finish, (err) => this.ctx.log.warn({ err: err.message, session: rec.id, ch: this.number },
+      err instanceof ChannelAbortError ? 'stream cannot be checked; closing channel' : 'recording failed; closing channel'));
   }
 }
 
@@ -225,7 +226,9 @@ function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks
     const failHook = (err: Error) => {
       onHookError(err);
       if (client.writable) {
-        client.stderr.write(`\r\ngatehouse: ${err instanceof RecordingUnavailableError ? 'the gateway cannot record right now; closing this channel' : 'recording failed; closing this channel'}\r\n`);
+        const why = err instanceof RecordingUnavailableError ? 'the gateway cannot record right now'
+          : err instanceof ChannelAbortError ? err.message : 'recording failed';
+        client.stderr.write(`\r\ngatehouse: ${why}; closing this channel\r\n`);
         client.exit(255);
         client.end();
       }

@@ -1,87 +1,111 @@
 // Watches both directions of an SFTP channel and records each file operation: transfers with
-// path, direction, size and SHA-256 of the content, and changes (remove, rename, mkdir, …) with
-// their outcome. Requests that change the target are recorded before they are forwarded.
-// Bytes are never altered; a malformed stream is passed on and noted once.
-import { createHash, type Hash } from 'node:crypto';
+// path, direction, size and SHA-256 of the content, and changes (remove, rename, mkdir, setstat,
+// truncating or creating opens, …) with their outcome. Every request that may change the target
+// is recorded before it is forwarded. Bytes are never altered. The tracker fails closed: a stream
+// it cannot check (a malformed packet, an SFTP version it cannot read, more out-of-order data
+// than the channel's reorder budget) is recorded as `sftp.closed` and the channel is closed,
+// never relayed unchecked.
 import type { SessionRecording } from '../../../recorder/recorder.ts';
-import { SftpFramer, SftpReader } from './sftp-framer.ts';
+import { ChannelAbortError } from '../channel-relay.ts';
+import { SftpFramer, SftpProtocolError, SftpReader } from './sftp-framer.ts';
+import { readAttrs } from './sftp-attrs.ts';
+import { ContentHash, ReorderBudget, ReorderBudgetExceededError } from './content-hash.ts';
+import { classifyExtended } from './sftp-extensions.ts';
 
 const T = {
   INIT: 1, VERSION: 2, OPEN: 3, CLOSE: 4, READ: 5, WRITE: 6, LSTAT: 7, FSTAT: 8, SETSTAT: 9, FSETSTAT: 10, OPENDIR: 11, READDIR: 12,
   REMOVE: 13, MKDIR: 14, RMDIR: 15, REALPATH: 16, STAT: 17, RENAME: 18, READLINK: 19, SYMLINK: 20,
   STATUS: 101, HANDLE: 102, DATA: 103, NAME: 104, ATTRS: 105, EXTENDED: 200, EXTENDED_REPLY: 201,
 } as const;
-const FXF_WRITE = 0x02;
+/** Requests that only read: forwarded without a record of their own. */
+const READ_ONLY_TYPES = new Set<number>([T.LSTAT, T.FSTAT, T.READDIR, T.REALPATH, T.STAT, T.READLINK]);
+const FXF = { READ: 0x01, WRITE: 0x02, APPEND: 0x04, CREAT: 0x08, TRUNC: 0x10, EXCL: 0x20 } as const;
 const STATUS_TEXT = ['ok', 'eof', 'no such file', 'permission denied', 'failure', 'bad message', 'no connection', 'connection lost', 'unsupported'];
-/** Out-of-order read replies kept per file while waiting for the gap before them. */
-const MAX_REORDER_BYTES = 8 * 1024 * 1024;
+/**
+ * Out-of-order data one channel may hold while waiting for the gap before it, across all its
+ * files. OpenSSH's client keeps at most 64 requests of ~255 KiB in flight and its server answers
+ * in order, so this is never reached by it.
+ */
+export const SFTP_REORDER_BUDGET = 16 * 1024 * 1024;
+/** The SFTP version whose packets the tracker reads (OpenSSH speaks only this one). */
+const SFTP_VERSION = 3;
+/** Longest extension name kept in a record. */
+const MAX_NAME = 256;
+
+/** What an OPEN does to the target, by its flags: only `download` leaves the file as it was. */
+type OpenOp = 'upload' | 'truncate' | 'create' | 'download';
 
 interface OpenFile {
   path: string;
-  write: boolean;
-  hash: Hash;
-  /** Next offset the hash expects; bytes elsewhere make the hash partial. */
-  next: number;
-  size: number;
-  /** Offset of the first read or write (above 0: a resumed transfer, reget / reput). */
-  start: number | null;
-  /** Bytes actually read or written: what crossed the gateway, not the file's size. */
-  transferred: number;
-  sequential: boolean;
-  early: Map<number, Buffer>;
-  earlyBytes: number;
+  op: OpenOp;
+  flags: string[];
+  content: ContentHash;
 }
 
 type Pending =
-  | { kind: 'open'; path: string; write: boolean }
+  | { kind: 'open'; path: string; op: OpenOp; flags: string[] }
   | { kind: 'opendir'; path: string }
   | { kind: 'read'; handle: string; offset: number }
   | { kind: 'close'; handle: string }
-  | { kind: 'change'; op: string; path: string; to?: string };
+  | { kind: 'change'; op: string; path: string | null; to?: string; what?: Record<string, unknown> };
 
 export class SftpTracker {
   private readonly rec: SessionRecording;
   private readonly channel: number;
   private readonly pending = new Map<number, Pending>();
   private readonly files = new Map<string, OpenFile>();
+  /** Open directory handles, for FSETSTAT on one. */
+  private readonly dirs = new Map<string, string>();
+  private readonly budget: ReorderBudget;
   private readonly toClient: SftpFramer;
   private readonly toServer: SftpFramer;
   /** Records that must be durable before the chunk now being inspected is forwarded. */
   private gate: Array<Promise<void>> = [];
-  private broken = false;
+  /** Set once the stream could not be checked: every later chunk is refused with it. */
+  private refused: ChannelAbortError | null = null;
 
-  constructor(rec: SessionRecording, channel: number) {
+  constructor(rec: SessionRecording, channel: number, budgetBytes = SFTP_REORDER_BUDGET) {
     this.rec = rec;
     this.channel = channel;
+    this.budget = new ReorderBudget(budgetBytes);
     this.toServer = new SftpFramer((p) => this.request(p));
     this.toClient = new SftpFramer((p) => this.reply(p));
   }
 
+  /** Client → target bytes; a promise holds them until their records are durable. Throws ChannelAbortError to close the channel. */
   fromClient(chunk: Buffer): Promise<void> | undefined {
-    this.observe(this.toServer, chunk);
+    this.observe(this.toServer, chunk, 'client');
     if (this.gate.length === 0) return undefined;
     const wait = this.gate.length === 1 ? this.gate[0]! : Promise.all(this.gate).then(() => {});
     this.gate = [];
     return wait;
   }
 
+  /** Target → client bytes. Throws ChannelAbortError to close the channel. */
   fromServer(chunk: Buffer): void {
-    this.observe(this.toClient, chunk);
+    this.observe(this.toClient, chunk, 'target');
   }
 
   /** The channel ended: files still open are recorded as they stood. */
   close(): void {
-    for (const [handle, f] of this.files) this.finishFile(handle, f, 'channel closed before the file was closed');
+    for (const f of this.files.values()) this.finishFile(f, 'channel closed before the file was closed');
     this.files.clear();
+    this.dirs.clear();
   }
 
-  private observe(framer: SftpFramer, chunk: Buffer): void {
-    if (this.broken) return;
+  private observe(framer: SftpFramer, chunk: Buffer, from: 'client' | 'target'): void {
+    if (this.refused) throw this.refused;
     try {
       framer.push(chunk);
     } catch (err) {
-      this.broken = true;
-      this.rec.append('sftp.unparsed', { ch: this.channel, message: (err as Error).message });
+      // Records made for this chunk's earlier packets stay on record; the chunk itself is not forwarded.
+      this.gate = [];
+      const reason = err instanceof SftpProtocolError ? `malformed SFTP from the ${from} (${(err as Error).message})`
+        : err instanceof ReorderBudgetExceededError || err instanceof ChannelAbortError ? (err as Error).message
+          : `the SFTP stream could not be checked (${(err as Error).message})`;
+      this.rec.append('sftp.closed', { ch: this.channel, from, reason });
+      this.refused = new ChannelAbortError(reason);
+      throw this.refused;
     }
   }
 
@@ -95,12 +119,18 @@ export class SftpTracker {
     const type = r.byte();
     if (type === T.INIT) return;
     const id = r.uint32();
+    if (READ_ONLY_TYPES.has(type)) return;
     switch (type) {
       case T.OPEN: {
         const path = r.string();
-        const write = (r.uint32() & FXF_WRITE) !== 0;
-        this.pending.set(id, { kind: 'open', path, write });
-        if (write) this.record('file.open', { path, mode: 'write' });
+        const pflags = r.uint32();
+        const attrs = readAttrs(r);
+        const op = openOp(pflags);
+        const flags = flagNames(pflags);
+        this.pending.set(id, { kind: 'open', path, op, flags });
+        // The permissions apply only to a file the open creates.
+        const created = pflags & FXF.CREAT && attrs.mode !== undefined ? { attrs: { mode: attrs.mode } } : {};
+        if (op !== 'download') this.record('file.open', { path, mode: op === 'upload' ? 'write' : op, flags, ...created });
         return;
       }
       case T.OPENDIR: this.pending.set(id, { kind: 'opendir', path: r.string() }); return;
@@ -108,48 +138,91 @@ export class SftpTracker {
         const handle = r.bytes().toString('latin1');
         const offset = r.uint64();
         const f = this.files.get(handle);
-        if (f) this.started(f, offset);
+        if (f) f.content.started(offset);
         this.pending.set(id, { kind: 'read', handle, offset });
         return;
       }
       case T.WRITE: {
+        // The handle was opened by an OPEN that is on record (the server refuses writes to others).
         const f = this.files.get(r.bytes().toString('latin1'));
         const offset = r.uint64();
+        const data = r.bytes();
         if (f) {
-          this.started(f, offset);
-          this.hashAt(f, offset, r.bytes());
+          f.content.started(offset);
+          f.content.add(offset, data);
         }
         return;
       }
       case T.CLOSE: this.pending.set(id, { kind: 'close', handle: r.bytes().toString('latin1') }); return;
       case T.REMOVE: return this.change(id, 'remove', r.string());
-      case T.MKDIR: return this.change(id, 'mkdir', r.string());
+      case T.MKDIR: return this.change(id, 'mkdir', r.string(), undefined, { attrs: readAttrs(r) });
       case T.RMDIR: return this.change(id, 'rmdir', r.string());
-      case T.SETSTAT: return this.change(id, 'setstat', r.string());
+      case T.SETSTAT: return this.change(id, 'setstat', r.string(), undefined, { attrs: readAttrs(r) });
+      case T.FSETSTAT: {
+        const handle = r.bytes();
+        return this.change(id, 'fsetstat', this.pathOf(handle), undefined, { attrs: readAttrs(r) });
+      }
       case T.RENAME: return this.change(id, 'rename', r.string(), r.string());
       // OpenSSH's sftp sends SYMLINK with its arguments swapped (target first): recorded as sent.
       case T.SYMLINK: return this.change(id, 'symlink', r.string(), r.string());
-      case T.EXTENDED: {
-        const name = r.string();
-        if (name === 'posix-rename@openssh.com') return this.change(id, 'rename', r.string(), r.string());
-        if (name === 'hardlink@openssh.com') return this.change(id, 'hardlink', r.string(), r.string());
-        if (name === 'lsetstat@openssh.com') return this.change(id, 'setstat', r.string());
-        if (name === 'copy-data') return this.change(id, 'copy-data', '(open handles)');
-        return;
-      }
-      default: return;
+      case T.EXTENDED: return this.extended(id, r, p.length);
+      default:
+        // Not a version 3 request: the server may still act on it, so it is on record first.
+        return this.change(id, 'unknown', null, undefined, { type, bytes: p.length }, { type });
     }
   }
 
-  private change(id: number, op: string, path: string, to?: string): void {
-    this.pending.set(id, { kind: 'change', op, path, ...(to !== undefined ? { to } : {}) });
-    this.record('file.request', { op, path, ...(to !== undefined ? { to } : {}) });
+  private extended(id: number, r: SftpReader, bytes: number): void {
+    const name = r.string();
+    const kind = classifyExtended(name);
+    if (kind.kind === 'read-only') return;
+    if (kind.kind === 'unknown') {
+      // The server defines what it does: recorded (and gated) as a change of unknown effect.
+      const shown = name.length > MAX_NAME ? { name: name.slice(0, MAX_NAME), nameTruncated: true } : { name };
+      return this.change(id, 'extended', null, undefined, { ...shown, bytes }, shown);
+    }
+    switch (kind.name) {
+      case 'posix-rename@openssh.com': return this.change(id, 'rename', r.string(), r.string(), { posix: true });
+      case 'hardlink@openssh.com': return this.change(id, 'hardlink', r.string(), r.string());
+      case 'lsetstat@openssh.com': return this.change(id, 'lsetstat', r.string(), undefined, { attrs: readAttrs(r) });
+      case 'copy-data': {
+        // Server-side copy from one open handle into another (sftp's `cp`).
+        const from = r.bytes();
+        const readOffset = r.uint64();
+        const length = r.uint64();
+        const into = r.bytes();
+        const writeOffset = r.uint64();
+        // The destination's content now changes without crossing the gateway: its upload hash would be wrong.
+        this.files.get(into.toString('latin1'))?.content.changedElsewhere('data was copied into the file on the target (copy-data), so no content hash');
+        return this.change(id, 'copy-data', this.pathOf(into), undefined, { from: this.pathOf(from), readOffset, length, writeOffset });
+      }
+    }
+  }
+
+  /** The path a handle was opened with (handles are opaque bytes, shown in hex when unknown). */
+  private pathOf(handle: Buffer): string {
+    const key = handle.toString('latin1');
+    return this.files.get(key)?.path ?? this.dirs.get(key) ?? `(unknown handle ${handle.subarray(0, 64).toString('hex')})`;
+  }
+
+  /**
+   * A request that changes the target, on record before it is forwarded (`path` null: one whose
+   * arguments the tracker cannot read; `what` names it again on its outcome).
+   */
+  private change(id: number, op: string, path: string | null, to?: string, extra: Record<string, unknown> = {}, what?: Record<string, unknown>): void {
+    this.pending.set(id, { kind: 'change', op, path, ...(to !== undefined ? { to } : {}), ...(what ? { what } : {}) });
+    this.record('file.request', { op, ...(path !== null ? { path } : {}), ...(to !== undefined ? { to } : {}), ...extra });
   }
 
   private reply(p: Buffer): void {
     const r = new SftpReader(p);
     const type = r.byte();
-    if (type === T.VERSION) return;
+    if (type === T.VERSION) {
+      const version = r.uint32();
+      // Later versions lay out OPEN, ATTRS and more differently: read as version 3 they could hide a change.
+      if (version > SFTP_VERSION) throw new ChannelAbortError(`the target chose SFTP version ${version}; the gateway records version ${SFTP_VERSION} only`);
+      return;
+    }
     const id = r.uint32();
     const req = this.pending.get(id);
     if (!req) return;
@@ -159,77 +232,70 @@ export class SftpTracker {
     switch (req.kind) {
       case 'open':
         if (type === T.HANDLE) {
-          this.files.set(r.bytes().toString('latin1'), {
-            path: req.path, write: req.write, hash: createHash('sha256'), next: 0, size: 0, start: null, transferred: 0, sequential: true, early: new Map(), earlyBytes: 0,
-          });
+          const handle = r.bytes().toString('latin1');
+          const earlier = this.files.get(handle);
+          if (earlier) this.finishFile(earlier, 'the target reused the handle before the file was closed');
+          this.files.set(handle, { path: req.path, op: req.op, flags: req.flags, content: new ContentHash(this.budget) });
         } else {
-          this.rec.append('file.op', { ch: this.channel, via: 'sftp', op: req.write ? 'upload' : 'download', path: req.path, status: statusText(status, message) });
+          this.rec.append('file.op', { ch: this.channel, via: 'sftp', op: req.op, path: req.path, ...flagsOf(req), status: statusText(status, message) });
         }
         return;
       case 'opendir':
+        if (type === T.HANDLE) this.dirs.set(r.bytes().toString('latin1'), req.path);
         this.rec.append('file.op', { ch: this.channel, via: 'sftp', op: 'list', path: req.path, status: type === T.HANDLE ? 'ok' : statusText(status, message) });
         return;
       case 'read': {
         const f = this.files.get(req.handle);
-        if (f && type === T.DATA) this.hashAt(f, req.offset, r.bytes());
+        if (f && type === T.DATA) f.content.add(req.offset, r.bytes());
         return;
       }
       case 'close': {
+        this.dirs.delete(req.handle);
         const f = this.files.get(req.handle);
         if (!f) return;
         this.files.delete(req.handle);
-        this.finishFile(req.handle, f, status === 0 ? null : statusText(status, message));
+        this.finishFile(f, status === 0 ? null : statusText(status, message));
         return;
       }
       case 'change':
-        this.rec.append('file.op', { ch: this.channel, via: 'sftp', op: req.op, path: req.path, ...(req.to !== undefined ? { to: req.to } : {}), status: statusText(status, message) });
+        this.rec.append('file.op', { ch: this.channel, via: 'sftp', op: req.op, ...(req.path !== null ? { path: req.path } : {}), ...(req.to !== undefined ? { to: req.to } : {}), ...req.what, status: statusText(status, message) });
         return;
     }
   }
 
-  /** The first read or write of a file says where the transfer starts: past 0 it resumes one, and hashes only part. */
-  private started(f: OpenFile, offset: number): void {
-    if (f.start !== null) return;
-    f.start = offset;
-    if (offset > 0) f.sequential = false;
-  }
-
-  /** Hashes data placed at `offset`, holding early arrivals until the gap before them fills. */
-  private hashAt(f: OpenFile, offset: number, data: Buffer): void {
-    f.size = Math.max(f.size, offset + data.length);
-    f.transferred += data.length;
-    if (!f.sequential) return;
-    if (offset === f.next) {
-      f.hash.update(data);
-      f.next += data.length;
-      let more: Buffer | undefined;
-      while ((more = f.early.get(f.next)) !== undefined) {
-        f.early.delete(f.next);
-        f.earlyBytes -= more.length;
-        f.hash.update(more);
-        f.next += more.length;
-      }
-    } else if (offset > f.next && f.earlyBytes + data.length <= MAX_REORDER_BYTES) {
-      f.early.set(offset, Buffer.from(data));
-      f.earlyBytes += data.length;
-    } else {
-      f.sequential = false;
-      f.early.clear();
-    }
-  }
-
-  private finishFile(_handle: string, f: OpenFile, problem: string | null): void {
-    const complete = f.sequential && f.early.size === 0 && f.next === f.size;
+  private finishFile(f: OpenFile, problem: string | null): void {
+    const c = f.content;
     // size is what was transferred: a resumed transfer (reget, reput) moves only the rest of the file.
     this.rec.append('file.op', {
-      ch: this.channel, via: 'sftp', op: f.write ? 'upload' : 'download', path: f.path, size: f.transferred,
-      ...(f.start !== null && f.start > 0 ? { resumedFrom: f.start, endOffset: f.size } : {}),
-      ...(complete ? { sha256: f.hash.digest('hex') }
-        : { sha256: null, hashNote: f.start !== null && f.start > 0 ? `resumed at byte ${f.start}: only the rest of the file crossed the gateway, so no content hash of the file`
-          : 'the transfer was not one contiguous stream (partial or out of order), so no content hash' }),
+      ch: this.channel, via: 'sftp', op: f.op, path: f.path, size: c.transferred, ...flagsOf(f),
+      ...(c.start !== null && c.start > 0 ? { resumedFrom: c.start, endOffset: c.size } : {}),
+      ...c.finish(),
       status: problem ?? 'ok',
     });
   }
+}
+
+/**
+ * WRITE (or APPEND) makes an upload. Without it, TRUNC still empties the file and CREAT may make
+ * one: changes too, whatever the handle is used for afterwards.
+ */
+function openOp(pflags: number): OpenOp {
+  if (pflags & (FXF.WRITE | FXF.APPEND)) return 'upload';
+  if (pflags & FXF.TRUNC) return 'truncate';
+  if (pflags & FXF.CREAT) return 'create';
+  return 'download';
+}
+
+function flagNames(pflags: number): string[] {
+  const names = Object.entries(FXF).filter(([, bit]) => pflags & bit).map(([name]) => name.toLowerCase());
+  const unknown = pflags & ~0x3f;
+  if (unknown) names.push(`0x${unknown.toString(16)}`);
+  return names;
+}
+
+/** The open's flags, on the record of an open that is not a plain read or write. */
+function flagsOf(f: { op: OpenOp; flags: string[] }): { flags?: string[] } {
+  return f.op === 'truncate' || f.op === 'create' ? { flags: f.flags } : {};
 }
 
 function statusText(code: number, message: string): string {
