@@ -4,7 +4,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import { homedir } from 'node:os';
 import path from 'node:path';
 
-export interface StoredCredential { token: string; identity: string; expiresAt: string; provider?: string }
+/** gatewayFingerprint: the certificate pinned when signing in, used by later commands to that gateway. */
+export interface StoredCredential { token: string; identity: string; expiresAt: string; provider?: string; gatewayFingerprint?: string }
 
 interface CredentialsFile {
   /** The gateway signed in to last: used when no --gateway or GATEHOUSE_URL names one. */

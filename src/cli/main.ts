@@ -10,18 +10,22 @@ import { registerEvidence } from './commands/evidence.ts';
 import { registerConnectors } from './commands/connectors.ts';
 import { registerLogin } from './commands/login.ts';
 import { signedInGateway, signedInToken } from './credentials.ts';
+import { gatewayTrust, type GatewayTrustFlags } from './gateway-trust.ts';
 
 const program = new Command('gatehouse')
   .description('Gatehouse: an access gateway that records, attributes and seals every command (PostgreSQL today)')
   .option('--gateway <url>', 'gateway API URL (or GATEHOUSE_URL)')
   .option('--token <token>', 'API token (or GATEHOUSE_TOKEN)')
+  .option('--gateway-fingerprint <sha256>', 'accept only the gateway certificate with this fingerprint, SHA256:… (or GATEHOUSE_GATEWAY_FINGERPRINT)')
+  .option('--gateway-ca <file>', 'verify the gateway\'s https certificate against this CA (PEM; or GATEHOUSE_GATEWAY_CA); default: the system\'s CAs')
+  .option('--insecure-http', 'allow plain http to a gateway that is not on loopback (tokens cross in cleartext)')
   .showHelpAfterError();
 
 function client(cmd: Command): ApiClient {
-  const opts = cmd.optsWithGlobals<{ gateway?: string; token?: string }>();
+  const opts = cmd.optsWithGlobals<{ gateway?: string; token?: string } & GatewayTrustFlags>();
   // Then what `gatehouse login` stored: the gateway signed in to last, and its token.
   const gateway = opts.gateway ?? process.env.GATEHOUSE_URL ?? signedInGateway() ?? 'http://127.0.0.1:8080';
-  return new ApiClient({ gateway, token: opts.token ?? process.env.GATEHOUSE_TOKEN ?? signedInToken(gateway) });
+  return new ApiClient({ gateway, token: opts.token ?? process.env.GATEHOUSE_TOKEN ?? signedInToken(gateway), trust: gatewayTrust(opts, gateway) });
 }
 
 registerUp(program);

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { createKeyAndCsr } from './ca.ts';
 import { CONNECTOR_VERSION, DIAL_PATH, HELLO_PATH, TARGET_HEADER, TUNNEL_ALPN, parseHostPort, type Hello } from './tunnel-protocol.ts';
 import { connectThroughProxy } from './http-proxy.ts';
+import { checkGatewayUrl, gatewayRequest, GatewayTrustError, type GatewayTrust } from '../tls/gateway-client.ts';
 
 export interface AgentOptions {
   gateway: string;
@@ -16,6 +17,12 @@ export interface AgentOptions {
   dataDir: string;
   allow: string[];
   token?: string;
+  /**
+   * How enrollment checks the gateway's API: a pinned certificate fingerprint, a CA file, or the
+   * system's CAs; plain http only to loopback unless insecureHttp. The tunnel is then checked
+   * against the CA named in that (authenticated) answer only.
+   */
+  trust?: GatewayTrust;
   log: Logger;
 }
 
@@ -65,6 +72,12 @@ export class ConnectorAgent {
     if (this.creds && this.creds.name !== this.opts.name) throw new Error(`${this.credentialFile} belongs to connector "${this.creds.name}", not "${this.opts.name}"`);
     if (!this.creds) {
       if (!this.opts.token) throw new Error('this connector is not enrolled yet: pass --token (from `gatehouse connector add NAME`)');
+      // Before a key is made or a byte sent: the token must not go where it cannot be protected.
+      try {
+        checkGatewayUrl(this.opts.gateway, this.opts.trust ?? {});
+      } catch (err) {
+        throw new Error(`cannot enroll: ${(err as Error).message}`);
+      }
       this.creds = await this.enroll(this.opts.token);
     }
     this.connect();
@@ -73,15 +86,18 @@ export class ConnectorAgent {
   /** Exchanges the single-use enrollment token for a client certificate; the key stays here. */
   private async enroll(token: string): Promise<Credentials> {
     const { keyPem, csrPem } = await createKeyAndCsr(this.opts.name);
-    const url = `${this.opts.gateway.replace(/\/+$/, '')}/api/v1/connectors/enroll`;
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: this.opts.name, token, csr: csrPem }) });
+      res = await gatewayRequest(this.opts.gateway, '/api/v1/connectors/enroll', {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: this.opts.name, token, csr: csrPem }), timeoutMs: 30_000,
+      }, this.opts.trust ?? {});
     } catch (err) {
-      throw new Error(`cannot reach the gateway at ${this.opts.gateway}: ${(err as Error).message}`);
+      if (err instanceof GatewayTrustError) throw new Error(`cannot enroll: ${err.message}`);
+      throw new Error(`cannot reach the gateway at ${this.opts.gateway}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    const body = (await res.json().catch(() => ({}))) as { error?: string; certificate?: string; caCertificate?: string; tunnel?: { host: string; port: number } };
-    if (!res.ok || !body.certificate || !body.caCertificate || !body.tunnel) throw new Error(`enrollment refused: ${body.error ?? `HTTP ${res.status}`}`);
+    let body: { error?: string; certificate?: string; caCertificate?: string; tunnel?: { host: string; port: number } } = {};
+    try { body = JSON.parse(res.text) as typeof body; } catch { /* not JSON: reported by status */ }
+    if (res.status !== 200 || !body.certificate || !body.caCertificate || !body.tunnel) throw new Error(`enrollment refused: ${body.error ?? `HTTP ${res.status}`}`);
     const creds: Credentials = { name: this.opts.name, gateway: this.opts.gateway, tunnel: body.tunnel, certPem: body.certificate, keyPem, caPem: body.caCertificate };
     mkdirSync(this.opts.dataDir, { recursive: true, mode: 0o700 });
     writeFileSync(this.credentialFile, JSON.stringify(creds, null, 2) + '\n', { mode: 0o600 });

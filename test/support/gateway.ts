@@ -17,6 +17,8 @@ export interface TestGateway {
   dataDir: string;
   url: string;
   httpPort: number;
+  /** SHA256:… of the API's certificate when it serves https (its `api cert:` line); cli() pins it. */
+  apiFingerprint?: string;
   pgHost: string;
   pgPort: number;
   /** The SSH listener (shells, exec, sftp/scp, Git over SSH). */
@@ -69,7 +71,7 @@ export async function startTestGateway(opts: StartOptions = {}): Promise<TestGat
   let tunnel: RegExpExecArray | null = null;
   let ssh: RegExpExecArray | null = null;
   while (Date.now() < deadline) {
-    api = /api:\s+http:\/\/([\d.]+):(\d+)/.exec(stdout);
+    api = /api:\s+https?:\/\/([\d.]+):(\d+)/.exec(stdout);
     pg = /postgres:\s+([\d.]+):(\d+)/.exec(stdout);
     tunnel = /connectors:\s+([\d.]+):(\d+)/.exec(stdout);
     ssh = /ssh:\s+([\d.]+):(\d+)/.exec(stdout);
@@ -81,13 +83,15 @@ export async function startTestGateway(opts: StartOptions = {}): Promise<TestGat
     child.kill('SIGKILL');
     throw new Error(`gateway did not start in time:\n${stdout}\n${stderr}`);
   }
-  const url = `http://${api[1]}:${api[2]}`;
+  const scheme = /api:\s+https:/.test(stdout) ? 'https' : 'http';
+  const url = `${scheme}://${api[1]}:${api[2]}`;
+  const apiFingerprint = /api cert:\s+(SHA256:\S+)/.exec(stdout)?.[1];
   const pgHost = pg[1];
   const pgPort = Number(pg[2]);
 
   const cli = (args: string[], o: { token?: string; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> =>
     run(process.execPath, [GATEHOUSE_BIN, ...args], {
-      env: { ...process.env, GATEHOUSE_URL: url, GATEHOUSE_TOKEN: o.token ?? adminToken, ...o.env },
+      env: { ...process.env, GATEHOUSE_URL: url, GATEHOUSE_TOKEN: o.token ?? adminToken, ...(apiFingerprint ? { GATEHOUSE_GATEWAY_FINGERPRINT: apiFingerprint } : {}), ...o.env },
       timeoutMs: 30_000,
     });
   const cliOk = async (args: string[], o: { token?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> => {
@@ -97,7 +101,7 @@ export async function startTestGateway(opts: StartOptions = {}): Promise<TestGat
   };
 
   const gw: TestGateway = {
-    process: child, dataDir, url, httpPort: Number(api[2]), pgHost, pgPort, sshPort: Number(ssh?.[2] ?? 0), connectorPort: Number(tunnel?.[2] ?? 0), adminToken,
+    process: child, dataDir, url, httpPort: Number(api[2]), apiFingerprint, pgHost, pgPort, sshPort: Number(ssh?.[2] ?? 0), connectorPort: Number(tunnel?.[2] ?? 0), adminToken,
     logs: () => stderr,
     cli, cliOk,
     async setupPostgres(o) {

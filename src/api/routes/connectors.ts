@@ -56,7 +56,11 @@ export async function connectorRoutes(app: FastifyInstance, deps: ApiDeps): Prom
           enrolledAt: null, certSerial: null, revokedAt: null,
         });
       }
-      return reply.code(201).send({ name: req.body.name, enrollmentToken: token, expiresAt: new Date(expiresAt).toISOString() });
+      return reply.code(201).send({
+        name: req.body.name, enrollmentToken: token, expiresAt: new Date(expiresAt).toISOString(),
+        // What the connector pins at enrollment (--gateway-fingerprint); absent when the API is plain HTTP.
+        ...(connectors.apiFingerprint ? { gatewayFingerprint: connectors.apiFingerprint } : {}),
+      });
     });
 
     admin.get('/api/v1/connectors', async () => {

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { ApiClient } from '../api-client.ts';
 import { table } from '../format.ts';
+import { gatewayTrust, type GatewayTrustFlags } from '../gateway-trust.ts';
 
 type ClientFactory = (cmd: Command) => ApiClient;
 
@@ -15,7 +16,7 @@ export function registerConnectors(program: Command, client: ClientFactory): voi
     .option('--allow <targets>', 'HOST:PORT[,HOST:PORT…] this connector may open; anything else is refused')
     .option('--token <token>', 'single-use enrollment token (needed only the first time)')
     .action(async (opts: { name?: string; dataDir: string; allow?: string; token?: string }, cmd: Command) => {
-      const global = cmd.optsWithGlobals<{ gateway?: string; token?: string }>();
+      const global = cmd.optsWithGlobals<{ gateway?: string; token?: string } & GatewayTrustFlags>();
       const gateway = global.gateway ?? process.env.GATEHOUSE_URL;
       if (!opts.name || !gateway) throw new Error('to run a connector: gatehouse connector --gateway URL --token TOKEN --name NAME --data-dir DIR --allow HOST:PORT[,…]');
       const { ConnectorAgent } = await import('../../connector/agent.ts');
@@ -23,7 +24,7 @@ export function registerConnectors(program: Command, client: ClientFactory): voi
       const log = createLogger();
       const agent = new ConnectorAgent({
         gateway, name: opts.name, dataDir: opts.dataDir, allow: (opts.allow ?? '').split(',').map((s) => s.trim()).filter(Boolean),
-        token: opts.token ?? global.token, log,
+        token: opts.token ?? global.token, trust: gatewayTrust(global, gateway), log,
       });
       let announced = false;
       agent.onConnected = () => {
@@ -38,8 +39,12 @@ export function registerConnectors(program: Command, client: ClientFactory): voi
   // The parent's --token is the enrollment token; the management commands below use the API token.
   connector.command('add <name>').description('register a connector; prints its single-use enrollment token (15 minutes) as the last line')
     .action(async (name: string, _opts: unknown, cmd: Command) => {
-      const out = await client(cmd).post<{ enrollmentToken: string; expiresAt: string }>('/api/v1/connectors', { name });
-      console.error(`connector ${name} registered; enroll it before ${out.expiresAt} with:\n  gatehouse connector --gateway URL --name ${name} --data-dir DIR --allow HOST:PORT --token TOKEN`);
+      const api = client(cmd);
+      const out = await api.post<{ enrollmentToken: string; expiresAt: string; gatewayFingerprint?: string }>('/api/v1/connectors', { name });
+      // The fingerprint comes from a gateway this command already trusted (pinned, CA-verified, or loopback).
+      const pin = out.gatewayFingerprint ? ` --gateway-fingerprint ${out.gatewayFingerprint}` : '';
+      console.error(`connector ${name} registered; enroll it before ${out.expiresAt} with:\n  gatehouse connector --gateway ${api.gateway}${pin} --name ${name} --data-dir DIR --allow HOST:PORT --token TOKEN` +
+        (pin ? '' : '\n(the API serves plain http: on another machine use its https:// URL and --gateway-fingerprint)'));
       console.log(out.enrollmentToken);
     });
   connector.command('list').description('connectors with their status, version, address, last contact and open streams')

@@ -46,7 +46,7 @@ export function registerLogin(program: Command, client: ClientFactory): void {
       const { gateway } = api;
       try {
         // The stored token, whatever GATEHOUSE_TOKEN says: it is the one being given up.
-        await new ApiClient({ gateway, token: stored.token }).post('/api/v1/logout', {});
+        await new ApiClient({ gateway, token: stored.token, trust: api.trust }).post('/api/v1/logout', {});
       } catch (err) {
         // An expired or revoked token is signed out already; anything else keeps it, to try again.
         if (!/invalid token|token (expired|revoked|not recognised)/.test((err as Error).message)) throw err;
@@ -58,7 +58,9 @@ export function registerLogin(program: Command, client: ClientFactory): void {
 
 async function signInPerson(api: ApiClient, opts: LoginOptions): Promise<void> {
   const out = await signInWithBrowser(api, { provider: opts.provider, openBrowser: opts.browser, say: (line) => console.error(line) });
-  saveCredential(api.gateway, { token: out.token, identity: out.identity.name, expiresAt: out.expiresAt, provider: opts.provider });
+  saveCredential(api.gateway, { token: out.token, identity: out.identity.name, expiresAt: out.expiresAt, provider: opts.provider,
+    // The certificate this sign-in went to: later commands to this gateway accept only it.
+    ...(api.trust.fingerprint ? { gatewayFingerprint: api.trust.fingerprint } : {}) });
   if (opts.json) {
     console.log(JSON.stringify(out, null, 2));
     return;
