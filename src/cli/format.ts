@@ -2,6 +2,7 @@
 // Everything printed for a person goes through visible(): recorded text is chosen by clients
 // (SQL, commands, paths, application_name, claims, messages that echo them) and must not drive
 // the reader's terminal. JSON output is left exact.
+import { GAP_EVENT_TYPE } from '../integrity/gap-marker.ts';
 
 /**
  * Control and format characters a terminal would act on or that hide text: C0 (ESC, CR, LF, TAB…),
@@ -154,6 +155,9 @@ export function timeline(session: SessionView, events: EventView[]): string {
       case 'access.denied':
         out.push(`${at}  #${e.seq} denied   ${String(d.code)} ${String(d.message)}${d.detail ? ` (${String(d.detail)})` : ''}`);
         break;
+      case GAP_EVENT_TYPE:
+        out.push(`${at}  #${e.seq} ${describeGap(d)}`);
+        break;
       case 'session.start':
       case 'session.end':
       case 'result':
@@ -231,6 +235,16 @@ function resultTable(columns: string[], rows: Array<Array<string | null>>): stri
 }
 
 const shortId = (id: unknown): string => String(id).slice(0, 12);
+
+/** A gap marker's line: which events were lost and why (as the gateway signed it; checked by verify). */
+function describeGap(d: Record<string, unknown>): string {
+  try {
+    const p = JSON.parse(String(d.payload)) as { fromSeq: number; toSeq: number; reason: string };
+    return `LOST     events #${p.fromSeq}–#${p.toSeq} (${p.toSeq - p.fromSeq + 1}) were not recorded: ${oneLine(String(p.reason))}`;
+  } catch {
+    return 'LOST     a gap marker that cannot be read (run gatehouse verify)';
+  }
+}
 
 /** One timeline line for SSH and Git events (null: unknown event type). */
 function describeSshOrGit(e: EventView): string | null {

@@ -24,7 +24,11 @@ export interface GatewayConfig {
   logLevel: string;
   /** HTTP API timeouts and body limit (see ApiLimits in src/api/server.ts). */
   api: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; bodyLimitBytes: number };
-  recording: { sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread'; fsync: boolean; checkpointIntervalMs: number };
+  recording: {
+    sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread'; fsync: boolean; checkpointIntervalMs: number;
+    /** Unwritten events held in memory while the store is down; beyond that they give way to signed gap markers. */
+    maxRetainedEvents: number;
+  };
   /** Ed25519 private key (PEM) for checkpoints and seals; otherwise keys in <data_dir>/signing. */
   signingKeyFile?: string;
   postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
@@ -65,7 +69,7 @@ export function defaultConfig(): GatewayConfig {
     tls: {},
     logLevel: 'info',
     api: { headersTimeoutMs: 10_000, requestTimeoutMs: 300_000, keepAliveTimeoutMs: 5_000, bodyLimitBytes: 1024 * 1024 },
-    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000 },
+    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000, maxRetainedEvents: 500_000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
     lease: { durationMs: 60_000, heartbeatMs: 10_000 },
     workloadIdentity: defaultWorkloadIdentityConfig(),
@@ -110,6 +114,7 @@ function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): vo
   if (rec?.checkpoint_interval_ms !== undefined) cfg.recording.checkpointIntervalMs = Math.max(100, num(rec.checkpoint_interval_ms, 'recording.checkpoint_interval_ms'));
   const signing = doc.signing as Yaml | undefined;
   if (signing?.key_file) cfg.signingKeyFile = path.resolve(base, String(signing.key_file));
+  if (rec?.max_retained_events !== undefined) cfg.recording.maxRetainedEvents = Math.max(1, num(rec.max_retained_events, 'recording.max_retained_events'));
   if (rec?.fsync !== undefined) cfg.recording.fsync = rec.fsync !== false && rec.fsync !== 'false';
   const api = doc.api as Yaml | undefined;
   if (api?.headers_timeout_ms !== undefined) cfg.api.headersTimeoutMs = num(api.headers_timeout_ms, 'api.headers_timeout_ms');
@@ -149,6 +154,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_SIGNING_KEY_FILE) cfg.signingKeyFile = env.GATEHOUSE_SIGNING_KEY_FILE;
   if (env.GATEHOUSE_RECORD_FSYNC) cfg.recording.fsync = !/^(0|false|off|no)$/i.test(env.GATEHOUSE_RECORD_FSYNC);
   if (env.GATEHOUSE_STORE) cfg.store = storeUrl(env.GATEHOUSE_STORE, 'GATEHOUSE_STORE');
+  if (env.GATEHOUSE_MAX_RETAINED_EVENTS) cfg.recording.maxRetainedEvents = Math.max(1, num(env.GATEHOUSE_MAX_RETAINED_EVENTS, 'GATEHOUSE_MAX_RETAINED_EVENTS'));
   if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
   if (env.GATEHOUSE_LEASE_MS) cfg.lease.durationMs = num(env.GATEHOUSE_LEASE_MS, 'GATEHOUSE_LEASE_MS');
   if (env.GATEHOUSE_HEARTBEAT_MS) cfg.lease.heartbeatMs = num(env.GATEHOUSE_HEARTBEAT_MS, 'GATEHOUSE_HEARTBEAT_MS');

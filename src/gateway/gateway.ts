@@ -59,7 +59,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       checkpointIntervalMs: config.recording.checkpointIntervalMs,
       sealLogHeadFile: path.join(config.dataDir, 'seal-log.head'),
       gatewayId: loadGatewayId(config.dataDir),
-      leaseMs: config.lease.durationMs, heartbeatMs: config.lease.heartbeatMs,
+      leaseMs: config.lease.durationMs, heartbeatMs: config.lease.heartbeatMs, maxRetainedEvents: config.recording.maxRetainedEvents,
     });
     await recorder.init();
     closers.unshift(() => recorder.close());

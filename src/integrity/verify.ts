@@ -6,6 +6,7 @@ import { verifySignature } from './signing-keys.ts';
 import type { CheckpointPayload, SealPayload } from './payloads.ts';
 import { tombstoneRowId, type TombstonePayload } from './tombstone.ts';
 import { canonicalJson } from './canonical-json.ts';
+import { GAP_EVENT_TYPE, type GapData, type GapPayload } from './gap-marker.ts';
 
 export interface RecordedEvent { seq: number; ts: number; type: string; data: string; hash: string }
 export interface SignedCheckpoint { seq: number; payload: string; keyId: string; signature: string }
@@ -33,6 +34,13 @@ export interface VerifyOutcome {
   checkpoints: number;
   keyIds: string[];
   seal?: SealPayload;
+  /**
+   * Runs of events the gateway declared lost (signed gap markers; its backlog overflowed while the
+   * store was down). A record with a gap is incomplete: ok is false, and problem says which.
+   */
+  gaps?: Array<{ fromSeq: number; toSeq: number; reason: string }>;
+  /** Everything verified but for declared gaps. */
+  incomplete?: boolean;
 }
 
 class Broken extends Error {}
@@ -60,24 +68,40 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
   const keyIds = new Set<string>();
   const result: VerifyOutcome = { ok: false, sealed: ev.seal !== null, events: ev.events.length, checkpoints: ev.checkpoints.length, keyIds: [] };
   try {
-    // 1. The chain: positions without gaps, each hash recomputed from content and predecessor.
+    // 1. The chain: positions without gaps, each hash recomputed from content and predecessor. A
+    // signed gap marker stands for the run of positions it declares lost.
     let prev = GENESIS_HASH;
+    let position = 0;
+    const gaps: GapPayload[] = [];
+    const hashAt = new Map<number, string>();
     for (let i = 0; i < ev.events.length; i++) {
       const e = ev.events[i];
-      if (e.seq !== i) {
-        if (e.seq > i) {
-          const later = ev.events.findIndex((x, j) => j > i && x.seq === i);
-          if (later >= 0) fail(`event ${i} appears at position ${later} instead of ${i}: events were reordered`);
-          fail(`event ${i} is missing: the sequence jumps from ${i - 1} to ${e.seq} (an event was removed)`);
+      if (e.seq !== position) {
+        if (e.seq > position) {
+          const later = ev.events.findIndex((x, j) => j > i && x.seq === position);
+          if (later >= 0) fail(`event ${position} appears at position ${later} instead of ${i}: events were reordered`);
+          fail(`event ${position} is missing: the sequence jumps from ${position - 1} to ${e.seq} (an event was removed)`);
         }
         fail(`event ${e.seq} appears again at position ${i}: events are duplicated or out of order (reordered)`);
       }
+      if (e.type === GAP_EVENT_TYPE) {
+        const gap = checkGap(ev, e, prev);
+        keyIds.add(gap.keyId);
+        gaps.push(gap);
+        prev = e.hash;
+        position = gap.toSeq + 1;
+        hashAt.set(gap.toSeq, e.hash);
+        continue;
+      }
       const expected = eventHash({ sessionId: ev.sessionId, seq: e.seq, ts: e.ts, type: e.type, data: e.data }, prev);
       if (expected !== e.hash) {
-        fail(`event ${i} (${e.type}) does not match its recorded hash: its content, time or predecessor was changed (edited, inserted or reordered)`);
+        fail(`event ${position} (${e.type}) does not match its recorded hash: its content, time or predecessor was changed (edited, inserted or reordered)`);
       }
       prev = e.hash;
+      hashAt.set(position, e.hash);
+      position++;
     }
+    if (gaps.length > 0) result.gaps = gaps.map((g) => ({ fromSeq: g.fromSeq, toSeq: g.toSeq, reason: g.reason }));
 
     // 2. Checkpoints: each signed head must be the chain's hash at that position.
     for (const c of [...ev.checkpoints].sort((a, b) => a.seq - b.seq)) {
@@ -88,17 +112,18 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
       if (p.kind !== 'gatehouse.checkpoint' || p.sessionId !== ev.sessionId || p.seq !== c.seq || p.keyId !== c.keyId) {
         fail(`${what} belongs to another session or position`);
       }
-      if (c.seq >= ev.events.length) fail(`${what} is beyond the last event ${ev.events.length - 1}: events were removed from the end (truncated)`);
-      if (ev.events[c.seq].hash !== p.head) {
+      if (c.seq >= position) fail(`${what} is beyond the last event ${position - 1}: events were removed from the end (truncated)`);
+      const head = hashAt.get(c.seq);
+      if (head === undefined) continue; // inside a declared gap: nothing left to compare with
+      if (head !== p.head) {
         fail(`${what} does not match the chain: events up to ${c.seq} were edited, inserted or removed and the chain recomputed`);
       }
     }
 
     // 3. The seal: signed final head and count, and the session facts it vouches for.
     if (!ev.seal && ev.open) {
-      result.ok = true;
       result.keyIds = [...keyIds];
-      return result;
+      return declareGaps(result, gaps);
     }
     if (!ev.seal) fail('the session has no seal (it was still open when exported, or its seal was removed)');
     const s = ev.seal;
@@ -110,20 +135,52 @@ export function verifySessionEvidence(ev: SessionEvidence): VerifyOutcome {
     if (p.kind !== 'gatehouse.seal' || p.sessionId !== ev.sessionId || p.position !== s.position || p.keyId !== s.keyId || (s.gatewayId !== undefined && p.gatewayId !== s.gatewayId)) {
       fail('the seal belongs to another session or seal-log position');
     }
-    if (p.eventCount !== ev.events.length) {
-      fail(p.eventCount > ev.events.length
-        ? `the seal covers ${p.eventCount} events but only ${ev.events.length} are present (events removed from the end: truncated)`
-        : `the seal covers ${p.eventCount} events but ${ev.events.length} are present (events inserted or appended after sealing)`);
+    if (p.eventCount !== position) {
+      fail(p.eventCount > position
+        ? `the seal covers ${p.eventCount} events but only ${position} are present (events removed from the end: truncated)`
+        : `the seal covers ${p.eventCount} events but ${position} are present (events inserted or appended after sealing)`);
     }
-    const head = ev.events.length > 0 ? ev.events[ev.events.length - 1].hash : GENESIS_HASH;
-    if (p.head !== head) fail('the seal does not match the last event: the chain was recomputed after sealing (events edited, inserted or removed)');
-    result.ok = true;
+    if (p.head !== prev) fail('the seal does not match the last event: the chain was recomputed after sealing (events edited, inserted or removed)');
+    result.keyIds = [...keyIds];
+    return declareGaps(result, gaps);
   } catch (err) {
     if (!(err instanceof Broken)) throw err;
     result.problem = err.message;
   }
   result.keyIds = [...keyIds];
   return result;
+}
+
+/** Everything else verified: complete unless the gateway declared a loss. */
+function declareGaps(result: VerifyOutcome, gaps: GapPayload[]): VerifyOutcome {
+  if (gaps.length === 0) {
+    result.ok = true;
+    return result;
+  }
+  const lost = gaps.reduce((n, g) => n + g.toSeq - g.fromSeq + 1, 0);
+  const runs = gaps.map((g) => (g.fromSeq === g.toSeq ? `${g.fromSeq}` : `${g.fromSeq}–${g.toSeq}`)).join(', ');
+  result.incomplete = true;
+  result.problem = `incomplete: events ${runs} (${lost}) were lost by the gateway, which signed a gap marker for them: ${gaps[0]!.reason}; the rest of the record verifies`;
+  return result;
+}
+
+/**
+ * A gap marker must be signed by a known key, name this session and the position it sits at,
+ * begin after the hash the chain has reached, and end with the hash it stands at.
+ */
+function checkGap(ev: SessionEvidence, e: RecordedEvent, prev: string): GapPayload {
+  const what = `the gap marker at event ${e.seq}`;
+  const data = parse<GapData>(e.data, what);
+  if (typeof data.payload !== 'string' || typeof data.keyId !== 'string' || typeof data.signature !== 'string') fail(`${what} is malformed`);
+  checkSignature(ev, what, data.payload, data.keyId, data.signature);
+  const p = parse<GapPayload>(data.payload, what);
+  if (p.kind !== 'gatehouse.gap' || p.sessionId !== ev.sessionId || p.fromSeq !== e.seq || p.keyId !== data.keyId
+    || !Number.isInteger(p.toSeq) || p.toSeq < p.fromSeq || e.ts !== p.firstTs) {
+    fail(`${what} belongs to another session or position`);
+  }
+  if (p.prevHash !== prev) fail(`${what} does not follow the chain: events before it were edited, inserted or removed`);
+  if (p.lastHash !== e.hash) fail(`${what} does not match its recorded hash: it was altered`);
+  return p;
 }
 
 /** The seal's facts that a session description (store row or bundle manifest) must repeat. */

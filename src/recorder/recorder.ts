@@ -8,6 +8,8 @@ import { verifySessionEvidence } from '../integrity/verify.ts';
 import { signTombstone, type RemovedSession } from '../integrity/tombstone.ts';
 import { SessionsTakenOverError, type EventRow, type RecordBatch, type SealRow, type SessionEnd, type SessionOwner, type SessionRow, type Store, type TakenOverSession } from '../store/types.ts';
 import { GatewayLease } from './gateway-lease.ts';
+import { compactToGaps } from './backlog-overflow.ts';
+import { GAP_EVENT_TYPE, gapPayloadOf, positionAfter } from '../integrity/gap-marker.ts';
 
 export interface RecorderOptions {
   /** Result rows kept per statement (the sample, not the full result). */
@@ -24,10 +26,16 @@ export interface RecorderOptions {
   leaseMs: number;
   /** How often the lease is renewed (and other gateways' lapsed leases looked for). */
   heartbeatMs: number;
+  /**
+   * Unwritten events kept in memory while the store cannot write; beyond that, each session's
+   * unwritten events give way to a signed gap marker (see backlog-overflow.ts).
+   */
+  maxRetainedEvents: number;
 }
 
 export const DEFAULT_RECORDER_OPTIONS: RecorderOptions = {
   sampleRows: 100, sampleBytes: 64 * 1024, checkpointIntervalMs: 5000, sealLogHeadFile: null, gatewayId: '', leaseMs: 60_000, heartbeatMs: 10_000,
+  maxRetainedEvents: 500_000,
 };
 
 /** Signs a seal (or a tombstone) at a position of the seal log: kept so that it can be signed again at another. */
@@ -76,8 +84,12 @@ export class Recorder {
   onTakenOver: ((sessionId: string, reason: string) => void) | null = null;
   private sealPosition = 0;
   private sealHead = GENESIS_HASH;
-  /** Commits and events written so far: events per commit is the group-commit factor. */
-  readonly stats = { commits: 0, events: 0 };
+  /**
+   * Commits and events written so far (events per commit is the group-commit factor); failed
+   * writes; events given up to gap markers when the backlog overflowed; and whether the last
+   * write failed (the recording is unavailable: durable statements are refused).
+   */
+  readonly stats = { commits: 0, events: 0, failedWrites: 0, droppedEvents: 0, gapMarkers: 0, failing: false, lastFailureAt: 0 };
 
   /**
    * Hash chain, checkpoints and seals. Only `npm run bench:pg` turns them off, to measure what
@@ -155,13 +167,15 @@ export class Recorder {
         unsealed.push(t);
         continue;
       }
-      const session = new SessionRecording(this, row, lastEvent ? lastEvent.seq + 1 : 0, lastEvent?.hash ?? GENESIS_HASH);
+      const session = new SessionRecording(this, row, lastEvent ? positionAfter(lastEvent) : 0, lastEvent?.hash ?? GENESIS_HASH);
       this.open.add(session);
       // The session ended, as far as anyone can tell, with its last recorded event.
-      const lastTs = events.length > 0 ? events[events.length - 1].ts : undefined;
-      if (check.ok) markUnanswered(session, events, lastTs ?? nowUs());
+      const lastRow = events.at(-1);
+      const lastTs = lastRow === undefined ? undefined : lastRow.type === GAP_EVENT_TYPE ? gapPayloadOf(lastRow).lastTs : lastRow.ts;
+      if (check.ok || check.incomplete) markUnanswered(session, events, lastTs ?? nowUs());
       // From here the seal is the recorder's: a failed write is kept and written once the store works.
-      ends.push(session.end(check.ok ? why : `${why}; the recording was found damaged before sealing: ${check.problem}`, lastTs).catch((err: unknown) => {
+      const found = check.ok ? '' : check.incomplete ? `; ${check.problem}` : `; the recording was found damaged before sealing: ${check.problem}`;
+      ends.push(session.end(`${why}${found}`, lastTs).catch((err: unknown) => {
         this.log.error({ session: row.id, err: (err as Error).message }, 'the seal of an interrupted session is not written yet; it is kept and retried');
       }));
     }
@@ -385,11 +399,12 @@ export class Recorder {
   private async writeLoop(): Promise<void> {
     while (this.commit) {
       const commit = this.commit;
-      const batch = this.batch;
+      let batch = this.batch;
       this.batch = emptyBatch(this.options.gatewayId);
       this.commit = null;
       try {
         await this.store.writeBatch(batch);
+        this.stats.failing = false;
         this.stats.commits++;
         this.stats.events += batch.events.length;
         if (batch.seals.length > 0) {
@@ -411,22 +426,39 @@ export class Recorder {
           continue;
         }
         const message = err instanceof Error ? err.message : String(err);
+        this.stats.failedWrites++;
+        this.stats.failing = true;
+        this.stats.lastFailureAt = Date.now();
         // Keep what failed, in order, in front of what comes next: the chain must reach the
-        // store without holes once it works again. Waiters are told now (fail closed).
-        const retained = batch.events.length + this.batch.events.length;
-        if (retained <= MAX_RETAINED_EVENTS) {
-          this.batch = mergeBatches(batch, this.batch);
-          if (!this.retryTimer) {
-            this.retryTimer = setTimeout(() => { this.retryTimer = null; if (this.batch.events.length > 0) void this.pendingCommit(true); }, RETRY_MS);
-            this.retryTimer.unref();
-          }
+        // store without holes once it works again. Waiters are told now (fail closed). Past the
+        // memory budget, each session's unwritten events give way to a signed gap marker, which
+        // is written in front of everything later: no event reaches the store after a hole
+        // that the record does not declare.
+        let retained = batch.events;
+        if (batch.events.length + this.batch.events.length > this.options.maxRetainedEvents) {
+          const compacted = compactToGaps(batch, this.integrity ? this.key : null, `the recording store could not write (${message}) and the gateway's backlog of ${this.options.maxRetainedEvents} unwritten events was full`);
+          this.stats.droppedEvents += compacted.dropped;
+          this.stats.gapMarkers += compacted.dropped > 0 ? compacted.sessions : 0;
+          this.log.fatal({ dropped: compacted.dropped, sessions: compacted.sessions, droppedTotal: this.stats.droppedEvents },
+            'recording backlog full: unwritten events replaced by signed gap markers; those sessions will verify as incomplete');
+          batch = compacted.batch;
+          retained = batch.events;
         }
-        this.log.error({ err: message, events: batch.events.length, retained: Math.min(retained, MAX_RETAINED_EVENTS) }, 'recording store write failed; statements are refused until it works again');
+        this.batch = mergeBatches(batch, this.batch);
+        if (!this.retryTimer) {
+          this.retryTimer = setTimeout(() => { this.retryTimer = null; if (this.hasUnwritten()) void this.pendingCommit(true); }, RETRY_MS);
+          this.retryTimer.unref();
+        }
+        this.log.error({ err: message, events: retained.length, retained: this.batch.events.length }, 'recording store write failed; statements are refused until it works again');
         commit.reject(new RecordingUnavailableError(message));
-        if (retained > MAX_RETAINED_EVENTS) this.log.fatal({ dropped: batch.events.length }, 'recording backlog full: events dropped; the store will not verify');
         return;
       }
     }
+  }
+
+  private hasUnwritten(): boolean {
+    const b = this.batch;
+    return b.events.length + b.sessionsStarted.length + b.sessionsEnded.length + b.checkpoints.length + b.seals.length > 0;
   }
 
   private retryTimer: NodeJS.Timeout | null = null;
@@ -551,8 +583,6 @@ export class SessionRecording {
   }
 }
 
-/** Events kept in memory while the store cannot write, before giving up on them. */
-const MAX_RETAINED_EVENTS = 500_000;
 /** How soon a failed write is tried again when nothing else triggers a commit. */
 const RETRY_MS = 1000;
 
