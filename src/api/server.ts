@@ -90,7 +90,11 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
     deps.log.error({ err: err.message }, 'api error');
     return reply.code(500).send({ error: 'internal error' });
   });
-  app.get('/api/v1/health', async () => ({ status: 'ok' }));
+  // Unauthenticated, so it tells whether recording works and how much was lost, never why.
+  app.get('/api/v1/health', async () => {
+    const r = deps.recorder.stats;
+    return { status: r.failing ? 'degraded' : 'ok', recording: { writing: !r.failing, failedWrites: r.failedWrites, droppedEvents: r.droppedEvents, gapMarkers: r.gapMarkers } };
+  });
   // Protocol engines served over HTTP authenticate their own way (Git: basic auth with a token).
   for (const engine of deps.engines) if (engine.routes) app.register(engine.routes);
   // Enrollment authenticates with its own single-use token, so it sits outside the bearer scope.

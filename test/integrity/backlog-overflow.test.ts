@@ -42,6 +42,10 @@ test('an overflowing backlog leaves a signed gap marker that show and verify rep
     const refused = await durable.query('DELETE FROM t');
     assert.equal(refused.errors[0]?.code, '57P03');
     assert.equal(await pg.sql('SELECT count(*) FROM t', 'app'), '151', 'the durable DELETE did not run');
+    const health = await (await fetch(`${gw.url}/api/v1/health`)).json() as { status: string; recording: { writing: boolean; droppedEvents: number } };
+    assert.equal(health.status, 'degraded');
+    assert.equal(health.recording.writing, false);
+    assert.ok(health.recording.droppedEvents > 0, JSON.stringify(health));
   } finally {
     disk.free();
   }
@@ -61,6 +65,9 @@ test('an overflowing backlog leaves a signed gap marker that show and verify rep
   const texts = detail.events.filter((e) => e.type === 'query').map((e) => e.data.text);
   assert.equal(texts[0], 'INSERT INTO t VALUES (0)');
   assert.equal(texts.at(-1), 'INSERT INTO t VALUES (999)', 'recording goes on whole after the gap');
+  const after = await (await fetch(`${gw.url}/api/v1/health`)).json() as { status: string; recording: { gapMarkers: number } };
+  assert.equal(after.status, 'ok');
+  assert.ok(after.recording.gapMarkers >= 1, JSON.stringify(after));
   const shown = await gw.cliOk(['sessions', 'show', id]);
   assert.match(shown, /LOST {5}events #\d+–#\d+ \(\d+\) were not recorded: the recording store could not write/);
 
