@@ -10,6 +10,7 @@ import { recordedClaims } from '../../src/identity/workload/exchange.ts';
 import type { VerifiedOidcToken } from '../../src/identity/workload/verify-oidc-token.ts';
 import { WorkloadExchange } from '../../src/identity/workload/exchange.ts';
 import { WorkloadRefusal } from '../../src/identity/workload/errors.ts';
+import { exchangedTokenKey, ReplayGuard } from '../../src/identity/workload/replay-guard.ts';
 import { IdentityService } from '../../src/identity/identity-service.ts';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.ts';
 import { silentLogger } from '../../src/util/logger.ts';
@@ -100,6 +101,8 @@ test('sub is segmented at : and /: * stays within a segment, ** crosses; near mi
   assert.ok(!matchesClaimPattern('org/', 'org/*'));
   assert.ok(!matchesClaimPattern('org//x', 'org/*'));
   assert.ok(!matchesClaimPattern('Org/app', 'org/app'), 'case-sensitive');
+  assert.ok(!matchesClaimPattern('refs/heads/a\u0000b', 'refs/heads/**'), 'no wildcard matches a control character');
+  assert.ok(!matchesClaimPattern('refs/heads/\u001b[2J', 'refs/heads/*'));
   // Regular-expression characters are literal.
   assert.ok(!matchesClaimPattern('repoXorg/x', 'repo.org/*'));
   assert.ok(matchesClaimPattern('a+b/c', 'a+b/*'));
@@ -253,6 +256,54 @@ test('the exchange: explain_refusals false hides the conditions; a token about t
     assert.deepEqual({ kind: stored?.kind, admin: stored?.isAdmin, claims: stored?.claims, source: stored?.authSource, groups: stored?.externalGroups },
       { kind: 'agent', admin: false, claims: { iss: GH, aud: 'gatehouse', repository: 'org/app', run_id: '7' }, source: 'oidc-exchange:gh', groups: ['g'] });
     assert.deepEqual((await store.listAccessGrantsOf(stored!.id, [])).map((g) => [g.subjectName, g.action, g.connectionName]), [[stored!.name, 'connect', 'app']]);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('replay guard: keys are hashes of issuer and jti (or of the token); expired entries are pruned at most once a minute; a failed prune refuses nothing', async () => {
+  const key = exchangedTokenKey('https://a.example', 'j-1', 'the.token.text');
+  assert.match(key, /^jti:[0-9a-f]{64}$/);
+  assert.ok(!key.includes('j-1'));
+  assert.notEqual(exchangedTokenKey('https://b.example', 'j-1', 'the.token.text'), key, 'two issuers\' jtis never collide');
+  assert.notEqual(exchangedTokenKey('https://a.example', 'j-', '1'), exchangedTokenKey('https://a.example', 'j', '-1'));
+  assert.equal(exchangedTokenKey('https://a.example', 'j-1', 'other.token.text'), key, 'the jti decides, not the bytes');
+  const byToken = exchangedTokenKey('https://a.example', undefined, 'the.token.text');
+  assert.match(byToken, /^token:[0-9a-f]{64}$/);
+  assert.equal(exchangedTokenKey('https://a.example', '', 'the.token.text'), byToken, 'an empty jti is no jti');
+  assert.equal(exchangedTokenKey('https://a.example', 42, 'the.token.text'), byToken, 'a jti that is not a string is no jti');
+
+  const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-replay-guard-'));
+  const store = new SqliteStore(path.join(dir, 'gatehouse.db'));
+  try {
+    let now = 1_790_000_000_000;
+    const pruneErrors: string[] = [];
+    let failPrune = false;
+    const pruning = Object.create(store) as SqliteStore;
+    let prunes = 0;
+    pruning.deleteExchangedTokens = async (before: number) => {
+      prunes++;
+      if (failPrune) throw new Error('store unavailable');
+      return store.deleteExchangedTokens(before);
+    };
+    const guard = new ReplayGuard(pruning, { now: () => now, onPruneError: (err) => pruneErrors.push(err.message) });
+    const claim = (jti: string, keepUntil: number) => guard.claim({ issuer: 'https://a.example', jti, token: `t.${jti}.s`, keepUntil });
+    await claim('one', now + 5000);
+    await assert.rejects(claim('one', now + 5000), (err: Error) => err instanceof WorkloadRefusal && /exchanged before \(same jti\)/.test(err.message));
+    assert.equal(prunes, 1, 'pruned on the first claim');
+    now += 10_000;
+    await claim('one', now + 5000); // expired and not yet pruned: replaced (an issuer may reuse a jti once the first token is dead)
+    assert.equal(prunes, 1, 'not again within the minute');
+    now += 60_000;
+    await claim('two', now + 5000);
+    assert.equal(prunes, 2);
+    assert.equal(Number(store.db.prepare('SELECT count(*) AS n FROM exchanged_oidc_tokens').get()?.n), 1, 'the prune removed the expired entry of "one"');
+    failPrune = true;
+    now += 60_000;
+    await claim('three', now + 5000);
+    assert.deepEqual(pruneErrors, ['store unavailable']);
+    await assert.rejects(claim('three', now + 5000), WorkloadRefusal);
   } finally {
     await store.close();
     rmSync(dir, { recursive: true, force: true });

@@ -12,6 +12,7 @@ import { choosePolicy, claimText } from './trust-policy.ts';
 import { randomSuffix, runIdentityName } from './identity-name.ts';
 import { WorkloadRefusal } from './errors.ts';
 import { runIdentitySource } from './run-identity.ts';
+import { ReplayGuard } from './replay-guard.ts';
 import { subjectLabel } from '../../access/access-policy.ts';
 import { newId } from '../../util/ids.ts';
 
@@ -49,11 +50,13 @@ export class WorkloadExchange {
   private readonly keys: KeySource;
   private readonly issuers: ReadonlySet<string>;
   private readonly now: () => number;
+  private readonly replay: ReplayGuard;
 
   constructor(deps: WorkloadExchangeDeps) {
     this.deps = deps;
     this.now = deps.now ?? Date.now;
     const { config, log } = deps;
+    this.replay = new ReplayGuard(deps.store, { now: this.now, onPruneError: (err) => log.warn({ err: err.message }, 'could not remove expired exchanged-token entries') });
     this.issuers = new Set(config.policies.map((p) => p.issuer));
     this.keys = deps.keys ?? new JwksCache(new Map(config.policies.map((p) => [p.issuer, p.jwksUrl])), {
       timeoutMs: config.jwksTimeoutMs, refetchIntervalMs: config.jwksRefetchIntervalSeconds * 1000, maxAgeMs: config.jwksMaxAgeSeconds * 1000, now: this.now,
@@ -101,6 +104,9 @@ export class WorkloadExchange {
     // The gatehouse token never outlives the token it was exchanged for.
     const ttlSeconds = Math.min(policy.maxTtlSeconds, Math.floor((verified.expiresAt - this.now()) / 1000));
     if (ttlSeconds < 1) throw new WorkloadRefusal(`token expired at ${new Date(verified.expiresAt).toISOString()}`);
+    // Once per token, on every gateway of the store: a replay is refused before anything is made.
+    // Kept past exp by the clock skew, as long as any gateway would still accept the token.
+    await this.replay.claim({ issuer: verified.issuer, jti: verified.payload.jti, token: oidcToken, keepUntil: verified.expiresAt + config.clockSkewSeconds * 1000 });
 
     const claims = recordedClaims(verified.payload, policy.audience);
     const identity = await this.createRunIdentity(policy.identityName, policy.name, claims, policy.groups);
