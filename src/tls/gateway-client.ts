@@ -98,7 +98,8 @@ function pinnedConnection(url: URL, pin: Buffer, done: (err: Error | null, socke
   const finish = (err: Error | null): void => {
     if (settled) return;
     settled = true;
-    if (err) socket.destroy();
+    // Closed politely (close_notify after our Finished), never with application data.
+    if (err) socket.destroySoon();
     done(err, socket);
   };
   socket.once('secureConnect', () => {

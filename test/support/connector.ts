@@ -16,6 +16,8 @@ export interface ConnectorOptions {
   allow: string[];
   /** Enrollment token; omit to start from the credential in the data directory. */
   token?: string;
+  /** Extra command-line arguments (--gateway-fingerprint, --gateway-ca, --insecure-http, …). */
+  args?: string[];
   /** Extra environment (HTTPS_PROXY, …). Proxy variables of the caller are never inherited. */
   env?: NodeJS.ProcessEnv;
   /** Wait for the "connector NAME is connected" line (default true). */
@@ -57,7 +59,7 @@ process.on('exit', () => {
 function connectorEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (/^(https?_proxy|all_proxy|no_proxy|GATEHOUSE_TOKEN|GATEHOUSE_URL)$/i.test(k)) continue;
+    if (/^(https?_proxy|all_proxy|no_proxy|GATEHOUSE_TOKEN|GATEHOUSE_URL|GATEHOUSE_GATEWAY_FINGERPRINT|GATEHOUSE_GATEWAY_CA|GATEHOUSE_INSECURE_HTTP)$/i.test(k)) continue;
     env[k] = v;
   }
   return { ...env, GATEHOUSE_LOG_LEVEL: 'debug', ...extra };
@@ -75,6 +77,7 @@ export async function startConnector(opts: ConnectorOptions): Promise<ConnectorP
   const args = [GATEHOUSE_BIN, 'connector', '--gateway', opts.gateway, '--name', opts.name, '--data-dir', opts.dataDir];
   if (opts.allow.length > 0) args.push('--allow', opts.allow.join(','));
   if (opts.token !== undefined) args.push('--token', opts.token);
+  args.push(...(opts.args ?? []));
   const child = spawn(process.execPath, args, { env: connectorEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(child);
   let stdout = '';
