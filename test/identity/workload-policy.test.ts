@@ -191,6 +191,12 @@ test('weak policies are refused at load, naming the policy, the claim and why', 
   }
   const ok = parseWorkloadIdentity({ policies: [policy({ issuer: 'https://ci.example.com', identifying_claims: ['organization_slug'], claims: { organization_slug: 'acme' } })] });
   assert.deepEqual([ok.policies[0].kind, ok.policies[0].identifyingClaims], ['generic', ['organization_slug']]);
+  // Claim names that are Object.prototype's own names are no identifying rule, and __proto__ is no claim name.
+  assert.match(github({ constructor: 'x' }), /would admit tokens of every repository on GitHub: .*; constructor holds for jobs of every GitHub repository as well$/);
+  assert.match(github({ toString: 'x', hasOwnProperty: 'y' }), /; toString, hasOwnProperty hold for jobs/);
+  assert.match(generic({ ref: 'x' }, { identifying_claims: ['constructor'] }), /identifying claim constructor has no condition in claims/);
+  assert.match(generic({ sub: 'x' }, { identifying_claims: ['__proto__'] }), /identifying claim name "__proto__" is not allowed/);
+  assert.match(refused(policy({ claims: JSON.parse('{"repository_owner_id": "42", "__proto__": "x"}') })), /claim name "__proto__" is not allowed/);
   // A policy name with control characters is shown escaped.
   assert.match(refused(policy({ name: 'x\u001b[31m', claims: { ref: 'x' } })), /^workload_identity\.policies\[0\] \("x\\u001b\[31m"\): name is required/);
 });

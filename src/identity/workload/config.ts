@@ -91,7 +91,8 @@ function parsePolicy(raw: unknown, index: number): TrustPolicy {
   if (typeof p.claims !== 'object' || p.claims === null || Array.isArray(p.claims)) throw new Error(`${at}: claims (the conditions a token must meet) are required`);
   const claims: Record<string, string[]> = {};
   for (const [claim, value] of Object.entries(p.claims as Yaml)) {
-    if (!CLAIM_NAME.test(claim)) throw new Error(`${at}: claim name "${claim}" is not allowed`);
+    // __proto__ would set the object's prototype instead of a condition, and the condition would be lost.
+    if (!CLAIM_NAME.test(claim) || claim === '__proto__') throw new Error(`${at}: claim name ${JSON.stringify(claim)} is not allowed`);
     const patterns = stringList(value, `${at}: claims.${claim}`);
     if (patterns.length === 0) throw new Error(`${at}: claims.${claim} names no value`);
     claims[claim] = patterns;
@@ -126,7 +127,7 @@ function parseIssuerKind(p: Yaml, issuer: string, at: string): { kind: IssuerKin
   if (kind !== 'generic') throw new Error(`${at}: identifying_claims is for kind: generic only (the identifying claims of a ${kind} issuer are fixed; docs/workload-identity.md)`);
   const identifyingClaims = stringList(p.identifying_claims, `${at}: identifying_claims`);
   if (!identifyingClaims.length) throw new Error(`${at}: identifying_claims names no claim`);
-  for (const claim of identifyingClaims) if (!CLAIM_NAME.test(claim)) throw new Error(`${at}: identifying claim name "${claim}" is not allowed`);
+  for (const claim of identifyingClaims) if (!CLAIM_NAME.test(claim) || claim === '__proto__') throw new Error(`${at}: identifying claim name ${JSON.stringify(claim)} is not allowed`);
   return { kind, identifyingClaims };
 }
 

@@ -102,11 +102,11 @@ export function whyNotPinned(p: PolicyPins): string | null {
   const present = Object.keys(p.claims);
   if (p.kind === 'generic') {
     if (p.identifyingClaims?.length) {
-      const problems = p.identifyingClaims.map((claim) => (p.claims[claim] ? unpinned(claim, p.claims[claim], GENERIC_DECLARED(claim)) : `identifying claim ${claim} has no condition in claims`));
+      const problems = p.identifyingClaims.map((claim) => (Object.hasOwn(p.claims, claim) ? unpinned(claim, p.claims[claim], GENERIC_DECLARED(claim)) : `identifying claim ${claim} has no condition in claims`));
       const bad = problems.filter((x): x is string => x !== null);
       return bad.length ? `does not pin its identifying claims: ${bad.join('; ')}` : null;
     }
-    if (!p.claims.sub) {
+    if (!Object.hasOwn(p.claims, 'sub')) {
       return `has a generic issuer (kind: generic; a GitHub Enterprise Server or self-managed GitLab issuer needs kind: github or kind: gitlab) and no identifying_claims: name the claims that say whose token it is in identifying_claims `
         + `(each pinned in claims), or pin sub (its first two segments written out); ${present.length ? present.join(', ') : 'no condition'} alone could match anyone's token`;
     }
@@ -114,15 +114,16 @@ export function whyNotPinned(p: PolicyPins): string | null {
     return why ? `has a generic issuer (kind: generic) and no identifying_claims, and ${why}` : null;
   }
   const { platform, claims: rules, hint } = RULES[p.kind];
-  const tried = present.filter((c) => rules[c]);
+  // Own keys only: a claim named "constructor" is no rule.
+  const tried = present.filter((c) => Object.hasOwn(rules, c));
   const problems: string[] = [];
   for (const claim of tried) {
     const why = unpinned(claim, p.claims[claim], rules[claim]);
     if (!why) return null;
     problems.push(why);
   }
-  const others = present.filter((c) => !rules[c]);
-  const otherText = others.length ? `; ${others.map((c) => `${c}`).join(', ')} ${others.length === 1 ? 'holds' : 'hold'} for jobs of every ${platform} ${p.kind === 'github' ? 'repository' : 'project'} as well` : '';
+  const others = present.filter((c) => !Object.hasOwn(rules, c));
+  const otherText = others.length ? `; ${others.join(', ')} ${others.length === 1 ? 'holds' : 'hold'} for jobs of every ${platform} ${p.kind === 'github' ? 'repository' : 'project'} as well` : '';
   return `would admit tokens of every ${p.kind === 'github' ? 'repository' : 'project'} on ${platform}: it pins none of the claims that say whose job it is `
     + `(${hint})${problems.length ? `; ${problems.join('; ')}` : ''}${otherText}`;
 }
