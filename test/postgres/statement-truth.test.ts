@@ -249,3 +249,25 @@ test('Flush-only clients (no Sync yet) still get answers while a Bind waits', as
   const events = await sessionEvents(app);
   assert.match(String(executedText(events, 'fq')), /^PREPARE fq \(int\) AS update acct set balance = balance \+ 1000000/);
 });
+
+// EOF is queued behind held data (issue 11 item 2): a client that sends statements and closes at
+// once (a script piped into a client, a driver's fire-and-forget) has them run on the target, as
+// PostgreSQL itself runs what it read before the EOF; with Terminate, and without it.
+for (const ending of ['terminate', 'eof'] as const) {
+  test(`statements sent just before the client closes (${ending}) reach the target, and the record says they were sent`, async () => {
+    const id = await freshAccount();
+    const app = `close-after-send-${ending}`;
+    const wire = await login(app);
+    const batch = [
+      queryMessage(`update acct set balance = balance + 1 where id = ${id}`),
+      parseMessage('', 'update acct set balance = balance + $1 where id = $2'), bindMessage('', '', ['10', String(id)]), executeMessage(), syncMessage(),
+      ...(ending === 'terminate' ? [frame('X')] : []),
+    ];
+    wire.socket.end(Buffer.concat(batch)); // one write, then FIN: the statements wait for their record, the EOF must wait too
+    const events = await sessionEvents(app);
+    assert.equal(await balance(id), 11, `both statements ran on the target: ${JSON.stringify(events.map((e) => [e.type, e.data.text ?? e.data.reason]))}`);
+    const statements = events.filter((e) => e.type === 'query' || e.type === 'execute');
+    assert.equal(statements.length, 2);
+    for (const s of statements) assert.notEqual(resultOf(events, s.seq)?.notForwarded, 'client disconnected', 'not recorded as undelivered');
+  });
+}
