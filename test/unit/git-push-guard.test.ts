@@ -1,30 +1,13 @@
-// The transport-neutral bookkeeping of a push: the bounded pack copy both transports keep.
+// The transport-neutral bookkeeping of a push: refusal reports and results.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PackCopy, refusedPushResult } from '../../src/engines/git/push-guard.ts';
+import { refusalReport, refusedPushResult } from '../../src/engines/git/push-guard.ts';
 
-test('a pack copy keeps bytes up to its limit, then only counts them and says why', () => {
-  const copy = new PackCopy(10);
-  const chunk = Buffer.from('abcdef');
-  copy.add(chunk);
-  chunk.fill(0); // the transport reuses its buffer: the copy must not change
-  assert.deepEqual(copy.pack(), Buffer.from('abcdef'));
-  assert.equal(copy.problem, undefined);
-  copy.add(Buffer.from('ghijkl'));
-  assert.equal(copy.bytes, 12);
-  assert.equal(copy.pack(), null);
-  assert.match(copy.problem!, /larger than 10 bytes/);
-});
-
-test('a raised limit keeps a larger pack; countOnly drops what was kept', () => {
-  const copy = new PackCopy(4);
-  copy.limit = 100;
-  copy.add(Buffer.alloc(50, 1));
-  assert.equal(copy.pack()?.length, 50);
-  copy.countOnly();
-  copy.add(Buffer.alloc(5));
-  assert.equal(copy.bytes, 55);
-  assert.equal(copy.pack(), null);
+test('a refusal report carries the unpack status git prints as "remote unpack failed"', () => {
+  const decided = [{ ref: 'refs/heads/main', old: 'a', new: 'b', class: 'unknown' as const, evidence: 'too large', allowed: false, reason: 'too large to verify' }];
+  const report = refusalReport(['report-status'], decided, 'gatehouse refused a push of more than 10 bytes').toString();
+  assert.equal(report, '003aunpack gatehouse refused a push of more than 10 bytes\n002bng refs/heads/main too large to verify\n0000');
+  assert.match(refusalReport(['report-status'], decided).toString(), /^000eunpack ok\n/);
 });
 
 test('a refused push reports every ref as rejected with its reason', () => {

@@ -2,7 +2,7 @@
 // from the client), and the stored basic-auth credential is added here and nowhere else.
 import http from 'node:http';
 import tls from 'node:tls';
-import type { Duplex, Readable } from 'node:stream';
+import { pipeline, type Duplex, type Readable } from 'node:stream';
 import type { Dialer } from '../../connector/dialer.ts';
 import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { Connection } from '../../store/types.ts';
@@ -59,7 +59,8 @@ export class GitTarget {
       r.on('error', reject);
       if (!req.body) r.end();
       else if (Buffer.isBuffer(req.body)) r.end(req.body);
-      else req.body.pipe(r);
+      // A body that fails (the client went away, an inflated body over the limit) aborts the request.
+      else pipeline(req.body, r, () => {});
     });
   }
 

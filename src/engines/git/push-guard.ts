@@ -1,11 +1,11 @@
-// The transport-neutral part of guarding a push: given the commands, the pushed pack (when one
-// was needed) and the target's advertisement, decide each ref update, classify it for the record,
-// and build the report the client sees when the gateway refuses. SSH and smart HTTP both call it.
+// Deciding a push: given the commands and the pushed pack's commits (when the pack was needed),
+// decide each ref update, classify it for the record, and build the report the client sees when
+// the gateway refuses. push-hold.ts runs it for both transports (SSH and smart HTTP).
 import { buildReportStatus, type RefUpdate, type ReportStatus } from './receive-pack.ts';
 import { readPackCommits } from './pack.ts';
+import type { ObjectFormat } from './refs.ts';
 import { decideFastForward, type AskTarget, type FastForwardDecision } from './fast-forward.ts';
 import { checkProtection, needsFastForwardCheck, protectingGlob } from './protected-refs.ts';
-import type { ObjectFormat } from './refs.ts';
 
 /** How a ref update is described in a recording. */
 export type UpdateClass = 'create' | 'delete' | 'fast-forward' | 'rewrite' | 'unknown';
@@ -23,34 +23,20 @@ export interface RecordedUpdate {
   reason?: string;
 }
 
-/** Largest pack the gateway buffers to decide a protected update; bigger pushes are refused. */
-export const MAX_GUARDED_PACK_BYTES = 512 * 1024 * 1024;
-/** Largest pack copied aside (while streaming) to classify unprotected updates for the record. */
-export const MAX_CLASSIFIED_PACK_BYTES = 64 * 1024 * 1024;
-
 /** Whether any command needs the pack inspected before the push may be forwarded. */
 export function needsPackBeforeForward(updates: RefUpdate[], protect: string[]): boolean {
   return updates.some((u) => needsFastForwardCheck(u, protect));
 }
 
 /**
- * Decides every command. `pack` is the pushed pack (null when none was sent or kept); `askTarget`
- * reaches the target's history for commits the pack leaves out. Updates of protected refs are
- * refused unless proven fast-forward; others are only classified.
+ * Decides every command. `commits` are the pushed pack's commits (null when the pack was not
+ * inspected, with `problem` saying why; an empty map when no pack was needed); `askTarget` reaches
+ * the target's history for commits the pack leaves out. Updates of protected refs are refused
+ * unless proven fast-forward; others are only classified.
  */
-export async function decideUpdates(updates: RefUpdate[], pack: Buffer | null, format: ObjectFormat, protect: string[], askTarget?: AskTarget,
-  packProblem?: string): Promise<RecordedUpdate[]> {
-  let commits: Map<string, string[]> | null = null;
-  let problem = packProblem ?? null;
-  if (pack && pack.length > 0) {
-    try {
-      commits = readPackCommits(pack, format).commits;
-    } catch (err) {
-      problem = `the pushed pack could not be read: ${(err as Error).message}`;
-    }
-  } else if (!problem) {
-    commits = new Map();
-  }
+export async function decideRefUpdates(updates: RefUpdate[], commits: Map<string, string[]> | null, protect: string[], askTarget?: AskTarget,
+  problem?: string): Promise<RecordedUpdate[]> {
+  if (commits === null && !problem) commits = new Map();
   const out: RecordedUpdate[] = [];
   for (const u of updates) {
     const glob = protectingGlob(u.ref, protect);
@@ -76,9 +62,41 @@ export async function decideUpdates(updates: RefUpdate[], pack: Buffer | null, f
   return out;
 }
 
-/** The report-status a refused push gets (the client prints each as "[remote rejected]"). */
-export function refusalReport(capabilities: string[], decided: RecordedUpdate[]): Buffer {
-  return buildReportStatus(capabilities, 'ok', decided.map((u) => ({ ref: u.ref, ok: u.allowed, ...(u.allowed ? {} : { reason: u.reason }) })));
+/**
+ * The report-status a refused push gets (the client prints each as "[remote rejected]", and a
+ * failed `unpack` status as "error: remote unpack failed: …").
+ */
+export function refusalReport(capabilities: string[], decided: RecordedUpdate[], unpack = 'ok'): Buffer {
+  return buildReportStatus(capabilities, unpack, decided.map((u) => ({ ref: u.ref, ok: u.allowed, ...(u.allowed ? {} : { reason: u.reason }) })));
+}
+
+/** `git.push.result` data of a push the gateway refused (the target saw none of it). */
+export function refusedPushResult(decided: RecordedUpdate[], packBytes: number): Record<string, unknown> {
+  return { refusedByGateway: true, packBytes, refs: decided.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) };
+}
+
+// ── Legacy whole-pack API ─────────────────────────────────────────────────────
+// Kept only until src/engines/git-http/engine.ts moves to HeldPush (push-hold.ts); it holds the
+// whole pack in memory and inflates it synchronously. Do not use in new code.
+
+/** Largest pack the gateway buffers to decide a protected update; bigger pushes are refused. */
+export const MAX_GUARDED_PACK_BYTES = 512 * 1024 * 1024;
+/** Largest pack copied aside (while streaming) to classify unprotected updates for the record. */
+export const MAX_CLASSIFIED_PACK_BYTES = 64 * 1024 * 1024;
+
+/** @deprecated use decideRefUpdates with a PackInspector's commits (push-hold.ts). */
+export async function decideUpdates(updates: RefUpdate[], pack: Buffer | null, format: ObjectFormat, protect: string[], askTarget?: AskTarget,
+  packProblem?: string): Promise<RecordedUpdate[]> {
+  let commits: Map<string, string[]> | null = null;
+  let problem = packProblem;
+  if (pack && pack.length > 0) {
+    try {
+      commits = readPackCommits(pack, format).commits;
+    } catch (err) {
+      problem = `the pushed pack could not be read: ${(err as Error).message}`;
+    }
+  }
+  return decideRefUpdates(updates, commits, protect, askTarget, problem);
 }
 
 /**
@@ -121,11 +139,6 @@ export class PackCopy {
   get problem(): string | undefined {
     return this.kept ? undefined : `the pack is larger than ${this.limit} bytes, too large to verify`;
   }
-}
-
-/** `git.push.result` data of a push the gateway refused (the target saw none of it). */
-export function refusedPushResult(decided: RecordedUpdate[], packBytes: number): Record<string, unknown> {
-  return { refusedByGateway: true, packBytes, refs: decided.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) };
 }
 
 /**

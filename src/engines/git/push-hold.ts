@@ -1,0 +1,315 @@
+// One push (git-receive-pack), from the client's first byte to the outcome, for any transport:
+// the commands are read (and held); then either
+// - no command needs the pack to be decided: an allowed push streams on to the target at once
+//   (its pack inspected on the way, for the record only), a refused one is drained and answered;
+// - a protected ref is updated: the whole request is spooled to disk (bounded by maxPushBytes)
+//   while the pack is inspected as it arrives (pack-stream.ts); once the client's side ends the
+//   updates are decided, and the request is replayed to the target from the spool, or refused.
+// The target sees nothing of a refused push; the client gets the report a Git server would send.
+// SSH (src/engines/ssh/git-service.ts) pipes its exec channel through it and smart HTTP
+// (src/engines/git-http/engine.ts) the request body: the transport only moves bytes.
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import { PushRequestReader, type ReportStatus } from './receive-pack.ts';
+import { PackInspector, type PackInspection } from './pack-stream.ts';
+import { PushSpool } from './push-spool.ts';
+import { decideRefUpdates, needsPackBeforeForward, refusalReport, refusedPushResult, type RecordedUpdate } from './push-guard.ts';
+import { capabilityValue, type ObjectFormat } from './refs.ts';
+import type { AskTarget } from './fast-forward.ts';
+import type { PushLimits } from './push-limits.ts';
+
+/** The recording calls a push makes (a SessionRecording). */
+export interface PushRecorder {
+  beforeForward(type: string, data: unknown): Promise<void> | undefined | null;
+  append(type: string, data: unknown): void;
+}
+
+export interface HeldPushOptions {
+  protect: string[];
+  limits: PushLimits;
+  rec: PushRecorder;
+  /** Fields every git.push / git.push.result record of this push carries ({ ch, repo } or { repo }). */
+  recordBase: Record<string, unknown>;
+  /** The target's object format, when the client's capabilities do not name one. */
+  objectFormat: () => Promise<ObjectFormat> | ObjectFormat;
+  /** Asks the target about history the pack leaves out (the fast-forward probe). */
+  askTarget?: AskTarget;
+}
+
+export type PushOutcome =
+  /** Send `body` to the target (it ends when the client's request has been passed on), relay the answer, then call recordForwarded. */
+  | { kind: 'forward'; body: Readable }
+  /** Nothing reached the target: answer the client with `report` (already recorded). */
+  | { kind: 'refuse'; report: Buffer }
+  /** Nothing reached the target, and no report can be given: show `message` and end. */
+  | { kind: 'fail'; message: string };
+
+const HIGH_WATER = 1024 * 1024;
+const NOT_APPLIED = 'not applied: another ref update in this push was refused by gatehouse';
+
+type Mode = 'commands' | 'streaming' | 'holding' | 'draining' | 'done';
+
+export class HeldPush extends Writable {
+  readonly request = new PushRequestReader();
+  /** Settles once: as soon as the push is decided (a refusal once the client's bytes have ended). */
+  readonly outcome: Promise<PushOutcome>;
+  /** Pack bytes the client sent (counted in every mode). */
+  packBytes = 0;
+
+  private readonly opts: HeldPushOptions;
+  private settle!: (o: PushOutcome) => void;
+  private settled = false;
+  private mode: Mode = 'commands';
+  private held: Buffer[] = [];
+  private format: ObjectFormat = 'sha1';
+  private inspector: PackInspector | null = null;
+  private inspectProblem: string | null = null;
+  private spool: PushSpool | null = null;
+  private body: PassThrough | null = null;
+  private decided: RecordedUpdate[] | null = null;
+  private overLimit = false;
+  private guarded = false;
+  private prefixBytes = 0;
+  private aborted = false;
+
+  constructor(opts: HeldPushOptions) {
+    super({ highWaterMark: HIGH_WATER });
+    this.opts = opts;
+    this.outcome = new Promise((resolve) => { this.settle = resolve; });
+  }
+
+  /** The session ended before the push did: free the spool and stop (the outcome, if pending, is a failure). */
+  abort(message = 'the push was interrupted'): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.inspector?.abandon();
+    void this.spool?.remove();
+    this.body?.destroy(new Error(message));
+    this.finishWith({ kind: 'fail', message });
+    this.mode = 'done';
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.accept(chunk).then(() => cb(), (err: Error) => { this.fail(`push could not be checked: ${err.message}`); cb(); });
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    this.clientEnded().then(() => cb(), (err: Error) => { this.fail(`push could not be checked: ${err.message}`); cb(); });
+  }
+
+  /**
+   * Records the outcome of a forwarded push: each update classified (from the inspection of the
+   * held pack, or of the streamed one), and the target's report.
+   */
+  async recordForwarded(report: ReportStatus | null, extra: Record<string, unknown> = {}): Promise<void> {
+    let classified = this.decided ?? [];
+    if (!this.guarded && this.inspector && this.packBytes > 0 && this.writableFinished && !this.inspectProblem) {
+      const inspection = await this.inspector.end().catch(() => null);
+      if (inspection) classified = await decideRefUpdates(this.request.updates, inspection.commits, []);
+    }
+    this.opts.rec.append('git.push.result', {
+      ...this.opts.recordBase, refusedByGateway: false, packBytes: this.packBytes,
+      updates: classified.map((u) => ({ ref: u.ref, old: u.old, new: u.new, class: u.class, evidence: u.evidence })),
+      unpack: report?.unpack ?? null, refs: report?.refs ?? null, ...extra,
+    });
+  }
+
+  // ── Client bytes ─────────────────────────────────────────────────────────────
+
+  private async accept(chunk: Buffer): Promise<void> {
+    switch (this.mode) {
+      case 'commands': return this.commandBytes(chunk);
+      case 'streaming': return this.streamBytes(chunk);
+      case 'holding': return this.holdBytes(chunk);
+      default: this.packBytes += chunk.length; // drained: counted, dropped
+    }
+  }
+
+  private async commandBytes(chunk: Buffer): Promise<void> {
+    this.held.push(chunk);
+    try {
+      this.request.push(chunk);
+    } catch (err) {
+      const message = (err as Error).message;
+      this.opts.rec.append('git.push.result', { ...this.opts.recordBase, refusedByGateway: true, error: message });
+      this.fail(`malformed push request: ${message}`);
+      return;
+    }
+    if (this.request.phase !== 'pack') return;
+    const pack = this.request.takePackBytes();
+    const held = this.held;
+    this.held = [];
+    const heldBytes = held.reduce((n, c) => n + c.length, 0);
+    const prefix = Buffer.concat(held, heldBytes).subarray(0, heldBytes - pack.reduce((n, c) => n + c.length, 0));
+    const fmt = capabilityValue(this.request.capabilities, 'object-format');
+    this.format = fmt === 'sha256' || fmt === 'sha1' ? fmt : await this.opts.objectFormat();
+    if (this.aborted) return;
+
+    if (needsPackBeforeForward(this.request.updates, this.opts.protect)) {
+      this.guarded = true;
+      this.mode = 'holding';
+      this.inspector = new PackInspector(this.format);
+      this.spool = await PushSpool.create(this.opts.limits.spoolDir);
+      this.prefixBytes = prefix.length;
+      if (prefix.length > this.opts.limits.maxPushBytes) {
+        for (const c of pack) this.packBytes += c.length;
+        return this.exceed();
+      }
+      await this.spool.write(prefix);
+      for (const c of pack) await this.holdBytes(c);
+      return;
+    }
+    // Nothing needs the pack: decided now, streamed (or drained) from here on.
+    this.decided = await decideRefUpdates(this.request.updates, null, this.opts.protect, undefined, 'pack not inspected before forwarding');
+    if (this.decided.some((u) => !u.allowed)) {
+      this.mode = 'draining';
+      for (const c of pack) this.packBytes += c.length;
+      if (!this.request.expectsPack) {
+        // Only deletions: no pack follows, and the client waits for the report.
+        this.mode = 'done';
+        await this.refuse();
+      }
+      return;
+    }
+    if (!(await this.recordPush('allowed'))) return;
+    this.mode = 'streaming';
+    this.body = new PassThrough({ highWaterMark: HIGH_WATER });
+    this.inspector = new PackInspector(this.format);
+    this.body.write(prefix);
+    this.finishWith({ kind: 'forward', body: this.body });
+    for (const c of pack) await this.streamBytes(c);
+  }
+
+  private async streamBytes(chunk: Buffer): Promise<void> {
+    this.packBytes += chunk.length;
+    const body = this.body!;
+    const flowing = body.write(chunk);
+    await this.inspect(chunk);
+    if (!flowing && !body.destroyed) {
+      await new Promise<void>((resolve) => {
+        const done = () => { body.off('drain', done); body.off('close', done); resolve(); };
+        body.on('drain', done);
+        body.on('close', done);
+      });
+    }
+  }
+
+  private async holdBytes(chunk: Buffer): Promise<void> {
+    this.packBytes += chunk.length;
+    const spool = this.spool!;
+    if (spool.bytes + chunk.length > this.opts.limits.maxPushBytes) return this.exceed();
+    await Promise.all([spool.write(chunk), this.inspect(chunk)]);
+    if (this.inspectProblem) {
+      // The pack cannot be proven: the push will be refused, so nothing more is kept.
+      this.mode = 'draining';
+      await spool.remove();
+    }
+  }
+
+  private async inspect(chunk: Buffer): Promise<void> {
+    if (this.inspectProblem || !this.inspector) return;
+    try {
+      await this.inspector.write(chunk);
+    } catch (err) {
+      this.inspectProblem = `the pushed pack could not be read: ${(err as Error).message}`;
+    }
+  }
+
+  private async exceed(): Promise<void> {
+    this.overLimit = true;
+    this.mode = 'draining';
+    this.inspector?.abandon();
+    await this.spool?.remove();
+  }
+
+  // ── Deciding ─────────────────────────────────────────────────────────────────
+
+  private async clientEnded(): Promise<void> {
+    const mode = this.mode;
+    if (mode === 'done') return;
+    if (mode === 'commands') {
+      // The client ended before its command list did (`git ls-remote` against receive-pack,
+      // or a connection cut short): the target gets what was sent and makes of it what it can.
+      this.mode = 'done';
+      const body = new PassThrough();
+      body.end(Buffer.concat(this.held));
+      this.held = [];
+      this.finishWith({ kind: 'forward', body });
+      return;
+    }
+    if (mode === 'streaming') {
+      this.mode = 'done';
+      this.body!.end();
+      return;
+    }
+    if (mode === 'draining' && this.decided) {
+      this.mode = 'done';
+      await this.refuse();
+      return;
+    }
+    // A held push (or one drained after its pack proved unreadable or too large): decide now.
+    const limit = this.opts.limits.maxPushBytes;
+    let inspection: PackInspection | null = null;
+    let problem = this.inspectProblem;
+    if (this.overLimit) problem = `the push is larger than the ${limit}-byte limit for inspection (git.max_push_bytes)`;
+    else if (!problem && this.packBytes > 0) {
+      try {
+        // Inspector offsets count from the pack's start; the spool holds the command list first.
+        inspection = await this.inspector!.end((s, e) => this.spool!.read(this.prefixBytes + s, this.prefixBytes + e));
+      } catch (err) {
+        problem = `the pushed pack could not be read: ${(err as Error).message}`;
+      }
+    }
+    this.decided = await decideRefUpdates(this.request.updates, inspection ? inspection.commits : null, this.opts.protect, this.opts.askTarget, problem ?? undefined);
+    this.mode = 'done';
+    if (this.overLimit) {
+      for (const u of this.decided) {
+        if (u.reason && u.reason !== NOT_APPLIED) u.reason = `protected ref: push too large for gatehouse to verify (over ${limit} bytes, git.max_push_bytes)`;
+      }
+    }
+    if (this.decided.every((u) => u.allowed)) {
+      if (!(await this.recordPush('allowed'))) return;
+      this.finishWith({ kind: 'forward', body: this.spool!.replay() });
+      return;
+    }
+    await this.spool?.remove();
+    await this.refuse(this.overLimit ? `gatehouse refused a push of more than ${limit} bytes (the limit for pushes to protected refs, git.max_push_bytes)` : 'ok');
+  }
+
+  private async refuse(unpack = 'ok'): Promise<void> {
+    await this.recordPush('refused').catch(() => true);
+    this.opts.rec.append('git.push.result', { ...this.opts.recordBase, ...refusedPushResult(this.decided!, this.packBytes) });
+    this.finishWith({ kind: 'refuse', report: refusalReport(this.request.capabilities, this.decided!, unpack) });
+  }
+
+  /** The git.push record, durable before anything is forwarded; false (and the push failed) when it cannot be. */
+  private async recordPush(verdict: 'allowed' | 'refused'): Promise<boolean> {
+    const r = this.request;
+    const data = {
+      ...this.opts.recordBase, verdict, updates: this.decided, pushOptions: r.pushOptions, capabilities: r.capabilities,
+      ...(this.guarded ? { packBytes: this.packBytes } : {}), ...(r.pushCert ? { signed: true } : {}), ...(r.shallow.length ? { shallow: r.shallow.length } : {}),
+    };
+    try {
+      await this.opts.rec.beforeForward('git.push', data);
+      return true;
+    } catch {
+      if (verdict === 'allowed') {
+        await this.spool?.remove();
+        this.fail('the gateway cannot record right now; nothing was sent to the target');
+      }
+      return false;
+    }
+  }
+
+  private fail(message: string): void {
+    this.mode = 'done';
+    this.inspector?.abandon();
+    void this.spool?.remove();
+    this.finishWith({ kind: 'fail', message });
+  }
+
+  private finishWith(o: PushOutcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.settle(o);
+  }
+}
