@@ -6,12 +6,17 @@
 // Every token that does not authenticate (unknown, expired, revoked, another identity's) is
 // refused with the same words to the client, "invalid token", so that a refusal tells whoever
 // holds a leaked token nothing; the recording keeps the real reason.
+//
+// Failed sign-ins count against the client's address (auth-throttle.ts): a locked-out address is
+// refused before its token is looked at ('rate-limited'), and a flood of refusals is recorded as
+// a bounded number of sessions plus one summary per window instead of one session per attempt.
 import type { Logger } from 'pino';
 import type { Connection, ConnectionType, Identity, Store, TokenRecord } from '../store/types.ts';
 import type { IdentityService } from '../identity/identity-service.ts';
 import type { Recorder, SessionRecording, SessionStartInfo } from '../recorder/recorder.ts';
 import type { Decision } from './access-policy.ts';
 import type { SessionRegistry } from './session-registry.ts';
+import { AuthThrottle, type RefusalSummary } from './auth-throttle.ts';
 
 /** What the client is told about a token that did not authenticate, whatever the reason. */
 export const INVALID_TOKEN = 'invalid token';
@@ -20,6 +25,8 @@ export const INVALID_TOKEN = 'invalid token';
 export interface Attempt {
   protocol: 'postgres' | 'ssh' | 'git-http';
   clientAddr: string;
+  /** The client's IP address alone, when clientAddr carries more (a port): what failed sign-ins count against. */
+  sourceAddr?: string;
   /** What the client calls itself (application_name, SSH client software, User-Agent); recorded for refusals too. */
   applicationName: string;
   /** The connection it asked for, by name. */
@@ -44,7 +51,7 @@ export interface Principal {
   checkedAt: number;
 }
 
-export type RefusalKind = 'invalid-token' | 'no-connection' | 'no-grant' | 'other';
+export type RefusalKind = 'invalid-token' | 'rate-limited' | 'no-connection' | 'no-grant' | 'other';
 
 export interface Refusal {
   refused: true;
@@ -54,6 +61,8 @@ export interface Refusal {
   /** Why, for the recording (the end reason is `refused: <reason>`). */
   reason: string;
   access?: Decision;
+  /** rate-limited: when the address may try again (HTTP Retry-After). */
+  retryAfterSeconds?: number;
 }
 
 export interface Authorized { refused: false; connection: Connection; access: Decision }
@@ -70,13 +79,42 @@ export class Admission {
   private readonly recorder: Recorder;
   private readonly log: Logger;
   readonly sessions: SessionRegistry;
+  /** Failed sign-ins per address, shared with the API's bearer-token check. */
+  readonly throttle: AuthThrottle;
+  private readonly summaryTimer: NodeJS.Timeout;
 
-  constructor(deps: { store: Store; identity: IdentityService; recorder: Recorder; log: Logger }, sessions: SessionRegistry) {
+  constructor(deps: { store: Store; identity: IdentityService; recorder: Recorder; log: Logger; throttle?: AuthThrottle }, sessions: SessionRegistry) {
     this.store = deps.store;
     this.identity = deps.identity;
     this.recorder = deps.recorder;
     this.log = deps.log.child({ component: 'admission' });
     this.sessions = sessions;
+    this.throttle = deps.throttle ?? new AuthThrottle();
+    const every = Math.min(10_000, Math.max(1000, this.throttle.limits.windowMs));
+    this.summaryTimer = setInterval(() => void this.recordSummaries(false), every).unref();
+  }
+
+  /** Stops the summary timer and records what is still counted (gateway shutdown). */
+  async close(): Promise<void> {
+    clearInterval(this.summaryTimer);
+    await this.recordSummaries(true);
+  }
+
+  /**
+   * The refusal for an address that is locked out (its token is not checked), or null. Engines
+   * that can refuse before the credential arrives (PostgreSQL) call it early; authenticate() does too.
+   */
+  limited(attempt: Attempt): Refusal | null {
+    const addr = sourceOf(attempt);
+    const ms = this.throttle.lockedFor(addr);
+    if (ms === 0) return null;
+    const retryAfterSeconds = Math.ceil(ms / 1000);
+    const message = `too many failed sign-ins from ${addr}: try again in ${retryAfterSeconds} s`;
+    const refusal: Refusal = { refused: true, kind: 'rate-limited', message, reason: 'rate-limited: too many failed sign-ins from this address', retryAfterSeconds };
+    this.log.info({ client: attempt.clientAddr, connection: attempt.connectionName, retryAfterSeconds }, `${attempt.protocol} sign-in refused: address locked out`);
+    if (this.throttle.rateLimited(addr).record) void this.refuse(attempt, refusal);
+    else this.throttle.unrecorded(addr, attempt.protocol, { rateLimited: true, reason: refusal.reason, connection: attempt.connectionName });
+    return refusal;
   }
 
   /**
@@ -87,17 +125,47 @@ export class Admission {
   async authenticate(
     attempt: Attempt, token: string, o: { authMethod: string; claimedIdentity?: string; method?: string; denied?: (r: Refusal) => Record<string, unknown> },
   ): Promise<Principal | Refusal> {
+    const limited = this.limited(attempt);
+    if (limited) return limited;
     const checkedAt = this.sessions.changeCount;
     const check = await this.identity.checkToken(token);
     const suffix = o.method ? ` (${o.method})` : '';
     if (!check.ok) {
-      return this.refuse(attempt, { refused: true, kind: 'invalid-token', message: INVALID_TOKEN, reason: `token ${check.reason}${suffix}` }, { denied: o.denied });
+      return this.failedSignIn(attempt, { refused: true, kind: 'invalid-token', message: INVALID_TOKEN, reason: `token ${check.reason}${suffix}` }, { denied: o.denied });
     }
     if (o.claimedIdentity !== undefined && check.identity.name !== o.claimedIdentity) {
-      return this.refuse(attempt, { refused: true, kind: 'invalid-token', message: INVALID_TOKEN, reason: `token of another identity${suffix}` },
+      return this.failedSignIn(attempt, { refused: true, kind: 'invalid-token', message: INVALID_TOKEN, reason: `token of another identity${suffix}` },
         { denied: o.denied, extra: { tokenOwner: { name: check.identity.name, kind: check.identity.kind } } });
     }
     return { identity: check.identity, authMethod: o.authMethod, token: check.token, checkedAt };
+  }
+
+  /** Counts a failed sign-in against the address; records it one by one while the window's budget lasts. */
+  private async failedSignIn(attempt: Attempt, refusal: Refusal, o: Parameters<Admission['refuse']>[2]): Promise<Refusal> {
+    const addr = sourceOf(attempt);
+    if (this.throttle.failed(addr).record) return this.refuse(attempt, refusal, o);
+    this.throttle.unrecorded(addr, attempt.protocol, { rateLimited: false, reason: refusal.reason, connection: attempt.connectionName });
+    this.log.debug({ client: attempt.clientAddr, reason: refusal.reason }, `${attempt.protocol} sign-in refused (counted for the summary)`);
+    return refusal;
+  }
+
+  /**
+   * One session per summary: the refusals of a source, protocol and window that were not recorded
+   * one by one, with their count. Never throws.
+   */
+  private async recordSummaries(all: boolean): Promise<void> {
+    for (const s of this.throttle.takeSummaries(all)) {
+      const total = s.failed + s.rateLimited;
+      const reason = `${total} sign-in attempts from ${s.source} not recorded one by one (${s.failed} failed, ${s.rateLimited} refused while locked out)`;
+      const info = this.sessionInfo({ protocol: s.protocol as Attempt['protocol'], clientAddr: s.clientAddr, applicationName: '', connectionName: s.connections[0] ?? '', details: {} });
+      const details = { authenticated: false, summary: summaryDetails(s) };
+      try {
+        await this.recorder.recordRefusal(info, details, { message: INVALID_TOKEN, summary: summaryDetails(s) }, reason);
+      } catch (err) {
+        this.log.error({ err: (err as Error).message, protocol: s.protocol }, 'could not record a summary of refused attempts');
+      }
+      this.log.warn({ client: s.clientAddr, source: s.source, protocol: s.protocol, failed: s.failed, rateLimited: s.rateLimited }, 'sign-in attempts refused in bulk');
+    }
   }
 
   /** An identity signed in by other means (an SSH key): nothing to refuse here. */
@@ -172,6 +240,17 @@ export class Admission {
       identityClaims: identity?.claims ?? null, authMethod: principal?.authMethod ?? null,
     };
   }
+}
+
+function sourceOf(attempt: Attempt): string {
+  return attempt.sourceAddr ?? attempt.clientAddr;
+}
+
+function summaryDetails(s: RefusalSummary): Record<string, unknown> {
+  return {
+    source: s.source, failed: s.failed, rateLimited: s.rateLimited, firstAt: new Date(s.firstAt).toISOString(), lastAt: new Date(s.lastAt).toISOString(),
+    reasons: s.reasons, connections: s.connections,
+  };
 }
 
 export function isRefusal(r: Principal | Refusal | Authorized): r is Refusal {

@@ -3,12 +3,17 @@ import type { IdentityService } from '../identity/identity-service.ts';
 import type { Identity } from '../store/types.ts';
 import type { AccessService } from '../access/access-service.ts';
 import { INVALID_TOKEN } from '../access/admission.ts';
+import type { AuthThrottle } from '../access/auth-throttle.ts';
 
 declare module 'fastify' {
   interface FastifyRequest { identity?: Identity }
 }
 
-export function authenticate(identity: IdentityService) {
+/**
+ * `throttle`: failed bearer tokens count against the client's address like any other sign-in
+ * (src/access/auth-throttle.ts); a locked-out address gets 429 with Retry-After, its token unchecked.
+ */
+export function authenticate(identity: IdentityService, throttle?: AuthThrottle) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const header = req.headers.authorization;
     const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
@@ -16,8 +21,15 @@ export function authenticate(identity: IdentityService) {
       await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'missing bearer token' });
       return;
     }
+    const lockedMs = throttle?.lockedFor(req.ip) ?? 0;
+    if (lockedMs > 0) {
+      const seconds = Math.ceil(lockedMs / 1000);
+      await reply.code(429).header('retry-after', String(seconds)).send({ error: `too many failed sign-ins from ${req.ip}: try again in ${seconds} s` });
+      return;
+    }
     const check = await identity.checkToken(m[1]);
     if (!check.ok) {
+      throttle?.failed(req.ip);
       // Unknown, expired and revoked alike: the answer tells the holder of a leaked token nothing.
       await reply.code(401).header('www-authenticate', 'Bearer error="invalid_token"').send({ error: INVALID_TOKEN });
       return;

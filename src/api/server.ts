@@ -24,6 +24,7 @@ import type { WorkloadExchange } from '../identity/workload/exchange.ts';
 import { logoutRoutes, ssoRoutes } from './routes/sso.ts';
 import type { SignInService } from '../identity/sso/sign-in-service.ts';
 import type { SessionRegistry } from '../access/session-registry.ts';
+import type { AuthThrottle } from '../access/auth-throttle.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -41,6 +42,8 @@ export interface ApiDeps {
   sso?: SignInService;
   /** The open sessions: routes that change access tell it, so that revocation ends them. */
   sessions: SessionRegistry;
+  /** Failed sign-ins per address, shared with the protocol listeners (absent: bearer tokens are not limited). */
+  authThrottle?: AuthThrottle;
   /** Timeouts and the body limit (defaults: API_LIMITS). */
   limits?: Partial<ApiLimits>;
 }
@@ -104,7 +107,7 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
   // Sign-in: the CLI holds no token yet, the browser never has one.
   app.register(ssoRoutes, deps);
   app.register(async (scope) => {
-    scope.addHook('onRequest', authenticate(deps.identity));
+    scope.addHook('onRequest', authenticate(deps.identity, deps.authThrottle));
     scope.get('/api/v1/whoami', async (req) => ({ name: req.identity!.name, kind: req.identity!.kind, admin: await deps.identity.access.isAdministrator(req.identity!) }));
     await scope.register(identityRoutes, deps);
     await scope.register(connectionRoutes, deps);

@@ -259,6 +259,8 @@ export interface ConnectOptions {
   /** Start with a TLS ClientHello instead (PostgreSQL 17 "direct" TLS), offering these ALPN protocols. */
   directTls?: { alpn?: string[] };
   timeoutMs?: number;
+  /** Source address to connect from (e.g. 127.0.0.2: another client address on loopback). */
+  localAddress?: string;
 }
 
 export interface StartupResult {
@@ -306,7 +308,7 @@ export class PgWire {
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT;
     const socket = opts.directTls
       ? tls.connect({ host: opts.host, port: opts.port, rejectUnauthorized: false, ALPNProtocols: opts.directTls.alpn })
-      : net.connect({ host: opts.host, port: opts.port });
+      : net.connect({ host: opts.host, port: opts.port, localAddress: opts.localAddress });
     socket.setNoDelay(true);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => { socket.destroy(); reject(new WireTimeoutError(opts.directTls ? 'the TLS handshake' : 'TCP connect', timeoutMs)); }, timeoutMs);

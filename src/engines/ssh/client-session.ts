@@ -3,6 +3,7 @@
 // connection named by the SSH user, logs into the target with the stored credential, and hands
 // each channel to the recording relays. Refusals after sign-in are shown on the channel the
 // client opens (so ssh, scp and git print them) and recorded.
+import type { PushLimits } from '../git/push-limits.ts';
 import type { AuthContext, Connection as SshConnection, ClientInfo, TcpipRequestInfo } from 'ssh2';
 import ssh2 from 'ssh2';
 import type { Logger } from 'pino';
@@ -21,6 +22,8 @@ export interface SshSessionOptions {
   upstreamTimeoutMs: number;
   /** Failed sign-in attempts before the connection is dropped. */
   maxAuthAttempts: number;
+  /** Guarded Git pushes: byte limit and spool directory (src/engines/git/push-limits.ts). */
+  gitPush?: PushLimits;
 }
 
 const DEFAULT_ALLOWED_ENV = ['GIT_PROTOCOL', 'LANG', 'LC_*'];
@@ -114,7 +117,7 @@ export class SshClientSession {
       rec: a.rec, target: a.target, log: this.log, sampleBytes: this.ctx.recorder.options.sampleBytes,
       allowEnv: a.conn.options.allowEnv ?? DEFAULT_ALLOWED_ENV,
       agent: a.agent,
-      git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target },
+      git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target, limits: this.options.gitPush },
       gitOnly: a.conn.options.gitOnly === true,
       track: (done) => this.track(done),
     };
@@ -170,6 +173,13 @@ export class SshClientSession {
 
   private async tokenSignIn(auth: AuthContext, token: string, methods: Array<AuthContext['method']>, method: string): Promise<void> {
     const signedIn = await this.ctx.admission.authenticate(this.attempt(auth.username), token.trim(), { authMethod: `token (${method})`, method });
+    if (isRefusal(signedIn) && signedIn.kind === 'rate-limited') {
+      // Locked out: the connection ends with the reason (a USERAUTH_FAILURE first would have
+      // the client give up with "all methods failed" before it reads why).
+      this.log.info({ user: auth.username }, 'ssh sign-in refused: address locked out');
+      disconnectWithReason(this.client, `gatehouse: ${signedIn.message}`);
+      return;
+    }
     if (isRefusal(signedIn)) {
       if (auth.method === 'keyboard-interactive') {
         // An info request without prompts is how a server shows a message during sign-in.
