@@ -1,0 +1,198 @@
+// The policy stage: pure, no sockets. Given who, where and what, it returns a verdict — allow,
+// audit (allow, flagged), hold (needs approval) or deny — with the rule that decided and why.
+// Rules are tried in order and the first whose scope and criteria match a statement (or simple
+// command, or ref update) decides it; with several in one message the most restrictive decision
+// wins. Nothing matched: allowed (the grant that let the session in is the default). What cannot
+// be read (SQL the parser rejects, a command line only the running shell could resolve) is
+// refused whenever a deny or hold rule could apply to it, never let through on a guess.
+import path from 'node:path/posix';
+import { matchesRefGlob } from '../engines/git/protected-refs.ts';
+import { compileGlob } from '../util/glob.ts';
+import { sqlFacts, type SqlStatementFacts } from './sql-facts.ts';
+import { execFacts, type SimpleCommand } from './exec-facts.ts';
+import type { PolicyDocument, PolicyRule } from './policy-file.ts';
+import { moreRestrictive, type Decision, type HoldTerms, type PolicyAction, type PolicyPlace, type PolicySubject, type RefUpdateFacts, type Verdict } from './types.ts';
+
+export const DEFAULT_HOLD_TIMEOUT_MS = 5 * 60_000;
+
+type Matcher = (value: string) => boolean;
+
+function anyOf(patterns: string[] | undefined, caseless = false): Matcher | null {
+  if (!patterns) return null;
+  const ms = patterns.map((p) => compileGlob(p, { caseless }));
+  return (v) => ms.some((m) => m(v));
+}
+
+interface CompiledRule {
+  rule: PolicyRule;
+  inScope: (s: PolicySubject, p: PolicyPlace) => boolean;
+  target: 'any' | 'sql' | 'exec' | 'shell' | 'files' | 'git';
+  sql?: (f: SqlStatementFacts) => boolean;
+  exec?: (c: SimpleCommand) => boolean;
+  files?: (op: string, paths: string[]) => boolean;
+  git?: (u: RefUpdateFacts) => boolean;
+}
+
+function compile(rule: PolicyRule): CompiledRule {
+  const w = rule.when;
+  const kinds = anyOf(w.kinds);
+  const identities = anyOf(w.identities);
+  const groups = anyOf(w.groups);
+  const connections = anyOf(w.connections);
+  const claims = w.claims ? Object.entries(w.claims).map(([k, p]) => [k, compileGlob(p)] as const) : null;
+  const inScope = (s: PolicySubject, p: PolicyPlace): boolean =>
+    (!kinds || kinds(s.kind)) && (!identities || identities(s.identity)) && (!groups || s.groups.some(groups))
+    && (!connections || connections(p.connection)) && (!w.types || w.types.includes(p.type))
+    && (!claims || claims.every(([k, m]) => {
+      const v = s.claims?.[k];
+      return v !== undefined && v !== null && m(String(v));
+    }));
+  const c: CompiledRule = { rule, inScope, target: 'any' };
+  if (rule.sql) {
+    const q = rule.sql;
+    const commands = anyOf(q.commands, true);
+    const functions = anyOf(q.functions, true);
+    const tables = anyOf(q.tables, true);
+    c.target = 'sql';
+    c.sql = (f) => (!commands || f.commands.some(commands)) && (q.withoutWhere !== true || f.withoutWhere)
+      && (!functions || f.functions.some(functions)) && (!tables || f.tables.some(tables)) && (q.procedural !== true || f.procedural);
+  } else if (rule.exec) {
+    const commands = anyOf(rule.exec.commands);
+    const programs = anyOf(rule.exec.programs);
+    c.target = 'exec';
+    c.exec = (cmd) => (!commands || commands(cmd.line)) && (!programs || programs(cmd.program));
+  } else if (rule.shell) {
+    c.target = 'shell';
+  } else if (rule.files) {
+    const f = rule.files;
+    const paths = anyOf(f.paths);
+    c.target = 'files';
+    c.files = (op, ps) => (!f.ops || f.ops.includes(op as never)) && (!paths || ps.some(paths));
+  } else if (rule.git) {
+    const g = rule.git;
+    const kindsGiven = g.force !== undefined || g.delete !== undefined || g.create !== undefined || g.update !== undefined;
+    c.target = 'git';
+    c.git = (u) => (!g.refs || g.refs.some((r) => matchesRefGlob(u.ref, r)))
+      && (!kindsGiven || (g.delete === true && u.kind === 'delete') || (g.create === true && u.kind === 'create')
+        || (g.update === true && u.kind === 'update') || (g.force === true && u.kind === 'update' && u.fastForward !== true));
+  }
+  return c;
+}
+
+interface Decided { decision: Decision; rule: PolicyRule | null; reason: string }
+
+export class CompiledPolicy {
+  readonly version: number;
+  readonly hash: string;
+  private readonly rules: CompiledRule[];
+
+  constructor(doc: PolicyDocument, version: number, hash: string) {
+    this.version = version;
+    this.hash = hash;
+    this.rules = doc.rules.map(compile);
+  }
+
+  /** No policy: everything the grants admit is allowed. */
+  static empty(): CompiledPolicy {
+    return new CompiledPolicy({ rules: [] }, 0, '');
+  }
+
+  get ruleCount(): number { return this.rules.length; }
+
+  decide(subject: PolicySubject, place: PolicyPlace, action: PolicyAction): Verdict {
+    const rules = this.rules.length === 0 ? this.rules : this.rules.filter((r) => r.inScope(subject, place));
+    switch (action.kind) {
+      case 'sql': return this.verdict(this.decideSql(rules, action.text));
+      case 'exec': return this.verdict(this.decideExec(rules, action.command, action.interactive === true));
+      case 'shell': return this.verdict(first(rules, 'shell', () => true, 'opening an interactive shell'));
+      case 'file': {
+        const paths = [normalise(action.path), ...(action.toPath !== undefined ? [normalise(action.toPath)] : [])];
+        return this.verdict(first(rules, 'files', (r) => r.files!(action.op, paths), `${action.op} ${paths.join(' → ')}`));
+      }
+      case 'git': {
+        const refs = action.updates.map((u) => ({ ref: u.ref, ...first(rules, 'git', (r) => r.git!(u), `${describeUpdate(u)} ${u.ref}`) }));
+        const worst = refs.reduce<Decided | null>((w, d) => (w === null || moreRestrictive(w.decision, d.decision) !== w.decision ? d : w), null);
+        const v = this.verdict(worst ?? { decision: 'allow', rule: null, reason: 'no ref updates' });
+        v.refs = refs.map((d) => ({ ref: d.ref, decision: d.decision, rule: d.rule?.name ?? null, reason: d.reason }));
+        return v;
+      }
+    }
+  }
+
+  private decideSql(rules: CompiledRule[], text: string): Decided {
+    if (rules.length === 0) return ALLOWED;
+    const facts = sqlFacts(text);
+    if (!facts.ok) return unreadable(rules, 'sql', `the statement could not be parsed (${facts.error})`);
+    return worstOf(facts.statements.map((f) => first(rules, 'sql', (r) => r.sql!(f), `the statement ${f.commands[f.commands.length - 1]!}`)));
+  }
+
+  private decideExec(rules: CompiledRule[], command: string, interactive: boolean): Decided {
+    if (rules.length === 0) return ALLOWED;
+    const facts = execFacts(command);
+    const decided = worstOf(facts.commands.map((c) => first(rules, 'exec', (r) => r.exec!(c), `the command "${c.line}"`)));
+    if (facts.ok || decided.decision === 'deny') return decided;
+    const opaque = unreadable(rules, 'exec', `the ${interactive ? 'line' : 'command'} cannot be read completely (${facts.error})`);
+    return opaque.decision === 'allow' ? decided : opaque;
+  }
+
+  private verdict(d: Decided): Verdict {
+    const v: Verdict = { decision: d.decision, rule: d.rule?.name ?? null, reason: d.reason, policyVersion: this.version };
+    if (d.decision === 'hold' && d.rule) v.hold = holdTerms(d.rule);
+    return v;
+  }
+}
+
+const ALLOWED: Decided = { decision: 'allow', rule: null, reason: 'no rule applies' };
+
+/** The first rule in scope that applies to this target (or to any action) and matches. */
+function first(rules: CompiledRule[], target: CompiledRule['target'], matches: (r: CompiledRule) => boolean, what: string): Decided {
+  for (const r of rules) {
+    if (r.target !== 'any' && r.target !== target) continue;
+    if (r.target !== 'any' && !matches(r)) continue;
+    return { decision: r.rule.action, rule: r.rule, reason: reasonFor(r.rule, what) };
+  }
+  return ALLOWED;
+}
+
+function worstOf(ds: Decided[]): Decided {
+  let worst = ALLOWED;
+  for (const d of ds) {
+    if (moreRestrictive(worst.decision, d.decision) !== worst.decision || (d.decision === worst.decision && worst.rule === null)) worst = d;
+  }
+  return worst;
+}
+
+/** Text that cannot be read is refused when a deny or hold rule in scope could be about it. */
+function unreadable(rules: CompiledRule[], target: CompiledRule['target'], why: string): Decided {
+  const r = rules.find((x) => (x.target === target || x.target === 'any') && (x.rule.action === 'deny' || x.rule.action === 'hold'));
+  if (!r) return ALLOWED;
+  return { decision: 'deny', rule: r.rule, reason: `${why}; refused because rule "${r.rule.name}" could apply to it` };
+}
+
+function reasonFor(rule: PolicyRule, what: string): string {
+  if (rule.message) return `${rule.message} (rule "${rule.name}")`;
+  switch (rule.action) {
+    case 'deny': return `${what} is denied by rule "${rule.name}"`;
+    case 'hold': return `${what} needs approval (rule "${rule.name}")`;
+    case 'audit': return `${what} is allowed and flagged by rule "${rule.name}"`;
+    default: return `${what} is allowed by rule "${rule.name}"`;
+  }
+}
+
+function holdTerms(rule: PolicyRule): HoldTerms {
+  return {
+    approvers: { groups: rule.approvers?.groups ?? [], identities: rule.approvers?.identities ?? [] },
+    quorum: rule.quorum ?? 1,
+    timeoutMs: rule.timeoutMs ?? DEFAULT_HOLD_TIMEOUT_MS,
+  };
+}
+
+function describeUpdate(u: RefUpdateFacts): string {
+  if (u.kind !== 'update') return u.kind;
+  return u.fastForward === true ? 'fast-forward' : u.fastForward === false ? 'force-update' : 'update (fast-forward not verified) of';
+}
+
+/** "/srv/app/../../etc/passwd" → "/etc/passwd": a rule sees where the operation lands. */
+function normalise(p: string): string {
+  return p === '' ? '.' : path.normalize(p);
+}
