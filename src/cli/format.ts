@@ -114,6 +114,7 @@ export function timeline(session: SessionView, events: EventView[]): string {
           : d.cursor === undefined && d.portal && !d.statement ? `(unknown portal ${String(d.portal)})` : `(unknown prepared statement ${String(d.statement ?? '')})`;
         out.push(`${at}  #${e.seq} ${e.type.padEnd(8)} ${oneLine(String(d.text ?? unknown))}${params}`);
         if (d.unverified) out.push(`${' '.repeat(12)}  ! ${oneLine(String(d.unverified))}; last known text: ${oneLine(String(d.lastKnownText ?? '(none)'))}`);
+        if (d.textTruncated) out.push(truncationNote(d));
         const r = results.get(e.seq);
         if (d.provisional) out.push(`${' '.repeat(12)}  ! recorded before the server showed which statement would run (see the outcome)`);
         if (d.encoding) out.push(`${' '.repeat(12)}  ! client encoding ${String(d.encoding)}: original bytes kept (--json: raw)`);
@@ -127,6 +128,7 @@ export function timeline(session: SessionView, events: EventView[]): string {
         const r = results.get(e.seq);
         if (!d.name && !r) break;
         out.push(`${at}  #${e.seq} prepare  ${d.name ? `${String(d.name)}: ` : ''}${oneLine(String(d.text ?? ''))}${r ? `  → ${outcome(r)}` : ''}`);
+        if (d.textTruncated) out.push(truncationNote(d));
         break;
       }
       case 'function_call': {
@@ -174,6 +176,11 @@ export function timeline(session: SessionView, events: EventView[]): string {
   return lines(out);
 }
 
+/** A statement recorded as its first bytes: how long it was and the hash that names it exactly. */
+function truncationNote(d: Record<string, unknown>): string {
+  return `${' '.repeat(12)}  ! text truncated: the first ${Buffer.byteLength(String(d.text ?? ''))} of ${Number(d.textBytes)} bytes recorded; sha256 ${oneLine(String(d.textSha256))}`;
+}
+
 /** `sessions replay`: the conversation as the client saw it, psql style, from the recorded samples. */
 export function replay(session: SessionView, events: EventView[]): string {
   const out: string[] = [`-- session ${session.id}: ${session.identity.name} on ${session.connection} (${session.startedAt})`];
@@ -184,6 +191,7 @@ export function replay(session: SessionView, events: EventView[]): string {
     if (e.type === 'query' || e.type === 'execute') {
       const text = String(d.text ?? '');
       out.push(`${session.target.database}=> ${text}${/;\s*$/.test(text) ? '' : ';'}`);
+      if (d.textTruncated) out.push(`-- (text truncated: ${Number(d.textBytes)} bytes in all, sha256 ${String(d.textSha256)})`);
       if (Array.isArray(d.params) && d.params.length > 0) out.push(`-- parameters: ${JSON.stringify(d.params)}`);
       const r = results.get(e.seq);
       if (!r) { out.push('-- (no outcome recorded)'); continue; }

@@ -33,6 +33,8 @@ export interface PgEngineOptions {
   maxClientMessageBytes: number;
   maxServerMessageBytes: number;
   paramBytes: number;
+  /** Statement text kept in the record; a longer statement keeps its first bytes, length and SHA-256. */
+  recordedTextBytes: number;
   /** Accept cleartext tokens without TLS from loopback clients (local development, CI). */
   allowLoopbackCleartext: boolean;
 }
@@ -222,7 +224,7 @@ export class PgClientSession {
     const unsupported = [...params.keys()].filter((k) => k.startsWith('_pq_.'));
     if ((startup.protocol & 0xffff) > 0 || unsupported.length > 0) this.stream.write(negotiateProtocolVersion(0, unsupported));
     const attempt: Attempt = {
-      protocol: 'postgres', clientAddr: this.clientAddr, applicationName: params.get('application_name') ?? '',
+      protocol: 'postgres', clientAddr: this.clientAddr, sourceAddr: this.socket.remoteAddress, applicationName: params.get('application_name') ?? '',
       connectionName: database, claimedName: user, details: { tls: this.secure },
     };
     if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
@@ -233,6 +235,9 @@ export class PgClientSession {
       await this.refuse(attempt, { code: SqlState.InvalidAuthorization, message: 'the gateway accepts tokens only over TLS', hint: 'connect with sslmode=require' });
     }
 
+    // A locked-out address is refused before it is asked for its token.
+    const limited = ctx.admission.limited(attempt);
+    if (limited) throw new Refusal(refusalInfo(limited, user));
     // Authenticate: the token travels as a cleartext password, protected by TLS.
     this.stream.write(authenticationRequest(Auth.CleartextPassword));
     const msg = await reader.readMessage(deadline, 16 * 1024);
@@ -299,6 +304,7 @@ export class PgClientSession {
 
       const tracker = new StatementTracker(recording, {
         sampleRows: ctx.recorder.options.sampleRows, sampleBytes: ctx.recorder.options.sampleBytes, paramBytes: this.deps.options.paramBytes,
+        textBytes: this.deps.options.recordedTextBytes,
       }, up.parameters, {
         resolveFunction: (oid) => this.deps.catalog.functionName(conn.id, () => this.loginTarget(conn, {}), oid),
       });
@@ -407,6 +413,7 @@ function refusalInfo(r: AdmissionRefusal, user: string): ErrorInfo {
   switch (r.kind) {
     case 'invalid-token': return { code: SqlState.InvalidPassword, message: `password authentication failed for user "${user}"`, detail: INVALID_TOKEN };
     case 'no-connection': return { code: SqlState.InvalidCatalogName, message: r.message };
+    case 'rate-limited': return { code: SqlState.InvalidAuthorization, message: r.message, detail: 'sign-ins from this address are refused for a while, valid tokens included', hint: 'wait, then connect again' };
     default: return { code: SqlState.InvalidAuthorization, message: r.message };
   }
 }

@@ -7,6 +7,7 @@ import { PgClientSession, type PgEngineOptions } from './client-session.ts';
 import { UpstreamPool, type PoolOptions } from './upstream/pool.ts';
 import { loadSqlParser } from './prepared-names.ts';
 import { CatalogLookups } from './upstream/catalog.ts';
+import { DEFAULT_RECORDED_TEXT_BYTES } from './recorded-text.ts';
 
 export const DEFAULT_PG_OPTIONS: PgEngineOptions = {
   authTimeoutMs: 30_000,
@@ -14,6 +15,7 @@ export const DEFAULT_PG_OPTIONS: PgEngineOptions = {
   maxClientMessageBytes: 64 * 1024 * 1024,
   maxServerMessageBytes: 64 * 1024 * 1024,
   paramBytes: 4096,
+  recordedTextBytes: DEFAULT_RECORDED_TEXT_BYTES,
   allowLoopbackCleartext: true,
 };
 

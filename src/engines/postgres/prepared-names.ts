@@ -7,7 +7,8 @@
 // when such a command tag arrives: never per message. A DO block or a procedure (CALL) may run
 // PREPARE or DECLARE inside, out of sight: after one, names it may have touched are unverified.
 import { loadModule, parseSync } from 'libpg-query';
-import { someStatementStartsWith } from './sql-statement-starts.ts';
+import { someStatementStartsWith, type SqlChars } from './sql-statement-starts.ts';
+import { includesCaseless } from './sql-bytes.ts';
 
 let loaded: Promise<void> | null = null;
 let ready = false;
@@ -93,7 +94,7 @@ const NAME_CHANGING = new Set(['PREPARE', 'DEALLOCATE', 'DISCARD', 'DECLARE', 'C
  * statements that begin with such a command count (a table named prepared_orders does not), so
  * pipelines of ordinary statements are not held for each other's answers.
  */
-export function mayChangeNames(sql: string): boolean {
+export function mayChangeNames(sql: SqlChars): boolean {
   return someStatementStartsWith(sql, NAME_CHANGING);
 }
 
@@ -104,6 +105,6 @@ const ENCODING_CHANGING = new Set(['SET', 'RESET', 'DISCARD', 'DO', 'CALL', 'EXE
  * client_encoding, RESET ALL, DISCARD ALL, set_config(), or a routine)? Text behind it that is not
  * plain ASCII is decoded only once its answer shows the encoding.
  */
-export function mayChangeEncoding(sql: string): boolean {
-  return someStatementStartsWith(sql, ENCODING_CHANGING) || /set_config/i.test(sql);
+export function mayChangeEncoding(sql: SqlChars): boolean {
+  return someStatementStartsWith(sql, ENCODING_CHANGING) || (typeof sql === 'string' ? /set_config/i.test(sql) : includesCaseless(sql, 'set_config'));
 }

@@ -5,6 +5,13 @@
 // prepared-statement, cursor or encoding state; it must never miss a statement the server would
 // run, so where the server's reading depends on a setting (standard_conforming_strings), both
 // readings are taken.
+//
+// It reads a string, or (SqlChars) the bytes of a long statement in an ASCII-compatible encoding
+// without decoding them first (sql-bytes.ts): a 50 MB statement is not copied into a string to
+// be lexed.
+
+/** What the lexer reads: a string, or a view of its bytes with the same few methods. */
+export type SqlChars = Pick<string, 'length' | 'charCodeAt' | 'indexOf' | 'slice' | 'includes'>;
 
 const Ch = { Tab: 9, Nl: 10, Cr: 13, Space: 32, Quote: 39, DQuote: 34, Dollar: 36, LParen: 40, Star: 42, Dash: 45, Slash: 47, Semi: 59, Backslash: 92 } as const;
 
@@ -17,7 +24,7 @@ function isWordPart(c: number): boolean {
 }
 
 /** Index after the comment starting at i (a `--` or `/*`), or i when none starts there. */
-function skipComment(sql: string, i: number): number {
+function skipComment(sql: SqlChars, i: number): number {
   const c = sql.charCodeAt(i);
   const n = sql.charCodeAt(i + 1);
   if (c === Ch.Dash && n === Ch.Dash) {
@@ -38,7 +45,7 @@ function skipComment(sql: string, i: number): number {
 }
 
 /** Index after the quoted run starting at i (quote char at i); `backslash` escapes when true. */
-function skipQuoted(sql: string, i: number, quote: number, backslash: boolean): number {
+function skipQuoted(sql: SqlChars, i: number, quote: number, backslash: boolean): number {
   let j = i + 1;
   while (j < sql.length) {
     const c = sql.charCodeAt(j);
@@ -53,7 +60,7 @@ function skipQuoted(sql: string, i: number, quote: number, backslash: boolean): 
 }
 
 /** Index after a dollar-quoted body starting at i, or i when `$` here opens none (e.g. `$1`). */
-function skipDollarQuoted(sql: string, i: number): number {
+function skipDollarQuoted(sql: SqlChars, i: number): number {
   let j = i + 1;
   if (j < sql.length && isWordStart(sql.charCodeAt(j))) {
     while (j < sql.length && isWordPart(sql.charCodeAt(j)) && sql.charCodeAt(j) !== Ch.Dollar) j++;
@@ -65,7 +72,7 @@ function skipDollarQuoted(sql: string, i: number): number {
 }
 
 /** E'…' (or e'…'): the E standing alone, not the end of a word like date'…'. */
-function isEscapeStringPrefix(sql: string, quoteAt: number): boolean {
+function isEscapeStringPrefix(sql: SqlChars, quoteAt: number): boolean {
   const e = sql.charCodeAt(quoteAt - 1);
   return (e === 69 || e === 101) && (quoteAt < 2 || !isWordPart(sql.charCodeAt(quoteAt - 2)));
 }
@@ -75,7 +82,7 @@ function isSpace(c: number): boolean {
 }
 
 /** Calls `each` with the upper-cased first word of every statement; stops when it returns true. */
-function scan(sql: string, backslashInStrings: boolean, each: (keyword: string) => boolean): boolean {
+function scan(sql: SqlChars, backslashInStrings: boolean, each: (keyword: string) => boolean): boolean {
   let i = 0;
   const len = sql.length;
   while (i < len) {
@@ -120,7 +127,7 @@ function scan(sql: string, backslashInStrings: boolean, each: (keyword: string) 
  * True when some statement of `sql` starts with one of `keywords` (upper case), read both with
  * and without backslash escapes in plain strings (standard_conforming_strings on and off).
  */
-export function someStatementStartsWith(sql: string, keywords: ReadonlySet<string>): boolean {
+export function someStatementStartsWith(sql: SqlChars, keywords: ReadonlySet<string>): boolean {
   const hit = (k: string): boolean => keywords.has(k);
   return scan(sql, false, hit) || (sql.includes('\\') && scan(sql, true, hit));
 }

@@ -14,8 +14,11 @@ import {
   decodeNotification, decodeParameterStatus, decodeParse, decodeRowDescription, decodeTarget, rowsFromTag,
   type BoundValue, type ErrorFields,
 } from './codec/decode.ts';
-import { ClientEncoding, isAscii, type RecordedText } from './codec/client-encoding.ts';
+import { ClientEncoding, isAscii } from './codec/client-encoding.ts';
 import { mayChangeEncoding, mayChangeNames, nameEffect, tagChangesNames } from './prepared-names.ts';
+import { sqlBytes } from './sql-bytes.ts';
+import type { SqlChars } from './sql-statement-starts.ts';
+import { boundedString, boundedText, DEFAULT_RECORDED_TEXT_BYTES, truncationFields, type BoundedText } from './recorded-text.ts';
 import { nowUs } from '../../util/ids.ts';
 
 /** Where the tracker writes events; implemented by the recorder's SessionRecording. */
@@ -31,14 +34,21 @@ export interface TrackerLimits {
   sampleBytes: number;
   /** Bytes of each bound parameter kept in the record. */
   paramBytes: number;
+  /** Bytes of statement text kept in the record; longer text is recorded as prefix, length and SHA-256. */
+  textBytes?: number;
 }
 
 /** A prepared statement as the server holds it (or will, once its Parse is answered). */
 interface PreparedStatement {
   name: string;
+  /** As recorded: bounded (see recorded-text.ts). */
   text: string | null;
   /** Original bytes (base64) when the text might not be an exact decoding. */
   raw?: string;
+  /** The text is only the first bytes of the statement: its whole length and hash. */
+  truncated?: BoundedText['truncated'];
+  /** The whole text, kept only when it is truncated and may change names (nameEffect parses it). */
+  fullText?: string;
   /** Sequence number of the event that holds its text (a `parse`, or the `query` that PREPAREd it). */
   ref: number;
   /** Running it may create or drop statement or portal names (PREPARE, DECLARE, DO, …). */
@@ -98,7 +108,7 @@ interface Pending {
   /** close / describe: 'S' or 'P' and the name. */
   targetKind: number;
   target: string;
-  /** query: its text (to learn what a PREPARE in it created). */
+  /** query: its text (to learn what a PREPARE in it created; whole only when it may change names). */
   text: string | null;
   /** Counted in `mutators` while outstanding. */
   mutator: boolean;
@@ -220,11 +230,19 @@ export class StatementTracker {
     switch (type) {
       case Frontend.Query: {
         if (this.mustWaitForEncoding(type, buf, start, end)) return;
-        const text = this.encoding.exact(buf, start, cStringEnd(buf, start, end));
+        const textEnd = cStringEnd(buf, start, end);
+        const text = boundedText(this.encoding, buf, start, textEnd, this.textLimit);
+        // The checks below read the whole statement, a long one straight from its bytes.
+        const whole = text.truncated ? this.wholeText(buf, start, textEnd) : text.text;
         const p = this.begin('query', 'query', this.textData(text));
         p.text = text.text;
-        if (mayChangeNames(text.text)) { p.mutator = true; this.mutators++; }
-        if (mayChangeEncoding(text.text)) { p.encodingChange = true; this.encodingChanges++; }
+        if (mayChangeNames(whole)) {
+          p.mutator = true;
+          this.mutators++;
+          // nameEffect parses it once answered: the whole text, decoded (rare for a long one).
+          if (text.truncated) p.text = this.encoding.text(buf, start, textEnd);
+        }
+        if (mayChangeEncoding(whole)) { p.encodingChange = true; this.encodingChanges++; }
         this.lastBoundary = p.ordinal;
         // The server drops the unnamed statement and portal when it runs a Query.
         this.statements.delete('');
@@ -236,14 +254,19 @@ export class StatementTracker {
       case Frontend.Parse: {
         if (this.mustWaitForEncoding(type, buf, start, end)) return;
         const m = decodeParse(buf, start, end, this.textOf);
-        const text = this.encoding.exact(buf, m.textStart, m.textEnd);
+        const text = boundedText(this.encoding, buf, m.textStart, m.textEnd, this.textLimit);
+        const whole = text.truncated ? this.wholeText(buf, m.textStart, m.textEnd) : text.text;
         const data: Record<string, unknown> = this.textData(text);
         if (m.name) data.name = m.name;
         if (m.paramTypes.length > 0) data.paramTypes = m.paramTypes;
         const seq = this.sink.append('parse', data);
-        const statement: PreparedStatement = { name: m.name, text: text.text, ref: seq, mutates: mayChangeNames(text.text), columns: null };
-        if (mayChangeEncoding(text.text)) statement.changesEncoding = true;
+        const statement: PreparedStatement = { name: m.name, text: text.text, ref: seq, mutates: mayChangeNames(whole), columns: null };
+        if (mayChangeEncoding(whole)) statement.changesEncoding = true;
         if (text.raw) statement.raw = text.raw;
+        if (text.truncated) {
+          statement.truncated = text.truncated;
+          if (statement.mutates) statement.fullText = this.encoding.text(buf, m.textStart, m.textEnd);
+        }
         const p = this.push('parse', seq);
         p.statement = statement;
         this.statements.set(m.name, statement);
@@ -272,7 +295,7 @@ export class StatementTracker {
         if (!this.provisional && blocked()) { this.defer(blocked, type, buf, start, end); return; }
         const portal = this.portals.get(e.portal) ?? null;
         const statement = portal?.statement ?? null;
-        const data: Record<string, unknown> = { text: statement?.text ?? null, params: portal?.params ?? [] };
+        const data: Record<string, unknown> = { text: statement?.text ?? null, ...truncationFields(statement ?? {}), params: portal?.params ?? [] };
         if (statement?.raw) { data.raw = statement.raw; data.encoding = this.encoding.name; }
         if (portal?.statementName) data.statement = portal.statementName;
         if (portal?.cursor) data.cursor = true;
@@ -282,6 +305,8 @@ export class StatementTracker {
           // A routine ran since the name was last seen defined: what runs now cannot be vouched for.
           data.text = null;
           data.lastKnownText = statement?.text ?? null;
+          if (statement?.truncated) data.lastKnownTextTruncated = true;
+          delete data.textTruncated;
           data.unverified = `a ${unverified.tag} (event ${unverified.by}) ran since this name was defined and may have redefined it`;
           delete data.raw;
         }
@@ -361,11 +386,18 @@ export class StatementTracker {
     }
   }
 
-  private textData(text: RecordedText): Record<string, unknown> {
-    const data: Record<string, unknown> = { text: text.text };
+  private textData(text: BoundedText): Record<string, unknown> {
+    const data: Record<string, unknown> = { text: text.text, ...truncationFields(text) };
     if (text.raw) { data.raw = text.raw; data.encoding = this.encoding.name; }
     return data;
   }
+
+  /** A long statement as the lexer reads it: its bytes where the encoding allows, else decoded. */
+  private wholeText(buf: Buffer, start: number, end: number): SqlChars {
+    return this.encoding.asciiCompatible ? sqlBytes(buf, start, end) : this.encoding.text(buf, start, end);
+  }
+
+  private get textLimit(): number { return this.limits.textBytes ?? DEFAULT_RECORDED_TEXT_BYTES; }
 
   /**
    * Text that is not plain ASCII, sent while an earlier message may still change client_encoding,
@@ -713,9 +745,17 @@ export class StatementTracker {
     }
   }
 
+  /** A statement named by SQL (PREPARE, DECLARE): its text bounded as any other text of record. */
+  private statementOf(name: string, text: string, ref: number): PreparedStatement {
+    const bounded = boundedString(text, this.textLimit);
+    const statement: PreparedStatement = { name, text: bounded.text, ref, mutates: false, columns: null };
+    if (bounded.truncated) statement.truncated = bounded.truncated;
+    return statement;
+  }
+
   /** A PREPARE, DEALLOCATE, DISCARD ALL, DECLARE, CLOSE, DO or CALL completed: names may have changed. */
   private applyNameEffect(p: Pending, tag: string): void {
-    const sql = p.kind === 'query' ? p.text : p.statement?.text ?? null;
+    const sql = p.kind === 'query' ? p.text : p.statement?.fullText ?? p.statement?.text ?? null;
     const effect = sql === null ? null : nameEffect(sql, p.kind === 'query' ? p.tags.length - 1 : 0, tag);
     if (!effect) {
       // Which name changed is unknown: forget all, so nothing is recorded with a stale text.
@@ -724,12 +764,12 @@ export class StatementTracker {
     } else if (effect.kind === 'prepare') {
       // Only SELECT, INSERT, UPDATE, DELETE, MERGE and VALUES can be PREPAREd: running one changes
       // names only through a routine it calls, which the tracker cannot see (docs/recording.md).
-      this.confirmedStatements.set(effect.name, { name: effect.name, text: effect.text, ref: p.seq, mutates: false, columns: null });
+      this.confirmedStatements.set(effect.name, this.statementOf(effect.name, effect.text, p.seq));
     } else if (effect.kind === 'deallocate') {
       this.confirmedStatements.delete(effect.name);
     } else if (effect.kind === 'declare-cursor') {
       // A protocol Execute of the cursor's name fetches from it: record the DECLARE as its text.
-      const statement: PreparedStatement = { name: '', text: effect.text, ref: p.seq, mutates: false, columns: null };
+      const statement = this.statementOf('', effect.text, p.seq);
       this.confirmedPortals.set(effect.name, {
         name: effect.name, statementName: '', statement, params: [], resultFormats: effect.binary ? [1] : [], columns: null, formats: null,
         cursor: true, holdable: effect.holdable,

@@ -51,6 +51,9 @@ export class ClientEncoding {
 
   get isUtf8(): boolean { return this.kind === 'utf8'; }
 
+  /** Every byte below 0x80 is that ASCII character, and no multi-byte character has one (sql-bytes.ts). */
+  get asciiCompatible(): boolean { return this.kind === 'utf8' || this.kind === 'latin1' || this.kind === 'single'; }
+
   /** Best-effort text, for samples and messages (bounded, not the statement of record). */
   text(buf: Buffer, start: number, end: number): string {
     switch (this.kind) {
