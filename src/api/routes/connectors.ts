@@ -35,7 +35,7 @@ export async function connectorRoutes(app: FastifyInstance, deps: ApiDeps): Prom
   });
 
   app.register(async (admin) => {
-    admin.addHook('onRequest', authenticate(deps.identity));
+    admin.addHook('onRequest', authenticate(deps.identity, deps.authThrottle));
     admin.addHook('preHandler', requireAdmin(deps.identity.access));
 
     admin.post<{ Body: { name: string } }>('/api/v1/connectors', {
