@@ -200,3 +200,51 @@ test('SSH tokens: once locked out, the client is disconnected with the reason', 
   assert.match(r.stderr, /gatehouse: too many failed sign-ins from 127\.0\.0\.6: try again in \d+ s/, r.stderr);
   assert.ok(Date.now() - t0 < 5000, `refused quickly (${Date.now() - t0} ms)`);
 });
+
+test('a concurrent flood of raw wrong-token connections: the gateway keeps answering, and writes a bounded number of refusal sessions', { timeout: 120_000 }, async () => {
+  const from = '127.0.0.7';
+  const beforeIds = await sessionIds();
+  const FLOOD = 400;
+  const latencies: number[] = [];
+  let flooding = true;
+  const probe = (async () => {
+    while (flooding) {
+      const t0 = Date.now();
+      assert.equal((await httpGet(AUDITOR, '/api/v1/health', {})).status, 200);
+      latencies.push(Date.now() - t0);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const t0 = Date.now();
+  const codes = new Map<string, number>();
+  for (let i = 0; i < FLOOD; i += 50) {
+    const batch = await Promise.all(Array.from({ length: 50 }, async () => {
+      const r = await pgSignIn(from, newToken());
+      r.wire.socket.destroy();
+      return r.error?.fields.code ?? 'signed in';
+    }));
+    for (const c of batch) codes.set(c, (codes.get(c) ?? 0) + 1);
+  }
+  const floodMs = Date.now() - t0;
+  flooding = false;
+  await probe;
+  assert.equal(codes.get('signed in'), undefined);
+  assert.ok((codes.get('28P01') ?? 0) <= MAX_FAILURES + 50, `few tokens were checked: ${JSON.stringify([...codes])}`);
+  assert.ok((codes.get('28000') ?? 0) >= FLOOD - MAX_FAILURES - 50, `the rest were refused as rate-limited: ${JSON.stringify([...codes])}`);
+  assert.ok(Math.max(...latencies) < 2000, `health answered within 2 s throughout (max ${Math.max(...latencies)} ms)`);
+
+  // Wait for the summaries, then count what was written for this address.
+  let mine: SessionView[] = [];
+  let counted = 0;
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    mine = (await refusedSince(beforeIds)).filter((s) => s.clientAddr.startsWith(from));
+    const sums = await summaries(mine);
+    counted = mine.length - sums.length + sums.reduce((n, s) => n + s.failed + s.rateLimited, 0);
+    if (counted >= FLOOD) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.equal(counted, FLOOD, 'every attempt is accounted for, one by one or in a summary');
+  assert.ok(mine.length <= RECORDED_PER_WINDOW + 8, `refusal sessions written stay bounded: ${mine.length} for ${FLOOD} attempts`);
+  console.log(`concurrent flood: ${FLOOD} attempts in ${floodMs} ms (${JSON.stringify(Object.fromEntries(codes))}); ${mine.length} refusal sessions written; health max ${Math.max(...latencies)} ms`);
+});
