@@ -111,7 +111,8 @@ export class Admission {
     const retryAfterSeconds = Math.ceil(ms / 1000);
     const message = `too many failed sign-ins from ${addr}: try again in ${retryAfterSeconds} s`;
     const refusal: Refusal = { refused: true, kind: 'rate-limited', message, reason: 'rate-limited: too many failed sign-ins from this address', retryAfterSeconds };
-    this.log.info({ client: attempt.clientAddr, connection: attempt.connectionName, retryAfterSeconds }, `${attempt.protocol} sign-in refused: address locked out`);
+    // Debug only: a flood would write a line per attempt; the summary's warning counts them.
+    this.log.debug({ client: attempt.clientAddr, connection: attempt.connectionName, retryAfterSeconds }, `${attempt.protocol} sign-in refused: address locked out`);
     if (this.throttle.rateLimited(addr).record) void this.refuse(attempt, refusal);
     else this.throttle.unrecorded(addr, attempt.protocol, { rateLimited: true, reason: refusal.reason, connection: attempt.connectionName });
     return refusal;
@@ -143,7 +144,11 @@ export class Admission {
   /** Counts a failed sign-in against the address; records it one by one while the window's budget lasts. */
   private async failedSignIn(attempt: Attempt, refusal: Refusal, o: Parameters<Admission['refuse']>[2]): Promise<Refusal> {
     const addr = sourceOf(attempt);
-    if (this.throttle.failed(addr).record) return this.refuse(attempt, refusal, o);
+    const counted = this.throttle.failed(addr);
+    if (counted.lockedOut) {
+      this.log.warn({ client: addr, protocol: attempt.protocol, lockoutMs: this.throttle.limits.lockoutMs }, 'too many failed sign-ins: address locked out');
+    }
+    if (counted.record) return this.refuse(attempt, refusal, o);
     this.throttle.unrecorded(addr, attempt.protocol, { rateLimited: false, reason: refusal.reason, connection: attempt.connectionName });
     this.log.debug({ client: attempt.clientAddr, reason: refusal.reason }, `${attempt.protocol} sign-in refused (counted for the summary)`);
     return refusal;

@@ -82,14 +82,15 @@ export class AuthThrottle {
 
   /**
    * A failed sign-in from `addr`. Returns whether its refusal is to be recorded one by one
-   * (otherwise pass it to unrecorded()).
+   * (otherwise pass it to unrecorded()), and whether it started a lockout.
    */
-  failed(addr: string): { record: boolean } {
-    if (!this.counts(addr)) return { record: true };
+  failed(addr: string): { record: boolean; lockedOut: boolean } {
+    if (!this.counts(addr)) return { record: true, lockedOut: false };
     const source = this.current(sourceKey(addr), true)!;
     source.failures++;
-    if (source.failures >= this.limits.maxFailures && source.lockedUntil === 0) source.lockedUntil = this.now() + this.limits.lockoutMs;
-    return { record: this.mayRecord(source) };
+    const lockedOut = source.failures >= this.limits.maxFailures && source.lockedUntil === 0;
+    if (lockedOut) source.lockedUntil = this.now() + this.limits.lockoutMs;
+    return { record: this.mayRecord(source), lockedOut };
   }
 
   /** A refusal during a lockout: whether it is to be recorded one by one (rarely: the budget is shared). */

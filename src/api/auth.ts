@@ -29,7 +29,7 @@ export function authenticate(identity: IdentityService, throttle?: AuthThrottle)
     }
     const check = await identity.checkToken(m[1]);
     if (!check.ok) {
-      throttle?.failed(req.ip);
+      if (throttle?.failed(req.ip).lockedOut) req.log.warn({ client: req.ip }, 'too many failed sign-ins: address locked out');
       // Unknown, expired and revoked alike: the answer tells the holder of a leaked token nothing.
       await reply.code(401).header('www-authenticate', 'Bearer error="invalid_token"').send({ error: INVALID_TOKEN });
       return;

@@ -176,7 +176,7 @@ export class SshClientSession {
     if (isRefusal(signedIn) && signedIn.kind === 'rate-limited') {
       // Locked out: the connection ends with the reason (a USERAUTH_FAILURE first would have
       // the client give up with "all methods failed" before it reads why).
-      this.log.info({ user: auth.username }, 'ssh sign-in refused: address locked out');
+      this.log.debug({ user: auth.username }, 'ssh sign-in refused: address locked out');
       disconnectWithReason(this.client, `gatehouse: ${signedIn.message}`);
       return;
     }
