@@ -7,6 +7,8 @@ import type { SecretBox } from '../crypto/secret-box.ts';
 import { UserError, type IdentityService } from '../identity/identity-service.ts';
 import type { Store } from '../store/types.ts';
 import type { Recorder } from '../recorder/recorder.ts';
+import type { PolicyService } from '../policy/policy-service.ts';
+import { policyRoutes } from './routes/policy.ts';
 import type { ConnectorCa } from '../connector/ca.ts';
 import type { TunnelServer } from '../connector/tunnel-server.ts';
 import type { Dialer } from '../connector/dialer.ts';
@@ -33,6 +35,7 @@ export interface ApiDeps {
   engines: Engine[];
   log: Logger;
   recorder: Recorder;
+  policy: PolicyService;
   dialer: Dialer;
   /** apiFingerprint: SHA-256 of the API's TLS certificate (absent: plain HTTP), for enrollment commands. */
   connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress; apiFingerprint?: string };
@@ -115,6 +118,7 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
     await scope.register(groupRoutes, deps);
     await scope.register(accessRoutes, deps);
     await scope.register(sessionRoutes, deps);
+    await scope.register(policyRoutes, deps);
     await scope.register(logoutRoutes, deps);
   });
   return app;

@@ -57,5 +57,6 @@ export class ApiClient {
 
   get<T>(path: string): Promise<T> { return this.request<T>('GET', path); }
   post<T>(path: string, body: unknown): Promise<T> { return this.request<T>('POST', path, body); }
+  put<T>(path: string, body: unknown): Promise<T> { return this.request<T>('PUT', path, body); }
   delete<T>(path: string, body?: unknown): Promise<T> { return this.request<T>('DELETE', path, body); }
 }

@@ -9,6 +9,7 @@ import { registerSessions } from './commands/sessions.ts';
 import { registerEvidence } from './commands/evidence.ts';
 import { registerConnectors } from './commands/connectors.ts';
 import { registerLogin } from './commands/login.ts';
+import { registerPolicy } from './commands/policy.ts';
 import { signedInGateway, signedInToken } from './credentials.ts';
 import { gatewayTrust, type GatewayTrustFlags } from './gateway-trust.ts';
 
@@ -33,6 +34,7 @@ registerManagement(program, client);
 registerAccess(program, client);
 registerConnectors(program, client);
 registerLogin(program, client);
+registerPolicy(program, client);
 registerEvidence(program, client, registerSessions(program, client));
 
 try {

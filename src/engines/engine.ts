@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Dialer } from '../connector/dialer.ts';
 import type { SecretBox } from '../crypto/secret-box.ts';
 import type { IdentityService } from '../identity/identity-service.ts';
+import type { PolicyService } from '../policy/policy-service.ts';
 import type { Recorder } from '../recorder/recorder.ts';
 import type { Admission } from '../access/admission.ts';
 import type { Store } from '../store/types.ts';
@@ -18,6 +19,8 @@ export interface EngineContext {
   /** Token → connection → grant → session start, and the registry of open sessions (src/access/admission.ts). */
   admission: Admission;
   secrets: SecretBox;
+  /** Decisions on actions before they reach the target (src/policy/): engines ask, and turn the verdict into their protocol's error or wait. */
+  policy: PolicyService;
   dialer: Dialer;
   tls: { cert: string; key: string };
   log: Logger;

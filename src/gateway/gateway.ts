@@ -11,6 +11,8 @@ import { IdentityService } from '../identity/identity-service.ts';
 import { WorkloadExchange } from '../identity/workload/exchange.ts';
 import { SignInService } from '../identity/sso/sign-in-service.ts';
 import { Recorder } from '../recorder/recorder.ts';
+import { PolicyService } from '../policy/policy-service.ts';
+import { loadPolicyParser } from '../policy/sql-facts.ts';
 import { SecretBox, loadSecretKey } from '../crypto/secret-box.ts';
 import { loadOrCreateTls } from '../tls/certificate.ts';
 import os from 'node:os';
@@ -63,6 +65,11 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     });
     await recorder.init();
     closers.unshift(() => recorder.close());
+    // The policy in force decides before actions reach targets; its SQL parser loads once, here.
+    await loadPolicyParser();
+    const policy = new PolicyService(store, log.child({ component: 'policy' }));
+    await policy.start();
+    closers.unshift(async () => policy.stop());
     const stopRetention = scheduleRetention(store, recorder, log, 3600_000);
     closers.unshift(async () => stopRetention());
 
@@ -79,7 +86,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     // A session another gateway took over (this one's lease had lapsed) ends here: its recording did already.
     recorder.onTakenOver = (sessionId, reason) => { void sessions.kill(sessionId, reason); };
     const admission = new Admission({ store, identity, recorder, log }, sessions);
-    const ctx: EngineContext = { store, identity, recorder, admission, secrets, dialer: new RoutingDialer(tunnels), tls, log };
+    const ctx: EngineContext = { store, identity, recorder, admission, secrets, policy, dialer: new RoutingDialer(tunnels), tls, log };
     const pgEngine = new PostgresEngine(ctx, {
       maxClientMessageBytes: config.postgres.maxMessageBytes, authTimeoutMs: config.postgres.authTimeoutMs,
       allowLoopbackCleartext: config.postgres.allowLoopbackCleartext,
@@ -100,7 +107,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       store, identity, recorder, config: config.sso, log: log.child({ component: 'sso' }),
       publicUrl: () => config.sso.publicUrl ?? `http://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
     });
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api }, config.http);
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api }, config.http);
     apiAddress = api.address;
     if (sso.enabled && !config.sso.publicUrl && /^(0\.0\.0\.0|::)$/.test(apiAddress.host)) {
       log.warn('sso.public_url is not set and the API listens on every address: identity providers will be told an unusable URL; set sso.public_url');

@@ -3,7 +3,7 @@
 // string) and flags (SQLite 0/1, PostgreSQL booleans), which Number() and flag() absorb.
 import type {
   AccessAction, AccessGrant, Connection, ConnectorRecord, GroupMember, GroupRecord, PublicKeyRecord, EventRow, Identity, IdentityClaims, IdentityKind, SealRow,
-  SessionRow, TokenRecord,
+  PolicyVersion, PolicyVersionInfo, SessionRow, TokenRecord,
 } from './types.ts';
 
 export type Row = Record<string, unknown>;
@@ -114,4 +114,12 @@ export function toAccessGrant(r: Row): AccessGrant {
     subjectName: String(r.subject_name), action: r.action as AccessAction, connectionId: nullableString(r.connection_id),
     connectionName: nullableString(r.connection_name), createdAt: Number(r.created_at),
   };
+}
+
+export function toPolicyVersionInfo(r: Row): PolicyVersionInfo {
+  return { version: Number(r.version), hash: String(r.hash), appliedBy: String(r.applied_by), appliedAt: Number(r.applied_at) };
+}
+
+export function toPolicyVersion(r: Row): PolicyVersion {
+  return { ...toPolicyVersionInfo(r), document: String(r.document), source: String(r.source) };
 }

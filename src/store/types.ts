@@ -220,6 +220,22 @@ export interface SessionRow {
   gatewayId?: string;
 }
 
+/** One applied policy (docs/policy.md). */
+export interface PolicyVersion {
+  version: number;
+  /** SHA-256 (hex) of `document`. */
+  hash: string;
+  /** The checked rules, canonical JSON: what decides. */
+  document: string;
+  /** The YAML as the operator applied it (comments included), for `policy show`. */
+  source: string;
+  /** Name of the identity that applied it. */
+  appliedBy: string;
+  appliedAt: number;
+}
+
+export type PolicyVersionInfo = Omit<PolicyVersion, 'document' | 'source'>;
+
 export interface EventRow {
   sessionId: string;
   seq: number;
@@ -422,6 +438,16 @@ export interface Store {
   recordExchangedToken(tokenKey: string, expiresAt: number, now: number): Promise<boolean>;
   /** Removes the entries that expired before `before` (ms); returns how many. */
   deleteExchangedTokens(before: number): Promise<number>;
+
+  /**
+   * Stores a new policy version, numbered one past the newest (atomically: two concurrent
+   * applies get different numbers), and returns it.
+   */
+  addPolicyVersion(p: Omit<PolicyVersion, 'version'>): Promise<PolicyVersion>;
+  /** The newest version (the one in force), or a given one. */
+  getPolicyVersion(version?: number): Promise<PolicyVersion | undefined>;
+  /** Every version, newest first, without their texts. */
+  listPolicyVersions(): Promise<PolicyVersionInfo[]>;
 
   close(): Promise<void>;
 }

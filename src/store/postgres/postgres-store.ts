@@ -6,12 +6,12 @@ import type {
   PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME, SessionsTakenOverError, sessionIdsOf } from '../types.ts';
-import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, SessionOwner, TakenOverSession } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
   ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, sessionClaimsColumn, toAccessGrant, toConnection, toConnector,
-  toEvent, toGroup, toGroupMember, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row,
+  toEvent, toGroup, toGroupMember, toIdentity, toPublicKey, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
 } from '../row-mapping.ts';
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
@@ -505,6 +505,30 @@ export class PostgresStore implements Store {
 
   async deleteExchangedTokens(before: number): Promise<number> {
     return this.changes('DELETE FROM exchanged_oidc_tokens WHERE expires_at < $1', [before]);
+  }
+
+  async addPolicyVersion(p: Omit<PolicyVersion, 'version'>): Promise<PolicyVersion> {
+    // Two gateways applying at once: the primary key refuses the second number; take the next.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await this.one(`INSERT INTO policy_versions (version, hash, document, source, applied_by, applied_at)
+          SELECT coalesce(max(version), 0) + 1, $1, $2, $3, $4, $5 FROM policy_versions RETURNING version`, [p.hash, p.document, p.source, p.appliedBy, p.appliedAt]);
+        return { ...p, version: Number(r!.version) };
+      } catch (err) {
+        if ((err as { code?: string }).code !== '23505' || attempt >= 5) throw err;
+      }
+    }
+  }
+
+  async getPolicyVersion(version?: number): Promise<PolicyVersion | undefined> {
+    const r = version === undefined
+      ? await this.one('SELECT * FROM policy_versions ORDER BY version DESC LIMIT 1')
+      : await this.one('SELECT * FROM policy_versions WHERE version = $1', [version]);
+    return r ? toPolicyVersion(r) : undefined;
+  }
+
+  async listPolicyVersions(): Promise<PolicyVersionInfo[]> {
+    return (await this.rows('SELECT version, hash, applied_by, applied_at FROM policy_versions ORDER BY version DESC')).map(toPolicyVersionInfo);
   }
 
   async close(): Promise<void> {

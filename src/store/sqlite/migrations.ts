@@ -256,4 +256,16 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX exchanged_oidc_tokens_expiry ON exchanged_oidc_tokens(expires_at);
   `,
+  // 14: policy versions (docs/policy.md). Every apply is a new version with the hash of its
+  // canonical form; the newest is in force. Decisions in recordings name the version.
+  `
+  CREATE TABLE policy_versions (
+    version INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    document TEXT NOT NULL,
+    source TEXT NOT NULL,
+    applied_by TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+  );
+  `,
 ];

@@ -10,12 +10,12 @@ import type {
   PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME } from '../types.ts';
-import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, SessionOwner, TakenOverSession } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
   ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, toAccessGrant, toConnection, toConnector, toEvent, toGroup,
-  toGroupMember, toIdentity, toPublicKey, toSeal, toSession, toToken, type Row,
+  toGroupMember, toIdentity, toPublicKey, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
 } from '../row-mapping.ts';
 
 /**
@@ -436,6 +436,24 @@ export class SqliteStore implements Store {
 
   async deleteExchangedTokens(before: number): Promise<number> {
     return Number(this.q('DELETE FROM exchanged_oidc_tokens WHERE expires_at < ?').run(before).changes);
+  }
+
+  async addPolicyVersion(p: Omit<PolicyVersion, 'version'>): Promise<PolicyVersion> {
+    // One statement: the number is taken and used by the same (serialised) write.
+    const r = this.q(`INSERT INTO policy_versions (version, hash, document, source, applied_by, applied_at)
+      SELECT coalesce(max(version), 0) + 1, ?, ?, ?, ?, ? FROM policy_versions RETURNING version`).get(p.hash, p.document, p.source, p.appliedBy, p.appliedAt) as Row;
+    return { ...p, version: Number(r.version) };
+  }
+
+  async getPolicyVersion(version?: number): Promise<PolicyVersion | undefined> {
+    const r = (version === undefined
+      ? this.q('SELECT * FROM policy_versions ORDER BY version DESC LIMIT 1').get()
+      : this.q('SELECT * FROM policy_versions WHERE version = ?').get(version)) as Row | undefined;
+    return r ? toPolicyVersion(r) : undefined;
+  }
+
+  async listPolicyVersions(): Promise<PolicyVersionInfo[]> {
+    return (this.q('SELECT version, hash, applied_by, applied_at FROM policy_versions ORDER BY version DESC').all() as Row[]).map(toPolicyVersionInfo);
   }
 
   async close(): Promise<void> {
