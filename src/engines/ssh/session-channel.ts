@@ -233,6 +233,8 @@ function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks
         client.end();
       }
       upstream.close();
+      // A refused chunk from the target left its side paused: drain it (discarded), or its close never comes.
+      upstream.resume();
     };
     const input = pump(client, upstream, hooks.input, failHook, hooks.undelivered);
     pump(upstream, client, hooks.output, failHook);
