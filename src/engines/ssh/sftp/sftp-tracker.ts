@@ -258,7 +258,9 @@ export class SftpTracker {
         return;
       }
       case 'change':
-        this.rec.append('file.op', { ch: this.channel, via: 'sftp', op: req.op, ...(req.path !== null ? { path: req.path } : {}), ...(req.to !== undefined ? { to: req.to } : {}), ...req.what, status: statusText(status, message) });
+        this.rec.append('file.op', { ch: this.channel, via: 'sftp', op: req.op, ...(req.path !== null ? { path: req.path } : {}), ...(req.to !== undefined ? { to: req.to } : {}), ...req.what,
+          // Any reply but STATUS (EXTENDED_REPLY, say) is the request's success.
+          status: type === T.STATUS ? statusText(status, message) : 'ok' });
         return;
     }
   }
