@@ -259,6 +259,40 @@ describe('hostile SFTP sequences through the gateway', () => {
     assert.ok(ops.filter((e) => Number(e.data.size) > 1).every((e) => e.data.sha256 === null && /not one contiguous stream/.test(String(e.data.hashNote))));
   });
 
+  it('a target that never answers cannot make the gateway remember every request: the channel is closed past 32 MiB of pending paths', async () => {
+    // An "sftp-server" of the user's own (run as an exec, as `sftp -s` does): it says VERSION 3, then reads and never answers.
+    const mute = join(w.work, 'mute', 'sftp-server');
+    mkdirSync(join(w.work, 'mute'));
+    writeFileSync(mute, "#!/bin/sh\nprintf '\\000\\000\\000\\005\\002\\000\\000\\000\\003'\nexec cat >/dev/null\n", { mode: 0o755 });
+    const path = `/${'p'.repeat(200 * 1024)}`;
+    let rssBefore = 0;
+    let rssPeak = 0;
+    let sent = 0;
+    let stderr = '';
+    const rec = await rawSession(async (c) => {
+      rssBefore = gatewayRssMiB();
+      const sampler = setInterval(() => { rssPeak = Math.max(rssPeak, gatewayRssMiB()); }, 20);
+      try {
+        // 1000 OPENDIRs of a 200 KiB path: 200 MB the tracker would keep until answers that never come.
+        for (let i = 0; i < 1000; i++) {
+          if (await Promise.race([c.closed.then(() => true), c.write(c.build(FXP.OPENDIR, str(path)).bytes).then(() => false)])) break;
+          sent++;
+        }
+        await Promise.race([c.closed, sleep(15_000)]);
+        await sleep(200);
+      } finally {
+        clearInterval(sampler);
+      }
+      rssPeak = Math.max(rssPeak, gatewayRssMiB());
+      stderr = c.stderr;
+    }, { exec: mute });
+    const growth = rssPeak - rssBefore;
+    console.log(`# gateway RSS ${rssBefore.toFixed(0)} MiB before, ${rssPeak.toFixed(0)} MiB peak (+${growth.toFixed(0)} MiB); ${sent} unanswered OPENDIRs of 200 KiB sent before the close`);
+    assert.match(stderr, /gatehouse: the SFTP channel's requests awaiting an answer and open handles hold more than 33554432 characters of paths; the gateway tracks no more; closing this channel/);
+    assert.ok(growth < 96, `the gateway held ${growth.toFixed(0)} MiB for one channel`);
+    assert.equal(oneEvent(rec, 'sftp.closed').from, 'client');
+  });
+
   it('1000 open handles each written out of order within the budget: every upload keeps its hash, the channel stays open', async () => {
     const HANDLES = 1000;
     const half = 4096;

@@ -3,14 +3,15 @@
 // truncating or creating opens, …) with their outcome. Every request that may change the target
 // is recorded before it is forwarded. Bytes are never altered. The tracker fails closed: a stream
 // it cannot check (a malformed packet, an SFTP version it cannot read, more out-of-order data
-// than the channel's reorder budget) is recorded as `sftp.closed` and the channel is closed,
-// never relayed unchecked.
+// than the channel's reorder budget, more unanswered requests and open handles than it will
+// remember) is recorded as `sftp.closed` and the channel is closed, never relayed unchecked.
 import type { SessionRecording } from '../../../recorder/recorder.ts';
 import { ChannelAbortError } from '../channel-relay.ts';
 import { SftpFramer, SftpProtocolError, SftpReader } from './sftp-framer.ts';
 import { readAttrs } from './sftp-attrs.ts';
 import { ContentHash, ReorderBudget, ReorderBudgetExceededError } from './content-hash.ts';
 import { classifyExtended } from './sftp-extensions.ts';
+import { BoundedMap, StateBudget, TrackingLimitError } from './tracked-state.ts';
 
 const T = {
   INIT: 1, VERSION: 2, OPEN: 3, CLOSE: 4, READ: 5, WRITE: 6, LSTAT: 7, FSTAT: 8, SETSTAT: 9, FSETSTAT: 10, OPENDIR: 11, READDIR: 12,
@@ -27,6 +28,13 @@ const STATUS_TEXT = ['ok', 'eof', 'no such file', 'permission denied', 'failure'
  * in order, so this is never reached by it.
  */
 export const SFTP_REORDER_BUDGET = 16 * 1024 * 1024;
+/**
+ * Requests awaiting an answer plus open handles one channel may have, and the characters of
+ * path they keep. OpenSSH's client keeps at most 64 requests in flight; a target that never
+ * answers would otherwise make the gateway remember every request sent to it.
+ */
+export const SFTP_MAX_TRACKED = 20_000;
+export const SFTP_MAX_TRACKED_TEXT = 32 * 1024 * 1024;
 /** The SFTP version whose packets the tracker reads (OpenSSH speaks only this one). */
 const SFTP_VERSION = 3;
 /** Longest extension name kept in a record. */
@@ -52,10 +60,11 @@ type Pending =
 export class SftpTracker {
   private readonly rec: SessionRecording;
   private readonly channel: number;
-  private readonly pending = new Map<number, Pending>();
-  private readonly files = new Map<string, OpenFile>();
+  private readonly state = new StateBudget(SFTP_MAX_TRACKED, SFTP_MAX_TRACKED_TEXT);
+  private readonly pending = new BoundedMap<number, Pending>(this.state, (_id, p) => pendingText(p));
+  private readonly files = new BoundedMap<string, OpenFile>(this.state, (handle, f) => handle.length + f.path.length);
   /** Open directory handles, for FSETSTAT on one. */
-  private readonly dirs = new Map<string, string>();
+  private readonly dirs = new BoundedMap<string, string>(this.state, (handle, path) => handle.length + path.length);
   private readonly budget: ReorderBudget;
   private readonly toClient: SftpFramer;
   private readonly toServer: SftpFramer;
@@ -91,6 +100,7 @@ export class SftpTracker {
     for (const f of this.files.values()) this.finishFile(f, 'channel closed before the file was closed');
     this.files.clear();
     this.dirs.clear();
+    this.pending.clear();
   }
 
   private observe(framer: SftpFramer, chunk: Buffer, from: 'client' | 'target'): void {
@@ -101,7 +111,7 @@ export class SftpTracker {
       // Records made for this chunk's earlier packets stay on record; the chunk itself is not forwarded.
       this.gate = [];
       const reason = err instanceof SftpProtocolError ? `malformed SFTP from the ${from} (${(err as Error).message})`
-        : err instanceof ReorderBudgetExceededError || err instanceof ChannelAbortError ? (err as Error).message
+        : err instanceof ReorderBudgetExceededError || err instanceof TrackingLimitError || err instanceof ChannelAbortError ? (err as Error).message
           : `the SFTP stream could not be checked (${(err as Error).message})`;
       this.rec.append('sftp.closed', { ch: this.channel, from, reason });
       this.refused = new ChannelAbortError(reason);
@@ -298,6 +308,15 @@ function flagNames(pflags: number): string[] {
 /** The open's flags, on the record of an open that is not a plain read or write. */
 function flagsOf(f: { op: OpenOp; flags: string[] }): { flags?: string[] } {
   return f.op === 'truncate' || f.op === 'create' ? { flags: f.flags } : {};
+}
+
+/** Characters of text a pending request keeps. */
+function pendingText(p: Pending): number {
+  switch (p.kind) {
+    case 'open': case 'opendir': return p.path.length;
+    case 'read': case 'close': return p.handle.length;
+    case 'change': return (p.path?.length ?? 0) + (p.to?.length ?? 0) + (p.what ? JSON.stringify(p.what).length : 0);
+  }
 }
 
 function statusText(code: number, message: string): string {
