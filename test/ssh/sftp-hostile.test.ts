@@ -5,7 +5,7 @@
 // Each one is recorded as the change it is, or the channel is closed and the recording says why.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runSftp } from '../support/ssh-client.ts';
 import { describeEvents, eventsOf, oneEvent, recordOne, sha256, sleep, startSshWorld, type Data, type Recording, type SshWorld } from './helpers.ts';
@@ -257,6 +257,27 @@ describe('hostile SFTP sequences through the gateway', () => {
     assert.ok(ops.every((e) => e.data.status === 'channel closed before the file was closed'), describeEvents(rec).slice(0, 2000));
     // Those that got data past their gap have no hash: it was never one stream.
     assert.ok(ops.filter((e) => Number(e.data.size) > 1).every((e) => e.data.sha256 === null && /not one contiguous stream/.test(String(e.data.hashNote))));
+  });
+
+  it('reads past a gap the client never fills (download side): the replies held for the hash stop at the budget, the channel is closed', async () => {
+    const big = join(dir, 'sparse-64m.bin');
+    writeFileSync(big, '');
+    truncateSync(big, 64 * 1024 * 1024);
+    const CHUNK = 255 * 1024;
+    let stderr = '';
+    const rec = await rawSession(async (c) => {
+      const h = await c.open(big, FXF.READ);
+      assert.equal((await c.request(FXP.READ, str(h), u64(0), u32(1))).type, FXP.DATA);
+      // Byte 1 is never read: every later reply waits behind it for the content hash.
+      const reads = Array.from({ length: 200 }, (_, i) => c.build(FXP.READ, str(h), u64(2 + i * CHUNK), u32(CHUNK)).bytes);
+      await c.write(Buffer.concat(reads));
+      await Promise.race([c.closed, sleep(15_000)]);
+      stderr = c.stderr;
+    });
+    assert.match(stderr, /exceeds the gateway's reorder budget of 16777216 bytes; closing this channel/);
+    const why = oneEvent(rec, 'sftp.closed');
+    assert.deepEqual({ from: why.from, reason: why.reason }, { from: 'target', reason: "out-of-order SFTP data on this channel exceeds the gateway's reorder budget of 16777216 bytes" });
+    assert.equal(only(rec, 'file.op', (d) => d.path === big).data.status, 'channel closed before the file was closed');
   });
 
   it('a target that never answers cannot make the gateway remember every request: the channel is closed past 32 MiB of pending paths', async () => {
