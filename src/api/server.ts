@@ -9,6 +9,9 @@ import type { Store } from '../store/types.ts';
 import type { Recorder } from '../recorder/recorder.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
 import { policyRoutes } from './routes/policy.ts';
+import { auditRoutes } from './routes/audit.ts';
+import { registerAuditHook } from './audit-hook.ts';
+import type { AdminAudit } from '../audit/admin-audit.ts';
 import type { ConnectorCa } from '../connector/ca.ts';
 import type { TunnelServer } from '../connector/tunnel-server.ts';
 import type { Dialer } from '../connector/dialer.ts';
@@ -36,6 +39,8 @@ export interface ApiDeps {
   log: Logger;
   recorder: Recorder;
   policy: PolicyService;
+  /** Every state-changing request is recorded here first (src/audit/). */
+  audit: AdminAudit;
   dialer: Dialer;
   /** apiFingerprint: SHA-256 of the API's TLS certificate (absent: plain HTTP), for enrollment commands. */
   connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress; apiFingerprint?: string };
@@ -96,6 +101,8 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
     deps.log.error({ err: err.message }, 'api error');
     return reply.code(500).send({ error: 'internal error' });
   });
+  // Before any route: every change through the API is in the admin audit log before it is made.
+  registerAuditHook(app, deps.audit);
   // Unauthenticated, so it tells whether recording works and how much was lost, never why.
   app.get('/api/v1/health', async () => {
     const r = deps.recorder.stats;
@@ -119,6 +126,7 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
     await scope.register(accessRoutes, deps);
     await scope.register(sessionRoutes, deps);
     await scope.register(policyRoutes, deps);
+    await scope.register(auditRoutes, deps);
     await scope.register(logoutRoutes, deps);
   });
   return app;

@@ -10,6 +10,7 @@ import { registerEvidence } from './commands/evidence.ts';
 import { registerConnectors } from './commands/connectors.ts';
 import { registerLogin } from './commands/login.ts';
 import { registerPolicy } from './commands/policy.ts';
+import { registerAudit } from './commands/audit.ts';
 import { signedInGateway, signedInToken } from './credentials.ts';
 import { gatewayTrust, type GatewayTrustFlags } from './gateway-trust.ts';
 
@@ -35,6 +36,7 @@ registerAccess(program, client);
 registerConnectors(program, client);
 registerLogin(program, client);
 registerPolicy(program, client);
+registerAudit(program, client);
 registerEvidence(program, client, registerSessions(program, client));
 
 try {

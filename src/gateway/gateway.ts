@@ -12,6 +12,7 @@ import { WorkloadExchange } from '../identity/workload/exchange.ts';
 import { SignInService } from '../identity/sso/sign-in-service.ts';
 import { Recorder } from '../recorder/recorder.ts';
 import { PolicyService } from '../policy/policy-service.ts';
+import { AdminAudit } from '../audit/admin-audit.ts';
 import { loadPolicyParser } from '../policy/sql-facts.ts';
 import { SecretBox, loadSecretKey } from '../crypto/secret-box.ts';
 import { loadOrCreateTls } from '../tls/certificate.ts';
@@ -70,6 +71,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const policy = new PolicyService(store, log.child({ component: 'policy' }));
     await policy.start();
     closers.unshift(async () => policy.stop());
+    // Every change through the API goes to the admin audit log first (src/audit/).
+    const audit = new AdminAudit({ store, key: signingKey, gatewayId: recorder.options.gatewayId, headFile: path.join(config.dataDir, 'audit-log.head'), log: log.child({ component: 'audit' }) });
+    await audit.start();
     const stopRetention = scheduleRetention(store, recorder, log, 3600_000);
     closers.unshift(async () => stopRetention());
 
@@ -107,7 +111,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       store, identity, recorder, config: config.sso, log: log.child({ component: 'sso' }),
       publicUrl: () => config.sso.publicUrl ?? `http://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
     });
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api }, config.http);
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, audit, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api }, config.http);
     apiAddress = api.address;
     if (sso.enabled && !config.sso.publicUrl && /^(0\.0\.0\.0|::)$/.test(apiAddress.host)) {
       log.warn('sso.public_url is not set and the API listens on every address: identity providers will be told an unusable URL; set sso.public_url');

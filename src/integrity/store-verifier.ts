@@ -1,5 +1,6 @@
 // `gatehouse verify --store`: every session's chain, checkpoints and seal, the agreement of each
 // session row with its seal, the seal log, and the seal log's signed head kept outside the store.
+import { verifyAuditLog, type SignedAuditHead } from './audit-chain.ts';
 import { createPublicKey } from 'node:crypto';
 import type { Store } from '../store/types.ts';
 import { keyIdOf, verifySignature } from './signing-keys.ts';
@@ -14,6 +15,9 @@ export interface StoreVerification {
   seals: number;
   /** Sessions removed by retention, each explained by a tombstone. */
   expired: number;
+  /** Entries of the admin audit log, and how many gateways wrote them. */
+  auditEntries: number;
+  auditGateways: number;
   problems: string[];
 }
 
@@ -22,11 +26,13 @@ export interface StoreVerifyOptions {
   trustedKeyIds?: Set<string>;
   /** The signed seal-log head from the data directory, if there is one. */
   sealLogHead?: SignedSealLogHead | null;
+  /** The signed head of the admin audit log from the data directory, if there is one. */
+  auditHead?: SignedAuditHead | null;
 }
 
 export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): Promise<StoreVerification> {
   const { trustedKeyIds } = opts;
-  const out: StoreVerification = { sessions: 0, sealed: 0, open: 0, seals: 0, expired: 0, problems: [] };
+  const out: StoreVerification = { sessions: 0, sealed: 0, open: 0, seals: 0, expired: 0, auditEntries: 0, auditGateways: 0, problems: [] };
 
   // Key ids are derived from the keys themselves: a row that pairs a known id with another key
   // is a forgery attempt, not a key.
@@ -114,5 +120,9 @@ export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): 
     }
     out.sealed++;
   }
+  const audit = verifyAuditLog(await store.allAuditEntries(), keys, trustedKeyIds, opts.auditHead);
+  out.auditEntries = audit.entries;
+  out.auditGateways = audit.gateways;
+  out.problems.push(...audit.problems);
   return out;
 }

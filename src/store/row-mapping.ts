@@ -3,7 +3,7 @@
 // string) and flags (SQLite 0/1, PostgreSQL booleans), which Number() and flag() absorb.
 import type {
   AccessAction, AccessGrant, Connection, ConnectorRecord, GroupMember, GroupRecord, PublicKeyRecord, EventRow, Identity, IdentityClaims, IdentityKind, SealRow,
-  PolicyVersion, PolicyVersionInfo, SessionRow, TokenRecord,
+  AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionRow, TokenRecord,
 } from './types.ts';
 
 export type Row = Record<string, unknown>;
@@ -122,4 +122,11 @@ export function toPolicyVersionInfo(r: Row): PolicyVersionInfo {
 
 export function toPolicyVersion(r: Row): PolicyVersion {
   return { ...toPolicyVersionInfo(r), document: String(r.document), source: String(r.source) };
+}
+
+export function toAuditEntry(r: Row): AuditEntryRow {
+  return {
+    gatewayId: String(r.gateway_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data), hash: String(r.hash),
+    keyId: String(r.key_id), signature: String(r.signature),
+  };
 }

@@ -220,6 +220,20 @@ export interface SessionRow {
   gatewayId?: string;
 }
 
+/** One entry of the admin audit log (src/audit/admin-audit.ts): a chained, signed event. */
+export interface AuditEntryRow {
+  gatewayId: string;
+  seq: number;
+  ts: number; // µs since epoch
+  type: string;
+  data: string; // JSON
+  /** Chain hash over this entry and the previous one's hash (src/integrity/hash-chain.ts). */
+  hash: string;
+  keyId: string;
+  /** Signature over the entry's signed head (src/integrity/audit-chain.ts). */
+  signature: string;
+}
+
 /** One applied policy (docs/policy.md). */
 export interface PolicyVersion {
   version: number;
@@ -448,6 +462,15 @@ export interface Store {
   getPolicyVersion(version?: number): Promise<PolicyVersion | undefined>;
   /** Every version, newest first, without their texts. */
   listPolicyVersions(): Promise<PolicyVersionInfo[]>;
+
+  /** Appends one entry to a gateway's admin audit log; refuses a seq that is taken (another writer). */
+  appendAuditEntry(e: AuditEntryRow): Promise<void>;
+  /** The newest entry of a gateway's audit log (to continue its chain after a restart). */
+  lastAuditEntry(gatewayId: string): Promise<AuditEntryRow | undefined>;
+  /** Entries at or after `sinceUs`, oldest first, at most `limit` (the newest); all gateways. */
+  listAuditEntries(sinceUs: number, limit: number): Promise<AuditEntryRow[]>;
+  /** Every entry of every gateway, by gateway then seq (verification). */
+  allAuditEntries(): Promise<AuditEntryRow[]>;
 
   close(): Promise<void>;
 }

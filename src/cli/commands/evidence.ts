@@ -68,13 +68,16 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
           const anchors = trusted.length > 0 ? new Set(trusted.map((pem) => keyIdOf(createPublicKey(pem)))) : dataDirKeyIds(opts.dataDir);
           if (anchors.size === 0) console.log('WARNING no trust anchor: no key files in <data-dir>/signing and no --trusted-key; signatures are checked against the store\'s own key table');
           const { readSealLogHead } = await import('../../integrity/seal-log-anchor.ts');
+          const { readAuditHead } = await import('../../integrity/audit-chain.ts');
           const r = await verifyStore(store, {
             trustedKeyIds: anchors.size > 0 ? anchors : undefined,
             sealLogHead: readSealLogHead(path.join(opts.dataDir, 'seal-log.head')),
+            auditHead: readAuditHead(path.join(opts.dataDir, 'audit-log.head')),
           });
           for (const p of r.problems) console.log(visible(`BROKEN  ${p}`));
           const expired = r.expired > 0 ? `, ${r.expired} removed by retention (tombstoned)` : '';
           console.log(`${r.sessions} sessions (${r.sealed} sealed and intact, ${r.open} open), ${r.seals} seals in the log${expired}: ${r.problems.length === 0 ? 'all intact' : `${r.problems.length} problem${r.problems.length === 1 ? '' : 's'}`}`);
+          console.log(`admin audit log: ${r.auditEntries} entr${r.auditEntries === 1 ? 'y' : 'ies'} from ${r.auditGateways} gateway${r.auditGateways === 1 ? '' : 's'}`);
           if (r.problems.length > 0) process.exitCode = 1;
         } finally {
           await store.close();

@@ -6,12 +6,12 @@ import type {
   PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME, SessionsTakenOverError, sessionIdsOf } from '../types.ts';
-import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
   ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, sessionClaimsColumn, toAccessGrant, toConnection, toConnector,
-  toEvent, toGroup, toGroupMember, toIdentity, toPublicKey, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
+  toEvent, toGroup, toGroupMember, toIdentity, toPublicKey, toAuditEntry, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
 } from '../row-mapping.ts';
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
@@ -529,6 +529,24 @@ export class PostgresStore implements Store {
 
   async listPolicyVersions(): Promise<PolicyVersionInfo[]> {
     return (await this.rows('SELECT version, hash, applied_by, applied_at FROM policy_versions ORDER BY version DESC')).map(toPolicyVersionInfo);
+  }
+
+  async appendAuditEntry(e: AuditEntryRow): Promise<void> {
+    await this.pool.query('INSERT INTO audit_log (gateway_id, seq, ts, type, data, hash, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)',
+      [e.gatewayId, e.seq, e.ts, e.type, e.data, e.hash, e.keyId, e.signature]);
+  }
+
+  async lastAuditEntry(gatewayId: string): Promise<AuditEntryRow | undefined> {
+    const r = await this.one('SELECT * FROM audit_log WHERE gateway_id = $1 ORDER BY seq DESC LIMIT 1', [gatewayId]);
+    return r ? toAuditEntry(r) : undefined;
+  }
+
+  async listAuditEntries(sinceUs: number, limit: number): Promise<AuditEntryRow[]> {
+    return (await this.rows('SELECT * FROM (SELECT * FROM audit_log WHERE ts >= $1 ORDER BY ts DESC, seq DESC LIMIT $2) AS newest ORDER BY ts, seq', [sinceUs, limit])).map(toAuditEntry);
+  }
+
+  async allAuditEntries(): Promise<AuditEntryRow[]> {
+    return (await this.rows('SELECT * FROM audit_log ORDER BY gateway_id, seq')).map(toAuditEntry);
   }
 
   async close(): Promise<void> {

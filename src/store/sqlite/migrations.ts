@@ -268,4 +268,20 @@ export const MIGRATIONS: readonly string[] = [
     applied_at INTEGER NOT NULL
   );
   `,
+  // 15: the admin audit log (src/audit/): one hash chain per gateway, every entry signed, never
+  // removed by retention. Not a session: it has no end and no seal.
+  `
+  CREATE TABLE audit_log (
+    gateway_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (gateway_id, seq)
+  );
+  CREATE INDEX audit_log_time ON audit_log(ts);
+  `,
 ];

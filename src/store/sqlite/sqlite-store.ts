@@ -10,12 +10,12 @@ import type {
   PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME } from '../types.ts';
-import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
   ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, toAccessGrant, toConnection, toConnector, toEvent, toGroup,
-  toGroupMember, toIdentity, toPublicKey, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
+  toGroupMember, toIdentity, toPublicKey, toAuditEntry, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
 } from '../row-mapping.ts';
 
 /**
@@ -454,6 +454,25 @@ export class SqliteStore implements Store {
 
   async listPolicyVersions(): Promise<PolicyVersionInfo[]> {
     return (this.q('SELECT version, hash, applied_by, applied_at FROM policy_versions ORDER BY version DESC').all() as Row[]).map(toPolicyVersionInfo);
+  }
+
+  async appendAuditEntry(e: AuditEntryRow): Promise<void> {
+    this.q('INSERT INTO audit_log (gateway_id, seq, ts, type, data, hash, key_id, signature) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(e.gatewayId, e.seq, e.ts, e.type, e.data, e.hash, e.keyId, e.signature);
+  }
+
+  async lastAuditEntry(gatewayId: string): Promise<AuditEntryRow | undefined> {
+    const r = this.q('SELECT * FROM audit_log WHERE gateway_id = ? ORDER BY seq DESC LIMIT 1').get(gatewayId) as Row | undefined;
+    return r ? toAuditEntry(r) : undefined;
+  }
+
+  async listAuditEntries(sinceUs: number, limit: number): Promise<AuditEntryRow[]> {
+    const rows = this.q('SELECT * FROM (SELECT * FROM audit_log WHERE ts >= ? ORDER BY ts DESC, seq DESC LIMIT ?) ORDER BY ts, seq').all(sinceUs, limit) as Row[];
+    return rows.map(toAuditEntry);
+  }
+
+  async allAuditEntries(): Promise<AuditEntryRow[]> {
+    return (this.q('SELECT * FROM audit_log ORDER BY gateway_id, seq').all() as Row[]).map(toAuditEntry);
   }
 
   async close(): Promise<void> {
