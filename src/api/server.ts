@@ -30,6 +30,7 @@ import { logoutRoutes, ssoRoutes } from './routes/sso.ts';
 import type { SignInService } from '../identity/sso/sign-in-service.ts';
 import type { SessionRegistry } from '../access/session-registry.ts';
 import type { AuthThrottle } from '../access/auth-throttle.ts';
+import { closeSilentConnections } from './silent-connections.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -94,6 +95,7 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
     requestTimeout: limits.requestTimeoutMs, keepAliveTimeout: limits.keepAliveTimeoutMs,
     ...(transport.https ? { https: { ...transport.https, ...serverTimeouts } } : { http: serverTimeouts }),
   }) as FastifyInstance;
+  closeSilentConnections(app.server as import('node:http').Server, limits.headersTimeoutMs);
   app.setErrorHandler((err: FastifyError, _req, reply) => {
     if (err instanceof UserError) return reply.code(err.status).send({ error: err.message });
     if (err.validation) return reply.code(400).send({ error: describeValidation(err.validation) });

@@ -79,3 +79,18 @@ test('an idle keep-alive connection is closed after the keep-alive timeout', { t
   assert.match(answer, /^HTTP\/1\.1 200/);
   assert.ok(lived > 0 && lived < 12_000, `idle keep-alive connection closed within 12 s (lived ${lived} ms)`);
 });
+
+test('sockets that never send a byte are closed after the headers timeout too', { timeout: 40_000 }, async () => {
+  const started = Date.now();
+  const sockets = Array.from({ length: 100 }, () => {
+    const s = net.connect(gw.httpPort, '127.0.0.1');
+    s.on('error', () => {});
+    return new Promise<number>((resolve) => s.once('close', () => resolve(Date.now() - started)));
+  });
+  const horizon = new Promise<'alive'>((r) => setTimeout(() => r('alive'), 20_000));
+  const lifetimes = await Promise.all(sockets.map((p) => Promise.race([p, horizon])));
+  assert.equal(lifetimes.filter((l) => l === 'alive').length, 0, 'every silent socket closed within 20 s');
+  assert.ok(Math.min(...(lifetimes as number[])) >= 9000, 'not before the headers timeout');
+  // A request that takes its time to be answered is not a silent connection: health still works.
+  assert.equal((await fetch(`${gw.url}/api/v1/health`)).status, 200);
+});
