@@ -8,7 +8,7 @@ import type { SecretBox } from '../../crypto/secret-box.ts';
 import type { Connection } from '../../store/types.ts';
 import { AdvertisementReader } from '../git/refs.ts';
 import { buildUploadPackProbe, probeOptionsFor, UploadPackResponseReader } from '../git/upload-pack.ts';
-import { readPackCommits } from '../git/pack.ts';
+import { inspectPack } from '../git/pack-stream.ts';
 
 export interface TargetRequest {
   method: 'GET' | 'POST';
@@ -86,7 +86,7 @@ export class GitTarget {
         reply.push(c as Buffer);
         if (reply.done) break;
       }
-      return reply.done ? readPackCommits(reply.pack!, ad.result.objectFormat).commits : null;
+      return reply.done ? (await inspectPack(reply.pack!, ad.result.objectFormat)).commits : null;
     } catch {
       return null;
     }

@@ -89,6 +89,17 @@ export class HeldPush extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.take(chunk, cb);
+  }
+
+  // Chunks that queued up while the previous ones were processed go on as one (fewer trips to the
+  // thread pool for the spool and the inflater).
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
+    this.take(chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)), cb);
+  }
+
+  private take(chunk: Buffer, cb: (err?: Error | null) => void): void {
+    // Never an error on the stream: a problem becomes the outcome, and the client is drained.
     this.accept(chunk).then(() => cb(), (err: Error) => { this.fail(`push could not be checked: ${err.message}`); cb(); });
   }
 

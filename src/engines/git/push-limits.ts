@@ -16,8 +16,14 @@ export interface PushLimits {
 
 export const DEFAULT_MAX_PUSH_BYTES = 2 * 1024 ** 3;
 
-export function defaultPushLimits(dataDir?: string): PushLimits {
-  return { maxPushBytes: DEFAULT_MAX_PUSH_BYTES, spoolDir: dataDir ? path.join(dataDir, 'spool') : path.join(os.tmpdir(), 'gatehouse-spool') };
+/**
+ * The defaults (2 GiB, spooled in <dataDir>/spool, or under the system's temp directory without
+ * one), with the environment applied: what an engine uses when it is given no limits.
+ */
+export function defaultPushLimits(dataDir?: string, env: NodeJS.ProcessEnv = process.env): PushLimits {
+  const limits = { maxPushBytes: DEFAULT_MAX_PUSH_BYTES, spoolDir: dataDir ? path.join(dataDir, 'spool') : path.join(os.tmpdir(), 'gatehouse-spool') };
+  applyPushLimits(limits, undefined, env);
+  return limits;
 }
 
 const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };

@@ -4,7 +4,7 @@
 import type { Duplex } from 'node:stream';
 import { AdvertisementReader } from './refs.ts';
 import { buildUploadPackProbe, probeOptionsFor, UploadPackResponseReader } from './upload-pack.ts';
-import { readPackCommits } from './pack.ts';
+import { inspectPack } from './pack-stream.ts';
 
 /** Commit id → parent ids reachable from `tips` and not from `have`, or null when the target would not say. */
 export function probeOverStream(stream: Duplex, tips: string[], have: string, timeoutMs = 30_000): Promise<Map<string, string[]> | null> {
@@ -20,9 +20,12 @@ export function probeOverStream(stream: Duplex, tips: string[], have: string, ti
       resolve(result);
     };
     const timer = setTimeout(() => finish(null), timeoutMs);
-    stream.on('error', () => finish(null));
-    stream.on('close', () => finish(null));
+    // Once the reply is complete the target may close while its pack is still being read.
+    let complete = false;
+    stream.on('error', () => { if (!complete) finish(null); });
+    stream.on('close', () => { if (!complete) finish(null); });
     stream.on('data', (chunk: Buffer) => {
+      if (complete) return;
       try {
         if (reply === null) {
           ad.push(chunk);
@@ -33,7 +36,11 @@ export function probeOverStream(stream: Duplex, tips: string[], have: string, ti
           chunk = ad.takeRemainder();
         }
         if (chunk.length) reply.push(chunk);
-        if (reply.done) finish(readPackCommits(reply.pack!, ad.result!.objectFormat).commits);
+        // Read off the event loop (the reply can be large when the target offers no filter).
+        if (reply.done && !complete) {
+          complete = true;
+          inspectPack(reply.pack!, ad.result!.objectFormat).then((r) => finish(r.commits), () => finish(null));
+        }
       } catch {
         finish(null);
       }

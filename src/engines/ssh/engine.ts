@@ -32,7 +32,7 @@ export class SshEngine implements Engine {
     this.nativeCrypto = ssh2NativeCryptoInUse();
     if (this.nativeCrypto) ctx.log.info({ nativeCrypto: true }, 'ssh: ssh2 native crypto in use');
     else ctx.log.warn({ nativeCrypto: false }, 'ssh: ssh2 native crypto binding not loaded (run `npm rebuild` in the install); SSH encrypts in JavaScript at about half the throughput');
-    const sessionOptions: SshSessionOptions = { upstreamTimeoutMs: options.upstreamTimeoutMs ?? 15_000, maxAuthAttempts: options.maxAuthAttempts ?? 6 };
+    const sessionOptions: SshSessionOptions = { upstreamTimeoutMs: options.upstreamTimeoutMs ?? 15_000, maxAuthAttempts: options.maxAuthAttempts ?? 6, gitPush: options.gitPush };
     this.server = new ssh2.Server({
       hostKeys: [hostKey.privateKey],
       ident: 'Gatehouse',
