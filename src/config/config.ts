@@ -6,10 +6,16 @@ import YAML from 'yaml';
 import { parseListenAddress, type ListenAddress } from '../util/address.ts';
 import { defaultWorkloadIdentityConfig, parseWorkloadIdentity, type WorkloadIdentityConfig } from '../identity/workload/config.ts';
 import { defaultSsoConfig, parseSso, type SsoConfig } from '../identity/sso/config.ts';
+import { applyAuthLimits, defaultAuthLimits } from '../access/auth-limits-config.ts';
+import { applyPushLimits, type PushLimits } from '../engines/git/push-limits.ts';
+import type { AuthLimits } from '../access/auth-throttle.ts';
+import { defaultApiTlsSettings, parseApiTlsMode, parseHttpSection, type ApiTlsSettings } from '../tls/api-tls.ts';
 
 export interface GatewayConfig {
   dataDir: string;
   http: ListenAddress;
+  /** TLS on the API listener (src/tls/api-tls.ts): on by itself unless it listens on loopback. */
+  httpTls: ApiTlsSettings;
   pg: ListenAddress;
   /** SSH listener (shells, commands, file transfers, Git over SSH). */
   ssh: ListenAddress;
@@ -31,7 +37,15 @@ export interface GatewayConfig {
   };
   /** Ed25519 private key (PEM) for checkpoints and seals; otherwise keys in <data_dir>/signing. */
   signingKeyFile?: string;
-  postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean };
+  /**
+   * recordedTextBytes: statement text kept in the recording; a longer statement is recorded as
+   * its first bytes plus its length and SHA-256.
+   */
+  postgres: { maxMessageBytes: number; authTimeoutMs: number; allowLoopbackCleartext: boolean; recordedTextBytes: number };
+  /** Guarded Git pushes: the most a push may make the gateway hold, and where it is spooled (`git:`). */
+  gitPush: PushLimits;
+  /** Failed sign-ins per address, on every listener (src/access/auth-throttle.ts). */
+  authLimit: AuthLimits;
   /** Shared PostgreSQL store (postgres://…); otherwise the embedded SQLite store in the data directory. */
   store?: string;
   /**
@@ -55,6 +69,9 @@ export interface ConfigFlags {
   connectorListen?: string;
   tlsCert?: string;
   tlsKey?: string;
+  /** auto, on or off. */
+  httpTls?: string;
+  httpAllowPlaintext?: boolean;
   logLevel?: string;
   store?: string;
 }
@@ -63,6 +80,7 @@ export function defaultConfig(): GatewayConfig {
   return {
     dataDir: './.gatehouse',
     http: { host: '127.0.0.1', port: 8080 },
+    httpTls: defaultApiTlsSettings(),
     pg: { host: '127.0.0.1', port: 15432 },
     ssh: { host: '127.0.0.1', port: 2222 },
     connectorListen: { host: '127.0.0.1', port: 8443 },
@@ -70,7 +88,9 @@ export function defaultConfig(): GatewayConfig {
     logLevel: 'info',
     api: { headersTimeoutMs: 10_000, requestTimeoutMs: 300_000, keepAliveTimeoutMs: 5_000, bodyLimitBytes: 1024 * 1024 },
     recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000, maxRetainedEvents: 500_000 },
-    postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true },
+    postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true, recordedTextBytes: 64 * 1024 },
+    authLimit: defaultAuthLimits(),
+    gitPush: { maxPushBytes: 2 * 1024 ** 3, spoolDir: '' }, // spoolDir '' means <data_dir>/spool
     lease: { durationMs: 60_000, heartbeatMs: 10_000 },
     workloadIdentity: defaultWorkloadIdentityConfig(),
     sso: defaultSsoConfig(),
@@ -94,7 +114,10 @@ function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): vo
   const doc = (YAML.parse(readFileSync(file, 'utf8')) ?? {}) as Yaml;
   const base = path.dirname(path.resolve(file));
   if (doc.data_dir !== undefined) cfg.dataDir = path.resolve(base, String(doc.data_dir));
-  if (doc.http !== undefined) cfg.http = parseListenAddress(String(doc.http));
+  if (doc.http !== undefined) {
+    const listen = parseHttpSection(doc.http, base, cfg.httpTls, path.resolve);
+    if (listen !== undefined) cfg.http = parseListenAddress(listen);
+  }
   if (doc.pg !== undefined) cfg.pg = parseListenAddress(String(doc.pg));
   if (doc.ssh !== undefined) cfg.ssh = parseListenAddress(String(doc.ssh));
   if (doc.connector_listen !== undefined) cfg.connectorListen = parseListenAddress(String(doc.connector_listen));
@@ -127,6 +150,9 @@ function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): vo
   const pg = doc.postgres as Yaml | undefined;
   if (pg?.max_message_bytes !== undefined) cfg.postgres.maxMessageBytes = num(pg.max_message_bytes, 'postgres.max_message_bytes');
   if (pg?.auth_timeout_ms !== undefined) cfg.postgres.authTimeoutMs = num(pg.auth_timeout_ms, 'postgres.auth_timeout_ms');
+  if (pg?.recorded_text_bytes !== undefined) cfg.postgres.recordedTextBytes = Math.max(1024, num(pg.recorded_text_bytes, 'postgres.recorded_text_bytes'));
+  applyAuthLimits(cfg.authLimit, doc.auth_limit, {});
+  applyPushLimits(cfg.gitPush, doc.git, {}, base);
   if (pg?.allow_loopback_cleartext !== undefined) cfg.postgres.allowLoopbackCleartext = Boolean(pg.allow_loopback_cleartext);
   try {
     if (doc.workload_identity !== undefined) cfg.workloadIdentity = parseWorkloadIdentity(doc.workload_identity);
@@ -140,6 +166,9 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   const cfg = defaultConfig();
   const file = flags.config ?? env.GATEHOUSE_CONFIG ?? (existsSync('gatehouse.yaml') ? 'gatehouse.yaml' : undefined);
   if (file) applyFile(cfg, file, env);
+  applyAuthLimits(cfg.authLimit, undefined, env);
+  applyPushLimits(cfg.gitPush, undefined, env);
+  if (env.GATEHOUSE_PG_RECORDED_TEXT_BYTES) cfg.postgres.recordedTextBytes = Math.max(1024, num(env.GATEHOUSE_PG_RECORDED_TEXT_BYTES, 'GATEHOUSE_PG_RECORDED_TEXT_BYTES'));
   if (env.GATEHOUSE_DATA_DIR) cfg.dataDir = env.GATEHOUSE_DATA_DIR;
   if (env.GATEHOUSE_HTTP) cfg.http = parseListenAddress(env.GATEHOUSE_HTTP);
   if (env.GATEHOUSE_PG) cfg.pg = parseListenAddress(env.GATEHOUSE_PG);
@@ -148,6 +177,10 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_CONNECTOR_PUBLIC_ADDRESS) cfg.connectorPublicAddress = parseListenAddress(env.GATEHOUSE_CONNECTOR_PUBLIC_ADDRESS);
   if (env.GATEHOUSE_TLS_CERT) cfg.tls.cert = env.GATEHOUSE_TLS_CERT;
   if (env.GATEHOUSE_TLS_KEY) cfg.tls.key = env.GATEHOUSE_TLS_KEY;
+  if (env.GATEHOUSE_HTTP_TLS) cfg.httpTls.mode = parseApiTlsMode(env.GATEHOUSE_HTTP_TLS, 'GATEHOUSE_HTTP_TLS');
+  if (env.GATEHOUSE_HTTP_TLS_CERT) cfg.httpTls.cert = env.GATEHOUSE_HTTP_TLS_CERT;
+  if (env.GATEHOUSE_HTTP_TLS_KEY) cfg.httpTls.key = env.GATEHOUSE_HTTP_TLS_KEY;
+  if (env.GATEHOUSE_HTTP_ALLOW_PLAINTEXT) cfg.httpTls.allowPlaintext = /^(1|true|yes|on)$/i.test(env.GATEHOUSE_HTTP_ALLOW_PLAINTEXT);
   if (env.GATEHOUSE_LOG_LEVEL) cfg.logLevel = env.GATEHOUSE_LOG_LEVEL;
   if (env.GATEHOUSE_ADMIN_TOKEN) cfg.adminToken = env.GATEHOUSE_ADMIN_TOKEN;
   if (env.GATEHOUSE_KEY) cfg.secretKey = env.GATEHOUSE_KEY;
@@ -167,9 +200,12 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (flags.connectorListen) cfg.connectorListen = parseListenAddress(flags.connectorListen);
   if (flags.tlsCert) cfg.tls.cert = flags.tlsCert;
   if (flags.tlsKey) cfg.tls.key = flags.tlsKey;
+  if (flags.httpTls) cfg.httpTls.mode = parseApiTlsMode(flags.httpTls, '--http-tls');
+  if (flags.httpAllowPlaintext) cfg.httpTls.allowPlaintext = true;
   if (flags.logLevel) cfg.logLevel = flags.logLevel;
   if (flags.store) cfg.store = storeUrl(flags.store, '--store');
   cfg.dataDir = path.resolve(cfg.dataDir);
+  if (!cfg.gitPush.spoolDir) cfg.gitPush.spoolDir = path.join(cfg.dataDir, 'spool');
   checkLease(cfg.lease);
   if (cfg.api.headersTimeoutMs <= 0) throw new Error('config: api.headers_timeout_ms must be positive (0 would let a client hold a connection for ever before sending its request)');
   return cfg;

@@ -16,6 +16,7 @@ import { AdminAudit } from '../audit/admin-audit.ts';
 import { loadPolicyParser } from '../policy/sql-facts.ts';
 import { SecretBox, loadSecretKey } from '../crypto/secret-box.ts';
 import { loadOrCreateTls } from '../tls/certificate.ts';
+import { decideApiTls } from '../tls/api-tls.ts';
 import os from 'node:os';
 import { RoutingDialer } from '../connector/dialer.ts';
 import { loadOrCreateCa, loadOrIssueTunnelCert } from '../connector/ca.ts';
@@ -31,9 +32,15 @@ import { scheduleRetention } from '../recorder/retention.ts';
 import { loadSigningKey } from '../integrity/signing-keys.ts';
 import { SessionRegistry } from '../access/session-registry.ts';
 import { Admission } from '../access/admission.ts';
+import { AuthThrottle } from '../access/auth-throttle.ts';
+import { clearSpoolDir } from '../engines/git/push-spool.ts';
 
 export interface RunningGateway {
   http: ListenAddress;
+  /** https when the API serves TLS (src/tls/api-tls.ts). */
+  httpScheme: 'http' | 'https';
+  /** SHA256:… of the API's certificate, for clients and connectors to pin (https only). */
+  apiFingerprint?: string;
   pg: ListenAddress;
   ssh: ListenAddress;
   connectors: ListenAddress;
@@ -54,6 +61,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   try {
     const secrets = new SecretBox(loadSecretKey(path.join(config.dataDir, 'secret.key'), config.secretKey));
     const tls = await loadOrCreateTls(path.join(config.dataDir, 'tls'), config.tls);
+    // Decided before anything listens: plain HTTP off loopback is refused at start unless allowed.
+    const apiTls = decideApiTls(config.http, config.httpTls, tls);
+    if (apiTls.warning) log.warn(apiTls.warning);
     const identity = new IdentityService(store);
     const newAdminToken = await bootstrapAdmin(store, identity, config.adminToken);
     const signingKey = loadSigningKey(path.join(config.dataDir, 'signing'), config.signingKeyFile);
@@ -89,29 +99,33 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     closers.unshift(async () => sessions.close());
     // A session another gateway took over (this one's lease had lapsed) ends here: its recording did already.
     recorder.onTakenOver = (sessionId, reason) => { void sessions.kill(sessionId, reason); };
-    const admission = new Admission({ store, identity, recorder, log }, sessions);
+    const admission = new Admission({ store, identity, recorder, log, throttle: new AuthThrottle(config.authLimit) }, sessions);
+    closers.unshift(() => admission.close());
     const ctx: EngineContext = { store, identity, recorder, admission, secrets, policy, dialer: new RoutingDialer(tunnels), tls, log };
     const pgEngine = new PostgresEngine(ctx, {
       maxClientMessageBytes: config.postgres.maxMessageBytes, authTimeoutMs: config.postgres.authTimeoutMs,
-      allowLoopbackCleartext: config.postgres.allowLoopbackCleartext,
+      allowLoopbackCleartext: config.postgres.allowLoopbackCleartext, recordedTextBytes: config.postgres.recordedTextBytes,
     });
-    const sshEngine = new SshEngine(ctx, { hostKeyDir: path.join(config.dataDir, 'ssh') });
+    // Pushes held by a previous run (a crash while deciding) were never forwarded: drop them.
+    const staleSpools = clearSpoolDir(config.gitPush.spoolDir);
+    if (staleSpools > 0) log.info({ files: staleSpools, dir: config.gitPush.spoolDir }, 'removed push spool files left by a previous run');
+    const sshEngine = new SshEngine(ctx, { hostKeyDir: path.join(config.dataDir, 'ssh'), gitPush: config.gitPush });
     const engines: Engine[] = [pgEngine, sshEngine, new GitHttpEngine(ctx)];
     const pg = await pgEngine.listen(config.pg);
     closers.unshift(() => pgEngine.close());
     const ssh = await sshEngine.listen(config.ssh);
     closers.unshift(() => sshEngine.close());
 
-    const connectors = { ca, tunnels, publicAddress: config.connectorPublicAddress ?? tunnelAddress };
+    const connectors = { ca, tunnels, publicAddress: config.connectorPublicAddress ?? tunnelAddress, apiFingerprint: apiTls.fingerprint };
     const workload = new WorkloadExchange({ store, identity, config: config.workloadIdentity, log: log.child({ component: 'workload-identity' }) });
     await workload.checkPolicies();
     // Redirect and ACS URLs need the gateway's public URL: configured, else the listener's address once bound.
     let apiAddress = config.http;
     const sso = new SignInService({
       store, identity, recorder, config: config.sso, log: log.child({ component: 'sso' }),
-      publicUrl: () => config.sso.publicUrl ?? `http://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
+      publicUrl: () => config.sso.publicUrl ?? `${apiTls.scheme}://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
     });
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, audit, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api }, config.http);
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, audit, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api, authThrottle: admission.throttle }, config.http, { https: apiTls.https });
     apiAddress = api.address;
     if (sso.enabled && !config.sso.publicUrl && /^(0\.0\.0\.0|::)$/.test(apiAddress.host)) {
       log.warn('sso.public_url is not set and the API listens on every address: identity providers will be told an unusable URL; set sso.public_url');
@@ -120,7 +134,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
 
     let closing: Promise<void> | null = null;
     return {
-      http: api.address, pg, ssh, connectors: tunnelAddress, newAdminToken, store, tlsCertificate: tls.cert,
+      http: api.address, httpScheme: apiTls.scheme, apiFingerprint: apiTls.fingerprint, pg, ssh, connectors: tunnelAddress, newAdminToken, store, tlsCertificate: tls.cert,
       close: () => {
         closing ??= (async () => { for (const c of closers) await c(); })();
         return closing;

@@ -9,6 +9,8 @@ import { parsePolicyFile, policyHash, canonicalPolicy } from './policy-file.ts';
 import { CompiledPolicy } from './policy.ts';
 import type { PolicyAction, PolicyPlace, PolicySubject, Verdict } from './types.ts';
 
+export type PolicyTarget = 'sql' | 'exec' | 'shell' | 'files' | 'git';
+
 /** How often the store is asked whether another gateway applied a newer version. */
 const REFRESH_MS = 5000;
 
@@ -47,6 +49,16 @@ export class PolicyService {
       return { decision: 'deny', rule: null, reason: `the policy in force (version ${this.unreadable.version}) cannot be read by this gateway: ${this.unreadable.why}`, policyVersion: this.unreadable.version };
     }
     return this.current.decide(subject, place, action);
+  }
+
+  /** Whether any rule could decide on this kind of action by this subject here (an unreadable policy: always). */
+  appliesTo(subject: PolicySubject, place: PolicyPlace, target: PolicyTarget): boolean {
+    return this.unreadable !== null || this.current.appliesTo(subject, place, target);
+  }
+
+  /** The policy as one session sees it: who and where fixed, re-checked when a new version is in force. */
+  forSession(subject: PolicySubject, place: PolicyPlace): SessionPolicy {
+    return new SessionPolicy(this, subject, place);
   }
 
   /** Checks `source` completely, stores it as the next version and puts it in force here. Throws PolicyFileError. */
@@ -92,4 +104,34 @@ export class PolicyService {
 export async function policySubject(access: AccessService, identity: Identity): Promise<PolicySubject> {
   const subject = await access.subjectOf(identity);
   return { identity: identity.name, kind: identity.kind, groups: subject.groups.map((g) => g.name), claims: identity.claims ?? null };
+}
+
+/** One session's view of the policy: engines ask it before an action reaches the target. */
+export class SessionPolicy {
+  private readonly service: PolicyService;
+  readonly subject: PolicySubject;
+  readonly place: PolicyPlace;
+  private seenVersion = -1;
+  private readonly applies = new Map<PolicyTarget, boolean>();
+
+  constructor(service: PolicyService, subject: PolicySubject, place: PolicyPlace) {
+    this.service = service;
+    this.subject = subject;
+    this.place = place;
+  }
+
+  /** Cheap enough per message: recomputed only when the version in force changes. */
+  appliesTo(target: PolicyTarget): boolean {
+    if (this.seenVersion !== this.service.version) {
+      this.seenVersion = this.service.version;
+      this.applies.clear();
+    }
+    let v = this.applies.get(target);
+    if (v === undefined) this.applies.set(target, v = this.service.appliesTo(this.subject, this.place, target));
+    return v;
+  }
+
+  decide(action: PolicyAction): Verdict {
+    return this.service.decide(this.subject, this.place, action);
+  }
 }

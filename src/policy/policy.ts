@@ -99,6 +99,11 @@ export class CompiledPolicy {
 
   get ruleCount(): number { return this.rules.length; }
 
+  /** Whether any rule could decide on actions of this kind by this subject here (else engines need not ask). */
+  appliesTo(subject: PolicySubject, place: PolicyPlace, target: 'sql' | 'exec' | 'shell' | 'files' | 'git'): boolean {
+    return this.rules.some((r) => (r.target === target || r.target === 'any') && r.inScope(subject, place));
+  }
+
   decide(subject: PolicySubject, place: PolicyPlace, action: PolicyAction): Verdict {
     const rules = this.rules.length === 0 ? this.rules : this.rules.filter((r) => r.inScope(subject, place));
     switch (action.kind) {

@@ -2,6 +2,7 @@
 // cancel), token authentication, the default-deny access decision, the upstream login (pooled),
 // then the recorded relay. Every refusal is an ErrorResponse with the SQLSTATE a libpq client
 // expects, and refused attempts are recorded too.
+import { policySubject } from '../../policy/policy-service.ts';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -310,9 +311,11 @@ export class PgClientSession {
       });
       tracker.txStatus = up.txStatus;
       const leftover = reader.detach();
+      // Who and where are fixed for the session; the relay asks the policy about each statement.
+      const policy = ctx.policy.forSession(await policySubject(ctx.identity.access, identity), { connection: conn.name, type: conn.type });
       this.relay = new Relay(this.stream, up.stream, tracker, {
         maxClientMessageBytes: this.deps.options.maxClientMessageBytes, maxServerMessageBytes: this.deps.options.maxServerMessageBytes,
-        recordBeforeForward: conn.options.recording !== 'best-effort',
+        recordBeforeForward: conn.options.recording !== 'best-effort', policy,
       });
       if (this.stopReason) this.relay.stop(this.stopReason);
       this.relay.start(leftover);

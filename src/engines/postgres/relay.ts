@@ -7,13 +7,20 @@ import { FrameScanner, ProtocolError } from './codec/frame-scanner.ts';
 import { Backend, Frontend } from './codec/protocol.ts';
 import type { StatementTracker } from './statement-tracker.ts';
 import { readyForQuery } from './codec/encode.ts';
+import { cStringEnd } from './codec/decode.ts';
 import { repliesForUnsent } from './unsent-replies.ts';
+import { DeniedErrorRewriter, deniedParse, deniedQuery, newDenialMarker } from './denied-statements.ts';
+import { SqlState } from './codec/protocol.ts';
+import type { SessionPolicy } from '../../policy/policy-service.ts';
+import type { Verdict } from '../../policy/types.ts';
 
 export interface RelayOptions {
   maxClientMessageBytes: number;
   maxServerMessageBytes: number;
   /** Hold each statement until its record is durable (false: the connection is best-effort). */
   recordBeforeForward: boolean;
+  /** Decides on each Query and Parse before it is forwarded (src/policy/); null: nothing to decide. */
+  policy?: SessionPolicy | null;
 }
 
 export type RelayEnd =
@@ -45,6 +52,22 @@ export class Relay {
   private readonly serverScanner: FrameScanner;
   private readonly outgoing: Outgoing[] = [];
   private readonly recordBeforeForward: boolean;
+  private readonly policy: SessionPolicy | null;
+  /**
+   * While the policy decides, an incomplete client message is held back (from its first byte),
+   * so that a denied statement never partly reaches the target: it is forwarded once complete.
+   */
+  private heldClientTail: Buffer | null = null;
+  /** The held tail starts at the first byte of the incomplete message. */
+  private tailHeld = false;
+  /** Bytes of held tail in front of the chunk being scanned (frame offsets count from its start). */
+  private tailLength = 0;
+  /** Denied messages of the chunk being scanned and what replaces them (see denied-statements.ts). */
+  private readonly substitutions: Array<{ offset: number; length: number; replacement: Buffer }> = [];
+  /** Set once a statement was denied: turns the stand-in's error into the policy's. */
+  private rewriter: DeniedErrorRewriter | null = null;
+  /** A denied message whose first bytes had already been forwarded: the session must end. */
+  private policyFailure: string | null = null;
   private waitingForGate = false;
   private upstreamBlocked = false;
   private clientPaused = false;
@@ -62,6 +85,7 @@ export class Relay {
     this.upstream = upstream;
     this.tracker = tracker;
     this.recordBeforeForward = options.recordBeforeForward;
+    this.policy = options.policy ?? null;
     this.done = new Promise((resolve) => { this.resolveEnd = resolve; });
     this.clientScanner = new FrameScanner(
       { frame: this.onClientFrame, streamedData: (t, n) => tracker.clientStreamedData(t, n) },
@@ -142,11 +166,12 @@ export class Relay {
   private deferredReplies: { types: number[]; ordinal: number } | null = null;
 
   private readonly onClientFrame = (type: number, buf: Buffer, start: number, end: number): void => {
+    const inChunk = buf === this.scanning;
     if (this.discardUntilSync) {
       // Not sent and not recorded: the client already got the error for this segment.
       if (type === Frontend.Sync) {
         this.discardUntilSync = false;
-        this.discardCut = buf === this.scanning ? end : -2;
+        this.discardCut = inChunk ? this.tailLength + end : this.tailHeld ? end - start + 5 : -2;
         this.client.write(readyForQuery(this.tracker.txStatus === 0x49 ? 0x49 : 0x45));
       } else if (type === Frontend.Terminate) {
         this.tracker.clientFrame(type, buf, start, end);
@@ -154,15 +179,81 @@ export class Relay {
       return;
     }
     this.chunkTypes.push(type);
-    this.tracker.clientFrame(type, buf, start, end);
+    const verdict = (type === Frontend.Query || type === Frontend.Parse) && this.policy?.appliesTo('sql')
+      ? this.decide(type, buf, start, end, inChunk ? this.tailLength + start - 5 : this.tailHeld ? 0 : -1)
+      : undefined;
+    this.tracker.clientFrame(type, buf, start, end, verdict);
     if (this.tracker.deferralStarted) {
       // This frame waits for an earlier answer: what precedes it may go ahead (see cutAt).
       this.tracker.deferralStarted = false;
       const gate = this.recordBeforeForward ? this.tracker.gateBeforeDeferral : null;
       this.tracker.gateBeforeDeferral = null;
-      this.cut = { offset: buf === this.scanning ? start - 5 : 0, gate, typesBefore: this.chunkTypes.length - 1, ordinal: this.tracker.nextOrdinal };
+      this.cut = { offset: inChunk ? this.tailLength + start - 5 : 0, gate, typesBefore: this.chunkTypes.length - 1, ordinal: this.tracker.nextOrdinal };
     }
   };
+
+  /**
+   * The policy's decision on a Query or Parse whose message starts at `offset` of what will be
+   * forwarded (-1: its start was forwarded already). A denied one is replaced by a stand-in that
+   * fails on the server at the same point (see denied-statements.ts).
+   */
+  private decide(type: number, buf: Buffer, start: number, end: number, offset: number): Verdict {
+    const textStart = type === Frontend.Query ? start : cStringEnd(buf, start, end) + 1;
+    const text = this.tracker.encoding.text(buf, textStart, cStringEnd(buf, textStart, end));
+    let verdict = this.policy!.decide({ kind: 'sql', text });
+    if (verdict.decision === 'hold') {
+      verdict = { ...verdict, decision: 'deny', reason: `${verdict.reason}; holding for approval is not available on this gateway yet, so it is refused` };
+    }
+    if (verdict.decision !== 'deny') return verdict;
+    if (offset < 0) {
+      this.policyFailure = `a statement denied by the policy had partly been forwarded when the policy changed: ${verdict.reason}`;
+      return verdict;
+    }
+    const marker = newDenialMarker();
+    const replacement = type === Frontend.Query ? deniedQuery(marker) : deniedParse(buf.subarray(start, textStart - 1), marker);
+    this.substitutions.push({ offset, length: end - start + 5, replacement });
+    (this.rewriter ??= new DeniedErrorRewriter()).add(marker, {
+      code: SqlState.InsufficientPrivilege, message: `gatehouse: ${verdict.reason}`,
+      detail: `policy version ${verdict.policyVersion}${verdict.rule ? `, rule "${verdict.rule}"` : ''}`,
+    });
+    return verdict;
+  }
+
+  /** What of the held tail and this chunk may be forwarded now; an incomplete message is kept back. */
+  private forwardable(chunk: Buffer, deciding: boolean): Buffer {
+    let forward = this.heldClientTail ? Buffer.concat([this.heldClientTail, chunk]) : chunk;
+    this.heldClientTail = null;
+    this.tailHeld = false;
+    const partial = this.clientScanner.partialBytes;
+    if (deciding && partial > 0) {
+      const keep = Math.min(partial, forward.length);
+      this.heldClientTail = Buffer.from(forward.subarray(forward.length - keep)); // a copy: the socket may reuse `chunk`
+      this.tailHeld = keep === partial;
+      forward = forward.subarray(0, forward.length - keep);
+    }
+    return forward;
+  }
+
+  /** The chunk with each denied message replaced by its stand-in; offsets recorded during the scan move with it. */
+  private substitute(chunk: Buffer): Buffer {
+    const subs = this.substitutions;
+    const pieces: Buffer[] = [];
+    let at = 0;
+    for (const s of subs) {
+      pieces.push(chunk.subarray(at, s.offset), s.replacement);
+      at = s.offset + s.length;
+    }
+    pieces.push(chunk.subarray(at));
+    const moved = (o: number): number => {
+      let d = 0;
+      for (const s of subs) if (s.offset < o) d += s.replacement.length - s.length;
+      return o + d;
+    };
+    if (this.cut) this.cut.offset = moved(this.cut.offset);
+    if (this.discardCut >= 0) this.discardCut = moved(this.discardCut);
+    subs.length = 0;
+    return Buffer.concat(pieces);
+  }
 
   /** Where the chunk being scanned splits: frames from `offset` on wait for an earlier answer. */
   private cut: { offset: number; gate: Promise<void> | null; typesBefore: number; ordinal: number } | null = null;
@@ -175,6 +266,8 @@ export class Relay {
     this.chunkTypes.length = 0;
     this.discardCut = -1;
     this.scanning = chunk;
+    const deciding = this.policy?.appliesTo('sql') === true;
+    this.tailLength = this.heldClientTail?.length ?? 0;
     try {
       this.clientScanner.push(chunk);
     } catch (err) {
@@ -182,6 +275,12 @@ export class Relay {
       return;
     }
     this.scanning = null;
+    if (this.policyFailure) {
+      this.finish({ kind: 'stopped', reason: this.policyFailure });
+      return;
+    }
+    if (deciding || this.heldClientTail) chunk = this.forwardable(chunk, deciding);
+    if (this.substitutions.length > 0) chunk = this.substitute(chunk);
     if (wasDiscarding) {
       if (this.discardUntilSync) return; // the whole chunk belongs to the failed segment
       if (this.discardCut === -2) {
@@ -344,6 +443,10 @@ export class Relay {
 
   private readonly onUpstreamData = (chunk: Buffer): void => {
     if (this.finished) return;
+    if (this.rewriter) {
+      chunk = this.rewriter.push(chunk);
+      if (chunk.length === 0) return;
+    }
     try {
       this.serverScanner.push(chunk);
     } catch (err) {

@@ -20,6 +20,7 @@ import { sqlBytes } from './sql-bytes.ts';
 import type { SqlChars } from './sql-statement-starts.ts';
 import { boundedString, boundedText, DEFAULT_RECORDED_TEXT_BYTES, truncationFields, type BoundedText } from './recorded-text.ts';
 import { nowUs } from '../../util/ids.ts';
+import type { Verdict } from '../../policy/types.ts';
 
 /** Where the tracker writes events; implemented by the recorder's SessionRecording. */
 export interface EventSink {
@@ -118,7 +119,7 @@ interface Pending {
 
 /** Client frames held back until an earlier answer shows what they will run (see defer()). */
 interface Deferral {
-  queue: Array<{ type: number; body: Buffer }>;
+  queue: Array<{ type: number; body: Buffer; verdict?: Verdict }>;
   blocked: () => boolean;
   resolve: (r: { gate: Promise<void> | null }) => void;
   promise: Promise<{ gate: Promise<void> | null }>;
@@ -217,16 +218,21 @@ export class StatementTracker {
 
   // ---- client → server -------------------------------------------------------------------
 
-  clientFrame(type: number, buf: Buffer, start: number, end: number): void {
+  /** `verdict`: the policy's decision on a Query or Parse (src/policy/), recorded with its event. */
+  clientFrame(type: number, buf: Buffer, start: number, end: number, verdict?: Verdict): void {
     if (this.deferral && !this.draining) {
-      this.deferral.queue.push({ type, body: Buffer.from(buf.subarray(start, end)) });
+      this.deferral.queue.push({ type, body: Buffer.from(buf.subarray(start, end)), ...(verdict ? { verdict } : {}) });
       if (type === Frontend.Terminate) this.terminated = true;
       return;
     }
-    this.handle(type, buf, start, end);
+    this.handle(type, buf, start, end, verdict);
   }
 
-  private handle(type: number, buf: Buffer, start: number, end: number): void {
+  /** The verdict of the frame being handled (a deferral keeps it with the frame). */
+  private verdict: Verdict | undefined;
+
+  private handle(type: number, buf: Buffer, start: number, end: number, verdict?: Verdict): void {
+    this.verdict = verdict;
     switch (type) {
       case Frontend.Query: {
         if (this.mustWaitForEncoding(type, buf, start, end)) return;
@@ -234,7 +240,7 @@ export class StatementTracker {
         const text = boundedText(this.encoding, buf, start, textEnd, this.textLimit);
         // The checks below read the whole statement, a long one straight from its bytes.
         const whole = text.truncated ? this.wholeText(buf, start, textEnd) : text.text;
-        const p = this.begin('query', 'query', this.textData(text));
+        const p = this.begin('query', 'query', { ...this.textData(text), ...policyField(verdict) });
         p.text = text.text;
         if (mayChangeNames(whole)) {
           p.mutator = true;
@@ -259,7 +265,16 @@ export class StatementTracker {
         const data: Record<string, unknown> = this.textData(text);
         if (m.name) data.name = m.name;
         if (m.paramTypes.length > 0) data.paramTypes = m.paramTypes;
-        const seq = this.sink.append('parse', data);
+        Object.assign(data, policyField(verdict));
+        let seq: number;
+        if (verdict?.decision === 'deny') {
+          // The refusal is the action: on record before the failing stand-in reaches the server.
+          const appended = this.sink.appendDurable('parse', data);
+          seq = appended.seq;
+          this.gate = appended.durable;
+        } else {
+          seq = this.sink.append('parse', data);
+        }
         const statement: PreparedStatement = { name: m.name, text: text.text, ref: seq, mutates: mayChangeNames(whole), columns: null };
         if (mayChangeEncoding(whole)) statement.changesEncoding = true;
         if (text.raw) statement.raw = text.raw;
@@ -422,7 +437,7 @@ export class StatementTracker {
   private defer(blocked: () => boolean, type: number, buf: Buffer, start: number, end: number): void {
     let resolve!: Deferral['resolve'];
     const promise = new Promise<{ gate: Promise<void> | null }>((r) => { resolve = r; });
-    const d: Deferral = { queue: [{ type, body: Buffer.from(buf.subarray(start, end)) }], blocked, resolve, promise, timer: null };
+    const d: Deferral = { queue: [{ type, body: Buffer.from(buf.subarray(start, end)), ...(this.verdict ? { verdict: this.verdict } : {}) }], blocked, resolve, promise, timer: null };
     if (this.draining) { this.redeferral = d; return; }
     d.timer = setTimeout(() => this.drain(true), MAX_DEFERRAL_MS).unref();
     this.gateBeforeDeferral = this.gate;
@@ -442,7 +457,7 @@ export class StatementTracker {
         const f = d.queue.shift()!;
         this.redeferral = null;
         this.provisional = force;
-        this.handle(f.type, f.body, 0, f.body.length);
+        this.handle(f.type, f.body, 0, f.body.length, f.verdict);
         this.provisional = false;
         const again = this.redeferral as Deferral | null;
         if (again) {
@@ -901,4 +916,10 @@ function errorData(e: ErrorFields): Record<string, string> {
   if (e.detail) out.detail = e.detail;
   if (e.hint) out.hint = e.hint;
   return out;
+}
+
+/** What a statement's event says about the policy's decision: nothing when no rule applied. */
+function policyField(verdict: Verdict | undefined): Record<string, unknown> {
+  if (!verdict || verdict.rule === null && verdict.decision === 'allow') return {};
+  return { policy: { decision: verdict.decision, rule: verdict.rule, version: verdict.policyVersion, reason: verdict.reason } };
 }

@@ -78,4 +78,6 @@ export const SqlState = {
   FeatureNotSupported: '0A000',
   ProgramLimitExceeded: '54000',
   InternalError: 'XX000',
+  InsufficientPrivilege: '42501',
+  QueryCanceled: '57014',
 } as const;
