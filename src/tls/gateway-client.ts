@@ -22,6 +22,8 @@ export interface GatewayTrust {
   insecureHttp?: boolean;
 }
 
+const CONNECT_TIMEOUT_MS = 30_000;
+
 /** A refusal to talk to the gateway for reasons of trust: said once, clearly, nothing retried. */
 export class GatewayTrustError extends Error {}
 
@@ -50,7 +52,7 @@ export function checkGatewayUrl(gateway: string, trust: GatewayTrust): URL {
   return url;
 }
 
-/** One HTTP request to the gateway under `trust`; `timeoutMs` bounds the whole exchange. */
+/** One HTTP request to the gateway under `trust`; `timeoutMs` (default 5 min) bounds each silence. */
 export async function gatewayRequest(gateway: string, path: string, init: { method: string; headers?: Record<string, string>; body?: string; timeoutMs?: number }, trust: GatewayTrust): Promise<GatewayResponse> {
   const base = checkGatewayUrl(gateway, trust);
   const url = new URL(base.pathname.replace(/\/+$/, '') + path, base);
@@ -59,7 +61,7 @@ export async function gatewayRequest(gateway: string, path: string, init: { meth
   const body = init.body !== undefined ? Buffer.from(init.body) : undefined;
   const headers = { ...init.headers, ...(body ? { 'content-length': String(body.length) } : {}) };
   return new Promise<GatewayResponse>((resolve, reject) => {
-    const options: https.RequestOptions = { method: init.method, headers, timeout: init.timeoutMs ?? 60_000 };
+    const options: https.RequestOptions = { method: init.method, headers, timeout: init.timeoutMs ?? 300_000 };
     // No agent with a pin: http then uses our connection, handed over only once the pin matched.
     if (pin) options.createConnection = (_o, done) => { pinnedConnection(url, pin, done); return undefined; };
     else options.agent = false;
@@ -95,9 +97,12 @@ function pinnedConnection(url: URL, pin: Buffer, done: (err: Error | null, socke
     rejectUnauthorized: false, ALPNProtocols: ['http/1.1'], minVersion: 'TLSv1.2',
   });
   let settled = false;
+  // A silent address must not hang the command: the handshake gets as long as a request's silence.
+  socket.setTimeout(CONNECT_TIMEOUT_MS, () => finish(new Error(`no TLS answer from ${url.host} in ${CONNECT_TIMEOUT_MS / 1000} s`)));
   const finish = (err: Error | null): void => {
     if (settled) return;
     settled = true;
+    socket.setTimeout(0);
     // Closed politely (close_notify after our Finished), never with application data.
     if (err) socket.destroySoon();
     done(err, socket);
