@@ -97,7 +97,7 @@ function pinnedConnection(url: URL, pin: Buffer, done: (err: Error | null, socke
     rejectUnauthorized: false, ALPNProtocols: ['http/1.1'], minVersion: 'TLSv1.2',
   });
   let settled = false;
-  // A silent address must not hang the command: the handshake gets as long as a request's silence.
+  // A silent address must not hang the command before the pin is even checked.
   socket.setTimeout(CONNECT_TIMEOUT_MS, () => finish(new Error(`no TLS answer from ${url.host} in ${CONNECT_TIMEOUT_MS / 1000} s`)));
   const finish = (err: Error | null): void => {
     if (settled) return;
