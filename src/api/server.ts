@@ -12,6 +12,8 @@ import { policyRoutes } from './routes/policy.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { registerAuditHook } from './audit-hook.ts';
 import type { AdminAudit } from '../audit/admin-audit.ts';
+import type { ApprovalService } from '../approvals/approval-service.ts';
+import { approvalRoutes } from './routes/approvals.ts';
 import type { ConnectorCa } from '../connector/ca.ts';
 import type { TunnelServer } from '../connector/tunnel-server.ts';
 import type { Dialer } from '../connector/dialer.ts';
@@ -42,6 +44,8 @@ export interface ApiDeps {
   policy: PolicyService;
   /** Every state-changing request is recorded here first (src/audit/). */
   audit: AdminAudit;
+  /** Actions held by a policy rule, waiting for people to decide. */
+  approvals: ApprovalService;
   dialer: Dialer;
   /** apiFingerprint: SHA-256 of the API's TLS certificate (absent: plain HTTP), for enrollment commands. */
   connectors: { ca: ConnectorCa; tunnels: TunnelServer; publicAddress: ListenAddress; apiFingerprint?: string };
@@ -129,6 +133,7 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
     await scope.register(sessionRoutes, deps);
     await scope.register(policyRoutes, deps);
     await scope.register(auditRoutes, deps);
+    await scope.register(approvalRoutes, deps);
     await scope.register(logoutRoutes, deps);
   });
   return app;

@@ -11,6 +11,7 @@ import { registerConnectors } from './commands/connectors.ts';
 import { registerLogin } from './commands/login.ts';
 import { registerPolicy } from './commands/policy.ts';
 import { registerAudit } from './commands/audit.ts';
+import { registerApprovals } from './commands/approvals.ts';
 import { signedInGateway, signedInToken } from './credentials.ts';
 import { gatewayTrust, type GatewayTrustFlags } from './gateway-trust.ts';
 
@@ -37,6 +38,7 @@ registerConnectors(program, client);
 registerLogin(program, client);
 registerPolicy(program, client);
 registerAudit(program, client);
+registerApprovals(program, client);
 registerEvidence(program, client, registerSessions(program, client));
 
 try {

@@ -46,6 +46,8 @@ export interface GatewayConfig {
   gitPush: PushLimits;
   /** Failed sign-ins per address, on every listener (src/access/auth-throttle.ts). */
   authLimit: AuthLimits;
+  /** Held actions (docs/policy.md): a URL that gets a JSON POST for each new request and each decision. */
+  approvals: { webhookUrl?: string };
   /** Shared PostgreSQL store (postgres://…); otherwise the embedded SQLite store in the data directory. */
   store?: string;
   /**
@@ -90,6 +92,7 @@ export function defaultConfig(): GatewayConfig {
     recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000, maxRetainedEvents: 500_000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true, recordedTextBytes: 64 * 1024 },
     authLimit: defaultAuthLimits(),
+    approvals: {},
     gitPush: { maxPushBytes: 2 * 1024 ** 3, spoolDir: '' }, // spoolDir '' means <data_dir>/spool
     lease: { durationMs: 60_000, heartbeatMs: 10_000 },
     workloadIdentity: defaultWorkloadIdentityConfig(),
@@ -152,6 +155,8 @@ function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): vo
   if (pg?.auth_timeout_ms !== undefined) cfg.postgres.authTimeoutMs = num(pg.auth_timeout_ms, 'postgres.auth_timeout_ms');
   if (pg?.recorded_text_bytes !== undefined) cfg.postgres.recordedTextBytes = Math.max(1024, num(pg.recorded_text_bytes, 'postgres.recorded_text_bytes'));
   applyAuthLimits(cfg.authLimit, doc.auth_limit, {});
+  const approvals = doc.approvals as Yaml | undefined;
+  if (approvals?.webhook_url !== undefined) cfg.approvals.webhookUrl = webhookUrl(String(approvals.webhook_url), 'approvals.webhook_url');
   applyPushLimits(cfg.gitPush, doc.git, {}, base);
   if (pg?.allow_loopback_cleartext !== undefined) cfg.postgres.allowLoopbackCleartext = Boolean(pg.allow_loopback_cleartext);
   try {
@@ -167,6 +172,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   const file = flags.config ?? env.GATEHOUSE_CONFIG ?? (existsSync('gatehouse.yaml') ? 'gatehouse.yaml' : undefined);
   if (file) applyFile(cfg, file, env);
   applyAuthLimits(cfg.authLimit, undefined, env);
+  if (env.GATEHOUSE_APPROVALS_WEBHOOK) cfg.approvals.webhookUrl = webhookUrl(env.GATEHOUSE_APPROVALS_WEBHOOK, 'GATEHOUSE_APPROVALS_WEBHOOK');
   applyPushLimits(cfg.gitPush, undefined, env);
   if (env.GATEHOUSE_PG_RECORDED_TEXT_BYTES) cfg.postgres.recordedTextBytes = Math.max(1024, num(env.GATEHOUSE_PG_RECORDED_TEXT_BYTES, 'GATEHOUSE_PG_RECORDED_TEXT_BYTES'));
   if (env.GATEHOUSE_DATA_DIR) cfg.dataDir = env.GATEHOUSE_DATA_DIR;
@@ -217,4 +223,16 @@ function checkLease(lease: GatewayConfig['lease']): void {
   if (lease.durationMs < 3 * lease.heartbeatMs) {
     throw new Error(`config: lease.duration_ms (${lease.durationMs}) must be at least three heartbeats (lease.heartbeat_ms ${lease.heartbeatMs} × 3)`);
   }
+}
+
+/** An http(s) URL; anything else is refused at start (the value itself is not echoed: it may hold a token). */
+function webhookUrl(value: string, source: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new Error(`config: ${source} is not a URL`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new Error(`config: ${source} must be an http or https URL`);
+  return url.toString();
 }

@@ -7,6 +7,7 @@ import type { Dialer } from '../connector/dialer.ts';
 import type { SecretBox } from '../crypto/secret-box.ts';
 import type { IdentityService } from '../identity/identity-service.ts';
 import type { PolicyService } from '../policy/policy-service.ts';
+import type { ApprovalService } from '../approvals/approval-service.ts';
 import type { Recorder } from '../recorder/recorder.ts';
 import type { Admission } from '../access/admission.ts';
 import type { Store } from '../store/types.ts';
@@ -21,6 +22,8 @@ export interface EngineContext {
   secrets: SecretBox;
   /** Decisions on actions before they reach the target (src/policy/): engines ask, and turn the verdict into their protocol's error or wait. */
   policy: PolicyService;
+  /** Where an action the policy holds waits for people to decide (src/approvals/). */
+  approvals: ApprovalService;
   dialer: Dialer;
   tls: { cert: string; key: string };
   log: Logger;

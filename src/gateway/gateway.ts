@@ -13,6 +13,8 @@ import { SignInService } from '../identity/sso/sign-in-service.ts';
 import { Recorder } from '../recorder/recorder.ts';
 import { PolicyService } from '../policy/policy-service.ts';
 import { AdminAudit } from '../audit/admin-audit.ts';
+import { ApprovalService } from '../approvals/approval-service.ts';
+import { ApprovalWebhook } from '../approvals/webhook.ts';
 import { loadPolicyParser } from '../policy/sql-facts.ts';
 import { SecretBox, loadSecretKey } from '../crypto/secret-box.ts';
 import { loadOrCreateTls } from '../tls/certificate.ts';
@@ -84,6 +86,11 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     // Every change through the API goes to the admin audit log first (src/audit/).
     const audit = new AdminAudit({ store, key: signingKey, gatewayId: recorder.options.gatewayId, headFile: path.join(config.dataDir, 'audit-log.head'), log: log.child({ component: 'audit' }) });
     await audit.start();
+    const approvals = new ApprovalService({
+      store, access: identity.access, gatewayId: recorder.options.gatewayId, log: log.child({ component: 'approvals' }),
+      webhook: config.approvals.webhookUrl ? new ApprovalWebhook(config.approvals.webhookUrl, log.child({ component: 'approvals-webhook' })) : null,
+    });
+    closers.unshift(async () => approvals.close());
     const stopRetention = scheduleRetention(store, recorder, log, 3600_000);
     closers.unshift(async () => stopRetention());
 
@@ -101,7 +108,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     recorder.onTakenOver = (sessionId, reason) => { void sessions.kill(sessionId, reason); };
     const admission = new Admission({ store, identity, recorder, log, throttle: new AuthThrottle(config.authLimit) }, sessions);
     closers.unshift(() => admission.close());
-    const ctx: EngineContext = { store, identity, recorder, admission, secrets, policy, dialer: new RoutingDialer(tunnels), tls, log };
+    const ctx: EngineContext = { store, identity, recorder, admission, secrets, policy, approvals, dialer: new RoutingDialer(tunnels), tls, log };
     const pgEngine = new PostgresEngine(ctx, {
       maxClientMessageBytes: config.postgres.maxMessageBytes, authTimeoutMs: config.postgres.authTimeoutMs,
       allowLoopbackCleartext: config.postgres.allowLoopbackCleartext, recordedTextBytes: config.postgres.recordedTextBytes,
@@ -125,7 +132,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       store, identity, recorder, config: config.sso, log: log.child({ component: 'sso' }),
       publicUrl: () => config.sso.publicUrl ?? `${apiTls.scheme}://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
     });
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, audit, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api, authThrottle: admission.throttle }, config.http, { https: apiTls.https });
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, audit, approvals, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api, authThrottle: admission.throttle }, config.http, { https: apiTls.https });
     apiAddress = api.address;
     if (sso.enabled && !config.sso.publicUrl && /^(0\.0\.0\.0|::)$/.test(apiAddress.host)) {
       log.warn('sso.public_url is not set and the API listens on every address: identity providers will be told an unusable URL; set sso.public_url');

@@ -77,25 +77,43 @@ function collect(wrapper: Node, nested: boolean, out: SqlStatementFacts[]): void
   const tables = new Set<string>();
   walk(node, (k, v) => {
     if (k === 'FuncCall') addName(functions, (v.funcname as Node[] | undefined) ?? []);
-    else if (k === 'RangeVar') {
-      const rel = String(v.relname ?? '');
-      tables.add(rel);
-      if (v.schemaname) tables.add(`${String(v.schemaname)}.${rel}`);
-    } else if (STATEMENTS_THAT_RUN.has(k)) {
+    else if (STATEMENTS_THAT_RUN.has(k)) {
       collect({ [k]: v }, true, out);
       return false; // its own facts hold what is inside it
     }
     return true;
   });
+  addRelations(node, tables);
+  // DROP TABLE / VIEW / … name their objects as lists of identifiers, not as relations.
+  if (key === 'DropStmt') for (const o of (node.objects as Node[] | undefined) ?? []) addName(tables, (((o.List as Node | undefined)?.items) as Node[] | undefined) ?? [], false);
   facts.functions = [...functions];
   facts.tables = [...tables];
+}
+
+/**
+ * Every relation the statement names: RangeVar nodes, wherever they sit (a DELETE's target is a
+ * bare RangeVar under `relation`, a FROM list wraps them) — but not inside nested statements,
+ * which have their own facts.
+ */
+function addRelations(node: unknown, into: Set<string>): void {
+  if (Array.isArray(node)) {
+    for (const x of node) addRelations(x, into);
+    return;
+  }
+  if (node === null || typeof node !== 'object') return;
+  const n = node as Node;
+  if (typeof n.relname === 'string') {
+    into.add(n.relname);
+    if (typeof n.schemaname === 'string' && n.schemaname) into.add(`${n.schemaname}.${n.relname}`);
+  }
+  for (const [k, v] of Object.entries(n)) if (!STATEMENTS_THAT_RUN.has(k)) addRelations(v, into);
 }
 
 /** Nested statements that execute (as opposed to SelectStmt, read by the statement around it). */
 const STATEMENTS_THAT_RUN = new Set(['DeleteStmt', 'UpdateStmt', 'InsertStmt', 'MergeStmt']);
 
-function addName(into: Set<string>, parts: Node[]): void {
-  const names = parts.map((p) => String((p.String as Node | undefined)?.sval ?? '').toLowerCase());
+function addName(into: Set<string>, parts: Node[], lower = true): void {
+  const names = parts.map((p) => String((p.String as Node | undefined)?.sval ?? '')).map((x) => (lower ? x.toLowerCase() : x));
   if (names.length === 0) return;
   into.add(names[names.length - 1]!);
   if (names.length > 1) into.add(names.join('.'));

@@ -3,7 +3,7 @@
 // string) and flags (SQLite 0/1, PostgreSQL booleans), which Number() and flag() absorb.
 import type {
   AccessAction, AccessGrant, Connection, ConnectorRecord, GroupMember, GroupRecord, PublicKeyRecord, EventRow, Identity, IdentityClaims, IdentityKind, SealRow,
-  AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionRow, TokenRecord,
+  ApprovalRow, ApprovalStatus, AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionRow, TokenRecord,
 } from './types.ts';
 
 export type Row = Record<string, unknown>;
@@ -128,5 +128,27 @@ export function toAuditEntry(r: Row): AuditEntryRow {
   return {
     gatewayId: String(r.gateway_id), seq: Number(r.seq), ts: Number(r.ts), type: String(r.type), data: String(r.data), hash: String(r.hash),
     keyId: String(r.key_id), signature: String(r.signature),
+  };
+}
+
+export const APPROVAL_COLUMNS = ['id', 'status', 'gateway_id', 'session_id', 'requester_id', 'requester_name', 'requester_kind', 'requester_claims',
+  'connection_id', 'connection_name', 'protocol', 'rule', 'policy_version', 'action', 'approvers', 'quorum', 'decisions', 'reason', 'created_at',
+  'expires_at', 'decided_at'] as const;
+
+export function approvalValues(a: ApprovalRow): unknown[] {
+  return [a.id, a.status, a.gatewayId, a.sessionId, a.requesterId, a.requesterName, a.requesterKind, a.requesterClaims ? JSON.stringify(a.requesterClaims) : null,
+    a.connectionId, a.connectionName, a.protocol, a.rule, a.policyVersion, a.action, a.approvers, a.quorum, a.decisions, a.reason, a.createdAt,
+    a.expiresAt, a.decidedAt];
+}
+
+export function toApproval(r: Row): ApprovalRow {
+  return {
+    id: String(r.id), status: String(r.status) as ApprovalStatus, gatewayId: String(r.gateway_id), sessionId: String(r.session_id),
+    requesterId: String(r.requester_id), requesterName: String(r.requester_name), requesterKind: String(r.requester_kind),
+    requesterClaims: r.requester_claims ? JSON.parse(String(r.requester_claims)) as IdentityClaims : null,
+    connectionId: String(r.connection_id), connectionName: String(r.connection_name), protocol: String(r.protocol), rule: String(r.rule),
+    policyVersion: Number(r.policy_version), action: String(r.action), approvers: String(r.approvers), quorum: Number(r.quorum),
+    decisions: String(r.decisions), reason: r.reason === null ? null : String(r.reason), createdAt: Number(r.created_at),
+    expiresAt: Number(r.expires_at), decidedAt: r.decided_at === null ? null : Number(r.decided_at),
   };
 }

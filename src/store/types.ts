@@ -234,6 +234,38 @@ export interface AuditEntryRow {
   signature: string;
 }
 
+export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'withdrawn';
+
+/** An action held by a policy rule until people approve it (src/approvals/). */
+export interface ApprovalRow {
+  id: string;
+  status: ApprovalStatus;
+  /** The gateway holding the action (it forwards or refuses it when decided). */
+  gatewayId: string;
+  sessionId: string;
+  requesterId: string;
+  requesterName: string;
+  requesterKind: string;
+  requesterClaims: IdentityClaims | null;
+  connectionId: string;
+  connectionName: string;
+  protocol: string;
+  rule: string;
+  policyVersion: number;
+  /** What would run, as the policy saw it (JSON of a PolicyAction). */
+  action: string;
+  /** Who may approve besides identities with the approve grant on the connection (JSON). */
+  approvers: string;
+  quorum: number;
+  /** JSON array of { by, decision, reason, at }. */
+  decisions: string;
+  /** Why it ended (the denying approver's reason, the timeout…). */
+  reason: string | null;
+  createdAt: number;
+  expiresAt: number;
+  decidedAt: number | null;
+}
+
 /** One applied policy (docs/policy.md). */
 export interface PolicyVersion {
   version: number;
@@ -471,6 +503,16 @@ export interface Store {
   listAuditEntries(sinceUs: number, limit: number): Promise<AuditEntryRow[]>;
   /** Every entry of every gateway, by gateway then seq (verification). */
   allAuditEntries(): Promise<AuditEntryRow[]>;
+
+  createApproval(a: ApprovalRow): Promise<void>;
+  getApproval(id: string): Promise<ApprovalRow | undefined>;
+  /** Newest first; `status` filters (e.g. pending). */
+  listApprovals(f: { status?: ApprovalStatus; limit?: number }): Promise<ApprovalRow[]>;
+  /**
+   * Replaces the approval's decisions, status, reason and decided_at only if its status is still
+   * `expected` (two approvers, or an approval racing its timeout: one wins). Returns whether it did.
+   */
+  updateApproval(id: string, expected: ApprovalStatus, next: Pick<ApprovalRow, 'status' | 'decisions' | 'reason' | 'decidedAt'>): Promise<boolean>;
 
   close(): Promise<void>;
 }

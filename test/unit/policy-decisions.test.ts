@@ -55,6 +55,9 @@ rules:
   - name: no-tag-deletes
     git: { refs: ["refs/tags/**"], delete: true }
     action: deny
+  - name: secrets-are-off-limits
+    sql: { tables: [secrets, "vault.*"] }
+    action: deny
   - name: claims-scoped
     when: { claims: { repository: "org/deploy-*" } }
     exec: { programs: [terraform] }
@@ -144,6 +147,14 @@ describe('SQL, decided on the parse tree', () => {
     assert.equal(decision(agent, prod, sql('do $$ begin null; end $$')), 'audit:flag-procedural');
     assert.equal(decision(agent, prod, sql('do $$ begin null; end $$; delete from t')), 'hold:hold-unbounded-writes');
     assert.equal(decision(agent, prod, sql("create function f() returns int language sql as 'select 1'")), 'audit:flag-procedural');
+  });
+
+  it('tables: wherever a relation is named (targets of DML and DROP, FROM lists, joins, subqueries, schemas)', () => {
+    for (const text of ['delete from secrets where id = 1', 'update public.secrets set a = 1 where id = 2', 'drop view secrets', 'select 1 from t join secrets on true',
+      'select * from (select * from vault.keys) k', 'insert into log select * from "secrets"', 'with x as (select 1) delete from secrets where id = 3']) {
+      assert.equal(decision(human, staging, sql(text)), 'deny:secrets-are-off-limits', text);
+    }
+    assert.equal(decision(human, staging, sql('select * from secret_menu')), 'allow');
   });
 
   it('SQL the parser rejects is refused when a deny or hold rule could apply, naming why', () => {

@@ -3,6 +3,7 @@
 // then the recorded relay. Every refusal is an ErrorResponse with the SQLSTATE a libpq client
 // expects, and refused attempts are recorded too.
 import { policySubject } from '../../policy/policy-service.ts';
+import type { StatementHolds } from './relay.ts';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -293,6 +294,8 @@ export class PgClientSession {
     const cancelKey = this.deps.cancels.register({
       cancel: () => {
         recording.append('cancel', { upstreamPid: up.backendPid });
+        // A held statement has not reached the target: withdrawing it is the cancel.
+        if (this.relay?.cancelHolds()) return;
         void this.sendUpstreamCancel(conn, up);
       },
     });
@@ -313,9 +316,20 @@ export class PgClientSession {
       const leftover = reader.detach();
       // Who and where are fixed for the session; the relay asks the policy about each statement.
       const policy = ctx.policy.forSession(await policySubject(ctx.identity.access, identity), { connection: conn.name, type: conn.type });
+      // A held statement waits here for people to decide; its request and decision are on record.
+      const holds: StatementHolds = {
+        hold: (verdict, text) => {
+          const hold = ctx.approvals.hold({
+            sessionId: recording.id, requester: identity, connection: { id: conn.id, name: conn.name }, protocol: 'postgres', verdict, action: { kind: 'sql', text },
+          });
+          recording.append('policy.hold', { request: hold.id, rule: verdict.rule, version: verdict.policyVersion, expiresAt: new Date(hold.expiresAt).toISOString() });
+          return hold;
+        },
+        decided: (hold, outcome) => { recording.append('policy.decision', { request: hold.id, ...outcome }); },
+      };
       this.relay = new Relay(this.stream, up.stream, tracker, {
         maxClientMessageBytes: this.deps.options.maxClientMessageBytes, maxServerMessageBytes: this.deps.options.maxServerMessageBytes,
-        recordBeforeForward: conn.options.recording !== 'best-effort', policy,
+        recordBeforeForward: conn.options.recording !== 'best-effort', policy, holds,
       });
       if (this.stopReason) this.relay.stop(this.stopReason);
       this.relay.start(leftover);

@@ -6,13 +6,23 @@ import type { Duplex } from 'node:stream';
 import { FrameScanner, ProtocolError } from './codec/frame-scanner.ts';
 import { Backend, Frontend } from './codec/protocol.ts';
 import type { StatementTracker } from './statement-tracker.ts';
-import { readyForQuery } from './codec/encode.ts';
+import { noticeResponse, readyForQuery, type ErrorInfo } from './codec/encode.ts';
 import { cStringEnd } from './codec/decode.ts';
 import { repliesForUnsent } from './unsent-replies.ts';
 import { DeniedErrorRewriter, deniedParse, deniedQuery, newDenialMarker } from './denied-statements.ts';
 import { SqlState } from './codec/protocol.ts';
 import type { SessionPolicy } from '../../policy/policy-service.ts';
 import type { Verdict } from '../../policy/types.ts';
+import type { Hold, HoldOutcome } from '../../approvals/approval-service.ts';
+
+/** How the relay holds a statement for approval: the session creates the request and records its course. */
+export interface StatementHolds {
+  hold(verdict: Verdict, text: string): Hold;
+  decided(hold: Hold, outcome: HoldOutcome): void;
+}
+
+/** A held message of the chunk being scanned: where it is, and what replaces it if it is not approved. */
+interface HeldMessage { offset: number; length: number; type: number; statementName: Buffer | null; hold: Hold }
 
 export interface RelayOptions {
   maxClientMessageBytes: number;
@@ -21,6 +31,8 @@ export interface RelayOptions {
   recordBeforeForward: boolean;
   /** Decides on each Query and Parse before it is forwarded (src/policy/); null: nothing to decide. */
   policy?: SessionPolicy | null;
+  /** Holds for approval (absent: a hold is refused like a deny). */
+  holds?: StatementHolds | null;
 }
 
 export type RelayEnd =
@@ -68,6 +80,13 @@ export class Relay {
   private rewriter: DeniedErrorRewriter | null = null;
   /** A denied message whose first bytes had already been forwarded: the session must end. */
   private policyFailure: string | null = null;
+  private readonly holds: StatementHolds | null;
+  /** The held message of the chunk being scanned (one per chunk: everything behind it waits anyway). */
+  private heldInChunk: HeldMessage | null = null;
+  /** Requests waiting for a decision: withdrawn when the client cancels or goes away. */
+  private readonly activeHolds = new Set<Hold>();
+  /** Notices for the client that wait until the server's stream to it is between messages. */
+  private readonly pendingNotices: Buffer[] = [];
   private waitingForGate = false;
   private upstreamBlocked = false;
   private clientPaused = false;
@@ -86,6 +105,7 @@ export class Relay {
     this.tracker = tracker;
     this.recordBeforeForward = options.recordBeforeForward;
     this.policy = options.policy ?? null;
+    this.holds = options.holds ?? null;
     this.done = new Promise((resolve) => { this.resolveEnd = resolve; });
     this.clientScanner = new FrameScanner(
       { frame: this.onClientFrame, streamedData: (t, n) => tracker.clientStreamedData(t, n) },
@@ -149,6 +169,7 @@ export class Relay {
   private finish(end: RelayEnd): void {
     if (this.finished) return;
     this.finished = true;
+    for (const h of this.activeHolds) h.withdraw(end.kind === 'client-closed' || end.kind === 'client-terminated' ? 'the client went away' : 'the session ended');
     this.detach();
     this.resolveEnd(end);
   }
@@ -202,7 +223,18 @@ export class Relay {
     const text = this.tracker.encoding.text(buf, textStart, cStringEnd(buf, textStart, end));
     let verdict = this.policy!.decide({ kind: 'sql', text });
     if (verdict.decision === 'hold') {
-      verdict = { ...verdict, decision: 'deny', reason: `${verdict.reason}; holding for approval is not available on this gateway yet, so it is refused` };
+      if (this.holds && offset >= 0 && !this.heldInChunk) {
+        const hold = this.holds.hold(verdict, text);
+        this.activeHolds.add(hold);
+        this.heldInChunk = { offset, length: end - start + 5, type, statementName: type === Frontend.Parse ? Buffer.from(buf.subarray(start, textStart - 1)) : null, hold };
+        this.sendNotice(noticeResponse({
+          code: '00000', message: `gatehouse: this statement is held for approval: ${verdict.reason}; request ${hold.id}`,
+          hint: `an approver runs: gatehouse approvals approve ${hold.id} (it is refused if not decided by ${new Date(hold.expiresAt).toISOString()})`,
+        }));
+        return verdict;
+      }
+      const why = !this.holds ? 'holding for approval is not available here' : 'another statement of the same message batch is already held';
+      verdict = { ...verdict, decision: 'deny', reason: `${verdict.reason}; ${why}, so it is refused` };
     }
     if (verdict.decision !== 'deny') return verdict;
     if (offset < 0) {
@@ -251,6 +283,7 @@ export class Relay {
     };
     if (this.cut) this.cut.offset = moved(this.cut.offset);
     if (this.discardCut >= 0) this.discardCut = moved(this.discardCut);
+    if (this.heldInChunk) this.heldInChunk.offset = moved(this.heldInChunk.offset);
     subs.length = 0;
     return Buffer.concat(pieces);
   }
@@ -281,6 +314,8 @@ export class Relay {
     }
     if (deciding || this.heldClientTail) chunk = this.forwardable(chunk, deciding);
     if (this.substitutions.length > 0) chunk = this.substitute(chunk);
+    let held = this.heldInChunk;
+    this.heldInChunk = null;
     if (wasDiscarding) {
       if (this.discardUntilSync) return; // the whole chunk belongs to the failed segment
       if (this.discardCut === -2) {
@@ -288,6 +323,7 @@ export class Relay {
         return;
       }
       chunk = chunk.subarray(this.discardCut);
+      if (held) held = { ...held, offset: held.offset - this.discardCut };
     }
     if (!wasTerminated && this.tracker.terminated) {
       if (this.tracker.outstanding === 0 && chunk.length >= 5 && chunk.subarray(chunk.length - 5).equals(TERMINATE)) {
@@ -304,13 +340,20 @@ export class Relay {
     let restOrdinal = ordinal;
     if (this.cut) {
       const discarded = wasDiscarding ? this.discardCut : 0;
+      const at = Math.max(0, this.cut.offset - discarded);
       this.queueBeforeCut(chunk, discarded, ordinal);
-      chunk = chunk.subarray(Math.max(0, this.cut.offset - discarded));
+      if (held && held.offset < at) {
+        this.holdEntry(this.outgoing[this.outgoing.length - 1]!, held);
+        held = null;
+      } else if (held) {
+        held = { ...held, offset: held.offset - at };
+      }
+      chunk = chunk.subarray(at);
       restOrdinal = this.cut.ordinal;
       this.cut = null;
     }
     const gate = this.tracker.takeGate(this.recordBeforeForward);
-    if (!gate && this.outgoing.length === 0) {
+    if (!gate && !held && this.outgoing.length === 0) {
       if (chunk.length > 0) {
         this.writeUpstream(chunk); // common case: nothing to wait for, nothing queued
         this.upstreamAtBoundary = this.atExchangeBoundary();
@@ -318,11 +361,44 @@ export class Relay {
       if (this.endAfterFlush) this.finish({ kind: 'client-terminated' });
       return;
     }
-    this.outgoing.push({ chunk, gate, types: this.chunkTypes.slice(), ordinal: restOrdinal, boundaryAfter: this.atExchangeBoundary() });
+    const entry: Outgoing = { chunk, gate, types: this.chunkTypes.slice(), ordinal: restOrdinal, boundaryAfter: this.atExchangeBoundary() };
+    if (held) this.holdEntry(entry, held);
+    this.outgoing.push(entry);
     this.queuedBytes += chunk.length;
     if (!this.waitingForGate) this.flushOutgoing();
     this.updateClientFlow();
   };
+
+  /**
+   * The entry waits for its held message's decision too. Approved: forwarded as it is. Otherwise
+   * the held message is replaced by a stand-in that fails on the server (denied-statements.ts),
+   * with the error that says why: denied by an approver, not decided in time, cancelled.
+   */
+  private holdEntry(entry: Outgoing, held: HeldMessage): void {
+    const durable = entry.gate ?? Promise.resolve();
+    entry.gate = Promise.all([durable, held.hold.outcome]).then(([, outcome]) => {
+      this.activeHolds.delete(held.hold);
+      this.holds?.decided(held.hold, outcome);
+      if (outcome.kind === 'approved') return;
+      const marker = newDenialMarker();
+      const replacement = held.type === Frontend.Query ? deniedQuery(marker) : deniedParse(held.statementName!, marker);
+      entry.chunk = Buffer.concat([entry.chunk.subarray(0, held.offset), replacement, entry.chunk.subarray(held.offset + held.length)]);
+      this.queuedBytes += replacement.length - held.length;
+      (this.rewriter ??= new DeniedErrorRewriter()).add(marker, heldOutcomeError(held.hold, outcome));
+    });
+  }
+
+  /** The client cancelled (CancelRequest): held statements are withdrawn and answered as cancelled. */
+  cancelHolds(): boolean {
+    for (const h of this.activeHolds) h.withdraw('canceled by the client');
+    return this.activeHolds.size > 0;
+  }
+
+  /** A notice may only go between the server's messages to the client. */
+  private sendNotice(notice: Buffer): void {
+    if (!this.clientMidMessage && this.heldTail === null) this.client.write(notice);
+    else this.pendingNotices.push(notice);
+  }
 
   /**
    * The part of the chunk before a deferred frame goes ahead behind its own gate, followed by a
@@ -382,6 +458,7 @@ export class Relay {
   private readonly onGateFailed = (err: unknown): void => {
     const error = err instanceof Error ? err : new Error(String(err));
     this.waitingForGate = false;
+    for (const h of this.activeHolds) h.withdraw('its record could not be made durable');
     const dropped = this.outgoing.splice(0);
     this.queuedBytes = 0;
     const types = dropped.flatMap((d) => d.types);
@@ -457,6 +534,7 @@ export class Relay {
       this.upstream.pause();
       this.client.once('drain', this.onClientDrain);
     }
+    if (this.pendingNotices.length > 0 && !this.clientMidMessage) this.client.write(Buffer.concat(this.pendingNotices.splice(0)));
     if (this.deferredReplies) this.sendDeferredReplies();
   };
 
@@ -501,4 +579,15 @@ export class Relay {
   private readonly onUpstreamEnd = (): void => {
     this.finish(this.tracker.terminated ? { kind: 'client-terminated' } : { kind: 'upstream-closed', fatal: this.tracker.lastFatal });
   };
+}
+
+/** The error a held statement gets when it is not approved. */
+function heldOutcomeError(hold: Hold, outcome: HoldOutcome): ErrorInfo {
+  switch (outcome.kind) {
+    case 'denied': return { code: SqlState.InsufficientPrivilege, message: `gatehouse: denied by ${outcome.by}: ${outcome.reason}`, detail: `approval request ${hold.id}` };
+    case 'expired': return { code: SqlState.QueryCanceled, message: `gatehouse: approval request ${hold.id} was not decided within ${Math.round(outcome.afterMs / 1000)}s; the statement was not run` };
+    case 'withdrawn': return { code: SqlState.QueryCanceled, message: 'canceling statement due to user request', detail: `gatehouse: approval request ${hold.id} was withdrawn (${outcome.reason})` };
+    case 'failed': return { code: SqlState.CannotConnectNow, message: `gatehouse: ${outcome.reason}, so the statement was not run` };
+    default: return { code: SqlState.InternalError, message: 'gatehouse: unexpected approval outcome' };
+  }
 }

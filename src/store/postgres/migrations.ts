@@ -278,4 +278,32 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX audit_log_time ON audit_log(ts);
   `,
+  // 16: approval requests (docs/policy.md#holding-for-approval): an action a policy rule holds
+  // waits for people to approve or deny it. status moves once from pending (compare-and-set).
+  `
+  CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    requester_id TEXT NOT NULL,
+    requester_name TEXT NOT NULL,
+    requester_kind TEXT NOT NULL,
+    requester_claims TEXT,
+    connection_id TEXT NOT NULL,
+    connection_name TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    policy_version INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    approvers TEXT NOT NULL,
+    quorum INTEGER NOT NULL,
+    decisions TEXT NOT NULL,
+    reason TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    decided_at BIGINT
+  );
+  CREATE INDEX approvals_status ON approvals(status, created_at);
+  `,
 ];

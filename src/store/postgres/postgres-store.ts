@@ -6,12 +6,12 @@ import type {
   PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME, SessionsTakenOverError, sessionIdsOf } from '../types.ts';
-import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, ApprovalRow, ApprovalStatus, AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
   ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, sessionClaimsColumn, toAccessGrant, toConnection, toConnector,
-  toEvent, toGroup, toGroupMember, toIdentity, toPublicKey, toAuditEntry, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
+  toEvent, toGroup, toGroupMember, toIdentity, toPublicKey, APPROVAL_COLUMNS, approvalValues, toApproval, toAuditEntry, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
 } from '../row-mapping.ts';
 
 /** Key of the advisory lock that serialises schema migrations across gateways starting at once. */
@@ -547,6 +547,27 @@ export class PostgresStore implements Store {
 
   async allAuditEntries(): Promise<AuditEntryRow[]> {
     return (await this.rows('SELECT * FROM audit_log ORDER BY gateway_id, seq')).map(toAuditEntry);
+  }
+
+  async createApproval(a: ApprovalRow): Promise<void> {
+    await this.pool.query(`INSERT INTO approvals (${APPROVAL_COLUMNS.join(', ')}) VALUES (${APPROVAL_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`, approvalValues(a));
+  }
+
+  async getApproval(id: string): Promise<ApprovalRow | undefined> {
+    const r = await this.one('SELECT * FROM approvals WHERE id = $1', [id]);
+    return r ? toApproval(r) : undefined;
+  }
+
+  async listApprovals(f: { status?: ApprovalStatus; limit?: number }): Promise<ApprovalRow[]> {
+    const rows = f.status
+      ? await this.rows('SELECT * FROM approvals WHERE status = $1 ORDER BY created_at DESC LIMIT $2', [f.status, f.limit ?? 1000])
+      : await this.rows('SELECT * FROM approvals ORDER BY created_at DESC LIMIT $1', [f.limit ?? 1000]);
+    return rows.map(toApproval);
+  }
+
+  async updateApproval(id: string, expected: ApprovalStatus, next: Pick<ApprovalRow, 'status' | 'decisions' | 'reason' | 'decidedAt'>): Promise<boolean> {
+    return (await this.changes('UPDATE approvals SET status = $1, decisions = $2, reason = $3, decided_at = $4 WHERE id = $5 AND status = $6',
+      [next.status, next.decisions, next.reason, next.decidedAt, id, expected])) === 1;
   }
 
   async close(): Promise<void> {

@@ -10,12 +10,12 @@ import type {
   PublicKeyRecord, AccessAction, AccessGrant, GroupMember, GroupRecord, NewAccessGrant,
 } from '../types.ts';
 import { CLAIM_NAME } from '../types.ts';
-import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
+import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus, ApprovalRow, ApprovalStatus, AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionOwner, TakenOverSession } from '../types.ts';
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
   ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, toAccessGrant, toConnection, toConnector, toEvent, toGroup,
-  toGroupMember, toIdentity, toPublicKey, toAuditEntry, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
+  toGroupMember, toIdentity, toPublicKey, APPROVAL_COLUMNS, approvalValues, toApproval, toAuditEntry, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
 } from '../row-mapping.ts';
 
 /**
@@ -473,6 +473,27 @@ export class SqliteStore implements Store {
 
   async allAuditEntries(): Promise<AuditEntryRow[]> {
     return (this.q('SELECT * FROM audit_log ORDER BY gateway_id, seq').all() as Row[]).map(toAuditEntry);
+  }
+
+  async createApproval(a: ApprovalRow): Promise<void> {
+    this.q(`INSERT INTO approvals (${APPROVAL_COLUMNS.join(', ')}) VALUES (${APPROVAL_COLUMNS.map(() => '?').join(', ')})`).run(...(approvalValues(a) as Array<string | number | null>));
+  }
+
+  async getApproval(id: string): Promise<ApprovalRow | undefined> {
+    const r = this.q('SELECT * FROM approvals WHERE id = ?').get(id) as Row | undefined;
+    return r ? toApproval(r) : undefined;
+  }
+
+  async listApprovals(f: { status?: ApprovalStatus; limit?: number }): Promise<ApprovalRow[]> {
+    const rows = (f.status
+      ? this.q('SELECT * FROM approvals WHERE status = ? ORDER BY created_at DESC LIMIT ?').all(f.status, f.limit ?? 1000)
+      : this.q('SELECT * FROM approvals ORDER BY created_at DESC LIMIT ?').all(f.limit ?? 1000)) as Row[];
+    return rows.map(toApproval);
+  }
+
+  async updateApproval(id: string, expected: ApprovalStatus, next: Pick<ApprovalRow, 'status' | 'decisions' | 'reason' | 'decidedAt'>): Promise<boolean> {
+    return Number(this.q('UPDATE approvals SET status = ?, decisions = ?, reason = ?, decided_at = ? WHERE id = ? AND status = ?')
+      .run(next.status, next.decisions, next.reason, next.decidedAt, id, expected).changes) === 1;
   }
 
   async close(): Promise<void> {

@@ -24,6 +24,15 @@ export function errorResponse(e: ErrorInfo): Buffer {
   return typed(0x45, Buffer.concat([cstrings(...parts), Buffer.from([0])]));
 }
 
+/** A NoticeResponse: the same fields as an error, severity NOTICE by default. */
+export function noticeResponse(e: ErrorInfo): Buffer {
+  const severity = e.severity ?? 'NOTICE';
+  const parts = [`S${severity}`, `V${severity}`, `C${e.code}`, `M${e.message}`];
+  if (e.detail) parts.push(`D${e.detail}`);
+  if (e.hint) parts.push(`H${e.hint}`);
+  return typed(0x4e, Buffer.concat([cstrings(...parts), Buffer.from([0])]));
+}
+
 export function authenticationRequest(code: number, extra?: Buffer): Buffer {
   const body = Buffer.alloc(4 + (extra?.length ?? 0));
   body.writeInt32BE(code, 0);
