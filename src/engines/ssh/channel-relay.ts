@@ -8,10 +8,14 @@ import type { Duplex, Readable, Writable } from 'node:stream';
 import type { ClientChannel, ServerChannel } from 'ssh2';
 
 export interface RelayHooks {
-  /** Client → target bytes. A returned promise holds the chunk until it settles (rejecting ends the relay). */
-  input?(chunk: Buffer): void | Promise<void>;
-  /** Target → client stdout bytes, seen before they are written to the client. */
-  output?(chunk: Buffer): void;
+  /**
+   * Client → target bytes. A returned promise holds the chunk until it settles (rejecting ends the
+   * relay); a returned (or resolved) Buffer is forwarded instead of the chunk (a request the
+   * policy refused taken out, an incomplete one kept back).
+   */
+  input?(chunk: Buffer): HookResult;
+  /** Target → client stdout bytes, seen before they are written to the client; a returned Buffer is written instead. */
+  output?(chunk: Buffer): void | Buffer;
   /** Target → client stderr bytes. */
   stderr?(chunk: Buffer): void;
   /** Client → target bytes that passed `input` (are on record) but never reached the target. */
@@ -23,6 +27,9 @@ export interface RelayHooks {
  * the client is told `message`, which says why. Thrown (or rejected) by a hook.
  */
 export class ChannelAbortError extends Error {}
+
+/** What a hook gives back: nothing (forward the chunk), bytes to forward instead, or a promise of either. */
+export type HookResult = void | Buffer | Promise<void | Buffer>;
 
 export interface ExitInfo { code: number | null; signal: string | null; coreDumped?: boolean; message?: string }
 
@@ -41,13 +48,14 @@ export interface Pump {
  * that passed its hook (so is on record) but cannot be written is handed to `onUndelivered`;
  * after a hook rejects or throws, nothing more is recorded or sent.
  */
-export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => void | Promise<void>) | undefined,
+export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => HookResult) | undefined,
   onHookError: (err: Error) => void, onUndelivered?: (chunk: Buffer, reason: string) => void): Pump {
   let held = 0;
   let failed = false;
   let tail: Promise<void> = Promise.resolve();
   const resume = () => { if (held === 0 && !failed && !to.writableNeedDrain) from.resume(); };
   const write = (chunk: Buffer) => {
+    if (chunk.length === 0) return;
     if (!to.writable) return onUndelivered?.(chunk, 'the target side of the channel had already closed');
     if (!to.write(chunk)) {
       from.pause();
@@ -56,7 +64,7 @@ export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => voi
   };
   from.on('data', (chunk: Buffer) => {
     if (failed) return;
-    let pending: void | Promise<void>;
+    let pending: HookResult;
     // A hook that throws refuses its chunk like one that rejects: never an exception out of 'data'.
     try {
       pending = hook?.(chunk);
@@ -65,14 +73,19 @@ export function pump(from: Readable, to: Writable, hook: ((chunk: Buffer) => voi
       refused.catch(() => undefined); // handled below, once the chunks before it are through
       pending = refused;
     }
+    if (Buffer.isBuffer(pending)) {
+      if (held === 0) return write(pending);
+      pending = Promise.resolve(pending);
+    }
     if (!pending && held === 0) return write(chunk);
     held++;
     from.pause();
-    const recorded = pending ?? Promise.resolve();
-    tail = tail.then(() => recorded).then(() => {
+    const recorded: Promise<void | Buffer> = pending ?? Promise.resolve();
+    tail = tail.then(() => recorded).then((replacement) => {
       held--;
-      if (failed) return onUndelivered?.(chunk, 'an earlier chunk could not be recorded');
-      write(chunk);
+      const out = replacement ?? chunk;
+      if (failed) return out.length > 0 ? onUndelivered?.(out, 'an earlier chunk could not be recorded') : undefined;
+      write(out);
       resume();
     }, (err: Error) => {
       held--;

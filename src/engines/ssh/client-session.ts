@@ -17,6 +17,7 @@ import { connectUpstream, UpstreamRefusal } from './upstream.ts';
 import { SessionChannel, type ChannelContext } from './session-channel.ts';
 import { Forwarding } from './forwarding.ts';
 import { AgentRelay } from './agent-relay.ts';
+import { policySubject, type SessionPolicy } from '../../policy/policy-service.ts';
 
 export interface SshSessionOptions {
   upstreamTimeoutMs: number;
@@ -29,7 +30,7 @@ export interface SshSessionOptions {
 const DEFAULT_ALLOWED_ENV = ['GIT_PROTOCOL', 'LANG', 'LC_*'];
 
 type Admission =
-  | { ok: true; rec: SessionRecording; target: ssh2.Client; conn: Connection; agent: AgentRelay | null }
+  | { ok: true; rec: SessionRecording; target: ssh2.Client; conn: Connection; agent: AgentRelay | null; policy: SessionPolicy }
   | { ok: false; message: string };
 
 export class SshClientSession {
@@ -120,6 +121,7 @@ export class SshClientSession {
       git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target, limits: this.options.gitPush },
       gitOnly: a.conn.options.gitOnly === true,
       track: (done) => this.track(done),
+      policy: a.policy,
     };
   }
 
@@ -222,6 +224,14 @@ export class SshClientSession {
     });
     if (isRefusal(authorized)) return { ok: false, message: authorized.message };
     const { connection: conn, access } = authorized;
+    // Who and where are fixed for the session; each channel asks the policy about its exec, shell and file changes.
+    let policy: SessionPolicy;
+    try {
+      policy = this.ctx.policy.forSession(await policySubject(this.ctx.identity.access, identity), { connection: conn.name, type: conn.type });
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'cannot tell who the identity is for the policy; refusing');
+      return { ok: false, message: 'the gateway cannot check this session against the policy right now; refusing to connect' };
+    }
     let rec: SessionRecording;
     try {
       this.open = await this.ctx.admission.open(attempt, principal, conn, { auth: this.auth, clientVersion: this.info.header.identRaw, access }, (reason) => this.shutdown(reason));
@@ -247,7 +257,7 @@ export class SshClientSession {
         disconnectWithReason(this.client, `gatehouse: ${this.endReason}`);
       });
       this.log.info({ session: rec.id, identity: identity.name, connection: conn.name }, 'ssh session started');
-      return { ok: true, rec, target, conn, agent };
+      return { ok: true, rec, target, conn, agent, policy };
     } catch (err) {
       const message = err instanceof UpstreamRefusal ? err.message : `cannot connect to the target of connection "${conn.name}"`;
       this.log.warn({ connection: conn.name, err: (err as Error).message }, 'ssh target login failed');

@@ -15,6 +15,9 @@ import { relayGitService, type GitServiceOptions } from './git-service.ts';
 import { canonicalGitCommand, recogniseExec, type ExecRequest } from './exec-command.ts';
 import { matchesGlob } from '../../util/glob.ts';
 import type { AgentRelay } from './agent-relay.ts';
+import type { SessionPolicy } from '../../policy/policy-service.ts';
+import type { FileOp, Verdict } from '../../policy/types.ts';
+import { decide, decideFile, policyField, refuses } from './policy-verdict.ts';
 
 /** What a channel needs from its connection: the recording, the target, and the connection's policy. */
 export interface ChannelContext {
@@ -30,6 +33,8 @@ export interface ChannelContext {
   gitOnly: boolean;
   /** Called when the channel opens and closes, so the connection can wait for its channels. */
   track(done: Promise<void>): void;
+  /** The session's view of the policy (src/policy/): asked before each exec, shell and file change. */
+  policy: SessionPolicy;
 }
 
 
@@ -105,6 +110,23 @@ export class SessionChannel {
   private forwardRefused: { kind: 'x11' } | null = null;
   private agentRequested = false;
 
+  /** The policy's verdict on opening this channel (null: no rule could apply, or not a policy target here). */
+  private verdictOn(req: ChannelRequest, git: boolean): Verdict | null {
+    const policy = this.ctx.policy;
+    if (req.kind === 'exec' && !git) return policy.appliesTo('exec') ? decide(policy, { kind: 'exec', command: req.command }) : null;
+    if (req.kind === 'shell') return policy.appliesTo('shell') ? decide(policy, { kind: 'shell' }) : null;
+    return null;
+  }
+
+  /** How the file trackers (SFTP, scp) ask the policy about a change and answer the client themselves. */
+  private filePolicy(client: ServerChannel): FilePolicy {
+    const policy = this.ctx.policy;
+    return {
+      decide: (ops, path, toPath) => (policy.appliesTo('files') ? decideFile(policy, ops, path, toPath) : null),
+      toClient: (bytes) => { if (client.writable) client.write(bytes); },
+    };
+  }
+
   private async run(req: ChannelRequest, client: ServerChannel): Promise<void> {
     const { rec, target } = this.ctx;
     // X11 would open the client's display to the target: never relayed.
@@ -126,7 +148,7 @@ export class SessionChannel {
     const pty = this.pty ? { term: this.pty.term, cols: this.pty.cols, rows: this.pty.rows } : null;
     const exec = req.kind === 'exec' ? recogniseExec(req.command) : null;
     const git = exec?.kind === 'git' ? exec : null;
-    const refusal = policyRefusal(req, exec, this.ctx.gitOnly, this.ctx.git.protect);
+    const refusal = connectionRefusal(req, exec, this.ctx.gitOnly, this.ctx.git.protect);
     if (refusal) {
       rec.append('ssh.channel.refused', { ch: this.number, request: req.kind, ...(req.kind === 'exec' ? { command: req.command } : req.kind === 'subsystem' ? { name: req.name } : {}), message: refusal });
       return refuseChannel(client, refusal);
@@ -136,10 +158,22 @@ export class SessionChannel {
     const asked = req.kind === 'exec' ? req.command : null;
     if (git && this.ctx.gitOnly) req = { kind: 'exec', command: canonicalGitCommand(git.service, git.repoPath) };
     const requested = req.kind === 'exec' && asked !== null && req.command !== asked ? { requested: asked } : {};
-    const description = req.kind === 'shell' ? { type: 'ssh.shell', data: { ch: this.number, pty, env: this.env } }
+    // The policy decides on the exec's command line and on opening a shell (Git service requests
+    // are decided on their ref updates instead). One event holds the request and its verdict.
+    const verdict = this.verdictOn(req, git !== null);
+    const description = req.kind === 'shell' ? { type: 'ssh.shell', data: { ch: this.number, pty, env: this.env, ...policyField(verdict) } }
       : req.kind === 'exec' ? { type: git ? 'git.command' : 'ssh.exec', data: { ch: this.number, command: req.command, ...requested, pty, env: this.env,
-        ...(git ? { service: git.service, repo: git.repoPath, ...(git.via.length ? { via: git.via } : {}) } : {}), ...(exec?.kind === 'sftp' ? { protocol: 'sftp' } : {}) } }
+        ...(git ? { service: git.service, repo: git.repoPath, ...(git.via.length ? { via: git.via } : {}) } : {}), ...(exec?.kind === 'sftp' ? { protocol: 'sftp' } : {}), ...policyField(verdict) } }
       : { type: 'ssh.subsystem', data: { ch: this.number, name: req.name } };
+    if (verdict && refuses(verdict)) {
+      // Refused whether or not its record can be written: a deny is never weakened by the store.
+      try {
+        await rec.beforeForward(description.type, description.data);
+      } catch (err) {
+        this.ctx.log.warn({ err: (err as Error).message, session: rec.id, ch: this.number }, 'could not record a denied request durably; refused all the same');
+      }
+      return refuseChannel(client, verdict.reason);
+    }
     // Record before forward: the target learns of the command only once it is on record.
     try {
       await rec.beforeForward(description.type, description.data);
@@ -177,17 +211,26 @@ export class SessionChannel {
       finish = (exit) => { rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else if ((req.kind === 'subsystem' && req.name === 'sftp') || exec?.kind === 'sftp') {
       // sftp -s /usr/lib/openssh/sftp-server runs the server as an exec: the same protocol, tracked the same way.
-      const sftp = new SftpTracker(rec, this.number);
+      const sftp = new SftpTracker(rec, this.number, undefined, this.filePolicy(client));
       hooks = { input: (c) => sftp.fromClient(c), output: (c) => sftp.fromServer(c), undelivered };
       finish = (exit) => { sftp.close(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else {
       const stdout = new BoundedCapture(this.ctx.sampleBytes);
       const stderr = new BoundedCapture(this.ctx.sampleBytes);
-      const scpTracker = scp ? new ScpTracker(rec, this.number, scp, scp.direction === 'upload' && !scp.recursive ? isDirectoryOnTarget(target, scp.target) : undefined) : null;
+      const scpTracker = scp ? new ScpTracker(rec, this.number, scp, scp.direction === 'upload' && !scp.recursive ? isDirectoryOnTarget(target, scp.target) : undefined, this.filePolicy(client)) : null;
       // stdin is recorded like terminal input; an interpreter's (bash < deploy.sh) chunk by chunk, before it is forwarded.
       const stdin = new ExecStdinRecorder(rec, this.number, this.ctx.sampleBytes, scp || req.kind !== 'exec' ? null : stdinInterpreter(req.command));
       hooks = {
-        input: (c) => { scpTracker?.fromClient(c); return stdin.input(c); },
+        // The scp tracker may take a refused file out of the stream: stdin records what is forwarded.
+        input: (c) => {
+          const kept = scpTracker?.fromClient(c);
+          if (kept === undefined) return stdin.input(c);
+          const recordStdin = (bytes: Buffer): Buffer | Promise<Buffer> => {
+            const held = bytes.length > 0 ? stdin.input(bytes) : undefined;
+            return held ? held.then(() => bytes) : bytes;
+          };
+          return Buffer.isBuffer(kept) ? recordStdin(kept) : kept.then(recordStdin);
+        },
         output: (c) => { stdout.add(c); scpTracker?.fromServer(c); },
         stderr: (c) => stderr.add(c),
         undelivered,
@@ -205,6 +248,11 @@ export class SessionChannel {
     await relay(client, upstream, hooks, finish, (err) => this.ctx.log.warn({ err: err.message, session: rec.id, ch: this.number },
       err instanceof ChannelAbortError ? 'stream cannot be checked; closing channel' : 'recording failed; closing channel'));
   }
+}
+
+export interface FilePolicy {
+  decide(ops: readonly FileOp[], path: string, toPath?: string): Verdict | null;
+  toClient(bytes: Buffer): void;
 }
 
 function openUpstream(target: import('ssh2').Client, req: ChannelRequest,
@@ -277,7 +325,7 @@ function isDirectoryOnTarget(target: import('ssh2').Client, dir: string): Promis
  * receive-pack yet is no plain service request (`nice git-receive-pack …`, `git-receive-pack r; …`)
  * could push past the guard: refused too (a best effort: with a shell allowed, protection is advisory).
  */
-function policyRefusal(req: ChannelRequest, exec: ExecRequest | null, gitOnly: boolean, protect: string[]): string | null {
+function connectionRefusal(req: ChannelRequest, exec: ExecRequest | null, gitOnly: boolean, protect: string[]): string | null {
   if (gitOnly) {
     if (exec?.kind === 'git') return null;
     const what = req.kind === 'shell' ? 'a shell' : req.kind === 'subsystem' ? `the ${req.name} subsystem` : exec?.kind === 'sftp' ? 'SFTP' : 'this command';

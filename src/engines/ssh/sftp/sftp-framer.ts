@@ -16,7 +16,13 @@ export class SftpFramer {
   /** Bytes the pending packet needs in all (known once its length field has arrived). */
   private need = 0;
 
-  /** Feeds bytes; calls onPacket for each complete packet (type byte first, length stripped). */
+  /** Bytes of an incomplete packet held from earlier chunks (0: the stream so far ends on a packet boundary). */
+  get buffered(): number { return this.pendingBytes; }
+
+  /**
+   * Feeds bytes; calls onPacket for each complete packet (type byte first, length stripped). The
+   * packet is a view whose underlying buffer holds its 4-byte length right before it (see `framed`).
+   */
   push(chunk: Buffer): void {
     let buf = chunk;
     if (this.pendingBytes > 0) {
@@ -58,6 +64,11 @@ function checkedLength(len: number): number {
 }
 
 export class SftpProtocolError extends Error {}
+
+/** A packet handed on by SftpFramer with its length field again, as it was on the wire (a view, not a copy). */
+export function framed(packet: Buffer): Buffer {
+  return Buffer.from(packet.buffer, packet.byteOffset - 4, packet.length + 4);
+}
 
 /** A cursor over one packet's fields (SSH wire types). */
 export class SftpReader {

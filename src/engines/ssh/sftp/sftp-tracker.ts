@@ -5,9 +5,16 @@
 // it cannot check (a malformed packet, an SFTP version it cannot read, more out-of-order data
 // than the channel's reorder budget, more unanswered requests and open handles than it will
 // remember) is recorded as `sftp.closed` and the channel is closed, never relayed unchecked.
+//
+// With a policy (src/policy/), each change is asked about before it is forwarded: a refused
+// request is taken out of the stream (only whole packets are forwarded, so none is half-sent) and
+// answered by the gateway with SSH_FX_PERMISSION_DENIED and the reason, spliced into the target's
+// replies at a packet boundary; the target never sees it.
 import type { SessionRecording } from '../../../recorder/recorder.ts';
+import type { FileOp, Verdict } from '../../../policy/types.ts';
 import { ChannelAbortError } from '../channel-relay.ts';
-import { SftpFramer, SftpProtocolError, SftpReader } from './sftp-framer.ts';
+import { policyField, refuses } from '../policy-verdict.ts';
+import { framed, SftpFramer, SftpProtocolError, SftpReader } from './sftp-framer.ts';
 import { readAttrs } from './sftp-attrs.ts';
 import { ContentHash, ReorderBudget, ReorderBudgetExceededError } from './content-hash.ts';
 import { classifyExtended } from './sftp-extensions.ts';
@@ -39,6 +46,16 @@ export const SFTP_MAX_TRACKED_TEXT = 32 * 1024 * 1024;
 const SFTP_VERSION = 3;
 /** Longest extension name kept in a record. */
 const MAX_NAME = 256;
+
+/** How the tracker asks the policy about a change and answers the client for it. */
+export interface SftpPolicy {
+  /** The verdict on one request (its mutations, e.g. write + create + truncate); null: no rule could apply. */
+  decide(ops: readonly FileOp[], path: string, toPath?: string): Verdict | null;
+  /** Writes bytes to the client's side of the channel (called only at an SFTP packet boundary). */
+  toClient(bytes: Buffer): void;
+}
+
+const FX_PERMISSION_DENIED = 3;
 
 /** What an OPEN does to the target, by its flags: only `download` leaves the file as it was. */
 type OpenOp = 'upload' | 'truncate' | 'create' | 'download';
@@ -72,27 +89,94 @@ export class SftpTracker {
   private gate: Array<Promise<void>> = [];
   /** Set once the stream could not be checked: every later chunk is refused with it. */
   private refused: ChannelAbortError | null = null;
+  private readonly policy: SftpPolicy | null;
+  /** Whole client packets of the chunk being inspected that may go to the target. */
+  private forward: Buffer[] = [];
+  /** A packet of the chunk being inspected was refused by the policy. */
+  private withheld = false;
+  /** Denials for the client waiting for the target's stream to reach a packet boundary. */
+  private injected: Buffer[] = [];
+  /** Set while a target chunk is inspected with denials waiting: told where each reply ends. */
+  private replyEnd: ((length: number) => void) | null = null;
 
-  constructor(rec: SessionRecording, channel: number, budgetBytes = SFTP_REORDER_BUDGET) {
+  constructor(rec: SessionRecording, channel: number, budgetBytes = SFTP_REORDER_BUDGET, policy: SftpPolicy | null = null) {
     this.rec = rec;
     this.channel = channel;
     this.budget = new ReorderBudget(budgetBytes);
-    this.toServer = new SftpFramer((p) => this.request(p));
-    this.toClient = new SftpFramer((p) => this.reply(p));
+    this.policy = policy;
+    this.toServer = new SftpFramer((p) => {
+      if (this.request(p)) this.forward.push(framed(p));
+      else this.withheld = true;
+    });
+    this.toClient = new SftpFramer((p) => {
+      this.replyEnd?.(p.length);
+      this.reply(p);
+    });
   }
 
-  /** Client → target bytes; a promise holds them until their records are durable. Throws ChannelAbortError to close the channel. */
-  fromClient(chunk: Buffer): Promise<void> | undefined {
+  /**
+   * Client → target bytes: what may be forwarded (whole packets only; a refused one taken out),
+   * as a promise when records must be durable first. Throws ChannelAbortError to close the channel.
+   */
+  fromClient(chunk: Buffer): Buffer | Promise<Buffer> {
+    const startedOnBoundary = this.toServer.buffered === 0;
+    this.forward = [];
+    this.withheld = false;
     this.observe(this.toServer, chunk, 'client');
-    if (this.gate.length === 0) return undefined;
-    const wait = this.gate.length === 1 ? this.gate[0]! : Promise.all(this.gate).then(() => {});
+    // The common case costs no copy: the chunk was whole packets, all allowed.
+    const out = startedOnBoundary && !this.withheld && this.toServer.buffered === 0 ? chunk
+      : this.forward.length === 1 ? this.forward[0]! : Buffer.concat(this.forward);
+    this.forward = [];
+    if (this.gate.length === 0) return out;
+    const wait = this.gate.length === 1 ? this.gate[0]! : Promise.all(this.gate);
     this.gate = [];
-    return wait;
+    return wait.then(() => out);
   }
 
-  /** Target → client bytes. Throws ChannelAbortError to close the channel. */
-  fromServer(chunk: Buffer): void {
-    this.observe(this.toClient, chunk, 'target');
+  /**
+   * Target → client bytes; with denials waiting for a packet boundary, the chunk with them
+   * spliced in at its first boundary. Throws ChannelAbortError to close the channel.
+   */
+  fromServer(chunk: Buffer): Buffer | void {
+    if (this.injected.length === 0) {
+      this.observe(this.toClient, chunk, 'target');
+      return;
+    }
+    let at = -this.toClient.buffered;
+    let cut = -1;
+    this.replyEnd = (length) => {
+      at += length + 4;
+      if (cut < 0) cut = at;
+    };
+    try {
+      this.observe(this.toClient, chunk, 'target');
+    } finally {
+      this.replyEnd = null;
+    }
+    if (cut < 0) return;
+    const out = Buffer.concat([chunk.subarray(0, cut), ...this.injected, chunk.subarray(cut)]);
+    this.injected = [];
+    return out;
+  }
+
+  /**
+   * Asks the policy about a change before it is forwarded. Refused: recorded with the verdict,
+   * answered with PERMISSION_DENIED, and false (the packet is taken out of the stream). Allowed:
+   * the verdict to record with the request (undefined when no rule applied).
+   */
+  private ask(id: number, op: string, ops: readonly FileOp[], path: string, toPath?: string, shown: Record<string, unknown> = {}): Verdict | false | undefined {
+    const verdict = this.policy?.decide(ops, path, toPath) ?? null;
+    if (!verdict) return undefined;
+    if (!refuses(verdict)) return verdict;
+    this.rec.append('file.op', { ch: this.channel, via: 'sftp', op, path, ...(toPath !== undefined ? { to: toPath } : {}), ...shown, status: 'denied by policy', ...policyField(verdict) });
+    this.answer(statusPacket(id, FX_PERMISSION_DENIED, `gatehouse: ${verdict.reason}`));
+    return false;
+  }
+
+  /** A reply from the gateway itself: written now if the target's stream is between packets, else at its next boundary. */
+  private answer(packet: Buffer): void {
+    if (this.toClient.buffered === 0 && this.injected.length === 0) this.policy!.toClient(packet);
+    else this.injected.push(packet);
   }
 
   /** The channel ended: files still open are recorded as they stood. */
@@ -124,12 +208,13 @@ export class SftpTracker {
     if (durable) this.gate.push(durable);
   }
 
-  private request(p: Buffer): void {
+  /** Reads one client packet; false when the policy refused it (it is then not forwarded). */
+  private request(p: Buffer): boolean {
     const r = new SftpReader(p);
     const type = r.byte();
-    if (type === T.INIT) return;
+    if (type === T.INIT) return true;
     const id = r.uint32();
-    if (READ_ONLY_TYPES.has(type)) return;
+    if (READ_ONLY_TYPES.has(type)) return true;
     switch (type) {
       case T.OPEN: {
         const path = r.string();
@@ -137,20 +222,26 @@ export class SftpTracker {
         const attrs = readAttrs(r);
         const op = openOp(pflags);
         const flags = flagNames(pflags);
+        if (op === 'download') {
+          this.pending.set(id, { kind: 'open', path, op, flags });
+          return true;
+        }
+        const verdict = this.ask(id, op, openOps(pflags), path, undefined, { flags });
+        if (verdict === false) return false;
         this.pending.set(id, { kind: 'open', path, op, flags });
         // The permissions apply only to a file the open creates.
         const created = pflags & FXF.CREAT && attrs.mode !== undefined ? { attrs: { mode: attrs.mode } } : {};
-        if (op !== 'download') this.record('file.open', { path, mode: op === 'upload' ? 'write' : op, flags, ...created });
-        return;
+        this.record('file.open', { path, mode: op === 'upload' ? 'write' : op, flags, ...created, ...policyField(verdict) });
+        return true;
       }
-      case T.OPENDIR: this.pending.set(id, { kind: 'opendir', path: r.string() }); return;
+      case T.OPENDIR: this.pending.set(id, { kind: 'opendir', path: r.string() }); return true;
       case T.READ: {
         const handle = r.bytes().toString('latin1');
         const offset = r.uint64();
         const f = this.files.get(handle);
         if (f) f.content.started(offset);
         this.pending.set(id, { kind: 'read', handle, offset });
-        return;
+        return true;
       }
       case T.WRITE: {
         // The handle was opened by an OPEN that is on record (the server refuses writes to others).
@@ -161,9 +252,9 @@ export class SftpTracker {
           f.content.started(offset);
           f.content.add(offset, data);
         }
-        return;
+        return true;
       }
-      case T.CLOSE: this.pending.set(id, { kind: 'close', handle: r.bytes().toString('latin1') }); return;
+      case T.CLOSE: this.pending.set(id, { kind: 'close', handle: r.bytes().toString('latin1') }); return true;
       case T.REMOVE: return this.change(id, 'remove', r.string());
       case T.MKDIR: return this.change(id, 'mkdir', r.string(), undefined, { attrs: readAttrs(r) });
       case T.RMDIR: return this.change(id, 'rmdir', r.string());
@@ -182,10 +273,10 @@ export class SftpTracker {
     }
   }
 
-  private extended(id: number, r: SftpReader, bytes: number): void {
+  private extended(id: number, r: SftpReader, bytes: number): boolean {
     const name = r.string();
     const kind = classifyExtended(name);
-    if (kind.kind === 'read-only') return;
+    if (kind.kind === 'read-only') return true;
     if (kind.kind === 'unknown') {
       // The server defines what it does: recorded (and gated) as a change of unknown effect.
       const shown = name.length > MAX_NAME ? { name: name.slice(0, MAX_NAME), nameTruncated: true } : { name };
@@ -219,9 +310,17 @@ export class SftpTracker {
    * A request that changes the target, on record before it is forwarded (`path` null: one whose
    * arguments the tracker cannot read; `what` names it again on its outcome).
    */
-  private change(id: number, op: string, path: string | null, to?: string, extra: Record<string, unknown> = {}, what?: Record<string, unknown>): void {
+  private change(id: number, op: string, path: string | null, to?: string, extra: Record<string, unknown> = {}, what?: Record<string, unknown>): boolean {
+    let verdict: Verdict | undefined;
+    const asked = path !== null ? policyQuestion(op, path, to) : null;
+    if (asked) {
+      const v = this.ask(id, op, asked.ops, asked.path, asked.toPath);
+      if (v === false) return false;
+      verdict = v;
+    }
     this.pending.set(id, { kind: 'change', op, path, ...(to !== undefined ? { to } : {}), ...(what ? { what } : {}) });
-    this.record('file.request', { op, ...(path !== null ? { path } : {}), ...(to !== undefined ? { to } : {}), ...extra });
+    this.record('file.request', { op, ...(path !== null ? { path } : {}), ...(to !== undefined ? { to } : {}), ...extra, ...policyField(verdict) });
+    return true;
   }
 
   private reply(p: Buffer): void {
@@ -285,6 +384,44 @@ export class SftpTracker {
       status: problem ?? 'ok',
     });
   }
+}
+
+/** The policy's view of a change the tracker records as `op` (null: nothing the policy names). */
+function policyQuestion(op: string, path: string, to: string | undefined): { ops: FileOp[]; path: string; toPath?: string } | null {
+  switch (op) {
+    case 'remove': case 'mkdir': case 'rmdir': return { ops: [op], path };
+    case 'setstat': case 'fsetstat': case 'lsetstat': return { ops: ['setstat'], path };
+    case 'rename': return { ops: ['rename'], path, toPath: to! };
+    // As sent by OpenSSH (and read by its server): the link's target first, then the link made.
+    case 'symlink': return { ops: ['symlink'], path: to!, toPath: path };
+    // hardlink@openssh.com: the existing file, then the new name.
+    case 'hardlink': return { ops: ['link'], path: to!, toPath: path };
+    case 'copy-data': return { ops: ['write'], path };
+    default: return null;
+  }
+}
+
+/** The mutations an OPEN makes, by its flags (a plain upload writes, may create, and truncates). */
+function openOps(pflags: number): FileOp[] {
+  const ops: FileOp[] = [];
+  if (pflags & (FXF.WRITE | FXF.APPEND)) ops.push('write');
+  if (pflags & FXF.CREAT) ops.push('create');
+  if (pflags & FXF.TRUNC) ops.push('truncate');
+  return ops;
+}
+
+/** SSH_FXP_STATUS: id, code, message, language tag. */
+function statusPacket(id: number, code: number, message: string): Buffer {
+  const text = Buffer.from(message, 'utf8');
+  const p = Buffer.alloc(4 + 1 + 4 + 4 + 4 + text.length + 4);
+  let o = p.writeUInt32BE(p.length - 4, 0);
+  o = p.writeUInt8(101, o);
+  o = p.writeUInt32BE(id, o);
+  o = p.writeUInt32BE(code, o);
+  o = p.writeUInt32BE(text.length, o);
+  o += text.copy(p, o);
+  p.writeUInt32BE(0, o);
+  return p;
 }
 
 /**
