@@ -41,7 +41,7 @@ rules:
     shell: true
     action: deny
   - name: guarded-files
-    files: { paths: ["${guardedDir}", "${guardedDir}/**"] }
+    files: { paths: ["${guardedDir}", "${guardedDir}/*"] }
     action: deny
   - name: flag-free-uploads
     files: { paths: ["${freeDir}/audited*"], ops: [write] }
@@ -408,4 +408,18 @@ test('a policy applied while a session is open applies to its next exec', async 
     await w.gw.cliOk(['policy', 'apply', policyFile]);
     version++;
   }
+});
+
+test('hostile legacy scp streams: an empty file name (scp then writes to the target path) and a name with U+2028 are decided like any other', async () => {
+  const target = join(guarded, 'hostile.txt');
+  const empty = await runSshRaw(w.opts(), `scp -t ${target}`, Buffer.from('C0644 5 \nhello\0'));
+  assert.match(empty.stdout.toString('latin1'), /\x01gatehouse: write .*hostile\.txt is denied by rule "guarded-files"/);
+  assert.equal(existsSync(target), false);
+  const odd = await runSshRaw(w.opts(), `scp -t ${guarded}`, Buffer.from('C0644 5 a\u2028b\nhello\0'));
+  assert.match(odd.stdout.toString('utf8'), /\x01gatehouse: write .*a\u2028b is denied/);
+  assert.equal(existsSync(join(guarded, 'a\u2028b')), false);
+  // The same stream to an allowed place lands: the refusal above was the policy's, not a parsing accident.
+  const fine = await runSshRaw(w.opts(), `scp -t ${remote}`, Buffer.from('C0644 5 a\u2028b\nhello\0'));
+  assert.equal(fine.code, 0, fine.stderr);
+  assert.equal(readFileSync(join(remote, 'a\u2028b'), 'utf8'), 'hello');
 });

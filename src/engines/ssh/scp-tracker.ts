@@ -184,7 +184,9 @@ export class ScpTracker {
     const line = text.replace(/^\0+/, '');
     const kind = line[0];
     if (kind === 'C' || kind === 'D') {
-      const m = /^[CD][0-7]{4} (\d+) (.+)$/.exec(line);
+      // The sink's own grammar: four octal digits, a size, any name (even empty: scp then writes
+      // to the target path itself; `s`: a name may hold any character but the newline).
+      const m = /^[CD][0-7]{4} (\d+) (.*)$/s.exec(line);
       if (!m) return true;
       const name = m[2]!;
       const upload = this.cmd.direction === 'upload';
