@@ -164,8 +164,11 @@ export function timeline(session: SessionView, events: EventView[]): string {
       case 'session.end':
       case 'result':
       case 'term.out':
+        break;
       case 'file.open':
       case 'file.request':
+        // Their outcome is the file.op line; shown here only when the policy flagged them.
+        if (d.policy) out.push(`${at}  #${e.seq} request  [ch ${String(d.ch ?? '-')}] ${String(d.via)} ${String(d.op ?? `open for ${String(d.mode)}`)} ${String(d.path ?? '')}${d.to ? ` → ${String(d.to)}` : ''}${policyMark(d)}`);
         break;
       default: {
         const line = describeSshOrGit(e);
@@ -254,6 +257,17 @@ function describeGap(d: Record<string, unknown>): string {
   }
 }
 
+/** What a policy verdict on an SSH event adds to its line: refusals stand out, flagged actions name their rule. */
+function policyMark(d: Record<string, unknown>): string {
+  const p = d.policy as { decision?: string; rule?: string | null; version?: number; reason?: string } | undefined;
+  if (!p) return '';
+  const rule = p.rule ? ` by rule "${oneLine(String(p.rule))}"` : '';
+  if (p.decision === 'deny') return `  ✖ DENIED${rule} (policy v${String(p.version)}): ${oneLine(String(p.reason ?? ''))}`;
+  if (p.decision === 'hold') return `  ✖ HELD${rule} (policy v${String(p.version)}): ${oneLine(String(p.reason ?? ''))}`;
+  if (p.decision === 'audit') return `  ⚑ flagged${rule} (policy v${String(p.version)})`;
+  return '';
+}
+
 /** One timeline line for SSH and Git events (null: unknown event type). */
 function describeSshOrGit(e: EventView): string | null {
   const d = e.data;
@@ -261,11 +275,11 @@ function describeSshOrGit(e: EventView): string | null {
   switch (e.type) {
     case 'ssh.shell': {
       const pty = d.pty as { term?: string; cols?: number; rows?: number } | null;
-      return `shell    ${ch} ${pty ? `pty ${pty.term} ${pty.cols}x${pty.rows}` : 'no pty'}`;
+      return `shell    ${ch} ${pty ? `pty ${pty.term} ${pty.cols}x${pty.rows}` : 'no pty'}${policyMark(d)}`;
     }
     case 'ssh.exec':
     case 'git.command':
-      return `exec     ${ch} ${oneLine(String(d.command ?? `${String(d.service)} ${String(d.repo)}`))}`;
+      return `exec     ${ch} ${oneLine(String(d.command ?? `${String(d.service)} ${String(d.repo)}`))}${policyMark(d)}`;
     case 'ssh.subsystem':
       return `subsys   ${ch} ${String(d.name)}`;
     case 'term.in':
@@ -292,7 +306,7 @@ function describeSshOrGit(e: EventView): string | null {
     case 'file.op': {
       const size = typeof d.size === 'number' ? ` ${d.size} bytes` : '';
       const hash = d.sha256 ? ` sha256=${String(d.sha256).slice(0, 16)}…` : '';
-      return `file     ${ch} ${String(d.via)} ${String(d.op)} ${String(d.path)}${d.to ? ` → ${String(d.to)}` : ''}${size}${hash} (${String(d.status)})`;
+      return `file     ${ch} ${String(d.via)} ${String(d.op)} ${String(d.path)}${d.to ? ` → ${String(d.to)}` : ''}${size}${hash} (${String(d.status)})${policyMark(d)}`;
     }
     case 'ssh.forward':
       return `forward  ${String(d.kind)} ${String(d.dest ?? d.bind ?? '')} ${d.allowed ? 'allowed' : `refused (${String(d.reason ?? '')})`}`;

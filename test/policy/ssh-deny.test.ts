@@ -111,6 +111,9 @@ test('exec: a denied command never runs; the client gets "gatehouse: <reason>" a
   assert.equal(execs[0]!.data.command, `touch ${marker}`);
   assert.deepEqual(execs[0]!.data.policy, { decision: 'deny', rule: 'no-touch', version, reason: 'touching files is not allowed here (rule "no-touch")' });
   assert.equal(events.filter((e) => e.type === 'ssh.exit').length, 0, 'nothing ran, so no exit of the target is recorded');
+  // The human-readable timeline makes the denial stand out.
+  const id = (JSON.parse(await w.gw.cliOk(['sessions', 'list', '--json', '--limit', '1000'])) as SessionView[]).find((s) => !since.has(s.id))!.id;
+  assert.match(await w.gw.cliOk(['sessions', 'show', id]), /exec +\[ch 1\] touch .*touched-plain {2}✖ DENIED by rule "no-touch" \(policy v1\): touching files is not allowed here/);
 });
 
 test('exec evasions: quotes, sh -c, env, separators, substitutions, absolute paths, wrappers, variables: nothing runs', async () => {
@@ -179,6 +182,8 @@ test('exec: hold is refused (approvals are not available yet) and the file keeps
   const exec = events.find((e) => e.type === 'ssh.exec')!;
   assert.deepEqual(exec.data.policy, { decision: 'audit', rule: 'flag-id', version, reason: 'the command "id -un" is allowed and flagged by rule "flag-id"' });
   assert.equal(events.find((e) => e.type === 'ssh.exit')!.data.code, 0);
+  const id = (JSON.parse(await w.gw.cliOk(['sessions', 'list', '--json', '--limit', '1000'])) as SessionView[]).find((s) => !since.has(s.id))!.id;
+  assert.match(await w.gw.cliOk(['sessions', 'show', id]), /exec +\[ch 1\] id -un {2}⚑ flagged by rule "flag-id" \(policy v1\)/);
 
   const plain = await runSshRaw(w.opts(), 'echo allowed && ls /');
   assert.equal(plain.code, 0, plain.stderr);
