@@ -117,7 +117,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const staleSpools = clearSpoolDir(config.gitPush.spoolDir);
     if (staleSpools > 0) log.info({ files: staleSpools, dir: config.gitPush.spoolDir }, 'removed push spool files left by a previous run');
     const sshEngine = new SshEngine(ctx, { hostKeyDir: path.join(config.dataDir, 'ssh'), gitPush: config.gitPush });
-    const engines: Engine[] = [pgEngine, sshEngine, new GitHttpEngine(ctx)];
+    const engines: Engine[] = [pgEngine, sshEngine, new GitHttpEngine(ctx, config.gitPush)];
     const pg = await pgEngine.listen(config.pg);
     closers.unshift(() => pgEngine.close());
     const ssh = await sshEngine.listen(config.ssh);

@@ -2,7 +2,7 @@
 // HTTP listener. Clients sign in with a gatehouse token as the basic-auth password. Each request
 // (advertisement, fetch, push) is one recorded session; pushes get the same protected-ref
 // guard as over SSH (src/engines/git/push-guard.ts), and a refused push never reaches the target.
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, pipeline, Transform, type Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -10,10 +10,10 @@ import type { Engine, EngineContext } from '../engine.ts';
 import type { Connection, Identity } from '../../store/types.ts';
 import type { SessionRecording } from '../../recorder/recorder.ts';
 import { INVALID_TOKEN, isRefusal, type Attempt, type OpenSession } from '../../access/admission.ts';
-import { PushRequestReader, ReportStatusReader } from '../git/receive-pack.ts';
+import { ReportStatusReader } from '../git/receive-pack.ts';
 import { UploadPackRequestReader } from '../git/upload-pack.ts';
-import { capabilityValue, type ObjectFormat } from '../git/refs.ts';
-import { decideUpdates, forwardedPushResult, needsPackBeforeForward, PackCopy, refusalReport, refusedPushResult, MAX_GUARDED_PACK_BYTES, type RecordedUpdate } from '../git/push-guard.ts';
+import { HeldPush } from '../git/push-hold.ts';
+import { defaultPushLimits, type PushLimits } from '../git/push-limits.ts';
 import { GitTarget } from './target-client.ts';
 
 type Service = 'git-upload-pack' | 'git-receive-pack';
@@ -26,9 +26,11 @@ interface Admitted { identity: Identity; conn: Connection; rec: SessionRecording
 export class GitHttpEngine implements Engine {
   readonly protocol = 'git-http';
   private readonly ctx: EngineContext;
+  private readonly limits: PushLimits;
 
-  constructor(ctx: EngineContext) {
+  constructor(ctx: EngineContext, limits: PushLimits = defaultPushLimits()) {
     this.ctx = ctx;
+    this.limits = limits;
   }
 
   async close(): Promise<void> {}
@@ -72,8 +74,8 @@ export class GitHttpEngine implements Engine {
     let endReason = 'request complete';
     try {
       if (endpoint === 'advertise') await this.advertise(req, res, admitted, service, query.toString());
-      else if (service === 'git-upload-pack') await this.fetch(req, res, admitted);
-      else await this.push(req, res, admitted);
+      // fetch and push name the reason when they answered with a refusal of their own.
+      else endReason = (service === 'git-upload-pack' ? await this.fetch(req, res, admitted) : await this.push(req, res, admitted)) ?? endReason;
       if (admitted.killed) endReason = admitted.killed;
     } catch (err) {
       endReason = admitted.killed ?? `failed: ${(err as Error).message}`;
@@ -124,7 +126,11 @@ export class GitHttpEngine implements Engine {
     };
     // The basic-auth user name is not checked: git clients send whatever the URL says ("x").
     const principal = await this.ctx.admission.authenticate(attempt, token, { authMethod: 'token (http basic)' });
-    if (isRefusal(principal)) return send(401, INVALID_TOKEN);
+    if (isRefusal(principal)) {
+      if (principal.kind !== 'rate-limited') return send(401, INVALID_TOKEN);
+      reply.header('retry-after', String(principal.retryAfterSeconds ?? 60));
+      return send(429, principal.message);
+    }
     const authorized = await this.ctx.admission.authorize(attempt, principal, 'git-http', { missing: `there is no Git HTTP connection named "${connectionName}"` });
     if (isRefusal(authorized)) return send(authorized.kind === 'no-connection' ? 404 : 403, authorized.message);
     const { connection: conn, access } = authorized;
@@ -158,81 +164,89 @@ export class GitHttpEngine implements Engine {
     a.rec.append('git.advertise', { service, repo: a.repoPath, status: up.statusCode, bytesToClient: bytes });
   }
 
-  private async fetch(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<void> {
+  private async fetch(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<string | undefined> {
     await a.rec.beforeForward('git.command', { service: 'git-upload-pack', repo: a.repoPath });
     const reader = new UploadPackRequestReader({ protocol: /version=2/.test(String(req.headers['git-protocol'] ?? '')) ? 2 : 0 });
     let unparsed: string | null = null;
-    const body = decodedBody(req);
+    const body = decodedBody(req, this.limits.maxPushBytes);
     const observed = new PassThrough();
+    let bodyError = null as Error | null;
     body.on('data', (c: Buffer) => {
       if (!unparsed) {
         try { reader.push(c); } catch (err) { unparsed = (err as Error).message; }
       }
     });
-    body.pipe(observed);
-    const up = await a.target.request({ method: 'POST', path: `${a.repoPath}/git-upload-pack`, headers: { ...passHeaders(req), 'content-type': 'application/x-git-upload-pack-request' }, body: observed });
-    const bytes = await relayResponse(up, res);
+    pipeline(body, observed, (err) => { if (err) bodyError = err; });
+    const tooLarge = () => cutOff.get(body) ?? (bodyError instanceof BodyTooLarge ? bodyError : null);
+    let up: import('node:http').IncomingMessage;
+    try {
+      up = await a.target.request({ method: 'POST', path: `${a.repoPath}/git-upload-pack`, headers: { ...passHeaders(req), 'content-type': 'application/x-git-upload-pack-request' }, body: observed });
+    } catch (err) {
+      const big = tooLarge();
+      if (!big) throw err;
+      a.rec.append('git.fetch', { service: 'git-upload-pack', repo: a.repoPath, ...reader.summary, status: 413, bytesToClient: 0, problem: big.message });
+      if (!res.headersSent) res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end(`gatehouse: ${big.message}\n`);
+      return `refused: ${big.message}`;
+    }
+    let bytes: number;
+    try {
+      bytes = await relayResponse(up, res);
+    } catch (err) {
+      const big = tooLarge();
+      if (!big) throw err;
+      // The target had started answering: the answer is cut off, and the record says why.
+      a.rec.append('git.fetch', { service: 'git-upload-pack', repo: a.repoPath, ...reader.summary, status: up.statusCode, problem: big.message });
+      throw new Error(big.message);
+    }
     a.rec.append('git.fetch', { service: 'git-upload-pack', repo: a.repoPath, ...reader.summary, status: up.statusCode, bytesToClient: bytes, ...(unparsed ? { unparsed } : {}) });
+    return undefined;
   }
 
-  private async push(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<void> {
+  private async push(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<string | undefined> {
     await a.rec.beforeForward('git.command', { service: 'git-receive-pack', repo: a.repoPath });
-    const protect = a.conn.options.protect ?? [];
-    const body = decodedBody(req);
-    const request = new PushRequestReader();
-    const held: Buffer[] = [];
-    // Read the command list (held, not yet forwarded); the body stays open for the pack.
-    for await (const c of body.iterator({ destroyOnReturn: false })) {
-      held.push(c as Buffer);
-      request.push(c as Buffer);
-      if (request.phase === 'pack') break;
-    }
-    const format = (capabilityValue(request.capabilities, 'object-format') ?? 'sha1') as ObjectFormat;
-    const pack = new PackCopy();
-    if (request.phase === 'pack') for (const c of request.takePackBytes()) pack.add(c);
-    let decided: RecordedUpdate[];
-    let wholeBody = false;
-    if (needsPackBeforeForward(request.updates, protect)) {
-      // Hold the whole pack until every protected update is decided.
-      pack.limit = MAX_GUARDED_PACK_BYTES;
-      for await (const c of body) {
-        held.push(c as Buffer);
-        pack.add(c as Buffer);
+    const body = decodedBody(req, this.limits.maxPushBytes);
+    // The hold / decide / replay-or-refuse machine shared with SSH (src/engines/git/push-hold.ts).
+    const push = new HeldPush({
+      protect: a.conn.options.protect ?? [], limits: this.limits, rec: a.rec, recordBase: { repo: a.repoPath },
+      objectFormat: () => 'sha1', // the client names sha256 in its capabilities
+      askTarget: (tips, have) => a.target.probe(a.repoPath, tips, have).then((r) => {
+        a.rec.append('git.probe', { repo: a.repoPath, tips, have, answered: r !== null, commits: r?.size ?? 0 });
+        return r;
+      }),
+    });
+    let bodyError = null as Error | null;
+    body.on('error', (err: Error) => { bodyError = err; push.abort(err.message); });
+    req.raw.on('close', () => { if (!req.raw.complete) push.abort('the client closed the request'); });
+    body.pipe(push);
+    const outcome = await push.outcome;
+    const tooLarge = () => cutOff.has(body) || bodyError instanceof BodyTooLarge;
+    if (outcome.kind === 'fail') {
+      if (res.headersSent) res.destroy();
+      else {
+        const status = tooLarge() ? 413 : /cannot record/.test(outcome.message) ? 503 : 400;
+        res.writeHead(status, { 'content-type': 'text/plain', connection: 'close' }).end(`gatehouse: ${outcome.message}\n`);
       }
-      wholeBody = true;
-      decided = await decideUpdates(request.updates, pack.pack(), format, protect,
-        (tips, have) => a.target.probe(a.repoPath, tips, have).then((r) => {
-          a.rec.append('git.probe', { repo: a.repoPath, tips, have, answered: r !== null, commits: r?.size ?? 0 });
-          return r;
-        }), pack.problem);
-    } else {
-      decided = await decideUpdates(request.updates, null, format, protect, undefined, 'pack not inspected before forwarding');
+      return `refused: ${outcome.message}`;
     }
-    const record = { repo: a.repoPath, updates: decided, pushOptions: request.pushOptions, capabilities: request.capabilities, ...(wholeBody ? { packBytes: pack.bytes } : {}) };
-    if (decided.some((u) => !u.allowed)) {
-      await a.rec.beforeForward('git.push', { ...record, verdict: 'refused' })?.catch(() => {});
-      pack.countOnly();
-      if (!wholeBody) for await (const c of body) pack.add(c as Buffer); // drain
+    if (outcome.kind === 'refuse') {
       res.writeHead(200, { 'content-type': 'application/x-git-receive-pack-result', 'cache-control': 'no-cache' });
-      res.end(refusalReport(request.capabilities, decided));
-      a.rec.append('git.push.result', { repo: a.repoPath, ...refusedPushResult(decided, pack.bytes) });
-      return;
+      res.end(outcome.report);
+      return undefined;
     }
-    await a.rec.beforeForward('git.push', { ...record, verdict: 'allowed' });
-
-    // Forward what was held, then (if not yet read) the rest, keeping a bounded copy to classify.
-    const forward = new PassThrough();
-    for (const c of held) forward.write(c);
-    if (wholeBody) forward.end();
-    else {
-      body.on('data', (c: Buffer) => pack.add(c));
-      body.pipe(forward);
+    let up: import('node:http').IncomingMessage;
+    try {
+      up = await a.target.request({ method: 'POST', path: `${a.repoPath}/git-receive-pack`, headers: { ...passHeaders(req), 'content-type': 'application/x-git-receive-pack-request' }, body: outcome.body }, 600_000);
+    } catch (err) {
+      const big = cutOff.get(body);
+      if (!big) throw err;
+      // An inflated body over the limit while streaming: the target's request was cut off mid-pack.
+      if (!res.headersSent) res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' }).end(`gatehouse: ${big.message}\n`);
+      return `refused: ${big.message}`;
     }
-    const up = await a.target.request({ method: 'POST', path: `${a.repoPath}/git-receive-pack`, headers: { ...passHeaders(req), 'content-type': 'application/x-git-receive-pack-request' }, body: forward }, 600_000);
-    const report = new ReportStatusReader(request.capabilities);
+    const report = new ReportStatusReader(push.request.capabilities);
     const bytes = await relayResponse(up, res, (c) => { try { report.push(c); } catch { /* observation only */ } });
-    const result = await forwardedPushResult(request.updates, pack, format, decided, report.result);
-    a.rec.append('git.push.result', { repo: a.repoPath, ...result, status: up.statusCode, bytesToClient: bytes });
+    if (push.request.phase === 'pack') await push.recordForwarded(report.result, { status: up.statusCode, bytesToClient: bytes });
+    return undefined;
   }
 }
 
@@ -250,12 +264,41 @@ async function pass(res: ServerResponse, up: import('node:http').IncomingMessage
   });
 }
 
-/** The request body as Git wrote it: clients gzip large fetch requests. */
-function decodedBody(req: FastifyRequest): Readable {
+/** An inflated request body that passed the limit (a decompression bomb, or just too much). */
+class BodyTooLarge extends Error {}
+
+/** Bodies cut off at the limit, known at once (before the errors travel down the pipes). */
+const cutOff = new WeakMap<Readable, BodyTooLarge>();
+
+/**
+ * The request body as Git wrote it: clients gzip large fetch requests. What a gzip body inflates
+ * to is bounded by `maxBytes` (git.max_push_bytes): past it the inflater is stopped and the body
+ * errors with BodyTooLarge, so a small bomb cannot make the gateway inflate gigabytes.
+ */
+function decodedBody(req: FastifyRequest, maxBytes: number): Readable {
   const raw = req.body as Readable;
   const enc = String(req.headers['content-encoding'] ?? '').toLowerCase();
-  if (enc === 'gzip' || enc === 'x-gzip') return raw.pipe(zlib.createGunzip());
-  return raw;
+  if (enc !== 'gzip' && enc !== 'x-gzip') return raw;
+  let bytes = 0;
+  const gunzip = zlib.createGunzip();
+  const limited = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      bytes += chunk.length;
+      if (bytes <= maxBytes) return cb(null, chunk);
+      // Stop inflating; the rest of the (compressed) request is read and dropped, so that the
+      // connection stays usable for the answer.
+      raw.unpipe(gunzip);
+      raw.resume();
+      gunzip.destroy();
+      const err = new BodyTooLarge(`the request body inflates to more than ${maxBytes} bytes (git.max_push_bytes)`);
+      cutOff.set(limited, err);
+      cb(err);
+    },
+  });
+  raw.on('error', (err: Error) => limited.destroy(err));
+  gunzip.on('error', (err: Error) => limited.destroy(err));
+  raw.pipe(gunzip).pipe(limited);
+  return limited;
 }
 
 /**

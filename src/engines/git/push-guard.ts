@@ -1,9 +1,7 @@
 // Deciding a push: given the commands and the pushed pack's commits (when the pack was needed),
 // decide each ref update, classify it for the record, and build the report the client sees when
 // the gateway refuses. push-hold.ts runs it for both transports (SSH and smart HTTP).
-import { buildReportStatus, type RefUpdate, type ReportStatus } from './receive-pack.ts';
-import { readPackCommits } from './pack.ts';
-import type { ObjectFormat } from './refs.ts';
+import { buildReportStatus, type RefUpdate } from './receive-pack.ts';
 import { decideFastForward, type AskTarget, type FastForwardDecision } from './fast-forward.ts';
 import { checkProtection, needsFastForwardCheck, protectingGlob } from './protected-refs.ts';
 
@@ -73,85 +71,4 @@ export function refusalReport(capabilities: string[], decided: RecordedUpdate[],
 /** `git.push.result` data of a push the gateway refused (the target saw none of it). */
 export function refusedPushResult(decided: RecordedUpdate[], packBytes: number): Record<string, unknown> {
   return { refusedByGateway: true, packBytes, refs: decided.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) };
-}
-
-// ── Legacy whole-pack API ─────────────────────────────────────────────────────
-// Kept only until src/engines/git-http/engine.ts moves to HeldPush (push-hold.ts); it holds the
-// whole pack in memory and inflates it synchronously. Do not use in new code.
-
-/** Largest pack the gateway buffers to decide a protected update; bigger pushes are refused. */
-export const MAX_GUARDED_PACK_BYTES = 512 * 1024 * 1024;
-/** Largest pack copied aside (while streaming) to classify unprotected updates for the record. */
-export const MAX_CLASSIFIED_PACK_BYTES = 64 * 1024 * 1024;
-
-/** @deprecated use decideRefUpdates with a PackInspector's commits (push-hold.ts). */
-export async function decideUpdates(updates: RefUpdate[], pack: Buffer | null, format: ObjectFormat, protect: string[], askTarget?: AskTarget,
-  packProblem?: string): Promise<RecordedUpdate[]> {
-  let commits: Map<string, string[]> | null = null;
-  let problem = packProblem;
-  if (pack && pack.length > 0) {
-    try {
-      commits = readPackCommits(pack, format).commits;
-    } catch (err) {
-      problem = `the pushed pack could not be read: ${(err as Error).message}`;
-    }
-  }
-  return decideRefUpdates(updates, commits, protect, askTarget, problem);
-}
-
-/**
- * A bounded copy of a pack as it passes: every byte is counted, and the bytes are kept while
- * there are at most `limit` of them (copied: the transport may reuse its buffers).
- */
-export class PackCopy {
-  bytes = 0;
-  limit: number;
-  private chunks: Buffer[] = [];
-  private kept = true;
-
-  constructor(limit = MAX_CLASSIFIED_PACK_BYTES) {
-    this.limit = limit;
-  }
-
-  add(chunk: Buffer): void {
-    this.bytes += chunk.length;
-    if (!this.kept) return;
-    if (this.bytes > this.limit) {
-      this.kept = false;
-      this.chunks = [];
-      return;
-    }
-    this.chunks.push(Buffer.from(chunk));
-  }
-
-  /** From now on only count (a refused push is drained, never inspected). */
-  countOnly(): void {
-    this.kept = false;
-    this.chunks = [];
-  }
-
-  /** The pack, or null when it outgrew the limit. */
-  pack(): Buffer | null {
-    return this.kept ? Buffer.concat(this.chunks, this.bytes) : null;
-  }
-
-  /** Why pack() is null, for the record. */
-  get problem(): string | undefined {
-    return this.kept ? undefined : `the pack is larger than ${this.limit} bytes, too large to verify`;
-  }
-}
-
-/**
- * `git.push.result` data of a push that was forwarded: each update classified from the copy of
- * the pack kept aside (or as decided before forwarding, when none was kept), and the target's report.
- */
-export async function forwardedPushResult(updates: RefUpdate[], copy: PackCopy, format: ObjectFormat, decided: RecordedUpdate[],
-  report: ReportStatus | null): Promise<Record<string, unknown>> {
-  const pack = copy.bytes > 0 ? copy.pack() : null;
-  const classified = pack ? await decideUpdates(updates, pack, format, []) : decided;
-  return {
-    refusedByGateway: false, packBytes: copy.bytes,
-    updates: classified.map((u) => ({ ref: u.ref, old: u.old, new: u.new, class: u.class, evidence: u.evidence })),
-    unpack: report?.unpack ?? null, refs: report?.refs ?? null,
-  };
 }
