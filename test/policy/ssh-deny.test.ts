@@ -6,7 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, lstatSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
+import { userInfo } from 'node:os';
 import { runScp, runSftp } from '../support/ssh-client.ts';
 import { generateClientKey, type ClientKey } from '../support/sshd.ts';
 import { runSshRaw, startSsh, startSshWorld, sleep, type SshWorld } from '../ssh/helpers.ts';
@@ -306,6 +307,14 @@ test('raw SFTP: a refused request gets STATUS 3 with the reason, is never forwar
     assert.throws(() => lstatSync(join(guarded, 'raw-link')));
     assert.equal(existsSync(join(guarded, 'raw-hard')), false);
 
+    // FSETSTAT through a handle opened for reading a guarded file: decided on the handle's path.
+    const keepMode = statSync(join(guarded, 'keep.txt')).mode & 0o777;
+    const rh = await c.open(join(guarded, 'keep.txt'), FXF.READ);
+    const fset = await c.request(FXP.FSETSTAT, str(rh), attrs(0o600));
+    assert.match(statusOf(fset), /^3 gatehouse: setstat/);
+    assert.equal(statSync(join(guarded, 'keep.txt')).mode & 0o777, keepMode);
+    await c.close(rh);
+
     // The channel is still in step: an allowed upload completes.
     const h = await c.open(join(remote, 'raw-ok.txt'), FXF.WRITE | FXF.CREAT | FXF.TRUNC);
     const wr = await c.request(FXP.WRITE, str(h), Buffer.alloc(8), str('raw ok'));
@@ -427,4 +436,30 @@ test('hostile legacy scp streams: an empty file name (scp then writes to the tar
   const fine = await runSshRaw(w.opts(), `scp -t ${remote}`, Buffer.from('C0644 5 a\u2028b\nhello\0'));
   assert.equal(fine.code, 0, fine.stderr);
   assert.equal(readFileSync(join(remote, 'a\u2028b'), 'utf8'), 'hello');
+});
+
+test('relative paths are judged where the server puts them: refused before the gateway knows the base, decided on the resolved path after', { timeout: 30_000 }, async () => {
+  const home = userInfo().homedir;
+  const intoGuarded = relative(home, join(guarded, 'rel.txt'));
+  const c = await RawSftp.connect({ port: w.gw.sshPort, user: 'box', privateKeyFile: w.key.privateKeyFile });
+  try {
+    const early = await c.request(FXP.OPEN, str(intoGuarded), u32(FXF.WRITE | FXF.CREAT), attrs());
+    assert.match(statusOf(early), /^3 gatehouse: the path ".*" is relative and the gateway does not know the directory/);
+    const cwd = await c.request(FXP.REALPATH, str('.'));
+    assert.equal(cwd.type, FXP.NAME);
+    const late = await c.request(FXP.OPEN, str(intoGuarded), u32(FXF.WRITE | FXF.CREAT), attrs());
+    assert.match(statusOf(late), /^3 gatehouse: write .*guarded\/rel\.txt is denied by rule "guarded-files"/);
+    assert.equal(existsSync(join(guarded, 'rel.txt')), false);
+    // A relative path elsewhere is allowed once placed.
+    const fine = relative(home, join(remote, 'rel-ok'));
+    assert.match(statusOf(await c.request(FXP.MKDIR, str(fine), attrs())), /^0\b/);
+    assert.ok(existsSync(join(remote, 'rel-ok')));
+  } finally {
+    c.end();
+  }
+  // Legacy scp resolves a relative destination against the login directory: so does the gateway.
+  const r = await runScp(w.opts(), ['-O', join(local, 'up.txt'), `remote:${intoGuarded}`]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /gatehouse: write .*guarded\/rel\.txt is denied by rule "guarded-files"/);
+  assert.equal(existsSync(join(guarded, 'rel.txt')), false);
 });

@@ -25,6 +25,25 @@ export function decideFile(policy: SessionPolicy, ops: readonly FileOp[], path: 
   return worst!;
 }
 
+/** How the file trackers (SFTP, scp) ask the policy about a change and answer the client themselves. */
+export interface FilePolicy {
+  /** The verdict on one request (its mutations, e.g. write + create + truncate); null: no rule could apply. */
+  decide(ops: readonly FileOp[], path: string, toPath?: string): Verdict | null;
+  /**
+   * A change the gateway cannot place (a relative path whose base it does not know): a deny
+   * naming why when file rules could apply, else null — never allowed on a guess.
+   */
+  unreadable(why: string): Verdict | null;
+  /** Writes bytes to the client's side of the channel (at a boundary of its protocol). */
+  toClient(bytes: Buffer): void;
+}
+
+/** An absolute path for the policy: `p` as is when absolute, else against `base` (null: cannot tell). */
+export function absolutePath(p: string, base: string | null): string | null {
+  if (p.startsWith('/')) return p;
+  return base !== null && base.startsWith('/') ? `${base.replace(/\/+$/, '')}/${p}` : null;
+}
+
 export function refuses(v: Verdict): boolean {
   return v.decision === 'deny' || v.decision === 'hold';
 }

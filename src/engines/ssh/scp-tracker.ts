@@ -10,17 +10,15 @@
 import { createHash, type Hash } from 'node:crypto';
 import path from 'node:path';
 import type { SessionRecording } from '../../recorder/recorder.ts';
-import type { FileOp, Verdict } from '../../policy/types.ts';
+import type { Verdict } from '../../policy/types.ts';
 import { ChannelAbortError } from './channel-relay.ts';
-import { policyField, refuses } from './policy-verdict.ts';
+import { absolutePath, policyField, refuses, type FilePolicy } from './policy-verdict.ts';
 
-/** How the tracker asks the policy about an upload's files and answers the client itself. */
-export interface ScpPolicy {
-  /** The verdict on a change; null: no rule could apply. */
-  decide(ops: readonly FileOp[], path: string, toPath?: string): Verdict | null;
-  /** Writes bytes to the client (scp's replies travel target → client; the target is idle while a line waits for its reply). */
-  toClient(bytes: Buffer): void;
-}
+/**
+ * How the tracker asks the policy about an upload's files and answers the client itself (scp's
+ * replies travel target → client; the target is idle while a line waits for its reply).
+ */
+export type ScpPolicy = FilePolicy;
 
 export interface ScpCommand { direction: 'upload' | 'download'; target: string; recursive: boolean }
 
@@ -61,14 +59,21 @@ export class ScpTracker {
   private queue: Promise<unknown> | null = null;
   private queued = 0;
 
-  /** `targetIsDirectory` answers, for uploads, where a file named in a `C` line lands. */
-  constructor(rec: SessionRecording, channel: number, cmd: ScpCommand, targetIsDirectory?: Promise<boolean | null>, policy: ScpPolicy | null = null) {
+  /** The login directory on the target, which a relative destination is resolved against (null: unknown). */
+  private home: string | null = null;
+
+  /**
+   * `targetIsDirectory` answers, for uploads, where a file named in a `C` line lands; `home`, for
+   * a relative destination, where that is on the target (the policy judges absolute paths).
+   */
+  constructor(rec: SessionRecording, channel: number, cmd: ScpCommand, targetIsDirectory?: Promise<boolean | null>, policy: ScpPolicy | null = null, home?: Promise<string | null>) {
     this.rec = rec;
     this.channel = channel;
     this.cmd = cmd;
     this.policy = policy;
     this.directoryAnswer = targetIsDirectory?.then((d) => { this.targetIsDirectory = d; }) ?? Promise.resolve();
-    if (targetIsDirectory) this.queue = this.directoryAnswer;
+    const homeAnswer = home?.then((h) => { this.home = h; });
+    if (targetIsDirectory || homeAnswer) this.queue = Promise.all([this.directoryAnswer, homeAnswer]);
   }
 
   /**
@@ -191,7 +196,10 @@ export class ScpTracker {
       const name = m[2]!;
       const upload = this.cmd.direction === 'upload';
       const where = kind === 'D' ? path.posix.join(this.cmd.target, ...this.dirs, name) : this.pathOf(name, this.dirs);
-      const verdict = upload ? this.policy?.decide(kind === 'D' ? ['mkdir'] : ['write', 'create', 'truncate'], where) ?? null : null;
+      const abs = absolutePath(where, this.home);
+      const verdict = !upload || !this.policy ? null
+        : abs === null ? this.policy.unreadable(`the destination ${JSON.stringify(where)} is relative and the gateway could not learn the login directory on the target`)
+          : this.policy.decide(kind === 'D' ? ['mkdir'] : ['write', 'create', 'truncate'], abs);
       if (verdict && refuses(verdict)) {
         this.rec.append('file.op', { ch: this.channel, via: 'scp', op: kind === 'D' ? 'mkdir' : 'upload', path: where, size: Number(m[1]), status: 'denied by policy', ...policyField(verdict) });
         // scp's error reply: the client prints the line, counts an error and skips this file or directory.

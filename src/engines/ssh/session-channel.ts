@@ -16,8 +16,8 @@ import { canonicalGitCommand, recogniseExec, type ExecRequest } from './exec-com
 import { matchesGlob } from '../../util/glob.ts';
 import type { AgentRelay } from './agent-relay.ts';
 import type { SessionPolicy } from '../../policy/policy-service.ts';
-import type { FileOp, Verdict } from '../../policy/types.ts';
-import { decide, decideFile, policyField, refuses } from './policy-verdict.ts';
+import type { Verdict } from '../../policy/types.ts';
+import { decide, decideFile, policyField, refuses, type FilePolicy } from './policy-verdict.ts';
 
 /** What a channel needs from its connection: the recording, the target, and the connection's policy. */
 export interface ChannelContext {
@@ -123,6 +123,12 @@ export class SessionChannel {
     const policy = this.ctx.policy;
     return {
       decide: (ops, path, toPath) => (policy.appliesTo('files') ? decideFile(policy, ops, path, toPath) : null),
+      unreadable: (why) => {
+        if (!policy.appliesTo('files')) return null;
+        // The version in force, as any decision names it (SessionPolicy has no getter of its own).
+        const { policyVersion } = policy.decide({ kind: 'file', op: 'write', path: '/' });
+        return { decision: 'deny', rule: null, reason: `${why}; refused because file rules apply to this session`, policyVersion };
+      },
       toClient: (bytes) => { if (client.writable) client.write(bytes); },
     };
   }
@@ -217,7 +223,9 @@ export class SessionChannel {
     } else {
       const stdout = new BoundedCapture(this.ctx.sampleBytes);
       const stderr = new BoundedCapture(this.ctx.sampleBytes);
-      const scpTracker = scp ? new ScpTracker(rec, this.number, scp, scp.direction === 'upload' && !scp.recursive ? isDirectoryOnTarget(target, scp.target) : undefined, this.filePolicy(client)) : null;
+      const upload = scp?.direction === 'upload';
+      const scpTracker = scp ? new ScpTracker(rec, this.number, scp, upload && !scp.recursive ? isDirectoryOnTarget(target, scp.target) : undefined,
+        this.filePolicy(client), upload && !scp.target.startsWith('/') ? loginDirectoryOnTarget(target) : undefined) : null;
       // stdin is recorded like terminal input; an interpreter's (bash < deploy.sh) chunk by chunk, before it is forwarded.
       const stdin = new ExecStdinRecorder(rec, this.number, this.ctx.sampleBytes, scp || req.kind !== 'exec' ? null : stdinInterpreter(req.command));
       hooks = {
@@ -248,11 +256,6 @@ export class SessionChannel {
     await relay(client, upstream, hooks, finish, (err) => this.ctx.log.warn({ err: err.message, session: rec.id, ch: this.number },
       err instanceof ChannelAbortError ? 'stream cannot be checked; closing channel' : 'recording failed; closing channel'));
   }
-}
-
-export interface FilePolicy {
-  decide(ops: readonly FileOp[], path: string, toPath?: string): Verdict | null;
-  toClient(bytes: Buffer): void;
 }
 
 function openUpstream(target: import('ssh2').Client, req: ChannelRequest,
@@ -314,6 +317,27 @@ function isDirectoryOnTarget(target: import('ssh2').Client, dir: string): Promis
       ch.on('exit', (c: number | null) => { code = c; });
       ch.on('close', () => resolve(code === 0 ? true : code === 1 ? false : null));
       ch.resume();
+      ch.stderr.resume();
+    });
+  });
+}
+
+/**
+ * The directory commands start in on the target (the login user's home, where scp resolves a
+ * relative destination): the gateway runs `pwd` over its own connection. null when it cannot tell.
+ */
+function loginDirectoryOnTarget(target: import('ssh2').Client): Promise<string | null> {
+  return new Promise((resolve) => {
+    target.exec('pwd', (err, ch) => {
+      if (err) return resolve(null);
+      let out = '';
+      let code: number | null = null;
+      ch.on('data', (c: Buffer) => { if (out.length < 4096) out += c.toString('utf8'); });
+      ch.on('exit', (c: number | null) => { code = c; });
+      ch.on('close', () => {
+        const dir = out.replace(/\n$/, '');
+        resolve(code === 0 && dir.startsWith('/') && !dir.includes('\n') ? dir : null);
+      });
       ch.stderr.resume();
     });
   });

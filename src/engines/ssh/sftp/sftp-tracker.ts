@@ -13,7 +13,7 @@
 import type { SessionRecording } from '../../../recorder/recorder.ts';
 import type { FileOp, Verdict } from '../../../policy/types.ts';
 import { ChannelAbortError } from '../channel-relay.ts';
-import { policyField, refuses } from '../policy-verdict.ts';
+import { absolutePath, policyField, refuses, type FilePolicy } from '../policy-verdict.ts';
 import { framed, SftpFramer, SftpProtocolError, SftpReader } from './sftp-framer.ts';
 import { readAttrs } from './sftp-attrs.ts';
 import { ContentHash, ReorderBudget, ReorderBudgetExceededError } from './content-hash.ts';
@@ -47,13 +47,8 @@ const SFTP_VERSION = 3;
 /** Longest extension name kept in a record. */
 const MAX_NAME = 256;
 
-/** How the tracker asks the policy about a change and answers the client for it. */
-export interface SftpPolicy {
-  /** The verdict on one request (its mutations, e.g. write + create + truncate); null: no rule could apply. */
-  decide(ops: readonly FileOp[], path: string, toPath?: string): Verdict | null;
-  /** Writes bytes to the client's side of the channel (called only at an SFTP packet boundary). */
-  toClient(bytes: Buffer): void;
-}
+/** How the tracker asks the policy about a change and answers the client for it (toClient is called only at an SFTP packet boundary). */
+export type SftpPolicy = FilePolicy;
 
 const FX_PERMISSION_DENIED = 3;
 
@@ -72,6 +67,8 @@ type Pending =
   | { kind: 'opendir'; path: string }
   | { kind: 'read'; handle: string; offset: number }
   | { kind: 'close'; handle: string }
+  /** REALPATH of "." (the server's working directory, which relative paths are resolved against). */
+  | { kind: 'realpath' }
   | { kind: 'change'; op: string; path: string | null; to?: string; what?: Record<string, unknown> };
 
 export class SftpTracker {
@@ -98,6 +95,8 @@ export class SftpTracker {
   private injected: Buffer[] = [];
   /** Set while a target chunk is inspected with denials waiting: told where each reply ends. */
   private replyEnd: ((length: number) => void) | null = null;
+  /** The server's working directory, from its answer to REALPATH "." (null: not asked yet). */
+  private cwd: string | null = null;
 
   constructor(rec: SessionRecording, channel: number, budgetBytes = SFTP_REORDER_BUDGET, policy: SftpPolicy | null = null) {
     this.rec = rec;
@@ -165,7 +164,14 @@ export class SftpTracker {
    * the verdict to record with the request (undefined when no rule applied).
    */
   private ask(id: number, op: string, ops: readonly FileOp[], path: string, toPath?: string, shown: Record<string, unknown> = {}): Verdict | false | undefined {
-    const verdict = this.policy?.decide(ops, path, toPath) ?? null;
+    if (!this.policy) return undefined;
+    // The server resolves a relative path against its working directory: so does the policy.
+    const abs = absolutePath(path, this.cwd);
+    const absTo = toPath !== undefined ? absolutePath(toPath, this.cwd) : undefined;
+    const unplaced = abs === null ? path : absTo === null ? toPath : undefined;
+    const verdict = unplaced !== undefined
+      ? this.policy.unreadable(`the path ${JSON.stringify(unplaced)} is relative and the gateway does not know the directory the server resolves it against (send absolute paths, or REALPATH "." first)`)
+      : this.policy.decide(ops, abs!, absTo ?? undefined);
     if (!verdict) return undefined;
     if (!refuses(verdict)) return verdict;
     this.rec.append('file.op', { ch: this.channel, via: 'sftp', op, path, ...(toPath !== undefined ? { to: toPath } : {}), ...shown, status: 'denied by policy', ...policyField(verdict) });
@@ -214,6 +220,11 @@ export class SftpTracker {
     const type = r.byte();
     if (type === T.INIT) return true;
     const id = r.uint32();
+    if (type === T.REALPATH) {
+      const p = r.string();
+      if (p === '.' || p === '') this.pending.set(id, { kind: 'realpath' });
+      return true;
+    }
     if (READ_ONLY_TYPES.has(type)) return true;
     switch (type) {
       case T.OPEN: {
@@ -358,6 +369,9 @@ export class SftpTracker {
         if (f && type === T.DATA) f.content.add(req.offset, r.bytes());
         return;
       }
+      case 'realpath':
+        if (type === T.NAME && r.uint32() >= 1) this.cwd = r.string();
+        return;
       case 'close': {
         this.dirs.delete(req.handle);
         const f = this.files.get(req.handle);
@@ -452,6 +466,7 @@ function pendingText(p: Pending): number {
   switch (p.kind) {
     case 'open': case 'opendir': return p.path.length;
     case 'read': case 'close': return p.handle.length;
+    case 'realpath': return 0;
     case 'change': return (p.path?.length ?? 0) + (p.to?.length ?? 0) + (p.what ? JSON.stringify(p.what).length : 0);
   }
 }
