@@ -39,10 +39,37 @@ const UPSTREAM_PASSWORD: string = PG_TEST_USERS.scram.password;
 const GATEWAY_IDENTITY: string = 'bench';
 const GATEWAY_CONNECTION: string = 'bench';
 
-type PathName = 'direct' | 'haproxy' | 'pgbouncer' | 'gateway' | 'gateway+tls' | 'gateway+connector';
+type PathName = 'direct' | 'haproxy' | 'pgbouncer' | 'gateway' | 'gateway+policy' | 'gateway+tls' | 'gateway+connector';
 type Mode = 'simple' | 'extended' | 'connect';
 
-const PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+tls', 'gateway+connector'];
+const PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+policy', 'gateway+tls', 'gateway+connector'];
+
+/** The same target as GATEWAY_CONNECTION, with a realistic policy in scope (BENCH_POLICY) that matches none of pgbench's statements. */
+const POLICY_CONNECTION: string = 'bench-policy';
+const BENCH_POLICY: string = `rules:
+${[
+  ['no-drops', '{ commands: ["DROP *"] }', 'deny'],
+  ['no-truncates', '{ commands: ["TRUNCATE TABLE"] }', 'deny'],
+  ['hold-unbounded-deletes', '{ commands: [DELETE], without_where: true }', 'hold'],
+  ['hold-unbounded-updates', '{ commands: [UPDATE], without_where: true }', 'hold'],
+  ['no-kill', '{ functions: [pg_terminate_backend, pg_cancel_backend] }', 'deny'],
+  ['no-large-objects', '{ functions: ["lo_*"] }', 'deny'],
+  ['no-copy-program', '{ commands: ["COPY * PROGRAM"] }', 'deny'],
+  ['no-server-files', '{ commands: ["COPY * FILE"], functions: ["pg_read_*"] }', 'deny'],
+  ['no-role-changes', '{ commands: [SET ROLE, SET SESSION AUTHORIZATION] }', 'deny'],
+  ['no-alter-system', '{ commands: [ALTER SYSTEM] }', 'deny'],
+  ['no-grants', '{ commands: [GRANT, REVOKE, GRANT ROLE] }', 'deny'],
+  ['no-roles', '{ commands: [CREATE ROLE, ALTER ROLE, DROP ROLE] }', 'deny'],
+  ['no-extensions', '{ commands: [CREATE EXTENSION] }', 'deny'],
+  ['no-functions', '{ commands: [CREATE FUNCTION, CREATE PROCEDURE] }', 'deny'],
+  ['flag-procedural', '{ procedural: true }', 'audit'],
+  ['secrets', '{ tables: [secrets, "vault.*"] }', 'deny'],
+  ['no-vacuum-full', '{ commands: [VACUUM] }', 'audit'],
+  ['no-reindex', '{ commands: [REINDEX] }', 'audit'],
+  ['no-cluster', '{ commands: [CLUSTER] }', 'audit'],
+  ['no-databases', '{ commands: [CREATE DATABASE, DROP DATABASE] }', 'deny'],
+].map(([name, sql, action]) => `  - name: ${name}\n    when: { connections: [${POLICY_CONNECTION}] }\n    sql: ${sql}\n    action: ${action}`).join('\n')}
+`;
 const MODES: readonly Mode[] = ['simple', 'extended', 'connect'];
 
 const MODE_ARGS: Record<Mode, string[]> = {
@@ -415,6 +442,8 @@ function verdicts(rows: Row[]): { targets: Verdict[]; tls: Verdict[] } {
       compare(rows, 'gateway TPS >= HAProxy TPS (simple protocol, no TLS)', ['gateway', 'simple'], ['haproxy', 'simple'], false),
       compare(rows, 'gateway -C rate > direct -C rate (no TLS)', ['gateway', 'connect'], ['direct', 'connect'], true),
       compare(rows, 'gateway + connector (separate process) >= 80% of the embedded gateway (simple, no TLS)', ['gateway+connector', 'simple'], ['gateway', 'simple'], false, 0.8),
+      compare(rows, 'gateway with a 20-rule policy >= 95% of the gateway without (simple)', ['gateway+policy', 'simple'], ['gateway', 'simple'], false, 0.95),
+      compare(rows, 'gateway with a 20-rule policy >= 95% of the gateway without (extended)', ['gateway+policy', 'extended'], ['gateway', 'extended'], false, 0.95),
     ],
     tls: [
       compare(rows, 'gateway over TLS vs HAProxy in plaintext (simple)', ['gateway+tls', 'simple'], ['haproxy', 'simple'], false),
@@ -513,6 +542,7 @@ async function main(): Promise<void> {
   log(`gateway on ${gw.pgHost}:${gw.pgPort} (api ${gw.url})`);
   if (CPU_PROF_DIR !== undefined) log(`gateway CPU profile goes to ${CPU_PROF_DIR} when the gateway stops (at the end)`);
   await startBenchConnector(gw, cluster, dir);
+  await applyBenchPolicy(gw, cluster, dir);
 
   const upstreamEndpoint = (port: number): Endpoint => ({ host: HOST, port, dbname: DATABASE, user: UPSTREAM_USER, password: UPSTREAM_PASSWORD, sslmode: 'disable' });
   const gatewayEndpoint = (sslmode: 'disable' | 'require'): Endpoint => ({ host: gw.pgHost, port: gw.pgPort, dbname: GATEWAY_CONNECTION, user: GATEWAY_IDENTITY, password: token, sslmode });
@@ -521,6 +551,7 @@ async function main(): Promise<void> {
     haproxy: upstreamEndpoint(haproxy.port),
     pgbouncer: upstreamEndpoint(pgbouncer.port),
     gateway: gatewayEndpoint('disable'),
+    'gateway+policy': { ...gatewayEndpoint('disable'), dbname: POLICY_CONNECTION },
     'gateway+tls': gatewayEndpoint('require'),
     'gateway+connector': { ...gatewayEndpoint('disable'), dbname: VIA_CONNECTION },
   };
@@ -583,6 +614,16 @@ async function main(): Promise<void> {
 const VIA_CONNECTION = 'bench-via';
 
 /** A connector as a separate process, and a connection that reaches the cluster only through it. */
+/** A second connection to the bench target, and a 20-rule policy scoped to it (none of its rules matches pgbench). */
+async function applyBenchPolicy(gw: TestGateway, cluster: PgCluster, dir: string): Promise<void> {
+  await gw.cliOk(['connection', 'add', POLICY_CONNECTION, '--type', 'postgres', '--host', cluster.host, '--port', String(cluster.port), '--database', DATABASE,
+    '--user', UPSTREAM_USER, '--password-env', 'BENCH_UPSTREAM_PASSWORD', '--sslmode', 'disable'], { env: { BENCH_UPSTREAM_PASSWORD: UPSTREAM_PASSWORD } });
+  await gw.cliOk(['grant', GATEWAY_IDENTITY, POLICY_CONNECTION]);
+  const file = path.join(dir, 'bench-policy.yaml');
+  writeFileSync(file, BENCH_POLICY);
+  log(`policy: ${(await gw.cliOk(['policy', 'apply', file])).trim()} (scoped to connection ${POLICY_CONNECTION})`);
+}
+
 async function startBenchConnector(gw: TestGateway, cluster: PgCluster, dir: string): Promise<void> {
   const token: string = (await gw.cliOk(['connector', 'add', 'bench-edge'])).trim().split('\n').pop()!;
   const child = spawn(process.execPath, [GATEHOUSE_BIN, 'connector', '--gateway', gw.url, '--token', token, '--name', 'bench-edge',

@@ -1,6 +1,6 @@
 // The access stage every entry point asks (listeners, API, recordings): loads an identity's groups
 // and grants from the store and hands them to the pure decision in access-policy.ts.
-import type { AccessAction, Identity, Store } from '../store/types.ts';
+import type { AccessAction, AccessGrant, Identity, Store } from '../store/types.ts';
 import { decide, effectiveGroups, scope, type AccessSubject, type ConnectionRef, type Decision, type EffectiveGroup } from './access-policy.ts';
 
 export class AccessService {
@@ -13,7 +13,8 @@ export class AccessService {
   async subjectOf(identity: Identity): Promise<AccessSubject> {
     const memberOf = (await this.store.listGroupsOf(identity.id)).map((g) => g.name);
     const groups = effectiveGroups(memberOf, identity.externalGroups);
-    const grants = await this.store.listAccessGrantsOf(identity.id, groups.map((g) => g.name));
+    // A just-in-time grant past its end decides nothing (it stays listed, for the record).
+    const grants = (await this.store.listAccessGrantsOf(identity.id, groups.map((g) => g.name))).filter(live);
     return { identity, groups, grants };
   }
 
@@ -39,10 +40,14 @@ export class AccessService {
     const [members, grants] = await Promise.all([this.store.listGroupMembers(), this.store.listAccessGrants()]);
     const memberOf = new Map<string, string[]>();
     for (const m of members) memberOf.set(m.identityId, [...(memberOf.get(m.identityId) ?? []), m.groupName]);
-    const adminGrants = grants.filter((g) => g.action === 'admin' && g.connectionId === null);
+    const adminGrants = grants.filter((g) => g.action === 'admin' && g.connectionId === null && live(g));
     return new Map(identities.map((identity) => {
       const groups = effectiveGroups(memberOf.get(identity.id) ?? [], identity.externalGroups);
       return [identity.id, { admin: decide({ identity, groups, grants: adminGrants }, 'admin', null).allowed, groups }];
     }));
   }
+}
+
+function live(g: AccessGrant): boolean {
+  return g.expiresAt === null || g.expiresAt > Date.now();
 }

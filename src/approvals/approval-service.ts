@@ -43,6 +43,10 @@ interface LocalHold { row: ApprovalRow; resolve(o: HoldOutcome): void; timer: No
 
 const POLL_MS = 1000;
 
+/** The protocol of a just-in-time access request (it holds no session's action). */
+export const ACCESS_REQUEST = 'access';
+const ACCESS_REQUEST_LIFETIME_MS = 24 * 3600_000;
+
 export class ApprovalService {
   private readonly store: Store;
   private readonly access: AccessService;
@@ -97,9 +101,29 @@ export class ApprovalService {
     return { id: row.id, expiresAt: row.expiresAt, outcome, withdraw: (why) => { void this.end(row.id, 'withdrawn', why); } };
   }
 
+  /**
+   * Just-in-time access: `requester` asks for a connect grant on `connection` for `seconds`. Approved
+   * like a held action, it becomes a grant that ends by itself; the request itself lapses after a day.
+   */
+  async requestAccess(requester: Identity, connection: { id: string; name: string }, seconds: number, reason: string): Promise<ApprovalRow> {
+    const now = Date.now();
+    const row: ApprovalRow = {
+      id: newId('apr'), status: 'pending', gatewayId: this.gatewayId, sessionId: '',
+      requesterId: requester.id, requesterName: requester.name, requesterKind: requester.kind, requesterClaims: requester.claims ?? null,
+      connectionId: connection.id, connectionName: connection.name, protocol: ACCESS_REQUEST, rule: '', policyVersion: 0,
+      action: JSON.stringify({ kind: 'access', connection: connection.name, seconds, reason }),
+      approvers: JSON.stringify({ groups: [], identities: [] }), quorum: 1, decisions: '[]', reason: null,
+      createdAt: now, expiresAt: now + ACCESS_REQUEST_LIFETIME_MS, decidedAt: null,
+    };
+    await this.store.createApproval(row);
+    this.webhook?.send('approval.requested', row);
+    return row;
+  }
+
   /** Pending requests `viewer` may decide (administrators: all pending requests). */
   async pendingFor(viewer: Identity): Promise<ApprovalRow[]> {
-    const pending = await this.store.listApprovals({ status: 'pending' });
+    const now = Date.now();
+    const pending = (await this.store.listApprovals({ status: 'pending' })).filter((a) => a.expiresAt > now);
     const admin = await this.access.isAdministrator(viewer);
     const out: ApprovalRow[] = [];
     for (const a of pending) if (admin || await this.mayDecide(viewer, a)) out.push(a);
@@ -111,6 +135,11 @@ export class ApprovalService {
       const a = await this.store.getApproval(id);
       if (!a) throw new UserError(`approval request "${id}" does not exist`, 404);
       if (a.status !== 'pending') throw new UserError(`approval request ${id} is already ${a.status}`, 409);
+      if (a.expiresAt <= Date.now()) {
+        await this.store.updateApproval(id, 'pending', { status: 'expired', decisions: a.decisions, reason: 'not decided in time', decidedAt: Date.now() });
+        this.settleLocal({ ...a, status: 'expired' });
+        throw new UserError(`approval request ${id} is already expired`, 409);
+      }
       if (a.requesterId === approver.id) throw new UserError('no identity may approve or deny its own request', 403);
       if (!(await this.mayDecide(approver, a))) {
         throw new UserError(`identity "${approver.name}" may not decide requests on connection "${a.connectionName}": it needs the approve grant there${a.rule ? ` or to be an approver named by rule "${a.rule}"` : ''}`, 403);
@@ -123,6 +152,12 @@ export class ApprovalService {
       const next = { status, decisions: JSON.stringify(decisions), reason: decision === 'deny' ? reason : a.reason, decidedAt: status === 'pending' ? null : Date.now() };
       if (!(await this.store.updateApproval(id, 'pending', next))) continue; // someone else decided meanwhile: look again
       const updated = { ...a, ...next };
+      if (status === 'approved' && a.protocol === ACCESS_REQUEST) {
+        const { seconds } = JSON.parse(a.action) as { seconds: number };
+        const now = Date.now();
+        await this.store.addTemporaryConnectGrant(a.requesterId, a.connectionId, now + seconds * 1000, newId('grant'), now);
+        this.log.info({ approval: id, identity: a.requesterName, connection: a.connectionName, seconds }, 'just-in-time access granted');
+      }
       if (status !== 'pending') {
         this.webhook?.send('approval.decided', updated);
         this.settleLocal(updated);

@@ -61,6 +61,11 @@ export class PolicyService {
     return new SessionPolicy(this, subject, place);
   }
 
+  /** The compiled policy in force, or null when it cannot be read (every decision is then a deny). */
+  get compiled(): CompiledPolicy | null {
+    return this.unreadable ? null : this.current;
+  }
+
   /** Checks `source` completely, stores it as the next version and puts it in force here. Throws PolicyFileError. */
   async apply(source: string, appliedBy: string): Promise<PolicyVersion> {
     const doc = parsePolicyFile(source);
@@ -131,7 +136,13 @@ export class SessionPolicy {
     return v;
   }
 
+  /** The rules in scope for this session, computed once per version. */
+  private scoped: { policy: CompiledPolicy; rules: ReturnType<CompiledPolicy['rulesFor']> } | null = null;
+
   decide(action: PolicyAction): Verdict {
-    return this.service.decide(this.subject, this.place, action);
+    const policy = this.service.compiled;
+    if (!policy) return this.service.decide(this.subject, this.place, action);
+    if (this.scoped?.policy !== policy) this.scoped = { policy, rules: policy.rulesFor(this.subject, this.place) };
+    return policy.decideIn(this.scoped.rules, action);
   }
 }

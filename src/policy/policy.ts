@@ -28,6 +28,8 @@ interface CompiledRule {
   inScope: (s: PolicySubject, p: PolicyPlace) => boolean;
   target: 'any' | 'sql' | 'exec' | 'shell' | 'files' | 'git';
   sql?: (f: SqlStatementFacts) => boolean;
+  /** From the text alone (lower-cased): false when the rule cannot match any statement of it, so it need not be parsed. */
+  sqlMayMatch?: (lowerText: string) => boolean;
   exec?: (c: SimpleCommand) => boolean;
   files?: (op: string, paths: string[]) => boolean;
   git?: (u: RefUpdateFacts) => boolean;
@@ -54,6 +56,7 @@ function compile(rule: PolicyRule): CompiledRule {
     const functions = anyOf(q.functions, true);
     const tables = anyOf(q.tables, true);
     c.target = 'sql';
+    c.sqlMayMatch = sqlPrefilter(q);
     c.sql = (f) => (!commands || f.commands.some(commands)) && (q.withoutWhere !== true || f.withoutWhere)
       && (!functions || f.functions.some(functions)) && (!tables || f.tables.some(tables)) && (q.procedural !== true || f.procedural);
   } else if (rule.exec) {
@@ -105,7 +108,15 @@ export class CompiledPolicy {
   }
 
   decide(subject: PolicySubject, place: PolicyPlace, action: PolicyAction): Verdict {
-    const rules = this.rules.length === 0 ? this.rules : this.rules.filter((r) => r.inScope(subject, place));
+    return this.decideIn(this.rulesFor(subject, place), action);
+  }
+
+  /** The rules in scope for this subject here (a session computes it once per policy version). */
+  rulesFor(subject: PolicySubject, place: PolicyPlace): readonly CompiledRule[] {
+    return this.rules.length === 0 ? this.rules : this.rules.filter((r) => r.inScope(subject, place));
+  }
+
+  decideIn(rules: readonly CompiledRule[], action: PolicyAction): Verdict {
     switch (action.kind) {
       case 'sql': return this.verdict(this.decideSql(rules, action.text));
       case 'exec': return this.verdict(this.decideExec(rules, action.command, action.interactive === true));
@@ -124,14 +135,18 @@ export class CompiledPolicy {
     }
   }
 
-  private decideSql(rules: CompiledRule[], text: string): Decided {
+  private decideSql(rules: readonly CompiledRule[], text: string): Decided {
     if (rules.length === 0) return ALLOWED;
+    // Most statements cannot match any rule by their words alone (a DROP rule and no "drop" in the
+    // text): then they need no parse, which is what a statement costs here.
+    const lower = text.toLowerCase();
+    if (!rules.some((r) => r.target === 'any' || (r.target === 'sql' && r.sqlMayMatch!(lower)))) return ALLOWED;
     const facts = sqlFacts(text);
     if (!facts.ok) return unreadable(rules, 'sql', `the statement could not be parsed (${facts.error})`);
     return worstOf(facts.statements.map((f) => first(rules, 'sql', (r) => r.sql!(f), `the statement ${f.commands[f.commands.length - 1]!}`)));
   }
 
-  private decideExec(rules: CompiledRule[], command: string, interactive: boolean): Decided {
+  private decideExec(rules: readonly CompiledRule[], command: string, interactive: boolean): Decided {
     if (rules.length === 0) return ALLOWED;
     const facts = execFacts(command);
     const decided = worstOf(facts.commands.map((c) => first(rules, 'exec', (r) => r.exec!(c), `the command "${c.line}"`)));
@@ -150,7 +165,7 @@ export class CompiledPolicy {
 const ALLOWED: Decided = { decision: 'allow', rule: null, reason: 'no rule applies' };
 
 /** The first rule in scope that applies to this target (or to any action) and matches. */
-function first(rules: CompiledRule[], target: CompiledRule['target'], matches: (r: CompiledRule) => boolean, what: string): Decided {
+function first(rules: readonly CompiledRule[], target: CompiledRule['target'], matches: (r: CompiledRule) => boolean, what: string): Decided {
   for (const r of rules) {
     if (r.target !== 'any' && r.target !== target) continue;
     if (r.target !== 'any' && !matches(r)) continue;
@@ -168,7 +183,7 @@ function worstOf(ds: Decided[]): Decided {
 }
 
 /** Text that cannot be read is refused when a deny or hold rule in scope could be about it. */
-function unreadable(rules: CompiledRule[], target: CompiledRule['target'], why: string): Decided {
+function unreadable(rules: readonly CompiledRule[], target: CompiledRule['target'], why: string): Decided {
   const r = rules.find((x) => (x.target === target || x.target === 'any') && (x.rule.action === 'deny' || x.rule.action === 'hold'));
   if (!r) return ALLOWED;
   return { decision: 'deny', rule: r.rule, reason: `${why}; refused because rule "${r.rule.name}" could apply to it` };
@@ -200,4 +215,55 @@ function describeUpdate(u: RefUpdateFacts): string {
 /** "/srv/app/../../etc/passwd" → "/etc/passwd": a rule sees where the operation lands. */
 function normalise(p: string): string {
   return p === '' ? '.' : path.normalize(p);
+}
+
+/**
+ * Statement verbs that always appear, as a word, in the text of a statement whose command tag
+ * starts with them (a DROP is written with "drop", a nested DELETE too). Tags that may come from
+ * other words (SELECT from TABLE or VALUES, COMMIT from END, ROLLBACK from ABORT, CREATE ROLE from
+ * CREATE USER is fine: the verb is CREATE) are not here: rules on them always parse.
+ */
+const VERBS_IN_TEXT: ReadonlyMap<string, readonly string[]> = new Map([
+  ...['drop', 'truncate', 'delete', 'update', 'insert', 'merge', 'copy', 'grant', 'revoke', 'create', 'alter', 'vacuum', 'cluster', 'reindex', 'lock',
+    'do', 'call', 'prepare', 'execute', 'discard', 'deallocate', 'listen', 'notify', 'load', 'checkpoint', 'comment', 'security', 'refresh', 'import', 'set', 'reset']
+    .map((v): [string, readonly string[]] => [v, [v]]),
+  ['analyze', ['analyze', 'analyse']],
+]);
+
+/**
+ * What a SQL rule needs to find in a statement's text before it can match: the verb of one of its
+ * command globs, the literal part of a function or table name (unless the text has U&"…" escaped
+ * identifiers), the words of procedural code. null parts always pass: such a rule always parses.
+ */
+function sqlPrefilter(q: NonNullable<PolicyRule['sql']>): (lower: string) => boolean {
+  const checks: Array<(lower: string) => boolean> = [];
+  if (q.commands) {
+    const verbs: Array<readonly string[]> = [];
+    for (const g of q.commands) {
+      const words = VERBS_IN_TEXT.get(g.split(' ')[0]!.toLowerCase());
+      if (!words) { verbs.length = 0; break; }
+      verbs.push(words);
+    }
+    if (verbs.length === q.commands.length) checks.push((t) => verbs.some((ws) => ws.some((w) => t.includes(w))));
+  } else if (q.withoutWhere) {
+    checks.push((t) => t.includes('delete') || t.includes('update'));
+  }
+  for (const names of [q.functions, q.tables]) {
+    if (!names) continue;
+    const parts = names.map(literalParts);
+    if (parts.some((p) => p.length === 0)) continue;
+    checks.push((t) => t.includes('u&') || parts.some((p) => p.every((w) => t.includes(w))));
+  }
+  if (q.procedural) checks.push((t) => t.includes('do') || t.includes('function') || t.includes('procedure'));
+  return (t) => checks.every((c) => c(t));
+}
+
+/** The literal pieces a name glob needs in the text ("vault.*" → ["vault"], "lo_*" → ["lo_"]); [] when too little is literal. */
+function literalParts(glob: string): string[] {
+  const out: string[] = [];
+  for (const segment of glob.toLowerCase().split('.')) {
+    const literal = segment.split(/[*?]/)[0]!;
+    if (literal.length >= 2) out.push(literal);
+  }
+  return out;
 }

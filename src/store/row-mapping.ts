@@ -99,7 +99,7 @@ export const GROUP_MEMBER_SELECT = `SELECT m.group_id, g.name AS group_name, m.i
   FROM group_members m JOIN groups g ON g.id = m.group_id JOIN identities i ON i.id = m.identity_id`;
 
 /** Grants with their subject's and connection's names; the same SQL in both stores (add WHERE, then ACCESS_GRANT_ORDER). */
-export const ACCESS_GRANT_SELECT = `SELECT a.id, a.identity_id, a.group_id, a.action, a.connection_id, a.created_at,
+export const ACCESS_GRANT_SELECT = `SELECT a.id, a.identity_id, a.group_id, a.action, a.connection_id, a.created_at, a.expires_at,
   coalesce(i.name, g.name) AS subject_name, c.name AS connection_name
   FROM access_grants a LEFT JOIN identities i ON i.id = a.identity_id LEFT JOIN groups g ON g.id = a.group_id
   LEFT JOIN connections c ON c.id = a.connection_id`;
@@ -113,6 +113,7 @@ export function toAccessGrant(r: Row): AccessGrant {
     id: String(r.id), subjectType: byIdentity ? 'identity' : 'group', subjectId: String(byIdentity ? r.identity_id : r.group_id),
     subjectName: String(r.subject_name), action: r.action as AccessAction, connectionId: nullableString(r.connection_id),
     connectionName: nullableString(r.connection_name), createdAt: Number(r.created_at),
+    expiresAt: r.expires_at === null || r.expires_at === undefined ? null : Number(r.expires_at),
   };
 }
 

@@ -116,9 +116,11 @@ export interface AccessGrant {
   /** Filled in on reads; null with connectionId null (every connection). */
   connectionName: string | null;
   createdAt: number;
+  /** A just-in-time grant ends by itself then (ms); null: until removed. */
+  expiresAt: number | null;
 }
 
-export type NewAccessGrant = Omit<AccessGrant, 'subjectName' | 'connectionName'>;
+export type NewAccessGrant = Omit<AccessGrant, 'subjectName' | 'connectionName' | 'expiresAt'>;
 
 /**
  * A person's sign-in through an identity provider, from `gatehouse login` starting it until the
@@ -391,6 +393,11 @@ export interface Store {
   listGroupsOf(identityId: string): Promise<GroupRecord[]>;
   /** False when the same subject already has the same action on the same connection (or on all). */
   addAccessGrant(grant: NewAccessGrant): Promise<boolean>;
+  /**
+   * A connect grant that ends at `expiresAt` (an approved access request): an earlier temporary
+   * grant of the identity on the connection is extended; a permanent one is left as it is.
+   */
+  addTemporaryConnectGrant(identityId: string, connectionId: string, expiresAt: number, id: string, now: number): Promise<void>;
   removeAccessGrant(subjectType: AccessGrant['subjectType'], subjectId: string, action: AccessAction, connectionId: string | null): Promise<boolean>;
   /** Every grant: identities' before groups', then by name, action and connection name ('every connection' first). */
   listAccessGrants(): Promise<AccessGrant[]>;

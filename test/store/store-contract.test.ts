@@ -147,7 +147,7 @@ function group(name: string, o: Partial<GroupRecord> = {}): GroupRecord {
 function grant(id: string, type: AccessGrant['subjectType'], subject: string, action: AccessGrant['action'], conn: string | null, createdAt: number): AccessGrant {
   return {
     id, subjectType: type, subjectId: `${type === 'identity' ? 'id' : 'grp'}_${subject}`, subjectName: subject, action,
-    connectionId: conn === null ? null : `conn_${conn}`, connectionName: conn, createdAt,
+    connectionId: conn === null ? null : `conn_${conn}`, connectionName: conn, createdAt, expiresAt: null,
   };
 }
 
@@ -753,7 +753,7 @@ describe('migration 9 (groups and access)', () => {
   async function expectMigrated(store: Store): Promise<void> {
     const view = (await store.listAccessGrants()).map(({ id, ...g }) => ({ ...g, idShape: /^grant_[0-9a-f]{20}$/.test(id) }));
     const expected = (subject: string, conn: string, createdAt: number) => ({
-      subjectType: 'identity', subjectId: `id_${subject}`, subjectName: subject, action: 'connect', connectionId: `conn_${conn}`, connectionName: conn, createdAt, idShape: true,
+      subjectType: 'identity', subjectId: `id_${subject}`, subjectName: subject, action: 'connect', connectionId: `conn_${conn}`, connectionName: conn, createdAt, expiresAt: null, idShape: true,
     });
     assert.deepEqual(view, [expected('amy', 'dev', 10), expected('amy', 'prod', 11), expected('bob', 'prod', 12)]);
     const ids = (await store.listAccessGrants()).map((g) => g.id);

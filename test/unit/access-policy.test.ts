@@ -14,7 +14,7 @@ function grant(subject: string, action: AccessAction, connection: typeof DB1 | n
   const name = isGroup ? subject.slice(6) : subject;
   return {
     id: `grant_${name}_${action}_${connection?.name ?? 'all'}`, subjectType: isGroup ? 'group' : 'identity', subjectId: isGroup ? `grp_${name}` : `id_${name}`,
-    subjectName: name, action, connectionId: connection?.id ?? null, connectionName: connection?.name ?? null, createdAt,
+    subjectName: name, action, connectionId: connection?.id ?? null, connectionName: connection?.name ?? null, createdAt, expiresAt: null,
   };
 }
 

@@ -151,10 +151,14 @@ describe('SQL, decided on the parse tree', () => {
 
   it('tables: wherever a relation is named (targets of DML and DROP, FROM lists, joins, subqueries, schemas)', () => {
     for (const text of ['delete from secrets where id = 1', 'update public.secrets set a = 1 where id = 2', 'drop view secrets', 'select 1 from t join secrets on true',
-      'select * from (select * from vault.keys) k', 'insert into log select * from "secrets"', 'with x as (select 1) delete from secrets where id = 3']) {
+      'select * from (select * from vault.keys) k', 'insert into log select * from "secrets"', 'with x as (select 1) delete from secrets where id = 3',
+      'TABLE secrets', 'select * from U&"\\0073ecrets"', 'select * from "vault"."keys"']) {
       assert.equal(decision(human, staging, sql(text)), 'deny:secrets-are-off-limits', text);
     }
     assert.equal(decision(human, staging, sql('select * from secret_menu')), 'allow');
+    // Tags whose word may not be in the text are never skipped without parsing: END is COMMIT.
+    const commits = new CompiledPolicy(parsePolicyFile('rules:\n  - name: no-commit\n    sql: { commands: [COMMIT] }\n    action: deny\n'), 1, 'h');
+    assert.equal(commits.decide(human, staging, sql('END')).decision, 'deny');
   });
 
   it('SQL the parser rejects is refused when a deny or hold rule could apply, naming why', () => {

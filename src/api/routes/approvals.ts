@@ -3,11 +3,27 @@
 import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../server.ts';
 import { approvalView } from '../../approvals/approval-service.ts';
+import { UserError } from '../../identity/identity-service.ts';
+
+/** Longest just-in-time access one request may ask for. */
+const MAX_ACCESS_SECONDS = 7 * 86_400;
 
 const ID = '^apr_[A-Za-z0-9_-]{1,64}$';
 
 export async function approvalRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   app.get('/api/v1/approvals', async (req) => (await deps.approvals.pendingFor(req.identity!)).map(approvalView));
+
+  // Just-in-time access: any identity may ask, with its own token; approvers decide as for holds.
+  app.post<{ Body: { connection: string; seconds: number; reason: string } }>('/api/v1/access/requests', {
+    schema: { body: { type: 'object', required: ['connection', 'seconds', 'reason'], additionalProperties: false, properties: {
+      connection: { type: 'string', minLength: 1, maxLength: 255 }, seconds: { type: 'integer', minimum: 1, maximum: MAX_ACCESS_SECONDS },
+      reason: { type: 'string', minLength: 1, maxLength: 1000 } } } },
+  }, async (req, reply) => {
+    const connection = await deps.store.getConnectionByName(req.body.connection);
+    if (!connection) throw new UserError(`connection "${req.body.connection}" does not exist`, 404);
+    const row = await deps.approvals.requestAccess(req.identity!, connection, req.body.seconds, req.body.reason);
+    return reply.code(201).send(approvalView(row));
+  });
 
   for (const decision of ['approve', 'deny'] as const) {
     app.post<{ Params: { id: string }; Body: { reason?: string } }>(`/api/v1/approvals/:id/${decision}`, {

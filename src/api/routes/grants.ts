@@ -17,6 +17,7 @@ export function grantView(g: AccessGrant) {
   return {
     id: g.id, subjectType: g.subjectType, subject: subjectLabel(g), [g.subjectType]: g.subjectName, action: g.action,
     connection: g.connectionName ?? '*', createdAt: new Date(g.createdAt).toISOString(),
+    ...(g.expiresAt !== null ? { expiresAt: new Date(g.expiresAt).toISOString() } : {}),
   };
 }
 
@@ -47,7 +48,7 @@ export async function grantRoutes(app: FastifyInstance, deps: ApiDeps): Promise<
   app.get('/api/v1/grants', async () => (await deps.store.listAccessGrants()).map(grantView));
 
   app.post<{ Body: GrantBody }>('/api/v1/grants', { schema: grantSchema }, async (req, reply) => {
-    const g: AccessGrant = { id: newId('grant'), createdAt: Date.now(), ...await resolve(req.body, true) };
+    const g: AccessGrant = { id: newId('grant'), createdAt: Date.now(), expiresAt: null, ...await resolve(req.body, true) };
     const policies = g.action === 'admin' && g.subjectType === 'group' ? deps.workload?.policiesNaming(g.subjectName) ?? [] : [];
     if (policies.length) {
       // The gateway would refuse to start with it, and the access stage would ignore it for run identities anyway.

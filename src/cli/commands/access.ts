@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { ACCESS_ACTIONS } from '../../store/types.ts';
 import { lines, table } from '../format.ts';
+import { parseDuration } from '../../util/duration.ts';
 import type { ApiClient } from '../api-client.ts';
 
 type ClientFactory = (cmd: Command) => ApiClient;
@@ -79,7 +80,15 @@ export function registerAccess(program: Command, client: ClientFactory): void {
         : table(['SUBJECT', 'TYPE', 'ACTION', 'CONNECTION', 'SINCE'], rows.map((g) => [g.subject, g.subjectType, g.action, g.connection, g.createdAt])));
     });
 
-  program.command('access').description('explain access decisions').command('check <identity> <connection>')
+  const access = program.command('access').description('explain access decisions; ask for just-in-time access');
+  access.command('request <connection>').description('ask for a connect grant that ends by itself, once an approver approves it')
+    .requiredOption('--for <duration>', 'how long, e.g. 30m, 1h (at most 7d)')
+    .requiredOption('--reason <text>', 'why (approvers see it)')
+    .action(async (connection: string, opts: { for: string; reason: string }, cmd: Command) => {
+      const out = await client(cmd).post<{ id: string }>('/api/v1/access/requests', { connection, seconds: parseDuration(opts.for, 7 * 86_400), reason: opts.reason });
+      console.log(`access request ${out.id} for connection ${connection} (${opts.for}) is waiting for an approver: gatehouse approvals approve ${out.id}`);
+    });
+  access.command('check <identity> <connection>')
     .description('would the gateway allow it, and through which grant? exit status 0 allowed, 1 denied')
     .option(...actionOption)
     .option('--json', 'machine-readable output')

@@ -431,6 +431,10 @@ function refusalInfo(r: AdmissionRefusal, user: string): ErrorInfo {
     case 'invalid-token': return { code: SqlState.InvalidPassword, message: `password authentication failed for user "${user}"`, detail: INVALID_TOKEN };
     case 'no-connection': return { code: SqlState.InvalidCatalogName, message: r.message };
     case 'rate-limited': return { code: SqlState.InvalidAuthorization, message: r.message, detail: 'sign-ins from this address are refused for a while, valid tokens included', hint: 'wait, then connect again' };
+    case 'no-grant': {
+      const connection = /connection "([^"]*)"/.exec(r.message)?.[1] ?? 'CONNECTION';
+      return { code: SqlState.InvalidAuthorization, message: r.message, hint: `ask for it: gatehouse access request ${connection} --for 1h --reason "…"` };
+    }
     default: return { code: SqlState.InvalidAuthorization, message: r.message };
   }
 }

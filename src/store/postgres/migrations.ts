@@ -306,4 +306,9 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX approvals_status ON approvals(status, created_at);
   `,
+  // 17: just-in-time access: a grant may expire (an approved access request); expired grants
+  // decide nothing and are kept for the record.
+  `
+  ALTER TABLE access_grants ADD COLUMN expires_at BIGINT;
+  `,
 ];

@@ -223,6 +223,17 @@ export class PostgresStore implements Store {
       ON CONFLICT DO NOTHING`, [g.id, identityId, groupId, g.action, g.connectionId, g.createdAt]) > 0;
   }
 
+  async addTemporaryConnectGrant(identityId: string, connectionId: string, expiresAt: number, id: string, now: number): Promise<void> {
+    await this.tx(async (c) => {
+      const extended = await c.query("UPDATE access_grants SET expires_at = $1 WHERE identity_id = $2 AND action = 'connect' AND connection_id = $3 AND expires_at IS NOT NULL",
+        [expiresAt, identityId, connectionId]);
+      if ((extended.rowCount ?? 0) === 0) {
+        await c.query("INSERT INTO access_grants (id, identity_id, group_id, action, connection_id, created_at, expires_at) VALUES ($1, $2, NULL, 'connect', $3, $4, $5) ON CONFLICT DO NOTHING",
+          [id, identityId, connectionId, now, expiresAt]);
+      }
+    });
+  }
+
   async removeAccessGrant(subjectType: AccessGrant['subjectType'], subjectId: string, action: AccessAction, connectionId: string | null): Promise<boolean> {
     const subject = subjectType === 'identity' ? 'identity_id' : 'group_id';
     return await this.changes(`DELETE FROM access_grants WHERE ${subject} = $1 AND action = $2 AND connection_id IS NOT DISTINCT FROM $3`,

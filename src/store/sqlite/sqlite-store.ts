@@ -186,6 +186,22 @@ export class SqliteStore implements Store {
       .run(g.id, identityId, groupId, g.action, g.connectionId, g.createdAt).changes) > 0;
   }
 
+  async addTemporaryConnectGrant(identityId: string, connectionId: string, expiresAt: number, id: string, now: number): Promise<void> {
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const extended = Number(this.q("UPDATE access_grants SET expires_at = ? WHERE identity_id = ? AND action = 'connect' AND connection_id = ? AND expires_at IS NOT NULL")
+        .run(expiresAt, identityId, connectionId).changes);
+      if (extended === 0) {
+        this.q("INSERT INTO access_grants (id, identity_id, group_id, action, connection_id, created_at, expires_at) VALUES (?, ?, NULL, 'connect', ?, ?, ?) ON CONFLICT DO NOTHING")
+          .run(id, identityId, connectionId, now, expiresAt);
+      }
+      this.db.exec('COMMIT');
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
   async removeAccessGrant(subjectType: AccessGrant['subjectType'], subjectId: string, action: AccessAction, connectionId: string | null): Promise<boolean> {
     const subject = subjectType === 'identity' ? 'identity_id' : 'group_id';
     return Number(this.q(`DELETE FROM access_grants WHERE ${subject} = ? AND action = ? AND connection_id IS ?`)
