@@ -155,6 +155,16 @@ test('exec evasions: quotes, sh -c, env, separators, substitutions, absolute pat
   }
 });
 
+test('exec: a denied command with control characters in it is quoted back with them escaped', async () => {
+  const dir = join(remote, 'ctl-victim');
+  mkdirSync(dir, { recursive: true });
+  const r = await runSshRaw(w.opts(), `rm -rf ${dir} '\x1b]0;pwned\x07'`);
+  assert.equal(r.code, 1);
+  assert.ok(!/[\x07\x1b]/.test(r.stderr), `raw control characters reached the client: ${JSON.stringify(r.stderr)}`);
+  assert.match(r.stderr, /gatehouse: the command "rm -rf .*ctl-victim \\x1b\]0;pwned\\x07" is denied by rule "no-rm-rf"/);
+  assert.ok(existsSync(dir));
+});
+
 test('exec: rm -rf is refused however it is written, and the directory stays', async () => {
   const dir = join(remote, 'victim');
   mkdirSync(join(dir, 'sub'), { recursive: true });

@@ -178,7 +178,8 @@ export class SessionChannel {
       } catch (err) {
         this.ctx.log.warn({ err: (err as Error).message, session: rec.id, ch: this.number }, 'could not record a denied request durably; refused all the same');
       }
-      return refuseChannel(client, verdict.reason);
+      // The reason quotes the client's command: control characters in it are shown, not sent to its terminal.
+      return refuseChannel(client, verdict.reason.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
     }
     // Record before forward: the target learns of the command only once it is on record.
     try {
