@@ -286,6 +286,8 @@ function describeSshOrGit(e: EventView): string | null {
       return `input    ${ch} ${JSON.stringify(String(d.d)).slice(0, 100)}`;
     case 'ssh.stdin':
       return `stdin    ${ch} ${JSON.stringify(String(d.d)).slice(0, 100)}`;
+    case 'ssh.stdin.denied':
+      return `stdin    ${ch} ${JSON.stringify(String(d.text)).slice(0, 100)}${policyMark(d)}`;
     case 'ssh.input.undelivered':
       return `input    ${ch} ${String(d.bytes)} bytes on record but not delivered: ${oneLine(String(d.reason))}`;
     case 'term.resize':

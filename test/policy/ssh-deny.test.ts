@@ -473,3 +473,39 @@ test('relative paths are judged where the server puts them: refused before the g
   assert.match(r.stderr, /gatehouse: write .*guarded\/rel\.txt is denied by rule "guarded-files"/);
   assert.equal(existsSync(join(guarded, 'rel.txt')), false);
 });
+
+test('a shell reading commands on stdin: each chunk is decided like an exec; a denied one closes the channel and nothing of it runs', { timeout: 60_000 }, async () => {
+  const a = join(remote, 'stdin-a');
+  const m = join(remote, 'stdin-marker');
+  // One chunk: refused whole, its harmless first line included.
+  const piped = await runSshRaw(w.opts(), 'sh', `echo one > ${a}\ntouch ${m}\n`);
+  assert.notEqual(piped.code, 0);
+  assert.match(piped.stderr, /gatehouse: touching files is not allowed here \(rule "no-touch"\)/);
+  assert.equal(existsSync(a), false);
+  assert.equal(existsSync(m), false);
+
+  // Chunks apart: the first line runs, a command split across chunks is judged whole.
+  const since = await sessionIds();
+  const s = startSsh(w.opts(), 'bash');
+  s.child.stdin!.write(`echo one > ${a}\n`);
+  const deadline = Date.now() + 10_000;
+  while (!existsSync(a) && Date.now() < deadline) await sleep(20);
+  assert.ok(existsSync(a), 'the allowed first line ran');
+  s.child.stdin!.write('tou');
+  await sleep(200);
+  s.child.stdin!.write(`ch ${m}\necho after > ${a}\n`);
+  const exit = await s.exited;
+  assert.notEqual(exit.code, 0);
+  assert.match(s.stderr(), /gatehouse: touching files is not allowed here/);
+  assert.equal(existsSync(m), false, 'the split command did not run');
+  assert.equal(readFileSync(a, 'utf8'), 'one\n', 'nothing after the refusal ran');
+  const events = await sessionAfter(since);
+  const denied = events.find((e) => e.type === 'ssh.stdin.denied')!;
+  assert.match(String(denied.data.text), /^touch /);
+  assert.equal((denied.data.policy as { rule: string }).rule, 'no-touch');
+
+  // Allowed scripts run as before.
+  const fine = await runSshRaw(w.opts(), 'sh', 'echo fine\n');
+  assert.equal(fine.code, 0, fine.stderr);
+  assert.equal(fine.stdout.toString(), 'fine\n');
+});

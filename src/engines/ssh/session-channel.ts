@@ -8,6 +8,7 @@ import { RecordingUnavailableError } from '../../recorder/recorder.ts';
 import { ChannelAbortError, endWithExit, pump, watchExit, type ExitInfo, type RelayHooks } from './channel-relay.ts';
 import { BoundedCapture } from './output-capture.ts';
 import { ExecStdinRecorder, stdinInterpreter } from './exec-stdin.ts';
+import { readsShellCommands, StdinScriptGate } from './stdin-script-gate.ts';
 import { TerminalRecorder } from './terminal-recorder.ts';
 import { SftpTracker } from './sftp/sftp-tracker.ts';
 import { ScpTracker, parseScpCommand } from './scp-tracker.ts';
@@ -228,11 +229,19 @@ export class SessionChannel {
       const scpTracker = scp ? new ScpTracker(rec, this.number, scp, upload && !scp.recursive ? isDirectoryOnTarget(target, scp.target) : undefined,
         this.filePolicy(client), upload && !scp.target.startsWith('/') ? loginDirectoryOnTarget(target) : undefined) : null;
       // stdin is recorded like terminal input; an interpreter's (bash < deploy.sh) chunk by chunk, before it is forwarded.
-      const stdin = new ExecStdinRecorder(rec, this.number, this.ctx.sampleBytes, scp || req.kind !== 'exec' ? null : stdinInterpreter(req.command));
+      const interpreter = scp || req.kind !== 'exec' ? null : stdinInterpreter(req.command);
+      const stdin = new ExecStdinRecorder(rec, this.number, this.ctx.sampleBytes, interpreter);
+      // A shell reading commands on stdin: each chunk is decided like an exec before it is forwarded.
+      const policy = this.ctx.policy;
+      const script = readsShellCommands(interpreter) ? new StdinScriptGate(
+        (text) => (policy.appliesTo('exec') ? decide(policy, { kind: 'exec', command: text, interactive: true }) : null),
+        (verdict, text) => { rec.append('ssh.stdin.denied', { ch: this.number, text: text.length > 4096 ? `${text.slice(0, 4096)}…` : text, ...policyField(verdict) }); },
+      ) : null;
       hooks = {
         // The scp tracker may take a refused file out of the stream: stdin records what is forwarded.
         input: (c) => {
           const kept = scpTracker?.fromClient(c);
+          script?.input(c);
           if (kept === undefined) return stdin.input(c);
           const recordStdin = (bytes: Buffer): Buffer | Promise<Buffer> => {
             const held = bytes.length > 0 ? stdin.input(bytes) : undefined;
