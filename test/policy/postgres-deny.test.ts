@@ -16,6 +16,7 @@ import {
   bindMessage, connectAndLogin, decodeError, describeMessages, executeMessage, parseMessage, queryMessage, syncMessage, type WireMessage,
 } from '../support/pg-wire.ts';
 import type { EventView, SessionView } from '../../src/cli/format.ts';
+import { endedSessionEvents } from '../support/recordings.ts';
 
 let cluster: PgCluster;
 let gw: TestGateway;
@@ -68,15 +69,7 @@ async function psql(identity: string, token: string, sql: string, app = 'psql-po
   return run('psql', [gw.dsn('app', identity, `application_name=${app}`), '-XAtq', '-v', 'ON_ERROR_STOP=0', '-c', sql], { env: { ...process.env, PGPASSWORD: token } });
 }
 
-async function sessionOf(app: string): Promise<EventView[]> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const s = (JSON.parse(await gw.cliOk(['sessions', 'list', '--json', '--limit', '1000'])) as SessionView[]).find((x) => x.applicationName === app);
-    if (s?.endReason) return (JSON.parse(await gw.cliOk(['sessions', 'show', s.id, '--json'])) as { events: EventView[] }).events;
-    if (Date.now() > deadline) throw new Error(`session ${app} did not end`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const sessionOf = (app: string): Promise<EventView[]> => endedSessionEvents(gw, app);
 
 const codes = (messages: WireMessage[]) => messages.filter((m) => m.type === 'E').map((m) => decodeError(m.body).code);
 

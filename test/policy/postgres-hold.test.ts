@@ -15,7 +15,8 @@ import pg from 'pg';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { cancelRequest, connectAndLogin } from '../support/pg-wire.ts';
-import type { EventView, SessionView } from '../../src/cli/format.ts';
+import type { EventView } from '../../src/cli/format.ts';
+import { endedSessionEvents } from '../support/recordings.ts';
 
 let cluster: PgCluster;
 let gw: TestGateway;
@@ -95,15 +96,7 @@ function startPsql(sql: string, app: string) {
   return { done, stderr: () => stderr };
 }
 
-async function sessionEvents(app: string): Promise<EventView[]> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const s = (JSON.parse(await gw.cliOk(['sessions', 'list', '--json', '--limit', '1000'])) as SessionView[]).find((x) => x.applicationName === app);
-    if (s?.endReason) return (JSON.parse(await gw.cliOk(['sessions', 'show', s.id, '--json'])) as { events: EventView[] }).events;
-    if (Date.now() > deadline) throw new Error(`session ${app} did not end`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const sessionEvents = (app: string): Promise<EventView[]> => endedSessionEvents(gw, app);
 
 test('a held DELETE waits in psql until another identity approves it, then runs in the same session; self-approval is refused', async () => {
   await cluster.sql('INSERT INTO t SELECT generate_series(1, 5)', 'app');

@@ -83,3 +83,14 @@ export function describeEvents(rec: Recording | EventView[]): string {
   return (Array.isArray(rec) ? rec : rec.events)
     .map((e) => `${e.seq}:${e.type}${e.type.startsWith('term.') ? '' : ' ' + JSON.stringify(e.data).slice(0, 600)}`).join('\n');
 }
+
+/** The events of the session whose application_name is `app`, once it has ended. */
+export async function endedSessionEvents(gw: TestGateway, app: string, timeoutMs = 10_000): Promise<EventView[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = (JSON.parse(await gw.cliOk(['sessions', 'list', '--json', '--limit', '1000'])) as SessionView[]).find((x) => x.applicationName === app);
+    if (s?.endReason) return (JSON.parse(await gw.cliOk(['sessions', 'show', s.id, '--json'])) as { events: EventView[] }).events;
+    if (Date.now() > deadline) throw new Error(`session ${app} did not end`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

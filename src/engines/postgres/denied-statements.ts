@@ -6,7 +6,7 @@
 // answers ReadyForQuery with the right status, so the session stays exactly as usable as after any
 // failed statement, pipelining included. Pure: no sockets.
 import { randomBytes } from 'node:crypto';
-import { errorResponse, type ErrorInfo } from './codec/encode.ts';
+import { errorResponse, typed, type ErrorInfo } from './codec/encode.ts';
 import { Backend, Frontend } from './codec/protocol.ts';
 
 /** Marker of one denial: unguessable, so no statement of the client's can pose as one. */
@@ -19,20 +19,12 @@ const failingSql = (marker: string): string => `SELECT '${marker}'::integer`;
 
 /** The Query that takes the place of a denied one. */
 export function deniedQuery(marker: string): Buffer {
-  return frame(Frontend.Query, Buffer.from(`${failingSql(marker)}\0`, 'latin1'));
+  return typed(Frontend.Query, Buffer.from(`${failingSql(marker)}\0`, 'latin1'));
 }
 
 /** The Parse that takes the place of a denied one: same statement name, so the server forgets nothing it should not. */
 export function deniedParse(statementName: Buffer, marker: string): Buffer {
-  return frame(Frontend.Parse, Buffer.concat([statementName, Buffer.from([0]), Buffer.from(`${failingSql(marker)}\0`, 'latin1'), Buffer.from([0, 0])]));
-}
-
-function frame(type: number, body: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(5 + body.length);
-  out[0] = type;
-  out.writeInt32BE(4 + body.length, 1);
-  body.copy(out, 5);
-  return out;
+  return typed(Frontend.Parse, Buffer.concat([statementName, Buffer.from([0]), Buffer.from(`${failingSql(marker)}\0`, 'latin1'), Buffer.from([0, 0])]));
 }
 
 /** ErrorResponses above this size are not ours (ours are short): passed through unread. */

@@ -2,7 +2,7 @@
 // upstream login). Relayed traffic is never re-encoded.
 import { PROTOCOL_3_0, CANCEL_REQUEST_CODE, SSL_REQUEST_CODE } from './protocol.ts';
 
-function typed(type: number, body: Buffer): Buffer {
+export function typed(type: number, body: Buffer): Buffer {
   const out = Buffer.allocUnsafe(5 + body.length);
   out[0] = type;
   out.writeInt32BE(4 + body.length, 1);
@@ -17,20 +17,19 @@ function cstrings(...values: string[]): Buffer {
 export interface ErrorInfo { severity?: 'ERROR' | 'FATAL'; code: string; message: string; detail?: string; hint?: string }
 
 export function errorResponse(e: ErrorInfo): Buffer {
-  const severity = e.severity ?? 'ERROR';
-  const parts = [`S${severity}`, `V${severity}`, `C${e.code}`, `M${e.message}`];
-  if (e.detail) parts.push(`D${e.detail}`);
-  if (e.hint) parts.push(`H${e.hint}`);
-  return typed(0x45, Buffer.concat([cstrings(...parts), Buffer.from([0])]));
+  return fieldsMessage(0x45, e.severity ?? 'ERROR', e);
 }
 
-/** A NoticeResponse: the same fields as an error, severity NOTICE by default. */
-export function noticeResponse(e: ErrorInfo): Buffer {
-  const severity = e.severity ?? 'NOTICE';
+/** A NoticeResponse: the same fields as an error, severity NOTICE. */
+export function noticeResponse(e: Omit<ErrorInfo, 'severity'>): Buffer {
+  return fieldsMessage(0x4e, 'NOTICE', e);
+}
+
+function fieldsMessage(type: number, severity: string, e: Omit<ErrorInfo, 'severity'>): Buffer {
   const parts = [`S${severity}`, `V${severity}`, `C${e.code}`, `M${e.message}`];
   if (e.detail) parts.push(`D${e.detail}`);
   if (e.hint) parts.push(`H${e.hint}`);
-  return typed(0x4e, Buffer.concat([cstrings(...parts), Buffer.from([0])]));
+  return typed(type, Buffer.concat([cstrings(...parts), Buffer.from([0])]));
 }
 
 export function authenticationRequest(code: number, extra?: Buffer): Buffer {
