@@ -113,6 +113,7 @@ export function timeline(session: SessionView, events: EventView[]): string {
         const unknown = d.unverified ? `(unverified ${d.statement ? `statement ${String(d.statement)}` : `portal ${String(d.portal ?? '')}`})`
           : d.cursor === undefined && d.portal && !d.statement ? `(unknown portal ${String(d.portal)})` : `(unknown prepared statement ${String(d.statement ?? '')})`;
         out.push(`${at}  #${e.seq} ${e.type.padEnd(8)} ${oneLine(String(d.text ?? unknown))}${params}`);
+        if (d.policy) out.push(`${' '.repeat(12)}${policyMark(d)}`);
         if (d.unverified) out.push(`${' '.repeat(12)}  ! ${oneLine(String(d.unverified))}; last known text: ${oneLine(String(d.lastKnownText ?? '(none)'))}`);
         if (d.textTruncated) out.push(truncationNote(d));
         const r = results.get(e.seq);
@@ -128,6 +129,7 @@ export function timeline(session: SessionView, events: EventView[]): string {
         const r = results.get(e.seq);
         if (!d.name && !r) break;
         out.push(`${at}  #${e.seq} prepare  ${d.name ? `${String(d.name)}: ` : ''}${oneLine(String(d.text ?? ''))}${r ? `  → ${outcome(r)}` : ''}`);
+        if (d.policy) out.push(`${' '.repeat(12)}${policyMark(d)}`);
         if (d.textTruncated) out.push(truncationNote(d));
         break;
       }
@@ -157,6 +159,16 @@ export function timeline(session: SessionView, events: EventView[]): string {
       case 'access.denied':
         out.push(`${at}  #${e.seq} denied   ${String(d.code)} ${String(d.message)}${d.detail ? ` (${String(d.detail)})` : ''}`);
         break;
+      case 'policy.hold':
+        out.push(`${at}  #${e.seq} HOLD     approval request ${oneLine(String(d.request))} (rule ${oneLine(String(d.rule ?? ''))}), refused if not decided by ${oneLine(String(d.expiresAt ?? ''))}`);
+        break;
+      case 'policy.decision': {
+        const how = d.kind === 'approved' ? `approved by ${(Array.isArray(d.by) ? d.by : [d.by]).map((x) => oneLine(String(x))).join(', ')}`
+          : d.kind === 'denied' ? `DENIED by ${oneLine(String(d.by))}: ${oneLine(String(d.reason ?? ''))}`
+          : d.kind === 'expired' ? 'EXPIRED: not decided in time' : `${oneLine(String(d.kind))}: ${oneLine(String(d.reason ?? ''))}`;
+        out.push(`${at}  #${e.seq} DECISION request ${oneLine(String(d.request))}: ${how}`);
+        break;
+      }
       case GAP_EVENT_TYPE:
         out.push(`${at}  #${e.seq} ${describeGap(d)}`);
         break;

@@ -86,7 +86,7 @@ test('psql: DROP TABLE by an agent fails with 42501 naming the rule; the table i
   assert.equal((result.data.error as { code: string }).code, '42501');
   assert.ok(!JSON.stringify(events).includes('gatehouse-policy-denied-'), 'the stand-in never shows in the record');
   const shown = await gw.cliOk(['sessions', 'show', (JSON.parse(await gw.cliOk(['sessions', 'list', '--json'])) as SessionView[]).find((s) => s.applicationName === 'psql-drop')!.id]);
-  assert.match(shown, /DROP TABLE keep/);
+  assert.match(shown, /DROP TABLE keep\n\s+✖ DENIED by rule "no-drops-for-agents" \(policy v1\): the statement DROP TABLE is denied/);
 });
 
 test('evasions through psql: comments, case, quoting, chains and dollar quotes are all refused and run nothing', async () => {

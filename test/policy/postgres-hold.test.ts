@@ -134,6 +134,11 @@ test('a held DELETE waits in psql until another identity approves it, then runs 
   assert.equal(decided.data.kind, 'approved');
   assert.deepEqual(decided.data.by, ['dora']);
   assert.equal((events.find((e) => e.type === 'result' && e.data.ref === q.seq)!.data as { tag: string }).tag, 'DELETE 5');
+  const sessions = JSON.parse(await gw.cliOk(['sessions', 'list', '--json'])) as Array<{ id: string; applicationName: string }>;
+  const shown = await gw.cliOk(['sessions', 'show', sessions.find((x) => x.applicationName === 'psql-held')!.id]);
+  assert.match(shown, /✖ HELD by rule "hold-unbounded-deletes" \(policy v1\)/);
+  assert.match(shown, new RegExp(`HOLD {5}approval request ${req.id} \\(rule hold-unbounded-deletes\\)`));
+  assert.match(shown, new RegExp(`DECISION request ${req.id}: approved by dora`));
   assert.ok(announced.some((a) => a.event === 'approval.requested' && a.approval.id === req.id), 'the webhook announced the request');
   assert.ok(announced.some((a) => a.event === 'approval.decided' && a.approval.id === req.id && a.approval.status === 'approved'), 'and its decision');
 });
