@@ -119,6 +119,7 @@ export class CompiledPolicy {
   decideIn(rules: readonly CompiledRule[], action: PolicyAction): Verdict {
     switch (action.kind) {
       case 'sql': return this.verdict(this.decideSql(rules, action.text));
+      case 'sql-opaque': return this.verdict(unreadable(rules, 'sql', `${action.what} cannot be judged by its text`));
       case 'exec': return this.verdict(this.decideExec(rules, action.command, action.interactive === true));
       case 'shell': return this.verdict(first(rules, 'shell', () => true, 'opening an interactive shell'));
       case 'file': {

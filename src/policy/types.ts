@@ -41,6 +41,8 @@ export interface RefUpdateFacts {
 export type PolicyAction =
   /** One client message's SQL (a simple Query, or a Parse): possibly several statements. */
   | { kind: 'sql'; text: string }
+  /** SQL-level work whose text the gateway cannot see (a fast-path FunctionCall by OID): refused when a deny or hold rule on SQL could apply. */
+  | { kind: 'sql-opaque'; what: string }
   /** An SSH exec request's command line, or a line submitted in an interactive shell. */
   | { kind: 'exec'; command: string; interactive?: boolean }
   /** Opening an interactive shell. */

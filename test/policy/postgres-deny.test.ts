@@ -191,3 +191,21 @@ test('a policy applied while a session is open decides its next statement', asyn
   assert.deepEqual(codes(await wire.readUntilReady()), []);
   wire.terminate();
 });
+
+test('a fast-path FunctionCall (by OID, no text) is refused while a deny rule could apply: pg_terminate_backend cannot be called around the rule', async () => {
+  const victim = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'alice', database: 'app', password: humanToken, params: { application_name: 'victim' } });
+  const pid = Number((await victim.wire.queryOk('select pg_backend_pid()')).rows[0]![0]);
+  const oid = Number(await cluster.sql("select 'pg_catalog.pg_terminate_backend(integer,bigint)'::regprocedure::oid", 'app'));
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'fastpath' } });
+  const arg = (n: number, bytes: number) => { const b = Buffer.alloc(bytes); if (bytes === 4) b.writeInt32BE(n); else b.writeBigInt64BE(BigInt(n)); return b; };
+  const i16 = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+  const body = Buffer.concat([(() => { const b = Buffer.alloc(4); b.writeUInt32BE(oid); return b; })(), i16(1), i16(1), i16(2),
+    (() => { const l = Buffer.alloc(4); l.writeInt32BE(4); return l; })(), arg(pid, 4), (() => { const l = Buffer.alloc(4); l.writeInt32BE(8); return l; })(), arg(0, 8), i16(0)]);
+  wire.send([Buffer.concat([Buffer.from('F'), (() => { const l = Buffer.alloc(4); l.writeInt32BE(4 + body.length); return l; })(), body])]);
+  const answer = await wire.readUntilReady();
+  assert.deepEqual(codes(answer), ['42501'], describeMessages(answer));
+  assert.match(decodeError(answer.find((m) => m.type === 'E')!.body).message, /a fast-path call of function OID \d+ cannot be judged by its text; refused because rule "no-drops-for-agents" could apply/);
+  assert.deepEqual((await victim.wire.queryOk('select 1')).rows, [['1']], 'the other backend is alive');
+  victim.wire.terminate();
+  wire.terminate();
+});

@@ -200,7 +200,8 @@ export class Relay {
       return;
     }
     this.chunkTypes.push(type);
-    const verdict = (type === Frontend.Query || type === Frontend.Parse) && this.policy?.appliesTo('sql')
+    const decided = type === Frontend.Query || type === Frontend.Parse || type === Frontend.FunctionCall;
+    const verdict = decided && this.policy?.appliesTo('sql')
       ? this.decide(type, buf, start, end, inChunk ? this.tailLength + start - 5 : this.tailHeld ? 0 : -1)
       : undefined;
     this.tracker.clientFrame(type, buf, start, end, verdict);
@@ -219,9 +220,11 @@ export class Relay {
    * fails on the server at the same point (see denied-statements.ts).
    */
   private decide(type: number, buf: Buffer, start: number, end: number, offset: number): Verdict {
-    const textStart = type === Frontend.Query ? start : cStringEnd(buf, start, end) + 1;
-    const text = this.tracker.encoding.text(buf, textStart, cStringEnd(buf, textStart, end));
-    let verdict = this.policy!.decide({ kind: 'sql', text });
+    // A fast-path FunctionCall names its function by OID only: it cannot be judged by text.
+    const fastPath = type === Frontend.FunctionCall;
+    const textStart = type === Frontend.Query || fastPath ? start : cStringEnd(buf, start, end) + 1;
+    const text = fastPath ? '' : this.tracker.encoding.text(buf, textStart, cStringEnd(buf, textStart, end));
+    let verdict = this.policy!.decide(fastPath ? { kind: 'sql-opaque', what: `a fast-path call of function OID ${buf.readUInt32BE(start)}` } : { kind: 'sql', text });
     if (verdict.decision === 'hold') {
       if (this.holds && offset >= 0 && !this.heldInChunk) {
         const hold = this.holds.hold(verdict, text);
@@ -242,7 +245,8 @@ export class Relay {
       return verdict;
     }
     const marker = newDenialMarker();
-    const replacement = type === Frontend.Query ? deniedQuery(marker) : deniedParse(buf.subarray(start, textStart - 1), marker);
+    // A denied FunctionCall is answered like a failed one (ErrorResponse, ReadyForQuery): a failing Query does that.
+    const replacement = type === Frontend.Parse ? deniedParse(buf.subarray(start, textStart - 1), marker) : deniedQuery(marker);
     this.substitutions.push({ offset, length: end - start + 5, replacement });
     (this.rewriter ??= new DeniedErrorRewriter()).add(marker, {
       code: SqlState.InsufficientPrivilege, message: `gatehouse: ${verdict.reason}`,
