@@ -139,10 +139,20 @@ export class SessionPolicy {
   /** The rules in scope for this session, computed once per version. */
   private scoped: { policy: CompiledPolicy; rules: ReturnType<CompiledPolicy['rulesFor']> } | null = null;
 
+  private inScope(policy: CompiledPolicy): ReturnType<CompiledPolicy['rulesFor']> {
+    if (this.scoped?.policy !== policy) this.scoped = { policy, rules: policy.rulesFor(this.subject, this.place) };
+    return this.scoped.rules;
+  }
+
   decide(action: PolicyAction): Verdict {
     const policy = this.service.compiled;
     if (!policy) return this.service.decide(this.subject, this.place, action);
-    if (this.scoped?.policy !== policy) this.scoped = { policy, rules: policy.rulesFor(this.subject, this.place) };
-    return policy.decideIn(this.scoped.rules, action);
+    return policy.decideIn(this.inScope(policy), action);
+  }
+
+  /** Whether a Git rule could judge an update of `ref` by whether it fast-forwards (an unreadable policy: yes). */
+  caresAboutRef(ref: string): boolean {
+    const policy = this.service.compiled;
+    return policy === null || policy.caresAboutRef(this.inScope(policy), ref);
   }
 }

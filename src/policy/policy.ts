@@ -102,6 +102,11 @@ export class CompiledPolicy {
 
   get ruleCount(): number { return this.rules.length; }
 
+  /** Whether a Git rule in scope could judge an update of `ref` (so whether it fast-forwards must be known). */
+  caresAboutRef(rules: readonly CompiledRule[], ref: string): boolean {
+    return rules.some((r) => r.target === 'git' && (!r.rule.git!.refs || r.rule.git!.refs.some((g) => matchesRefGlob(ref, g))));
+  }
+
   /** Whether any rule could decide on actions of this kind by this subject here (else engines need not ask). */
   appliesTo(subject: PolicySubject, place: PolicyPlace, target: 'sql' | 'exec' | 'shell' | 'files' | 'git'): boolean {
     return this.rules.some((r) => (r.target === target || r.target === 'any') && r.inScope(subject, place));

@@ -2,6 +2,8 @@
 // HTTP listener. Clients sign in with a gatehouse token as the basic-auth password. Each request
 // (advertisement, fetch, push) is one recorded session; pushes get the same protected-ref
 // guard as over SSH (src/engines/git/push-guard.ts), and a refused push never reaches the target.
+import { policySubject } from '../../policy/policy-service.ts';
+import { refPolicyOf } from '../git/push-guard.ts';
 import { PassThrough, pipeline, Transform, type Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import type { ServerResponse } from 'node:http';
@@ -208,6 +210,8 @@ export class GitHttpEngine implements Engine {
     // The hold / decide / replay-or-refuse machine shared with SSH (src/engines/git/push-hold.ts).
     const push = new HeldPush({
       protect: a.conn.options.protect ?? [], limits: this.limits, rec: a.rec, recordBase: { repo: a.repoPath },
+      // Who and where are fixed for the request; the policy judges its ref updates beside protected refs.
+      policy: refPolicyOf(this.ctx.policy.forSession(await policySubject(this.ctx.identity.access, a.identity), { connection: a.conn.name, type: a.conn.type })),
       objectFormat: () => 'sha1', // the client names sha256 in its capabilities
       askTarget: (tips, have) => a.target.probe(a.repoPath, tips, have).then((r) => {
         a.rec.append('git.probe', { repo: a.repoPath, tips, have, answered: r !== null, commits: r?.size ?? 0 });

@@ -1,6 +1,7 @@
 // Deciding a push: given the commands and the pushed pack's commits (when the pack was needed),
 // decide each ref update, classify it for the record, and build the report the client sees when
 // the gateway refuses. push-hold.ts runs it for both transports (SSH and smart HTTP).
+import type { PolicyAction, RefUpdateFacts, Verdict } from '../../policy/types.ts';
 import { buildReportStatus, type RefUpdate } from './receive-pack.ts';
 import { decideFastForward, type AskTarget, type FastForwardDecision } from './fast-forward.ts';
 import { checkProtection, needsFastForwardCheck, protectingGlob } from './protected-refs.ts';
@@ -19,11 +20,20 @@ export interface RecordedUpdate {
   protectedBy?: string;
   allowed: boolean;
   reason?: string;
+  /** The policy's verdict on this update, when a rule applied (src/policy/). */
+  policy?: { decision: string; rule: string | null; version: number; reason: string };
+}
+
+/** The policy's say on a push's ref updates (src/policy/), beside protected refs. */
+export interface RefPolicy {
+  /** A rule could judge this ref's update by whether it fast-forwards: its pack must be inspected first. */
+  caresAboutRef(ref: string): boolean;
+  decide(updates: RefUpdateFacts[]): Verdict;
 }
 
 /** Whether any command needs the pack inspected before the push may be forwarded. */
-export function needsPackBeforeForward(updates: RefUpdate[], protect: string[]): boolean {
-  return updates.some((u) => needsFastForwardCheck(u, protect));
+export function needsPackBeforeForward(updates: RefUpdate[], protect: string[], policy?: RefPolicy | null): boolean {
+  return updates.some((u) => needsFastForwardCheck(u, protect) || (u.kind === 'update' && policy?.caresAboutRef(u.ref) === true));
 }
 
 /**
@@ -33,14 +43,14 @@ export function needsPackBeforeForward(updates: RefUpdate[], protect: string[]):
  * unless proven fast-forward; others are only classified.
  */
 export async function decideRefUpdates(updates: RefUpdate[], commits: Map<string, string[]> | null, protect: string[], askTarget?: AskTarget,
-  problem?: string): Promise<RecordedUpdate[]> {
+  problem?: string, policy?: RefPolicy | null): Promise<RecordedUpdate[]> {
   if (commits === null && !problem) commits = new Map();
   const out: RecordedUpdate[] = [];
   for (const u of updates) {
     const glob = protectingGlob(u.ref, protect);
     let decision: FastForwardDecision | null = null;
     if (u.kind === 'update' && commits) {
-      decision = await decideFastForward(u, commits, glob ? askTarget : undefined).catch((err: Error) => ({ fastForward: false, method: 'target' as const, detail: `could not be decided: ${err.message}` }));
+      decision = await decideFastForward(u, commits, glob || policy?.caresAboutRef(u.ref) ? askTarget : undefined).catch((err: Error) => ({ fastForward: false, method: 'target' as const, detail: `could not be decided: ${err.message}` }));
     }
     // A rewrite is proven when the whole history was seen without the old tip; an unproven
     // update stays unknown (and, on a protected ref, is refused as unverified).
@@ -53,6 +63,7 @@ export async function decideRefUpdates(updates: RefUpdate[], commits: Map<string
       ...(glob ? { protectedBy: glob } : {}), allowed: verdict.allowed, ...(verdict.reason ? { reason: verdict.reason } : {}),
     });
   }
+  if (policy) applyPolicy(out, policy);
   // All or nothing: when one command is refused the push is not forwarded, so none applies.
   if (out.some((u) => !u.allowed)) {
     for (const u of out) if (u.allowed) Object.assign(u, { allowed: false, reason: 'not applied: another ref update in this push was refused by gatehouse' });
@@ -71,4 +82,28 @@ export function refusalReport(capabilities: string[], decided: RecordedUpdate[],
 /** `git.push.result` data of a push the gateway refused (the target saw none of it). */
 export function refusedPushResult(decided: RecordedUpdate[], packBytes: number): Record<string, unknown> {
   return { refusedByGateway: true, packBytes, refs: decided.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) };
+}
+
+/** The policy decides each update as classified (a fast-forward not proven counts as a force). */
+function applyPolicy(out: RecordedUpdate[], policy: RefPolicy): void {
+  const verdict = policy.decide(out.map((u) => ({
+    ref: u.ref, kind: u.class === 'create' ? 'create' : u.class === 'delete' ? 'delete' : 'update',
+    ...(u.class === 'fast-forward' ? { fastForward: true } : u.class === 'rewrite' ? { fastForward: false } : {}),
+  })));
+  for (const r of verdict.refs ?? []) {
+    const u = out.find((x) => x.ref === r.ref);
+    if (!u || (r.rule === null && r.decision === 'allow')) continue;
+    u.policy = { decision: r.decision, rule: r.rule, version: verdict.policyVersion, reason: r.reason };
+    if (!u.allowed || (r.decision !== 'deny' && r.decision !== 'hold')) continue;
+    u.allowed = false;
+    u.reason = r.decision === 'hold'
+      ? `gatehouse policy: ${r.reason}; holding pushes for approval is not available yet, so it is refused`
+      : `gatehouse policy: ${r.reason}`;
+  }
+}
+
+/** A session's policy as a push sees it (null: no policy object, protected refs only). */
+export function refPolicyOf(policy: { caresAboutRef(ref: string): boolean; decide(action: PolicyAction): Verdict } | null | undefined): RefPolicy | null {
+  if (!policy) return null;
+  return { caresAboutRef: (ref) => policy.caresAboutRef(ref), decide: (updates) => policy.decide({ kind: 'git', updates }) };
 }

@@ -12,7 +12,7 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { PushRequestReader, type ReportStatus } from './receive-pack.ts';
 import { PackInspector, type PackInspection } from './pack-stream.ts';
 import { PushSpool } from './push-spool.ts';
-import { decideRefUpdates, needsPackBeforeForward, refusalReport, refusedPushResult, type RecordedUpdate } from './push-guard.ts';
+import { decideRefUpdates, needsPackBeforeForward, refusalReport, refusedPushResult, type RecordedUpdate, type RefPolicy } from './push-guard.ts';
 import { capabilityValue, type ObjectFormat } from './refs.ts';
 import type { AskTarget } from './fast-forward.ts';
 import type { PushLimits } from './push-limits.ts';
@@ -25,6 +25,8 @@ export interface PushRecorder {
 
 export interface HeldPushOptions {
   protect: string[];
+  /** The policy's rules on ref updates (absent: protected refs only). */
+  policy?: RefPolicy | null;
   limits: PushLimits;
   rec: PushRecorder;
   /** Fields every git.push / git.push.result record of this push carries ({ ch, repo } or { repo }). */
@@ -155,7 +157,7 @@ export class HeldPush extends Writable {
     this.format = fmt === 'sha256' || fmt === 'sha1' ? fmt : await this.opts.objectFormat();
     if (this.aborted) return;
 
-    if (needsPackBeforeForward(this.request.updates, this.opts.protect)) {
+    if (needsPackBeforeForward(this.request.updates, this.opts.protect, this.opts.policy)) {
       this.guarded = true;
       this.mode = 'holding';
       this.inspector = new PackInspector(this.format);
@@ -170,7 +172,7 @@ export class HeldPush extends Writable {
       return;
     }
     // Nothing needs the pack: decided now, streamed (or drained) from here on.
-    this.decided = await decideRefUpdates(this.request.updates, null, this.opts.protect, undefined, 'pack not inspected before forwarding');
+    this.decided = await decideRefUpdates(this.request.updates, null, this.opts.protect, undefined, 'pack not inspected before forwarding', this.opts.policy);
     if (this.decided.some((u) => !u.allowed)) {
       this.mode = 'draining';
       for (const c of pack) this.packBytes += c.length;
@@ -270,7 +272,7 @@ export class HeldPush extends Writable {
         problem = `the pushed pack could not be read: ${(err as Error).message}`;
       }
     }
-    this.decided = await decideRefUpdates(this.request.updates, inspection ? inspection.commits : null, this.opts.protect, this.opts.askTarget, problem ?? undefined);
+    this.decided = await decideRefUpdates(this.request.updates, inspection ? inspection.commits : null, this.opts.protect, this.opts.askTarget, problem ?? undefined, this.opts.policy);
     this.mode = 'done';
     if (this.overLimit) {
       for (const u of this.decided) {

@@ -18,6 +18,7 @@ import { SessionChannel, type ChannelContext } from './session-channel.ts';
 import { Forwarding } from './forwarding.ts';
 import { AgentRelay } from './agent-relay.ts';
 import { policySubject, type SessionPolicy } from '../../policy/policy-service.ts';
+import { refPolicyOf } from '../git/push-guard.ts';
 
 export interface SshSessionOptions {
   upstreamTimeoutMs: number;
@@ -118,7 +119,7 @@ export class SshClientSession {
       rec: a.rec, target: a.target, log: this.log, sampleBytes: this.ctx.recorder.options.sampleBytes,
       allowEnv: a.conn.options.allowEnv ?? DEFAULT_ALLOWED_ENV,
       agent: a.agent,
-      git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target, limits: this.options.gitPush },
+      git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target, limits: this.options.gitPush, policy: refPolicyOf(a.policy) },
       gitOnly: a.conn.options.gitOnly === true,
       track: (done) => this.track(done),
       policy: a.policy,

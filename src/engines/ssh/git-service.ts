@@ -13,6 +13,7 @@ import { AdvertisementReader, type RefAdvertisement } from '../git/refs.ts';
 import { ReportStatusReader } from '../git/receive-pack.ts';
 import { UploadPackRequestReader } from '../git/upload-pack.ts';
 import { HeldPush } from '../git/push-hold.ts';
+import type { RefPolicy } from '../git/push-guard.ts';
 import { defaultPushLimits, type PushLimits } from '../git/push-limits.ts';
 import { probeOverStream } from '../git/target-probe.ts';
 import { endWithExit, pump, watchExit, type ExitInfo } from './channel-relay.ts';
@@ -31,6 +32,8 @@ export interface GitServiceOptions {
   channel: number;
   /** How much a guarded push may hold (defaults: 2 GiB, spooled under the system's temp directory). */
   limits?: PushLimits;
+  /** The session's policy, for rules on ref updates. */
+  policy?: RefPolicy | null;
 }
 
 export async function relayGitService(client: ServerChannel, upstream: ClientChannel, opts: GitServiceOptions): Promise<void> {
@@ -89,7 +92,7 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
 
   // Client → target: through the held push (src/engines/git/push-hold.ts), which decides.
   const push = new HeldPush({
-    protect: opts.protect, limits: opts.limits ?? defaultPushLimits(), rec, recordBase: { ch: opts.channel, repo: opts.repoPath },
+    protect: opts.protect, policy: opts.policy, limits: opts.limits ?? defaultPushLimits(), rec, recordBase: { ch: opts.channel, repo: opts.repoPath },
     objectFormat: async () => { await advertisementSeen; return (advertisement as RefAdvertisement | null)?.objectFormat ?? 'sha1'; },
     askTarget: (tips, have) => askTargetOverSsh(opts, tips, have),
   });
