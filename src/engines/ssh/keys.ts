@@ -52,10 +52,28 @@ export function loadOrCreateHostKey(dir: string): { privateKey: string; publicKe
   const file = path.join(dir, 'ssh_host_ed25519_key');
   if (!existsSync(file)) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const pair = utils.generateKeyPairSync('ed25519', { comment: 'gatehouse' });
+    const pair = generateHostKeyPair();
     writeFileSync(file, pair.private, { mode: 0o600, flag: 'wx' });
     writeFileSync(file + '.pub', pair.public + '\n', { mode: 0o644 });
   }
   const privateKey = readFileSync(file, 'utf8');
-  return { privateKey, publicKey: checkPrivateKey(privateKey) };
+  try {
+    return { privateKey, publicKey: checkPrivateKey(privateKey) };
+  } catch (err) {
+    // Not replaced silently: a new host key is something every client notices and should be told about.
+    throw new Error(`the SSH host key ${file} cannot be read (${(err as Error).message}); move it aside to have a new one generated, and tell clients its new fingerprint`);
+  }
+}
+
+/**
+ * An Ed25519 pair that reads back. ssh2's generator strips leading zero bytes of the public key,
+ * so about one key in 256 comes out 31 bytes long and cannot be parsed again (mscdex/ssh2#1390,
+ * #1513): generate until both halves read back.
+ */
+export function generateHostKeyPair(): { private: string; public: string } {
+  for (let attempt = 0; attempt < 32; attempt++) {
+    const pair = utils.generateKeyPairSync('ed25519', { comment: 'gatehouse' });
+    if (!(utils.parseKey(pair.private) instanceof Error) && !(utils.parseKey(pair.public) instanceof Error)) return pair;
+  }
+  throw new Error('could not generate a readable SSH host key');
 }
