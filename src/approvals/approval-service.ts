@@ -6,6 +6,7 @@
 // own request; approvers need the approve grant on the connection, or to be named by the rule.
 import type { Logger } from 'pino';
 import type { AccessService } from '../access/access-service.ts';
+import { decide as decideAccess, type AccessSubject } from '../access/access-policy.ts';
 import type { ApprovalRow, ApprovalStatus, Identity, Store } from '../store/types.ts';
 import type { PolicyAction, Verdict } from '../policy/types.ts';
 import { newId } from '../util/ids.ts';
@@ -124,10 +125,9 @@ export class ApprovalService {
   async pendingFor(viewer: Identity): Promise<ApprovalRow[]> {
     const now = Date.now();
     const pending = (await this.store.listApprovals({ status: 'pending' })).filter((a) => a.expiresAt > now);
-    const admin = await this.access.isAdministrator(viewer);
-    const out: ApprovalRow[] = [];
-    for (const a of pending) if (admin || await this.mayDecide(viewer, a)) out.push(a);
-    return out;
+    const subject = await this.access.subjectOf(viewer);
+    if (decideAccess(subject, 'admin', null).allowed) return pending;
+    return pending.filter((a) => this.mayDecide(subject, a));
   }
 
   async decide(id: string, approver: Identity, decision: 'approve' | 'deny', reason: string | null): Promise<ApprovalRow> {
@@ -141,7 +141,7 @@ export class ApprovalService {
         throw new UserError(`approval request ${id} is already expired`, 409);
       }
       if (a.requesterId === approver.id) throw new UserError('no identity may approve or deny its own request', 403);
-      if (!(await this.mayDecide(approver, a))) {
+      if (!this.mayDecide(await this.access.subjectOf(approver), a)) {
         throw new UserError(`identity "${approver.name}" may not decide requests on connection "${a.connectionName}": it needs the approve grant there${a.rule ? ` or to be an approver named by rule "${a.rule}"` : ''}`, 403);
       }
       const decisions = JSON.parse(a.decisions) as Decision[];
@@ -174,13 +174,13 @@ export class ApprovalService {
     for (const id of [...this.local.keys()]) void this.end(id, 'withdrawn', 'the gateway is shutting down');
   }
 
-  private async mayDecide(approver: Identity, a: ApprovalRow): Promise<boolean> {
-    if (approver.id === a.requesterId) return false;
+  /** `subject`: the approver's groups and grants, loaded once by the caller (a list may hold many requests). */
+  private mayDecide(subject: AccessSubject, a: ApprovalRow): boolean {
+    if (subject.identity.id === a.requesterId) return false;
     const named = JSON.parse(a.approvers) as { groups: string[]; identities: string[] };
-    if (named.identities.includes(approver.name)) return true;
-    const subject = await this.access.subjectOf(approver);
+    if (named.identities.includes(subject.identity.name)) return true;
     if (named.groups.some((g) => subject.groups.some((x) => x.name === g))) return true;
-    return (await this.access.check(approver, 'approve', { id: a.connectionId, name: a.connectionName })).allowed;
+    return decideAccess(subject, 'approve', { id: a.connectionId, name: a.connectionName }).allowed;
   }
 
   /** Ends a pending request without a person's decision (timeout, withdrawal); the first end wins. */
