@@ -126,6 +126,7 @@ export class CompiledPolicy {
       case 'sql': return this.verdict(this.decideSql(rules, action.text));
       case 'sql-opaque': return this.verdict(unreadable(rules, 'sql', `${action.what} cannot be judged by its text`));
       case 'exec': return this.verdict(this.decideExec(rules, action.command, action.interactive === true));
+      case 'exec-opaque': return this.verdict(unreadable(rules, 'exec', action.what));
       case 'shell': return this.verdict(first(rules, 'shell', () => true, 'opening an interactive shell'));
       case 'file': {
         const paths = [normalise(action.path), ...(action.toPath !== undefined ? [normalise(action.toPath)] : [])];

@@ -45,6 +45,8 @@ export type PolicyAction =
   | { kind: 'sql-opaque'; what: string }
   /** An SSH exec request's command line, or a line submitted in an interactive shell. */
   | { kind: 'exec'; command: string; interactive?: boolean }
+  /** A line of shell input the gateway could not read completely (edited with keys it does not follow): refused when a deny or hold rule on commands could apply. */
+  | { kind: 'exec-opaque'; what: string }
   /** Opening an interactive shell. */
   | { kind: 'shell' }
   /** A file mutation (SFTP, scp); `toPath` for rename and link targets. */

@@ -15,6 +15,8 @@ import { INVALID_TOKEN, isRefusal, type Attempt, type OpenSession } from '../../
 import { ReportStatusReader } from '../git/receive-pack.ts';
 import { UploadPackRequestReader } from '../git/upload-pack.ts';
 import { HeldPush } from '../git/push-hold.ts';
+import { SessionHolds } from '../../approvals/session-holds.ts';
+import { encodeSideband, negotiatedSideband } from '../git/sideband.ts';
 import { defaultPushLimits, type PushLimits } from '../git/push-limits.ts';
 import { GitTarget } from './target-client.ts';
 
@@ -207,12 +209,22 @@ export class GitHttpEngine implements Engine {
   private async push(req: FastifyRequest, res: import('node:http').ServerResponse, a: Admitted): Promise<string | undefined> {
     await a.rec.beforeForward('git.command', { service: 'git-receive-pack', repo: a.repoPath });
     const body = decodedBody(req, this.limits.maxPushBytes);
+    const holds = new SessionHolds(this.ctx.approvals, a.rec, { requester: a.identity, connection: { id: a.conn.id, name: a.conn.name }, protocol: 'git-http' });
     // The hold / decide / replay-or-refuse machine shared with SSH (src/engines/git/push-hold.ts).
     const push = new HeldPush({
       protect: a.conn.options.protect ?? [], limits: this.limits, rec: a.rec, recordBase: { repo: a.repoPath },
       // Who and where are fixed for the request; the policy judges its ref updates beside protected refs.
       policy: refPolicyOf(this.ctx.policy.forSession(await policySubject(this.ctx.identity.access, a.identity), { connection: a.conn.name, type: a.conn.type })),
       objectFormat: () => 'sha1', // the client names sha256 in its capabilities
+      holds: { hold: (verdict, action) => holds.hold(verdict, action) },
+      // With side-band the answer can start at once: the notice is a progress message git shows
+      // as "remote: …" while it waits; the target's answer follows in the same response.
+      notify: (message) => {
+        const band = negotiatedSideband(push.request.capabilities);
+        if (band === null || res.headersSent) return;
+        res.writeHead(200, { 'content-type': 'application/x-git-receive-pack-result', 'cache-control': 'no-cache' });
+        for (const pkt of encodeSideband(2, Buffer.from(`${message.replace(/[\x00-\x1f\x7f]/g, '?')}\n`), band)) res.write(pkt);
+      },
       askTarget: (tips, have) => a.target.probe(a.repoPath, tips, have).then((r) => {
         a.rec.append('git.probe', { repo: a.repoPath, tips, have, answered: r !== null, commits: r?.size ?? 0 });
         return r;
@@ -233,7 +245,7 @@ export class GitHttpEngine implements Engine {
       return `refused: ${outcome.message}`;
     }
     if (outcome.kind === 'refuse') {
-      res.writeHead(200, { 'content-type': 'application/x-git-receive-pack-result', 'cache-control': 'no-cache' });
+      if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/x-git-receive-pack-result', 'cache-control': 'no-cache' });
       res.end(outcome.report);
       return undefined;
     }
@@ -336,8 +348,17 @@ function pick(headers: import('node:http').IncomingHttpHeaders): Record<string, 
 
 async function relayResponse(up: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, observe?: (c: Buffer) => void): Promise<number> {
   let bytes = 0;
-  if (refusedCredential(up, res)) return 0;
-  res.writeHead(up.statusCode ?? 502, pick(up.headers));
+  if (res.headersSent) {
+    // The answer was started by the gateway (a held push's notice): only a success can follow in it.
+    if (up.statusCode !== 200) {
+      up.resume();
+      res.destroy();
+      throw new Error(`the target answered HTTP ${up.statusCode} after the push was approved`);
+    }
+  } else {
+    if (refusedCredential(up, res)) return 0;
+    res.writeHead(up.statusCode ?? 502, pick(up.headers));
+  }
   for await (const c of up) {
     bytes += (c as Buffer).length;
     observe?.(c as Buffer);

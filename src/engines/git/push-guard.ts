@@ -20,6 +20,8 @@ export interface RecordedUpdate {
   protectedBy?: string;
   allowed: boolean;
   reason?: string;
+  /** A policy rule holds this update for approval (it is allowed only once people approve). */
+  held?: boolean;
   /** The policy's verdict on this update, when a rule applied (src/policy/). */
   policy?: { decision: string; rule: string | null; version: number; reason: string };
 }
@@ -63,7 +65,10 @@ export async function decideRefUpdates(updates: RefUpdate[], commits: Map<string
       ...(glob ? { protectedBy: glob } : {}), allowed: verdict.allowed, ...(verdict.reason ? { reason: verdict.reason } : {}),
     });
   }
-  if (policy) applyPolicy(out, policy);
+  if (policy) {
+    const verdict = applyPolicy(out, policy);
+    if (out.some((u) => u.held && u.allowed)) holdVerdicts.set(out, verdict);
+  }
   // All or nothing: when one command is refused the push is not forwarded, so none applies.
   if (out.some((u) => !u.allowed)) {
     for (const u of out) if (u.allowed) Object.assign(u, { allowed: false, reason: 'not applied: another ref update in this push was refused by gatehouse' });
@@ -84,8 +89,16 @@ export function refusedPushResult(decided: RecordedUpdate[], packBytes: number):
   return { refusedByGateway: true, packBytes, refs: decided.map((u) => ({ ref: u.ref, ok: false, reason: u.reason })) };
 }
 
+/** The verdicts of pushes a rule holds (the approval request is made from it: approvers, quorum, timeout). */
+const holdVerdicts = new WeakMap<RecordedUpdate[], Verdict>();
+
+/** The verdict holding `decided` for approval, when a rule holds an update and nothing is refused. */
+export function holdingVerdict(decided: RecordedUpdate[]): Verdict | null {
+  return decided.every((u) => u.allowed) ? holdVerdicts.get(decided) ?? null : null;
+}
+
 /** The policy decides each update as classified (a fast-forward not proven counts as a force). */
-function applyPolicy(out: RecordedUpdate[], policy: RefPolicy): void {
+function applyPolicy(out: RecordedUpdate[], policy: RefPolicy): Verdict {
   const verdict = policy.decide(out.map((u) => ({
     ref: u.ref, kind: u.class === 'create' ? 'create' : u.class === 'delete' ? 'delete' : 'update',
     ...(u.class === 'fast-forward' ? { fastForward: true } : u.class === 'rewrite' ? { fastForward: false } : {}),
@@ -94,12 +107,16 @@ function applyPolicy(out: RecordedUpdate[], policy: RefPolicy): void {
     const u = out.find((x) => x.ref === r.ref);
     if (!u || (r.rule === null && r.decision === 'allow')) continue;
     u.policy = { decision: r.decision, rule: r.rule, version: verdict.policyVersion, reason: r.reason };
-    if (!u.allowed || (r.decision !== 'deny' && r.decision !== 'hold')) continue;
-    u.allowed = false;
-    u.reason = r.decision === 'hold'
-      ? `gatehouse policy: ${r.reason}; holding pushes for approval is not available yet, so it is refused`
-      : `gatehouse policy: ${r.reason}`;
+    if (!u.allowed) continue;
+    if (r.decision === 'hold') {
+      u.held = true;
+      u.reason = `gatehouse policy: ${r.reason}`;
+    } else if (r.decision === 'deny') {
+      u.allowed = false;
+      u.reason = `gatehouse policy: ${r.reason}`;
+    }
   }
+  return verdict;
 }
 
 /** A session's policy as a push sees it (null: no policy object, protected refs only). */

@@ -5,6 +5,8 @@
 // - a protected ref is updated: the whole request is spooled to disk (bounded by maxPushBytes)
 //   while the pack is inspected as it arrives (pack-stream.ts); once the client's side ends the
 //   updates are decided, and the request is replayed to the target from the spool, or refused.
+// A push a policy rule holds is spooled the same way and waits, once the client's side has ended,
+// for people to decide (src/approvals/): approved, it is replayed; otherwise refused.
 // The target sees nothing of a refused push; the client gets the report a Git server would send.
 // SSH (src/engines/ssh/git-service.ts) pipes its exec channel through it and smart HTTP
 // (src/engines/git-http/engine.ts) the request body: the transport only moves bytes.
@@ -12,7 +14,10 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { PushRequestReader, type ReportStatus } from './receive-pack.ts';
 import { PackInspector, type PackInspection } from './pack-stream.ts';
 import { PushSpool } from './push-spool.ts';
-import { decideRefUpdates, needsPackBeforeForward, refusalReport, refusedPushResult, type RecordedUpdate, type RefPolicy } from './push-guard.ts';
+import { decideRefUpdates, holdingVerdict, needsPackBeforeForward, refusalReport, refusedPushResult, type RecordedUpdate, type RefPolicy } from './push-guard.ts';
+import { heldRefusal, holdNotice } from '../../approvals/session-holds.ts';
+import type { Hold } from '../../approvals/approval-service.ts';
+import type { PolicyAction, Verdict } from '../../policy/types.ts';
 import { capabilityValue, type ObjectFormat } from './refs.ts';
 import type { AskTarget } from './fast-forward.ts';
 import type { PushLimits } from './push-limits.ts';
@@ -35,6 +40,10 @@ export interface HeldPushOptions {
   objectFormat: () => Promise<ObjectFormat> | ObjectFormat;
   /** Asks the target about history the pack leaves out (the fast-forward probe). */
   askTarget?: AskTarget;
+  /** Where a push a rule holds waits for approval (absent: a hold is refused). */
+  holds?: { hold(verdict: Verdict, action: PolicyAction): Hold } | null;
+  /** Tells the waiting client something (a held push's request id), in the transport's own way. */
+  notify?: (message: string) => void;
 }
 
 export type PushOutcome =
@@ -72,6 +81,10 @@ export class HeldPush extends Writable {
   private guarded = false;
   private prefixBytes = 0;
   private aborted = false;
+  /** The approval request this push waits on, while it waits. */
+  private waitingOn: Hold | null = null;
+  /** A held push's request and how it ended, for its git.push record. */
+  private heldRecord: { request: string; outcome: string } | null = null;
 
   constructor(opts: HeldPushOptions) {
     super({ highWaterMark: HIGH_WATER });
@@ -83,6 +96,7 @@ export class HeldPush extends Writable {
   abort(message = 'the push was interrupted'): void {
     if (this.aborted) return;
     this.aborted = true;
+    this.waitingOn?.withdraw(message);
     this.inspector?.abandon();
     void this.spool?.remove();
     this.body?.destroy(new Error(message));
@@ -157,22 +171,22 @@ export class HeldPush extends Writable {
     this.format = fmt === 'sha256' || fmt === 'sha1' ? fmt : await this.opts.objectFormat();
     if (this.aborted) return;
 
-    if (needsPackBeforeForward(this.request.updates, this.opts.protect, this.opts.policy)) {
-      this.guarded = true;
-      this.mode = 'holding';
-      this.inspector = new PackInspector(this.format);
-      this.spool = await PushSpool.create(this.opts.limits.spoolDir);
-      this.prefixBytes = prefix.length;
-      if (prefix.length > this.opts.limits.maxPushBytes) {
-        for (const c of pack) this.packBytes += c.length;
-        return this.exceed();
-      }
-      await this.spool.write(prefix);
-      for (const c of pack) await this.holdBytes(c);
-      return;
-    }
+    if (needsPackBeforeForward(this.request.updates, this.opts.protect, this.opts.policy)) return this.startHolding(prefix, pack);
     // Nothing needs the pack: decided now, streamed (or drained) from here on.
     this.decided = await decideRefUpdates(this.request.updates, null, this.opts.protect, undefined, 'pack not inspected before forwarding', this.opts.policy);
+    const heldBy = holdingVerdict(this.decided);
+    if (heldBy && !this.request.expectsPack) {
+      // Only deletions, held: no pack follows and the client waits for the report, so it waits here.
+      this.mode = 'done';
+      if (!(await this.approved(heldBy))) return this.refuse();
+      if (!(await this.recordPush('allowed'))) return;
+      const body = new PassThrough();
+      body.end(prefix);
+      this.finishWith({ kind: 'forward', body });
+      return;
+    }
+    // Held: kept on disk like a guarded push until the client's side ends, then decided.
+    if (heldBy) return this.startHolding(prefix, pack);
     if (this.decided.some((u) => !u.allowed)) {
       this.mode = 'draining';
       for (const c of pack) this.packBytes += c.length;
@@ -190,6 +204,51 @@ export class HeldPush extends Writable {
     this.body.write(prefix);
     this.finishWith({ kind: 'forward', body: this.body });
     for (const c of pack) await this.streamBytes(c);
+  }
+
+  /** From here on the request is spooled (and its pack inspected) until the client's side ends. */
+  private async startHolding(prefix: Buffer, pack: Buffer[]): Promise<void> {
+    this.guarded = true;
+    this.mode = 'holding';
+    this.decided = null;
+    this.inspector = new PackInspector(this.format);
+    this.spool = await PushSpool.create(this.opts.limits.spoolDir);
+    this.prefixBytes = prefix.length;
+    if (prefix.length > this.opts.limits.maxPushBytes) {
+      for (const c of pack) this.packBytes += c.length;
+      return this.exceed();
+    }
+    await this.spool.write(prefix);
+    for (const c of pack) await this.holdBytes(c);
+  }
+
+  /**
+   * Waits for people to decide on a held push. Not approved (or no approvals here): the held
+   * updates are refused with why, the others as not applied, and false.
+   */
+  private async approved(verdict: Verdict): Promise<boolean> {
+    const decided = this.decided!;
+    let refusal: string | null;
+    if (!this.opts.holds) {
+      refusal = 'holding pushes for approval is not available here, so it is refused';
+    } else {
+      const updates = decided.map((u) => ({ ref: u.ref, kind: u.class === 'create' ? 'create' as const : u.class === 'delete' ? 'delete' as const : 'update' as const,
+        ...(u.class === 'fast-forward' ? { fastForward: true } : u.class === 'rewrite' ? { fastForward: false } : {}), old: u.old, new: u.new }));
+      const hold = this.opts.holds.hold(verdict, { kind: 'git', updates });
+      this.waitingOn = hold;
+      this.opts.notify?.(holdNotice('push', hold, verdict));
+      const outcome = await hold.outcome;
+      this.waitingOn = null;
+      this.heldRecord = { request: hold.id, outcome: outcome.kind };
+      refusal = this.aborted ? 'the push was interrupted' : heldRefusal('push', hold, outcome);
+    }
+    if (refusal === null) return true;
+    for (const u of decided) {
+      if (!u.allowed) continue;
+      u.allowed = false;
+      u.reason = u.held ? `${u.reason ?? 'held for approval'}: ${refusal.replace(/^gatehouse: /, '')}` : NOT_APPLIED;
+    }
+    return false;
   }
 
   private async streamBytes(chunk: Buffer): Promise<void> {
@@ -279,6 +338,12 @@ export class HeldPush extends Writable {
         if (u.reason && u.reason !== NOT_APPLIED) u.reason = `protected ref: push too large for gatehouse to verify (over ${limit} bytes, git.max_push_bytes)`;
       }
     }
+    const heldBy = holdingVerdict(this.decided);
+    if (heldBy && !(await this.approved(heldBy))) {
+      await this.spool?.remove();
+      if (this.aborted) return;
+      return this.refuse();
+    }
     if (this.decided.every((u) => u.allowed)) {
       if (!(await this.recordPush('allowed'))) return;
       this.finishWith({ kind: 'forward', body: this.spool!.replay() });
@@ -298,7 +363,7 @@ export class HeldPush extends Writable {
   private async recordPush(verdict: 'allowed' | 'refused'): Promise<boolean> {
     const r = this.request;
     const data = {
-      ...this.opts.recordBase, verdict, updates: this.decided, pushOptions: r.pushOptions, capabilities: r.capabilities,
+      ...this.opts.recordBase, verdict, updates: this.decided, pushOptions: r.pushOptions, capabilities: r.capabilities, ...(this.heldRecord ? { held: this.heldRecord } : {}),
       ...(this.guarded ? { packBytes: this.packBytes } : {}), ...(r.pushCert ? { signed: true } : {}), ...(r.shallow.length ? { shallow: r.shallow.length } : {}),
     };
     try {

@@ -2,6 +2,7 @@
 // cancel), token authentication, the default-deny access decision, the upstream login (pooled),
 // then the recorded relay. Every refusal is an ErrorResponse with the SQLSTATE a libpq client
 // expects, and refused attempts are recorded too.
+import { SessionHolds } from '../../approvals/session-holds.ts';
 import { policySubject } from '../../policy/policy-service.ts';
 import type { StatementHolds } from './relay.ts';
 import net from 'node:net';
@@ -317,16 +318,8 @@ export class PgClientSession {
       // Who and where are fixed for the session; the relay asks the policy about each statement.
       const policy = ctx.policy.forSession(await policySubject(ctx.identity.access, identity), { connection: conn.name, type: conn.type });
       // A held statement waits here for people to decide; its request and decision are on record.
-      const holds: StatementHolds = {
-        hold: (verdict, text) => {
-          const hold = ctx.approvals.hold({
-            sessionId: recording.id, requester: identity, connection: { id: conn.id, name: conn.name }, protocol: 'postgres', verdict, action: { kind: 'sql', text },
-          });
-          recording.append('policy.hold', { request: hold.id, rule: verdict.rule, version: verdict.policyVersion, expiresAt: new Date(hold.expiresAt).toISOString() });
-          return hold;
-        },
-        decided: (hold, outcome) => { recording.append('policy.decision', { request: hold.id, ...outcome }); },
-      };
+      const sessionHolds = new SessionHolds(ctx.approvals, recording, { requester: identity, connection: { id: conn.id, name: conn.name }, protocol: 'postgres' });
+      const holds: StatementHolds = { hold: (verdict, text) => sessionHolds.hold(verdict, { kind: 'sql', text }) };
       this.relay = new Relay(this.stream, up.stream, tracker, {
         maxClientMessageBytes: this.deps.options.maxClientMessageBytes, maxServerMessageBytes: this.deps.options.maxServerMessageBytes,
         recordBeforeForward: conn.options.recording !== 'best-effort', policy, holds,

@@ -18,7 +18,6 @@ import type { Hold, HoldOutcome } from '../../approvals/approval-service.ts';
 /** How the relay holds a statement for approval: the session creates the request and records its course. */
 export interface StatementHolds {
   hold(verdict: Verdict, text: string): Hold;
-  decided(hold: Hold, outcome: HoldOutcome): void;
 }
 
 /** A held message of the chunk being scanned: where it is, and what replaces it if it is not approved. */
@@ -382,7 +381,6 @@ export class Relay {
     const durable = entry.gate ?? Promise.resolve();
     entry.gate = Promise.all([durable, held.hold.outcome]).then(([, outcome]) => {
       this.activeHolds.delete(held.hold);
-      this.holds?.decided(held.hold, outcome);
       if (outcome.kind === 'approved') return;
       const marker = newDenialMarker();
       const replacement = held.type === Frontend.Query ? deniedQuery(marker) : deniedParse(held.statementName!, marker);

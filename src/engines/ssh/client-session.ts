@@ -17,6 +17,7 @@ import { connectUpstream, UpstreamRefusal } from './upstream.ts';
 import { SessionChannel, type ChannelContext } from './session-channel.ts';
 import { Forwarding } from './forwarding.ts';
 import { AgentRelay } from './agent-relay.ts';
+import { SessionHolds } from '../../approvals/session-holds.ts';
 import { policySubject, type SessionPolicy } from '../../policy/policy-service.ts';
 import { refPolicyOf } from '../git/push-guard.ts';
 
@@ -31,7 +32,7 @@ export interface SshSessionOptions {
 const DEFAULT_ALLOWED_ENV = ['GIT_PROTOCOL', 'LANG', 'LC_*'];
 
 type Admission =
-  | { ok: true; rec: SessionRecording; target: ssh2.Client; conn: Connection; agent: AgentRelay | null; policy: SessionPolicy }
+  | { ok: true; rec: SessionRecording; target: ssh2.Client; conn: Connection; agent: AgentRelay | null; policy: SessionPolicy; holds: SessionHolds }
   | { ok: false; message: string };
 
 export class SshClientSession {
@@ -93,6 +94,7 @@ export class SshClientSession {
     this.closed = new Promise((resolve) => {
       client.on('close', () => {
         this.gone = true;
+        this.holds?.withdrawAll('the client disconnected');
         this.finish(this.endReason ?? 'client disconnected').finally(resolve);
       });
     });
@@ -119,10 +121,11 @@ export class SshClientSession {
       rec: a.rec, target: a.target, log: this.log, sampleBytes: this.ctx.recorder.options.sampleBytes,
       allowEnv: a.conn.options.allowEnv ?? DEFAULT_ALLOWED_ENV,
       agent: a.agent,
-      git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target, limits: this.options.gitPush, policy: refPolicyOf(a.policy) },
+      git: { rec: a.rec, protect: a.conn.options.protect ?? [], log: this.log, target: a.target, limits: this.options.gitPush, policy: refPolicyOf(a.policy), holds: a.holds },
       gitOnly: a.conn.options.gitOnly === true,
       track: (done) => this.track(done),
       policy: a.policy,
+      holds: a.holds,
     };
   }
 
@@ -258,7 +261,10 @@ export class SshClientSession {
         disconnectWithReason(this.client, `gatehouse: ${this.endReason}`);
       });
       this.log.info({ session: rec.id, identity: identity.name, connection: conn.name }, 'ssh session started');
-      return { ok: true, rec, target, conn, agent, policy };
+      // Actions the policy holds wait for people to decide; the session's end withdraws them.
+      const holds = new SessionHolds(this.ctx.approvals, rec, { requester: identity, connection: { id: conn.id, name: conn.name }, protocol: 'ssh' });
+      this.holds = holds;
+      return { ok: true, rec, target, conn, agent, policy, holds };
     } catch (err) {
       const message = err instanceof UpstreamRefusal ? err.message : `cannot connect to the target of connection "${conn.name}"`;
       this.log.warn({ connection: conn.name, err: (err as Error).message }, 'ssh target login failed');
@@ -287,6 +293,7 @@ export class SshClientSession {
 
   private recording: SessionRecording | null = null;
   private target: ssh2.Client | null = null;
+  private holds: SessionHolds | null = null;
 
   private async finish(reason: string): Promise<void> {
     await Promise.allSettled([...this.channels]);

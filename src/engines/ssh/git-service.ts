@@ -13,6 +13,8 @@ import { AdvertisementReader, type RefAdvertisement } from '../git/refs.ts';
 import { ReportStatusReader } from '../git/receive-pack.ts';
 import { UploadPackRequestReader } from '../git/upload-pack.ts';
 import { HeldPush } from '../git/push-hold.ts';
+import type { SessionHolds } from '../../approvals/session-holds.ts';
+import { shownToClient } from './policy-verdict.ts';
 import type { RefPolicy } from '../git/push-guard.ts';
 import { defaultPushLimits, type PushLimits } from '../git/push-limits.ts';
 import { probeOverStream } from '../git/target-probe.ts';
@@ -34,6 +36,8 @@ export interface GitServiceOptions {
   limits?: PushLimits;
   /** The session's policy, for rules on ref updates. */
   policy?: RefPolicy | null;
+  /** Where a push a rule holds waits for approval. */
+  holds?: SessionHolds | null;
 }
 
 export async function relayGitService(client: ServerChannel, upstream: ClientChannel, opts: GitServiceOptions): Promise<void> {
@@ -95,6 +99,9 @@ async function relayPush(client: ServerChannel, upstream: ClientChannel, opts: G
     protect: opts.protect, policy: opts.policy, limits: opts.limits ?? defaultPushLimits(), rec, recordBase: { ch: opts.channel, repo: opts.repoPath },
     objectFormat: async () => { await advertisementSeen; return (advertisement as RefAdvertisement | null)?.objectFormat ?? 'sha1'; },
     askTarget: (tips, have) => askTargetOverSsh(opts, tips, have),
+    holds: opts.holds ? { hold: (verdict, action) => opts.holds!.hold(verdict, action, { ch: opts.channel }) } : null,
+    // git shows the channel's stderr as it comes, while it waits for the report.
+    notify: (message) => { if (client.writable) client.stderr.write(`${shownToClient(message)}\n`); },
   });
   client.pipe(push);
   // The target gone before a decision (or the client gone at any point) ends the exchange.

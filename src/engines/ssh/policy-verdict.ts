@@ -1,15 +1,23 @@
 // The SSH engine's side of the policy stage (src/policy/): it asks, it never decides. A verdict
-// becomes SSH behaviour here — deny and hold refuse (approvals are not built yet, so a hold is
-// refused with the same words the PostgreSQL relay uses), allow and audit let the action through —
-// and every event about a decided action carries the verdict.
+// becomes SSH behaviour here and in the channel code — deny refuses, hold waits for people to
+// decide (exec requests, shells, lines of shell input; session-holds.ts), allow and audit let the
+// action through — and every event about a decided action carries the verdict.
 import type { SessionPolicy } from '../../policy/policy-service.ts';
 import { moreRestrictive, type FileOp, type PolicyAction, type Verdict } from '../../policy/types.ts';
 
-/** The verdict on `action`, with a hold turned into a refusal until approvals exist. */
+/** The policy's verdict on `action`, as it is (a hold is for the caller to carry out). */
 export function decide(policy: SessionPolicy, action: PolicyAction): Verdict {
+  return policy.decide(action);
+}
+
+/**
+ * File changes are decided inside a pipelined stream (SFTP requests, scp control lines) whose
+ * replies must keep their order: they are not held for approval. A hold is refused, saying so.
+ */
+function decideFileOp(policy: SessionPolicy, action: PolicyAction): Verdict {
   const verdict = policy.decide(action);
   if (verdict.decision !== 'hold') return verdict;
-  return { ...verdict, decision: 'deny', reason: `${verdict.reason}; holding for approval is not available on this gateway yet, so it is refused` };
+  return { ...verdict, decision: 'deny', reason: `${verdict.reason}; file changes are not held for approval, so it is refused` };
 }
 
 /**
@@ -19,7 +27,7 @@ export function decide(policy: SessionPolicy, action: PolicyAction): Verdict {
 export function decideFile(policy: SessionPolicy, ops: readonly FileOp[], path: string, toPath?: string): Verdict {
   let worst: Verdict | null = null;
   for (const op of ops) {
-    const v = decide(policy, { kind: 'file', op, path, ...(toPath !== undefined ? { toPath } : {}) });
+    const v = decideFileOp(policy, { kind: 'file', op, path, ...(toPath !== undefined ? { toPath } : {}) });
     if (worst === null || (moreRestrictive(worst.decision, v.decision) !== worst.decision) || (v.decision === worst.decision && worst.rule === null && v.rule !== null)) worst = v;
   }
   return worst!;
@@ -42,6 +50,11 @@ export interface FilePolicy {
 export function absolutePath(p: string, base: string | null): string | null {
   if (p.startsWith('/')) return p;
   return base !== null && base.startsWith('/') ? `${base.replace(/\/+$/, '')}/${p}` : null;
+}
+
+/** Text for the client's terminal that quotes the client's own input: control characters are shown, not sent. */
+export function shownToClient(text: string): string {
+  return text.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 export function refuses(v: Verdict): boolean {

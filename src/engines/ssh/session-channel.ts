@@ -5,7 +5,7 @@ import type { ClientChannel, PseudoTtyInfo, ServerChannel, Session } from 'ssh2'
 import type { Logger } from 'pino';
 import type { SessionRecording } from '../../recorder/recorder.ts';
 import { RecordingUnavailableError } from '../../recorder/recorder.ts';
-import { ChannelAbortError, endWithExit, pump, watchExit, type ExitInfo, type RelayHooks } from './channel-relay.ts';
+import { ChannelAbortError, endWithExit, pump, watchExit, type ExitInfo, type HookResult, type RelayHooks } from './channel-relay.ts';
 import { BoundedCapture } from './output-capture.ts';
 import { ExecStdinRecorder, stdinInterpreter } from './exec-stdin.ts';
 import { readsShellCommands, StdinScriptGate } from './stdin-script-gate.ts';
@@ -18,7 +18,10 @@ import { matchesGlob } from '../../util/glob.ts';
 import type { AgentRelay } from './agent-relay.ts';
 import type { SessionPolicy } from '../../policy/policy-service.ts';
 import type { Verdict } from '../../policy/types.ts';
-import { decide, decideFile, policyField, refuses, type FilePolicy } from './policy-verdict.ts';
+import { decide, decideFile, policyField, refuses, shownToClient, type FilePolicy } from './policy-verdict.ts';
+import { CANCEL_LINE, TerminalLineGate, type SubmittedLine } from './terminal-line-gate.ts';
+import { holdNotice, verdictAfterHold, type SessionHolds } from '../../approvals/session-holds.ts';
+import type { PolicyAction } from '../../policy/types.ts';
 
 /** What a channel needs from its connection: the recording, the target, and the connection's policy. */
 export interface ChannelContext {
@@ -34,9 +37,14 @@ export interface ChannelContext {
   gitOnly: boolean;
   /** Called when the channel opens and closes, so the connection can wait for its channels. */
   track(done: Promise<void>): void;
-  /** The session's view of the policy (src/policy/): asked before each exec, shell and file change. */
+  /** The session's view of the policy (src/policy/): asked before each exec, shell, shell line and file change. */
   policy: SessionPolicy;
+  /** Where an exec, shell or line the policy holds waits for people to decide. */
+  holds: SessionHolds;
 }
+
+/** What the record says about a held action: its request and how it ended. */
+interface HeldRecord { request: string; outcome: string }
 
 
 type ChannelRequest = { kind: 'shell' } | { kind: 'exec'; command: string } | { kind: 'subsystem'; name: string };
@@ -134,6 +142,78 @@ export class SessionChannel {
     };
   }
 
+  /**
+   * Holds an action for approval in place: the client is told on stderr and waits; closing the
+   * channel withdraws the request. The verdict it runs or is refused under, and what to record.
+   */
+  private async waitForApproval(client: ServerChannel, verdict: Verdict, action: PolicyAction, what: string): Promise<{ verdict: Verdict; held: HeldRecord }> {
+    const hold = this.ctx.holds.hold(verdict, action, { ch: this.number });
+    if (client.writable) client.stderr.write(`${shownToClient(holdNotice(what, hold, verdict))}\r\n`);
+    const withdraw = () => hold.withdraw('the client closed the channel');
+    client.once('close', withdraw);
+    const outcome = await hold.outcome;
+    client.off('close', withdraw);
+    return { verdict: verdictAfterHold(verdict, hold, outcome, what), held: { request: hold.id, outcome: outcome.kind } };
+  }
+
+  /** Decides each line submitted in a terminal (shell or pty exec); audited lines are recorded here, refusals by terminalInput. */
+  private lineGate(): TerminalLineGate {
+    const { policy, rec } = this.ctx;
+    return new TerminalLineGate((line) => {
+      if (!policy.appliesTo('exec')) return null;
+      const verdict = decide(policy, lineAction(line));
+      if (verdict.decision === 'audit') rec.append('ssh.line', { ch: this.number, ...lineText(line), ...policyField(verdict) });
+      return verdict;
+    });
+  }
+
+  /**
+   * Terminal input on its way to the target: each Enter whose line the policy refuses is replaced
+   * by CANCEL_LINE, one it holds waits (with everything after it) until people decide; what is
+   * forwarded is recorded first, as every terminal input is.
+   */
+  private terminalInput(client: ServerChannel, gate: TerminalLineGate, t: TerminalRecorder, chunk: Buffer): HookResult {
+    let stop = gate.scan(chunk);
+    if (!stop) return t.input(chunk);
+    const out: Buffer[] = [];
+    let from = 0;
+    const deliver = (): Buffer | Promise<Buffer> => {
+      const forwarded = out.length === 1 ? out[0]! : Buffer.concat(out);
+      const recorded = forwarded.length > 0 ? t.input(forwarded) : undefined;
+      return recorded ? recorded.then(() => forwarded) : forwarded;
+    };
+    /** The line ending at `at` goes (its Enter is forwarded) or is refused (its Enter replaced); scanning goes on after it. */
+    const settle = (at: number, line: SubmittedLine, verdict: Verdict, held: HeldRecord | null): void => {
+      if (refuses(verdict)) {
+        this.ctx.rec.append('ssh.line.denied', { ch: this.number, ...lineText(line), ...policyField(verdict), ...(held ? { held } : {}) });
+        if (client.writable) client.stderr.write(`\r\ngatehouse: ${shownToClient(verdict.reason)}\r\n`);
+        out.push(CANCEL_LINE);
+      } else {
+        this.ctx.rec.append('ssh.line', { ch: this.number, ...lineText(line), ...policyField(verdict), ...(held ? { held } : {}) });
+        out.push(chunk.subarray(at, at + 1));
+      }
+      from = at + 1;
+      stop = gate.scan(chunk, from);
+    };
+    const step = (): Buffer | Promise<Buffer> => {
+      while (stop) {
+        const s: NonNullable<typeof stop> = stop;
+        out.push(chunk.subarray(from, s.at));
+        if (s.verdict.decision === 'hold') {
+          // What precedes the held Enter waits with it; the rest of the chunk once people decide.
+          return this.waitForApproval(client, s.verdict, lineAction(s.line), 'command').then(({ verdict, held }) => {
+            settle(s.at, s.line, verdict, held);
+            return step();
+          });
+        }
+        settle(s.at, s.line, s.verdict, null);
+      }
+      out.push(chunk.subarray(from));
+      return deliver();
+    };
+    return step();
+  }
+
   private async run(req: ChannelRequest, client: ServerChannel): Promise<void> {
     const { rec, target } = this.ctx;
     // X11 would open the client's display to the target: never relayed.
@@ -167,10 +247,17 @@ export class SessionChannel {
     const requested = req.kind === 'exec' && asked !== null && req.command !== asked ? { requested: asked } : {};
     // The policy decides on the exec's command line and on opening a shell (Git service requests
     // are decided on their ref updates instead). One event holds the request and its verdict.
-    const verdict = this.verdictOn(req, git !== null);
-    const description = req.kind === 'shell' ? { type: 'ssh.shell', data: { ch: this.number, pty, env: this.env, ...policyField(verdict) } }
+    let verdict = this.verdictOn(req, git !== null);
+    let held: HeldRecord | null = null;
+    if (verdict?.decision === 'hold') {
+      // Waits in place: the client's channel is open and paused until people decide.
+      const action: PolicyAction = req.kind === 'exec' ? { kind: 'exec', command: req.command } : { kind: 'shell' };
+      ({ verdict, held } = await this.waitForApproval(client, verdict, action, req.kind === 'exec' ? 'command' : 'shell'));
+    }
+    const heldField = held ? { held } : {};
+    const description = req.kind === 'shell' ? { type: 'ssh.shell', data: { ch: this.number, pty, env: this.env, ...policyField(verdict), ...heldField } }
       : req.kind === 'exec' ? { type: git ? 'git.command' : 'ssh.exec', data: { ch: this.number, command: req.command, ...requested, pty, env: this.env,
-        ...(git ? { service: git.service, repo: git.repoPath, ...(git.via.length ? { via: git.via } : {}) } : {}), ...(exec?.kind === 'sftp' ? { protocol: 'sftp' } : {}), ...policyField(verdict) } }
+        ...(git ? { service: git.service, repo: git.repoPath, ...(git.via.length ? { via: git.via } : {}) } : {}), ...(exec?.kind === 'sftp' ? { protocol: 'sftp' } : {}), ...policyField(verdict), ...heldField } }
       : { type: 'ssh.subsystem', data: { ch: this.number, name: req.name } };
     if (verdict && refuses(verdict)) {
       // Refused whether or not its record can be written: a deny is never weakened by the store.
@@ -180,7 +267,7 @@ export class SessionChannel {
         this.ctx.log.warn({ err: (err as Error).message, session: rec.id, ch: this.number }, 'could not record a denied request durably; refused all the same');
       }
       // The reason quotes the client's command: control characters in it are shown, not sent to its terminal.
-      return refuseChannel(client, verdict.reason.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
+      return refuseChannel(client, shownToClient(verdict.reason));
     }
     // Record before forward: the target learns of the command only once it is on record.
     try {
@@ -215,7 +302,8 @@ export class SessionChannel {
     if (req.kind === 'shell' || this.pty) {
       this.terminal = new TerminalRecorder(rec, this.number);
       const t = this.terminal;
-      hooks = { input: (c) => t.input(c), output: (c) => t.output(c), stderr: (c) => t.stderr(c), undelivered };
+      const gate = this.lineGate();
+      hooks = { input: (c) => this.terminalInput(client, gate, t, c), output: (c) => t.output(c), stderr: (c) => t.stderr(c), undelivered };
       finish = (exit) => { rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else if ((req.kind === 'subsystem' && req.name === 'sftp') || exec?.kind === 'sftp') {
       // sftp -s /usr/lib/openssh/sftp-server runs the server as an exec: the same protocol, tracked the same way.
@@ -236,12 +324,14 @@ export class SessionChannel {
       const script = readsShellCommands(interpreter) ? new StdinScriptGate(
         (text) => (policy.appliesTo('exec') ? decide(policy, { kind: 'exec', command: text, interactive: true }) : null),
         (verdict, text) => { rec.append('ssh.stdin.denied', { ch: this.number, text: text.length > 4096 ? `${text.slice(0, 4096)}…` : text, ...policyField(verdict) }); },
+        (verdict, text) => this.waitForApproval(client, verdict, { kind: 'exec', command: text, interactive: true }, 'input').then((r) => r.verdict),
       ) : null;
       hooks = {
         // The scp tracker may take a refused file out of the stream: stdin records what is forwarded.
         input: (c) => {
           const kept = scpTracker?.fromClient(c);
-          script?.input(c);
+          const approved = script?.input(c);
+          if (approved) return approved.then(() => stdin.input(c)).then(() => c);
           if (kept === undefined) return stdin.input(c);
           const recordStdin = (bytes: Buffer): Buffer | Promise<Buffer> => {
             const held = bytes.length > 0 ? stdin.input(bytes) : undefined;
@@ -376,4 +466,16 @@ export function refuseChannel(client: ServerChannel, message: string): void {
   client.stderr.write(`gatehouse: ${message}\r\n`);
   client.exit(1);
   client.end();
+}
+
+/** What the policy is asked about a submitted terminal line. */
+function lineAction(line: SubmittedLine): PolicyAction {
+  return line.text === null ? { kind: 'exec-opaque', what: `the line cannot be read completely (${line.why}); type it again without history, completion or cursor keys` }
+    : { kind: 'exec', command: line.text, interactive: true };
+}
+
+/** A submitted line as events carry it: its text, or why it could not be read. */
+function lineText(line: SubmittedLine): { text: string } | { unreadable: string } {
+  if (line.text === null) return { unreadable: line.why ?? 'unknown' };
+  return { text: line.text.length > 4096 ? `${line.text.slice(0, 4096)}…` : line.text };
 }

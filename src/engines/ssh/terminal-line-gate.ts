@@ -1,0 +1,151 @@
+// Lines typed into an interactive shell, decided at Enter like exec commands. The gateway sees
+// keystrokes, not the shell's line buffer, so it follows the editing it can be sure of (typing,
+// pastes, backspace, Ctrl-U, Ctrl-W, Ctrl-C) and calls a line it cannot follow (history recall,
+// completion, cursor movement, other control keys) unreadable: such a line is refused when a deny
+// or hold rule on commands could apply, and the person is asked to type it again plainly. This is
+// best effort by nature — a shell can build a command in ways no keystroke reader sees (aliases,
+// functions, `eval` of a variable, a script written and then run) — which is why connections
+// where agents must be policed can refuse shells outright (`shell: true` rules) and allow exec only.
+//
+// A refused line never gets its Enter: the gateway sends Ctrl-E Ctrl-U instead, which empties the
+// line in readline-style editors (end of line, kill to its start) and in a terminal's cooked mode
+// (Ctrl-U is the kill character there, and Ctrl-E just goes with the line). Ctrl-C would too, but
+// its SIGINT makes the terminal discard whatever input follows, and input typed after a refused
+// line is decided and forwarded like any other.
+import { StringDecoder } from 'node:string_decoder';
+import type { Verdict } from '../../policy/types.ts';
+
+const CTRL_C = 0x03;
+const BACKSPACE = 0x08;
+const TAB = 0x09;
+const LF = 0x0a;
+const FORM_FEED = 0x0c; // Ctrl-L clears the screen, not the line
+const CR = 0x0d;
+const CTRL_U = 0x15;
+const CTRL_W = 0x17;
+const ESC = 0x1b;
+const DEL = 0x7f;
+/** Longest line followed; past it the line is unreadable. */
+const MAX_LINE = 16 * 1024;
+
+/** What the gate says about one submitted line. */
+export interface SubmittedLine {
+  /** The line as reconstructed (null: it could not be followed, `why` says what broke it). */
+  text: string | null;
+  why?: string;
+}
+
+/**
+ * Where a chunk of terminal input must stop: `at` is the offset of the Enter of a line whose
+ * verdict refuses or holds it (everything before it may be forwarded).
+ */
+export interface LineStop { at: number; line: SubmittedLine; verdict: Verdict }
+
+export class TerminalLineGate {
+  private readonly decide: (line: SubmittedLine) => Verdict | null;
+  private decoder = new StringDecoder('utf8');
+  private line = '';
+  private unreadable: string | null = null;
+  /** Inside an escape sequence: 1 after ESC, 2 inside CSI (ESC [ …), 3 after ESC O. */
+  private escape = 0;
+  private csi = '';
+  private pasting = false;
+
+  /** `decide` returns null when no rule on commands could apply to the line. */
+  constructor(decide: (line: SubmittedLine) => Verdict | null) {
+    this.decide = decide;
+  }
+
+  /**
+   * Reads a chunk of input from `from`; returns the first Enter whose line is refused or held (the
+   * state is then as after that Enter), or null when all of the chunk may go through.
+   */
+  scan(chunk: Buffer, from = 0): LineStop | null {
+    let textStart = -1;
+    const flushText = (end: number) => {
+      if (textStart < 0) return;
+      this.append(this.decoder.write(chunk.subarray(textStart, end)));
+      textStart = -1;
+    };
+    for (let i = from; i < chunk.length; i++) {
+      const b = chunk[i]!;
+      if (this.escape !== 0) {
+        this.escapeByte(b);
+        continue;
+      }
+      if (b >= 0x20 && b !== DEL) {
+        if (textStart < 0) textStart = i;
+        continue;
+      }
+      flushText(i);
+      if (b === CR || b === LF) {
+        // Inside a bracketed paste a newline is part of the line (the shell runs it all at Enter);
+        // otherwise it is Enter, and CR LF from a client is one Enter.
+        if (this.pasting) { this.append('\n'); continue; }
+        if (b === LF && i > from && chunk[i - 1] === CR) continue;
+        const stop = this.submit(i);
+        if (stop) return stop;
+        continue;
+      }
+      switch (b) {
+        case DEL: case BACKSPACE: this.line = [...this.line].slice(0, -1).join(''); break;
+        case CTRL_U: case CTRL_C: this.reset(); break;
+        case CTRL_W: this.line = this.line.replace(/\S+\s*$/, ''); break;
+        case FORM_FEED: break;
+        case ESC: this.escape = 1; break;
+        case TAB: this.unreadable ??= 'completion (Tab) changed it'; break;
+        default: this.unreadable ??= `it was edited with the control key Ctrl-${String.fromCharCode(b + 0x40)}`; break;
+      }
+    }
+    flushText(chunk.length);
+    return null;
+  }
+
+  private submit(at: number): LineStop | null {
+    const line: SubmittedLine = this.unreadable !== null ? { text: null, why: this.unreadable } : { text: this.line };
+    this.reset();
+    const verdict = this.decide(line);
+    if (verdict && (verdict.decision === 'deny' || verdict.decision === 'hold')) return { at, line, verdict };
+    return null;
+  }
+
+  private append(text: string): void {
+    if (this.unreadable !== null) return;
+    this.line += text;
+    if (this.line.length > MAX_LINE) this.unreadable = `it is longer than ${MAX_LINE} characters`;
+  }
+
+  private reset(): void {
+    this.line = '';
+    this.unreadable = null;
+    this.decoder = new StringDecoder('utf8');
+  }
+
+  /** Escape sequences: bracketed-paste markers are followed; anything else moves the cursor or recalls history. */
+  private escapeByte(b: number): void {
+    if (this.escape === 1) {
+      if (b === 0x5b) { this.escape = 2; this.csi = ''; return; }
+      if (b === 0x4f) { this.escape = 3; return; }
+      this.escape = 0;
+      this.unreadable ??= 'it was edited with an Alt/Meta key';
+      return;
+    }
+    if (this.escape === 3) {
+      this.escape = 0;
+      this.unreadable ??= 'it was edited with cursor or function keys';
+      return;
+    }
+    if (b >= 0x40 && b <= 0x7e) {
+      this.escape = 0;
+      const seq = this.csi + String.fromCharCode(b);
+      if (seq === '200~') { this.pasting = true; return; }
+      if (seq === '201~') { this.pasting = false; return; }
+      this.unreadable ??= 'it was edited with cursor, history or function keys';
+      return;
+    }
+    if (this.csi.length < 32) this.csi += String.fromCharCode(b);
+  }
+}
+
+/** What the shell gets instead of a refused line's Enter: Ctrl-E, Ctrl-U. */
+export const CANCEL_LINE = Buffer.from([0x05, CTRL_U]);
