@@ -277,6 +277,8 @@ function policyMark(d: Record<string, unknown>): string {
   if (p.decision === 'deny') return `  ✖ DENIED${rule} (policy v${String(p.version)}): ${oneLine(String(p.reason ?? ''))}`;
   if (p.decision === 'hold') return `  ✖ HELD${rule} (policy v${String(p.version)}): ${oneLine(String(p.reason ?? ''))}`;
   if (p.decision === 'audit') return `  ⚑ flagged${rule} (policy v${String(p.version)})`;
+  const held = d.held as { request?: string; outcome?: string } | undefined;
+  if (held) return `  ⏸ HELD${rule} (policy v${String(p.version)}), ${oneLine(String(held.outcome))} (request ${oneLine(String(held.request))})`;
   return '';
 }
 
@@ -300,6 +302,9 @@ function describeSshOrGit(e: EventView): string | null {
       return `stdin    ${ch} ${JSON.stringify(String(d.d)).slice(0, 100)}`;
     case 'ssh.stdin.denied':
       return `stdin    ${ch} ${JSON.stringify(String(d.text)).slice(0, 100)}${policyMark(d)}`;
+    case 'ssh.line':
+    case 'ssh.line.denied':
+      return `line     ${ch} ${d.text !== undefined ? JSON.stringify(String(d.text)).slice(0, 100) : `(unreadable: ${oneLine(String(d.unreadable))})`}${policyMark(d)}`;
     case 'ssh.input.undelivered':
       return `input    ${ch} ${String(d.bytes)} bytes on record but not delivered: ${oneLine(String(d.reason))}`;
     case 'term.resize':

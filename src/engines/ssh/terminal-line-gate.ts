@@ -1,6 +1,6 @@
 // Lines typed into an interactive shell, decided at Enter like exec commands. The gateway sees
 // keystrokes, not the shell's line buffer, so it follows the editing it can be sure of (typing,
-// pastes, backspace, Ctrl-U, Ctrl-W, Ctrl-C) and calls a line it cannot follow (history recall,
+// bracketed pastes, backspace, Ctrl-U, Ctrl-W, Ctrl-C) and calls a line it cannot follow (history recall,
 // completion, cursor movement, other control keys) unreadable: such a line is refused when a deny
 // or hold rule on commands could apply, and the person is asked to type it again plainly. This is
 // best effort by nature — a shell can build a command in ways no keystroke reader sees (aliases,
@@ -89,11 +89,17 @@ export class TerminalLineGate {
       }
       switch (b) {
         case DEL: case BACKSPACE: this.line = [...this.line].slice(0, -1).join(''); break;
-        case CTRL_U: case CTRL_C: this.reset(); break;
+        // Ctrl-C drops the whole line; Ctrl-U only what is left of the cursor, which is the whole
+        // line unless the cursor may have moved (the line is then unreadable, and stays so).
+        case CTRL_C: this.reset(); break;
+        case CTRL_U: if (this.unreadable === null) this.reset(); break;
         case CTRL_W: this.line = this.line.replace(/\S+\s*$/, ''); break;
         case FORM_FEED: break;
         case ESC: this.escape = 1; break;
-        case TAB: this.unreadable ??= 'completion (Tab) changed it'; break;
+        case TAB:
+          if (this.pasting) this.append('\t');
+          else this.unreadable ??= 'completion (Tab) changed it';
+          break;
         default: this.unreadable ??= `it was edited with the control key Ctrl-${String.fromCharCode(b + 0x40)}`; break;
       }
     }

@@ -1,0 +1,85 @@
+// TerminalLineGate without sockets: which line it reconstructs from keystrokes at each Enter, where
+// it stops a chunk, and which editing makes a line unreadable (so that it is refused, never
+// judged on a guess).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { TerminalLineGate, type SubmittedLine } from '../../src/engines/ssh/terminal-line-gate.ts';
+import type { Verdict } from '../../src/policy/types.ts';
+
+const DENY: Verdict = { decision: 'deny', rule: 'r', reason: 'no', policyVersion: 1 };
+const ALLOW: Verdict = { decision: 'allow', rule: null, reason: 'ok', policyVersion: 1 };
+
+/** A gate that records every submitted line and refuses those `refuse` picks. */
+function gate(refuse: (l: SubmittedLine) => boolean = () => false) {
+  const lines: SubmittedLine[] = [];
+  const g = new TerminalLineGate((l) => { lines.push(l); return refuse(l) ? DENY : ALLOW; });
+  return { g, lines };
+}
+
+const b = (s: string) => Buffer.from(s, 'utf8');
+
+test('typed text, backspace, Ctrl-U, Ctrl-W and Ctrl-C are followed; CR, LF and CR LF are one Enter each', () => {
+  const { g, lines } = gate();
+  assert.equal(g.scan(b('ls -lx\x7f\r')), null);
+  assert.equal(g.scan(b('rm -rf /\x15echo hi\n')), null);
+  assert.equal(g.scan(b('git push origin\x17main\r\n')), null);
+  assert.equal(g.scan(b('oops\x03date\r')), null);
+  assert.deepEqual(lines.map((l) => l.text), ['ls -l', 'echo hi', 'git push main', 'date']);
+});
+
+test('keystrokes arrive one per chunk, UTF-8 split across chunks included', () => {
+  const { g, lines } = gate();
+  for (const byte of b('echo héllo\r')) g.scan(Buffer.from([byte]));
+  assert.deepEqual(lines.map((l) => l.text), ['echo héllo']);
+});
+
+test('a chunk stops at the first refused Enter; scanning goes on from after it', () => {
+  const { g, lines } = gate((l) => l.text === 'rm -rf /');
+  const chunk = b('ls\rrm -rf /\rdate\r');
+  const stop = g.scan(chunk)!;
+  assert.equal(stop.at, chunk.indexOf('\rdate'));
+  assert.equal(stop.line.text, 'rm -rf /');
+  assert.equal(g.scan(chunk, stop.at + 1), null);
+  assert.deepEqual(lines.map((l) => l.text), ['ls', 'rm -rf /', 'date']);
+});
+
+test('history, cursor keys, completion, Alt keys and other control keys make the line unreadable; the next line is fresh', () => {
+  for (const [keys, why] of [
+    ['\x1b[A\r', /cursor, history/], ['echo x\x1b[Dy\r', /cursor/], ['rm -r\t\r', /completion/], ['ls\x1bb\r', /Alt/],
+    ['\x12rm\r', /Ctrl-R/], ['echo\x1bOA\r', /cursor or function/], ['a\x01b\r', /Ctrl-A/],
+  ] as const) {
+    const { g, lines } = gate();
+    g.scan(b(keys));
+    assert.equal(lines[0]!.text, null, JSON.stringify(keys));
+    assert.match(lines[0]!.why!, why);
+    g.scan(b('pwd\r'));
+    assert.equal(lines[1]!.text, 'pwd');
+  }
+});
+
+test('a bracketed paste keeps its newlines inside one line, run at the Enter after it', () => {
+  const { g, lines } = gate();
+  assert.equal(g.scan(b('\x1b[200~echo a\nrm -rf /\x1b[201~')), null);
+  assert.equal(lines.length, 0, 'nothing submitted during the paste');
+  g.scan(b('\r'));
+  assert.deepEqual(lines.map((l) => l.text), ['echo a\nrm -rf /']);
+});
+
+test('Ctrl-C after an unreadable edit starts a readable line again, Ctrl-U does not (the cursor may have moved); an over-long line is unreadable', () => {
+  const { g, lines } = gate();
+  g.scan(b('\x1b[Aoops\x03ls\r'));
+  g.scan(b('echo x\x1b[D\x15rm\r'));
+  g.scan(b(`${'x'.repeat(20_000)}\r`));
+  assert.equal(lines[0]!.text, 'ls');
+  assert.equal(lines[1]!.text, null);
+  assert.equal(lines[2]!.text, null);
+  assert.match(lines[2]!.why!, /longer than/);
+});
+
+test('a Tab inside a bracketed paste is text, outside it is completion', () => {
+  const { g, lines } = gate();
+  g.scan(b('\x1b[200~printf "a\tb"\x1b[201~\r'));
+  g.scan(b('ls\t\r'));
+  assert.equal(lines[0]!.text, 'printf "a\tb"');
+  assert.equal(lines[1]!.text, null);
+});
