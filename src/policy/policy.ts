@@ -6,7 +6,7 @@
 // be read (SQL the parser rejects, a command line only the running shell could resolve) is
 // refused whenever a deny or hold rule could apply to it, never let through on a guess.
 import path from 'node:path/posix';
-import { matchesRefGlob } from '../engines/git/protected-refs.ts';
+import { matchesRefGlob, REASON_DELETE, REASON_NON_FF, REASON_UNVERIFIED } from '../engines/git/protected-refs.ts';
 import { compileGlob } from '../util/glob.ts';
 import { sqlFacts, type SqlStatementFacts } from './sql-facts.ts';
 import { execFacts, type SimpleCommand } from './exec-facts.ts';
@@ -84,6 +84,47 @@ function compile(rule: PolicyRule): CompiledRule {
 
 interface Decided { decision: Decision; rule: PolicyRule | null; reason: string }
 
+/** The name of the rule a connection's `--protect` globs become ('@': no policy file can name a rule so). */
+export const PROTECTED_REFS_RULE = '@protected-refs';
+
+/**
+ * `connection add --protect GLOB…` as a rule: deleting a protected ref, or updating it other than
+ * by a proven fast-forward, is denied. It comes before the operator's rules of every version
+ * (protection is the connection's own floor, not something a policy file can loosen).
+ */
+export function protectedRefsRule(globs: readonly string[]): PolicyRule {
+  return { name: PROTECTED_REFS_RULE, when: {}, git: { refs: [...globs], force: true, delete: true }, action: 'deny' };
+}
+
+const protectionRules = new Map<string, CompiledRule>();
+
+function protectionRuleFor(globs: readonly string[]): CompiledRule {
+  const key = globs.join('\0');
+  let c = protectionRules.get(key);
+  if (!c) {
+    if (protectionRules.size > 1000) protectionRules.clear(); // one per connection; this only bounds odd callers
+    protectionRules.set(key, c = compile(protectedRefsRule(globs)));
+  }
+  return c;
+}
+
+/**
+ * The protected-refs rule alone on one update: what `--protect` decides where no policy file
+ * applies. Creating a protected ref is allowed; deleting it is not; updating it needs
+ * `fastForward === true` (not known counts as a rewrite).
+ */
+export function protectionDecision(u: Pick<RefUpdateFacts, 'ref' | 'kind'>, protect: readonly string[], fastForward?: boolean): { allowed: boolean; reason?: string } {
+  if (protect.length === 0) return { allowed: true };
+  const rule = protectionRuleFor(protect);
+  const facts: RefUpdateFacts = { ref: u.ref, kind: u.kind, ...(fastForward !== undefined ? { fastForward } : {}) };
+  return rule.git!(facts) ? { allowed: false, reason: protectionReason(facts) } : { allowed: true };
+}
+
+/** What the client reads when a protected ref is refused: the words `--protect` has always used. */
+function protectionReason(u: RefUpdateFacts): string {
+  return u.kind === 'delete' ? REASON_DELETE : u.fastForward === false ? REASON_NON_FF : REASON_UNVERIFIED;
+}
+
 export class CompiledPolicy {
   readonly version: number;
   readonly hash: string;
@@ -109,6 +150,7 @@ export class CompiledPolicy {
 
   /** Whether any rule could decide on actions of this kind by this subject here (else engines need not ask). */
   appliesTo(subject: PolicySubject, place: PolicyPlace, target: 'sql' | 'exec' | 'shell' | 'files' | 'git'): boolean {
+    if (target === 'git' && place.protect?.length) return true;
     return this.rules.some((r) => (r.target === target || r.target === 'any') && r.inScope(subject, place));
   }
 
@@ -118,7 +160,8 @@ export class CompiledPolicy {
 
   /** The rules in scope for this subject here (a session computes it once per policy version). */
   rulesFor(subject: PolicySubject, place: PolicyPlace): readonly CompiledRule[] {
-    return this.rules.length === 0 ? this.rules : this.rules.filter((r) => r.inScope(subject, place));
+    const own = this.rules.length === 0 ? this.rules : this.rules.filter((r) => r.inScope(subject, place));
+    return place.protect?.length ? [protectionRuleFor(place.protect), ...own] : own;
   }
 
   decideIn(rules: readonly CompiledRule[], action: PolicyAction): Verdict {
@@ -133,7 +176,10 @@ export class CompiledPolicy {
         return this.verdict(first(rules, 'files', (r) => r.files!(action.op, paths), `${action.op} ${paths.join(' → ')}`));
       }
       case 'git': {
-        const refs = action.updates.map((u) => ({ ref: u.ref, ...first(rules, 'git', (r) => r.git!(u), `${describeUpdate(u)} ${u.ref}`) }));
+        const refs = action.updates.map((u) => {
+          const d = first(rules, 'git', (r) => r.git!(u), `${describeUpdate(u)} ${u.ref}`);
+          return { ref: u.ref, ...d, ...(d.rule?.name === PROTECTED_REFS_RULE ? { reason: protectionReason(u) } : {}) };
+        });
         const worst = refs.reduce<Decided | null>((w, d) => (w === null || moreRestrictive(w.decision, d.decision) !== w.decision ? d : w), null);
         const v = this.verdict(worst ?? { decision: 'allow', rule: null, reason: 'no ref updates' });
         v.refs = refs.map((d) => ({ ref: d.ref, decision: d.decision, rule: d.rule?.name ?? null, reason: d.reason }));

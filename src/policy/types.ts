@@ -25,6 +25,8 @@ export interface PolicyPlace {
   connection: string;
   /** The connection's type: postgres, ssh, git-http. */
   type: string;
+  /** The connection's protected refs (`connection add --protect`): the policy holds them as a rule of its own. */
+  protect?: readonly string[];
 }
 
 export type FileOp = 'write' | 'create' | 'truncate' | 'remove' | 'rename' | 'mkdir' | 'rmdir' | 'setstat' | 'symlink' | 'link';

@@ -219,7 +219,9 @@ describe('git over smart http through the gateway', () => {
     const d = pushEvents(del.events);
     assert.equal(d.push.verdict, 'refused');
     assert.deepEqual(updatesOf(d.push), [{ ref: 'refs/heads/main', old: repo.head, new: ZERO_ID, class: 'delete', evidence: 'delete',
-      protectedBy: 'refs/heads/main', allowed: false, reason: REASON_DELETE }]);
+      protectedBy: 'refs/heads/main', allowed: false, reason: REASON_DELETE,
+      // --protect is a rule of the policy stage: the decision names it like any rule's.
+      policy: { decision: 'deny', rule: '@protected-refs', version: 0, reason: REASON_DELETE } }]);
     assert.equal(d.result.refusedByGateway, true);
 
     await gitIn(dir, ['checkout', '-q', '-b', 'topic']);

@@ -217,7 +217,9 @@ describe('git over ssh through the gateway', () => {
     const gd = oneEvent(del.rec, 'git.push');
     assert.equal(gd.verdict, 'refused');
     assert.deepEqual(updatesOf(gd), [{ ref: 'refs/heads/main', old: repo.head, new: ZERO_ID, class: 'delete', evidence: 'delete',
-      protectedBy: 'refs/heads/main', allowed: false, reason: REASON_DELETE }]);
+      protectedBy: 'refs/heads/main', allowed: false, reason: REASON_DELETE,
+      // --protect is a rule of the policy stage: the decision names it like any rule's.
+      policy: { decision: 'deny', rule: '@protected-refs', version: 0, reason: REASON_DELETE } }]);
     const rd = oneEvent(del.rec, 'git.push.result');
     assert.equal(rd.refusedByGateway, true);
     assert.deepEqual(rd.refs, [{ ref: 'refs/heads/main', ok: false, reason: REASON_DELETE }]);

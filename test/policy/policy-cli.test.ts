@@ -95,6 +95,22 @@ test('policy test decides as the engines will, with the rule, the version and th
   assert.match(unknown.stderr, /connection "nope" does not exist/);
 });
 
+test('connection --protect is a rule of the policy: shown with it, decided first, named in the verdict', async () => {
+  await gw.cliOk(['connection', 'add', 'forge', '--type', 'git-http', '--host', '127.0.0.1', '--port', '1', '--protect', 'main', '--protect', 'release/*']);
+  assert.match(await gw.cliOk(['policy', 'show']), /^# connection forge: rule @protected-refs denies deleting and rewriting main, release\/\* \(connection --protect\), before the rules below$/m);
+  const json = JSON.parse(await gw.cliOk(['policy', 'show', '--json'])) as { connectionRules: Array<{ connection: string; rule: { name: string; action: string; git: unknown } }> };
+  assert.deepEqual(json.connectionRules, [{ connection: 'forge', rule: { name: '@protected-refs', when: {}, git: { refs: ['main', 'release/*'], force: true, delete: true }, action: 'deny' } }]);
+  const decided = async (ref: string) => (JSON.parse(await gw.cliOk(['policy', 'test', '--connection', 'forge', '--identity', 'alice', '--json', '--ref', ref])) as { verdict: { decision: string; rule: string | null; reason: string } }).verdict;
+  // Before the file's hold on main rewrites: protection denies, with the words --protect has always used.
+  assert.deepEqual(await decided('main:force'), { ...(await decided('main:force')), decision: 'deny', rule: '@protected-refs', reason: 'protected ref: non-fast-forward update refused by gatehouse' });
+  assert.equal((await decided('refs/heads/release/2:delete')).reason, 'protected ref: deletion refused by gatehouse');
+  assert.equal((await decided('main:fast-forward')).decision, 'allow');
+  assert.equal((await decided('feature:force')).decision, 'allow');
+  // Another connection is not protected by forge's globs.
+  const other = await gw.cliOk(['policy', 'test', '--connection', 'prod-db', '--identity', 'bot', '--json', '--ref', 'release/2:delete']);
+  assert.notEqual((JSON.parse(other) as { verdict: { rule: string | null } }).verdict.rule, '@protected-refs');
+});
+
 test('only administrators read or change the policy', async () => {
   const token = (await gw.cliOk(['token', 'issue', 'alice', '--ttl', '1h'])).trim().split('\n').pop()!;
   for (const args of [['policy', 'show'], ['policy', 'apply', file('x.yaml', GOOD)], ['policy', 'versions']]) {

@@ -8,7 +8,8 @@ import { refUpdateKind, type RefUpdate } from '../../src/engines/git/receive-pac
 import { readAllPktLines, encodePktLine, FLUSH_PKT, GitProtocolError } from '../../src/engines/git/pkt-line.ts';
 import { encodeSideband } from '../../src/engines/git/sideband.ts';
 import { zeroId, type ObjectFormat } from '../../src/engines/git/refs.ts';
-import { checkProtection, matchesRefGlob, needsFastForwardCheck } from '../../src/engines/git/protected-refs.ts';
+import { matchesRefGlob, needsFastForwardCheck } from '../../src/engines/git/protected-refs.ts';
+import { protectionDecision as checkProtection } from '../../src/policy/policy.ts';
 import { Sandbox, askTargetFor, probeTarget, tempDir, type ProbeRun } from './git-fixtures.ts';
 
 const tmp = tempDir();
@@ -285,7 +286,7 @@ test('ref globs: * within a component, ** across, bare names are branches', () =
   for (const [ref, glob, expected] of cases) assert.equal(matchesRefGlob(ref, glob), expected, `${ref} ~ ${glob}`);
 });
 
-test('checkProtection: deletions and non-fast-forwards refused, creations and fast-forwards allowed', () => {
+test('protected refs (the @protected-refs rule of the policy stage): deletions and non-fast-forwards refused, creations and fast-forwards allowed', () => {
   const z = zeroId('sha1');
   const protect = ['main', 'refs/heads/release/*'];
   assert.deepEqual(checkProtection(update('refs/heads/main', B, z), protect), { allowed: false, reason: 'protected ref: deletion refused by gatehouse' });

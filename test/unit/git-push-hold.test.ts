@@ -171,3 +171,100 @@ test('abort frees the spool of a push in progress', async () => {
   await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(spoolFiles(), []);
 });
+
+// ── Held for approval ───────────────────────────────────────────────────────────────────────
+
+import { CompiledPolicy } from '../../src/policy/policy.ts';
+import type { Hold, HoldOutcome } from '../../src/approvals/approval-service.ts';
+import type { RefPolicy } from '../../src/engines/git/push-guard.ts';
+
+/** The policy stage with one rule holding pushes to refs/heads/hold/*. */
+function holdingPolicy(): RefPolicy {
+  const policy = new CompiledPolicy({ rules: [{ name: 'hold-it', when: {}, git: { refs: ['hold/*'] }, action: 'hold' }] }, 1, 'h');
+  const rules = policy.rulesFor({ identity: 'bot', kind: 'agent', groups: [], claims: null }, { connection: 'c', type: 'ssh' });
+  return { caresAboutRef: (ref) => policy.caresAboutRef(rules, ref), decide: (updates) => policy.decideIn(rules, { kind: 'git', updates }) };
+}
+
+/** A HeldPush with approvals the test decides by hand. */
+function heldForApproval(opts: { maxPushBytes?: number } = {}) {
+  const records: Recorded[] = [];
+  const spoolDir = join(tmp.dir, `spool-${++spoolN}`);
+  const asked: Array<{ action: unknown; decide(o: HoldOutcome): void; withdrawn: string | null }> = [];
+  const notices: string[] = [];
+  const push = new HeldPush({
+    protect: [], policy: holdingPolicy(), limits: { maxPushBytes: opts.maxPushBytes ?? 1 << 30, spoolDir },
+    rec: {
+      beforeForward: (type, data) => { records.push({ type, data: data as Record<string, unknown> }); return Promise.resolve(); },
+      append: (type, data) => { records.push({ type, data: data as Record<string, unknown> }); },
+    },
+    recordBase: { repo: '/r.git' }, objectFormat: () => 'sha1',
+    holds: {
+      hold: (_verdict, action): Hold => {
+        let settle!: (o: HoldOutcome) => void;
+        const entry = { action, decide: (o: HoldOutcome) => settle(o), withdrawn: null as string | null };
+        asked.push(entry);
+        return { id: `apr_${asked.length}`, expiresAt: Date.now() + 60_000, outcome: new Promise((r) => { settle = r; }), withdraw: (why) => { entry.withdrawn = why; settle({ kind: 'withdrawn', reason: why }); } };
+      },
+    },
+    notify: (m) => notices.push(m),
+  });
+  const spoolFiles = () => { try { return readdirSync(spoolDir); } catch { return []; } };
+  return { push, records, asked, notices, spoolFiles };
+}
+
+const settledWithin = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
+
+test('a held push waits once the client has sent it all; approved, it is replayed byte for byte and its record names the request', async () => {
+  const { push, records, asked, notices, spoolFiles } = heldForApproval();
+  const req = request([[c1, c2, 'refs/heads/hold/x']], ffPack);
+  const outcome = feed(push, req, 1000);
+  for (let i = 0; i < 50 && asked.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(asked.length, 1, 'one approval request for the push');
+  assert.deepEqual((asked[0]!.action as { updates: Array<{ ref: string; old: string; new: string }> }).updates.map((u) => [u.ref, u.old, u.new]), [['refs/heads/hold/x', c1, c2]]);
+  assert.match(notices[0]!, /this push is held for approval: .*request apr_1/);
+  assert.equal(await settledWithin(outcome, 100), false, 'nothing forwarded while held');
+  assert.equal(spoolFiles().length, 1);
+  asked[0]!.decide({ kind: 'approved', by: ['dora'] });
+  const o = await outcome;
+  assert.equal(o.kind, 'forward');
+  assert.equal(sha(await readAll((o as Extract<PushOutcome, { kind: 'forward' }>).body)), sha(req));
+  const gp = records.find((r) => r.type === 'git.push')!.data;
+  assert.deepEqual([gp.verdict, gp.held], ['allowed', { request: 'apr_1', outcome: 'approved' }]);
+});
+
+test('a held push the approver denies is refused in the report with the reason; a deletion is held at its commands', async () => {
+  const { push, asked } = heldForApproval();
+  const outcome = feed(push, request([[c1, c2, 'refs/heads/hold/x']], ffPack), 1 << 20);
+  for (let i = 0; i < 50 && asked.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  asked[0]!.decide({ kind: 'denied', by: 'dora', reason: 'freeze' });
+  const o = await outcome;
+  assert.equal(o.kind, 'refuse');
+  assert.match((o as Extract<PushOutcome, { kind: 'refuse' }>).report.toString('latin1'), /ng refs\/heads\/hold\/x .*denied by dora: freeze/);
+
+  // Only a deletion: no pack follows and the client waits for the report, so it is held at once.
+  const del = heldForApproval();
+  const delOutcome = feed(del.push, request([[c1, ZERO, 'refs/heads/hold/y']], null), 1 << 20, false);
+  for (let i = 0; i < 50 && del.asked.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(del.asked.length, 1);
+  del.asked[0]!.decide({ kind: 'approved', by: ['dora'] });
+  const d = await delOutcome;
+  assert.equal(d.kind, 'forward');
+  assert.equal(sha(await readAll((d as Extract<PushOutcome, { kind: 'forward' }>).body)), sha(request([[c1, ZERO, 'refs/heads/hold/y']], null)));
+});
+
+test('a held push the client abandons withdraws its request; one too large to keep is refused without asking anyone', async () => {
+  const { push, asked, spoolFiles } = heldForApproval();
+  const outcome = feed(push, request([[c1, c2, 'refs/heads/hold/x']], ffPack), 1 << 20);
+  for (let i = 0; i < 50 && asked.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  push.abort('the client closed the channel');
+  assert.equal(asked[0]!.withdrawn, 'the client closed the channel');
+  assert.equal((await outcome).kind, 'fail');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(spoolFiles(), []);
+
+  const big = heldForApproval({ maxPushBytes: 150 }); // the command list fits, the pack does not
+  const o = await feed(big.push, request([[c1, c2, 'refs/heads/hold/x']], ffPack), 1 << 20);
+  assert.equal(big.asked.length, 0, 'nobody is asked about a push that cannot be kept');
+  assert.equal(o.kind, 'refuse');
+  assert.match((o as Extract<PushOutcome, { kind: 'refuse' }>).report.toString('latin1'), /ng refs\/heads\/hold\/x held for approval, but the push is too large for gatehouse to keep/);
+});

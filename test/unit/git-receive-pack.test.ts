@@ -280,7 +280,8 @@ import { encodePktLine, readAllPktLines } from '${SRC_GIT}/pkt-line.ts';
 import { PushRequestReader, buildReportStatus } from '${SRC_GIT}/receive-pack.ts';
 import { readPackCommits } from '${SRC_GIT}/pack.ts';
 import { decideFastForward } from '${SRC_GIT}/fast-forward.ts';
-import { checkProtection, needsFastForwardCheck } from '${SRC_GIT}/protected-refs.ts';
+import { needsFastForwardCheck } from '${SRC_GIT}/protected-refs.ts';
+import { protectionDecision as checkProtection } from '${SRC_GIT}/../../policy/policy.ts';
 import { askTargetFor } from '${join(SRC_GIT, '../../../test/unit/git-fixtures.ts')}';
 
 const repo = process.argv[2];

@@ -7,6 +7,7 @@ import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import { PolicyFileError } from '../../policy/policy-file.ts';
 import { policySubject } from '../../policy/policy-service.ts';
+import { protectedRefsRule } from '../../policy/policy.ts';
 import { sqlFacts } from '../../policy/sql-facts.ts';
 import { execFacts } from '../../policy/exec-facts.ts';
 import { FILE_OPS, type PolicyAction, type RefUpdateFacts } from '../../policy/types.ts';
@@ -30,8 +31,11 @@ export async function policyRoutes(app: FastifyInstance, deps: ApiDeps): Promise
 
   app.get('/api/v1/policy', async () => {
     const v = await deps.store.getPolicyVersion();
-    if (!v) return { version: 0, rules: 0, source: null, inForce: deps.policy.version };
-    return { version: v.version, hash: v.hash, appliedBy: v.appliedBy, appliedAt: iso(v.appliedAt), rules: (JSON.parse(v.document) as { rules: unknown[] }).rules.length, source: v.source, inForce: deps.policy.version };
+    // Each connection's --protect globs are a rule of the policy too, ahead of the file's rules.
+    const connectionRules = (await deps.store.listConnections()).filter((c) => c.options.protect?.length)
+      .map((c) => ({ connection: c.name, rule: protectedRefsRule(c.options.protect!) }));
+    if (!v) return { version: 0, rules: 0, source: null, inForce: deps.policy.version, connectionRules };
+    return { version: v.version, hash: v.hash, appliedBy: v.appliedBy, appliedAt: iso(v.appliedAt), rules: (JSON.parse(v.document) as { rules: unknown[] }).rules.length, source: v.source, inForce: deps.policy.version, connectionRules };
   });
 
   app.get('/api/v1/policy/versions', async () =>
@@ -90,7 +94,7 @@ export async function policyRoutes(app: FastifyInstance, deps: ApiDeps): Promise
         break;
     }
     const subject = await policySubject(deps.identity.access, identity);
-    const verdict = deps.policy.decide(subject, { connection: connection.name, type: connection.type }, action);
+    const verdict = deps.policy.decide(subject, { connection: connection.name, type: connection.type, protect: connection.options.protect }, action);
     return { verdict, subject, action, ...(parsed !== undefined ? { parsed } : {}) };
   });
 }

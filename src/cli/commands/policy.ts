@@ -7,7 +7,7 @@ import { lines, table, visible } from '../format.ts';
 
 type ClientFactory = (cmd: Command) => ApiClient;
 
-interface PolicyOut { version: number; hash?: string; appliedBy?: string; appliedAt?: string; rules: number; source: string | null; inForce: number }
+interface PolicyOut { version: number; hash?: string; appliedBy?: string; appliedAt?: string; rules: number; source: string | null; inForce: number; connectionRules: Array<{ connection: string; rule: { name: string; git: { refs: string[] } } }> }
 interface Verdict { decision: string; rule: string | null; reason: string; policyVersion: number; hold?: { approvers: { groups: string[]; identities: string[] }; quorum: number; timeoutMs: number }; refs?: Array<{ ref: string; decision: string; rule: string | null; reason: string }> }
 interface TestOut { verdict: Verdict; subject: { identity: string; kind: string; groups: string[] }; parsed?: unknown }
 
@@ -24,8 +24,12 @@ export function registerPolicy(program: Command, client: ClientFactory): void {
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const out = await client(cmd).get<PolicyOut>('/api/v1/policy');
       if (opts.json) { console.log(JSON.stringify(out, null, 2)); return; }
-      if (out.version === 0) { console.log('no policy applied: every action a grant admits is allowed'); return; }
-      console.log(lines([`# version ${out.version}, ${out.rules} rules, sha256 ${out.hash}, applied by ${visible(out.appliedBy ?? '')} at ${out.appliedAt}`, ...(out.source ?? '').replace(/\n$/, '').split('\n').map(visible)]));
+      const own = out.connectionRules.map((c) => `# connection ${visible(c.connection)}: rule ${c.rule.name} denies deleting and rewriting ${c.rule.git.refs.map(visible).join(', ')} (connection --protect), before the rules below`);
+      if (out.version === 0) {
+        console.log(lines([...own, 'no policy applied: every other action a grant admits is allowed']));
+        return;
+      }
+      console.log(lines([...own, `# version ${out.version}, ${out.rules} rules, sha256 ${out.hash}, applied by ${visible(out.appliedBy ?? '')} at ${out.appliedAt}`, ...(out.source ?? '').replace(/\n$/, '').split('\n').map(visible)]));
     });
 
   policy.command('versions').description('every applied version, newest first').option('--json', 'machine-readable output')

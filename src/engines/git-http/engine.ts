@@ -214,7 +214,7 @@ export class GitHttpEngine implements Engine {
     const push = new HeldPush({
       protect: a.conn.options.protect ?? [], limits: this.limits, rec: a.rec, recordBase: { repo: a.repoPath },
       // Who and where are fixed for the request; the policy judges its ref updates beside protected refs.
-      policy: refPolicyOf(this.ctx.policy.forSession(await policySubject(this.ctx.identity.access, a.identity), { connection: a.conn.name, type: a.conn.type })),
+      policy: refPolicyOf(this.ctx.policy.forSession(await policySubject(this.ctx.identity.access, a.identity), { connection: a.conn.name, type: a.conn.type, protect: a.conn.options.protect })),
       objectFormat: () => 'sha1', // the client names sha256 in its capabilities
       holds: { hold: (verdict, action) => holds.hold(verdict, action) },
       // With side-band the answer can start at once: the notice is a progress message git shows
@@ -233,6 +233,8 @@ export class GitHttpEngine implements Engine {
     let bodyError = null as Error | null;
     body.on('error', (err: Error) => { bodyError = err; push.abort(err.message); });
     req.raw.on('close', () => { if (!req.raw.complete) push.abort('the client closed the request'); });
+    // Gone after sending it all (while its push is held, say): nothing may be applied later for it.
+    res.on('close', () => { if (!res.writableFinished) push.abort('the client went away'); });
     body.pipe(push);
     const outcome = await push.outcome;
     const tooLarge = () => cutOff.has(body) || bodyError instanceof BodyTooLarge;

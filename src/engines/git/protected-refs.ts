@@ -1,4 +1,4 @@
-// Protected refs: globs over full ref names. `*` stays within one path component, `**` crosses
+// Protected refs: globs over full ref names, and the words a refusal uses. `*` stays within one path component, `**` crosses
 // them (`**/` also matches no component at all); a glob not starting with "refs/" names a branch.
 
 import type { RefUpdate } from './receive-pack.ts';
@@ -44,7 +44,7 @@ export function protectingGlob(ref: string, protect: string[]): string | undefin
   return undefined;
 }
 
-/** Whether checkProtection will need a fast-forward decision for this update. */
+/** Whether deciding on this update under protection needs to know whether it fast-forwards. */
 export function needsFastForwardCheck(update: RefUpdate, protect: string[]): boolean {
   return update.kind === 'update' && protectingGlob(update.ref, protect) !== undefined;
 }
@@ -53,14 +53,5 @@ export const REASON_DELETE = 'protected ref: deletion refused by gatehouse';
 export const REASON_NON_FF = 'protected ref: non-fast-forward update refused by gatehouse';
 export const REASON_UNVERIFIED = 'protected ref: update refused by gatehouse (fast-forward not verified)';
 
-/**
- * Whether an update may go ahead. Creating a protected ref is allowed; deleting it is not;
- * updating it needs `fastForward === true` (a missing decision counts as a refusal).
- */
-export function checkProtection(update: RefUpdate, protect: string[], fastForward?: boolean): { allowed: boolean; reason?: string } {
-  if (protectingGlob(update.ref, protect) === undefined) return { allowed: true };
-  if (update.kind === 'delete') return { allowed: false, reason: REASON_DELETE };
-  if (update.kind === 'create') return { allowed: true };
-  if (fastForward === true) return { allowed: true };
-  return { allowed: false, reason: fastForward === false ? REASON_NON_FF : REASON_UNVERIFIED };
-}
+// The decision itself is the policy stage's: the connection's globs are its rule `@protected-refs`
+// (src/policy/policy.ts: protectedRefsRule, protectionDecision).

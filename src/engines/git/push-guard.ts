@@ -4,7 +4,8 @@
 import type { PolicyAction, RefUpdateFacts, Verdict } from '../../policy/types.ts';
 import { buildReportStatus, type RefUpdate } from './receive-pack.ts';
 import { decideFastForward, type AskTarget, type FastForwardDecision } from './fast-forward.ts';
-import { checkProtection, needsFastForwardCheck, protectingGlob } from './protected-refs.ts';
+import { needsFastForwardCheck, protectingGlob } from './protected-refs.ts';
+import { CompiledPolicy, PROTECTED_REFS_RULE } from '../../policy/policy.ts';
 
 /** How a ref update is described in a recording. */
 export type UpdateClass = 'create' | 'delete' | 'fast-forward' | 'rewrite' | 'unknown';
@@ -41,8 +42,9 @@ export function needsPackBeforeForward(updates: RefUpdate[], protect: string[], 
 /**
  * Decides every command. `commits` are the pushed pack's commits (null when the pack was not
  * inspected, with `problem` saying why; an empty map when no pack was needed); `askTarget` reaches
- * the target's history for commits the pack leaves out. Updates of protected refs are refused
- * unless proven fast-forward; others are only classified.
+ * the target's history for commits the pack leaves out. The policy stage decides (src/policy/):
+ * the session's policy, which holds the connection's protected refs as its first rule, or without
+ * one the protected refs alone — updates of protected refs are refused unless proven fast-forward.
  */
 export async function decideRefUpdates(updates: RefUpdate[], commits: Map<string, string[]> | null, protect: string[], askTarget?: AskTarget,
   problem?: string, policy?: RefPolicy | null): Promise<RecordedUpdate[]> {
@@ -58,15 +60,15 @@ export async function decideRefUpdates(updates: RefUpdate[], commits: Map<string
     // update stays unknown (and, on a protected ref, is refused as unverified).
     const cls: UpdateClass = u.kind === 'create' ? 'create' : u.kind === 'delete' ? 'delete'
       : decision?.fastForward ? 'fast-forward' : decision && /does not contain/.test(decision.detail) ? 'rewrite' : 'unknown';
-    const verdict = checkProtection(u, protect, cls === 'fast-forward' ? true : cls === 'rewrite' ? false : undefined);
     out.push({
       ref: u.ref, old: u.oldId, new: u.newId, class: cls,
       evidence: u.kind !== 'update' ? u.kind : decision ? `${decision.method}: ${decision.detail}` : problem ?? 'not inspected',
-      ...(glob ? { protectedBy: glob } : {}), allowed: verdict.allowed, ...(verdict.reason ? { reason: verdict.reason } : {}),
+      ...(glob ? { protectedBy: glob } : {}), allowed: true,
     });
   }
-  if (policy) {
-    const verdict = applyPolicy(out, policy);
+  const judge = policy ?? protectionOnly(protect);
+  if (judge) {
+    const verdict = applyPolicy(out, judge);
     if (out.some((u) => u.held && u.allowed)) holdVerdicts.set(out, verdict);
   }
   // All or nothing: when one command is refused the push is not forwarded, so none applies.
@@ -108,15 +110,25 @@ function applyPolicy(out: RecordedUpdate[], policy: RefPolicy): Verdict {
     if (!u || (r.rule === null && r.decision === 'allow')) continue;
     u.policy = { decision: r.decision, rule: r.rule, version: verdict.policyVersion, reason: r.reason };
     if (!u.allowed) continue;
+    // Protected refs keep the words --protect has always given; other rules say they are the policy's.
+    const reason = r.rule === PROTECTED_REFS_RULE ? r.reason : `gatehouse policy: ${r.reason}`;
     if (r.decision === 'hold') {
       u.held = true;
-      u.reason = `gatehouse policy: ${r.reason}`;
+      u.reason = reason;
     } else if (r.decision === 'deny') {
       u.allowed = false;
-      u.reason = `gatehouse policy: ${r.reason}`;
+      u.reason = reason;
     }
   }
   return verdict;
+}
+
+/** Protected refs alone, for a push decided without a session's policy (null: nothing protected). */
+function protectionOnly(protect: string[]): RefPolicy | null {
+  if (protect.length === 0) return null;
+  const policy = CompiledPolicy.empty();
+  const rules = policy.rulesFor({ identity: '', kind: '', groups: [], claims: null }, { connection: '', type: '', protect });
+  return { caresAboutRef: (ref) => policy.caresAboutRef(rules, ref), decide: (updates) => policy.decideIn(rules, { kind: 'git', updates }) };
 }
 
 /** A session's policy as a push sees it (null: no policy object, protected refs only). */

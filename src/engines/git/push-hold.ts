@@ -334,9 +334,12 @@ export class HeldPush extends Writable {
     this.decided = await decideRefUpdates(this.request.updates, inspection ? inspection.commits : null, this.opts.protect, this.opts.askTarget, problem ?? undefined, this.opts.policy);
     this.mode = 'done';
     if (this.overLimit) {
+      // Nothing of it was kept: it can be neither verified nor held, so none of it applies.
       for (const u of this.decided) {
-        if (u.reason && u.reason !== NOT_APPLIED) u.reason = `protected ref: push too large for gatehouse to verify (over ${limit} bytes, git.max_push_bytes)`;
+        if (u.held && u.allowed) Object.assign(u, { allowed: false, reason: `held for approval, but the push is too large for gatehouse to keep (over ${limit} bytes, git.max_push_bytes)` });
+        else if (u.reason && u.reason !== NOT_APPLIED && !u.allowed) u.reason = `protected ref: push too large for gatehouse to verify (over ${limit} bytes, git.max_push_bytes)`;
       }
+      for (const u of this.decided) if (u.allowed) Object.assign(u, { allowed: false, reason: NOT_APPLIED });
     }
     const heldBy = holdingVerdict(this.decided);
     if (heldBy && !(await this.approved(heldBy))) {

@@ -231,7 +231,7 @@ export class SshClientSession {
     // Who and where are fixed for the session; each channel asks the policy about its exec, shell and file changes.
     let policy: SessionPolicy;
     try {
-      policy = this.ctx.policy.forSession(await policySubject(this.ctx.identity.access, identity), { connection: conn.name, type: conn.type });
+      policy = this.ctx.policy.forSession(await policySubject(this.ctx.identity.access, identity), { connection: conn.name, type: conn.type, protect: conn.options.protect });
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'cannot tell who the identity is for the policy; refusing');
       return { ok: false, message: 'the gateway cannot check this session against the policy right now; refusing to connect' };
