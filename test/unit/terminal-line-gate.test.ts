@@ -57,12 +57,22 @@ test('history, cursor keys, completion, Alt keys and other control keys make the
   }
 });
 
-test('a bracketed paste keeps its newlines inside one line, run at the Enter after it', () => {
+test('a bracketed paste keeps its newlines inside one line, run at the Enter after it; each pasted newline is decided too', () => {
   const { g, lines } = gate();
   assert.equal(g.scan(b('\x1b[200~echo a\nrm -rf /\x1b[201~')), null);
-  assert.equal(lines.length, 0, 'nothing submitted during the paste');
   g.scan(b('\r'));
-  assert.deepEqual(lines.map((l) => l.text), ['echo a\nrm -rf /']);
+  // At the pasted newline (what a program unaware of bracketed paste would run), then at Enter.
+  assert.deepEqual(lines.map((l) => l.text), ['echo a\n', 'echo a\nrm -rf /']);
+});
+
+test('paste markers cannot hide a line: a newline inside a paste that a program would run is stopped when refused', () => {
+  const { g, lines } = gate((l) => (l.text ?? '').includes('rm -rf'));
+  const chunk = b('\x1b[200~rm -rf /x\rdate\r');
+  const stop = g.scan(chunk)!;
+  assert.equal(stop.at, chunk.indexOf('\rdate'));
+  assert.equal(stop.line.text, 'rm -rf /x\n');
+  assert.equal(g.scan(chunk, stop.at + 1), null);
+  assert.deepEqual(lines.map((l) => l.text), ['rm -rf /x\n', 'date\n']);
 });
 
 test('Ctrl-C after an unreadable edit starts a readable line again, Ctrl-U does not (the cursor may have moved); an over-long line is unreadable', () => {

@@ -81,7 +81,14 @@ export class TerminalLineGate {
       if (b === CR || b === LF) {
         // Inside a bracketed paste a newline is part of the line (the shell runs it all at Enter);
         // otherwise it is Enter, and CR LF from a client is one Enter.
-        if (this.pasting) { this.append('\n'); continue; }
+        if (this.pasting) {
+          this.append('\n');
+          // A program that does not know bracketed paste runs each pasted line at its newline (and
+          // the markers can be sent without a paste): what it could run so far is decided now.
+          const stop = this.decideOpenLine(i);
+          if (stop) return stop;
+          continue;
+        }
         if (b === LF && i > from && chunk[i - 1] === CR) continue;
         const stop = this.submit(i);
         if (stop) return stop;
@@ -113,6 +120,16 @@ export class TerminalLineGate {
     const verdict = this.decide(line);
     if (verdict && (verdict.decision === 'deny' || verdict.decision === 'hold')) return { at, line, verdict };
     return null;
+  }
+
+  /** Inside a paste: decides the text so far (a superset of the line such a program would run); refused, the line is dropped. */
+  private decideOpenLine(at: number): LineStop | null {
+    const line: SubmittedLine = this.unreadable !== null ? { text: null, why: this.unreadable } : { text: this.line };
+    const verdict = this.decide(line);
+    if (!verdict || (verdict.decision !== 'deny' && verdict.decision !== 'hold')) return null;
+    this.line = '';
+    this.unreadable = null;
+    return { at, line, verdict };
   }
 
   private append(text: string): void {
