@@ -50,10 +50,11 @@ test('history, cursor keys, completion, Alt keys and other control keys make the
   ] as const) {
     const { g, lines } = gate();
     g.scan(b(keys));
-    assert.equal(lines[0]!.text, null, JSON.stringify(keys));
-    assert.match(lines[0]!.why!, why);
+    // (A control key the gate cannot follow is a decision point too: the last decision is the Enter's.)
+    assert.equal(lines.at(-1)!.text, null, JSON.stringify(keys));
+    assert.match(lines.at(-1)!.why!, why);
     g.scan(b('pwd\r'));
-    assert.equal(lines[1]!.text, 'pwd');
+    assert.equal(lines.at(-1)!.text, 'pwd');
   }
 });
 
@@ -92,4 +93,26 @@ test('a Tab inside a bracketed paste is text, outside it is completion', () => {
   g.scan(b('ls\t\r'));
   assert.equal(lines[0]!.text, 'printf "a\tb"');
   assert.equal(lines[1]!.text, null);
+});
+
+test('keys that can run a line without an Enter are decision points: Ctrl-D (cooked mode), Ctrl-O (readline), a control key inside an escape sequence; Ctrl-V Ctrl-C keeps the line', () => {
+  const refuse = (l: SubmittedLine) => l.text === null || (l.text ?? '').startsWith('rm');
+  for (const [keys, at] of [['rm x\x04', 4], ['rm x\x0f', 4], ['rm x\x1b\r', 5], ['rm x\x1b[\n', 6], ['echo \x1b[1\r', 8]] as const) {
+    const { g } = gate(refuse);
+    const stop = g.scan(b(keys));
+    assert.ok(stop, JSON.stringify(keys));
+    assert.equal(stop.at, at, JSON.stringify(keys));
+  }
+  // Ctrl-D alone leaves a readable line readable; an allowed line goes on.
+  const { g, lines } = gate(refuse);
+  assert.equal(g.scan(b('echo a\x04b\r')), null);
+  assert.equal(lines.at(-1)!.text, 'echo ab');
+  // Ctrl-V Ctrl-C: the ^C is literal, the line is not dropped.
+  const v = gate(refuse);
+  const chunk = b('echo x;\x16\x03\r');
+  const stop = v.g.scan(chunk);
+  assert.ok(stop);
+  assert.equal(stop.at, chunk.length - 1);
+  assert.equal(stop.line.text, null);
+  assert.match(stop.line.why!, /Ctrl-V/);
 });

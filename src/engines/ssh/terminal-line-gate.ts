@@ -16,12 +16,14 @@ import { StringDecoder } from 'node:string_decoder';
 import type { Verdict } from '../../policy/types.ts';
 
 const CTRL_C = 0x03;
+const CTRL_D = 0x04;
 const BACKSPACE = 0x08;
 const TAB = 0x09;
 const LF = 0x0a;
 const FORM_FEED = 0x0c; // Ctrl-L clears the screen, not the line
 const CR = 0x0d;
 const CTRL_U = 0x15;
+const CTRL_V = 0x16;
 const CTRL_W = 0x17;
 const ESC = 0x1b;
 const DEL = 0x7f;
@@ -50,6 +52,8 @@ export class TerminalLineGate {
   private escape = 0;
   private csi = '';
   private pasting = false;
+  /** After Ctrl-V: the next key is taken literally (by readline and by a terminal in cooked mode). */
+  private literalNext = false;
 
   /** `decide` returns null when no rule on commands could apply to the line. */
   constructor(decide: (line: SubmittedLine) => Verdict | null) {
@@ -69,9 +73,18 @@ export class TerminalLineGate {
     };
     for (let i = from; i < chunk.length; i++) {
       const b = chunk[i]!;
+      const literal = this.literalNext;
+      this.literalNext = false;
       if (this.escape !== 0) {
-        this.escapeByte(b);
-        continue;
+        if (b >= 0x20) {
+          this.escapeByte(b);
+          continue;
+        }
+        // A control key inside an escape sequence is a key of its own (a terminal in cooked mode
+        // knows no escape sequences; readline drops an unbound prefix and reads the key): ESC CR is
+        // an Enter.
+        this.escape = 0;
+        this.unreadable ??= 'it was edited with an Alt/Meta key';
       }
       if (b >= 0x20 && b !== DEL) {
         if (textStart < 0) textStart = i;
@@ -98,7 +111,8 @@ export class TerminalLineGate {
         case DEL: case BACKSPACE: this.line = [...this.line].slice(0, -1).join(''); break;
         // Ctrl-C drops the whole line; Ctrl-U only what is left of the cursor, which is the whole
         // line unless the cursor may have moved (the line is then unreadable, and stays so).
-        case CTRL_C: this.reset(); break;
+        // Ctrl-V Ctrl-C is a literal ^C in the line, not an interrupt.
+        case CTRL_C: if (literal) this.unreadable ??= 'it was edited with the control key Ctrl-V'; else this.reset(); break;
         case CTRL_U: if (this.unreadable === null) this.reset(); break;
         case CTRL_W: this.line = this.line.replace(/\S+\s*$/, ''); break;
         case FORM_FEED: break;
@@ -107,7 +121,17 @@ export class TerminalLineGate {
           if (this.pasting) this.append('\t');
           else this.unreadable ??= 'completion (Tab) changed it';
           break;
-        default: this.unreadable ??= `it was edited with the control key Ctrl-${String.fromCharCode(b + 0x40)}`; break;
+        default: {
+          // A key the gate cannot follow may run the line without an Enter (Ctrl-D hands it to the
+          // program in a terminal's cooked mode, and a second one is end of input; Ctrl-O is
+          // readline's operate-and-get-next): the line so far is decided before the key goes.
+          const stop = this.decideOpenLine(i);
+          if (stop) return stop;
+          // Ctrl-D leaves the line as it was (readline: delete under the cursor, at its end; cooked mode: the line goes on).
+          if (b !== CTRL_D) this.unreadable ??= `it was edited with the control key Ctrl-${String.fromCharCode(b + 0x40)}`;
+          if (b === CTRL_V) this.literalNext = true;
+          break;
+        }
       }
     }
     flushText(chunk.length);
