@@ -23,7 +23,7 @@ export class SshEngine implements Engine {
   private readonly server: ssh2.Server;
   private readonly tcp: net.Server;
   /** Connections that have not signed in yet, by peer address, with the timer that drops them. */
-  private readonly signingIn = new Map<string, NodeJS.Timeout>();
+  private readonly signingIn = new Map<string, { timer: NodeJS.Timeout; socket: net.Socket }>();
   private readonly sessions = new Set<SshClientSession>();
 
   constructor(ctx: EngineContext, options: SshEngineOptions) {
@@ -40,7 +40,7 @@ export class SshEngine implements Engine {
       algorithms: { cipher: ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'chacha20-poly1305@openssh.com', 'aes128-ctr', 'aes256-ctr'] },
     }, (client, info) => {
       const key = `${info.ip}:${info.port}`;
-      client.once('ready', () => { clearTimeout(this.signingIn.get(key)); this.signingIn.delete(key); });
+      client.once('ready', () => { clearTimeout(this.signingIn.get(key)?.timer); this.signingIn.delete(key); });
       const session = new SshClientSession(ctx, client, info, sessionOptions);
       this.sessions.add(session);
       void session.closed.finally(() => this.sessions.delete(session));
@@ -50,7 +50,7 @@ export class SshEngine implements Engine {
     this.tcp = net.createServer({ noDelay: true }, (socket) => {
       const key = `${socket.remoteAddress}:${socket.remotePort}`;
       const timer = setTimeout(() => socket.destroy(), signInTimeoutMs);
-      this.signingIn.set(key, timer);
+      this.signingIn.set(key, { timer, socket });
       socket.once('close', () => { clearTimeout(timer); this.signingIn.delete(key); });
       this.server.injectSocket(socket);
     });
@@ -68,10 +68,17 @@ export class SshEngine implements Engine {
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.tcp.close(() => resolve()));
-    for (const t of this.signingIn.values()) clearTimeout(t);
+    // net.Server.close() calls back only once every connection has ended: the sessions are ended
+    // first (a held action is withdrawn with them), not after — otherwise an open session, or one
+    // waiting for approval, kept the gateway from stopping until it left by itself.
+    const closed = new Promise<void>((resolve) => this.tcp.close(() => resolve()));
+    for (const { timer, socket } of this.signingIn.values()) {
+      clearTimeout(timer);
+      socket.destroy();
+    }
     for (const s of this.sessions) s.shutdown('gateway shutdown');
     await Promise.allSettled([...this.sessions].map((s) => s.closed));
+    await closed;
   }
 }
 
