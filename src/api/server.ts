@@ -33,6 +33,9 @@ import type { SignInService } from '../identity/sso/sign-in-service.ts';
 import type { SessionRegistry } from '../access/session-registry.ts';
 import type { AuthThrottle } from '../access/auth-throttle.ts';
 import { closeSilentConnections } from './silent-connections.ts';
+import { CONSOLE_COOKIE, consoleSessionRoutes, consoleSignInRoutes } from './console-session.ts';
+import fastifySwagger from '@fastify/swagger';
+import { consoleAssets } from './console-assets.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -109,6 +112,16 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
   });
   // Before any route: every change through the API is in the admin audit log before it is made.
   registerAuditHook(app, deps.audit);
+  // The API described as OpenAPI 3, from the routes' own schemas (the console uses nothing else).
+  app.register(fastifySwagger, {
+    openapi: {
+      info: { title: 'Gatehouse API', version: '1', description: 'Every route but health, sign-in, enrollment and token exchange needs a bearer token or the console session cookie (whose changes also need the x-gatehouse-csrf header).' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' }, console: { type: 'apiKey', in: 'cookie', name: CONSOLE_COOKIE } } },
+      security: [{ bearer: [] }, { console: [] }],
+    },
+    transform: ({ schema, url }) => ({ schema: url.startsWith('/api/v1/') ? schema : { ...(schema ?? {}), hide: true }, url }),
+  });
+  app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   // Unauthenticated, so it tells whether recording works and how much was lost, never why.
   app.get('/api/v1/health', async () => {
     const r = deps.recorder.stats;
@@ -122,6 +135,7 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
   app.register(workloadRoutes, deps);
   // Sign-in: the CLI holds no token yet, the browser never has one.
   app.register(ssoRoutes, deps);
+  app.register(consoleSignInRoutes, deps);
   app.register(async (scope) => {
     scope.addHook('onRequest', authenticate(deps.identity, deps.authThrottle));
     scope.get('/api/v1/whoami', async (req) => ({ name: req.identity!.name, kind: req.identity!.kind, admin: await deps.identity.access.isAdministrator(req.identity!) }));
@@ -135,7 +149,10 @@ export function buildApi(deps: ApiDeps, transport: ApiTransport = {}): FastifyIn
     await scope.register(auditRoutes, deps);
     await scope.register(approvalRoutes, deps);
     await scope.register(logoutRoutes, deps);
+    await scope.register(consoleSessionRoutes, deps);
   });
+  // The web console (console/): its built files, served from the API's own address.
+  app.register(consoleAssets);
   return app;
 }
 

@@ -4,6 +4,7 @@
 // taken elsewhere, and the request ends exactly once — approved, denied, expired or withdrawn (the
 // client cancelled or went away) — by a compare-and-set on its status. No identity approves its
 // own request; approvers need the approve grant on the connection, or to be named by the rule.
+import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { AccessService } from '../access/access-service.ts';
 import { decide as decideAccess, type AccessSubject } from '../access/access-policy.ts';
@@ -56,6 +57,8 @@ export class ApprovalService {
   private readonly webhook: ApprovalWebhook | null;
   private readonly local = new Map<string, LocalHold>();
   private poller: NodeJS.Timeout | null = null;
+  /** 'change' whenever a request is made or ends here (the console's live inbox listens). */
+  readonly changes = new EventEmitter();
 
   constructor(o: { store: Store; access: AccessService; gatewayId: string; log: Logger; webhook?: ApprovalWebhook | null }) {
     this.store = o.store;
@@ -63,6 +66,7 @@ export class ApprovalService {
     this.gatewayId = o.gatewayId;
     this.log = o.log;
     this.webhook = o.webhook ?? null;
+    this.changes.setMaxListeners(0); // one per open console inbox
   }
 
   /** Stores the request and returns at once; `outcome` settles when it is decided, expires or is withdrawn. */
@@ -94,6 +98,7 @@ export class ApprovalService {
     this.local.set(row.id, entry);
     this.store.createApproval(row).then(() => {
       this.webhook?.send('approval.requested', row);
+      this.changes.emit('change');
       this.startPolling();
     }, (err: unknown) => {
       this.log.error({ approval: row.id, err: (err as Error).message }, 'could not store an approval request; the action is refused');
@@ -118,7 +123,13 @@ export class ApprovalService {
     };
     await this.store.createApproval(row);
     this.webhook?.send('approval.requested', row);
+    this.changes.emit('change');
     return row;
+  }
+
+  /** The requests `requester` made (newest first), whatever became of them. */
+  async madeBy(requester: Identity, limit = 50): Promise<ApprovalRow[]> {
+    return (await this.store.listApprovals({ limit: 1000 })).filter((a) => a.requesterId === requester.id).slice(0, limit);
   }
 
   /** Pending requests `viewer` may decide (administrators: all pending requests). */
@@ -162,6 +173,7 @@ export class ApprovalService {
         this.webhook?.send('approval.decided', updated);
         this.settleLocal(updated);
       }
+      this.changes.emit('change');
       return updated;
     }
     throw new UserError(`approval request ${id} changed while it was being decided; try again`, 409);
@@ -197,6 +209,7 @@ export class ApprovalService {
         return;
       }
       if (entry) this.webhook?.send('approval.decided', { ...entry.row, status, reason, decidedAt: Date.now() });
+      this.changes.emit('change');
     } catch (err) {
       this.log.error({ approval: id, err: (err as Error).message }, 'could not record the end of an approval request');
     }

@@ -13,6 +13,45 @@ const ID = '^apr_[A-Za-z0-9_-]{1,64}$';
 export async function approvalRoutes(app: FastifyInstance, deps: ApiDeps): Promise<void> {
   app.get('/api/v1/approvals', async (req) => (await deps.approvals.pendingFor(req.identity!)).map(approvalView));
 
+  // The requests the caller made, whatever became of them (a requester sees its decision arrive).
+  app.get('/api/v1/approvals/mine', async (req) => (await deps.approvals.madeBy(req.identity!)).map(approvalView));
+
+  // Live: Server-Sent Events, one `approvals` event with { pending, mine } now and after every
+  // change (made or decided here at once; at another gateway sharing the store, within 5 s).
+  app.get('/api/v1/approvals/events', async (req, reply) => {
+    const identity = req.identity!;
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    let last = '';
+    let busy = false;
+    let again = false;
+    const push = async () => {
+      if (busy) { again = true; return; }
+      busy = true;
+      try {
+        do {
+          again = false;
+          const [pending, mine] = await Promise.all([deps.approvals.pendingFor(identity), deps.approvals.madeBy(identity, 20)]);
+          const data = JSON.stringify({ pending: pending.map(approvalView), mine: mine.map(approvalView) });
+          if (data !== last && !res.destroyed) {
+            last = data;
+            res.write(`event: approvals\ndata: ${data}\n\n`);
+          }
+        } while (again && !res.destroyed);
+      } catch (err) {
+        req.log.warn({ err: (err as Error).message }, 'approvals stream');
+      } finally {
+        busy = false;
+      }
+    };
+    const onChange = () => void push();
+    deps.approvals.changes.on('change', onChange);
+    const timer = setInterval(() => { void push(); if (!res.destroyed) res.write(': keep-alive\n\n'); }, 5000);
+    res.on('close', () => { clearInterval(timer); deps.approvals.changes.off('change', onChange); });
+    await push();
+  });
+
   // Just-in-time access: any identity may ask, with its own token; approvers decide as for holds.
   app.post<{ Body: { connection: string; seconds: number; reason: string } }>('/api/v1/access/requests', {
     schema: { body: { type: 'object', required: ['connection', 'seconds', 'reason'], additionalProperties: false, properties: {

@@ -4,6 +4,7 @@ import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import { CLAIM_NAME, IDENTITY_KINDS, type SessionRow } from '../../store/types.ts';
 import { runRetention } from '../../recorder/retention.ts';
+import { castEvents, terminalChannels } from '../../recorder/asciicast.ts';
 import { decide, scope } from '../../access/access-policy.ts';
 
 export function sessionView(s: SessionRow) {
@@ -90,6 +91,18 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     if (!session) throw new UserError(`session "${req.params.id}" does not exist`, 404);
     if (session.endedAt !== null) throw new UserError(`session "${req.params.id}" has ended already (${session.endReason ?? 'no reason recorded'})`, 409);
     throw new UserError(`session "${req.params.id}" is not open on this gateway (it may be open on another gateway sharing the store)`, 409);
+  });
+
+  // The session's terminals (shells, commands with a pty) as asciicast v2, for a player.
+  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/terminals', async (req) => {
+    const session = await auditable(req, req.params.id);
+    const events = (await deps.store.listEvents(session.id)).map((e) => ({ ts: e.ts, type: e.type, data: JSON.parse(e.data) as Record<string, unknown> }));
+    return terminalChannels(events).map((ch) => ({
+      channel: ch.channel, command: ch.command ?? null, width: ch.width || 80, height: ch.height || 24, // a pty of 0×0 (ssh -tt from a pipe)
+      startedAt: new Date(Math.floor(ch.startedAt / 1000)).toISOString(),
+      // Output only: what the person saw (input is in the timeline, and echoes anyway).
+      events: castEvents(events, ch).filter((e) => e.code !== 'i').map((e) => [e.time, e.code, e.data]),
+    }));
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', async (req) => {

@@ -1,0 +1,76 @@
+// Sessions: the recordings the signed-in identity may audit, newest first, filtered by the API
+// (identity, kind, connection, run claims, words in what they ran) and, on the page, by protocol
+// and outcome. Each row links to the session.
+import { useEffect, useState, type FormEvent } from 'react';
+import { ApiError, get, type SessionView } from '../api.ts';
+import { Time, visible } from '../format.tsx';
+import { go, href } from '../router.ts';
+
+const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome'] as const;
+
+export function Sessions({ query }: { query: URLSearchParams }) {
+  const filters = Object.fromEntries(FIELDS.map((f) => [f, query.get(f) ?? ''])) as Record<(typeof FIELDS)[number], string>;
+  const [rows, setRows] = useState<SessionView[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [draft, setDraft] = useState(filters);
+  const key = query.toString();
+
+  useEffect(() => {
+    setRows(null);
+    setError(null);
+    const q = new URLSearchParams({ limit: '500' });
+    for (const f of ['q', 'identity', 'kind', 'connection'] as const) if (filters[f]) q.set(f, filters[f]);
+    get<SessionView[]>(`/api/v1/sessions?${q}`).then(setRows, (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [key]);
+
+  const shown = (rows ?? []).filter((s) => (!filters.protocol || s.protocol === filters.protocol)
+    && (!filters.outcome || (filters.outcome === 'open' ? s.endedAt === null : filters.outcome === 'refused' ? /^refused/.test(s.endReason ?? '') : s.endedAt !== null && !/^refused/.test(s.endReason ?? ''))));
+  const submit = (e: FormEvent) => { e.preventDefault(); go('/sessions', draft); };
+  const field = (name: (typeof FIELDS)[number], label: string, extra: Record<string, unknown> = {}) => (
+    <label>{label}<input name={name} value={draft[name]} onChange={(e) => setDraft({ ...draft, [name]: e.target.value })} {...extra} /></label>
+  );
+
+  return (
+    <section>
+      <h1>Sessions</h1>
+      <form className="filters" onSubmit={submit} role="search">
+        {field('q', 'Search', { type: 'search', placeholder: 'words from statements, commands, paths, refs', size: 32 })}
+        {field('identity', 'Identity')}
+        <label>Kind<select name="kind" value={draft.kind} onChange={(e) => setDraft({ ...draft, kind: e.target.value })}>
+          <option value="">any</option><option value="agent">agent</option><option value="human">human</option><option value="ci">ci</option><option value="service">service</option>
+        </select></label>
+        {field('connection', 'Connection')}
+        <label>Protocol<select name="protocol" value={draft.protocol} onChange={(e) => setDraft({ ...draft, protocol: e.target.value })}>
+          <option value="">any</option><option value="postgres">postgres</option><option value="ssh">ssh</option><option value="git-http">git-http</option>
+        </select></label>
+        <label>Outcome<select name="outcome" value={draft.outcome} onChange={(e) => setDraft({ ...draft, outcome: e.target.value })}>
+          <option value="">any</option><option value="open">open</option><option value="ended">ended</option><option value="refused">refused</option>
+        </select></label>
+        <button type="submit">Filter</button>
+      </form>
+      {error && <p role="alert" className="error">{error}</p>}
+      {rows === null && !error && <p className="muted">Loading…</p>}
+      {rows !== null && (
+        <table className="list">
+          <thead><tr><th>Started</th><th>Identity</th><th>Kind</th><th>Protocol</th><th>Connection</th><th>Application</th><th>Events</th><th>End</th></tr></thead>
+          <tbody>
+            {shown.map((s) => (
+              <tr key={s.id}>
+                <td><a href={href(`/sessions/${s.id}`)}><Time iso={s.startedAt} /></a></td>
+                <td>{visible(s.identity.name, 80)}</td>
+                <td>{s.identity.kind}</td>
+                <td>{s.protocol}</td>
+                <td>{visible(s.connection, 80)}</td>
+                <td>{visible(s.applicationName, 60)}</td>
+                <td className="num">{s.eventCount}</td>
+                <td>{s.endedAt === null ? <span className="badge live">open</span> : visible(s.endReason ?? '', 80)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {rows !== null && shown.length === 0 && <p className="muted">No sessions match.</p>}
+    </section>
+  );
+}
