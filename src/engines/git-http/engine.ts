@@ -37,7 +37,12 @@ export class GitHttpEngine implements Engine {
     this.limits = limits;
   }
 
-  async close(): Promise<void> {}
+  /** Requests in flight, ended when the gateway stops (a held push among them is withdrawn). */
+  private readonly inFlight = new Map<Admitted, ServerResponse>();
+
+  async close(): Promise<void> {
+    for (const [a, res] of this.inFlight) this.kill(a, res, 'gateway shutdown');
+  }
 
   /** Mounted on the API server (see src/api/server.ts). */
   routes = async (app: FastifyInstance): Promise<void> => {
@@ -46,6 +51,9 @@ export class GitHttpEngine implements Engine {
     const handler = (req: FastifyRequest, reply: FastifyReply) => this.handle(req, reply);
     app.get('/git/*', handler);
     app.post('/git/*', { bodyLimit: Number.MAX_SAFE_INTEGER }, handler);
+    // The API server's close waits for requests in flight: a push held for approval (minutes) or a
+    // long fetch would keep the gateway from stopping, so they are ended first.
+    app.addHook('preClose', async () => { await this.close(); });
   };
 
   private async handle(req: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -76,6 +84,7 @@ export class GitHttpEngine implements Engine {
     reply.hijack();
     const res = reply.raw;
     let endReason = 'request complete';
+    this.inFlight.set(admitted, res);
     try {
       if (endpoint === 'advertise') await this.advertise(req, res, admitted, service, query.toString());
       // fetch and push name the reason when they answered with a refusal of their own.
@@ -91,6 +100,7 @@ export class GitHttpEngine implements Engine {
         else res.destroy();
       }
     } finally {
+      this.inFlight.delete(admitted);
       await admitted.rec.end(endReason).catch(() => {});
       admitted.open.closed();
     }
