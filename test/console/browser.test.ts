@@ -14,6 +14,12 @@ import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { runSshRaw, startSsh, startSshWorld, sleep, type SshWorld } from '../ssh/helpers.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
+/** GATEHOUSE_SCREENSHOTS=DIR: the steps also save screenshots there (docs/console.md's come from this). */
+const SHOTS = process.env.GATEHOUSE_SCREENSHOTS;
+
+async function shot(page: Page, name: string): Promise<void> {
+  if (SHOTS) await page.screenshot({ path: join(SHOTS, `${name}.png`) });
+}
 
 let w: SshWorld;
 let cluster: PgCluster;
@@ -81,6 +87,8 @@ test('an SSH session replays in the player with the text the terminal showed', a
   const r = await runSshRaw({ ...w.opts(), extra: ['-tt'] }, undefined, 'echo console-$((6*7))-replay\nexit\n');
   assert.equal(r.code, 0, r.stderr);
   const page = await signedIn(w.gw.adminToken);
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await shot(page, 'sessions');
   const row = page.locator('tr', { hasText: 'box' }).first();
   await row.getByRole('link').click();
   await page.getByRole('heading', { name: /^Session/ }).waitFor();
@@ -88,6 +96,7 @@ test('an SSH session replays in the player with the text the terminal showed', a
   await player.waitFor();
   await player.click(); // play
   await page.locator('.ap-term', { hasText: 'console-42-replay' }).waitFor({ timeout: 20_000 });
+  await shot(page, 'ssh-replay');
   await page.close();
 });
 
@@ -100,6 +109,8 @@ test('a held DELETE waits in psql until it is approved in the inbox; psql then c
   const card = page.locator('li.card', { hasText: 'DELETE FROM t' });
   await card.waitFor({ timeout: 20_000 });
   assert.equal(Number(await cluster.sql('select count(*) from t', 'app')), 3, 'nothing ran while held');
+  await page.setViewportSize({ width: 1280, height: 600 });
+  await shot(page, 'approvals');
   await card.getByLabel('Reason').fill('ticket 7');
   await card.getByRole('button', { name: 'Approve' }).click();
   const done = await run;
@@ -107,6 +118,14 @@ test('a held DELETE waits in psql until it is approved in the inbox; psql then c
   assert.match(done.out, /DELETE 3/);
   assert.equal(Number(await cluster.sql('select count(*) from t', 'app')), 0);
   await card.waitFor({ state: 'detached' });
+  if (SHOTS) {
+    // The session of that psql: the held statement, its approval and its outcome.
+    await page.getByRole('link', { name: 'Sessions' }).click();
+    await page.locator('tr', { hasText: 'console-held' }).getByRole('link').click();
+    await page.getByText('DELETE FROM t').first().waitFor();
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await shot(page, 'postgres-session');
+  }
   await page.close();
 });
 

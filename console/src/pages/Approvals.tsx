@@ -67,7 +67,7 @@ function Request({ a, mayDecide }: { a: ApprovalView; mayDecide: boolean }) {
   const claims = Object.entries(a.requester.claims ?? {});
   return (
     <li className="card" data-request={a.id}>
-      <p className="what"><pre>{describe(a)}</pre></p>
+      <div className="what"><pre>{describe(a)}</pre></div>
       <p>{visible(a.requester.name)} ({a.requester.kind}){claims.length > 0 && ` · ${claims.map(([k, v]) => `${k}=${visible(v, 100)}`).join(' ')}`} on <strong>{visible(a.connection)}</strong> ({a.protocol})
         {a.rule && <> · rule {visible(a.rule)} (v{a.policyVersion})</>} · asked <Time iso={a.createdAt} /> · expires <Time iso={a.expiresAt} />
         {a.session && <> · <a href={href(`/sessions/${a.session}`)}>session</a></>}

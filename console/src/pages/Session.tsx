@@ -118,6 +118,12 @@ function EventBody({ e, result }: { e: EventView; result?: Record<string, unknow
         </div>
       );
     }
+    case 'session.start': {
+      const access = d.access as { reason?: string } | undefined;
+      return <div className="body">started{access?.reason ? ` — ${visible(access.reason)}` : ''}</div>;
+    }
+    case 'session.end':
+      return <div className="body">ended — {visible(String(d.reason ?? ''))}</div>;
     case 'policy.hold':
       return <div className="body">held for approval: request <code>{String(d.request)}</code> (rule {visible(String(d.rule ?? ''))}), refused if not decided by <Time iso={String(d.expiresAt)} /></div>;
     case 'policy.decision':
