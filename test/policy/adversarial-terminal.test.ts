@@ -32,7 +32,7 @@ after(async () => {
   await w?.stop();
 });
 
-/** `ssh -tt` typing each step after a pause (so keys reach the shell as separate reads); killed after `lingerMs`. */
+/** `ssh -tt` typing each step (once the prompt shows) after a pause (so keys reach the shell as separate reads); killed after `lingerMs`. */
 function typeInto(command: string | undefined, steps: string[], lingerMs = 1500): Promise<string> {
   const opts: SshOptions = { ...w.opts(), identityFile: bot.privateKeyFile };
   return new Promise((resolve, reject) => {
@@ -45,7 +45,9 @@ function typeInto(command: string | undefined, steps: string[], lingerMs = 1500)
     const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
     child.on('close', () => { clearTimeout(timer); resolve(out); });
     void (async () => {
-      await sleep(800); // the shell's prompt
+      // The shell's prompt: typed before it, keys meet the terminal's cooked mode, not readline.
+      for (let waited = 0; !/[#$] $/.test(out.replace(/\x1b\[\?2004[hl]/g, '')) && waited < 15_000; waited += 50) await sleep(50);
+      await sleep(200);
       for (const s of steps) {
         child.stdin.write(s);
         await sleep(400);
@@ -67,12 +69,17 @@ const cases: Array<{ name: string; command?: string; steps: (f: string) => strin
   { name: 'Ctrl-D Ctrl-D in a cooked-mode sh', command: 'sh', steps: (f) => [`touch ${f}`, '\x04', '\x04'] },
   // Cooked mode: Ctrl-V makes the next key literal, so Ctrl-V Ctrl-C does not drop the line.
   { name: 'Ctrl-V Ctrl-C in a cooked-mode sh', command: 'sh', steps: (f) => [`touch ${f};`, '\x16\x03', '\r', 'exit\r'] },
+  // readline inserts a bracketed paste as it is: editing keys inside it are text, not edits.
+  { name: 'Ctrl-U inside a bracketed paste in bash', steps: (f) => [`\x1b[200~touch ${f} ;\x15\x1b[201~`, '\r', 'exit\r'] },
+  { name: 'Backspace inside a bracketed paste in bash', steps: (f) => [`\x1b[200~echo hi;touch ${f};${'\x7f'.repeat(`touch ${f};`.length)}\x1b[201~`, '\r', 'exit\r'] },
+  { name: 'Ctrl-W inside a bracketed paste in bash', steps: (f) => [`\x1b[200~echo hi;touch ${f};\x17\x17\x1b[201~`, '\r', 'exit\r'] },
 ];
 
 for (const [i, c] of cases.entries()) {
   test(`terminal: a denied line does not run through ${c.name}`, { timeout: 40_000 }, async () => {
     const f = join(remote, `evasion-${i}`);
     const shown = await typeInto(c.command, c.steps(f));
+    if (process.env.ADV_DEBUG) console.log(c.name, JSON.stringify(shown.slice(0, 400)));
     assert.equal(existsSync(f), false, `${c.name} ran the denied line; the client saw: ${JSON.stringify(shown.slice(-600))}`);
   });
 }

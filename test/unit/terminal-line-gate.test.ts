@@ -116,3 +116,12 @@ test('keys that can run a line without an Enter are decision points: Ctrl-D (coo
   assert.equal(stop.line.text, null);
   assert.match(stop.line.why!, /Ctrl-V/);
 });
+
+test('Backspace, Ctrl-U and Ctrl-W inside a bracketed paste make the line unreadable (readline inserts them as text)', () => {
+  for (const key of ['\x7f', '\x08', '\x15', '\x17']) {
+    const { g, lines } = gate();
+    g.scan(b(`\x1b[200~echo hi;rm -rf /x;${key}\x1b[201~\r`));
+    assert.equal(lines.at(-1)!.text, null, JSON.stringify(key));
+    assert.match(lines.at(-1)!.why!, /pasted/);
+  }
+});

@@ -107,6 +107,12 @@ export class TerminalLineGate {
         if (stop) return stop;
         continue;
       }
+      // readline inserts a bracketed paste as it comes, editing keys included; a terminal in cooked
+      // mode edits with them: which one the line got is not known.
+      if (this.pasting && (b === DEL || b === BACKSPACE || b === CTRL_U || b === CTRL_W)) {
+        this.unreadable ??= 'an editing key was pasted (a shell may take it as text)';
+        continue;
+      }
       switch (b) {
         case DEL: case BACKSPACE: this.line = [...this.line].slice(0, -1).join(''); break;
         // Ctrl-C drops the whole line; Ctrl-U only what is left of the cursor, which is the whole
