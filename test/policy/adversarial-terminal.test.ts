@@ -73,6 +73,8 @@ const cases: Array<{ name: string; command?: string; steps: (f: string) => strin
   { name: 'Ctrl-U inside a bracketed paste in bash', steps: (f) => [`\x1b[200~touch ${f} ;\x15\x1b[201~`, '\r', 'exit\r'] },
   { name: 'Backspace inside a bracketed paste in bash', steps: (f) => [`\x1b[200~echo hi;touch ${f};${'\x7f'.repeat(`touch ${f};`.length)}\x1b[201~`, '\r', 'exit\r'] },
   { name: 'Ctrl-W inside a bracketed paste in bash', steps: (f) => [`\x1b[200~echo hi;touch ${f};\x17\x17\x1b[201~`, '\r', 'exit\r'] },
+  // A shell that ignores SIGINT keeps its line at Ctrl-C.
+  { name: "Ctrl-C after trap '' INT in bash", steps: (f) => ["trap '' INT\r", `touch ${f}`, '\x03', '\r', 'exit\r'] },
 ];
 
 for (const [i, c] of cases.entries()) {

@@ -24,7 +24,8 @@ test('typed text, backspace, Ctrl-U, Ctrl-W and Ctrl-C are followed; CR, LF and 
   assert.equal(g.scan(b('rm -rf /\x15echo hi\n')), null);
   assert.equal(g.scan(b('git push origin\x17main\r\n')), null);
   assert.equal(g.scan(b('oops\x03date\r')), null);
-  assert.deepEqual(lines.map((l) => l.text), ['ls -l', 'echo hi', 'git push main', 'date']);
+  // After Ctrl-C the line is also judged with what was typed before it.
+  assert.deepEqual(lines.map((l) => l.text), ['ls -l', 'echo hi', 'git push main', 'date', 'oopsdate']);
 });
 
 test('keystrokes arrive one per chunk, UTF-8 split across chunks included', () => {
@@ -124,4 +125,22 @@ test('Backspace, Ctrl-U and Ctrl-W inside a bracketed paste make the line unread
     assert.equal(lines.at(-1)!.text, null, JSON.stringify(key));
     assert.match(lines.at(-1)!.why!, /pasted/);
   }
+});
+
+test('text before a Ctrl-C counts with the line at Enter (a shell that ignores SIGINT keeps it); Backspace reaches into it, Ctrl-U clears it', () => {
+  const refuse = (l: SubmittedLine) => (l.text ?? '').includes('touch');
+  const split = gate(refuse);
+  const stop = split.g.scan(b('tou\x03ch f\r'));
+  assert.ok(stop);
+  assert.equal(stop.line.text, 'touch f');
+  assert.match(stop.verdict.reason, /before Ctrl-C/);
+  // After the refusal (Ctrl-E Ctrl-U empties the shell's line) nothing is kept.
+  assert.equal(split.g.scan(b('ch f\r')), null);
+  const fine = gate(refuse);
+  assert.equal(fine.g.scan(b('echo a\x03ls\r')), null);
+  assert.deepEqual(fine.lines.map((l) => l.text), ['ls', 'echo als']);
+  const erased = gate(refuse);
+  assert.equal(erased.g.scan(b('touch\x03\x7f\x7f\x7f\x7f\x7fls\r')), null);
+  const killed = gate(refuse);
+  assert.equal(killed.g.scan(b('tou\x03\x15ch f\r')), null);
 });

@@ -27,6 +27,7 @@ const CTRL_V = 0x16;
 const CTRL_W = 0x17;
 const ESC = 0x1b;
 const DEL = 0x7f;
+const RANK = { allow: 0, audit: 1, hold: 2, deny: 3 } as const;
 /** Longest line followed; past it the line is unreadable. */
 const MAX_LINE = 16 * 1024;
 
@@ -54,6 +55,11 @@ export class TerminalLineGate {
   private pasting = false;
   /** After Ctrl-V: the next key is taken literally (by readline and by a terminal in cooked mode). */
   private literalNext = false;
+  /**
+   * Text typed before a Ctrl-C that the shell may still hold: one that ignores SIGINT (`trap '' INT`)
+   * keeps its line, so the line at Enter is judged with it as well as without it.
+   */
+  private kept: string | null = null;
 
   /** `decide` returns null when no rule on commands could apply to the line. */
   constructor(decide: (line: SubmittedLine) => Verdict | null) {
@@ -114,13 +120,17 @@ export class TerminalLineGate {
         continue;
       }
       switch (b) {
-        case DEL: case BACKSPACE: this.line = [...this.line].slice(0, -1).join(''); break;
+        case DEL: case BACKSPACE: this.edit((t) => [...t].slice(0, -1).join('')); break;
         // Ctrl-C drops the whole line; Ctrl-U only what is left of the cursor, which is the whole
         // line unless the cursor may have moved (the line is then unreadable, and stays so).
         // Ctrl-V Ctrl-C is a literal ^C in the line, not an interrupt.
-        case CTRL_C: if (literal) this.unreadable ??= 'it was edited with the control key Ctrl-V'; else this.reset(); break;
-        case CTRL_U: if (this.unreadable === null) this.reset(); break;
-        case CTRL_W: this.line = this.line.replace(/\S+\s*$/, ''); break;
+        case CTRL_C: if (literal) this.unreadable ??= 'it was edited with the control key Ctrl-V'; else {
+            if (this.unreadable === null && this.line !== '') this.kept = (this.kept ?? '') + this.line;
+            this.reset();
+          }
+          break;
+        case CTRL_U: if (this.unreadable === null) { this.reset(); this.kept = null; } break;
+        case CTRL_W: this.edit((t) => t.replace(/\S+\s*$/, '')); break;
         case FORM_FEED: break;
         case ESC: this.escape = 1; break;
         case TAB:
@@ -145,20 +155,44 @@ export class TerminalLineGate {
   }
 
   private submit(at: number): LineStop | null {
-    const line: SubmittedLine = this.unreadable !== null ? { text: null, why: this.unreadable } : { text: this.line };
+    const { line, verdict } = this.judge(this.unreadable !== null ? { text: null, why: this.unreadable } : { text: this.line });
     this.reset();
-    const verdict = this.decide(line);
+    this.kept = null;
     if (verdict && (verdict.decision === 'deny' || verdict.decision === 'hold')) return { at, line, verdict };
     return null;
   }
 
+  /** The line's verdict, and that of the text kept from before a Ctrl-C with it: the more restrictive. */
+  private judge(line: SubmittedLine): { line: SubmittedLine; verdict: Verdict | null } {
+    const verdict = this.decide(line);
+    if (this.kept === null || line.text === null || !verdict) return { line, verdict };
+    const withKept: SubmittedLine = { text: this.kept + line.text };
+    const other = this.decide(withKept);
+    if (!other || RANK[other.decision] <= RANK[verdict.decision]) return { line, verdict };
+    return { line: withKept, verdict: { ...other, reason: `${other.reason} (with the text typed before Ctrl-C, which a shell that ignores SIGINT keeps)` } };
+  }
+
+  /** Backspace, Ctrl-W: they may reach into text kept from before a Ctrl-C. */
+  private edit(f: (text: string) => string): void {
+    if (this.kept === null) {
+      this.line = f(this.line);
+      return;
+    }
+    const full = f(this.kept + this.line);
+    if (full.length >= this.kept.length && full.startsWith(this.kept)) this.line = full.slice(this.kept.length);
+    else {
+      this.kept = full === '' ? null : full;
+      this.line = '';
+    }
+  }
+
   /** Inside a paste: decides the text so far (a superset of the line such a program would run); refused, the line is dropped. */
   private decideOpenLine(at: number): LineStop | null {
-    const line: SubmittedLine = this.unreadable !== null ? { text: null, why: this.unreadable } : { text: this.line };
-    const verdict = this.decide(line);
+    const { line, verdict } = this.judge(this.unreadable !== null ? { text: null, why: this.unreadable } : { text: this.line });
     if (!verdict || (verdict.decision !== 'deny' && verdict.decision !== 'hold')) return null;
     this.line = '';
     this.unreadable = null;
+    this.kept = null;
     return { at, line, verdict };
   }
 
