@@ -31,6 +31,7 @@ import { startApiServer, type ApiServer } from '../api/server.ts';
 import type { ListenAddress } from '../util/address.ts';
 import { bootstrapAdmin, loadGatewayId } from './bootstrap.ts';
 import { scheduleRetention } from '../recorder/retention.ts';
+import { scheduleSearchIndexing } from '../store/search-indexer.ts';
 import { loadSigningKey } from '../integrity/signing-keys.ts';
 import { SessionRegistry } from '../access/session-registry.ts';
 import { Admission } from '../access/admission.ts';
@@ -92,6 +93,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     });
     closers.unshift(async () => approvals.close());
     const stopRetention = scheduleRetention(store, recorder, log, 3600_000);
+    // Ended sessions go into the full-text index behind the recording.
+    const stopIndexing = scheduleSearchIndexing(store, log);
+    closers.unshift(async () => stopIndexing());
     closers.unshift(async () => stopRetention());
 
     // Connectors: the gateway's CA, the tunnel listener, and a dialer that routes through them.

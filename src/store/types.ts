@@ -353,6 +353,10 @@ export interface SessionFilter {
   claims?: Record<string, string>;
   /** Only sessions of these connections (by id); absent: any. */
   connectionIds?: string[];
+  /** Only sessions whose recorded statements, commands, paths, refs or result samples hold every word (ended sessions: search-text.ts). */
+  search?: string;
+  /** Only sessions that started before this one (the next page of a list, newest first). */
+  before?: { startedAt: number; id: string };
   limit?: number;
 }
 
@@ -413,6 +417,8 @@ export interface Store {
   // recordings
   writeBatch(batch: RecordBatch): Promise<void>;
   listSessions(filter: SessionFilter): Promise<SessionRow[]>;
+  /** Adds up to `limit` ended sessions to the full-text index (search-text.ts); returns how many. */
+  indexSessionsForSearch(limit: number): Promise<number>;
   getSession(id: string): Promise<SessionRow | undefined>;
   listEvents(sessionId: string): Promise<EventRow[]>;
   /** Sessions that never got an end record (the gateway stopped without sealing them). */

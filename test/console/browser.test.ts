@@ -83,6 +83,27 @@ test('sign in with a token; a wrong token is refused on the page; the token is n
   await ok.close();
 });
 
+test('find a session by a word from one of its statements, open it, and see the statement and its result', async () => {
+  const ran = await psql("SELECT 'kumquat' AS fruit", 'console-search');
+  assert.equal(ran.code, 0, ran.out);
+  const page = await signedIn(doraToken);
+  // Indexed behind the recording once the session has ended (every 2 s).
+  for (let i = 0; ; i++) {
+    await page.getByLabel('Search').fill('kumquat');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.locator('table.list, p.muted').first().waitFor();
+    if ((await page.locator('table.list tbody tr').count()) > 0 || i > 20) break;
+    await sleep(500);
+  }
+  const rows = page.locator('table.list tbody tr');
+  assert.equal(await rows.count(), 1);
+  assert.match(await rows.first().innerText(), /console-search/);
+  await rows.first().getByRole('link').click();
+  await page.locator('pre.sql', { hasText: "SELECT 'kumquat' AS fruit" }).waitFor();
+  await page.locator('table.sample td', { hasText: 'kumquat' }).waitFor();
+  await page.close();
+});
+
 test('an SSH session replays in the player with the text the terminal showed', async () => {
   const r = await runSshRaw({ ...w.opts(), extra: ['-tt'] }, undefined, 'echo console-$((6*7))-replay\nexit\n');
   assert.equal(r.code, 0, r.stderr);

@@ -352,6 +352,44 @@ for (const f of FACTORIES) {
       assert.deepEqual((await store.listAccessGrants()).map((g) => g.id), ['g6']);
     }));
 
+    test('full-text search: ended sessions are indexed behind the recording; every word must occur; pages by cursor; removed with their session', () => withStore(f, async (store) => {
+      const q = (data: unknown) => JSON.stringify(data);
+      await store.writeBatch(batch({
+        sessionsStarted: [session('s_a', T0), session('s_b', T0 + 10, { protocol: 'ssh' }), session('s_c', T0 + 20)],
+        events: [
+          event('s_a', 0, { type: 'query', data: q({ text: 'SELECT * FROM invoices WHERE paid' }) }),
+          event('s_a', 1, { type: 'result', data: q({ ref: 0, sample: [['ACME Corp', null]], tag: 'SELECT 1' }) }),
+          event('s_b', 0, { type: 'ssh.exec', data: q({ ch: 1, command: 'rm -rf /srv/cache' }) }),
+          event('s_b', 1, { type: 'file.op', data: q({ ch: 1, op: 'upload', path: '/etc/nginx/nginx.conf' }) }),
+          event('s_b', 2, { type: 'session.start', data: q({ text: 'not searchable: not a statement event' }) }),
+          event('s_c', 0, { type: 'query', data: q({ text: 'DELETE FROM invoices' }) }),
+        ],
+        sessionsEnded: [{ sessionId: 's_a', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 2 }, { sessionId: 's_b', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 3 }],
+      }));
+      const ids = async (search: string, extra: Partial<Parameters<Store['listSessions']>[0]> = {}) => (await store.listSessions({ search, ...extra })).map((x) => x.id);
+      assert.deepEqual(await ids('invoices'), [], 'nothing is found before the indexer ran');
+      assert.equal(await store.indexSessionsForSearch(10), 2, 'the two ended sessions');
+      assert.equal(await store.indexSessionsForSearch(10), 0, 'each once');
+      assert.deepEqual(await ids('invoices'), ['s_a'], 'the open session is not indexed yet');
+      assert.deepEqual(await ids('INVOICES paid'), ['s_a'], 'case does not matter; every word must occur');
+      assert.deepEqual(await ids('invoices unpaid'), []);
+      assert.deepEqual(await ids('acme'), ['s_a'], 'result samples are searched');
+      assert.deepEqual(await ids('nginx.conf'), ['s_b'], 'file paths');
+      assert.deepEqual(await ids('rm -rf'), ['s_b'], 'commands');
+      assert.deepEqual(await ids('searchable'), [], 'only statement-like events');
+      assert.deepEqual(await ids('" OR 1=1 --'), [], 'search syntax in the words is taken as words');
+      assert.deepEqual(await ids(''), [], 'no words: nothing');
+      assert.deepEqual(await ids('invoices', { connectionIds: ['conn_other'] }), [], 'the caller\'s audit scope still applies');
+      await store.writeBatch(batch({ sessionsEnded: [{ sessionId: 's_c', endedAt: T0 + 200, endReason: 'client terminated', eventCount: 1 }] }));
+      await store.indexSessionsForSearch(10);
+      assert.deepEqual(await ids('invoices'), ['s_c', 's_a'], 'newest first');
+      // Pages: newest first, by cursor.
+      assert.deepEqual((await store.listSessions({ limit: 2 })).map((x) => x.id), ['s_c', 's_b']);
+      assert.deepEqual((await store.listSessions({ limit: 2, before: { startedAt: T0 + 10, id: 's_b' } })).map((x) => x.id), ['s_a']);
+      await store.deleteSessions(['s_a']);
+      assert.deepEqual(await ids('invoices'), ['s_c']);
+    }));
+
     test('writeBatch: sessions started, events, ends, checkpoints and seals in one batch', () => withStore(f, async (store) => {
       const a = session('s_a', T0, { identityKind: 'unknown', recordingMode: 'best-effort', applicationName: '' });
       const b = session('s_b', T0 + 1);

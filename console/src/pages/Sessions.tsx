@@ -1,28 +1,39 @@
-// Sessions: the recordings the signed-in identity may audit, newest first, filtered by the API
-// (identity, kind, connection, run claims, words in what they ran) and, on the page, by protocol
-// and outcome. Each row links to the session.
+// Sessions: the recordings the signed-in identity may audit, newest first, a page at a time (the
+// API pages by cursor, so a long history stays fast), filtered by the API (identity, kind,
+// connection, words in what they ran) and, on the page, by protocol and outcome. Each row links to
+// the session.
 import { useEffect, useState, type FormEvent } from 'react';
 import { ApiError, get, type SessionView } from '../api.ts';
 import { Time, visible } from '../format.tsx';
 import { go, href } from '../router.ts';
 
 const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome'] as const;
+const PAGE = 100;
 
 export function Sessions({ query }: { query: URLSearchParams }) {
   const filters = Object.fromEntries(FIELDS.map((f) => [f, query.get(f) ?? ''])) as Record<(typeof FIELDS)[number], string>;
   const [rows, setRows] = useState<SessionView[] | null>(null);
+  const [more, setMore] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [draft, setDraft] = useState(filters);
   const key = query.toString();
 
+  const page = (before?: string) => {
+    const q = new URLSearchParams({ limit: String(PAGE) });
+    for (const f of ['q', 'identity', 'kind', 'connection'] as const) if (filters[f]) q.set(f, filters[f]);
+    if (before) q.set('before', before);
+    return get<SessionView[]>(`/api/v1/sessions?${q}`).then((r) => { setMore(r.length === PAGE); return r; });
+  };
   useEffect(() => {
     setRows(null);
     setError(null);
-    const q = new URLSearchParams({ limit: '500' });
-    for (const f of ['q', 'identity', 'kind', 'connection'] as const) if (filters[f]) q.set(f, filters[f]);
-    get<SessionView[]>(`/api/v1/sessions?${q}`).then(setRows, (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
+    page().then(setRows, (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key]);
+  const older = () => {
+    const last = rows?.at(-1);
+    if (last) page(last.id).then((r) => setRows([...(rows ?? []), ...r]), (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
+  };
 
   const shown = (rows ?? []).filter((s) => (!filters.protocol || s.protocol === filters.protocol)
     && (!filters.outcome || (filters.outcome === 'open' ? s.endedAt === null : filters.outcome === 'refused' ? /^refused/.test(s.endReason ?? '') : s.endedAt !== null && !/^refused/.test(s.endReason ?? ''))));
@@ -70,7 +81,8 @@ export function Sessions({ query }: { query: URLSearchParams }) {
           </tbody>
         </table>
       )}
-      {rows !== null && shown.length === 0 && <p className="muted">No sessions match.</p>}
+      {rows !== null && shown.length === 0 && <p className="muted">No sessions match.{filters.q ? ' Search finds ended sessions.' : ''}</p>}
+      {rows !== null && more && <button type="button" onClick={older}>Older sessions</button>}
     </section>
   );
 }

@@ -42,18 +42,29 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     return session;
   };
 
-  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; limit?: number } }>('/api/v1/sessions', {
-    schema: { querystring: { type: 'object', properties: {
+  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; before?: string; limit?: number } }>('/api/v1/sessions', {
+    schema: { querystring: { type: 'object', additionalProperties: false, properties: {
       identity: { type: 'string' }, connection: { type: 'string' }, kind: { type: 'string', enum: [...IDENTITY_KINDS, 'unknown'] },
       // claim=NAME=VALUE, repeatable; a single one arrives as an array too (query arrays are coerced).
       claim: { type: 'array', items: { type: 'string' }, maxItems: 20 },
+      // Words from what the session ran (statements, commands, paths, refs, result samples); ended sessions.
+      q: { type: 'string', maxLength: 500 },
+      // The next page: sessions that started before this one (newest first).
+      before: { type: 'string', maxLength: 100 },
       limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
   }, async (req) => {
-    const { claim, ...filter } = req.query;
+    const { claim, q, before, ...filter } = req.query;
     // Only sessions of connections the caller may audit; the filter runs in the store so the limit holds.
     const { where } = await auditScope(req);
     const connectionIds = where.every ? undefined : where.connectionIds;
-    return (await deps.store.listSessions({ ...filter, claims: parseClaimFilters(claim ?? []), connectionIds })).map(sessionView);
+    let cursor: { startedAt: number; id: string } | undefined;
+    if (before !== undefined) {
+      const s = await deps.store.getSession(before);
+      if (!s) throw new UserError(`before: session "${before}" does not exist`, 400);
+      cursor = { startedAt: s.startedAt, id: s.id };
+    }
+    return (await deps.store.listSessions({ ...filter, claims: parseClaimFilters(claim ?? []), connectionIds,
+      ...(q !== undefined && q.trim() !== '' ? { search: q } : {}), ...(cursor ? { before: cursor } : {}) })).map(sessionView);
   });
 
   // Everything a third party needs to verify the session offline (docs/bundle.md).

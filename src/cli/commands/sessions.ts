@@ -27,6 +27,18 @@ export function registerSessions(program: Command, client: ClientFactory): Comma
       const rows = await client(cmd).get<SessionView[]>(`/api/v1/sessions?${q}`);
       console.log(opts.json ? JSON.stringify(rows, null, 2) : sessionsTable(rows));
     });
+  sessions.command('search <words>').description('sessions whose statements, commands, file paths, refs or result samples hold every word (ended sessions), newest first')
+    .option('--identity <name>', 'only this identity')
+    .option('--connection <name>', 'only this connection')
+    .option('--limit <n>', 'at most this many', '50')
+    .option('--json', 'machine-readable output')
+    .action(async (words: string, opts: { identity?: string; connection?: string; limit: string; json?: boolean }, cmd: Command) => {
+      const q = new URLSearchParams({ q: words, limit: opts.limit });
+      if (opts.identity) q.set('identity', opts.identity);
+      if (opts.connection) q.set('connection', opts.connection);
+      const rows = await client(cmd).get<SessionView[]>(`/api/v1/sessions?${q}`);
+      console.log(opts.json ? JSON.stringify(rows, null, 2) : rows.length === 0 ? 'no ended session holds these words' : sessionsTable(rows));
+    });
   sessions.command('show <id>').description('the session timeline: statements, outcomes, timings')
     .option('--json', 'the full recording as JSON')
     .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {

@@ -311,4 +311,20 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE access_grants ADD COLUMN expires_at BIGINT;
   `,
+  // 18: full-text search over what sessions ran (src/store/search-text.ts), filled behind the
+  // recording once a session has ended; search_indexed marks the sessions already in it.
+  `
+  ALTER TABLE sessions ADD COLUMN search_indexed BOOLEAN NOT NULL DEFAULT false;
+  CREATE INDEX sessions_search_pending ON sessions(ended_at) WHERE NOT search_indexed;
+  CREATE TABLE event_search (
+    session_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    text TEXT NOT NULL,
+    -- Split at every non-alphanumeric character, as SQLite's unicode61 tokenizer does (PostgreSQL's
+    -- parser would keep /etc/nginx/nginx.conf or a URL as one lexeme).
+    tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', regexp_replace(text, '[^[:alnum:]]+', ' ', 'g'))) STORED,
+    PRIMARY KEY (session_id, seq)
+  );
+  CREATE INDEX event_search_tsv ON event_search USING gin (tsv);
+  `,
 ];

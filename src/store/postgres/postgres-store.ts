@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
+import { searchableText, searchWords } from '../search-text.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
@@ -322,9 +323,36 @@ export class PostgresStore implements Store {
       args.push(name, value);
       where.push(`(identity_claims::jsonb ->> $${args.length - 1}) = $${args.length}`);
     }
+    if (f.search !== undefined) {
+      const words = searchWords(f.search);
+      if (!words) return [];
+      args.push(words.join(' '));
+      where.push(`id IN (SELECT session_id FROM event_search WHERE tsv @@ plainto_tsquery('simple', $${args.length}))`);
+    }
+    if (f.before) {
+      args.push(f.before.startedAt, f.before.id);
+      where.push(`(started_at < $${args.length - 1} OR (started_at = $${args.length - 1} AND id < $${args.length}))`);
+    }
     args.push(f.limit ?? 100);
-    const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC LIMIT $${args.length}`;
+    const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC, id DESC LIMIT $${args.length}`;
     return (await this.rows(sql, args)).map(toSession);
+  }
+
+  async indexSessionsForSearch(limit: number): Promise<number> {
+    const ids = (await this.rows('SELECT id FROM sessions WHERE NOT search_indexed AND ended_at IS NOT NULL ORDER BY ended_at LIMIT $1', [limit])).map((r) => String(r.id));
+    for (const id of ids) {
+      const rows: Array<[number, string]> = [];
+      for (const e of await this.rows('SELECT seq, type, data FROM events WHERE session_id = $1 ORDER BY seq', [id])) {
+        const text = searchableText(String(e.type), String(e.data));
+        if (text !== null) rows.push([Number(e.seq), text.replace(/\0/g, '')]);
+      }
+      // One statement per session: it is in the index whole, or not yet (another gateway may index it too).
+      await this.rows(`WITH added AS (
+          INSERT INTO event_search (session_id, seq, text) SELECT $1, s, t FROM unnest($2::bigint[], $3::text[]) AS u(s, t)
+          WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1) ON CONFLICT DO NOTHING)
+        UPDATE sessions SET search_indexed = true WHERE id = $1`, [id, rows.map((r) => r[0]), rows.map((r) => r[1])]);
+    }
+    return ids.length;
   }
 
   async getSession(id: string): Promise<SessionRow | undefined> {
@@ -460,6 +488,7 @@ export class PostgresStore implements Store {
       if (ids.length === 0) return;
       await c.query('DELETE FROM events WHERE session_id = ANY($1::text[])', [ids]);
       await c.query('DELETE FROM checkpoints WHERE session_id = ANY($1::text[])', [ids]);
+      await c.query('DELETE FROM event_search WHERE session_id = ANY($1::text[])', [ids]);
       await c.query('DELETE FROM sessions WHERE id = ANY($1::text[]) AND NOT legal_hold', [ids]);
     });
   }

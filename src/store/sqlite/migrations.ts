@@ -317,4 +317,11 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE access_grants ADD COLUMN expires_at INTEGER;
   `,
+  // 18: full-text search over what sessions ran (src/store/search-text.ts), filled behind the
+  // recording once a session has ended; search_indexed marks the sessions already in it.
+  `
+  ALTER TABLE sessions ADD COLUMN search_indexed INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX sessions_search_pending ON sessions(search_indexed, ended_at);
+  CREATE VIRTUAL TABLE event_search USING fts5(session_id UNINDEXED, seq UNINDEXED, text, tokenize = 'unicode61');
+  `,
 ];

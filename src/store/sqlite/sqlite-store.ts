@@ -4,6 +4,7 @@ import path from 'node:path';
 import { MIGRATIONS } from './migrations.ts';
 import { RecordWriterThread } from './record-writer.ts';
 import { RecordBatchWriter } from './record-batch-sql.ts';
+import { ftsQuery, searchableText } from '../search-text.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
@@ -256,9 +257,39 @@ export class SqliteStore implements Store {
       where.push('json_extract(identity_claims, ?) = ?');
       args.push(`$."${name}"`, value);
     }
-    const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC LIMIT ?`;
+    if (f.search !== undefined) {
+      const match = ftsQuery(f.search);
+      if (match === null) return [];
+      where.push('id IN (SELECT session_id FROM event_search WHERE event_search MATCH ?)');
+      args.push(match);
+    }
+    if (f.before) { where.push('(started_at < ? OR (started_at = ? AND id < ?))'); args.push(f.before.startedAt, f.before.startedAt, f.before.id); }
+    const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC, id DESC LIMIT ?`;
     args.push(f.limit ?? 100);
     return (this.db.prepare(sql).all(...args) as Row[]).map(toSession);
+  }
+
+  async indexSessionsForSearch(limit: number): Promise<number> {
+    const ids = (this.q('SELECT id FROM sessions WHERE search_indexed = 0 AND ended_at IS NOT NULL ORDER BY ended_at LIMIT ?').all(limit) as Array<{ id: string }>).map((r) => r.id);
+    const events = this.q('SELECT seq, type, data FROM events WHERE session_id = ? ORDER BY seq');
+    const insert = this.q('INSERT INTO event_search (session_id, seq, text) VALUES (?, ?, ?)');
+    const done = this.q('UPDATE sessions SET search_indexed = 1 WHERE id = ?');
+    for (const id of ids) {
+      // One transaction per session: it is in the index whole, or not yet.
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        for (const e of events.all(id) as Array<{ seq: number; type: string; data: string }>) {
+          const text = searchableText(e.type, e.data);
+          if (text !== null) insert.run(id, e.seq, text);
+        }
+        done.run(id);
+        this.db.exec('COMMIT');
+      } catch (err) {
+        if (this.db.isTransaction) this.db.exec('ROLLBACK');
+        throw err;
+      }
+    }
+    return ids.length;
   }
 
   async getSession(id: string): Promise<SessionRow | undefined> {
@@ -332,6 +363,7 @@ export class SqliteStore implements Store {
   async deleteSessions(sessionIds: string[]): Promise<void> {
     const delEvents = this.q('DELETE FROM events WHERE session_id = ?');
     const delCheckpoints = this.q('DELETE FROM checkpoints WHERE session_id = ?');
+    const delSearch = this.q('DELETE FROM event_search WHERE session_id = ?');
     const delSession = this.q('DELETE FROM sessions WHERE id = ? AND legal_hold = 0');
     const held = this.q('SELECT legal_hold FROM sessions WHERE id = ?');
     this.db.exec('BEGIN IMMEDIATE');
@@ -341,6 +373,7 @@ export class SqliteStore implements Store {
         if (Number((held.get(id) as Row | undefined)?.legal_hold ?? 0) === 1) continue;
         delEvents.run(id);
         delCheckpoints.run(id);
+        delSearch.run(id);
         delSession.run(id);
       }
       this.db.exec('COMMIT');

@@ -1,0 +1,47 @@
+// What of a recorded event full-text search finds: statements, commands, typed lines, file paths,
+// refs and result samples — the words a reviewer looks for — never whole event documents. Pure,
+// shared by the SQLite (FTS5) and PostgreSQL (tsvector) indexes. Sessions are indexed once they
+// have ended, behind the recording (never on its path): an open session is not found by its words
+// until it ends.
+
+/** Longest text indexed per event: enough for any statement a person searches by. */
+const MAX_TEXT = 32 * 1024;
+
+/** The searchable text of one event, or null when it has none. */
+export function searchableText(type: string, dataJson: string): string | null {
+  if (!TYPES.has(type)) return null;
+  let d: Record<string, unknown>;
+  try { d = JSON.parse(dataJson) as Record<string, unknown>; } catch { return null; }
+  const parts: string[] = [];
+  const add = (v: unknown) => { if (typeof v === 'string' && v.length > 0) parts.push(v); };
+  switch (type) {
+    case 'result': {
+      const sample = d.sample as unknown[][] | undefined;
+      if (Array.isArray(sample)) for (const row of sample) if (Array.isArray(row)) for (const v of row) add(v);
+      const err = d.error as { message?: unknown; detail?: unknown } | undefined;
+      if (err) { add(err.message); add(err.detail); }
+      break;
+    }
+    case 'git.push':
+      for (const u of (d.updates as Array<{ ref?: unknown }> | undefined) ?? []) add(u.ref);
+      break;
+    default:
+      add(d.text); add(d.command); add(d.path); add(d.to); add(d.repo); add(d.name);
+  }
+  if (parts.length === 0) return null;
+  const text = parts.join('\n');
+  return text.length > MAX_TEXT ? text.slice(0, MAX_TEXT) : text;
+}
+
+const TYPES = new Set(['query', 'execute', 'parse', 'result', 'ssh.exec', 'ssh.line', 'ssh.line.denied', 'ssh.stdin.denied', 'git.command', 'git.push', 'file.op', 'file.open', 'file.request', 'ssh.subsystem']);
+
+/** The words of a search (letters, digits, _; at most 16); null when it has none. */
+export function searchWords(search: string): string[] | null {
+  const words = search.match(/[\p{L}\p{N}_]+/gu);
+  return words && words.length > 0 ? words.slice(0, 16) : null;
+}
+
+/** A search as an FTS5 query: every word must occur (quoted, so no operator syntax leaks in). */
+export function ftsQuery(search: string): string | null {
+  return searchWords(search)?.map((w) => `"${w}"`).join(' ') ?? null;
+}
