@@ -70,6 +70,8 @@ export class Recorder {
   private batch: RecordBatch;
   private commit: PendingCommit | null = null;
   private scheduled = false;
+  /** Someone waits on an event queued since the last batch was taken (record before forward). */
+  private urgentQueued = false;
   private lazyTimer: NodeJS.Timeout | null = null;
   private writer: Promise<void> | null = null;
   private checkpointTimer: NodeJS.Timeout | null = null;
@@ -373,6 +375,7 @@ export class Recorder {
       this.commit = { promise, resolve, reject };
     }
     if (urgent) {
+      this.urgentQueued = true;
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(this.flushNow);
@@ -397,11 +400,21 @@ export class Recorder {
   }
 
   private async writeLoop(): Promise<void> {
+    let first = true;
     while (this.commit) {
+      if (!first && !this.urgentQueued && !this.closing) {
+        // Only events nobody waits for (outcomes, checkpoints) came in during the last write: they
+        // do not start a commit of their own, which would hold up the next statement's record
+        // for a whole fsync; they ride with the next urgent batch, or go within LAZY_FLUSH_MS.
+        if (!this.scheduled && !this.lazyTimer) this.lazyTimer = setTimeout(this.flushNow, LAZY_FLUSH_MS);
+        break;
+      }
+      first = false;
       const commit = this.commit;
       let batch = this.batch;
       this.batch = emptyBatch(this.options.gatewayId);
       this.commit = null;
+      this.urgentQueued = false;
       try {
         await this.store.writeBatch(batch);
         this.stats.failing = false;
@@ -423,6 +436,7 @@ export class Recorder {
           const queued = this.commit as PendingCommit | null; // set again by whatever was queued meanwhile
           if (queued) queued.promise.then(commit.resolve, commit.reject);
           else this.commit = commit;
+          this.urgentQueued = true;
           continue;
         }
         const message = err instanceof Error ? err.message : String(err);
@@ -464,7 +478,10 @@ export class Recorder {
   private retryTimer: NodeJS.Timeout | null = null;
 
   /** Ends every open session (used on shutdown) and waits for the final commit. */
+  private closing = false;
+
   async close(reason = 'gateway shutdown'): Promise<void> {
+    this.closing = true;
     await this.lease?.stop();
     if (this.checkpointTimer) clearInterval(this.checkpointTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);

@@ -3,6 +3,7 @@ import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { MIGRATIONS } from './migrations.ts';
 import { RecordWriterThread } from './record-writer.ts';
+import { OverlappedRecordWriter } from './record-writer-overlapped.ts';
 import { RecordBatchWriter } from './record-batch-sql.ts';
 import { ftsQuery, searchableText } from '../search-text.ts';
 import type {
@@ -22,17 +23,26 @@ import {
 /**
  * Embedded store: one SQLite file in the data directory, WAL mode, synchronous=FULL so that a
  * committed batch survives power loss. node:sqlite is synchronous; a commit costs one fsync
- * (~50 µs on this class of machine), which the recorder amortises by grouping events, and
- * recording batches are committed on a writer thread so the fsync never stalls the relay.
+ * (0.1–0.2 ms on this class of machine when idle, 1 ms and more under load), which the recorder
+ * amortises by grouping events. Recording batches are written as `recording.writer` says:
+ * `inline` (the default) commits and syncs on the event loop, which stops every session's relay
+ * for the fsync; `overlapped` commits on the event loop without a sync and runs the fdatasync that
+ * makes a batch durable on libuv's thread pool, one at a time, while the relay goes on
+ * (record-writer-overlapped.ts); `thread` commits and syncs on a worker thread. On 2 cores the
+ * three measured alike in TPS and inline cheapest in CPU per transaction (docs/performance.md).
  */
+export type RecordWriterMode = 'inline' | 'thread' | 'overlapped';
+export const RECORD_WRITER_MODES: readonly RecordWriterMode[] = ['inline', 'thread', 'overlapped'];
+export const DEFAULT_RECORD_WRITER: RecordWriterMode = 'inline';
+
 export class SqliteStore implements Store {
   readonly db: DatabaseSync;
   private readonly stmts = new Map<string, StatementSync>();
-  /** Recording batches: committed inline (blocking the loop for one fsync) or on a writer thread. */
-  private readonly writer: RecordWriterThread | null;
+  /** Recording batches: committed inline (blocking the loop for one fsync), on a writer thread, or overlapped. */
+  private readonly writer: RecordWriterThread | OverlappedRecordWriter | null;
   private readonly inlineWriter: RecordBatchWriter | null;
 
-  constructor(file: string, options: { recordWriter?: 'inline' | 'thread'; fsync?: boolean } = {}) {
+  constructor(file: string, options: { recordWriter?: RecordWriterMode; fsync?: boolean } = {}) {
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     // Recordings and token hashes are for the gateway's eyes only; SQLite gives the -wal and
     // -shm files the same mode as the database file.
@@ -44,9 +54,9 @@ export class SqliteStore implements Store {
     const sync = options.fsync === false ? 'NORMAL' : 'FULL';
     this.db.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=${sync}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;`);
     this.migrate();
-    const threaded = (options.recordWriter ?? 'inline') === 'thread';
-    this.writer = threaded ? new RecordWriterThread(file, sync) : null;
-    this.inlineWriter = threaded ? null : new RecordBatchWriter(this.db);
+    const mode: RecordWriterMode = options.recordWriter ?? DEFAULT_RECORD_WRITER;
+    this.writer = mode === 'thread' ? new RecordWriterThread(file, sync) : mode === 'overlapped' ? new OverlappedRecordWriter(file, sync === 'FULL') : null;
+    this.inlineWriter = mode === 'inline' ? new RecordBatchWriter(this.db) : null;
   }
 
   private migrate(): void {
