@@ -69,6 +69,9 @@ export async function ssoRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
     }
   });
 
+  // Which providers a sign-in page may offer (names only: nothing about how they are reached).
+  app.get('/api/v1/login/providers', async () => (enabled(sso) ? sso.providerChoice : { providers: [], default: null }));
+
   app.post<{ Body: { pollToken: string } }>('/api/v1/login/poll', {
     schema: { body: { type: 'object', required: ['pollToken'], additionalProperties: false, properties: { pollToken: { type: 'string', minLength: 1, maxLength: 200 } } } },
   }, async (req, reply) => {

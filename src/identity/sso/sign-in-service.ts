@@ -87,6 +87,12 @@ export class SignInService {
     return this.deps.config.oidc.length + this.deps.config.saml.length > 0;
   }
 
+  /** The providers people may sign in with, by name, and the default one (for a sign-in page to offer). */
+  get providerChoice(): { providers: string[]; default: string | null } {
+    const names = [...this.deps.config.oidc.map((c) => c.name), ...this.deps.config.saml.map((c) => c.name)];
+    return { providers: names, default: this.deps.config.defaultProvider ?? (names.length === 1 ? names[0]! : null) };
+  }
+
   get publicUrl(): string {
     return this.deps.publicUrl().replace(/\/+$/, '');
   }
