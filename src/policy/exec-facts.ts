@@ -208,7 +208,11 @@ function closing(s: string, open: number, o: string, c: string): number {
 }
 
 /** Programs that run the command given in their arguments; their own options are skipped. */
-const WRAPPERS: Record<string, { optionsWithValue: string[] }> = {
+/**
+ * `positional`: arguments before the command (flock's lock file); `scripts`: options whose value is
+ * a shell script (`su -c '…'`); `noCommand`: the wrapper runs no command given as arguments.
+ */
+const WRAPPERS: Record<string, { optionsWithValue: string[]; positional?: number; scripts?: string[]; noCommand?: boolean }> = {
   env: { optionsWithValue: ['-u', '--unset', '-C', '--chdir', '-S', '--split-string'] },
   sudo: { optionsWithValue: ['-u', '--user', '-g', '--group', '-C', '--close-from', '-D', '--chdir', '-h', '--host', '-p', '--prompt', '-r', '--role', '-t', '--type', '-T', '--command-timeout', '-U', '--other-user'] },
   doas: { optionsWithValue: ['-u', '-C'] },
@@ -226,13 +230,32 @@ const WRAPPERS: Record<string, { optionsWithValue: string[] }> = {
   busybox: { optionsWithValue: [] },
   watch: { optionsWithValue: ['-n', '--interval', '-d'] },
   strace: { optionsWithValue: ['-e', '-o', '-p', '-s', '-u'] },
+  setsid: { optionsWithValue: [] },
+  nsenter: { optionsWithValue: ['-t', '--target', '-S', '--setuid', '-G', '--setgid'] },
+  unshare: { optionsWithValue: ['-S', '--setuid', '-G', '--setgid', '-R', '--root', '-w', '--wd'] },
+  taskset: { optionsWithValue: [], positional: 1 }, // the CPU mask or list
+  chrt: { optionsWithValue: ['-T', '--sched-runtime', '-P', '--sched-period', '-D', '--sched-deadline'], positional: 1 }, // the priority
+  flock: { optionsWithValue: ['-w', '--timeout', '--wait', '-E', '--conflict-exit-code'], positional: 1, scripts: ['-c', '--command'] }, // the lock file
+  su: { optionsWithValue: ['-s', '--shell', '-g', '--group', '-G', '--supp-group', '-w', '--whitelist-environment'], scripts: ['-c', '--command', '--session-command'], noCommand: true },
+  runuser: { optionsWithValue: ['-u', '--user', '-s', '--shell', '-g', '--group', '-G', '--supp-group', '-w', '--whitelist-environment'], scripts: ['-c', '--command', '--session-command'] },
+  script: { optionsWithValue: ['-E', '--echo', '-I', '--log-in', '-O', '--log-out', '-B', '--log-io', '-T', '--log-timing', '-m', '--logging-format'], scripts: ['-c', '--command'], noCommand: true },
 };
+/**
+ * Reserved words that may come before a command (`! cmd`, `if cmd`, `then cmd`, `while cmd`, `do
+ * cmd`…): the command after them is what runs.
+ */
+const RESERVED_BEFORE_COMMAND = new Set(['!', 'if', 'then', 'else', 'elif', 'while', 'until', 'do', 'coproc']);
 const SHELLS = new Set(['sh', 'bash', 'dash', 'zsh', 'ksh', 'ash', 'mksh', 'fish', 'busybox-sh']);
 
 function addCommand(words: Word[], out: SimpleCommand[], depth: number): void {
   let rest = words;
-  // Leading assignments (VAR=value cmd …) set the environment of the command.
-  while (rest.length > 0 && /^[A-Za-z_][A-Za-z0-9_]*=/.test(rest[0]!.text)) rest = rest.slice(1);
+  // Leading assignments (VAR=value cmd …) set the environment of the command; reserved words
+  // before it (`! cmd`, `then cmd`) are the shell's.
+  for (;;) {
+    if (rest.length > 0 && /^[A-Za-z_][A-Za-z0-9_]*=/.test(rest[0]!.text)) rest = rest.slice(1);
+    else if (rest.length > 0 && !rest[0]!.dynamic && RESERVED_BEFORE_COMMAND.has(rest[0]!.text)) rest = rest.slice(1);
+    else break;
+  }
   if (rest.length === 0) return;
   const first = rest[0]!;
   if (first.dynamic || /[*?[{]/.test(first.text)) throw new Opaque(`the program name ${JSON.stringify(first.text)} is only known when the shell runs it`);
@@ -263,6 +286,25 @@ function addCommand(words: Word[], out: SimpleCommand[], depth: number): void {
   }
   const wrapper = WRAPPERS[program];
   if (!wrapper) return;
+  if (wrapper.scripts) {
+    // su -c '…', flock FILE -c '…', script -qc '…': the option's value is run by a shell.
+    for (let j = 1; j < rest.length; j++) {
+      const t = rest[j]!.text;
+      const eq = t.indexOf('=');
+      if (t.startsWith('--') && eq > 0 && wrapper.scripts.includes(t.slice(0, eq))) {
+        if (rest[j]!.dynamic) throw new Opaque(`${program} ${t.slice(0, eq)} with a script only known when the shell runs it`);
+        readScript(t.slice(eq + 1), out, depth + 1);
+        continue;
+      }
+      if (!wrapper.scripts.includes(t) && !(wrapper.scripts.includes('-c') && /^-[A-Za-z]*c$/.test(t))) continue;
+      const script = rest[j + 1];
+      if (!script) throw new Opaque(`${program} ${t} without a script`);
+      if (script.dynamic) throw new Opaque(`${program} ${t} with a script only known when the shell runs it`);
+      readScript(script.text, out, depth + 1);
+      return;
+    }
+  }
+  if (wrapper.noCommand) return;
   let k = 1;
   for (; k < rest.length; k++) {
     const t = rest[k]!.text;
@@ -272,6 +314,7 @@ function addCommand(words: Word[], out: SimpleCommand[], depth: number): void {
     if (wrapper.optionsWithValue.includes(t)) k++;
   }
   if (program === 'timeout' && k < rest.length) k++; // the duration
+  k += wrapper.positional ?? 0;
   if (program === 'chroot' && k < rest.length) k++; // the new root
   if (program === 'busybox' && k >= rest.length) return;
   const inner = rest.slice(k);
@@ -282,18 +325,21 @@ function addCommand(words: Word[], out: SimpleCommand[], depth: number): void {
 
 /** The script of `sh -c 'script'` (options may come first); null when the shell reads a file or stdin. */
 function shellScriptArgument(args: Word[]): string | null {
-  for (let k = 0; k < args.length; k++) {
+  // -c is a flag: the script is the first operand after all options (`sh -c -e '…'`, `sh -c -- '…'`).
+  let c = false;
+  let k = 0;
+  for (; k < args.length; k++) {
     const t = args[k]!.text;
-    if (!t.startsWith('-') && !t.startsWith('+')) return null; // a script file: its content is not here
-    if (/^-[A-Za-z]*c[A-Za-z]*$/.test(t)) {
-      const script = args[k + 1];
-      if (!script) throw new Opaque('sh -c without a script');
-      if (script.dynamic) throw new Opaque('sh -c with a script only known when the shell runs it');
-      return script.text;
-    }
+    if (t === '--') { k++; break; }
+    if ((!t.startsWith('-') && !t.startsWith('+')) || t === '-' || t === '+') break;
+    if (/^-[A-Za-z]*c[A-Za-z]*$/.test(t)) c = true;
     if (t === '-o' || t === '+o' || t === '-O' || t === '+O' || t === '--rcfile' || t === '--init-file') k++;
   }
-  return null;
+  if (!c) return null; // a script file or stdin: its content is not here
+  const script = args[k];
+  if (!script) throw new Opaque('sh -c without a script');
+  if (script.dynamic) throw new Opaque('sh -c with a script only known when the shell runs it');
+  return script.text;
 }
 
 function baseName(path: string): string {
