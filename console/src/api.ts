@@ -34,6 +34,8 @@ export interface SessionView {
   id: string; protocol: string; identity: { id: string; name: string; kind: string; claims?: Record<string, string> | null };
   clientAddr: string; applicationName: string; connection: string; target: { host: string; port: number; database: string; user: string };
   startedAt: string; endedAt: string | null; endReason: string | null; eventCount: number; recording?: string; legalHold?: boolean;
+  /** Found once the session ended: denied, held, flagged, lost (events). */
+  review?: string[];
 }
 
 export interface EventView { seq: number; ts: string; tsUs: number; type: string; data: Record<string, unknown> }

@@ -5,6 +5,7 @@ import type {
   AccessAction, AccessGrant, Connection, ConnectorRecord, GroupMember, GroupRecord, PublicKeyRecord, EventRow, Identity, IdentityClaims, IdentityKind, SealRow,
   ApprovalRow, ApprovalStatus, AuditEntryRow, PolicyVersion, PolicyVersionInfo, SessionRow, TokenRecord,
 } from './types.ts';
+import { reviewFlagNames } from './search-text.ts';
 
 export type Row = Record<string, unknown>;
 
@@ -68,6 +69,7 @@ export function toSession(r: Row): SessionRow {
     endReason: r.end_reason === null ? null : String(r.end_reason), eventCount: Number(r.event_count),
     identityClaims: r.identity_claims === null || r.identity_claims === undefined ? null : JSON.parse(String(r.identity_claims)) as IdentityClaims,
     authMethod: nullableString(r.auth_method), gatewayId: r.gateway_id === null || r.gateway_id === undefined ? '' : String(r.gateway_id),
+    ...(Number(r.review_flags ?? 0) !== 0 ? { reviewFlags: reviewFlagNames(Number(r.review_flags)) } : {}),
   };
 }
 

@@ -139,9 +139,18 @@ test('a held DELETE waits in psql until it is approved in the inbox; psql then c
   assert.match(done.out, /DELETE 3/);
   assert.equal(Number(await cluster.sql('select count(*) from t', 'app')), 0);
   await card.waitFor({ state: 'detached' });
+  // Once ended and reviewed, the session is listed among those with holds.
+  await page.getByRole('link', { name: 'Sessions' }).click();
+  for (let i = 0; ; i++) {
+    await page.getByLabel('Has').selectOption('held');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.locator('table.list, p.muted').first().waitFor();
+    if ((await page.locator('table.list tbody tr').count()) > 0 || i > 20) break;
+    await sleep(500);
+  }
+  assert.deepEqual(await page.locator('table.list tbody tr td:nth-child(6)').allInnerTexts(), ['console-held']);
   if (SHOTS) {
     // The session of that psql: the held statement, its approval and its outcome.
-    await page.getByRole('link', { name: 'Sessions' }).click();
     await page.locator('tr', { hasText: 'console-held' }).getByRole('link').click();
     await page.getByText('DELETE FROM t').first().waitFor();
     await page.setViewportSize({ width: 1280, height: 900 });

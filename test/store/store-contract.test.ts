@@ -362,9 +362,12 @@ for (const f of FACTORIES) {
           event('s_b', 0, { type: 'ssh.exec', data: q({ ch: 1, command: 'rm -rf /srv/cache' }) }),
           event('s_b', 1, { type: 'file.op', data: q({ ch: 1, op: 'upload', path: '/etc/nginx/nginx.conf' }) }),
           event('s_b', 2, { type: 'session.start', data: q({ text: 'not searchable: not a statement event' }) }),
+          event('s_b', 3, { type: 'ssh.exec', data: q({ ch: 2, command: 'shutdown now', policy: { decision: 'deny', rule: 'r', version: 1, reason: 'no' } }) }),
+          event('s_b', 4, { type: 'git.push', data: q({ updates: [{ ref: 'refs/heads/main', policy: { decision: 'audit', rule: 'f', version: 1, reason: 'x' } }] }) }),
+          event('s_a', 2, { type: 'policy.hold', data: q({ request: 'apr_1', rule: 'h' }) }),
           event('s_c', 0, { type: 'query', data: q({ text: 'DELETE FROM invoices' }) }),
         ],
-        sessionsEnded: [{ sessionId: 's_a', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 2 }, { sessionId: 's_b', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 3 }],
+        sessionsEnded: [{ sessionId: 's_a', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 3 }, { sessionId: 's_b', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 5 }],
       }));
       const ids = async (search: string, extra: Partial<Parameters<Store['listSessions']>[0]> = {}) => (await store.listSessions({ search, ...extra })).map((x) => x.id);
       assert.deepEqual(await ids('invoices'), [], 'nothing is found before the indexer ran');
@@ -380,6 +383,15 @@ for (const f of FACTORIES) {
       assert.deepEqual(await ids('" OR 1=1 --'), [], 'search syntax in the words is taken as words');
       assert.deepEqual(await ids(''), [], 'no words: nothing');
       assert.deepEqual(await ids('invoices', { connectionIds: ['conn_other'] }), [], 'the caller\'s audit scope still applies');
+      // Review flags, from the same pass: a denial, a flagged ref update, a hold.
+      const flagged = async (review: Array<'denied' | 'held' | 'flagged' | 'lost'>) => (await store.listSessions({ review })).map((x) => x.id);
+      assert.deepEqual(await flagged(['denied']), ['s_b']);
+      assert.deepEqual(await flagged(['denied', 'flagged']), ['s_b'], 'all must hold');
+      assert.deepEqual(await flagged(['held']), ['s_a']);
+      assert.deepEqual(await flagged(['held', 'denied']), []);
+      assert.deepEqual(await flagged(['lost']), []);
+      assert.deepEqual((await store.getSession('s_b'))!.reviewFlags, ['denied', 'flagged']);
+      assert.equal((await store.getSession('s_c'))!.reviewFlags, undefined, 'nothing found (and not reviewed yet)');
       await store.writeBatch(batch({ sessionsEnded: [{ sessionId: 's_c', endedAt: T0 + 200, endReason: 'client terminated', eventCount: 1 }] }));
       await store.indexSessionsForSearch(10);
       assert.deepEqual(await ids('invoices'), ['s_c', 's_a'], 'newest first');

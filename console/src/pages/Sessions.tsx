@@ -7,7 +7,7 @@ import { ApiError, get, type SessionView } from '../api.ts';
 import { Time, visible } from '../format.tsx';
 import { go, href } from '../router.ts';
 
-const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome'] as const;
+const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome', 'review'] as const;
 const PAGE = 100;
 
 export function Sessions({ query }: { query: URLSearchParams }) {
@@ -20,7 +20,7 @@ export function Sessions({ query }: { query: URLSearchParams }) {
 
   const page = (before?: string) => {
     const q = new URLSearchParams({ limit: String(PAGE) });
-    for (const f of ['q', 'identity', 'kind', 'connection'] as const) if (filters[f]) q.set(f, filters[f]);
+    for (const f of ['q', 'identity', 'kind', 'connection', 'review'] as const) if (filters[f]) q.set(f, filters[f]);
     if (before) q.set('before', before);
     return get<SessionView[]>(`/api/v1/sessions?${q}`).then((r) => { setMore(r.length === PAGE); return r; });
   };
@@ -58,6 +58,9 @@ export function Sessions({ query }: { query: URLSearchParams }) {
         <label>Outcome<select name="outcome" value={draft.outcome} onChange={(e) => setDraft({ ...draft, outcome: e.target.value })}>
           <option value="">any</option><option value="open">open</option><option value="ended">ended</option><option value="refused">refused</option>
         </select></label>
+        <label>Has<select name="review" value={draft.review} onChange={(e) => setDraft({ ...draft, review: e.target.value })}>
+          <option value="">anything</option><option value="denied">denials</option><option value="held">holds</option><option value="flagged">flagged actions</option><option value="lost">lost events</option>
+        </select></label>
         <button type="submit">Filter</button>
       </form>
       {error && <p role="alert" className="error">{error}</p>}
@@ -75,7 +78,8 @@ export function Sessions({ query }: { query: URLSearchParams }) {
                 <td>{visible(s.connection, 80)}</td>
                 <td>{visible(s.applicationName, 60)}</td>
                 <td className="num">{s.eventCount}</td>
-                <td>{s.endedAt === null ? <span className="badge live">open</span> : visible(s.endReason ?? '', 80)}</td>
+                <td>{s.endedAt === null ? <span className="badge live">open</span> : visible(s.endReason ?? '', 80)}
+                  {(s.review ?? []).map((r) => <span key={r} className={`badge ${r === 'denied' ? 'deny' : r === 'held' ? 'hold' : ''}`}>{r}</span>)}</td>
               </tr>
             ))}
           </tbody>

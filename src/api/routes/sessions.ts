@@ -15,7 +15,7 @@ export function sessionView(s: SessionRow) {
     clientAddr: s.clientAddr, applicationName: s.applicationName, connection: s.connectionName,
     target: { host: s.targetHost, port: s.targetPort, database: s.targetDatabase, user: s.targetUser },
     startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
-    legalHold: s.legalHold === true,
+    legalHold: s.legalHold === true, review: s.reviewFlags ?? [],
   };
 }
 
@@ -42,18 +42,20 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     return session;
   };
 
-  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; before?: string; limit?: number } }>('/api/v1/sessions', {
+  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost'>; before?: string; limit?: number } }>('/api/v1/sessions', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: {
       identity: { type: 'string' }, connection: { type: 'string' }, kind: { type: 'string', enum: [...IDENTITY_KINDS, 'unknown'] },
       // claim=NAME=VALUE, repeatable; a single one arrives as an array too (query arrays are coerced).
       claim: { type: 'array', items: { type: 'string' }, maxItems: 20 },
       // Words from what the session ran (statements, commands, paths, refs, result samples); ended sessions.
       q: { type: 'string', maxLength: 500 },
+      // Ended sessions with a denial, a hold, a flagged action or lost events (repeatable: all must hold).
+      review: { type: 'array', items: { type: 'string', enum: ['denied', 'held', 'flagged', 'lost'] }, maxItems: 4 },
       // The next page: sessions that started before this one (newest first).
       before: { type: 'string', maxLength: 100 },
       limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
   }, async (req) => {
-    const { claim, q, before, ...filter } = req.query;
+    const { claim, q, before, review, ...filter } = req.query;
     // Only sessions of connections the caller may audit; the filter runs in the store so the limit holds.
     const { where } = await auditScope(req);
     const connectionIds = where.every ? undefined : where.connectionIds;
@@ -64,7 +66,7 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       cursor = { startedAt: s.startedAt, id: s.id };
     }
     return (await deps.store.listSessions({ ...filter, claims: parseClaimFilters(claim ?? []), connectionIds,
-      ...(q !== undefined && q.trim() !== '' ? { search: q } : {}), ...(cursor ? { before: cursor } : {}) })).map(sessionView);
+      ...(q !== undefined && q.trim() !== '' ? { search: q } : {}), ...(review?.length ? { review } : {}), ...(cursor ? { before: cursor } : {}) })).map(sessionView);
   });
 
   // Everything a third party needs to verify the session offline (docs/bundle.md).

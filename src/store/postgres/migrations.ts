@@ -327,4 +327,9 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX event_search_tsv ON event_search USING gin (tsv);
   `,
+  // 19: review flags of ended sessions (denied, held, flagged, lost events: search-text.ts), set
+  // by the same pass that indexes them, for session lists to filter on.
+  `
+  ALTER TABLE sessions ADD COLUMN review_flags INTEGER NOT NULL DEFAULT 0;
+  `,
 ];

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { MIGRATIONS } from './migrations.ts';
-import { searchableText, searchWords } from '../search-text.ts';
+import { REVIEW_FLAGS, indexedEvent, searchWords } from '../search-text.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionEnd, SessionFilter, SessionRow, Store, TokenRecord,
@@ -329,6 +329,7 @@ export class PostgresStore implements Store {
       args.push(words.join(' '));
       where.push(`id IN (SELECT session_id FROM event_search WHERE tsv @@ plainto_tsquery('simple', $${args.length}))`);
     }
+    for (const flag of f.review ?? []) { args.push(REVIEW_FLAGS[flag]); where.push(`(review_flags & $${args.length}) != 0`); }
     if (f.before) {
       args.push(f.before.startedAt, f.before.id);
       where.push(`(started_at < $${args.length - 1} OR (started_at = $${args.length - 1} AND id < $${args.length}))`);
@@ -342,15 +343,17 @@ export class PostgresStore implements Store {
     const ids = (await this.rows('SELECT id FROM sessions WHERE NOT search_indexed AND ended_at IS NOT NULL ORDER BY ended_at LIMIT $1', [limit])).map((r) => String(r.id));
     for (const id of ids) {
       const rows: Array<[number, string]> = [];
+      let flags = 0;
       for (const e of await this.rows('SELECT seq, type, data FROM events WHERE session_id = $1 ORDER BY seq', [id])) {
-        const text = searchableText(String(e.type), String(e.data));
-        if (text !== null) rows.push([Number(e.seq), text.replace(/\0/g, '')]);
+        const x = indexedEvent(String(e.type), String(e.data));
+        if (x.text !== null) rows.push([Number(e.seq), x.text.replace(/\0/g, '')]);
+        flags |= x.flags;
       }
       // One statement per session: it is in the index whole, or not yet (another gateway may index it too).
       await this.rows(`WITH added AS (
           INSERT INTO event_search (session_id, seq, text) SELECT $1, s, t FROM unnest($2::bigint[], $3::text[]) AS u(s, t)
           WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1) ON CONFLICT DO NOTHING)
-        UPDATE sessions SET search_indexed = true WHERE id = $1`, [id, rows.map((r) => r[0]), rows.map((r) => r[1])]);
+        UPDATE sessions SET search_indexed = true, review_flags = $4 WHERE id = $1`, [id, rows.map((r) => r[0]), rows.map((r) => r[1]), flags]);
     }
     return ids.length;
   }

@@ -324,4 +324,9 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX sessions_search_pending ON sessions(search_indexed, ended_at);
   CREATE VIRTUAL TABLE event_search USING fts5(session_id UNINDEXED, seq UNINDEXED, text, tokenize = 'unicode61');
   `,
+  // 19: review flags of ended sessions (denied, held, flagged, lost events: search-text.ts), set
+  // by the same pass that indexes them, for session lists to filter on.
+  `
+  ALTER TABLE sessions ADD COLUMN review_flags INTEGER NOT NULL DEFAULT 0;
+  `,
 ];

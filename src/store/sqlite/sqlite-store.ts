@@ -5,7 +5,7 @@ import { MIGRATIONS } from './migrations.ts';
 import { RecordWriterThread } from './record-writer.ts';
 import { OverlappedRecordWriter } from './record-writer-overlapped.ts';
 import { RecordBatchWriter } from './record-batch-sql.ts';
-import { ftsQuery, searchableText } from '../search-text.ts';
+import { REVIEW_FLAGS, ftsQuery, indexedEvent } from '../search-text.ts';
 import type {
   CheckpointRow, SealRow, SigningKeyRow,
   Connection, ConnectorRecord, EventRow, Identity, RecordBatch, SessionFilter, SessionRow, Store, TokenRecord,
@@ -274,6 +274,7 @@ export class SqliteStore implements Store {
       args.push(match);
     }
     if (f.before) { where.push('(started_at < ? OR (started_at = ? AND id < ?))'); args.push(f.before.startedAt, f.before.startedAt, f.before.id); }
+    for (const flag of f.review ?? []) { where.push('(review_flags & ?) != 0'); args.push(REVIEW_FLAGS[flag]); }
     const sql = `SELECT * FROM sessions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY started_at DESC, id DESC LIMIT ?`;
     args.push(f.limit ?? 100);
     return (this.db.prepare(sql).all(...args) as Row[]).map(toSession);
@@ -283,16 +284,18 @@ export class SqliteStore implements Store {
     const ids = (this.q('SELECT id FROM sessions WHERE search_indexed = 0 AND ended_at IS NOT NULL ORDER BY ended_at LIMIT ?').all(limit) as Array<{ id: string }>).map((r) => r.id);
     const events = this.q('SELECT seq, type, data FROM events WHERE session_id = ? ORDER BY seq');
     const insert = this.q('INSERT INTO event_search (session_id, seq, text) VALUES (?, ?, ?)');
-    const done = this.q('UPDATE sessions SET search_indexed = 1 WHERE id = ?');
+    const done = this.q('UPDATE sessions SET search_indexed = 1, review_flags = ? WHERE id = ?');
     for (const id of ids) {
       // One transaction per session: it is in the index whole, or not yet.
       this.db.exec('BEGIN IMMEDIATE');
       try {
+        let flags = 0;
         for (const e of events.all(id) as Array<{ seq: number; type: string; data: string }>) {
-          const text = searchableText(e.type, e.data);
-          if (text !== null) insert.run(id, e.seq, text);
+          const x = indexedEvent(e.type, e.data);
+          if (x.text !== null) insert.run(id, e.seq, x.text);
+          flags |= x.flags;
         }
-        done.run(id);
+        done.run(flags, id);
         this.db.exec('COMMIT');
       } catch (err) {
         if (this.db.isTransaction) this.db.exec('ROLLBACK');
