@@ -33,8 +33,8 @@ export interface SshWorld {
   stop(): Promise<void>;
 }
 
-export async function startSshWorld(o: { sshd?: StartSshdOptions; connectionArgs?: string[] } = {}): Promise<SshWorld> {
-  const gw = await startTestGateway();
+export async function startSshWorld(o: { sshd?: StartSshdOptions; connectionArgs?: string[]; gatewayArgs?: string[] } = {}): Promise<SshWorld> {
+  const gw = await startTestGateway({ args: o.gatewayArgs ?? [] });
   let sshd: Sshd | undefined;
   let work = '';
   try {
