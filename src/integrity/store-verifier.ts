@@ -2,11 +2,11 @@
 // session row with its seal, the seal log, and the seal log's signed head kept outside the store.
 import { verifyAuditLog, type SignedAuditHead } from './audit-chain.ts';
 import { createPublicKey } from 'node:crypto';
-import type { Store } from '../store/types.ts';
+import type { SessionRow, Store } from '../store/types.ts';
 import { keyIdOf, verifySignature } from './signing-keys.ts';
 import type { SignedSealLogHead } from './seal-log-anchor.ts';
 import { isTombstoneRow, type TombstonePayload } from './tombstone.ts';
-import { checkStartEvent, compareDescription, compareWithSeal, verifySealLog, verifySessionEvidence, vouchedDescription } from './verify.ts';
+import { checkStartEvent, compareDescription, compareWithSeal, verifySealLog, verifySessionEvidence, vouchedDescription, type VerifyOutcome } from './verify.ts';
 
 export interface StoreVerification {
   sessions: number;
@@ -34,15 +34,8 @@ export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): 
   const { trustedKeyIds } = opts;
   const out: StoreVerification = { sessions: 0, sealed: 0, open: 0, seals: 0, expired: 0, auditEntries: 0, auditGateways: 0, problems: [] };
 
-  // Key ids are derived from the keys themselves: a row that pairs a known id with another key
-  // is a forgery attempt, not a key.
-  const keys = new Map<string, string>();
-  for (const k of await store.listSigningKeys()) {
-    let derived: string;
-    try { derived = keyIdOf(createPublicKey(k.publicKeyPem)); } catch { out.problems.push(`signing key ${k.keyId} in the store is not a public key`); continue; }
-    if (derived !== k.keyId) { out.problems.push(`signing key row ${k.keyId} holds a different key (${derived}): the key table was altered`); continue; }
-    keys.set(k.keyId, k.publicKeyPem);
-  }
+  const { keys, problems } = await signingKeysOf(store);
+  out.problems.push(...problems);
 
   const sessions = await store.listSessions({ limit: Number.MAX_SAFE_INTEGER });
   const seals = await store.listSeals();
@@ -90,39 +83,69 @@ export async function verifyStore(store: Store, opts: StoreVerifyOptions = {}): 
     else out.expired++;
   }
   for (const s of sessions.sort((a, b) => a.startedAt - b.startedAt)) {
-    const open = s.endedAt === null;
-    const [events, checkpoints, seal] = await Promise.all([store.listEvents(s.id), store.listCheckpoints(s.id), store.getSeal(s.id)]);
-    const r = verifySessionEvidence({ sessionId: s.id, events, checkpoints, seal: seal ?? null, keys, trustedKeyIds, open: open && !seal });
-    if (!r.ok) { out.problems.push(`session ${s.id}: ${r.problem}`); continue; }
-    if (open) { out.open++; continue; }
-    const mismatch = r.seal ? compareWithSeal({
-      identity: { id: s.identityId, name: s.identityName, kind: s.identityKind }, connection: s.connectionName, protocol: s.protocol,
-      clientAddr: s.clientAddr, endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
-    }, r.seal) : null;
-    if (mismatch) { out.problems.push(`session ${s.id}: the session row was altered: ${mismatch}`); continue; }
-    if (r.seal && (r.seal.startedAt !== s.startedAt || r.seal.endedAt !== s.endedAt)) {
-      out.problems.push(`session ${s.id}: the session row was altered: its start or end time differs from the sealed one`);
-      continue;
-    }
-    if (r.seal) {
-      // What the seal does not hold (claims, auth method, application_name, target) the chained session.start event does.
-      const started = checkStartEvent(events, r.seal);
-      if ('problem' in started) { out.problems.push(`session ${s.id}: ${started.problem}`); continue; }
-      const iso = (us: number | null) => (us === null ? null : new Date(Math.floor(us / 1000)).toISOString());
-      const row = {
-        id: s.id, protocol: s.protocol, identity: { id: s.identityId, name: s.identityName, kind: s.identityKind, claims: s.identityClaims ?? null },
-        authMethod: s.authMethod || null, clientAddr: s.clientAddr, applicationName: s.applicationName, connection: s.connectionName,
-        target: { host: s.targetHost, port: s.targetPort, database: s.targetDatabase, user: s.targetUser },
-        startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
-      };
-      const differs = compareDescription(row, vouchedDescription(r.seal, started.start));
-      if (differs) { out.problems.push(`session ${s.id}: the session row was altered: ${differs}`); continue; }
-    }
-    out.sealed++;
+    const r = await verifyStoredSession(store, s, keys, trustedKeyIds);
+    if (!r.ok) out.problems.push(`session ${s.id}: ${r.problem}`);
+    else if (r.open) out.open++;
+    else out.sealed++;
   }
   const audit = verifyAuditLog(await store.allAuditEntries(), keys, trustedKeyIds, opts.auditHead);
   out.auditEntries = audit.entries;
   out.auditGateways = audit.gateways;
   out.problems.push(...audit.problems);
   return out;
+}
+
+/**
+ * The store's signing keys by id. Key ids are derived from the keys themselves: a row that pairs
+ * a known id with another key is a forgery attempt, not a key (it is left out, and said so).
+ */
+export async function signingKeysOf(store: Store): Promise<{ keys: Map<string, string>; problems: string[] }> {
+  const keys = new Map<string, string>();
+  const problems: string[] = [];
+  for (const k of await store.listSigningKeys()) {
+    let derived: string;
+    try { derived = keyIdOf(createPublicKey(k.publicKeyPem)); } catch { problems.push(`signing key ${k.keyId} in the store is not a public key`); continue; }
+    if (derived !== k.keyId) { problems.push(`signing key row ${k.keyId} holds a different key (${derived}): the key table was altered`); continue; }
+    keys.set(k.keyId, k.publicKeyPem);
+  }
+  return { keys, problems };
+}
+
+export type StoredSessionVerification =
+  | { ok: true; open: boolean; outcome: VerifyOutcome }
+  | { ok: false; problem: string; outcome?: VerifyOutcome };
+
+/**
+ * One session as the store holds it: its chain, checkpoints and seal, and its row against what the
+ * seal and the chained session.start event vouch for (`verify --store` and the console ask this).
+ */
+export async function verifyStoredSession(store: Store, s: SessionRow, keys: Map<string, string>, trustedKeyIds?: Set<string>): Promise<StoredSessionVerification> {
+  const open = s.endedAt === null;
+  const [events, checkpoints, seal] = await Promise.all([store.listEvents(s.id), store.listCheckpoints(s.id), store.getSeal(s.id)]);
+  const r = verifySessionEvidence({ sessionId: s.id, events, checkpoints, seal: seal ?? null, keys, trustedKeyIds, open: open && !seal });
+  if (!r.ok) return { ok: false, problem: r.problem ?? 'the record does not verify', outcome: r };
+  if (open) return { ok: true, open: true, outcome: r };
+  const mismatch = r.seal ? compareWithSeal({
+    identity: { id: s.identityId, name: s.identityName, kind: s.identityKind }, connection: s.connectionName, protocol: s.protocol,
+    clientAddr: s.clientAddr, endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
+  }, r.seal) : null;
+  if (mismatch) return { ok: false, problem: `the session row was altered: ${mismatch}`, outcome: r };
+  if (r.seal && (r.seal.startedAt !== s.startedAt || r.seal.endedAt !== s.endedAt)) {
+    return { ok: false, problem: 'the session row was altered: its start or end time differs from the sealed one', outcome: r };
+  }
+  if (r.seal) {
+    // What the seal does not hold (claims, auth method, application_name, target) the chained session.start event does.
+    const started = checkStartEvent(events, r.seal);
+    if ('problem' in started) return { ok: false, problem: started.problem, outcome: r };
+    const iso = (us: number | null) => (us === null ? null : new Date(Math.floor(us / 1000)).toISOString());
+    const row = {
+      id: s.id, protocol: s.protocol, identity: { id: s.identityId, name: s.identityName, kind: s.identityKind, claims: s.identityClaims ?? null },
+      authMethod: s.authMethod || null, clientAddr: s.clientAddr, applicationName: s.applicationName, connection: s.connectionName,
+      target: { host: s.targetHost, port: s.targetPort, database: s.targetDatabase, user: s.targetUser },
+      startedAt: iso(s.startedAt), endedAt: iso(s.endedAt), endReason: s.endReason, eventCount: s.eventCount, recording: s.recordingMode,
+    };
+    const differs = compareDescription(row, vouchedDescription(r.seal, started.start));
+    if (differs) return { ok: false, problem: `the session row was altered: ${differs}`, outcome: r };
+  }
+  return { ok: true, open: false, outcome: r };
 }

@@ -113,6 +113,7 @@ test('an SSH session replays in the player with the text the terminal showed', a
   const row = page.locator('tr', { hasText: 'box' }).first();
   await row.getByRole('link').click();
   await page.getByRole('heading', { name: /^Session/ }).waitFor();
+  await page.getByTestId('integrity').getByText('verified', { exact: true }).waitFor();
   const player = page.locator('[data-testid^="replay-"]').first();
   await player.waitFor();
   await player.click(); // play

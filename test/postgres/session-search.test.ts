@@ -74,3 +74,23 @@ test('the API pages sessions by cursor, newest first, without repeats', async ()
   const bad = await fetch(`${gw.url}/api/v1/sessions?before=s_nope`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
   assert.equal(bad.status, 400);
 });
+
+test('GET /api/v1/sessions/:id/verify checks a session as verify --store does; an edited event is reported', async () => {
+  psql("SELECT 'verify-me' AS x", 'verify-one');
+  const s = (await eventually('verify', 1)).find((x) => x.applicationName === 'verify-one')!;
+  const verify = async () => (await (await fetch(`${gw.url}/api/v1/sessions/${s.id}/verify`, { headers: { authorization: `Bearer ${gw.adminToken}` } })).json()) as { ok: boolean; sealed: boolean; problem?: string; events: number };
+  const good = await verify();
+  assert.equal(good.ok, true, good.problem ?? "");
+  assert.equal(good.sealed, true);
+  assert.ok(good.events >= 3);
+  // Someone with write access to the store edits what the statement was.
+  const { DatabaseSync } = await import('node:sqlite');
+  const db = new DatabaseSync(`${gw.dataDir}/gatehouse.db`);
+  db.exec('PRAGMA busy_timeout=5000');
+  const changed = db.prepare("UPDATE events SET data = replace(data, 'verify-me', 'harmless') WHERE session_id = ? AND type = 'query'").run(s.id);
+  db.close();
+  assert.equal(changed.changes, 1);
+  const bad = await verify();
+  assert.equal(bad.ok, false);
+  assert.match(bad.problem!, /hash|chain|altered/i);
+});

@@ -9,18 +9,18 @@ import { href } from '../router.ts';
 import { Replay, type Terminal } from './Replay.tsx';
 
 interface Detail { session: SessionView; events: EventView[] }
-interface Evidence { checkpoints: unknown[]; seal: Record<string, unknown> | null; events: unknown[] }
+interface Verification { ok: boolean; problem?: string; open: boolean; sealed: boolean; events: number; checkpoints: number; gaps?: unknown[]; trust: string }
 
 export function Session({ id, focus }: { id: string; focus: number | null }) {
   const [detail, setDetail] = useState<Detail | null>(null);
   const [terminals, setTerminals] = useState<Terminal[]>([]);
-  const [evidence, setEvidence] = useState<Evidence | null>(null);
+  const [verified, setVerified] = useState<Verification | null>(null);
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     setDetail(null);
     get<Detail>(`/api/v1/sessions/${encodeURIComponent(id)}`).then(setDetail, (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
     get<Terminal[]>(`/api/v1/sessions/${encodeURIComponent(id)}/terminals`).then(setTerminals, () => setTerminals([]));
-    get<Evidence>(`/api/v1/sessions/${encodeURIComponent(id)}/evidence`).then(setEvidence, () => setEvidence(null));
+    get<Verification>(`/api/v1/sessions/${encodeURIComponent(id)}/verify`).then(setVerified, () => setVerified(null));
   }, [id]);
   useEffect(() => {
     if (focus !== null && detail) document.getElementById(`e${focus}`)?.scrollIntoView({ block: 'center' });
@@ -41,7 +41,7 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
         <dt>Client</dt><dd>{visible(s.clientAddr)} {s.applicationName && <>· {visible(s.applicationName)}</>}</dd>
         <dt>Started</dt><dd><Time iso={s.startedAt} /></dd>
         <dt>Ended</dt><dd>{s.endedAt ? <><Time iso={s.endedAt} /> after {duration(s.startedAt, s.endedAt)} — {visible(s.endReason ?? '')}</> : <span className="badge live">open</span>}</dd>
-        <dt>Integrity</dt><dd>{evidence ? <>{events.length} events, {evidence.checkpoints.length} signed checkpoint{evidence.checkpoints.length === 1 ? '' : 's'}, {evidence.seal ? 'sealed' : 'not sealed yet'}</> : 'not available'} · verify with <code>gatehouse verify {s.id}</code> · <a href={`/api/v1/sessions/${encodeURIComponent(s.id)}/evidence`} download={`${s.id}.evidence.json`}>download evidence</a></dd>
+        <dt>Integrity</dt><dd data-testid="integrity">{verified ? <Integrity v={verified} /> : 'checking…'} · <a href={`/api/v1/sessions/${encodeURIComponent(s.id)}/evidence`} download={`${s.id}.evidence.json`}>download the evidence</a> (<code>gatehouse sessions export {s.id} --out DIR</code> writes it as a bundle that <code>gatehouse verify DIR</code> checks offline)</dd>
       </dl>
       {terminals.map((t) => <Replay key={t.channel} terminal={t} />)}
       <h2>Timeline</h2>
@@ -57,6 +57,12 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
       </ol>
     </section>
   );
+}
+
+function Integrity({ v }: { v: Verification }) {
+  const what = `${v.events} events, ${v.checkpoints} signed checkpoint${v.checkpoints === 1 ? '' : 's'}, ${v.sealed ? 'sealed' : v.open ? 'open (not sealed yet)' : 'not sealed'}`;
+  if (!v.ok) return <span className="badge deny" title={v.trust}>BROKEN: {visible(v.problem ?? 'does not verify')}</span>;
+  return <span title={`checked against the ${v.trust}`}><span className="badge approved">{v.gaps?.length ? 'verified, incomplete (events declared lost)' : 'verified'}</span> {what}</span>;
 }
 
 function marked(d: Record<string, unknown>): string {

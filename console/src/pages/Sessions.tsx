@@ -16,7 +16,9 @@ export function Sessions({ query }: { query: URLSearchParams }) {
   const [more, setMore] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [draft, setDraft] = useState(filters);
-  const key = query.toString();
+  // Filtering again with the same filters asks again (the hash does not change, so bump a counter).
+  const [asked, setAsked] = useState(0);
+  const key = `${query.toString()}#${asked}`;
 
   const page = (before?: string) => {
     const q = new URLSearchParams({ limit: String(PAGE) });
@@ -37,7 +39,11 @@ export function Sessions({ query }: { query: URLSearchParams }) {
 
   const shown = (rows ?? []).filter((s) => (!filters.protocol || s.protocol === filters.protocol)
     && (!filters.outcome || (filters.outcome === 'open' ? s.endedAt === null : filters.outcome === 'refused' ? /^refused/.test(s.endReason ?? '') : s.endedAt !== null && !/^refused/.test(s.endReason ?? ''))));
-  const submit = (e: FormEvent) => { e.preventDefault(); go('/sessions', draft); };
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    go('/sessions', draft);
+    setAsked((n) => n + 1);
+  };
   const field = (name: (typeof FIELDS)[number], label: string, extra: Record<string, unknown> = {}) => (
     <label>{label}<input name={name} value={draft[name]} onChange={(e) => setDraft({ ...draft, [name]: e.target.value })} {...extra} /></label>
   );

@@ -5,6 +5,7 @@ import { UserError } from '../../identity/identity-service.ts';
 import { CLAIM_NAME, IDENTITY_KINDS, type SessionRow } from '../../store/types.ts';
 import { runRetention } from '../../recorder/retention.ts';
 import { castEvents, terminalChannels } from '../../recorder/asciicast.ts';
+import { signingKeysOf, verifyStoredSession } from '../../integrity/store-verifier.ts';
 import { decide, scope } from '../../access/access-policy.ts';
 
 export function sessionView(s: SessionRow) {
@@ -104,6 +105,21 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     if (!session) throw new UserError(`session "${req.params.id}" does not exist`, 404);
     if (session.endedAt !== null) throw new UserError(`session "${req.params.id}" has ended already (${session.endReason ?? 'no reason recorded'})`, 409);
     throw new UserError(`session "${req.params.id}" is not open on this gateway (it may be open on another gateway sharing the store)`, 409);
+  });
+
+  // The session's record checked as `gatehouse verify --store` checks it: chain, checkpoints, seal,
+  // and the row against what they vouch for — against the signing keys in the store (an
+  // independent check uses the gateway's key files: `gatehouse verify`).
+  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/verify', async (req) => {
+    const session = await auditable(req, req.params.id);
+    const { keys, problems } = await signingKeysOf(deps.store);
+    const r = await verifyStoredSession(deps.store, session, keys);
+    const o = r.outcome;
+    return {
+      ok: r.ok && problems.length === 0, ...(r.ok ? {} : { problem: r.problem }), ...(problems.length ? { keyProblems: problems } : {}),
+      open: r.ok ? r.open : session.endedAt === null, sealed: o?.sealed ?? false, events: o?.events ?? 0, checkpoints: o?.checkpoints ?? 0,
+      keyIds: o?.keyIds ?? [], ...(o?.gaps?.length ? { gaps: o.gaps } : {}), trust: 'signing keys in the store',
+    };
   });
 
   // The session's terminals (shells, commands with a pty) as asciicast v2, for a player.
