@@ -83,6 +83,7 @@ function collect(wrapper: Node, nested: boolean, out: SqlStatementFacts[]): void
     }
     return true;
   });
+  addBoundFunctions(key, node, functions);
   addRelations(node, tables);
   // DROP TABLE / VIEW / … name their objects as lists of identifiers, not as relations.
   if (key === 'DropStmt') for (const o of (node.objects as Node[] | undefined) ?? []) addName(tables, (((o.List as Node | undefined)?.items) as Node[] | undefined) ?? [], false);
@@ -107,6 +108,31 @@ function addRelations(node: unknown, into: Set<string>): void {
     if (typeof n.schemaname === 'string' && n.schemaname) into.add(`${n.schemaname}.${n.relname}`);
   }
   for (const [k, v] of Object.entries(n)) if (!STATEMENTS_THAT_RUN.has(k)) addRelations(v, into);
+}
+
+/**
+ * Functions a statement names without a call: CALL's procedure, and the functions that CREATE
+ * OPERATOR / AGGREGATE / TYPE / CAST / TRIGGER / CONVERSION / TRANSFORM bind to syntax that calls
+ * them later without naming them (`CREATE OPERATOR ### (FUNCTION = pg_terminate_backend …)`, then
+ * `SELECT ### pid`).
+ */
+function addBoundFunctions(key: string, n: Node, into: Set<string>): void {
+  const names = (v: unknown): Node[] => (Array.isArray(v) ? (v as Node[]) : []);
+  switch (key) {
+    case 'CallStmt': addName(into, names((n.funccall as Node | undefined)?.funcname)); break;
+    case 'CreateCastStmt': addName(into, names((n.func as Node | undefined)?.objname)); break;
+    case 'CreateTrigStmt': case 'CreateEventTrigStmt': addName(into, names(n.funcname)); break;
+    case 'CreateConversionStmt': addName(into, names(n.func_name)); break;
+    case 'CreateTransformStmt': for (const f of [n.fromsql, n.tosql]) addName(into, names((f as Node | undefined)?.objname)); break;
+    case 'DefineStmt': case 'AlterOperatorStmt': case 'AlterTypeStmt':
+      // Definitions name functions as type names (FUNCTION = f, SFUNC = f, INPUT = f, RESTRICT = f…).
+      for (const d of names(n.definition ?? n.options)) {
+        const arg = (d.DefElem as Node | undefined)?.arg as Node | undefined;
+        addName(into, names((arg?.TypeName as Node | undefined)?.names));
+      }
+      break;
+    default: break;
+  }
 }
 
 /** Nested statements that execute (as opposed to SelectStmt, read by the statement around it). */
@@ -207,6 +233,8 @@ function commandNames(key: string, n: Node): string[] {
     case 'CreateRoleStmt': return ['CREATE ROLE', `CREATE ${String(n.stmt_type ?? 'ROLE_STMT_ROLE').replace(/^ROLE_STMT_/, '')}`];
     case 'DropRoleStmt': return ['DROP ROLE'];
     case 'CallStmt': return ['CALL'];
+    // CREATE OPERATOR, CREATE AGGREGATE, CREATE TYPE, … (PostgreSQL's tags), not "DEFINE".
+    case 'DefineStmt': return [`CREATE ${objectWord(n.kind)}`];
     case 'DoStmt': return ['DO'];
     default: return [fromNodeName(key)];
   }
