@@ -100,3 +100,18 @@ test('a header claiming a huge frame costs only the bytes that arrive, and the f
   assert.equal(frames[0].subarray(0, 8).toString(), 'select a');
   assert.ok(scanner.atBoundary);
 });
+
+test('a large frame is whole and exact whatever the piece sizes around the point where it gets its own buffer', () => {
+  const size = 300 * 1024;
+  const body = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) body[i] = (i * 31 + 7) & 0xff;
+  const whole = frame('P', body);
+  for (const piece of [1000, 4096, 65_536, size / 4 - 3, size / 4 + 5, 77_777]) {
+    const frames: Buffer[] = [];
+    const scanner = new FrameScanner({ frame: (_t, b, s, e) => frames.push(Buffer.from(b.subarray(s, e))) }, { maxFrameBytes: 1024 * 1024 });
+    for (let i = 0; i < whole.length; i += piece) scanner.push(Buffer.from(whole.subarray(i, i + piece)));
+    assert.equal(frames.length, 1, `piece ${piece}`);
+    assert.ok(frames[0].equals(body), `piece ${piece}: the body is exact`);
+    assert.ok(scanner.atBoundary);
+  }
+});

@@ -35,6 +35,12 @@ const HEADER = 5;
 
 /** Frames up to this size get their buffer at once; larger ones collect pieces as they arrive. */
 const ALLOCATE_UP_FRONT = 64 * 1024;
+/**
+ * A large frame's pieces are moved into one buffer of its full size once 1/COMMIT_FRACTION of it
+ * has arrived: a peer must send a quarter of what it claims before the gateway allocates it all,
+ * and the frame does not sit in memory twice (pieces plus their join) when it completes.
+ */
+const COMMIT_FRACTION = 4;
 const EMPTY = Buffer.alloc(0);
 
 export class FrameScanner {
@@ -95,6 +101,7 @@ export class FrameScanner {
         else chunk.copy(this.body, this.bodyFill, off, off + n);
         this.bodyFill += n;
         off += n;
+        if (this.parts && this.bodyFill * COMMIT_FRACTION >= this.bodyLength && this.bodyFill < this.bodyLength) this.commitToBody();
         if (this.bodyFill === this.bodyLength) {
           const body = this.parts ? Buffer.concat(this.parts, this.bodyLength) : this.body;
           this.body = null;
@@ -160,6 +167,15 @@ export class FrameScanner {
     this.bodyFill = available;
     this.bodyType = type;
     this.consumedTo = chunk.length;
+  }
+
+  /** Moves the pieces of a large frame into one buffer of its declared size; later pieces are copied in. */
+  private commitToBody(): void {
+    const body = Buffer.allocUnsafe(this.bodyLength);
+    let at = 0;
+    for (const p of this.parts!) at += p.copy(body, at);
+    this.parts = null;
+    this.body = body;
   }
 
   private checkLength(type: number, length: number): number {
