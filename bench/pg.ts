@@ -44,13 +44,13 @@ const UPSTREAM_PASSWORD: string = PG_TEST_USERS.scram.password;
 const GATEWAY_IDENTITY: string = 'bench';
 const GATEWAY_CONNECTION: string = 'bench';
 
-type PathName = 'direct' | 'haproxy' | 'pgbouncer' | 'gateway' | 'gateway+policy' | 'gateway+tls' | 'gateway+connector';
+type PathName = 'direct' | 'haproxy' | 'pgbouncer' | 'gateway' | 'gateway+policy' | 'gateway+tls' | 'gateway+connector' | 'gateway+pgstore';
 type Mode = 'simple' | 'extended' | 'prepared' | 'connect';
 
-const ALL_PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+policy', 'gateway+tls', 'gateway+connector'];
+const ALL_PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+policy', 'gateway+tls', 'gateway+connector', 'gateway+pgstore'];
 const PATHS: readonly PathName[] = parsePaths(process.env.BENCH_PATHS);
 /** Paths also run in -M prepared and at 32 clients (the comparisons issue 14 asks for), to keep the run short. */
-const WIDE_PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+tls'];
+const WIDE_PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+tls', 'gateway+pgstore'];
 const RUN_INTEGRITY: boolean = process.env.BENCH_INTEGRITY !== '0';
 /** pgbench logs this fraction of transactions (-l --sampling-rate) for the p99 latency. */
 const LOG_SAMPLING_RATE: number = 0.2;
@@ -531,6 +531,8 @@ function verdicts(rows: Row[]): { targets: Verdict[]; tls: Verdict[] } {
       compare(rows, 'gateway >= 0.75x HAProxy (extended, 8 clients)', ['gateway', 'extended'], ['haproxy', 'extended'], 0.75),
       compare(rows, 'gateway >= 0.75x HAProxy (prepared, 8 clients)', ['gateway', 'prepared'], ['haproxy', 'prepared'], 0.75),
       compareCpu(rows, 'gateway CPU per transaction <= 2x HAProxy\'s (simple, 8 clients)', ['gateway', 'simple'], ['haproxy', 'simple'], 2),
+      compare(rows, 'gateway on the PostgreSQL store >= 0.8x the gateway on SQLite (simple, 8 clients)', ['gateway+pgstore', 'simple'], ['gateway', 'simple'], 0.8),
+      compare(rows, 'gateway on the PostgreSQL store >= 0.8x the gateway on SQLite (simple, 32 clients)', ['gateway+pgstore', 'simple', MANY_CLIENTS], ['gateway', 'simple', MANY_CLIENTS], 0.8),
       compare(rows, 'gateway -C rate >= 4x direct -C rate (no TLS)', ['gateway', 'connect'], ['direct', 'connect'], 4),
       compare(rows, 'gateway + connector (separate process) >= 80% of the embedded gateway (simple, no TLS)', ['gateway+connector', 'simple'], ['gateway', 'simple'], 0.8),
       compare(rows, 'gateway with a 20-rule policy >= 95% of the gateway without (simple)', ['gateway+policy', 'simple'], ['gateway', 'simple'], 0.95),
@@ -646,6 +648,7 @@ async function main(): Promise<void> {
   log(`gateway on ${gw.pgHost}:${gw.pgPort} (api ${gw.url})`);
   if (CPU_PROF_DIR !== undefined) log(`gateway CPU profile goes to ${CPU_PROF_DIR} when the gateway stops (at the end)`);
   const connectorPid: number = await startBenchConnector(gw, cluster, dir);
+  const pgStore = PATHS.includes('gateway+pgstore') ? await startPgStoreGateway(cluster, gatewayEnv) : null;
   await applyBenchPolicy(gw, cluster, dir);
 
   const upstreamEndpoint = (port: number): Endpoint => ({ host: HOST, port, dbname: DATABASE, user: UPSTREAM_USER, password: UPSTREAM_PASSWORD, sslmode: 'disable' });
@@ -658,7 +661,9 @@ async function main(): Promise<void> {
     'gateway+policy': { ...gatewayEndpoint('disable'), dbname: POLICY_CONNECTION },
     'gateway+tls': gatewayEndpoint('require'),
     'gateway+connector': { ...gatewayEndpoint('disable'), dbname: VIA_CONNECTION },
+    'gateway+pgstore': pgStore ? { ...gatewayEndpoint('disable'), host: pgStore.gw.pgHost, port: pgStore.gw.pgPort, password: pgStore.token } : gatewayEndpoint('disable'),
   };
+  const gatewayOf = (p: PathName): TestGateway => (p === 'gateway+pgstore' && pgStore ? pgStore.gw : gw);
 
   const pidsOf: Record<PathName, number[]> = {
     direct: [],
@@ -668,9 +673,11 @@ async function main(): Promise<void> {
     'gateway+policy': [gw.process.pid!],
     'gateway+tls': [gw.process.pid!],
     'gateway+connector': [gw.process.pid!, connectorPid],
+    'gateway+pgstore': pgStore ? [pgStore.gw.process.pid!] : [],
   };
 
   const seenSessions: Set<string> = new Set((await listGatewaySessions(gw)).map((s) => s.id));
+  if (pgStore) for (const s of await listGatewaySessions(pgStore.gw)) seenSessions.add(s.id);
   const rows: Row[] = [];
   const total: number = GROUPS.reduce((n, g) => n + g.paths.filter((p) => PATHS.includes(p)).length, 0);
   // Groups outermost: the paths compared with each other run close together in time.
@@ -690,7 +697,7 @@ async function main(): Promise<void> {
       let recording: RecordingCount | null = null;
       if (isGateway) {
         try {
-          recording = await countNewRecordings(gw, seenSessions, window);
+          recording = await countNewRecordings(gatewayOf(p), seenSessions, window);
         } catch (err) {
           res.error = [res.error, `counting recorded sessions failed: ${errorMessage(err)}`].filter((e) => e !== null).join('\n');
         }
@@ -717,6 +724,12 @@ async function main(): Promise<void> {
   const gatewayStats = closed ? { commits: Number(closed[1]), events: Number(closed[2]) } : null;
   console.log(`\ngateway: peak RSS ${fmt(gatewayPeakRssMiB, 1)} MiB; recorder: ${gatewayStats ? `${fmt(gatewayStats.events, 0)} events in ${fmt(gatewayStats.commits, 0)} commits ` +
     `(${(gatewayStats.events / Math.max(1, gatewayStats.commits)).toFixed(1)} events per commit)` : 'totals not found in its log'}; writer ${process.env.GATEHOUSE_RECORD_WRITER ?? 'default'}`);
+  if (pgStore) {
+    const storePeak: number | null = peakRssMiB(pgStore.gw.process.pid!);
+    await pgStore.gw.stop();
+    const c: RegExpExecArray | null = /"commits":(\d+),"events":(\d+)[^\n]*recorder closed/.exec(pgStore.gw.logs());
+    console.log(`gateway+pgstore: peak RSS ${fmt(storePeak, 1)} MiB; recorder: ${c ? `${fmt(Number(c[2]), 0)} events in ${fmt(Number(c[1]), 0)} commits (${(Number(c[2]) / Math.max(1, Number(c[1]))).toFixed(1)} events per commit)` : 'totals not found in its log'}`);
+  }
 
   const results = {
     startedAt,
@@ -789,6 +802,23 @@ function cpuUs(pid: number): number {
  * What the hash chain and signatures cost the PostgreSQL path: the same gateway build with
  * integrity on and (GATEHOUSE_UNSAFE_NO_INTEGRITY=1) off, runs interleaved to share the noise.
  */
+/**
+ * A second gateway recording into the shared PostgreSQL store (`--store postgres://…`), on a
+ * cluster of its own so that the store's WAL and fsyncs do not share the target's.
+ */
+async function startPgStoreGateway(target: PgCluster, env: NodeJS.ProcessEnv): Promise<{ gw: TestGateway; token: string }> {
+  log('starting PostgreSQL 15 for the gateway+pgstore path (the recording store)');
+  const storeCluster: PgCluster = await startPgCluster();
+  onCleanup('store postgres', () => storeCluster.stop());
+  await storeCluster.sql('CREATE DATABASE gstore');
+  const storeUrl: string = `postgres://postgres@${storeCluster.host}:${storeCluster.port}/gstore`;
+  const gw: TestGateway = await startTestGateway({ args: ['--store', storeUrl], env });
+  onCleanup('gateway on the PostgreSQL store', () => gw.stop());
+  const token: string = await gw.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster: target, user: UPSTREAM_USER, sslmode: 'disable' });
+  log(`gateway+pgstore on ${gw.pgHost}:${gw.pgPort}, store ${storeCluster.host}:${storeCluster.port}`);
+  return { gw, token };
+}
+
 async function integrityCost(cluster: PgCluster, withIntegrity: Endpoint, gatewayPid: number, env: NodeJS.ProcessEnv): Promise<IntegrityCost> {
   log('integrity cost: a second gateway without hash chain and signatures');
   const plain: TestGateway = await startTestGateway({ env: { ...env, GATEHOUSE_UNSAFE_NO_INTEGRITY: '1' } });
