@@ -31,7 +31,7 @@ export interface GatewayConfig {
   /** HTTP API timeouts and body limit (see ApiLimits in src/api/server.ts). */
   api: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; bodyLimitBytes: number };
   recording: {
-    sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread' | 'overlapped'; fsync: boolean; checkpointIntervalMs: number;
+    sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread' | 'overlapped' | 'journal'; fsync: boolean; checkpointIntervalMs: number;
     /** Unwritten events held in memory while the store is down; beyond that they give way to signed gap markers. */
     maxRetainedEvents: number;
   };
@@ -134,7 +134,7 @@ function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): vo
   if (rec?.sample_rows !== undefined) cfg.recording.sampleRows = num(rec.sample_rows, 'recording.sample_rows');
   if (rec?.sample_bytes !== undefined) cfg.recording.sampleBytes = num(rec.sample_bytes, 'recording.sample_bytes');
   if (rec?.writer !== undefined) {
-    if (rec.writer !== 'inline' && rec.writer !== 'thread' && rec.writer !== 'overlapped') throw new Error('config: recording.writer must be inline, overlapped or thread');
+    if (rec.writer !== 'inline' && rec.writer !== 'thread' && rec.writer !== 'overlapped' && rec.writer !== 'journal') throw new Error('config: recording.writer must be inline, overlapped, thread or journal');
     cfg.recording.writer = rec.writer;
   }
   if (rec?.checkpoint_interval_ms !== undefined) cfg.recording.checkpointIntervalMs = Math.max(100, num(rec.checkpoint_interval_ms, 'recording.checkpoint_interval_ms'));
@@ -194,7 +194,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_RECORD_FSYNC) cfg.recording.fsync = !/^(0|false|off|no)$/i.test(env.GATEHOUSE_RECORD_FSYNC);
   if (env.GATEHOUSE_STORE) cfg.store = storeUrl(env.GATEHOUSE_STORE, 'GATEHOUSE_STORE');
   if (env.GATEHOUSE_MAX_RETAINED_EVENTS) cfg.recording.maxRetainedEvents = Math.max(1, num(env.GATEHOUSE_MAX_RETAINED_EVENTS, 'GATEHOUSE_MAX_RETAINED_EVENTS'));
-  if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread' || env.GATEHOUSE_RECORD_WRITER === 'overlapped') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
+  if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread' || env.GATEHOUSE_RECORD_WRITER === 'overlapped' || env.GATEHOUSE_RECORD_WRITER === 'journal') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
   if (env.GATEHOUSE_LEASE_MS) cfg.lease.durationMs = num(env.GATEHOUSE_LEASE_MS, 'GATEHOUSE_LEASE_MS');
   if (env.GATEHOUSE_HEARTBEAT_MS) cfg.lease.heartbeatMs = num(env.GATEHOUSE_HEARTBEAT_MS, 'GATEHOUSE_HEARTBEAT_MS');
   if (env.GATEHOUSE_API_HEADERS_TIMEOUT_MS) cfg.api.headersTimeoutMs = num(env.GATEHOUSE_API_HEADERS_TIMEOUT_MS, 'GATEHOUSE_API_HEADERS_TIMEOUT_MS');

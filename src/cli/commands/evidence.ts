@@ -62,7 +62,8 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
           const { SqliteStore } = await import('../../store/sqlite/sqlite-store.ts');
           const file = path.join(opts.dataDir, 'gatehouse.db');
           if (!existsSync(file)) throw new Error(`no store at ${file}`);
-          store = new SqliteStore(file);
+          // A reader beside a running gateway: never the journal writer, which is the gateway's alone.
+          store = new SqliteStore(file, { recordWriter: 'inline' });
         }
         try {
           const anchors = trusted.length > 0 ? new Set(trusted.map((pem) => keyIdOf(createPublicKey(pem)))) : dataDirKeyIds(opts.dataDir);
@@ -104,7 +105,7 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
     .option('--data-dir <dir>', 'data directory', './.gatehouse')
     .action(async (opts: { dataDir: string }) => {
       const { SqliteStore } = await import('../../store/sqlite/sqlite-store.ts');
-      const store = new SqliteStore(path.join(opts.dataDir, 'gatehouse.db'));
+      const store = new SqliteStore(path.join(opts.dataDir, 'gatehouse.db'), { recordWriter: 'inline' });
       try {
         for (const k of await store.listSigningKeys()) console.log(`${k.keyId}  added ${new Date(k.createdAt).toISOString()}\n${k.publicKeyPem}`);
       } finally {

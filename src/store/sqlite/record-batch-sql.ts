@@ -34,40 +34,49 @@ export class RecordBatchWriter {
   }
 
   write(batch: RecordBatch): void {
+    this.writeMany([batch]);
+  }
+
+  /** Writes batches in order, in one transaction: all of them or none. */
+  writeMany(batches: readonly RecordBatch[]): void {
     this.db.exec('BEGIN IMMEDIATE');
     try {
-      // Inside the write transaction: a takeover either committed before (and is seen here) or waits.
-      const lost = this.ownedElsewhere(batch);
-      if (lost.length > 0) throw new SessionsTakenOverError(lost);
-      for (const s of batch.sessionsStarted) {
-        const inserted = this.insSession.run(s.id, s.protocol, s.identityId, s.identityName, s.identityKind, s.clientAddr, s.applicationName,
-          s.connectionId, s.connectionName, s.targetHost, s.targetPort, s.targetDatabase, s.targetUser, s.startedAt, s.recordingMode,
-          sessionClaimsColumn(s), s.authMethod ?? null, batch.gatewayId).changes > 0;
-        if (!inserted) {
-          const r = this.storedSession.get(s.id) as { started_at: number; identity_id: string; connection_id: string } | undefined;
-          if (!r || Number(r.started_at) !== s.startedAt || r.identity_id !== s.identityId || r.connection_id !== s.connectionId) {
-            throw new Error(`the store holds a different session ${s.id}`);
-          }
-        }
-      }
-      for (const e of batch.events) {
-        if (this.insEvent.run(e.sessionId, e.seq, e.ts, e.type, e.data, e.hash).changes === 0) {
-          const r = this.storedEvent.get(e.sessionId, e.seq) as { ts: number; type: string; data: string; hash: string } | undefined;
-          if (!r || Number(r.ts) !== e.ts || r.type !== e.type || r.data !== e.data || r.hash !== e.hash) throw new Error(`the store holds a different event #${e.seq} of session ${e.sessionId}`);
-        }
-      }
-      for (const e of batch.sessionsEnded) this.endSession.run(e.endedAt, e.endReason, e.eventCount, e.sessionId);
-      for (const c of batch.checkpoints) this.insCheckpoint.run(c.sessionId, c.seq, c.payload, c.keyId, c.signature);
-      for (const x of batch.seals) {
-        if (this.insSeal.run(x.gatewayId, x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature).changes === 0) {
-          const r = this.storedSeal.get(x.gatewayId, x.position) as { session_id: string; hash: string } | undefined;
-          if (!r || r.hash !== x.hash || r.session_id !== x.sessionId) throw new Error(`the store holds a different seal at position ${x.position} of gateway ${x.gatewayId}`);
-        }
-      }
+      for (const batch of batches) this.writeRows(batch);
       this.db.exec('COMMIT');
     } catch (err) {
       if (this.db.isTransaction) this.db.exec('ROLLBACK');
       throw err;
+    }
+  }
+
+  private writeRows(batch: RecordBatch): void {
+    // Inside the write transaction: a takeover either committed before (and is seen here) or waits.
+    const lost = this.ownedElsewhere(batch);
+    if (lost.length > 0) throw new SessionsTakenOverError(lost);
+    for (const s of batch.sessionsStarted) {
+      const inserted = this.insSession.run(s.id, s.protocol, s.identityId, s.identityName, s.identityKind, s.clientAddr, s.applicationName,
+        s.connectionId, s.connectionName, s.targetHost, s.targetPort, s.targetDatabase, s.targetUser, s.startedAt, s.recordingMode,
+        sessionClaimsColumn(s), s.authMethod ?? null, batch.gatewayId).changes > 0;
+      if (!inserted) {
+        const r = this.storedSession.get(s.id) as { started_at: number; identity_id: string; connection_id: string } | undefined;
+        if (!r || Number(r.started_at) !== s.startedAt || r.identity_id !== s.identityId || r.connection_id !== s.connectionId) {
+          throw new Error(`the store holds a different session ${s.id}`);
+        }
+      }
+    }
+    for (const e of batch.events) {
+      if (this.insEvent.run(e.sessionId, e.seq, e.ts, e.type, e.data, e.hash).changes === 0) {
+        const r = this.storedEvent.get(e.sessionId, e.seq) as { ts: number; type: string; data: string; hash: string } | undefined;
+        if (!r || Number(r.ts) !== e.ts || r.type !== e.type || r.data !== e.data || r.hash !== e.hash) throw new Error(`the store holds a different event #${e.seq} of session ${e.sessionId}`);
+      }
+    }
+    for (const e of batch.sessionsEnded) this.endSession.run(e.endedAt, e.endReason, e.eventCount, e.sessionId);
+    for (const c of batch.checkpoints) this.insCheckpoint.run(c.sessionId, c.seq, c.payload, c.keyId, c.signature);
+    for (const x of batch.seals) {
+      if (this.insSeal.run(x.gatewayId, x.position, x.sessionId, x.payload, x.hash, x.keyId, x.signature).changes === 0) {
+        const r = this.storedSeal.get(x.gatewayId, x.position) as { session_id: string; hash: string } | undefined;
+        if (!r || r.hash !== x.hash || r.session_id !== x.sessionId) throw new Error(`the store holds a different seal at position ${x.position} of gateway ${x.gatewayId}`);
+      }
     }
   }
 

@@ -1,0 +1,267 @@
+import { DatabaseSync } from 'node:sqlite';
+import { closeSync, constants, fdatasyncSync, fstatSync, openSync, readSync, statSync, write, writeSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
+import { RecordBatchWriter } from './record-batch-sql.ts';
+import type { RecordBatch } from '../types.ts';
+
+/**
+ * The recording's durability point as an append-only journal (`recording.writer: journal`).
+ *
+ * A batch is durable once one write of its record (opened O_DSYNC: the write returns when the
+ * bytes are on the disk) into a preallocated file has returned — one system call on libuv's
+ * thread pool while the event loop goes on relaying and the next batch fills. The SQLite rows
+ * are written behind it: journaled batches are applied together, in one transaction on a
+ * connection with synchronous=NORMAL (no fsync), when enough have gathered, after APPLY_MS, when
+ * a batch ends a session or seals, and before any read through the store. So SQLite's per-row
+ * work is spent on many statements at once, and its fsync is off the path.
+ *
+ * Crash recovery: the journal holds every batch since the last rotation; opening the store
+ * applies them again (the batch writer skips rows that are there already, and refuses rows that
+ * differ), then rotates. A rotation applies everything, syncs SQLite's -wal file, and writes a
+ * marker of a new generation at the start of the file: records of older generations further on
+ * are then stale and never replayed. Rotations happen when the file is full, before sessions are
+ * deleted (retention must not be undone by a replay), at start and at close.
+ *
+ * Record: magic, payload length, generation, serial, CRC-32 of (generation, serial, payload),
+ * then the batch as JSON. Replay stops at the first record that is torn, of another generation
+ * or out of serial order.
+ *
+ * Like the overlapped writer, a failed journal write fails every later write until the gateway
+ * restarts (after a failed write the file's tail is unknown, and a failed sync may have dropped
+ * pages the next one would report as written): fail closed.
+ *
+ * One gateway per data directory: batches are released before SQLite checks session ownership
+ * (the check still runs when they are applied, and fails loudly).
+ */
+export class JournalRecordWriter {
+  private readonly db: DatabaseSync;
+  private readonly writer: RecordBatchWriter;
+  private readonly walFile: string;
+  private readonly fd: number;
+  private readonly capacity: number;
+  private generation = 0;
+  private serial = 0;
+  private offset = 0;
+  private inFlight = false;
+  /** Journaled, released, not yet in SQLite, in order. */
+  private unapplied: RecordBatch[] = [];
+  private unappliedEvents = 0;
+  private applyTimer: NodeJS.Timeout | null = null;
+  private applyFailure: Error | null = null;
+  private failure: Error | null = null;
+  private closed = false;
+  readonly stats = { journalWrites: 0, applies: 0, batchesApplied: 0, rotations: 0, replayed: 0 };
+
+  constructor(file: string, options: { fsync: boolean; capacity?: number }) {
+    this.walFile = `${file}-wal`;
+    this.capacity = Math.max(MIN_JOURNAL_BYTES, options.capacity ?? JOURNAL_BYTES);
+    this.db = new DatabaseSync(file);
+    this.db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;');
+    this.writer = new RecordBatchWriter(this.db);
+    const journalFile = `${file}-recjournal`;
+    this.fd = openSync(journalFile, constants.O_RDWR | constants.O_CREAT | (options.fsync ? constants.O_DSYNC : 0), 0o600);
+    this.replay();
+    this.preallocate();
+    this.rotate();
+  }
+
+  /** Resolves once the batch's record is on the disk; its rows reach SQLite shortly after. */
+  write(batch: RecordBatch): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error('recording writer closed'));
+    if (this.inFlight) return Promise.reject(new Error('recording journal: one write at a time'));
+    const record = this.encode(batch);
+    if (this.offset + record.length > this.capacity) {
+      // Full: SQLite must take what the journal holds first. If it cannot (its disk is full too),
+      // this write fails and the recorder retries it later; the journal itself is intact.
+      this.serial--;
+      try {
+        this.rotate();
+      } catch (err) {
+        return Promise.reject(new Error(`the recording journal is full and the store cannot take its rows (${(err as Error).message})`));
+      }
+      if (HEADER + Buffer.byteLength(JSON.stringify(batch)) > this.capacity - HEADER) return this.writeOversized(batch);
+      return this.write(batch);
+    }
+    const at = this.offset;
+    this.offset += record.length;
+    this.inFlight = true;
+    return new Promise<void>((resolve, reject) => {
+      write(this.fd, record, 0, record.length, at, (err, written) => {
+        this.inFlight = false;
+        if (err || written !== record.length) {
+          reject(this.fail(`write to the recording journal failed (${err?.code ?? err?.message ?? `short write of ${written} bytes`}); recording fails until the gateway restarts`));
+          return;
+        }
+        this.stats.journalWrites++;
+        this.queueApply(batch);
+        resolve();
+      });
+    });
+  }
+
+  /** A batch larger than the whole journal goes straight to SQLite, durably (rare: huge outputs). */
+  private writeOversized(batch: RecordBatch): Promise<void> {
+    try {
+      this.applyPending();
+      this.writer.write(batch);
+      fdatasyncSync(this.walDescriptor());
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  private encode(batch: RecordBatch): Buffer {
+    const payload = Buffer.from(JSON.stringify(batch), 'utf8');
+    const record = Buffer.allocUnsafe(HEADER + payload.length);
+    this.serial++;
+    record.writeUInt32LE(MAGIC, 0);
+    record.writeUInt32LE(payload.length, 4);
+    record.writeUInt32LE(this.generation, 8);
+    record.writeUInt32LE(this.serial, 12);
+    payload.copy(record, HEADER);
+    record.writeUInt32LE(crc32(payload, crc32(record.subarray(8, 16))), 16);
+    return record;
+  }
+
+  private queueApply(batch: RecordBatch): void {
+    this.unapplied.push(batch);
+    this.unappliedEvents += batch.events.length;
+    // Ended sessions and seals are applied at once: readers expect a finished session in full.
+    if (this.unappliedEvents >= APPLY_EVENTS || batch.sessionsEnded.length > 0 || batch.seals.length > 0) this.applyPending();
+    else if (!this.applyTimer) this.applyTimer = setTimeout(() => { this.applyTimer = null; this.applyPending(); }, APPLY_MS);
+  }
+
+  /** Writes every journaled batch into SQLite now, in one transaction. Safe to call at any time. */
+  applyPending(): void {
+    if (this.applyTimer) { clearTimeout(this.applyTimer); this.applyTimer = null; }
+    if (this.unapplied.length === 0) return;
+    const batches = this.unapplied;
+    try {
+      this.writer.writeMany(batches);
+      this.unapplied = [];
+      this.unappliedEvents = 0;
+      this.applyFailure = null;
+      this.stats.applies++;
+      this.stats.batchesApplied += batches.length;
+    } catch (err) {
+      // The batches are safe in the journal; SQLite gets them at the next try or the next start.
+      this.applyFailure = err as Error;
+      if (!this.applyTimer) this.applyTimer = setTimeout(() => { this.applyTimer = null; this.applyPending(); }, APPLY_RETRY_MS);
+      throw err;
+    }
+  }
+
+  /** Why journaled batches are not in SQLite yet, if they are not. */
+  get behind(): Error | null { return this.applyFailure; }
+
+  /**
+   * Makes SQLite hold everything durably and starts a new generation at the head of the journal.
+   * Called between writes only (the recorder has at most one in flight; callers wait for it).
+   */
+  rotate(): void {
+    if (this.failure) throw this.failure;
+    // Until the marker is written nothing changes: a failure here leaves the journal as it was.
+    this.applyPending();
+    fdatasyncSync(this.walDescriptor());
+    const generation = this.generation + 1;
+    const marker = Buffer.alloc(HEADER);
+    marker.writeUInt32LE(MAGIC, 0);
+    marker.writeUInt32LE(0, 4);
+    marker.writeUInt32LE(generation, 8);
+    marker.writeUInt32LE(0, 12);
+    marker.writeUInt32LE(crc32(Buffer.alloc(0), crc32(marker.subarray(8, 16))), 16);
+    try {
+      writeSync(this.fd, marker, 0, HEADER, 0);
+      fdatasyncSync(this.fd);
+    } catch (err) {
+      // The head of the journal is unknown now: appending after it could be lost to a replay.
+      throw this.fail(`writing the recording journal's head failed (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); recording fails until the gateway restarts`);
+    }
+    this.generation = generation;
+    this.serial = 0;
+    this.offset = HEADER;
+    this.stats.rotations++;
+  }
+
+  /** Applies what the journal holds of its newest generation (after a crash: what SQLite may lack). */
+  private replay(): void {
+    const size = fstatSync(this.fd).size;
+    if (size < HEADER) return;
+    const header = Buffer.alloc(HEADER);
+    let at = 0;
+    let generation = -1;
+    let expected = 0;
+    const batches: RecordBatch[] = [];
+    while (at + HEADER <= size) {
+      readSync(this.fd, header, 0, HEADER, at);
+      if (header.readUInt32LE(0) !== MAGIC) break;
+      const length = header.readUInt32LE(4);
+      const gen = header.readUInt32LE(8);
+      const serial = header.readUInt32LE(12);
+      if (generation === -1) generation = gen;
+      if (gen !== generation || serial !== expected || at + HEADER + length > size) break;
+      const payload = Buffer.alloc(length);
+      if (length > 0) readSync(this.fd, payload, 0, length, at + HEADER);
+      if (crc32(payload, crc32(header.subarray(8, 16))) !== header.readUInt32LE(16)) break;
+      if (length > 0) batches.push(JSON.parse(payload.toString('utf8')) as RecordBatch);
+      expected++;
+      at += HEADER + length;
+    }
+    if (generation >= 0) this.generation = generation;
+    if (batches.length > 0) {
+      this.writer.writeMany(batches);
+      this.stats.replayed = batches.length;
+    }
+  }
+
+  /** Zeros up to the capacity once, so that journal writes overwrite blocks instead of growing the file. */
+  private preallocate(): void {
+    const size = fstatSync(this.fd).size;
+    if (size >= this.capacity) return;
+    const zeros = Buffer.alloc(1 << 20);
+    for (let at = size; at < this.capacity; at += zeros.length) writeSync(this.fd, zeros, 0, Math.min(zeros.length, this.capacity - at), at);
+    fdatasyncSync(this.fd);
+  }
+
+  private walFd = -1;
+
+  /** The -wal file's descriptor, reopened if SQLite replaced the file (compared by inode). */
+  private walDescriptor(): number {
+    if (this.walFd >= 0 && fstatSync(this.walFd).ino === statSync(this.walFile).ino) return this.walFd;
+    if (this.walFd >= 0) closeSync(this.walFd);
+    this.walFd = -1;
+    this.walFd = openSync(this.walFile, 'r+');
+    return this.walFd;
+  }
+
+  private fail(message: string): Error {
+    this.failure = new Error(message);
+    return this.failure;
+  }
+
+  /** Waits for the write in flight, applies and rotates, then closes. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.inFlight) await new Promise<void>((resolve) => setImmediate(resolve));
+    try {
+      if (!this.failure) this.rotate();
+    } finally {
+      if (this.applyTimer) clearTimeout(this.applyTimer);
+      if (this.walFd >= 0) closeSync(this.walFd);
+      closeSync(this.fd);
+      this.db.close();
+    }
+  }
+}
+
+const MAGIC = 0x4a524847; // "GHRJ"
+const HEADER = 20;
+/** Journal size: at ~2 KiB per batch, a rotation (one SQLite sync) every ~8,000 batches. */
+const JOURNAL_BYTES = 16 * 1024 * 1024;
+const MIN_JOURNAL_BYTES = 64 * 1024;
+/** Journaled events that make an apply start at once, and how long others may wait for one. */
+const APPLY_EVENTS = 256;
+const APPLY_MS = 10;
+const APPLY_RETRY_MS = 1000;
