@@ -45,7 +45,7 @@ export class SqliteStore implements Store {
   private readonly journal: JournalRecordWriter | null;
   private readonly inlineWriter: RecordBatchWriter | null;
 
-  constructor(file: string, options: { recordWriter?: RecordWriterMode; fsync?: boolean } = {}) {
+  constructor(file: string, options: { recordWriter?: RecordWriterMode; fsync?: boolean; journalBytes?: number } = {}) {
     mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
     // Recordings and token hashes are for the gateway's eyes only; SQLite gives the -wal and
     // -shm files the same mode as the database file.
@@ -58,7 +58,7 @@ export class SqliteStore implements Store {
     this.db.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=${sync}; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=5000;`);
     this.migrate();
     const mode: RecordWriterMode = options.recordWriter ?? DEFAULT_RECORD_WRITER;
-    this.journal = mode === 'journal' ? new JournalRecordWriter(file, { fsync: sync === 'FULL' }) : null;
+    this.journal = mode === 'journal' ? new JournalRecordWriter(file, { fsync: sync === 'FULL', capacity: options.journalBytes }) : null;
     this.writer = mode === 'thread' ? new RecordWriterThread(file, sync) : mode === 'overlapped' ? new OverlappedRecordWriter(file, sync === 'FULL') : this.journal;
     this.inlineWriter = mode === 'inline' ? new RecordBatchWriter(this.db) : null;
   }
