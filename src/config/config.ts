@@ -31,7 +31,7 @@ export interface GatewayConfig {
   /** HTTP API timeouts and body limit (see ApiLimits in src/api/server.ts). */
   api: { headersTimeoutMs: number; requestTimeoutMs: number; keepAliveTimeoutMs: number; bodyLimitBytes: number };
   recording: {
-    sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread' | 'overlapped' | 'journal'; fsync: boolean; checkpointIntervalMs: number;
+    sampleRows: number; sampleBytes: number; writer: 'inline' | 'thread' | 'overlapped' | 'journal'; journalBytes: number; fsync: boolean; checkpointIntervalMs: number;
     /** Unwritten events held in memory while the store is down; beyond that they give way to signed gap markers. */
     maxRetainedEvents: number;
   };
@@ -89,7 +89,7 @@ export function defaultConfig(): GatewayConfig {
     tls: {},
     logLevel: 'info',
     api: { headersTimeoutMs: 10_000, requestTimeoutMs: 300_000, keepAliveTimeoutMs: 5_000, bodyLimitBytes: 1024 * 1024 },
-    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', fsync: true, checkpointIntervalMs: 5000, maxRetainedEvents: 500_000 },
+    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', journalBytes: 16 * 1024 * 1024, fsync: true, checkpointIntervalMs: 5000, maxRetainedEvents: 500_000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true, recordedTextBytes: 64 * 1024 },
     authLimit: defaultAuthLimits(),
     approvals: {},
@@ -137,6 +137,7 @@ function applyFile(cfg: GatewayConfig, file: string, env: NodeJS.ProcessEnv): vo
     if (rec.writer !== 'inline' && rec.writer !== 'thread' && rec.writer !== 'overlapped' && rec.writer !== 'journal') throw new Error('config: recording.writer must be inline, overlapped, thread or journal');
     cfg.recording.writer = rec.writer;
   }
+  if (rec?.journal_bytes !== undefined) cfg.recording.journalBytes = Math.max(64 * 1024, num(rec.journal_bytes, 'recording.journal_bytes'));
   if (rec?.checkpoint_interval_ms !== undefined) cfg.recording.checkpointIntervalMs = Math.max(100, num(rec.checkpoint_interval_ms, 'recording.checkpoint_interval_ms'));
   const signing = doc.signing as Yaml | undefined;
   if (signing?.key_file) cfg.signingKeyFile = path.resolve(base, String(signing.key_file));
@@ -195,6 +196,11 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   if (env.GATEHOUSE_STORE) cfg.store = storeUrl(env.GATEHOUSE_STORE, 'GATEHOUSE_STORE');
   if (env.GATEHOUSE_MAX_RETAINED_EVENTS) cfg.recording.maxRetainedEvents = Math.max(1, num(env.GATEHOUSE_MAX_RETAINED_EVENTS, 'GATEHOUSE_MAX_RETAINED_EVENTS'));
   if (env.GATEHOUSE_RECORD_WRITER === 'inline' || env.GATEHOUSE_RECORD_WRITER === 'thread' || env.GATEHOUSE_RECORD_WRITER === 'overlapped' || env.GATEHOUSE_RECORD_WRITER === 'journal') cfg.recording.writer = env.GATEHOUSE_RECORD_WRITER;
+  if (env.GATEHOUSE_RECORD_JOURNAL_BYTES) {
+    const n = Number(env.GATEHOUSE_RECORD_JOURNAL_BYTES);
+    if (!Number.isInteger(n) || n < 64 * 1024) throw new Error('GATEHOUSE_RECORD_JOURNAL_BYTES must be a whole number of bytes, at least 65536');
+    cfg.recording.journalBytes = n;
+  }
   if (env.GATEHOUSE_LEASE_MS) cfg.lease.durationMs = num(env.GATEHOUSE_LEASE_MS, 'GATEHOUSE_LEASE_MS');
   if (env.GATEHOUSE_HEARTBEAT_MS) cfg.lease.heartbeatMs = num(env.GATEHOUSE_HEARTBEAT_MS, 'GATEHOUSE_HEARTBEAT_MS');
   if (env.GATEHOUSE_API_HEADERS_TIMEOUT_MS) cfg.api.headersTimeoutMs = num(env.GATEHOUSE_API_HEADERS_TIMEOUT_MS, 'GATEHOUSE_API_HEADERS_TIMEOUT_MS');

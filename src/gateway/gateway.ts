@@ -59,7 +59,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
   // The store holds identities, connections and recordings; keys, TLS and the seal-log head stay in the data directory.
   const store: Store = config.store
     ? await PostgresStore.open(config.store, { onIdleError: (err) => log.warn({ err: err.message }, 'store connection lost') })
-    : new SqliteStore(path.join(config.dataDir, 'gatehouse.db'), { recordWriter: config.recording.writer, fsync: config.recording.fsync });
+    : new SqliteStore(path.join(config.dataDir, 'gatehouse.db'), { recordWriter: config.recording.writer, journalBytes: config.recording.journalBytes, fsync: config.recording.fsync });
   const closers: Array<() => Promise<void>> = [() => store.close()];
   try {
     const secrets = new SecretBox(loadSecretKey(path.join(config.dataDir, 'secret.key'), config.secretKey));

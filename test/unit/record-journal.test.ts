@@ -163,3 +163,28 @@ test('a row that differs from what SQLite holds is refused at replay, not overwr
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a second gateway on the same data directory is refused the journal while the first runs', async () => {
+  const { dir, file } = tempStore();
+  const { spawn } = await import('node:child_process');
+  const holder = spawn(process.execPath, ['--input-type=module', '-e', `
+    import { SqliteStore } from ${JSON.stringify(STORE_MODULE)};
+    new SqliteStore(${JSON.stringify(file)}, { recordWriter: 'journal' });
+    console.log('open');
+    setInterval(() => {}, 1000);`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('open')) resolve(); });
+      holder.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
+    });
+    assert.throws(() => new SqliteStore(file, { recordWriter: 'journal' }), new RegExp(`in use by process ${holder.pid}`));
+    holder.kill('SIGKILL');
+    await new Promise((resolve) => holder.once('exit', resolve));
+    // Its process gone, the lock is stale and taken over.
+    const store = new SqliteStore(file, { recordWriter: 'journal' });
+    await store.close();
+  } finally {
+    holder.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -1,5 +1,5 @@
 import { DatabaseSync } from 'node:sqlite';
-import { closeSync, constants, fdatasyncSync, fstatSync, openSync, readSync, statSync, write, writeSync } from 'node:fs';
+import { closeSync, constants, fdatasyncSync, fstatSync, openSync, readFileSync, readSync, rmSync, statSync, write, writeFileSync, writeSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { RecordBatchWriter } from './record-batch-sql.ts';
 import type { RecordBatch } from '../types.ts';
@@ -38,6 +38,7 @@ export class JournalRecordWriter {
   private readonly writer: RecordBatchWriter;
   private readonly walFile: string;
   private readonly fd: number;
+  private readonly lockFile: string;
   private readonly capacity: number;
   private generation = 0;
   private serial = 0;
@@ -59,10 +60,20 @@ export class JournalRecordWriter {
     this.db.exec('PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;');
     this.writer = new RecordBatchWriter(this.db);
     const journalFile = `${file}-recjournal`;
+    this.lockFile = `${journalFile}.lock`;
+    takeLock(this.lockFile);
     this.fd = openSync(journalFile, constants.O_RDWR | constants.O_CREAT | (options.fsync ? constants.O_DSYNC : 0), 0o600);
-    this.replay();
-    this.preallocate();
-    this.rotate();
+    try {
+      this.replay();
+      this.preallocate();
+      this.rotate();
+    } catch (err) {
+      closeSync(this.fd);
+      if (this.walFd >= 0) closeSync(this.walFd);
+      this.db.close();
+      rmSync(this.lockFile, { force: true });
+      throw err;
+    }
   }
 
   /** Resolves once the batch's record is on the disk; its rows reach SQLite shortly after. */
@@ -252,7 +263,38 @@ export class JournalRecordWriter {
       if (this.walFd >= 0) closeSync(this.walFd);
       closeSync(this.fd);
       this.db.close();
+      rmSync(this.lockFile, { force: true });
     }
+  }
+}
+
+/**
+ * The journal is one process's: a second gateway on the same data directory would overwrite its
+ * records. The lock file names the owner's pid; a lock whose process is gone is taken over.
+ */
+function takeLock(lockFile: string): void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(lockFile, String(process.pid), { flag: 'wx', mode: 0o600 });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const owner = Number(readFileSync(lockFile, 'utf8').trim());
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
+      throw new Error(`the recording journal ${lockFile.slice(0, -'.lock'.length)} is in use by process ${owner} (another gateway on this data directory?)`);
+    }
+    rmSync(lockFile, { force: true });
+  }
+  throw new Error(`could not lock the recording journal (${lockFile})`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
