@@ -43,6 +43,8 @@ export class JournalRecordWriter {
   private generation = 0;
   private serial = 0;
   private offset = 0;
+  /** Bytes of the file written (zeros ahead of the records included). */
+  private allocated = 0;
   private inFlight = false;
   /** Journaled, released, not yet in SQLite, in order. */
   private unapplied: RecordBatch[] = [];
@@ -81,32 +83,48 @@ export class JournalRecordWriter {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('recording writer closed'));
     if (this.inFlight) return Promise.reject(new Error('recording journal: one write at a time'));
-    const record = this.encode(batch);
-    if (this.offset + record.length > this.capacity) {
+    const payload = Buffer.from(JSON.stringify(batch), 'utf8');
+    const length = HEADER + payload.length;
+    if (length > this.capacity - HEADER) return this.writeOversized(batch);
+    if (this.offset + length > this.capacity) {
       // Full: SQLite must take what the journal holds first. If it cannot (its disk is full too),
       // this write fails and the recorder retries it later; the journal itself is intact.
-      this.serial--;
       try {
         this.rotate();
       } catch (err) {
         return Promise.reject(new Error(`the recording journal is full and the store cannot take its rows (${(err as Error).message})`));
       }
-      if (HEADER + Buffer.byteLength(JSON.stringify(batch)) > this.capacity - HEADER) return this.writeOversized(batch);
-      return this.write(batch);
     }
-    const at = this.offset;
-    this.offset += record.length;
     this.inFlight = true;
     return new Promise<void>((resolve, reject) => {
-      write(this.fd, record, 0, record.length, at, (err, written) => {
-        this.inFlight = false;
-        if (err || written !== record.length) {
-          reject(this.fail(`write to the recording journal failed (${err?.code ?? err?.message ?? `short write of ${written} bytes`}); recording fails until the gateway restarts`));
+      const append = (): void => {
+        const record = this.encode(payload);
+        const at = this.offset;
+        this.offset += record.length;
+        write(this.fd, record, 0, record.length, at, (err, written) => {
+          this.inFlight = false;
+          if (err || written !== record.length) {
+            reject(this.fail(`write to the recording journal failed (${err?.code ?? err?.message ?? `short write of ${written} bytes`}); recording fails until the gateway restarts`));
+            return;
+          }
+          this.stats.journalWrites++;
+          this.queueApply(batch);
+          resolve();
+        });
+      };
+      if (this.offset + length <= this.allocated) {
+        append();
+        return;
+      }
+      // Zeros ahead of the records, a step at a time: a record then overwrites blocks the file
+      // already has, so its O_DSYNC write need not also commit a change of the file's size.
+      this.extend(this.offset + length, (err) => {
+        if (!err) {
+          append();
           return;
         }
-        this.stats.journalWrites++;
-        this.queueApply(batch);
-        resolve();
+        this.inFlight = false;
+        reject(new Error(`could not extend the recording journal (${err.code ?? err.message})`));
       });
     });
   }
@@ -123,8 +141,7 @@ export class JournalRecordWriter {
     }
   }
 
-  private encode(batch: RecordBatch): Buffer {
-    const payload = Buffer.from(JSON.stringify(batch), 'utf8');
+  private encode(payload: Buffer): Buffer {
     const record = Buffer.allocUnsafe(HEADER + payload.length);
     this.serial++;
     record.writeUInt32LE(MAGIC, 0);
@@ -227,13 +244,28 @@ export class JournalRecordWriter {
     }
   }
 
-  /** Zeros up to the capacity once, so that journal writes overwrite blocks instead of growing the file. */
+  /** The first step of zeros, at open (later steps are written as the records reach them). */
   private preallocate(): void {
-    const size = fstatSync(this.fd).size;
-    if (size >= this.capacity) return;
-    const zeros = Buffer.alloc(1 << 20);
-    for (let at = size; at < this.capacity; at += zeros.length) writeSync(this.fd, zeros, 0, Math.min(zeros.length, this.capacity - at), at);
+    this.allocated = fstatSync(this.fd).size;
+    const first = Math.min(this.capacity, ALLOCATE_STEP);
+    if (this.allocated >= first) return;
+    writeSync(this.fd, Buffer.alloc(first - this.allocated), 0, first - this.allocated, this.allocated);
     fdatasyncSync(this.fd);
+    this.allocated = first;
+  }
+
+  /** Writes zeros from the end of the file to past `end` (a step at least) on the thread pool. */
+  private extend(end: number, done: (err: NodeJS.ErrnoException | null) => void): void {
+    const to = Math.min(this.capacity, Math.max(this.allocated + ALLOCATE_STEP, end));
+    const zeros = Buffer.alloc(to - this.allocated);
+    write(this.fd, zeros, 0, zeros.length, this.allocated, (err, written) => {
+      if (err || written !== zeros.length) {
+        done(err ?? Object.assign(new Error(`short write of ${written} bytes`), { code: 'EIO' }));
+        return;
+      }
+      this.allocated = to;
+      done(null);
+    });
   }
 
   private walFd = -1;
@@ -303,6 +335,8 @@ const HEADER = 20;
 /** Journal size: at ~2 KiB per batch, a rotation (one SQLite sync) every ~8,000 batches. */
 const JOURNAL_BYTES = 16 * 1024 * 1024;
 const MIN_JOURNAL_BYTES = 64 * 1024;
+/** Zeros written ahead of the records at a time. */
+const ALLOCATE_STEP = 1024 * 1024;
 /** Journaled events that make an apply start at once, and how long others may wait for one. */
 const APPLY_EVENTS = 256;
 const APPLY_MS = 10;
