@@ -11,6 +11,8 @@
 //                   .cpuprofile there when it stops (open in Chrome DevTools or speedscope)
 //   BENCH_PATHS     comma-separated subset of the paths to run (default: all), e.g. direct,haproxy,gateway
 //   BENCH_INTEGRITY 0: skip the integrity-cost pairs at the end
+//   BENCH_WRITERS   e.g. inline,journal: at the end, one gateway per recording writer, run
+//                   interleaved with HAProxy (simple and prepared, 8 clients, 5 rounds; medians)
 //
 // HAProxy and PgBouncer are installed from Debian when missing (apt-get; needs root). Their
 // system services are never used: this script runs its own instances with its own config files
@@ -52,6 +54,7 @@ const PATHS: readonly PathName[] = parsePaths(process.env.BENCH_PATHS);
 /** Paths also run in -M prepared and at 32 clients (the comparisons issue 14 asks for), to keep the run short. */
 const WIDE_PATHS: readonly PathName[] = ['direct', 'haproxy', 'pgbouncer', 'gateway', 'gateway+tls', 'gateway+pgstore'];
 const RUN_INTEGRITY: boolean = process.env.BENCH_INTEGRITY !== '0';
+const WRITERS: readonly string[] = (process.env.BENCH_WRITERS ?? '').split(',').map((w) => w.trim()).filter((w) => w !== '');
 /** pgbench logs this fraction of transactions (-l --sampling-rate) for the p99 latency. */
 const LOG_SAMPLING_RATE: number = 0.2;
 
@@ -717,6 +720,7 @@ async function main(): Promise<void> {
   printReport(rows, v);
   const integrity = RUN_INTEGRITY ? await integrityCost(cluster, endpoints.gateway, gw.process.pid!, gatewayEnv) : null;
   if (integrity) printIntegrity(integrity);
+  const writers = WRITERS.length > 0 ? await writerComparison(cluster, endpoints.haproxy, haproxy.daemon.child.pid!, gatewayEnv) : null;
   const gatewayPeakRssMiB: number | null = peakRssMiB(gw.process.pid!);
   await gw.stop();
   // The recorder logs its totals when it closes: events per commit is the group-commit factor.
@@ -749,6 +753,7 @@ async function main(): Promise<void> {
     verdict: v,
     gateway: { peakRssMiB: gatewayPeakRssMiB, recorder: gatewayStats },
     integrity,
+    writers,
   };
   mkdirSync(path.dirname(RESULTS_FILE), { recursive: true });
   writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');
@@ -844,6 +849,49 @@ async function integrityCost(cluster: PgCluster, withIntegrity: Endpoint, gatewa
   if (out.withIntegrity.length > 0 && out.without.length > 0) out.ratio = median(out.withIntegrity) / median(out.without);
   if (out.cpuUsWith.length > 0 && out.cpuUsWithout.length > 0) out.cpuRatio = median(out.cpuUsWith) / median(out.cpuUsWithout);
   return out;
+}
+
+interface WriterRun { name: string; mode: Mode; tps: number[]; cpuUs: number[]; latencyMs: number[] }
+
+/**
+ * The recording writers side by side: one gateway per writer (and HAProxy as the reference), each
+ * round running every one once in alternating order, so that a machine whose load moves affects
+ * all alike; medians over the rounds.
+ */
+async function writerComparison(cluster: PgCluster, haproxy: Endpoint, haproxyPid: number, env: NodeJS.ProcessEnv): Promise<WriterRun[]> {
+  const targets: Array<{ name: string; endpoint: Endpoint; pid: number }> = [{ name: 'haproxy', endpoint: haproxy, pid: haproxyPid }];
+  for (const writer of WRITERS) {
+    log(`writer comparison: a gateway with recording.writer ${writer}`);
+    const g: TestGateway = await startTestGateway({ env: { ...env, GATEHOUSE_RECORD_WRITER: writer } });
+    onCleanup(`gateway (${writer} writer)`, () => g.stop());
+    const token: string = await g.setupPostgres({ identity: GATEWAY_IDENTITY, connection: GATEWAY_CONNECTION, cluster, user: UPSTREAM_USER, sslmode: 'disable' });
+    targets.push({ name: `gateway, ${writer}`, endpoint: { host: g.pgHost, port: g.pgPort, dbname: GATEWAY_CONNECTION, user: GATEWAY_IDENTITY, password: token, sslmode: 'disable' }, pid: g.process.pid! });
+  }
+  const runs: WriterRun[] = [];
+  for (const mode of ['simple', 'prepared'] as const) {
+    const byTarget = targets.map((t) => ({ t, run: { name: t.name, mode, tps: [], cpuUs: [], latencyMs: [] } as WriterRun }));
+    runs.push(...byTarget.map((x) => x.run));
+    for (let round = 0; round < 5 && !interrupted; round++) {
+      for (const { t, run } of round % 2 === 0 ? byTarget : [...byTarget].reverse()) {
+        const before = cpuUs(t.pid);
+        const r: PgbenchResult = await pgbench(t.endpoint, mode);
+        const used = cpuUs(t.pid) - before;
+        if (r.tps !== null) run.tps.push(r.tps);
+        if (r.latencyMs !== null) run.latencyMs.push(r.latencyMs);
+        if (r.transactions) run.cpuUs.push(used / r.transactions);
+      }
+    }
+  }
+  const median = (xs: number[]): number | null => (xs.length === 0 ? null : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
+  console.log('\nRecording writers, interleaved (8 clients, 5 rounds, medians; CPU is the path\'s own process):');
+  console.log('mode      path                        TPS  avg ms  CPU µs/tx  vs haproxy  TPS of each round');
+  for (const r of runs) {
+    const ref = runs.find((x) => x.mode === r.mode && x.name === 'haproxy');
+    const tps = median(r.tps);
+    const ratio = tps !== null && ref && median(ref.tps) ? `${(tps / median(ref.tps)!).toFixed(2)}x` : '';
+    console.log(`${r.mode.padEnd(9)} ${r.name.padEnd(22)} ${fmt(tps, 0).padStart(8)} ${fmt(median(r.latencyMs), 3).padStart(7)} ${fmt(median(r.cpuUs), 1).padStart(10)} ${ratio.padStart(11)}  ${r.tps.map((x) => fmt(x, 0)).join(', ')}`);
+  }
+  return runs;
 }
 
 function printIntegrity(c: IntegrityCost): void {
