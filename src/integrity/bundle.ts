@@ -4,6 +4,8 @@ import path from 'node:path';
 import { sha256Hex } from './hash-chain.ts';
 import { keyIdOf } from './signing-keys.ts';
 import { createPublicKey } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { tarArchive } from './tar.ts';
 import { asciicastFiles } from '../recorder/asciicast.ts';
 import {
   checkStartEvent, compareDescription, DESCRIBED_FIELDS, verifySessionEvidence, vouchedDescription,
@@ -36,7 +38,30 @@ const BUNDLE_FILE = /^(events\.jsonl|checkpoints\.jsonl|seal\.json|keys\/[0-9a-f
 const jsonl = (rows: unknown[]): string => rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : '');
 
 export function writeBundle(dir: string, content: BundleContent): Manifest {
+  const { files, manifest } = bundleFiles(content);
   mkdirSync(path.join(dir, 'keys'), { recursive: true });
+  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
+  return manifest;
+}
+
+/**
+ * The bundle as one file: a gzipped tar of the directory `<session id>/` that writeBundle would
+ * write (what the console downloads). `tar -xzf FILE` then `gatehouse verify <session id>`.
+ */
+export function bundleArchive(content: BundleContent): Buffer {
+  const { files } = bundleFiles(content);
+  const top = content.session.id;
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(top) || top.startsWith('.')) throw new Error(`session id ${JSON.stringify(top)} cannot name a bundle directory`);
+  const mtime = Math.floor(Date.now() / 1000);
+  return gzipSync(tarArchive([
+    { name: `${top}/`, dir: true, mtime },
+    { name: `${top}/keys/`, dir: true, mtime },
+    ...Object.entries(files).map(([name, text]) => ({ name: `${top}/${name}`, data: Buffer.from(text, 'utf8'), mtime })),
+  ]));
+}
+
+/** The bundle's files (manifest.json included, last) as name → text. */
+export function bundleFiles(content: BundleContent): { files: Record<string, string>; manifest: Manifest } {
   const files: Record<string, string> = {
     'events.jsonl': jsonl(content.events),
     'checkpoints.jsonl': jsonl(content.checkpoints),
@@ -48,12 +73,8 @@ export function writeBundle(dir: string, content: BundleContent): Manifest {
   // Only the fields verify can check against the seal and the session.start event.
   const session = Object.fromEntries(DESCRIBED_FIELDS.filter((f) => f in content.session).map((f) => [f, content.session[f]])) as Manifest['session'];
   const manifest: Manifest = { format: BUNDLE_FORMAT, version: BUNDLE_VERSION, session, files: {} };
-  for (const [name, text] of Object.entries(files)) {
-    writeFileSync(path.join(dir, name), text);
-    manifest.files[name] = sha256Hex(text);
-  }
-  writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-  return manifest;
+  for (const [name, text] of Object.entries(files)) manifest.files[name] = sha256Hex(text);
+  return { files: { ...files, 'manifest.json': JSON.stringify(manifest, null, 2) + '\n' }, manifest };
 }
 
 function castTitle(session: Record<string, unknown>): string {
