@@ -100,7 +100,7 @@ const aws: Detector = (() => {
   const secret = regexDetector({
     name: 'aws', description: 'AWS secret access key after its name',
     prefilter: /secret_?(?:access_?)?key|aws_?secret/i,
-    pattern: /(?<![A-Za-z0-9])(?:aws_?)?secret_?(?:access_?)?key["']?[ \t]{0,8}(?:[:=]|=>)[ \t]{0,8}["']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])/i,
+    pattern: /(?<![A-Za-z0-9])(?:aws_?)?secret_?(?:access_?)?key["']?(?:[ \t]{0,8}(?:[:=]|=>)[ \t]{0,8}|[ \t]{1,8})["']?([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])/i,
     groups: [1],
   });
   return {
@@ -227,7 +227,8 @@ const urlCredentials = (() => {
     prefilter: /passw(?:or)?d|pwd|passphrase/i,
     pattern: /(?<![A-Za-z0-9_])(?:password|passwd|pwd|passphrase)["']?[ \t]{0,4}[=:][ \t]{0,4}(?:'([^'\r\n]{1,256})'|"([^"\r\n]{1,256})"|([^\s;&'"<>,)]{1,256}))/i,
     groups: [1, 2, 3],
-    validate: (s) => !isPlaceholder(s),
+    // PWD=/home/x is the shell's working directory, not a password.
+    validate: (s, match) => !isPlaceholder(s) && !(/^pwd/i.test(match) && /^[/~.]/.test(s)),
   });
   return {
     name: 'url_credentials', description: 'Passwords in URLs and connection strings',
