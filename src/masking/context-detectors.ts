@@ -69,9 +69,9 @@ const RULES: Rule[] = [
     groups: [1, 2, 3], validate: notPlaceholder,
   },
   {
-    // PGPASSWORD=… cmd, export GITHUB_TOKEN=…, MYSQL_PWD=… (not PWD=/OLDPWD=, the working directory)
+    // PGPASSWORD=… cmd, export GITHUB_TOKEN=…, MYSQL_PWD=… (names in capitals, as variables are; not PWD=/OLDPWD=, the working directory)
     name: 'env_secret',
-    pattern: new RegExp(String.raw`(?<![A-Za-z0-9_])(?:${SECRET_NAME}|[A-Za-z0-9_]{1,64}_PWD)=${CLI_VALUE}`, 'gid'),
+    pattern: new RegExp(String.raw`(?<![A-Za-z0-9_])(?:[A-Z0-9_]{0,64}(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIALS?|AUTH_?KEY)[A-Z0-9_]{0,64}|[A-Z0-9_]{1,64}_PWD)=${CLI_VALUE}`, 'gd'),
     groups: [1, 2, 3], validate: notPlaceholder,
   },
   {
