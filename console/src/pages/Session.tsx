@@ -4,8 +4,8 @@
 // its integrity (chain, checkpoints, seal) and the export bundle. Each event has a deep link.
 import { useEffect, useState } from 'react';
 import { ApiError, get, type EventView, type SessionView } from '../api.ts';
-import { Time, duration, visible } from '../format.tsx';
-import { href } from '../router.ts';
+import { Time, duration, pageKey, visible } from '../format.tsx';
+import { back, href } from '../router.ts';
 import { Replay, type Terminal } from './Replay.tsx';
 
 interface Detail { session: SessionView; events: EventView[] }
@@ -22,9 +22,23 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
     get<Terminal[]>(`/api/v1/sessions/${encodeURIComponent(id)}/terminals`).then(setTerminals, () => setTerminals([]));
     get<Verification>(`/api/v1/sessions/${encodeURIComponent(id)}/verify`).then(setVerified, () => setVerified(null));
   }, [id]);
+  // A deep link to an event (#/sessions/ID/e/SEQ) scrolls to it and puts the keyboard there.
   useEffect(() => {
-    if (focus !== null && detail) document.getElementById(`e${focus}`)?.scrollIntoView({ block: 'center' });
+    if (focus === null || !detail) return;
+    const el = document.getElementById(`e${focus}`);
+    el?.scrollIntoView({ block: 'center' });
+    el?.focus({ preventScroll: true });
   }, [focus, detail]);
+  // Esc goes back to the list it came from.
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key !== 'Escape' || !pageKey(e)) return;
+      back.opened = id;
+      window.location.hash = back.list;
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [id]);
 
   if (error) return <p role="alert" className="error">{error}</p>;
   if (!detail) return <p className="muted">Loading…</p>;
@@ -36,7 +50,7 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
     <section>
       <h1>Session <code>{s.id}</code></h1>
       <dl className="facts">
-        <dt>Identity</dt><dd>{visible(s.identity.name)} ({s.identity.kind}){claims.length > 0 && <> — run <a href={href('/runs', Object.fromEntries(claims.slice(0, 3).map(([k, v]) => [`claim.${k}`, v])))}>{claims.map(([k, v]) => `${k}=${v}`).join(' ')}</a></>}</dd>
+        <dt>Identity</dt><dd>{visible(s.identity.name)} ({s.identity.kind}){claims.length > 0 && <> — run <a href={href('/runs', Object.fromEntries(claims.slice(0, 3).map(([k, v]) => [`claim.${k}`, v])))}>{visible(claims.map(([k, v]) => `${k}=${v}`).join(' '), 300)}</a></>}</dd>
         <dt>Connection</dt><dd>{visible(s.connection)} ({s.protocol}) → {visible(s.target.user)}@{visible(s.target.host)}:{s.target.port}{s.target.database ? `/${visible(s.target.database)}` : ''}</dd>
         <dt>Client</dt><dd>{visible(s.clientAddr)} {s.applicationName && <>· {visible(s.applicationName)}</>}</dd>
         <dt>Started</dt><dd><Time iso={s.startedAt} /></dd>
@@ -47,7 +61,7 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
       <h2>Timeline</h2>
       <ol className="timeline">
         {events.filter((e) => e.type !== 'result' && e.type !== 'term.out' && e.type !== 'term.in').map((e) => (
-          <li key={e.seq} id={`e${e.seq}`} className={`ev ev-${e.type.replace(/\./g, '-')}${focus === e.seq ? ' focus' : ''}${marked(e.data)}`}>
+          <li key={e.seq} id={`e${e.seq}`} tabIndex={-1} aria-current={focus === e.seq ? 'location' : undefined} className={`ev ev-${e.type.replace(/\./g, '-')}${focus === e.seq ? ' focus' : ''}${marked(e.data)}`}>
             <a className="seq" href={href(`/sessions/${s.id}/e/${e.seq}`)} title="link to this event">#{e.seq}</a>
             <Time iso={e.ts} />
             <span className="type">{e.type}</span>
