@@ -77,9 +77,11 @@ function walk(value: unknown, path: string, notes: Map<string, MaskedNote>, key 
   }
   if (Buffer.isBuffer(value) || ArrayBuffer.isView(value)) return value; // JSON would not keep them either
   let copy: Record<string, unknown> | null = null;
+  // An output sample that is not UTF-8 is kept as base64 ({ sample, encoding: 'base64' }).
+  const base64Sample = (value as Record<string, unknown>).encoding === 'base64';
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
     if (k === 'masked') continue;
-    const m = walk(v, childPath(path, k, false), notes, k);
+    const m = walk(v, childPath(path, k, false), notes, k === 'sample' && base64Sample ? 'b64' : k);
     if (m !== v) { copy ??= { ...(value as Record<string, unknown>) }; copy[k] = m; }
   }
   return copy ?? value;

@@ -98,3 +98,12 @@ test('cost: events without secrets are scanned quickly', () => {
   console.log(`  ${us.toFixed(2)} µs per event without secrets`);
   assert.ok(us < 100, `${us} µs per event`);
 });
+
+test('an output sample kept as base64 (not UTF-8) is decoded, masked and encoded again', () => {
+  const bytes = Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(` key=${AKIA}\n`)]);
+  const out = masked('ssh.exit', { ch: 0, code: 0, stdout: { bytes: bytes.length, sha256: 'x', sample: bytes.toString('base64'), encoding: 'base64', truncated: false } });
+  const sample = Buffer.from(String((out.stdout as Record<string, unknown>).sample), 'base64');
+  assert.ok(!sample.includes(AKIA));
+  assert.ok(sample.includes('[masked:aws]'));
+  assert.deepEqual(out.masked, [{ field: 'stdout.sample', detector: 'aws', count: 1 }]);
+});

@@ -304,7 +304,7 @@ export class SessionChannel {
       const t = this.terminal;
       const gate = this.lineGate();
       hooks = { input: (c) => this.terminalInput(client, gate, t, c), output: (c) => t.output(c), stderr: (c) => t.stderr(c), undelivered };
-      finish = (exit) => { rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
+      finish = (exit) => { t.flush(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else if ((req.kind === 'subsystem' && req.name === 'sftp') || exec?.kind === 'sftp') {
       // sftp -s /usr/lib/openssh/sftp-server runs the server as an exec: the same protocol, tracked the same way.
       const sftp = new SftpTracker(rec, this.number, undefined, this.filePolicy(client));
