@@ -1,11 +1,12 @@
 // The export bundle: a directory a third party can verify with nothing else (docs/bundle.md).
-import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { sha256Hex } from './hash-chain.ts';
 import { keyIdOf } from './signing-keys.ts';
 import { createPublicKey } from 'node:crypto';
-import { gzipSync } from 'node:zlib';
-import { tarArchive } from './tar.ts';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { readTar, tarArchive, type TarFile } from './tar.ts';
 import { asciicastFiles } from '../recorder/asciicast.ts';
 import {
   checkStartEvent, compareDescription, DESCRIBED_FIELDS, verifySessionEvidence, vouchedDescription,
@@ -58,6 +59,49 @@ export function bundleArchive(content: BundleContent): Buffer {
     { name: `${top}/keys/`, dir: true, mtime },
     ...Object.entries(files).map(([name, text]) => ({ name: `${top}/${name}`, data: Buffer.from(text, 'utf8'), mtime })),
   ]));
+}
+
+/** Largest bundle archive unpacked by verifyBundleArchive. */
+const MAX_ARCHIVE_BYTES = 2 * 1024 * 1024 * 1024;
+
+/**
+ * Verifies a bundle archive (bundleArchive's file, or any gzipped or plain tar holding exactly one
+ * bundle directory): unpacked, checked for what it holds, into a private temporary directory
+ * that is removed afterwards, then verified as verifyBundle verifies a directory.
+ */
+export function verifyBundleArchive(file: string, trustedKeys: string[] = []): BundleVerification {
+  const broken = (problem: string): BundleVerification => ({ ok: false, problem, sealed: false, events: 0, checkpoints: 0, keyIds: [] });
+  let entries: TarFile[];
+  try {
+    const raw = readFileSync(file);
+    const tar = raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw, { maxOutputLength: MAX_ARCHIVE_BYTES }) : raw;
+    entries = readTar(tar);
+  } catch (err) {
+    return broken(`${path.basename(file)}: ${(err as Error).message}`);
+  }
+  const tops = new Set(entries.map((e) => e.name.split('/')[0]!));
+  if (tops.size !== 1) return broken(`${path.basename(file)} must hold one bundle directory, it holds ${[...tops].map((t) => JSON.stringify(t)).join(', ') || 'nothing'}`);
+  const [top] = [...tops] as [string];
+  if (entries.some((e) => e.name === top && !e.dir)) return broken(`${path.basename(file)} holds a file ${JSON.stringify(top)}, not a bundle directory`);
+  const tmp = mkdtempSync(path.join(tmpdir(), 'gatehouse-bundle-'));
+  try {
+    const seen = new Set<string>();
+    for (const e of entries) {
+      if (seen.has(e.name)) return broken(`${path.basename(file)} holds ${JSON.stringify(e.name)} twice`);
+      seen.add(e.name);
+      const target = path.join(tmp, e.name);
+      if (e.dir) mkdirSync(target, { recursive: true });
+      else {
+        mkdirSync(path.dirname(target), { recursive: true });
+        writeFileSync(target, e.data, { flag: 'wx' });
+      }
+    }
+    return verifyBundle(path.join(tmp, top), trustedKeys);
+  } catch (err) {
+    return broken(`${path.basename(file)}: ${(err as Error).message}`);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 /** The bundle's files (manifest.json included, last) as name → text. */

@@ -44,3 +44,43 @@ export function tarArchive(entries: TarEntry[]): Buffer {
   parts.push(Buffer.alloc(BLOCK * 2, 0));
   return Buffer.concat(parts);
 }
+
+export interface TarFile { name: string; dir: boolean; data: Buffer }
+
+const SAFE_NAME = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*\/?$/;
+
+function text(buf: Buffer, offset: number, length: number): string {
+  const raw = buf.subarray(offset, offset + length);
+  const end = raw.indexOf(0);
+  return raw.subarray(0, end < 0 ? raw.length : end).toString('utf8');
+}
+
+/**
+ * Reads a ustar archive of regular files and directories (what tarArchive writes, or tar -c of
+ * such a tree). Anything else — links, devices, extended headers, names that climb out (`..`,
+ * absolute) or hold other characters — is refused: an archive is untrusted input.
+ */
+export function readTar(buf: Buffer): TarFile[] {
+  const out: TarFile[] = [];
+  let at = 0;
+  while (at + BLOCK <= buf.length) {
+    const h = buf.subarray(at, at + BLOCK);
+    if (h.every((b) => b === 0)) return out;
+    let sum = 0;
+    for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
+    if (Number.parseInt(text(h, 148, 8).trim(), 8) !== sum) throw new Error(`not a tar archive (bad header checksum at byte ${at})`);
+    // POSIX ustar keeps long names' leading part in a prefix field (GNU tar's own format uses it otherwise).
+    const prefix = h.subarray(257, 263).toString('latin1') === 'ustar\0' ? text(h, 345, 155) : '';
+    const name = prefix ? `${prefix}/${text(h, 0, 100)}` : text(h, 0, 100);
+    const type = String.fromCharCode(h[156]!);
+    const size = Number.parseInt(text(h, 124, 12).trim() || '0', 8);
+    if (!Number.isSafeInteger(size) || size < 0) throw new Error(`tar entry ${JSON.stringify(name)} has an invalid size`);
+    if (!SAFE_NAME.test(name) || name.split('/').some((s) => s === '.' || s === '..')) throw new Error(`tar entry name ${JSON.stringify(name)} is not allowed`);
+    if (type !== '0' && type !== '\0' && type !== '5') throw new Error(`tar entry ${JSON.stringify(name)} is not a regular file or directory (type ${JSON.stringify(type)})`);
+    at += BLOCK;
+    if (at + size > buf.length) throw new Error(`tar entry ${JSON.stringify(name)} is cut short`);
+    out.push({ name: name.replace(/\/$/, ''), dir: type === '5', data: type === '5' ? Buffer.alloc(0) : Buffer.from(buf.subarray(at, at + size)) });
+    at += Math.ceil(size / BLOCK) * BLOCK;
+  }
+  throw new Error('tar archive has no end marker (cut short)');
+}

@@ -97,12 +97,16 @@ test('the Integrity screen downloads the export bundle as a file; gatehouse veri
   await download.saveAs(file);
   await page.close();
 
+  // The downloaded file as it is, then unpacked by tar as a person would.
+  const keyFiles = readdirSync(join(w.gw.dataDir, 'signing')).filter((f) => f.endsWith('.pem')).map((f) => join(w.gw.dataDir, 'signing', f));
+  const direct = await w.gw.cli(['verify', file, '--trusted-key', ...keyFiles]);
+  assert.equal(direct.code, 0, direct.stdout + direct.stderr);
+  assert.match(direct.stdout, new RegExp(`^OK  session ${s.id}: `, 'm'));
   const untar = await run('tar', ['-xzf', file, '-C', dir], { timeoutMs: 10_000 });
   assert.equal(untar.code, 0, untar.stderr);
   const bundle = join(dir, s.id);
   assert.deepEqual(readdirSync(bundle).sort(), ['checkpoints.jsonl', 'events.jsonl', 'keys', 'manifest.json', 'seal.json']);
   // Pinned to the gateway's own signing key file: offline, trusting nothing in the bundle.
-  const keyFiles = readdirSync(join(w.gw.dataDir, 'signing')).filter((f) => f.endsWith('.pem')).map((f) => join(w.gw.dataDir, 'signing', f));
   const verified = await w.gw.cli(['verify', bundle, '--trusted-key', ...keyFiles]);
   assert.equal(verified.code, 0, verified.stdout + verified.stderr);
   assert.match(verified.stdout, new RegExp(`^OK  session ${s.id}: \\d+ events, \\d+ checkpoints, sealed`, 'm'));
@@ -115,6 +119,12 @@ test('the Integrity screen downloads the export bundle as a file; gatehouse veri
   const broken = await w.gw.cli(['verify', bundle, '--trusted-key', ...keyFiles]);
   assert.equal(broken.code, 1, broken.stdout);
   assert.match(broken.stdout, /^BROKEN /m);
+  // And packed again as an archive, edited: refused too.
+  const repacked = join(dir, 'edited.tar.gz');
+  assert.equal((await run('tar', ['-czf', repacked, '-C', dir, s.id], { timeoutMs: 10_000 })).code, 0);
+  const brokenArchive = await w.gw.cli(['verify', repacked, '--trusted-key', ...keyFiles]);
+  assert.equal(brokenArchive.code, 1, brokenArchive.stdout);
+  assert.match(brokenArchive.stdout, /^BROKEN .*events\.jsonl was modified/m);
 
   // The route names the file, and who took a copy of which session is in the admin audit log.
   const res = await fetch(`${w.gw.url}/api/v1/sessions/${s.id}/bundle`, { headers: { authorization: `Bearer ${doraToken}` } });

@@ -15,6 +15,11 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { runSshRaw, startSshWorld, sleep, type SshWorld } from '../ssh/helpers.ts';
 
+// Functions passed to page.evaluate run in the page (the test project has no DOM types).
+interface PageElement { id: string; tagName: string; getAttribute(name: string): string | null; getBoundingClientRect(): { top: number; bottom: number } }
+declare const document: { activeElement: PageElement | null; querySelector(s: string): { innerText: string } | null; addEventListener(type: string, fn: (e: { violatedDirective: string }) => void): void };
+declare const window: { scrollY: number; innerHeight: number; __pwned?: number; __violations: string[] };
+
 const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = process.env.GATEHOUSE_SCREENSHOTS;
 
@@ -145,7 +150,7 @@ test('deep links to a session and to one statement work on reload', async () => 
     await p.waitForFunction((id) => document.activeElement?.id === id, `e${seq}`);
     assert.match((await target.getAttribute('class')) ?? '', /\bfocus\b/);
     assert.equal(await target.getAttribute('aria-current'), 'location');
-    const inView = await target.evaluate((el) => { const r = el.getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight; });
+    const inView = await target.evaluate((el: PageElement) => { const r = el.getBoundingClientRect(); return r.top >= 0 && r.bottom <= window.innerHeight; });
     assert.ok(inView, 'the linked statement is scrolled into view');
     assert.ok(await p.evaluate(() => window.scrollY > 0), 'it was further down the page');
   }
@@ -178,12 +183,12 @@ test('markup, ANSI and bidi controls from clients render as visible text; nothin
     await route.fulfill({ response, headers });
   });
   await context.addInitScript(() => {
-    (window as unknown as { __violations: string[] }).__violations = [];
-    document.addEventListener('securitypolicyviolation', (e) => (window as unknown as { __violations: string[] }).__violations.push(e.violatedDirective));
+    window.__violations = [];
+    document.addEventListener('securitypolicyviolation', (e) => window.__violations.push(e.violatedDirective));
   });
   const page = await signIn(context, doraToken);
   const noScript = async () => {
-    assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined, 'no injected handler ran');
+    assert.equal(await page.evaluate(() => window.__pwned), undefined, 'no injected handler ran');
     assert.equal(await page.locator('#root img, #root script, #root [onerror]').count(), 0, 'no injected element');
   };
   // The list: the application name as text.
@@ -216,7 +221,7 @@ test('markup, ANSI and bidi controls from clients render as visible text; nothin
   await player.click();
   await page.locator('.ap-term', { hasText: '<img src=x onerror=window.__pwned=3> bold' }).waitFor({ timeout: 20_000 });
   await noScript();
-  assert.deepEqual(await page.evaluate(() => (window as unknown as { __violations: string[] }).__violations), [], 'nothing even tried to run');
+  assert.deepEqual(await page.evaluate(() => window.__violations), [], 'nothing even tried to run');
   await context.close();
 });
 
