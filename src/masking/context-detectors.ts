@@ -92,7 +92,7 @@ const RULES: Rule[] = [
   },
 ];
 
-const PREFILTER = /passw|passphrase|pwd|secret|token|key|credential|auth|identified|cookie|sshpass|-u|--user/i;
+const PREFILTER = /passw|passphrase|pwd|secret|token|key|credential|auth|identified|cookie|sshpass|-u|--user|mysql|mariadb/i;
 
 function ruleDetector(name: string, rules: Rule[]): Detector {
   return {

@@ -13,7 +13,24 @@ import { CONTEXT_DETECTORS } from './context-detectors.ts';
 /** What the store masks: the catalogue and the context rules. */
 export const RECORD_DETECTORS: readonly Detector[] = [...DEFAULT_DETECTORS, ...CONTEXT_DETECTORS];
 
-const PREFILTER = new RegExp(RECORD_DETECTORS.map((d) => `(?:${d.prefilter.source})`).join('|'), 'i');
+/**
+ * One cheap test before any detector runs (the hot path: most events hold no secret): a string
+ * that has none of these key strings (case-insensitive) and no run of 8 digits cannot match any of
+ * RECORD_DETECTORS' prefilters (each implies one of these). A plain alternation of literals is
+ * about four times faster than the union of the detectors' own prefilters.
+ */
+export const RECORD_KEYWORDS: readonly string[] = [
+  'akia', 'asia', 'abia', 'acca', 'a3t', 'secret', 'aws', 'ghp_', 'gho_', 'ghu_', 'ghs_', 'ghr_', 'github_pat_',
+  'glpat-', 'gldt-', 'glrt-', 'glptt-', 'glsoat-', 'glffct-', 'glcbt-', 'xox', 'xapp-', 'hooks.slack', 'k_live_', 'k_test_',
+  'aiza', '-----begin', 'eyj', '://', 'passw', 'passphrase', 'pwd', 'token', 'key', 'credential', 'auth', 'identified', 'cookie',
+  'sshpass', '-u', '--user', 'mysql', 'mariadb',
+];
+const PREFILTER = new RegExp(`${RECORD_KEYWORDS.map((k) => k.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&')).join('|')}|\\d{4}[ -]?\\d{4}`, 'i');
+
+/** Whether the store's masking would look at text further (false: it holds nothing to mask). */
+export function mayHoldRecordSecrets(text: string): boolean {
+  return PREFILTER.test(text);
+}
 
 /** One line of an event's note of what was masked. */
 export interface MaskedNote {

@@ -107,3 +107,23 @@ test('an output sample kept as base64 (not UTF-8) is decoded, masked and encoded
   assert.ok(sample.includes('[masked:aws]'));
   assert.deepEqual(out.masked, [{ field: 'stdout.sample', detector: 'aws', count: 1 }]);
 });
+
+test('the fast prefilter lets through everything any record detector finds', async () => {
+  const { buildCorpus } = await import('./corpus.ts');
+  const { findSecrets } = await import('../../src/masking/detectors.ts');
+  const { RECORD_DETECTORS, mayHoldRecordSecrets } = await import('../../src/masking/event-masking.ts');
+  const { positives, negatives } = buildCorpus(99);
+  const texts = [
+    ...positives.map((p) => p.text), ...negatives.map((n) => n.text),
+    "alter role x password 'abc12345'", "ALTER SYSTEM SET ssl_passphrase_command = 'echo p4ss'", 'passphrase=abcdefgh', 'mysql -pSecret1 db', 'MARIADB -h x -pSecret1', "identified by 'pw-1234'", 'Cookie: sid=abcdef123',
+    'X-Vault-Token: hvs.abcdefgh', 'PGPASSWORD=abcdefgh psql', 'curl --user bob:pw123456 x', "sshpass -p 'a b' ssh", "set my.api_key = 'abcdef'",
+    `Authorization: Basic ${Buffer.from('u:p').toString('base64')}`, 'ssn 4111-1111-1111-1111',
+  ];
+  let found = 0;
+  for (const t of texts) {
+    if (findSecrets(t, RECORD_DETECTORS).length === 0) continue;
+    found++;
+    assert.ok(mayHoldRecordSecrets(t), `prefilter misses ${JSON.stringify(t.slice(0, 80))}`);
+  }
+  assert.ok(found >= positives.length, `${found} texts with findings`);
+});
