@@ -19,8 +19,16 @@ export interface TailOptions {
   more(events: EventRow[]): string;
   /** The last frame, once the session has ended. */
   ended(session: SessionRow): string;
+  /**
+   * Whether the viewer may still see the session (its token not revoked or expired, its audit
+   * grant not taken away): asked every few seconds; when it says why not, the stream ends with a
+   * `revoked` frame.
+   */
+  stillAllowed?: () => Promise<string | null>;
   pollMs?: number;
 }
+
+const RECHECK_MS = 5000;
 
 const KEEPALIVE_MS = 15_000;
 
@@ -40,6 +48,7 @@ export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: T
   let busy = false;
   let again = false;
   let quietSince = Date.now();
+  let checkedAt = Date.now();
   const write = (frame: string) => {
     if (frame && !res.destroyed) {
       res.write(frame);
@@ -78,6 +87,14 @@ export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: T
   const unwatch = o.written?.watch(id, () => void pull(false)) ?? (() => {});
   const timer = setInterval(() => {
     void (async () => {
+      if (o.stillAllowed && Date.now() - checkedAt >= RECHECK_MS) {
+        checkedAt = Date.now();
+        const refused = await o.stillAllowed().catch(() => 'access could not be checked');
+        if (refused !== null) {
+          if (!done) { done = true; write(sse('revoked', { error: refused })); res.end(); }
+          return;
+        }
+      }
       await pull(false);
       if (done || res.destroyed) return;
       // Ended without a session.end event (taken over, sealed at a restart): the row says so.

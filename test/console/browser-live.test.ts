@@ -199,3 +199,59 @@ test('Live streams an open psql session: a statement appears with its outcome wh
     if (p.child.exitCode === null) p.child.kill();
   }
 });
+
+test('a live view ends when the viewer may no longer see the session: audit grant taken away (console), token revoked (API)', async () => {
+  const ssh = startSsh({ ...w.opts(), extra: ['-tt'] });
+  try {
+    // In the console: dora watches, then loses her audit grant on box.
+    await w.gw.cliOk(['identity', 'add', 'gus', '--kind', 'human']);
+    await w.gw.cliOk(['grant', 'gus', 'box', '--action', 'audit']);
+    const gusToken = (await w.gw.cliOk(['token', 'issue', 'gus', '--ttl', '1h'])).trim().split('\n').pop()!;
+    const page = await signedIn(doraToken);
+    await page.getByRole('link', { name: 'Live' }).click();
+    const row = page.locator('tr', { hasText: 'box' }).filter({ has: page.getByRole('button', { name: 'Watch' }) }).first();
+    await row.waitFor({ timeout: 20_000 });
+    const id = (await row.getAttribute('data-session'))!;
+    await row.getByRole('button', { name: 'Watch' }).click();
+    await page.getByTestId('watch-state').getByText('live').waitFor();
+    ssh.child.stdin!.write('echo before-$((2*3))-revoke\n');
+    await page.locator('[data-testid^="live-terminal-"] .ap-term', { hasText: 'before-6-revoke' }).waitFor();
+
+    // Over the API with a bearer token: the same stream, read by this test.
+    const ac = new AbortController();
+    const res = await fetch(`${w.gw.url}/api/v1/sessions/${id}/stream`, { headers: { authorization: `Bearer ${gusToken}` }, signal: ac.signal });
+    assert.equal(res.status, 200);
+    const reader = res.body!.getReader();
+    let text = '';
+    const readUntil = async (what: RegExp, ms: number) => {
+      const deadline = Date.now() + ms;
+      while (!what.test(text)) {
+        if (Date.now() > deadline) throw new Error(`stream did not say ${what} in ${ms} ms:\n${text.slice(-500)}`);
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += Buffer.from(value).toString();
+      }
+    };
+    await readUntil(/event: events/, 5000);
+
+    await w.gw.cliOk(['revoke', 'dora', 'box', '--action', 'audit']);
+    await w.gw.cliOk(['token', 'revoke', gusToken]);
+    const t0 = Date.now();
+    await page.getByRole('alert').filter({ hasText: `may no longer read session "${id}"` }).waitFor({ timeout: 12_000 });
+    await page.getByTestId('watch-state').getByText('refused').waitFor();
+    await readUntil(/event: revoked\ndata: \{"error":"the token this view was opened with is no longer valid/, 12_000);
+    const { done } = await reader.read();
+    assert.equal(done, true, 'the API stream ended');
+    console.log(`# live views ended ${Date.now() - t0} ms after the grant and the token went`);
+    // What was typed after is not shown.
+    ssh.child.stdin!.write('echo after-$((2*3))-revoke\n');
+    await ssh.waitForStdout('after-6-revoke');
+    await sleep(1000);
+    assert.equal(await page.locator('.ap-term', { hasText: 'after-6-revoke' }).count(), 0);
+    ac.abort();
+    await page.close();
+    await w.gw.cliOk(['grant', 'dora', 'box', '--action', 'audit']);
+  } finally {
+    await ssh.stop();
+  }
+});

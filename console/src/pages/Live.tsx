@@ -48,7 +48,8 @@ export function Live({ me }: { me: Me }) {
 
 function Watch({ id }: { id: string }) {
   const [events, setEvents] = useState<EventView[]>([]);
-  const [state, setState] = useState<'connecting' | 'live' | 'ended'>('connecting');
+  const [state, setState] = useState<'connecting' | 'live' | 'ended' | 'refused'>('connecting');
+  const [refused, setRefused] = useState<string | null>(null);
   useEffect(() => {
     setEvents([]);
     setState('connecting');
@@ -62,6 +63,10 @@ function Watch({ id }: { id: string }) {
       setEvents([...seen.values()].sort((a, b) => a.seq - b.seq));
     });
     es.addEventListener('ended', () => { setState('ended'); es.close(); });
+    // The viewer's token or audit grant went while watching: the gateway ended the stream.
+    es.addEventListener('revoked', (m) => { setState('refused'); setRefused((JSON.parse((m as MessageEvent<string>).data) as { error: string }).error); es.close(); });
+    // Refused when (re)connecting (signed out, grant gone): EventSource gives up on its own.
+    es.addEventListener('error', () => setState((st) => (st === 'ended' || st === 'refused' ? st : es.readyState === EventSource.CLOSED ? 'refused' : 'connecting')));
     return () => es.close();
   }, [id]);
   const terminals = events.filter((e) => e.type === 'ssh.shell' || (e.type === 'ssh.exec' && e.data.pty));
@@ -71,7 +76,8 @@ function Watch({ id }: { id: string }) {
   return (
     <div className="watch" data-testid="watch">
       <h2>Watching <code>{id}</code> <span className={`badge ${state === 'live' ? 'live' : ''}`} data-testid="watch-state">{state}</span></h2>
-      {terminals.map((t) => <LiveTerminal key={`${id}-${String(t.data.ch)}`} id={id} channel={Number(t.data.ch)} />)}
+      {refused && <p role="alert" className="error">{visible(refused)}</p>}
+      {state !== 'refused' && terminals.map((t) => <LiveTerminal key={`${id}-${String(t.data.ch)}`} id={id} channel={Number(t.data.ch)} />)}
       <ol className="timeline" aria-live="polite">{statements.slice(-200).map((e) => {
         const r = results.get(e.seq);
         const err = r?.error as { message?: string } | undefined;

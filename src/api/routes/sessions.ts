@@ -4,6 +4,7 @@ import { requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import { CLAIM_NAME, IDENTITY_KINDS, type EventRow, type SessionRow } from '../../store/types.ts';
 import { sse, tailSession } from '../live-tail.ts';
+import { CONSOLE_COOKIE, cookieValue } from '../console-session.ts';
 import { runRetention } from '../../recorder/retention.ts';
 import { castEvents, terminalChannels, type TerminalChannel } from '../../recorder/asciicast.ts';
 import { signingKeysOf, verifyStoredSession } from '../../integrity/store-verifier.ts';
@@ -168,17 +169,34 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
   });
 
   // Live: the session as it is recorded (Server-Sent Events). `events` frames carry event views
-  // (as GET /api/v1/sessions/:id has them; typed input is left out, as in the terminals), the
-  // first with what is recorded so far (its last 1,000), then each part as it is written; `ended`
-  // carries the session once it has ended, and the stream closes.
+  // (as GET /api/v1/sessions/:id has them) but for terminal streams (term.*: the terminal's own
+  // stream below carries the output; typed input is left out, as in the terminals): the first
+  // with what is recorded so far (its channels, and the last 1,000 of the rest), then each part as
+  // it is written; `ended` carries the session once it has ended, and the stream closes.
   const streams = new Set<import('node:http').ServerResponse>();
   app.addHook('preClose', async () => { for (const res of streams) res.end(); });
-  const shown = (rows: EventRow[]) => rows.filter((e) => e.type !== 'term.in').map(eventView);
+  // A stream outlives its request's checks: the token and the grant are asked again while it runs.
+  const stillAuditable = (req: FastifyRequest, session: SessionRow) => async (): Promise<string | null> => {
+    const header = req.headers.authorization;
+    const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+    const token = m ? m[1]! : cookieValue(req.headers.cookie, CONSOLE_COOKIE);
+    const check = token ? await deps.identity.checkToken(token) : { ok: false as const };
+    if (!check.ok) return 'the token this view was opened with is no longer valid (signed out, revoked or expired)';
+    const decision = decide(await access.subjectOf(check.identity), 'audit', { id: session.connectionId, name: session.connectionName });
+    return decision.allowed ? null : `may no longer read session "${session.id}": ${decision.reason}`;
+  };
+  const shown = (rows: EventRow[]) => rows.filter((e) => !e.type.startsWith('term.')).map(eventView);
+  const CHANNEL = new Set(['session.start', 'ssh.shell', 'ssh.exec']);
+  const backlog = (rows: EventRow[]) => {
+    const rest = rows.filter((e) => !e.type.startsWith('term.') && !CHANNEL.has(e.type)).slice(-1000);
+    const keep = new Set(rest);
+    return rows.filter((e) => keep.has(e) || CHANNEL.has(e.type)).map(eventView);
+  };
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/stream', async (req, reply) => {
     const session = await auditable(req, req.params.id);
     await tailSession(req, reply, {
-      store: deps.store, written: deps.written, session, open: streams,
-      backlog: (rows) => sse('events', shown(rows).slice(-1000)),
+      store: deps.store, written: deps.written, session, open: streams, stillAllowed: stillAuditable(req, session),
+      backlog: (rows) => sse('events', backlog(rows)),
       more: (rows) => { const v = shown(rows); return v.length ? sse('events', v) : ''; },
       ended: (s) => sse('ended', sessionView(s)),
     });
@@ -208,7 +226,7 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       return out;
     };
     await tailSession(req, reply, {
-      store: deps.store, written: deps.written, session, open: streams,
+      store: deps.store, written: deps.written, session, open: streams, stillAllowed: stillAuditable(req, session),
       backlog: frames, more: frames, ended: () => 'event: done\ndata: {}\n\n',
     });
   });
