@@ -1,10 +1,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiDeps } from '../server.ts';
-import { requireAdmin } from '../auth.ts';
+import { requestToken, requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
 import { CLAIM_NAME, IDENTITY_KINDS, type EventRow, type SessionRow } from '../../store/types.ts';
 import { sse, tailSession } from '../live-tail.ts';
-import { CONSOLE_COOKIE, cookieValue } from '../console-session.ts';
 import { runRetention } from '../../recorder/retention.ts';
 import { castEvents, terminalChannels, type TerminalChannel } from '../../recorder/asciicast.ts';
 import { signingKeysOf, verifyStoredSession } from '../../integrity/store-verifier.ts';
@@ -177,9 +176,7 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
   app.addHook('preClose', async () => { for (const res of streams) res.end(); });
   // A stream outlives its request's checks: the token and the grant are asked again while it runs.
   const stillAuditable = (req: FastifyRequest, session: SessionRow) => async (): Promise<string | null> => {
-    const header = req.headers.authorization;
-    const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
-    const token = m ? m[1]! : cookieValue(req.headers.cookie, CONSOLE_COOKIE);
+    const token = requestToken(req);
     const check = token ? await deps.identity.checkToken(token) : { ok: false as const };
     if (!check.ok) return 'the token this view was opened with is no longer valid (signed out, revoked or expired)';
     const decision = decide(await access.subjectOf(check.identity), 'audit', { id: session.connectionId, name: session.connectionName });
