@@ -9,7 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -38,7 +38,8 @@ const BOUND_TOKEN = `ghp_${alnum(36)}`;
 const EXEC_TOKEN = `ghp_${alnum(36)}`;
 const SPLIT_EXEC = `glpat-${alnum(20)}`;
 const SPLIT_TERM = `ghp_${alnum(36)}`;
-const TYPED_PASSWORD = `typed-${randomBytes(6).toString('hex')}`;
+// Its first word names a program an audit rule flags (see the shell test); the whole is secret.
+const TYPED_PASSWORD = `flagged-word ${randomBytes(6).toString('hex')}`;
 const CURL_BEARER = `bearer-${randomBytes(10).toString('hex')}`;
 /** printf's octal escapes for text: the command line that prints a secret does not hold it. */
 const octal = (t: string) => [...t].map((c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`).join('');
@@ -160,6 +161,11 @@ test('ssh exec: a token on the command line, in its output, split across two wri
 });
 
 test('interactive shell (tmux): a token printed in two writes is masked whole; a password typed with echo off is recorded as its length', async () => {
+  // An exec policy that audits a "program" named like the password: the line gate records the
+  // typed line (ssh.line), and must not record the password as its text.
+  const policyFile = path.join(work, 'policy.yaml');
+  writeFileSync(policyFile, `rules:\n  - name: flag-it\n    exec: { programs: [flagged-word, printf] }\n    action: audit\n`);
+  await w.gw.cliOk(['policy', 'apply', policyFile]);
   const beforeIds = await sessionIds(w.gw);
   const opts = w.opts();
   const term = await startTerminal({ command: ['ssh', '-tt', ...sshArgs(opts), `${opts.user}@127.0.0.1`], cols: 120, rows: 30, term: 'xterm-256color', env: clientEnv() });
@@ -191,6 +197,9 @@ test('interactive shell (tmux): a token printed in two writes is masked whole; a
   const hidden = eventsOf(rec, 'term.in').reduce((n, e) => n + Number(e.data.hidden ?? 0), 0);
   assert.equal(hidden, TYPED_PASSWORD.length, 'every typed byte of the password is hidden, and only those');
   assert.ok(out.includes(`LEN-${TYPED_PASSWORD.length}`));
+  const lines = eventsOf(rec, 'ssh.line').map((e) => e.data);
+  assert.ok(lines.some((l) => String(l.text).startsWith('printf ')), `the audited printf line is recorded: ${JSON.stringify(lines)}`);
+  assert.ok(lines.some((l) => l.hiddenInput === true && l.text === '[hidden input]'), `the audited password line is recorded hidden: ${JSON.stringify(lines)}`);
 });
 
 test('the data directory (SQLite files, WAL included) holds none of the secrets; the store and an exported bundle verify', async () => {

@@ -42,6 +42,11 @@ export class TerminalRecorder {
     this.channel = channel;
   }
 
+  /** Whether input typed now is hidden input (the line being typed follows a password prompt). */
+  get hidingInput(): boolean {
+    return this.hidden || SECRET_PROMPT.test(this.lastOutput);
+  }
+
   input(chunk: Buffer): Promise<void> | undefined {
     if (!this.hidden && SECRET_PROMPT.test(this.lastOutput)) this.hidden = true;
     if (this.hidden) {
