@@ -11,8 +11,9 @@ import pg from 'pg';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { run } from '../support/processes.ts';
+import { endedSessionEvents } from '../support/recordings.ts';
 import {
-  bindMessage, connectAndLogin, decodeDataRow, describeMessage, executeMessage, parseMessage, syncMessage, PgWire, type WireMessage,
+  bindMessage, decodeNotification, connectAndLogin, decodeDataRow, describeMessage, executeMessage, parseMessage, syncMessage, PgWire, type WireMessage,
 } from '../support/pg-wire.ts';
 
 let cluster: PgCluster;
@@ -52,6 +53,9 @@ before(async () => {
       (1, 'alice@example.com', '123-45-6789', 'bcrypt$abc', 'key ${AWS_KEY} here', '{"a": 1}', 'same', 4321, 30),
       (2, 'bob@example.com', '987-65-4321', 'bcrypt$def', 'token=${GH_TOKEN}', '{"a": 1}', 'same', 1234, 41),
       (3, NULL, NULL, NULL, 'nothing to see', NULL, 'other', NULL, NULL);
+    CREATE UNIQUE INDEX users_email ON users (email);
+    CREATE FUNCTION all_users() RETURNS SETOF users LANGUAGE sql AS 'select * from users';
+    ALTER TABLE users ADD CONSTRAINT age_positive CHECK (age >= 0);
     GRANT ALL ON users TO scram_user;`, 'app');
   gw = await startTestGateway();
   agentToken = await gw.setupPostgres({ identity: 'bot', connection: 'app', cluster, kind: 'agent' });
@@ -96,6 +100,11 @@ test('an alias does not dodge a rule (columns are named by table OID and attribu
   // A join and a subquery still name the base column.
   const joined = await psql(agentToken, 'bot', 'select a.email, b.c from users a join (select id, email as c from users) b on a.id = b.id where a.id = 2');
   assert.deepEqual(joined, ['[masked:email]|[masked:email]']);
+  // A whole row of the table (or an array of rows) holds the masked columns: it is NULL.
+  assert.deepEqual(await psql(agentToken, 'bot', 'select id, u from users u where id = 1'), ['1|']);
+  assert.deepEqual(await psql(agentToken, 'bot', 'select array_agg(u), count(*) from users u'), ['|3']);
+  // A function returning the table's rows returns expression columns: named by their output names.
+  assert.deepEqual(await psql(agentToken, 'bot', 'select id, email from all_users() where id = 2'), ['2|[masked:email]']);
 });
 
 test('a human (no mask rule in scope) gets the target\'s bytes unchanged, message for message', async () => {
@@ -165,4 +174,53 @@ test('policy test --mask shows what the rules in scope do to a sample, and to a 
   assert.match(col, /^column +public\.users\.email: masked by rule pii-for-agents \(redact\) → \[masked:email\]$/m);
   const human = await gw.cliOk(['policy', 'test', '--connection', 'app', '--identity', 'alice', '--mask', `the key is ${AWS_KEY}`]);
   assert.match(human, /no mask rule applies/);
+});
+
+test('the recording holds the rows as the client got them: masked', async () => {
+  await run('psql', [gw.dsn('app', 'bot', 'application_name=psql-mask-rec'), '-XAtq', '-c', 'select id, email, note from users order by id'], { env: { ...process.env, PGPASSWORD: agentToken } });
+  const events = await endedSessionEvents(gw, 'psql-mask-rec');
+  const result = events.find((e) => e.type === 'result' && Array.isArray(e.data.sample))!;
+  assert.deepEqual((result.data.sample as unknown[][])[0], ['1', '[masked:email]', 'key [masked:aws] here']);
+  assert.ok(!JSON.stringify(events).includes('alice@example.com'));
+  assert.ok(!JSON.stringify(events).includes(AWS_KEY));
+});
+
+test('errors and notices: a key of a masked column, a failing row, and secrets in a notice are masked; NOTIFY payloads too', async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'notice-mask' } });
+  const dup = await wire.query("insert into users (id, email) values (9, 'alice@example.com')");
+  assert.equal(dup.errors[0]?.code, '23505');
+  assert.equal(dup.errors[0]?.detail, 'Key (email)=([masked:email]) already exists.');
+  const check = await wire.query("insert into users (id, email, age) values (10, 'carol@example.com', -1)");
+  assert.equal(check.errors[0]?.code, '23514');
+  assert.equal(check.errors[0]?.detail, 'Failing row contains ([masked:row]).');
+  const notice = await wire.queryOk(`do $$ begin raise notice 'found %', '${AWS_KEY}' using detail = 'in ${GH_TOKEN}'; end $$`);
+  assert.equal(notice.notices[0]?.message, 'found [masked:aws]');
+  assert.equal(notice.notices[0]?.detail, 'in [masked:github]');
+  await wire.queryOk('listen leaks');
+  await cluster.sql(`notify leaks, 'token ${GH_TOKEN}'`, 'app');
+  const after = await wire.queryOk('select 1');
+  const note = after.messages.find((m) => m.type === 'A') ?? (await wire.next());
+  assert.equal(decodeNotification(note.body).payload, 'token [masked:github]');
+  wire.terminate();
+  // The human sees the server's words.
+  const human = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'alice', database: 'app', password: humanToken, params: { application_name: 'notice-clear' } });
+  const clear = await human.wire.query("insert into users (id, email) values (9, 'alice@example.com')");
+  assert.equal(clear.errors[0]?.detail, 'Key (email)=(alice@example.com) already exists.');
+  human.wire.terminate();
+});
+
+test('a mask rule applied while a session is open applies to its next result', async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'alice', database: 'app', password: humanToken, params: { application_name: 'mid-session' } });
+  assert.deepEqual((await wire.queryOk('select email from users where id = 1')).rows, [['alice@example.com']]);
+  const file = path.join(dir, 'policy2.yaml');
+  writeFileSync(file, `${POLICY}  - name: humans-too\n    when: { kinds: [human] }\n    action: mask\n    mask: { columns: [email], style: partial }\n`);
+  await gw.cliOk(['policy', 'apply', file]);
+  try {
+    assert.deepEqual((await wire.queryOk('select email from users where id = 1')).rows, [['*************.com']]);
+    assert.deepEqual((await wire.queryOk('select id, email as e from users where id = 2')).rows, [['2', '***********.com']]);
+  } finally {
+    wire.terminate();
+    writeFileSync(file, POLICY);
+    await gw.cliOk(['policy', 'apply', file]);
+  }
 });

@@ -329,6 +329,8 @@ export class PgClientSession {
         peek: (oid, attnum) => catalog.peekColumn(conn.id, catalogLogin, oid, attnum),
         resolve: (keys) => catalog.resolveColumns(conn.id, catalogLogin, keys),
         relation: (schema, relation, columns) => catalog.relationColumns(conn.id, catalogLogin, schema, relation, columns),
+        peekType: (oid) => catalog.peekType(conn.id, catalogLogin, oid),
+        resolveTypes: (oids) => catalog.resolveTypes(conn.id, catalogLogin, oids),
         forget: () => catalog.forgetColumns(conn.id),
       };
       this.relay = new Relay(this.stream, up.stream, tracker, {

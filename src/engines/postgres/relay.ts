@@ -128,9 +128,10 @@ export class Relay {
     );
     this.serverScanner = new FrameScanner(
       {
+        // A masked session's frames reach the tracker through the masker, as the client gets them.
         frame: (t, b, s, e) => {
-          tracker.serverFrame(t, b, s, e);
           if (this.masker) this.masker.frame(t, b, s, e);
+          else tracker.serverFrame(t, b, s, e);
         },
         streamed: (t, n) => tracker.serverStreamed(t, n),
         streamedData: (t, n) => tracker.serverStreamedData(t, n),

@@ -13,7 +13,7 @@ import { Backend } from '../codec/protocol.ts';
 import type { ClientEncoding } from '../codec/client-encoding.ts';
 import type { ColumnDescription } from '../codec/decode.ts';
 import type { CopyOutShape, ResultShape, StatementTracker } from '../statement-tracker.ts';
-import type { ColumnName } from '../upstream/catalog.ts';
+import type { ColumnName, TypeInfo } from '../upstream/catalog.ts';
 import type { MaskChoice } from '../../../policy/policy.ts';
 import type { Masked, ValueMasking } from '../../../policy/mask-detectors.ts';
 import { maskBinaryCopy, maskCsvRow, maskTextRow, readCopyStatement, type CopyStatement } from './copy-format.ts';
@@ -25,9 +25,15 @@ export interface ColumnNameSource {
   resolve(keys: ReadonlyArray<readonly [number, number]>): Promise<void>;
   /** The columns a COPY of this relation sends, in order; null when it cannot be found. */
   relation(schema: string | null, relation: string, columns: readonly string[] | null): Promise<ColumnName[] | null>;
+  /** Cached: what a type defined in the database is (undefined: look it up). */
+  peekType(typeOid: number): TypeInfo | undefined;
+  resolveTypes(oids: readonly number[]): Promise<void>;
   /** DDL ran: names may have changed. */
   forget(): void;
 }
+
+/** Types below this OID are built in (FirstNormalObjectId): none is a table's row type or a domain. */
+const FIRST_USER_OID = 16384;
 
 /** Types whose values are text in both formats (binary: the text's bytes; jsonb: a version byte, then the text). */
 const TEXT_LIKE = new Set([25, 1043, 1042, 19, 114, 3802, 705, 142]);
@@ -51,7 +57,14 @@ interface ColumnAction {
   detect: boolean;
 }
 
-interface RowPlan { masking: ValueMasking; columns: ColumnAction[]; any: boolean }
+interface RowPlan {
+  masking: ValueMasking;
+  columns: ColumnAction[];
+  /** Some column is masked whole. */
+  masksColumns: boolean;
+  /** Detectors run on some column. */
+  detects: boolean;
+}
 
 interface CopyPlan {
   masking: ValueMasking;
@@ -60,13 +73,13 @@ interface CopyPlan {
   choices: Array<MaskChoice | null>;
   labels: string[];
   detect: boolean;
-  any: boolean;
+  masksColumns: boolean;
   /** Messages of this COPY seen (the first carries a header line or the binary file header). */
   seen: number;
 }
 
-/** A frame waiting behind a lookup, with what the tracker said about it when it arrived. */
-interface Queued { type: number; body: Buffer; shape: ResultShape | null; copy: CopyOutShape | null }
+/** A frame waiting behind a lookup (the tracker sees it once it is sent). */
+interface Queued { type: number; body: Buffer }
 
 const EMPTY_ROW_CELLS: Array<Buffer | null | undefined> = [];
 
@@ -111,6 +124,17 @@ export class ResultMasker {
   begin(chunk: Buffer): void {
     this.chunk = chunk;
     this.spanStart = this.spanEnd = -1;
+    this.chunkMayHold = null;
+  }
+
+  /** Whether the detectors could find anything in this chunk (asked once per chunk, lazily). */
+  private chunkMayHold: boolean | null = null;
+
+  /** Whether detectors could find anything in the frame buf[start, end) (for a frame of the chunk: in the chunk). */
+  private mayHold(buf: Buffer, start: number, end: number, masking: ValueMasking): boolean {
+    if (!masking.detecting) return false;
+    if (buf === this.chunk) return this.chunkMayHold ??= masking.mayHold(buf.toString('latin1'));
+    return masking.mayHold(buf.toString('latin1', start, end));
   }
 
   /** What may be written to the client now, in order (the chunk's pieces, or what a finished lookup released). */
@@ -120,22 +144,28 @@ export class ResultMasker {
     return this.out.splice(0);
   }
 
-  /** A whole server frame, its body buf[start, end), after the tracker has seen it. */
+  /**
+   * A whole server frame, its body buf[start, end). The tracker is fed here, in order, with what
+   * the client gets (so the recording holds masked values); while a lookup runs, frames wait.
+   */
   frame(type: number, buf: Buffer, start: number, end: number): void {
-    const inChunk = buf === this.chunk;
     if (this.waitingFor) {
-      this.queue.push({ type, body: Buffer.from(buf.subarray(start, end)), shape: type === Backend.DataRow ? this.tracker.rowShape : null, copy: type === Backend.CopyData ? this.tracker.copyOutShape : null });
+      this.queue.push({ type, body: Buffer.from(buf.subarray(start, end)) });
       return;
     }
-    const shape = type === Backend.DataRow ? this.tracker.rowShape : null;
-    const copy = type === Backend.CopyData ? this.tracker.copyOutShape : null;
-    const replaced = this.process(type, buf, start, end, shape, copy);
+    const replaced = this.process(type, buf, start, end);
     if (replaced === 'wait') {
-      this.queue.push({ type, body: Buffer.from(buf.subarray(start, end)), shape, copy });
+      this.queue.push({ type, body: Buffer.from(buf.subarray(start, end)) });
       return;
     }
-    if (replaced) { this.flushSpan(); this.out.push(replaced); return; }
-    if (inChunk) this.pass(start - 5, end);
+    if (replaced) {
+      this.tracker.serverFrame(type, replaced, 5, replaced.length);
+      this.flushSpan();
+      this.out.push(replaced);
+      return;
+    }
+    this.tracker.serverFrame(type, buf, start, end);
+    if (buf === this.chunk) this.pass(start - 5, end);
     else { this.flushSpan(); this.out.push(header(type, end - start), buf.subarray(start, end)); }
   }
 
@@ -152,21 +182,24 @@ export class ResultMasker {
   }
 
   /** The frame rewritten, null when it goes as it is, 'wait' when a lookup must finish first. */
-  private process(type: number, buf: Buffer, start: number, end: number, shape: ResultShape | null, copy: CopyOutShape | null): Buffer | null | 'wait' {
+  private process(type: number, buf: Buffer, start: number, end: number): Buffer | null | 'wait' {
     const masking = this.masking;
     if (!masking) return null;
     switch (type) {
       case Backend.DataRow: {
-        if (!shape) return masking.plan.masksColumns ? this.maskUnknownRow(buf, start, end, masking) : this.maskRow(buf, start, end, this.detectOnlyPlan(buf, start, masking));
+        const shape = this.tracker.rowShape;
+        if (!shape) return masking.plan.masksColumns ? this.maskUnknownRow(buf, start, end, masking) : this.mayHold(buf, start, end, masking) ? this.maskRow(buf, start, end, this.detectOnlyPlan(buf, start, masking), true) : null;
         const plan = this.rowPlan(shape, masking);
         if (plan === 'wait') return 'wait';
-        return plan.any ? this.maskRow(buf, start, end, plan) : null;
+        const detect = plan.detects && this.mayHold(buf, start, end, masking);
+        return plan.masksColumns || detect ? this.maskRow(buf, start, end, plan, detect) : null;
       }
       case Backend.CopyData: {
+        const copy = this.tracker.copyOutShape;
         if (!copy) return null;
         const plan = this.copyPlan(copy, masking);
         if (plan === 'wait') return 'wait';
-        return this.maskCopy(buf, start, end, plan);
+        return this.maskCopy(buf, start, end, plan, plan.detect && this.mayHold(buf, start, end, masking));
       }
       case Backend.CommandComplete: {
         // A rename or a new table: names read before may be stale.
@@ -174,9 +207,84 @@ export class ResultMasker {
         if (c === 0x41 /* ALTER */ || c === 0x44 /* DROP */ || c === 0x43 /* CREATE */) this.names.forget();
         return null;
       }
+      case Backend.NoticeResponse:
+      case Backend.ErrorResponse:
+        return this.maskNotice(type, buf, start, end, masking);
+      case Backend.NotificationResponse:
+        return this.maskNotification(buf, start, end, masking);
       default:
         return null;
     }
+  }
+
+  // ---- notices, errors, notifications ----
+
+  /**
+   * PostgreSQL echoes values in errors and notices: `Key (email)=(alice@example.com) already
+   * exists`, `Failing row contains (…)`. A key whose columns a rule masks has its values masked; a
+   * failing row is masked whole whenever column rules apply (its columns are not named); then the
+   * detectors run on every text field.
+   */
+  private maskNotice(type: number, buf: Buffer, start: number, end: number, masking: ValueMasking): Buffer | null {
+    const fields: Array<[number, string]> = [];
+    let pos = start;
+    while (pos < end && buf[pos] !== 0) {
+      const t = buf[pos]!;
+      let z = buf.indexOf(0, pos + 1);
+      if (z < 0 || z > end) z = end;
+      fields.push([t, this.encoding.text(buf, pos + 1, z)]);
+      pos = z + 1;
+    }
+    const schema = fields.find((f) => f[0] === 0x73)?.[1] ?? null; // s
+    const table = fields.find((f) => f[0] === 0x74)?.[1] ?? null; // t
+    let changed = false;
+    for (const f of fields) {
+      const t = f[0];
+      if (t === 0x53 || t === 0x56 || t === 0x43 || t === 0x46 || t === 0x4c || t === 0x52 || t === 0x50 || t === 0x70) continue; // S V C F L R P p
+      let text = f[1];
+      if (t === 0x44 && masking.plan.masksColumns) text = this.maskDetail(text, schema, table, masking);
+      const found = masking.secrets(text);
+      if (found !== undefined) text = found ?? '[masked]';
+      if (text !== f[1]) { f[1] = text; changed = true; this.maskedValues++; }
+    }
+    if (!changed) return null;
+    const pieces: Buffer[] = [];
+    for (const [t, v] of fields) pieces.push(Buffer.from([t]), this.encodeText(v.replace(/\0/g, '')), ZERO);
+    pieces.push(ZERO);
+    const body = Buffer.concat(pieces);
+    return Buffer.concat([header(type, body.length), body]);
+  }
+
+  private maskDetail(detail: string, schema: string | null, table: string | null, masking: ValueMasking): string {
+    const plan = masking.plan;
+    if (detail.startsWith('Failing row contains (')) {
+      const choice = plan.firstColumnRule!;
+      return `Failing row contains (${choice.style === 'null' ? 'NULL' : masking.column(detail, choice, 'row')}).`;
+    }
+    const key = /^Key \((.+?)\)=\(/s.exec(detail);
+    if (!key) return detail;
+    const close = detail.lastIndexOf(')');
+    if (close < key[0].length) return detail;
+    const columns = key[1]!.split(',').map((c) => c.trim().replace(/^"(.*)"$/s, '$1'));
+    const choice = columns.map((c) => (schema !== null && table !== null ? plan.column(schema, table, c) : plan.outputName(c))).find((c) => c !== null);
+    if (!choice) return detail;
+    const values = detail.slice(key[0].length, close);
+    const masked = choice.style === 'null' ? 'NULL' : masking.column(values, choice, columns.join(','));
+    return detail.slice(0, key[0].length) + masked + detail.slice(close);
+  }
+
+  /** NOTIFY payloads through the detectors (a channel name is the application's, not data). */
+  private maskNotification(buf: Buffer, start: number, end: number, masking: ValueMasking): Buffer | null {
+    if (!masking.detecting) return null;
+    const channelEnd = buf.indexOf(0, start + 4);
+    if (channelEnd < 0 || channelEnd >= end) return null;
+    let payloadEnd = buf.indexOf(0, channelEnd + 1);
+    if (payloadEnd < 0 || payloadEnd > end) payloadEnd = end;
+    const found = masking.secrets(this.encoding.text(buf, channelEnd + 1, payloadEnd));
+    if (found === undefined) return null;
+    this.maskedValues++;
+    const body = Buffer.concat([buf.subarray(start, channelEnd + 1), this.encodeText((found ?? '[masked]').replace(/\0/g, '')), ZERO]);
+    return Buffer.concat([header(Backend.NotificationResponse, body.length), body]);
   }
 
   // ---- DataRow ----
@@ -186,16 +294,25 @@ export class ResultMasker {
     if (known && known.masking === masking) return known;
     const plan = masking.plan;
     const names: Array<ColumnName | null> = [];
+    const types: Array<TypeInfo | null> = [];
     if (plan.masksColumns && !this.unresolvable.has(shape)) {
       const missing: Array<[number, number]> = [];
+      const missingTypes: number[] = [];
       for (const c of shape.columns) {
+        let type: TypeInfo | null = null;
+        if (c.typeOid >= FIRST_USER_OID) {
+          const t = this.names.peekType(c.typeOid);
+          if (t === undefined) missingTypes.push(c.typeOid);
+          type = t ?? null;
+        }
+        types.push(type);
         if (c.tableOid === 0) { names.push(null); continue; }
         const n = this.names.peek(c.tableOid, c.attnum);
         if (n === undefined) missing.push([c.tableOid, c.attnum]);
         names.push(n ?? null);
       }
-      if (missing.length > 0) {
-        this.wait(this.names.resolve(missing).catch(() => { this.unresolvable.add(shape); }));
+      if (missing.length > 0 || missingTypes.length > 0) {
+        this.wait(Promise.all([this.names.resolve(missing), this.names.resolveTypes(missingTypes)]).then(() => undefined, () => { this.unresolvable.add(shape); }));
         return 'wait';
       }
     }
@@ -203,21 +320,26 @@ export class ResultMasker {
     const firstColumnRule = failed ? this.anyColumnChoice(masking) : null;
     const columns = shape.columns.map((c, i): ColumnAction => {
       const binary = shape.formats[i] === 1;
-      const textLike = TEXT_LIKE.has(c.typeOid);
+      const type = types[i] ?? null;
+      // A value holding a whole row of a table (select u from users u) is not text: masked, it is NULL.
+      const textLike = TEXT_LIKE.has(c.typeOid) || (type !== null && type.textual && type.rowOf.length === 0 && !binary);
       let choice: MaskChoice | null = null;
       let label = c.name;
       if (plan.masksColumns) {
         const n = names[i];
-        if (failed && c.tableOid !== 0) choice = firstColumnRule;
+        if (failed && (c.tableOid !== 0 || c.typeOid >= FIRST_USER_OID)) choice = firstColumnRule;
         else if (n) { choice = plan.column(n.schema, n.table, n.column); label = n.column; }
         else choice = plan.outputName(c.name);
+        if (!choice && type && type.rowOf.length > 0) {
+          for (const r of type.rowOf) if ((choice = plan.column(r.schema, r.table, r.column))) break;
+        }
       }
       return {
         choice, label, text: !binary || textLike, textLike, json: c.typeOid === JSON || c.typeOid === JSONB, jsonbBinary: binary && c.typeOid === JSONB,
         detect: masking.detecting && (binary ? textLike : !NOT_TEXT.has(c.typeOid)),
       };
     });
-    const made: RowPlan = { masking, columns, any: columns.some((c) => c.choice !== null || c.detect) };
+    const made: RowPlan = { masking, columns, masksColumns: columns.some((c) => c.choice !== null), detects: columns.some((c) => c.detect) };
     this.rowPlans.set(shape, made);
     return made;
   }
@@ -232,17 +354,17 @@ export class ResultMasker {
     const n = buf.readInt16BE(start);
     const choice = this.anyColumnChoice(masking);
     const columns = new Array<ColumnAction>(n).fill({ choice, label: 'column', text: false, textLike: false, json: false, jsonbBinary: false, detect: false });
-    return this.maskRow(buf, start, end, { masking, columns, any: true });
+    return this.maskRow(buf, start, end, { masking, columns, masksColumns: true, detects: false }, false);
   }
 
   private detectOnlyPlan(buf: Buffer, start: number, masking: ValueMasking): RowPlan {
     const n = buf.readInt16BE(start);
     // Unknown formats: a value is looked at as text only if it decodes as such (binary integers do not hold secrets).
     const columns = new Array<ColumnAction>(n).fill({ choice: null, label: 'column', text: true, textLike: false, json: false, jsonbBinary: false, detect: masking.detecting });
-    return { masking, columns, any: masking.detecting };
+    return { masking, columns, masksColumns: false, detects: masking.detecting };
   }
 
-  private maskRow(buf: Buffer, start: number, end: number, plan: RowPlan): Buffer | null {
+  private maskRow(buf: Buffer, start: number, end: number, plan: RowPlan, detect: boolean): Buffer | null {
     const n = buf.readInt16BE(start);
     if (this.cells.length < n) this.cells = new Array<Buffer | null | undefined>(n);
     const cells = this.cells;
@@ -254,7 +376,7 @@ export class ResultMasker {
       pos += 4;
       cells[i] = undefined;
       const col = plan.columns[i];
-      if (len >= 0 && col && (col.choice || col.detect)) {
+      if (len >= 0 && col && (col.choice || (detect && col.detect))) {
         const r = this.maskCell(buf, pos, pos + len, col, plan.masking);
         if (r !== undefined) { cells[i] = r; changed = true; this.maskedValues++; }
       }
@@ -339,7 +461,7 @@ export class ResultMasker {
       });
       const labels = Array.from({ length: n }, (_, i) => names?.[i]?.column ?? 'column');
       const detect = masking.detecting && statement.format !== 'binary';
-      return { masking, statement, choices, labels, detect, any: detect || choices.some((c) => c !== null), seen: 0 };
+      return { masking, statement, choices, labels, detect, masksColumns: choices.some((c) => c !== null), seen: 0 };
     };
     if (!masking.plan.masksColumns) {
       const plan = make([]);
@@ -362,10 +484,10 @@ export class ResultMasker {
     return 'wait';
   }
 
-  private maskCopy(buf: Buffer, start: number, end: number, plan: CopyPlan): Buffer | null {
+  private maskCopy(buf: Buffer, start: number, end: number, plan: CopyPlan, detect: boolean): Buffer | null {
     const first = plan.seen === 0;
     plan.seen++;
-    if (!plan.any) return null;
+    if (!plan.masksColumns && !detect) return null;
     const s = plan.statement;
     if (s.format === 'binary') {
       const r = maskBinaryCopy(buf.subarray(start, end), first, (i) => plan.choices[i] !== null);
@@ -377,7 +499,7 @@ export class ResultMasker {
     const mask = (column: number, value: string): Masked | undefined => {
       const choice = plan.choices[column] ?? null;
       if (choice) { this.maskedValues++; return choice.style === 'null' ? null : plan.masking.column(value, choice, plan.labels[column] ?? 'column'); }
-      if (!plan.detect) return undefined;
+      if (!detect) return undefined;
       const found = plan.masking.secrets(value);
       if (found !== undefined) this.maskedValues++;
       return found;
@@ -415,8 +537,10 @@ export class ResultMasker {
       for (let i = 0; i < queue.length; i++) {
         const q = queue[i]!;
         if (this.waitingFor) { this.queue.push(q); continue; }
-        const r = this.process(q.type, q.body, 0, q.body.length, q.shape, q.copy);
+        const r = this.process(q.type, q.body, 0, q.body.length);
         if (r === 'wait') { this.queue.push(q); continue; }
+        if (r) this.tracker.serverFrame(q.type, r, 5, r.length);
+        else this.tracker.serverFrame(q.type, q.body, 0, q.body.length);
         this.out.push(r ?? Buffer.concat([header(q.type, q.body.length), q.body]));
       }
     } catch (err) {
@@ -428,6 +552,7 @@ export class ResultMasker {
 }
 
 const JSONB_VERSION = Buffer.from([1]);
+const ZERO = Buffer.from([0]);
 const JSONstringify = (s: string): string => globalThis.JSON.stringify(s);
 
 /** A detector's marker inside a JSON text keeps it JSON; a whole replaced value is a JSON string. */

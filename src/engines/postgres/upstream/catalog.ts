@@ -16,6 +16,13 @@ type Login = () => Promise<UpstreamConnection>;
 export interface ColumnName { schema: string; table: string; column: string }
 
 /**
+ * What a type is, for result masking: the columns of the table whose rows it holds (a whole-row
+ * value such as `select u from users u`, or an array of them), and whether its values are text
+ * (a domain over a text type, or a type of the string category such as citext).
+ */
+export interface TypeInfo { rowOf: ColumnName[]; textual: boolean }
+
+/**
  * How long a column's name is trusted: a rename on the target shows within this time (a rename
  * by a session this gateway masks clears the cache at once, see forgetColumns).
  */
@@ -27,6 +34,7 @@ const literal = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 class Catalog {
   private readonly login: Login;
   private readonly functions = new Map<number, string | null>();
+  private readonly types = new Map<number, { info: TypeInfo; at: number }>();
   /** "tableOid.attnum" → name (null: no such column now) and when it was read. */
   private readonly columns = new Map<string, { name: ColumnName | null; at: number }>();
   private conn: Promise<UpstreamConnection> | null = null;
@@ -86,6 +94,37 @@ class Catalog {
 
   forgetColumns(): void {
     this.columns.clear();
+    this.types.clear();
+  }
+
+  peekType(typeOid: number): TypeInfo | undefined {
+    const hit = this.types.get(typeOid);
+    if (!hit || Date.now() - hit.at > COLUMN_TTL_MS) return undefined;
+    return hit.info;
+  }
+
+  async resolveTypes(oids: readonly number[]): Promise<void> {
+    const wanted = [...new Set(oids.map((o) => o >>> 0))];
+    if (wanted.length === 0) return;
+    const list = wanted.join(', ');
+    // A row type (or an array of one) names its table's columns; a domain is what its base type is.
+    const rows = await this.run(`select t.oid, n.nspname, c.relname, a.attname,
+        (b.typcategory = 'S' or t.typcategory = 'S')::text
+      from pg_catalog.pg_type t
+      left join pg_catalog.pg_type e on e.oid = t.typelem and t.typcategory = 'A'
+      left join pg_catalog.pg_type b on b.oid = t.typbasetype
+      left join pg_catalog.pg_class c on c.oid = coalesce(nullif(t.typrelid, 0), e.typrelid)
+      left join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      left join pg_catalog.pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+      where t.oid in (${list})`);
+    const at = Date.now();
+    if (this.types.size + wanted.length > MAX_CACHED) this.types.clear();
+    for (const o of wanted) this.types.set(o, { info: { rowOf: [], textual: false }, at });
+    for (const r of rows) {
+      const info = this.types.get(Number(r[0]))!.info;
+      if (r[4] === 'true') info.textual = true;
+      if (r[3] !== null && r[3] !== undefined) info.rowOf.push({ schema: r[1] ?? '', table: r[2] ?? '', column: r[3] });
+    }
   }
 
   private run(sql: string): Promise<Array<Array<string | null>>> {
@@ -163,6 +202,14 @@ export class CatalogLookups {
   /** The columns of the relation a COPY names; null when it cannot be found; rejects when the catalog cannot be read. */
   relationColumns(connectionId: string, login: Login, schema: string | null, relation: string, only: readonly string[] | null): Promise<ColumnName[] | null> {
     return this.catalogOf(connectionId, login).relationColumns(schema, relation, only);
+  }
+
+  peekType(connectionId: string, login: Login, typeOid: number): TypeInfo | undefined {
+    return this.catalogOf(connectionId, login).peekType(typeOid);
+  }
+
+  resolveTypes(connectionId: string, login: Login, oids: readonly number[]): Promise<void> {
+    return this.catalogOf(connectionId, login).resolveTypes(oids);
   }
 
   /** A session ran DDL: column names may have changed. */
