@@ -204,9 +204,13 @@ test('markup, ANSI and bidi controls from clients render as visible text; nothin
   assert.ok(text.includes(`SELECT '${IMG}' AS "<script>window.__pwned=2</script>"`), text);
   assert.ok(text.includes('\\u202eevil\\u202c'), `bidi controls shown as escapes: ${text}`);
   assert.ok(!text.includes('\u202E'), 'no raw bidi override on the page');
+  // The escapes the console made are marked, so they differ from the same characters typed: the
+  // statement's two bidi controls are, its typed \x1b (a backslash, x, 1, b) is not.
+  assert.deepEqual(await first.locator('span.ctl').allInnerTexts(), ['\\u202e', '\\u202c']);
   await page.locator('table.sample th', { hasText: '<script>window.__pwned=2</script>' }).waitFor();
   const cell = await page.locator('table.sample td').filter({ hasText: 'red' }).innerText();
   assert.equal(cell, '\\x1b[31mred\\x1b[0m \\u202eevil\\u202c');
+  assert.deepEqual(await page.locator('table.sample td').filter({ hasText: 'red' }).locator('span.ctl').allInnerTexts(), ['\\x1b', '\\x1b', '\\u202e', '\\u202c']);
   assert.equal(await page.locator('table.sample td').filter({ hasText: IMG }).count(), 1);
   await page.locator('.outcome .error', { hasText: `invalid input syntax for type integer: "${IMG}"` }).waitFor();
   await noScript();

@@ -6,7 +6,7 @@ import { useEffect, useRef, useState } from 'react';
 import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
 import { ApiError, get, post, type EventView, type Me, type SessionView } from '../api.ts';
-import { Time, visible } from '../format.tsx';
+import { Shown, Time, visible } from '../format.tsx';
 import { href } from '../router.ts';
 
 export function Live({ me }: { me: Me }) {
@@ -82,7 +82,7 @@ function Watch({ id }: { id: string }) {
         const r = results.get(e.seq);
         const err = r?.error as { message?: string } | undefined;
         return (
-          <li key={e.seq} data-seq={e.seq}><a className="seq" href={href(`/sessions/${id}/e/${e.seq}`)}>#{e.seq}</a> <Time iso={e.ts} /> <code>{visible(String(e.data.text ?? e.data.command ?? (e.data.statement ? `(statement ${String(e.data.statement)})` : '')), 500)}</code>
+          <li key={e.seq} data-seq={e.seq}><a className="seq" href={href(`/sessions/${id}/e/${e.seq}`)}>#{e.seq}</a> <Time iso={e.ts} /> <code><Shown text={String(e.data.text ?? e.data.command ?? (e.data.statement ? `(statement ${String(e.data.statement)})` : ''))} max={500} /></code>
             {r && <span className="muted"> {err ? `error: ${visible(err.message ?? '', 200)}` : visible(String(r.tag ?? ''), 100)}</span>}</li>
         );
       })}</ol>

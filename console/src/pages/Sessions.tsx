@@ -4,7 +4,7 @@
 // the session.
 import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
 import { ApiError, get, type SessionView } from '../api.ts';
-import { Time, visible } from '../format.tsx';
+import { Shown, Time, visible } from '../format.tsx';
 import { back, go, href } from '../router.ts';
 
 const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome', 'review'] as const;
@@ -100,7 +100,7 @@ export function Sessions({ query }: { query: URLSearchParams }) {
                 <td>{s.identity.kind}</td>
                 <td>{s.protocol}</td>
                 <td>{visible(s.connection, 80)}</td>
-                <td>{visible(s.applicationName, 60)}</td>
+                <td><Shown text={s.applicationName} max={60} /></td>
                 <td className="num">{s.eventCount}</td>
                 <td>{s.endedAt === null ? <span className="badge live">open</span> : visible(s.endReason ?? '', 80)}
                   {(s.review ?? []).map((r) => <span key={r} className={`badge ${r === 'denied' ? 'deny' : r === 'held' ? 'hold' : ''}`}>{r}</span>)}</td>
