@@ -224,3 +224,39 @@ test('a mask rule applied while a session is open applies to its next result', a
     await gw.cliOk(['policy', 'apply', file]);
   }
 });
+
+test('pipelined statements over tables not looked up yet keep their order; a row larger than a chunk is masked whole', async () => {
+  await cluster.sql(`CREATE TABLE people (name text, ssn text); INSERT INTO people VALUES ('p', '111-22-3333'); GRANT ALL ON people TO scram_user;
+    CREATE TABLE docs (id int, body text, email text); INSERT INTO docs VALUES (1, repeat('x', 1024 * 1024) || ' ${AWS_KEY}', 'a@b.c'); GRANT ALL ON docs TO scram_user;`, 'app');
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'pipeline-mask' } });
+  wire.send([
+    parseMessage('', 'select name, ssn from people'), bindMessage('', '', []), describeMessage('P', ''), executeMessage(),
+    parseMessage('', "select 'between'"), bindMessage('', '', []), describeMessage('P', ''), executeMessage(),
+    parseMessage('', 'select id, email from users where id = 1'), bindMessage('', '', []), describeMessage('P', ''), executeMessage(),
+    syncMessage(),
+  ]);
+  const rows = (await wire.readUntilReady()).filter((m) => m.type === 'D').map((m) => decodeDataRow(m.body));
+  assert.deepEqual(rows, [['p', '[masked:ssn]'], ['between'], ['1', '[masked:email]']]);
+  // Rows of a result the client never had described cannot be read by column: every value is NULL.
+  wire.send([parseMessage('', 'select name, ssn from people'), bindMessage('', '', []), executeMessage(), syncMessage()]);
+  assert.deepEqual((await wire.readUntilReady()).filter((m) => m.type === 'D').map((m) => decodeDataRow(m.body)), [[null, null]]);
+  const big = await wire.queryOk('select id, body, email from docs');
+  assert.equal(big.rows[0]![1], `${'x'.repeat(1024 * 1024)} [masked:aws]`);
+  assert.equal(big.rows[0]![2], 'a@b.c', 'docs.email is not public.users.email');
+  wire.terminate();
+});
+
+test('when the catalog cannot be read, every column read from a table is masked (fail closed)', async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'catalog-down' } });
+  await cluster.sql('CREATE TABLE fresh (a text, b int); INSERT INTO fresh VALUES (\'visible?\', 7); GRANT ALL ON fresh TO scram_user;', 'app');
+  const own = (await wire.queryOk('select pg_backend_pid()')).rows[0]![0];
+  // The gateway's catalog connection goes away, and no new one may log in.
+  await cluster.sql(`ALTER ROLE scram_user CONNECTION LIMIT 1; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scram_user' AND pid <> ${own}`, 'app');
+  try {
+    const r = await wire.queryOk("select a, b, 'literal' as c from fresh");
+    assert.deepEqual(r.rows, [['[masked:a]', null, 'literal']]);
+  } finally {
+    await cluster.sql('ALTER ROLE scram_user CONNECTION LIMIT -1', 'app');
+    wire.terminate();
+  }
+});
