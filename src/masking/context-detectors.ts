@@ -19,8 +19,12 @@ interface Rule {
 const SQL_LITERAL = String.raw`(?:[Ee]'((?:[^'\\]|''|\\[\s\S]){0,4096})'|'((?:[^']|''){0,4096})'|\$([A-Za-z_0-9]{0,16})\$([^$]{0,4096})\$\3\$)`;
 /** A value on a command line: quoted, or a word. */
 const CLI_VALUE = String.raw`(?:'([^'\r\n]{1,1024})'|"([^"\r\n]{1,1024})"|([^\s'";&|<>)]{1,1024}))`;
-/** Names that say their value is secret (settings, variables, options). */
-const SECRET_NAME = String.raw`[A-Za-z0-9_.-]{0,64}(?:password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|auth[_-]?key)[A-Za-z0-9_.-]{0,64}`;
+/** Words that make a name's value secret (settings, variables, options). */
+const SECRET_WORD = String.raw`(?:password|passwd|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|auth[_-]?key)`;
+/** A name holding such a word (anchored where a pattern may start anywhere: set_config's first argument). */
+const SECRET_NAME = String.raw`[A-Za-z0-9_.-]{0,64}${SECRET_WORD}[A-Za-z0-9_.-]{0,64}`;
+/** The rest of a name after its secret word. Patterns start at the word (irregexp finds literals fast; a name class first would be tried at every word). */
+const NAME_REST = String.raw`[A-Za-z0-9_.-]{0,64}`;
 
 function notPlaceholder(v: string): boolean {
   return v.length > 0 && !/^(?:\$\{?[A-Za-z_]|%[sdv]$|\?$|\*+$|\[(?:masked|hash|hidden)|:[A-Za-z_0-9]+$|\$[0-9]+$|<[^>]*>$|\{\{)/i.test(v);
@@ -42,7 +46,7 @@ const RULES: Rule[] = [
   {
     // SET [SESSION|LOCAL] app.api_token = '…' / TO '…', ALTER ROLE … SET …, ALTER SYSTEM SET …, and name = '…' comparisons.
     name: 'sql_secret_setting',
-    pattern: new RegExp(String.raw`(?<![A-Za-z0-9_.])"?${SECRET_NAME}"?\s{0,16}(?:=|\bto\b)\s{0,16}${SQL_LITERAL}`, 'gid'),
+    pattern: new RegExp(String.raw`${SECRET_WORD}${NAME_REST}"?\s{0,16}(?:=|\bto\b)\s{0,16}${SQL_LITERAL}`, 'gid'),
     groups: [1, 2, 4], validate: notPlaceholder,
   },
   {
@@ -65,13 +69,13 @@ const RULES: Rule[] = [
   {
     // --password=…, --password …, --db-password …, --token …, --client-secret=…, --api-key …
     name: 'cli_secret_option',
-    pattern: new RegExp(String.raw`(?<![A-Za-z0-9_-])--?${SECRET_NAME}(?:=|\s{1,8}(?!-))${CLI_VALUE}`, 'gid'),
+    pattern: new RegExp(String.raw`(?<=(?<![A-Za-z0-9_-])--?[A-Za-z0-9_.-]{0,64})${SECRET_WORD}${NAME_REST}(?:=|\s{1,8}(?!-))${CLI_VALUE}`, 'gid'),
     groups: [1, 2, 3], validate: notPlaceholder,
   },
   {
     // PGPASSWORD=… cmd, export GITHUB_TOKEN=…, MYSQL_PWD=… (names in capitals, as variables are; not PWD=/OLDPWD=, the working directory)
     name: 'env_secret',
-    pattern: new RegExp(String.raw`(?<![A-Za-z0-9_])(?:[A-Z0-9_]{0,64}(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIALS?|AUTH_?KEY)[A-Z0-9_]{0,64}|[A-Z0-9_]{1,64}_PWD)=${CLI_VALUE}`, 'gd'),
+    pattern: new RegExp(String.raw`(?:(?<![a-z])(?:PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIALS?|AUTH_?KEY)[A-Z0-9_]{0,64}|(?<=[A-Z0-9])_PWD)=${CLI_VALUE}`, 'gd'),
     groups: [1, 2, 3], validate: notPlaceholder,
   },
   {
