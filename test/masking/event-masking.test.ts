@@ -127,3 +127,32 @@ test('the fast prefilter lets through everything any record detector finds', asy
   }
   assert.ok(found >= positives.length, `${found} texts with findings`);
 });
+
+test('context rules: bounded work on hostile input', async () => {
+  const { findSecrets } = await import('../../src/masking/detectors.ts');
+  const { CONTEXT_DETECTORS } = await import('../../src/masking/context-detectors.ts');
+  const MB = 1024 * 1024;
+  const hostile: Record<string, string> = {
+    'password runs': 'password '.repeat(MB / 9),
+    "password ' unterminated": "password '" + 'x'.repeat(MB),
+    "E'\\\\ runs": "password E'" + '\\'.repeat(MB),
+    "'' runs": "password '" + "''".repeat(MB / 2),
+    'dollar quotes': 'password $a$' + '$'.repeat(MB),
+    '--password runs': '--password '.repeat(MB / 11),
+    'dash runs': '-'.repeat(MB),
+    'authorization runs': 'Authorization: '.repeat(MB / 15),
+    'set_config runs': "set_config('".repeat(MB / 12),
+    'mysql runs': 'mysql '.repeat(MB / 6),
+    'TOKEN= runs': 'TOKEN='.repeat(MB / 6),
+    'identified by runs': 'identified by '.repeat(MB / 14),
+    '-u runs': '-u a:'.repeat(MB / 5),
+    'secret name chars': 'a.'.repeat(MB / 2) + 'token',
+  };
+  for (const [name, text] of Object.entries(hostile)) {
+    const t0 = performance.now();
+    findSecrets(text, CONTEXT_DETECTORS);
+    const ms = performance.now() - t0;
+    console.log(`  ${name}: ${(text.length / MB).toFixed(1)} MB in ${ms.toFixed(0)} ms`);
+    assert.ok(ms < 3000, `${name} took ${ms} ms`);
+  }
+});
