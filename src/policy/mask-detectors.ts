@@ -1,12 +1,23 @@
 // The seam between mask rules and the secret detector catalogue (src/masking/detectors.ts): the
 // detector names a rule may list, and how one session's mask plan masks a whole value or the
 // secrets in a text. Engines use this with the plan the policy stage gives them; they hold no rules.
-import { BUILTIN_DETECTOR_NAMES, findSecrets, maskValue, selectDetectors, type Detector } from '../masking/detectors.ts';
+import { BUILTIN_DETECTOR_NAMES, customDetector, findSecrets, maskValue, selectDetectors, type Detector } from '../masking/detectors.ts';
+import type { MaskPattern } from './policy-file.ts';
 import type { MaskChoice, MaskPlan } from './policy.ts';
 import type { MaskStyle } from './types.ts';
 
 /** Detector names a mask rule may list (the catalogue's). */
 export const DETECTOR_NAMES: readonly string[] = BUILTIN_DETECTOR_NAMES;
+
+/** Why an operator's pattern is refused (a name taken or malformed, a catastrophic shape, bad flags), or null. */
+export function checkMaskPattern(p: MaskPattern): string | null {
+  try {
+    customDetector(p);
+    return null;
+  } catch (err) {
+    return (err as Error).message.replace(/^detector [^:]*: /, '');
+  }
+}
 
 /** What a masked value becomes: a text, or SQL NULL. */
 export type Masked = string | null;
@@ -26,7 +37,7 @@ export class ValueMasking {
   constructor(plan: MaskPlan, key: Buffer) {
     this.plan = plan;
     this.key = key;
-    this.detectors = plan.detectors.length > 0 ? selectDetectors(plan.detectors.map((d) => d.detector)) : [];
+    this.detectors = plan.detectors.length > 0 ? selectDetectors(plan.detectors.map((d) => d.detector), plan.patterns) : [];
     for (const d of plan.detectors) this.styles.set(d.detector, d.style);
     // Joined by their flags (a case-sensitive prefilter stays so: AKIA, not akia, in hex digests).
     const byFlags = new Map<string, string[]>();

@@ -6,7 +6,7 @@ import { LineCounter, parseDocument, isMap, isSeq, type Document } from 'yaml';
 import { parseDuration } from '../util/duration.ts';
 import { canonicalJson } from '../integrity/canonical-json.ts';
 import { FILE_OPS, MASK_STYLES, type Decision, type FileOp, type MaskStyle } from './types.ts';
-import { DETECTOR_NAMES } from './mask-detectors.ts';
+import { DETECTOR_NAMES, checkMaskPattern } from './mask-detectors.ts';
 
 export interface RuleScope {
   kinds?: string[];
@@ -28,7 +28,15 @@ export interface GitCriteria { refs?: string[]; force?: boolean; delete?: boolea
  * What a mask rule masks (action: mask): result columns by `schema.table.column` glob, and values
  * in which a secret detector finds something; `style` says how (default redact).
  */
-export interface MaskCriteria { columns?: string[]; detectors?: string[]; style: MaskStyle }
+export interface MaskCriteria {
+  columns?: string[];
+  detectors?: string[];
+  /** Operator-defined detectors: a name and a regular expression (checked for catastrophic shapes). */
+  patterns?: MaskPattern[];
+  style: MaskStyle;
+}
+
+export interface MaskPattern { name: string; pattern: string; flags?: string; group?: number }
 
 /** A rule's action: a decision on an action, or `mask` (a rule about what comes back, never a decision). */
 export type RuleAction = Decision | 'mask';
@@ -91,10 +99,15 @@ export function parsePolicyFile(text: string): PolicyDocument {
   const list = top.rules as unknown[];
   if (list.length > MAX_RULES) fail(['rules'], `at most ${MAX_RULES} rules`);
   const seen = new Set<string>();
+  const patterns = new Set<string>();
   const rules = list.map((raw, i) => {
     const rule = readRule(raw, ['rules', i], fail);
     if (seen.has(rule.name)) fail(['rules', i, 'name'], `a second rule named "${rule.name}": rule names must be unique`);
     seen.add(rule.name);
+    for (const [j, p] of (rule.mask?.patterns ?? []).entries()) {
+      if (patterns.has(p.name)) fail(['rules', i, 'mask', 'patterns', j], `rule "${rule.name}": a second pattern named "${p.name}": pattern names must be unique in the policy`);
+      patterns.add(p.name);
+    }
     return rule;
   });
   return { rules };
@@ -173,7 +186,7 @@ function readMaskRule(r: Record<string, unknown>, at: Array<string | number>, na
   }
   if (r.mask === undefined) fail([...at, 'action'], `rule "${name}": action: mask needs mask: { columns: [...], detectors: [...], style: ... }`);
   const at2 = [...at, 'mask'];
-  const o = criteria(r.mask, at2, name, fail, ['columns', 'detectors', 'style']);
+  const o = criteria(r.mask, at2, name, fail, ['columns', 'detectors', 'patterns', 'style']);
   const m: MaskCriteria = { style: 'redact' };
   const columns = strings(o.columns, [...at2, 'columns'], name, fail);
   if (columns) {
@@ -190,7 +203,22 @@ function readMaskRule(r: Record<string, unknown>, at: Array<string | number>, na
     });
     m.detectors = [...new Set(detectors)];
   }
-  if (!m.columns && !m.detectors) fail(at2, `rule "${name}": mask needs columns: or detectors: (or both)`);
+  if (o.patterns !== undefined) {
+    if (!Array.isArray(o.patterns) || o.patterns.length === 0 || o.patterns.length > 64) fail([...at2, 'patterns'], `rule "${name}": patterns must be a list (at most 64) of { name:, pattern: } mappings`);
+    m.patterns = (o.patterns as unknown[]).map((raw, i) => {
+      const o2 = criteria(raw, [...at2, 'patterns', i], name, fail, ['name', 'pattern', 'flags', 'group']);
+      const p: MaskPattern = { name: text(o2.name, [...at2, 'patterns', i, 'name'], name, fail), pattern: text(o2.pattern, [...at2, 'patterns', i, 'pattern'], name, fail) };
+      if (o2.flags !== undefined) p.flags = text(o2.flags, [...at2, 'patterns', i, 'flags'], name, fail);
+      if (o2.group !== undefined) {
+        if (!Number.isInteger(o2.group) || (o2.group as number) < 1 || (o2.group as number) > 9) fail([...at2, 'patterns', i, 'group'], `rule "${name}": group must be a capture group number from 1 to 9`);
+        p.group = o2.group as number;
+      }
+      const problem = checkMaskPattern(p);
+      if (problem) fail([...at2, 'patterns', i], `rule "${name}": pattern ${JSON.stringify(p.name)}: ${problem}`);
+      return p;
+    });
+  }
+  if (!m.columns && !m.detectors && !m.patterns) fail(at2, `rule "${name}": mask needs columns:, detectors: or patterns:`);
   if (o.style !== undefined) {
     if (typeof o.style !== 'string' || !(MASK_STYLES as readonly string[]).includes(o.style)) fail([...at2, 'style'], `rule "${name}": style must be one of ${MASK_STYLES.join(', ')}`);
     m.style = o.style as MaskStyle;

@@ -10,7 +10,7 @@ import { matchesRefGlob, REASON_DELETE, REASON_NON_FF, REASON_UNVERIFIED } from 
 import { compileGlob } from '../util/glob.ts';
 import { sqlFacts, type SqlStatementFacts } from './sql-facts.ts';
 import { execFacts, type SimpleCommand } from './exec-facts.ts';
-import type { PolicyDocument, PolicyRule } from './policy-file.ts';
+import type { MaskPattern, PolicyDocument, PolicyRule } from './policy-file.ts';
 import { moreRestrictive, type Decision, type HoldTerms, type MaskStyle, type PolicyAction, type PolicyPlace, type PolicySubject, type RefUpdateFacts, type Verdict } from './types.ts';
 
 export const DEFAULT_HOLD_TIMEOUT_MS = 5 * 60_000;
@@ -168,6 +168,8 @@ export class MaskPlan {
   /** The rules it was made of, in order. */
   readonly rules: readonly string[];
   readonly detectors: readonly DetectorChoice[];
+  /** The operator-defined detectors among them. */
+  readonly patterns: readonly MaskPattern[];
   private readonly columnRules: readonly CompiledMaskRule[];
 
   constructor(version: number, rules: readonly CompiledMaskRule[]) {
@@ -175,12 +177,18 @@ export class MaskPlan {
     this.rules = rules.map((r) => r.rule.name);
     this.columnRules = rules.filter((r) => r.full !== null);
     const detectors: DetectorChoice[] = [];
+    const patterns: MaskPattern[] = [];
     for (const r of rules) {
       for (const d of r.rule.mask!.detectors ?? []) {
         if (!detectors.some((x) => x.detector === d)) detectors.push({ detector: d, rule: r.rule.name, style: r.rule.mask!.style });
       }
+      for (const p of r.rule.mask!.patterns ?? []) {
+        detectors.push({ detector: p.name, rule: r.rule.name, style: r.rule.mask!.style });
+        patterns.push(p);
+      }
     }
     this.detectors = detectors;
+    this.patterns = patterns;
   }
 
   /** How a column that cannot be named is masked (fail closed): as the first column rule masks. */

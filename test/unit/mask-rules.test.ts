@@ -61,7 +61,7 @@ describe('mask rules in the policy file', () => {
   it('are refused with the line and the reason when malformed', () => {
     const cases: Array<[string, number, RegExp]> = [
       ['rules:\n  - name: m\n    action: mask\n', 3, /action: mask needs mask:/],
-      ['rules:\n  - name: m\n    action: mask\n    mask: { style: redact }\n', 4, /mask needs columns: or detectors:/],
+      ['rules:\n  - name: m\n    action: mask\n    mask: { style: redact }\n', 4, /mask needs columns:, detectors: or patterns:/],
       ['rules:\n  - name: m\n    action: mask\n    mask:\n      detectors: [aws, nosuch]\n', 5, /unknown detector "nosuch" \(aws, github/],
       ['rules:\n  - name: m\n    action: mask\n    mask: { columns: [a.b], style: scramble }\n', 4, /style must be one of redact, partial, hash, null/],
       ['rules:\n  - name: m\n    action: mask\n    mask: { columns: ["a..b"] }\n', 4, /column "a..b" has an empty part/],
@@ -75,6 +75,35 @@ describe('mask rules in the policy file', () => {
       const err = refused(text);
       assert.equal(err.line, line, `${err.message}\n${text}`);
       assert.match(err.message, why);
+    }
+  });
+});
+
+describe('operator-defined patterns', () => {
+  before(() => loadPolicyParser());
+  const file = (patterns: string) => `rules:\n  - name: m\n    action: mask\n    mask:\n      style: partial\n      patterns:\n${patterns}`;
+
+  it('are detectors of their own, in their rule\'s style', () => {
+    const doc = parsePolicyFile(file("        - { name: order-token, pattern: 'ord_[0-9a-f]{12}' }\n        - { name: ticket, pattern: 'ticket=([A-Z]{3}-[0-9]{4})', group: 1 }\n"));
+    const plan = new CompiledPolicy(doc, 1, 'h').maskingFor(agent, prod)!;
+    assert.deepEqual(plan.detectors.map((d) => [d.detector, d.style]), [['order-token', 'partial'], ['ticket', 'partial']]);
+    const masking = new ValueMasking(plan, Buffer.alloc(32));
+    assert.equal(masking.secrets('see ord_0123456789ab and ticket=ABC-1234.'), 'see ************89ab and ticket=****1234.', 'group 1 only');
+    assert.equal(masking.secrets('see ord_0123456789ab and ticket=ABCD-12'), 'see ************89ab and ticket=ABCD-12');
+  });
+
+  it('are refused when their shape could backtrack catastrophically, their name is taken, or their flags are unknown', () => {
+    const cases: Array<[string, number, RegExp]> = [
+      [file("        - { name: slow, pattern: '(a+)+b' }\n"), 7, /pattern "slow": a repeated group holds a quantifier or an alternation/],
+      [file("        - { name: aws, pattern: 'x' }\n"), 7, /pattern "aws": .*built-in/],
+      [file("        - { name: x, pattern: 'x', flags: g }\n"), 7, /flags may be i, m, s, u/],
+      [file("        - { name: x, pattern: 'x' }\n        - { name: x, pattern: 'y' }\n"), 8, /a second pattern named "x"/],
+      [file("        - { name: x, pattern: 'x', group: 0 }\n"), 7, /group must be a capture group number/],
+    ];
+    for (const [text, line, why] of cases) {
+      const err = refused(text);
+      assert.match(err.message, why, text);
+      assert.equal(err.line, line, `${err.message}\n${text}`);
     }
   });
 });
