@@ -29,3 +29,6 @@ export function href(path: string, query?: Record<string, string | undefined>): 
 export function go(path: string, query?: Record<string, string | undefined>): void {
   window.location.hash = href(path, query).slice(1);
 }
+
+/** Where Esc goes back to from a session (the list as it was filtered), and the row to focus there. */
+export const back: { list: string; opened: string | null } = { list: '#/sessions', opened: null };

@@ -57,3 +57,10 @@ export function requireAdmin(access: AccessService) {
     if (!decision.allowed) await reply.code(403).send({ error: `identity "${req.identity!.name}" is not an administrator: ${decision.reason}` });
   };
 }
+
+/** The token a request authenticated with: its bearer token, or the console cookie's. */
+export function requestToken(req: FastifyRequest): string | null {
+  const header = req.headers.authorization;
+  const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+  return m ? m[1]! : cookieValue(req.headers.cookie, CONSOLE_COOKIE);
+}

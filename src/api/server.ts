@@ -60,6 +60,8 @@ export interface ApiDeps {
   sessions: SessionRegistry;
   /** Failed sign-ins per address, shared with the protocol listeners (absent: bearer tokens are not limited). */
   authThrottle?: AuthThrottle;
+  /** Announces written recording batches, for live views (absent: they look every few seconds). */
+  written?: import('../store/write-feed.ts').WriteFeed;
   /** Timeouts and the body limit (defaults: API_LIMITS). */
   limits?: Partial<ApiLimits>;
 }

@@ -13,6 +13,7 @@ import type { PolicyAction, Verdict } from '../policy/types.ts';
 import { newId } from '../util/ids.ts';
 import { UserError } from '../identity/identity-service.ts';
 import type { ApprovalWebhook } from './webhook.ts';
+import { maskEventData } from '../masking/event-masking.ts';
 
 export type HoldOutcome =
   | { kind: 'approved'; by: string[] }
@@ -77,7 +78,8 @@ export class ApprovalService {
       id: newId('apr'), status: 'pending', gatewayId: this.gatewayId, sessionId: req.sessionId,
       requesterId: req.requester.id, requesterName: req.requester.name, requesterKind: req.requester.kind, requesterClaims: req.requester.claims ?? null,
       connectionId: req.connection.id, connectionName: req.connection.name, protocol: req.protocol,
-      rule: req.verdict.rule ?? '', policyVersion: req.verdict.policyVersion, action: JSON.stringify(req.action),
+      // Stored, shown to approvers and announced: masked as recorded events are (nothing secret in the store).
+      rule: req.verdict.rule ?? '', policyVersion: req.verdict.policyVersion, action: JSON.stringify(maskEventData('approval.action', req.action)),
       approvers: JSON.stringify(terms.approvers), quorum: terms.quorum, decisions: '[]', reason: null,
       createdAt: now, expiresAt: now + terms.timeoutMs, decidedAt: null,
     };

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 
 const VERSION = 1;
@@ -17,6 +17,11 @@ export class SecretBox {
   constructor(key: Buffer) {
     if (key.length !== 32) throw new Error('secret key must be 32 bytes');
     this.key = key;
+  }
+
+  /** A key for another purpose, derived from this one (HKDF-SHA256 with the purpose as label): it says nothing of this key. */
+  derive(purpose: string): Buffer {
+    return Buffer.from(hkdfSync('sha256', this.key, Buffer.alloc(0), `gatehouse ${purpose}`, 32));
   }
 
   seal(plaintext: string, associatedData: string): Buffer {

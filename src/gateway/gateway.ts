@@ -11,6 +11,7 @@ import { IdentityService } from '../identity/identity-service.ts';
 import { WorkloadExchange } from '../identity/workload/exchange.ts';
 import { SignInService } from '../identity/sso/sign-in-service.ts';
 import { Recorder } from '../recorder/recorder.ts';
+import { WriteFeed, withWriteFeed } from '../store/write-feed.ts';
 import { PolicyService } from '../policy/policy-service.ts';
 import { AdminAudit } from '../audit/admin-audit.ts';
 import { ApprovalService } from '../approvals/approval-service.ts';
@@ -70,7 +71,9 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
     const identity = new IdentityService(store);
     const newAdminToken = await bootstrapAdmin(store, identity, config.adminToken);
     const signingKey = loadSigningKey(path.join(config.dataDir, 'signing'), config.signingKeyFile);
-    const recorder = new Recorder(store, log, signingKey, {
+    // Live views hear when a session's recording grew (src/store/write-feed.ts).
+    const written = new WriteFeed();
+    const recorder = new Recorder(withWriteFeed(store, written), log, signingKey, {
       sampleRows: config.recording.sampleRows, sampleBytes: config.recording.sampleBytes,
       checkpointIntervalMs: config.recording.checkpointIntervalMs,
       sealLogHeadFile: path.join(config.dataDir, 'seal-log.head'),
@@ -136,7 +139,7 @@ export async function startGateway(config: GatewayConfig, log: Logger): Promise<
       store, identity, recorder, config: config.sso, log: log.child({ component: 'sso' }),
       publicUrl: () => config.sso.publicUrl ?? `${apiTls.scheme}://${apiAddress.host.includes(':') ? `[${apiAddress.host}]` : apiAddress.host}:${apiAddress.port}`,
     });
-    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, audit, approvals, dialer: ctx.dialer, connectors, workload, sso, sessions, limits: config.api, authThrottle: admission.throttle }, config.http, { https: apiTls.https });
+    const api: ApiServer = await startApiServer({ store, identity, secrets, engines, log, recorder, policy, audit, approvals, dialer: ctx.dialer, connectors, workload, sso, sessions, written, limits: config.api, authThrottle: admission.throttle }, config.http, { https: apiTls.https });
     apiAddress = api.address;
     if (sso.enabled && !config.sso.publicUrl && /^(0\.0\.0\.0|::)$/.test(apiAddress.host)) {
       log.warn('sso.public_url is not set and the API listens on every address: identity providers will be told an unusable URL; set sso.public_url');

@@ -1,9 +1,12 @@
 // The export bundle: a directory a third party can verify with nothing else (docs/bundle.md).
-import { mkdirSync, readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { sha256Hex } from './hash-chain.ts';
 import { keyIdOf } from './signing-keys.ts';
 import { createPublicKey } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { readTar, tarArchive, type TarFile } from './tar.ts';
 import { asciicastFiles } from '../recorder/asciicast.ts';
 import {
   checkStartEvent, compareDescription, DESCRIBED_FIELDS, verifySessionEvidence, vouchedDescription,
@@ -36,7 +39,73 @@ const BUNDLE_FILE = /^(events\.jsonl|checkpoints\.jsonl|seal\.json|keys\/[0-9a-f
 const jsonl = (rows: unknown[]): string => rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : '');
 
 export function writeBundle(dir: string, content: BundleContent): Manifest {
+  const { files, manifest } = bundleFiles(content);
   mkdirSync(path.join(dir, 'keys'), { recursive: true });
+  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
+  return manifest;
+}
+
+/**
+ * The bundle as one file: a gzipped tar of the directory `<session id>/` that writeBundle would
+ * write (what the console downloads). `tar -xzf FILE` then `gatehouse verify <session id>`.
+ */
+export function bundleArchive(content: BundleContent): Buffer {
+  const { files } = bundleFiles(content);
+  const top = content.session.id;
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(top) || top.startsWith('.')) throw new Error(`session id ${JSON.stringify(top)} cannot name a bundle directory`);
+  const mtime = Math.floor(Date.now() / 1000);
+  return gzipSync(tarArchive([
+    { name: `${top}/`, dir: true, mtime },
+    { name: `${top}/keys/`, dir: true, mtime },
+    ...Object.entries(files).map(([name, text]) => ({ name: `${top}/${name}`, data: Buffer.from(text, 'utf8'), mtime })),
+  ]));
+}
+
+/** Largest bundle archive unpacked by verifyBundleArchive. */
+const MAX_ARCHIVE_BYTES = 2 * 1024 * 1024 * 1024;
+
+/**
+ * Verifies a bundle archive (bundleArchive's file, or any gzipped or plain tar holding exactly one
+ * bundle directory): unpacked, checked for what it holds, into a private temporary directory
+ * that is removed afterwards, then verified as verifyBundle verifies a directory.
+ */
+export function verifyBundleArchive(file: string, trustedKeys: string[] = []): BundleVerification {
+  const broken = (problem: string): BundleVerification => ({ ok: false, problem, sealed: false, events: 0, checkpoints: 0, keyIds: [] });
+  let entries: TarFile[];
+  try {
+    const raw = readFileSync(file);
+    const tar = raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw, { maxOutputLength: MAX_ARCHIVE_BYTES }) : raw;
+    entries = readTar(tar);
+  } catch (err) {
+    return broken(`${path.basename(file)}: ${(err as Error).message}`);
+  }
+  const tops = new Set(entries.map((e) => e.name.split('/')[0]!));
+  if (tops.size !== 1) return broken(`${path.basename(file)} must hold one bundle directory, it holds ${[...tops].map((t) => JSON.stringify(t)).join(', ') || 'nothing'}`);
+  const [top] = [...tops] as [string];
+  if (entries.some((e) => e.name === top && !e.dir)) return broken(`${path.basename(file)} holds a file ${JSON.stringify(top)}, not a bundle directory`);
+  const tmp = mkdtempSync(path.join(tmpdir(), 'gatehouse-bundle-'));
+  try {
+    const seen = new Set<string>();
+    for (const e of entries) {
+      if (seen.has(e.name)) return broken(`${path.basename(file)} holds ${JSON.stringify(e.name)} twice`);
+      seen.add(e.name);
+      const target = path.join(tmp, e.name);
+      if (e.dir) mkdirSync(target, { recursive: true });
+      else {
+        mkdirSync(path.dirname(target), { recursive: true });
+        writeFileSync(target, e.data, { flag: 'wx' });
+      }
+    }
+    return verifyBundle(path.join(tmp, top), trustedKeys);
+  } catch (err) {
+    return broken(`${path.basename(file)}: ${(err as Error).message}`);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The bundle's files (manifest.json included, last) as name → text. */
+export function bundleFiles(content: BundleContent): { files: Record<string, string>; manifest: Manifest } {
   const files: Record<string, string> = {
     'events.jsonl': jsonl(content.events),
     'checkpoints.jsonl': jsonl(content.checkpoints),
@@ -48,12 +117,8 @@ export function writeBundle(dir: string, content: BundleContent): Manifest {
   // Only the fields verify can check against the seal and the session.start event.
   const session = Object.fromEntries(DESCRIBED_FIELDS.filter((f) => f in content.session).map((f) => [f, content.session[f]])) as Manifest['session'];
   const manifest: Manifest = { format: BUNDLE_FORMAT, version: BUNDLE_VERSION, session, files: {} };
-  for (const [name, text] of Object.entries(files)) {
-    writeFileSync(path.join(dir, name), text);
-    manifest.files[name] = sha256Hex(text);
-  }
-  writeFileSync(path.join(dir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-  return manifest;
+  for (const [name, text] of Object.entries(files)) manifest.files[name] = sha256Hex(text);
+  return { files: { ...files, 'manifest.json': JSON.stringify(manifest, null, 2) + '\n' }, manifest };
 }
 
 function castTitle(session: Record<string, unknown>): string {

@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
 import { LineCounter, parseDocument, isMap, isSeq, type Document } from 'yaml';
 import { parseDuration } from '../util/duration.ts';
 import { canonicalJson } from '../integrity/canonical-json.ts';
-import { FILE_OPS, type Decision, type FileOp } from './types.ts';
+import { FILE_OPS, MASK_STYLES, type Decision, type FileOp, type MaskStyle } from './types.ts';
+import { DETECTOR_NAMES, checkMaskPattern } from './mask-detectors.ts';
 
 export interface RuleScope {
   kinds?: string[];
@@ -23,6 +24,23 @@ export interface ExecCriteria { commands?: string[]; programs?: string[] }
 export interface FileCriteria { paths?: string[]; ops?: FileOp[] }
 export interface GitCriteria { refs?: string[]; force?: boolean; delete?: boolean; create?: boolean; update?: boolean }
 
+/**
+ * What a mask rule masks (action: mask): result columns by `schema.table.column` glob, and values
+ * in which a secret detector finds something; `style` says how (default redact).
+ */
+export interface MaskCriteria {
+  columns?: string[];
+  detectors?: string[];
+  /** Operator-defined detectors: a name and a regular expression (checked for catastrophic shapes). */
+  patterns?: MaskPattern[];
+  style: MaskStyle;
+}
+
+export interface MaskPattern { name: string; pattern: string; flags?: string; group?: number }
+
+/** A rule's action: a decision on an action, or `mask` (a rule about what comes back, never a decision). */
+export type RuleAction = Decision | 'mask';
+
 export interface PolicyRule {
   name: string;
   when: RuleScope;
@@ -32,7 +50,9 @@ export interface PolicyRule {
   shell?: boolean;
   files?: FileCriteria;
   git?: GitCriteria;
-  action: Decision;
+  /** action: mask only. */
+  mask?: MaskCriteria;
+  action: RuleAction;
   /** Shown to the client with a deny or hold. */
   message?: string;
   approvers?: { groups: string[]; identities: string[] };
@@ -79,10 +99,15 @@ export function parsePolicyFile(text: string): PolicyDocument {
   const list = top.rules as unknown[];
   if (list.length > MAX_RULES) fail(['rules'], `at most ${MAX_RULES} rules`);
   const seen = new Set<string>();
+  const patterns = new Set<string>();
   const rules = list.map((raw, i) => {
     const rule = readRule(raw, ['rules', i], fail);
     if (seen.has(rule.name)) fail(['rules', i, 'name'], `a second rule named "${rule.name}": rule names must be unique`);
     seen.add(rule.name);
+    for (const [j, p] of (rule.mask?.patterns ?? []).entries()) {
+      if (patterns.has(p.name)) fail(['rules', i, 'mask', 'patterns', j], `rule "${rule.name}": a second pattern named "${p.name}": pattern names must be unique in the policy`);
+      patterns.add(p.name);
+    }
     return rule;
   });
   return { rules };
@@ -101,8 +126,8 @@ function keyNodeOf(doc: Document, path: Array<string | number>): { range?: [numb
 
 type Fail = (path: Array<string | number>, message: string) => never;
 
-const RULE_KEYS = ['name', 'when', 'sql', 'exec', 'shell', 'files', 'git', 'action', 'message', 'approvers', 'quorum', 'timeout'];
-const ACTIONS: readonly Decision[] = ['allow', 'deny', 'hold', 'audit'];
+const RULE_KEYS = ['name', 'when', 'sql', 'exec', 'shell', 'files', 'git', 'mask', 'action', 'message', 'approvers', 'quorum', 'timeout'];
+const ACTIONS: readonly RuleAction[] = ['allow', 'deny', 'hold', 'audit', 'mask'];
 
 function readRule(raw: unknown, at: Array<string | number>, fail: Fail): PolicyRule {
   if (!isObject(raw)) fail(at, 'each rule must be a mapping (name:, action:, …)');
@@ -110,8 +135,10 @@ function readRule(raw: unknown, at: Array<string | number>, fail: Fail): PolicyR
   for (const k of Object.keys(r)) if (!RULE_KEYS.includes(k)) fail([...at, k], `unknown key "${k}" in a rule (expected ${RULE_KEYS.join(', ')})`);
   if (typeof r.name !== 'string' || !NAME.test(r.name)) fail([...at, 'name'], 'each rule needs a name: letters, digits, _ . : - (at most 100)');
   const name = r.name as string;
-  if (typeof r.action !== 'string' || !ACTIONS.includes(r.action as Decision)) fail([...at, 'action'], `rule "${name}": action must be one of ${ACTIONS.join(', ')}`);
-  const action = r.action as Decision;
+  if (typeof r.action !== 'string' || !ACTIONS.includes(r.action as RuleAction)) fail([...at, 'action'], `rule "${name}": action must be one of ${ACTIONS.join(', ')}`);
+  const action = r.action as RuleAction;
+  if (action === 'mask') return readMaskRule(r, at, name, fail);
+  if (r.mask !== undefined) fail([...at, 'mask'], `rule "${name}": mask: belongs to a rule with action: mask`);
   const targets = ['sql', 'exec', 'shell', 'files', 'git'].filter((k) => r[k] !== undefined);
   if (targets.length > 1) fail([...at, targets[1]!], `rule "${name}" names ${targets.join(' and ')}: a rule is about one kind of action (split it in two)`);
   const rule: PolicyRule = { name, when: readScope(r.when, [...at, 'when'], name, fail), action };
@@ -147,6 +174,56 @@ function readRule(raw: unknown, at: Array<string | number>, fail: Fail): PolicyR
     rule.timeoutMs = seconds! * 1000;
   }
   return rule;
+}
+
+/**
+ * A mask rule: its scope and what it masks. It decides nothing, so it names no kind of action
+ * (sql:, exec:, …) and takes no message or approval terms.
+ */
+function readMaskRule(r: Record<string, unknown>, at: Array<string | number>, name: string, fail: Fail): PolicyRule {
+  for (const k of ['sql', 'exec', 'shell', 'files', 'git', 'message', 'approvers', 'quorum', 'timeout']) {
+    if (r[k] !== undefined) fail([...at, k], `rule "${name}": ${k} does not apply to action: mask (a mask rule says what is masked in what comes back, in mask:, for the sessions in its when:)`);
+  }
+  if (r.mask === undefined) fail([...at, 'action'], `rule "${name}": action: mask needs mask: { columns: [...], detectors: [...], style: ... }`);
+  const at2 = [...at, 'mask'];
+  const o = criteria(r.mask, at2, name, fail, ['columns', 'detectors', 'patterns', 'style']);
+  const m: MaskCriteria = { style: 'redact' };
+  const columns = strings(o.columns, [...at2, 'columns'], name, fail);
+  if (columns) {
+    columns.forEach((c, i) => {
+      if (c.split('.').some((part) => part === '')) fail([...at2, 'columns', i], `rule "${name}": column "${c}" has an empty part: write schema.table.column, table.column or column (globs: * and ?)`);
+      if (c.split('.').length > 3) fail([...at2, 'columns', i], `rule "${name}": column "${c}" has more than three parts: write schema.table.column, table.column or column`);
+    });
+    m.columns = columns;
+  }
+  const detectors = strings(o.detectors, [...at2, 'detectors'], name, fail);
+  if (detectors) {
+    detectors.forEach((d, i) => {
+      if (!DETECTOR_NAMES.includes(d)) fail([...at2, 'detectors', i], `rule "${name}": unknown detector "${d}" (${DETECTOR_NAMES.join(', ')})`);
+    });
+    m.detectors = [...new Set(detectors)];
+  }
+  if (o.patterns !== undefined) {
+    if (!Array.isArray(o.patterns) || o.patterns.length === 0 || o.patterns.length > 64) fail([...at2, 'patterns'], `rule "${name}": patterns must be a list (at most 64) of { name:, pattern: } mappings`);
+    m.patterns = (o.patterns as unknown[]).map((raw, i) => {
+      const o2 = criteria(raw, [...at2, 'patterns', i], name, fail, ['name', 'pattern', 'flags', 'group']);
+      const p: MaskPattern = { name: text(o2.name, [...at2, 'patterns', i, 'name'], name, fail), pattern: text(o2.pattern, [...at2, 'patterns', i, 'pattern'], name, fail) };
+      if (o2.flags !== undefined) p.flags = text(o2.flags, [...at2, 'patterns', i, 'flags'], name, fail);
+      if (o2.group !== undefined) {
+        if (!Number.isInteger(o2.group) || (o2.group as number) < 1 || (o2.group as number) > 9) fail([...at2, 'patterns', i, 'group'], `rule "${name}": group must be a capture group number from 1 to 9`);
+        p.group = o2.group as number;
+      }
+      const problem = checkMaskPattern(p);
+      if (problem) fail([...at2, 'patterns', i], `rule "${name}": pattern ${JSON.stringify(p.name)}: ${problem}`);
+      return p;
+    });
+  }
+  if (!m.columns && !m.detectors && !m.patterns) fail(at2, `rule "${name}": mask needs columns:, detectors: or patterns:`);
+  if (o.style !== undefined) {
+    if (typeof o.style !== 'string' || !(MASK_STYLES as readonly string[]).includes(o.style)) fail([...at2, 'style'], `rule "${name}": style must be one of ${MASK_STYLES.join(', ')}`);
+    m.style = o.style as MaskStyle;
+  }
+  return { name, when: readScope(r.when, [...at, 'when'], name, fail), action: 'mask', mask: m };
 }
 
 const SCOPE_KEYS = ['kinds', 'identities', 'groups', 'claims', 'connections', 'types'];

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Identity, PolicyVersion, Store } from '../store/types.ts';
 import type { AccessService } from '../access/access-service.ts';
 import { parsePolicyFile, policyHash, canonicalPolicy } from './policy-file.ts';
-import { CompiledPolicy } from './policy.ts';
+import { CompiledPolicy, type MaskPlan } from './policy.ts';
 import type { PolicyAction, PolicyPlace, PolicySubject, Verdict } from './types.ts';
 
 export type PolicyTarget = 'sql' | 'exec' | 'shell' | 'files' | 'git';
@@ -142,6 +142,19 @@ export class SessionPolicy {
   private inScope(policy: CompiledPolicy): ReturnType<CompiledPolicy['rulesFor']> {
     if (this.scoped?.policy !== policy) this.scoped = { policy, rules: policy.rulesFor(this.subject, this.place) };
     return this.scoped.rules;
+  }
+
+  private maskCache: { policy: CompiledPolicy | null; plan: MaskPlan | null } | null = null;
+
+  /**
+   * What the mask rules in scope for this session mask, or null when none applies: then an engine
+   * keeps its zero-copy path. Cheap per message (recomputed once per policy version). An
+   * unreadable policy denies every action, so nothing comes back to mask.
+   */
+  masking(): MaskPlan | null {
+    const policy = this.service.compiled;
+    if (this.maskCache?.policy !== policy) this.maskCache = { policy, plan: policy?.maskingFor(this.subject, this.place) ?? null };
+    return this.maskCache.plan;
   }
 
   decide(action: PolicyAction): Verdict {

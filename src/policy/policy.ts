@@ -10,8 +10,8 @@ import { matchesRefGlob, REASON_DELETE, REASON_NON_FF, REASON_UNVERIFIED } from 
 import { compileGlob } from '../util/glob.ts';
 import { sqlFacts, type SqlStatementFacts } from './sql-facts.ts';
 import { execFacts, type SimpleCommand } from './exec-facts.ts';
-import type { PolicyDocument, PolicyRule } from './policy-file.ts';
-import { moreRestrictive, type Decision, type HoldTerms, type PolicyAction, type PolicyPlace, type PolicySubject, type RefUpdateFacts, type Verdict } from './types.ts';
+import type { MaskPattern, PolicyDocument, PolicyRule } from './policy-file.ts';
+import { moreRestrictive, type Decision, type HoldTerms, type MaskStyle, type PolicyAction, type PolicyPlace, type PolicySubject, type RefUpdateFacts, type Verdict } from './types.ts';
 
 export const DEFAULT_HOLD_TIMEOUT_MS = 5 * 60_000;
 
@@ -125,15 +125,113 @@ function protectionReason(u: RefUpdateFacts): string {
   return u.kind === 'delete' ? REASON_DELETE : u.fastForward === false ? REASON_NON_FF : REASON_UNVERIFIED;
 }
 
+/** How one result column or one detector finding is masked, and by which rule. */
+export interface MaskChoice { rule: string; style: MaskStyle }
+
+/** A detector a mask rule in scope lists, with the rule (the first to list it) and its style. */
+export interface DetectorChoice extends MaskChoice { detector: string }
+
+interface CompiledMaskRule {
+  rule: PolicyRule;
+  inScope: (s: PolicySubject, p: PolicyPlace) => boolean;
+  /** Against `schema.table.column` of a column read from a table. */
+  full: Matcher | null;
+  /** Against the output name of an expression column (the column part of each glob). */
+  name: Matcher | null;
+}
+
+/** "email" → "*.*.email", "users.email" → "*.users.email": every glob is matched against schema.table.column. */
+function fullColumnGlob(glob: string): string {
+  const parts = glob.split('.').length;
+  return `${'*.'.repeat(Math.max(0, 3 - parts))}${glob}`;
+}
+
+function compileMask(rule: PolicyRule): CompiledMaskRule {
+  const columns = rule.mask!.columns;
+  return {
+    rule,
+    inScope: compile({ ...rule, action: 'allow' }).inScope,
+    // Identifiers are matched without regard to case: a quoted "Email" is masked by *.email too.
+    full: anyOf(columns?.map(fullColumnGlob), true),
+    // A column part of wildcards only (billing.cards.*) would name every expression: it names none.
+    name: anyOf(columns?.map((g) => g.slice(g.lastIndexOf('.') + 1)).filter((c) => /[^*?]/.test(c)), true),
+  };
+}
+
+/**
+ * What the mask rules in scope for one session mask: result columns (the first rule whose glob
+ * matches a column decides its style) and detector findings (every detector any rule lists; the
+ * first rule to list it decides its style). Engines ask it; they hold no rules.
+ */
+export class MaskPlan {
+  readonly version: number;
+  /** The rules it was made of, in order. */
+  readonly rules: readonly string[];
+  readonly detectors: readonly DetectorChoice[];
+  /** The operator-defined detectors among them. */
+  readonly patterns: readonly MaskPattern[];
+  private readonly columnRules: readonly CompiledMaskRule[];
+
+  constructor(version: number, rules: readonly CompiledMaskRule[]) {
+    this.version = version;
+    this.rules = rules.map((r) => r.rule.name);
+    this.columnRules = rules.filter((r) => r.full !== null);
+    const detectors: DetectorChoice[] = [];
+    const patterns: MaskPattern[] = [];
+    for (const r of rules) {
+      for (const d of r.rule.mask!.detectors ?? []) {
+        if (!detectors.some((x) => x.detector === d)) detectors.push({ detector: d, rule: r.rule.name, style: r.rule.mask!.style });
+      }
+      for (const p of r.rule.mask!.patterns ?? []) {
+        detectors.push({ detector: p.name, rule: r.rule.name, style: r.rule.mask!.style });
+        patterns.push(p);
+      }
+    }
+    this.detectors = detectors;
+    this.patterns = patterns;
+  }
+
+  /** How a column that cannot be named is masked (fail closed): as the first column rule masks. */
+  get firstColumnRule(): MaskChoice | null {
+    const r = this.columnRules[0];
+    return r ? { rule: r.rule.name, style: r.rule.mask!.style } : null;
+  }
+
+  /** Whether any rule masks columns (else only detectors run). */
+  get masksColumns(): boolean { return this.columnRules.length > 0; }
+
+  /** A column read from a table, by its catalog name. */
+  column(schema: string, table: string, column: string): MaskChoice | null {
+    const id = `${schema}.${table}.${column}`;
+    for (const r of this.columnRules) if (r.full!(id)) return { rule: r.rule.name, style: r.rule.mask!.style };
+    return null;
+  }
+
+  /** An expression column (or one whose table cannot be told), by its output name. */
+  outputName(name: string): MaskChoice | null {
+    for (const r of this.columnRules) if (r.name!(name)) return { rule: r.rule.name, style: r.rule.mask!.style };
+    return null;
+  }
+}
+
 export class CompiledPolicy {
   readonly version: number;
   readonly hash: string;
   private readonly rules: CompiledRule[];
+  private readonly maskRules: CompiledMaskRule[];
 
   constructor(doc: PolicyDocument, version: number, hash: string) {
     this.version = version;
     this.hash = hash;
-    this.rules = doc.rules.map(compile);
+    // Mask rules decide nothing: they are not among the rules a decision is looked for in.
+    this.rules = doc.rules.filter((r) => r.action !== 'mask').map(compile);
+    this.maskRules = doc.rules.filter((r) => r.action === 'mask').map(compileMask);
+  }
+
+  /** What the mask rules in scope for this subject here mask; null when none is (the relay stays zero-copy). */
+  maskingFor(subject: PolicySubject, place: PolicyPlace): MaskPlan | null {
+    const rules = this.maskRules.filter((r) => r.inScope(subject, place));
+    return rules.length === 0 ? null : new MaskPlan(this.version, rules);
   }
 
   /** No policy: everything the grants admit is allowed. */
@@ -141,7 +239,7 @@ export class CompiledPolicy {
     return new CompiledPolicy({ rules: [] }, 0, '');
   }
 
-  get ruleCount(): number { return this.rules.length; }
+  get ruleCount(): number { return this.rules.length + this.maskRules.length; }
 
   /** Whether a Git rule in scope could judge an update of `ref` (so whether it fast-forwards must be known). */
   caresAboutRef(rules: readonly CompiledRule[], ref: string): boolean {
@@ -222,7 +320,7 @@ function first(rules: readonly CompiledRule[], target: CompiledRule['target'], m
   for (const r of rules) {
     if (r.target !== 'any' && r.target !== target) continue;
     if (r.target !== 'any' && !matches(r)) continue;
-    return { decision: r.rule.action, rule: r.rule, reason: reasonFor(r.rule, what) };
+    return { decision: r.rule.action as Decision, rule: r.rule, reason: reasonFor(r.rule, what) };
   }
   return ALLOWED;
 }

@@ -10,6 +10,14 @@ export function moreRestrictive(a: Decision, b: Decision): Decision {
   return DECISIONS.indexOf(a) >= DECISIONS.indexOf(b) ? a : b;
 }
 
+/**
+ * How a masked value is shown: `redact` replaces it with a fixed marker, `partial` keeps its last
+ * four characters, `hash` a keyed HMAC (equal values mask equally), `null` sends SQL NULL (for a
+ * detector finding inside a text: the redact marker).
+ */
+export const MASK_STYLES = ['redact', 'partial', 'hash', 'null'] as const;
+export type MaskStyle = (typeof MASK_STYLES)[number];
+
 /** Who acts. */
 export interface PolicySubject {
   identity: string;

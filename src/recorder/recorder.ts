@@ -10,6 +10,7 @@ import { SessionsTakenOverError, type EventRow, type RecordBatch, type SealRow, 
 import { GatewayLease } from './gateway-lease.ts';
 import { compactToGaps } from './backlog-overflow.ts';
 import { GAP_EVENT_TYPE, gapPayloadOf, positionAfter } from '../integrity/gap-marker.ts';
+import { maskEventData } from '../masking/event-masking.ts';
 
 export interface RecorderOptions {
   /** Result rows kept per statement (the sample, not the full result). */
@@ -532,7 +533,8 @@ export class SessionRecording {
   private enqueue(type: string, data: unknown, ts: number, urgent: boolean): { seq: number; durable: Promise<void> } {
     if (this.ended) return this.late(type);
     const seq = this.seq++;
-    const event: EventRow = { sessionId: this.row.id, seq, ts, type, data: JSON.stringify(data), hash: '' };
+    // Nothing secret in the store: masked before it is hashed into the chain (see masking/event-masking.ts).
+    const event: EventRow = { sessionId: this.row.id, seq, ts, type, data: JSON.stringify(maskEventData(type, data)), hash: '' };
     if (this.recorder.integrity) {
       event.hash = eventHash(event, this.head);
       this.head = event.hash;

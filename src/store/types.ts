@@ -424,7 +424,8 @@ export interface Store {
   /** Adds up to `limit` ended sessions to the full-text index (search-text.ts); returns how many. */
   indexSessionsForSearch(limit: number): Promise<number>;
   getSession(id: string): Promise<SessionRow | undefined>;
-  listEvents(sessionId: string): Promise<EventRow[]>;
+  /** In order; with `afterSeq`, only the events after it (a live view's next part). */
+  listEvents(sessionId: string, afterSeq?: number): Promise<EventRow[]>;
   /** Sessions that never got an end record (the gateway stopped without sealing them). */
   listOpenSessions(): Promise<SessionRow[]>;
 

@@ -63,7 +63,7 @@ test('apply, show, versions; a bad file is refused with line and reason and the 
 
   const bad = await gw.cli(['policy', 'apply', file('bad.yaml', GOOD.replace('action: hold\n    approvers', 'action: halt\n    approvers'))]);
   assert.notEqual(bad.code, 0);
-  assert.match(bad.stderr, /the policy was not applied: line 9: rule "hold-unbounded-writes": action must be one of allow, deny, hold, audit/);
+  assert.match(bad.stderr, /the policy was not applied: line 9: rule "hold-unbounded-writes": action must be one of allow, deny, hold, audit, mask/);
   const unknownKey = await gw.cli(['policy', 'apply', file('typo.yaml', 'rules:\n  - name: x\n    action: deny\n    sql: { comands: [DROP] }\n')]);
   assert.match(unknownKey.stderr, /line 4: rule "x": unknown key "comands"/);
   const json = JSON.parse(await gw.cliOk(['policy', 'show', '--json'])) as { version: number; inForce: number; source: string };

@@ -439,6 +439,11 @@ for (const f of FACTORIES) {
       }));
       assert.deepEqual(await store.getSession('s_a'), stored(a, { endedAt: T0 + 900, endReason: 'interrupted: the gateway stopped', eventCount: 7 }));
       assert.deepEqual((await store.listEvents('s_a')).map((e) => e.seq), [0, 1, 2, 3, 4, 5, 6]);
+      // A live view's next part: only what follows a position.
+      assert.deepEqual((await store.listEvents('s_a', 4)).map((e) => e.seq), [5, 6]);
+      assert.deepEqual(await store.listEvents('s_a', 6), []);
+      assert.deepEqual((await store.listEvents('s_a', -1)).map((e) => e.seq), [0, 1, 2, 3, 4, 5, 6]);
+      assert.deepEqual(await store.listEvents('s_a', 4), (await store.listEvents('s_a')).slice(5));
       assert.deepEqual(await store.listCheckpoints('s_a'), [checkpoint('s_a', 2, 're-signed'), checkpoint('s_a', 6)]);
       assert.deepEqual(await store.listSeals(), [seal(1, 's_b'), seal(2, 's_a')]);
       // A checkpoint signed twice for the same head within one batch: the last one wins.

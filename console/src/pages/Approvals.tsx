@@ -10,6 +10,7 @@ export function Approvals({ me }: { me: Me }) {
   const [pending, setPending] = useState<ApprovalView[] | null>(null);
   const [mine, setMine] = useState<ApprovalView[]>([]);
   const [live, setLive] = useState(false);
+  const [gone, setGone] = useState<string | null>(null);
   useEffect(() => {
     const source = new EventSource('/api/v1/approvals/events');
     source.addEventListener('approvals', (ev) => {
@@ -19,11 +20,18 @@ export function Approvals({ me }: { me: Me }) {
       setLive(true);
     });
     source.onerror = () => setLive(false);
+    // The token this page signed in with went (signed out elsewhere, revoked, expired).
+    source.addEventListener('revoked', (ev) => {
+      source.close();
+      setLive(false);
+      setGone((JSON.parse((ev as MessageEvent<string>).data) as { error: string }).error);
+    });
     return () => source.close();
   }, []);
   return (
     <section>
       <h1>Approvals <span className={`badge ${live ? 'live' : ''}`} aria-live="polite">{live ? 'live' : 'connecting…'}</span></h1>
+      {gone && <p role="alert" className="error">{visible(gone)}</p>}
       {pending === null ? <p className="muted">Loading…</p> : pending.length === 0 ? <p className="muted">Nothing waits for a decision you may take.</p> : (
         <ul className="cards">{pending.map((a) => <Request key={a.id} a={a} mayDecide={a.requester.name !== me.identity.name} />)}</ul>
       )}

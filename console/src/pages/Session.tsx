@@ -4,8 +4,8 @@
 // its integrity (chain, checkpoints, seal) and the export bundle. Each event has a deep link.
 import { useEffect, useState } from 'react';
 import { ApiError, get, type EventView, type SessionView } from '../api.ts';
-import { Time, duration, visible } from '../format.tsx';
-import { href } from '../router.ts';
+import { Shown, Time, duration, pageKey, visible } from '../format.tsx';
+import { back, href } from '../router.ts';
 import { Replay, type Terminal } from './Replay.tsx';
 
 interface Detail { session: SessionView; events: EventView[] }
@@ -22,9 +22,23 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
     get<Terminal[]>(`/api/v1/sessions/${encodeURIComponent(id)}/terminals`).then(setTerminals, () => setTerminals([]));
     get<Verification>(`/api/v1/sessions/${encodeURIComponent(id)}/verify`).then(setVerified, () => setVerified(null));
   }, [id]);
+  // A deep link to an event (#/sessions/ID/e/SEQ) scrolls to it and puts the keyboard there.
   useEffect(() => {
-    if (focus !== null && detail) document.getElementById(`e${focus}`)?.scrollIntoView({ block: 'center' });
+    if (focus === null || !detail) return;
+    const el = document.getElementById(`e${focus}`);
+    el?.scrollIntoView({ block: 'center' });
+    el?.focus({ preventScroll: true });
   }, [focus, detail]);
+  // Esc goes back to the list it came from.
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key !== 'Escape' || !pageKey(e)) return;
+      back.opened = id;
+      window.location.hash = back.list;
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [id]);
 
   if (error) return <p role="alert" className="error">{error}</p>;
   if (!detail) return <p className="muted">Loading…</p>;
@@ -36,18 +50,18 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
     <section>
       <h1>Session <code>{s.id}</code></h1>
       <dl className="facts">
-        <dt>Identity</dt><dd>{visible(s.identity.name)} ({s.identity.kind}){claims.length > 0 && <> — run <a href={href('/runs', Object.fromEntries(claims.slice(0, 3).map(([k, v]) => [`claim.${k}`, v])))}>{claims.map(([k, v]) => `${k}=${v}`).join(' ')}</a></>}</dd>
+        <dt>Identity</dt><dd>{visible(s.identity.name)} ({s.identity.kind}){claims.length > 0 && <> — run <a href={href('/runs', Object.fromEntries(claims.slice(0, 3).map(([k, v]) => [`claim.${k}`, v])))}>{visible(claims.map(([k, v]) => `${k}=${v}`).join(' '), 300)}</a></>}</dd>
         <dt>Connection</dt><dd>{visible(s.connection)} ({s.protocol}) → {visible(s.target.user)}@{visible(s.target.host)}:{s.target.port}{s.target.database ? `/${visible(s.target.database)}` : ''}</dd>
-        <dt>Client</dt><dd>{visible(s.clientAddr)} {s.applicationName && <>· {visible(s.applicationName)}</>}</dd>
+        <dt>Client</dt><dd>{visible(s.clientAddr)} {s.applicationName && <>· <Shown text={s.applicationName} /></>}</dd>
         <dt>Started</dt><dd><Time iso={s.startedAt} /></dd>
         <dt>Ended</dt><dd>{s.endedAt ? <><Time iso={s.endedAt} /> after {duration(s.startedAt, s.endedAt)} — {visible(s.endReason ?? '')}</> : <span className="badge live">open</span>}</dd>
-        <dt>Integrity</dt><dd data-testid="integrity">{verified ? <Integrity v={verified} /> : 'checking…'} · <a href={`/api/v1/sessions/${encodeURIComponent(s.id)}/evidence`} download={`${s.id}.evidence.json`}>download the evidence</a> (<code>gatehouse sessions export {s.id} --out DIR</code> writes it as a bundle that <code>gatehouse verify DIR</code> checks offline)</dd>
+        <dt>Integrity</dt><dd data-testid="integrity">{verified ? <Integrity v={verified} /> : 'checking…'} · <a href={`/api/v1/sessions/${encodeURIComponent(s.id)}/bundle`} download={`${s.id}.bundle.tar.gz`}>download the export bundle</a> (<code>gatehouse verify {s.id}.bundle.tar.gz</code> checks it offline; <code>gatehouse sessions export {s.id} --out DIR</code> writes the same, unpacked)</dd>
       </dl>
       {terminals.map((t) => <Replay key={t.channel} terminal={t} />)}
       <h2>Timeline</h2>
       <ol className="timeline">
         {events.filter((e) => e.type !== 'result' && e.type !== 'term.out' && e.type !== 'term.in').map((e) => (
-          <li key={e.seq} id={`e${e.seq}`} className={`ev ev-${e.type.replace(/\./g, '-')}${focus === e.seq ? ' focus' : ''}${marked(e.data)}`}>
+          <li key={e.seq} id={`e${e.seq}`} tabIndex={-1} aria-current={focus === e.seq ? 'location' : undefined} className={`ev ev-${e.type.replace(/\./g, '-')}${focus === e.seq ? ' focus' : ''}${marked(e.data)}`}>
             <a className="seq" href={href(`/sessions/${s.id}/e/${e.seq}`)} title="link to this event">#{e.seq}</a>
             <Time iso={e.ts} />
             <span className="type">{e.type}</span>
@@ -89,7 +103,7 @@ function EventBody({ e, result }: { e: EventView; result?: Record<string, unknow
     case 'parse':
       return (
         <div className="body">
-          <pre className="sql">{visible(String(d.text ?? `(statement ${String(d.statement ?? d.portal ?? '?')})`), 20000)}</pre>
+          <pre className="sql"><Shown text={String(d.text ?? `(statement ${String(d.statement ?? d.portal ?? '?')})`)} max={20000} /></pre>
           {Array.isArray(d.params) && d.params.length > 0 && <p className="params">params: {visible(JSON.stringify(d.params), 2000)}</p>}
           <PolicyMark d={d} />
           {result && <Outcome r={result} />}
@@ -97,13 +111,13 @@ function EventBody({ e, result }: { e: EventView; result?: Record<string, unknow
       );
     case 'ssh.exec':
     case 'git.command':
-      return <div className="body"><code>{visible(String(d.command ?? `${String(d.service)} ${String(d.repo)}`))}</code> <PolicyMark d={d} /></div>;
+      return <div className="body"><code><Shown text={String(d.command ?? `${String(d.service)} ${String(d.repo)}`)} /></code> <PolicyMark d={d} /></div>;
     case 'ssh.shell':
       return <div className="body">shell {d.pty ? `(pty ${String((d.pty as { term?: string }).term)})` : '(no pty)'} <PolicyMark d={d} /></div>;
     case 'ssh.line':
     case 'ssh.line.denied':
     case 'ssh.stdin.denied':
-      return <div className="body"><code>{visible(String(d.text ?? `(unreadable: ${String(d.unreadable)})`))}</code> <PolicyMark d={d} /></div>;
+      return <div className="body"><code><Shown text={String(d.text ?? `(unreadable: ${String(d.unreadable)})`)} /></code> <PolicyMark d={d} /></div>;
     case 'ssh.exit': {
       const out = d.stdout as { bytes?: number; sample?: string } | undefined;
       return <div className="body">{d.code !== null && d.code !== undefined ? `exit ${String(d.code)}` : d.signal ? `killed by ${String(d.signal)}` : 'no exit status'}{typeof d.durationMs === 'number' ? ` · ${d.durationMs} ms` : ''}{out?.bytes ? ` · stdout ${out.bytes} bytes` : ''}</div>;
@@ -146,13 +160,13 @@ function Outcome({ r }: { r: Record<string, unknown> }) {
   const us = typeof r.durationUs === 'number' ? r.durationUs : null;
   return (
     <div className="outcome">
-      {r.skipped ? 'not executed (an earlier error in the pipeline)' : err ? <span className="error">{err.severity ?? 'ERROR'} {err.code} {visible(err.message ?? '')}</span> : <span>{String(r.tag ?? (Array.isArray(r.tags) ? r.tags.join(', ') : ''))}</span>}
+      {r.skipped ? 'not executed (an earlier error in the pipeline)' : err ? <span className="error">{err.severity ?? 'ERROR'} {err.code} <Shown text={err.message ?? ''} /></span> : <span>{String(r.tag ?? (Array.isArray(r.tags) ? r.tags.join(', ') : ''))}</span>}
       {typeof r.rowsReturned === 'number' && ` · ${r.rowsReturned} row${r.rowsReturned === 1 ? '' : 's'}`}
       {us !== null && ` · ${us >= 1000 ? `${(us / 1000).toFixed(1)} ms` : `${us} µs`}`}
       {sample && sample.length > 0 && (
         <table className="sample">
-          {columns && <thead><tr>{columns.map((c, i) => <th key={i}>{visible(c, 100)}</th>)}</tr></thead>}
-          <tbody>{sample.slice(0, 50).map((row, i) => <tr key={i}>{row.map((v, j) => <td key={j}>{v === null ? <span className="muted">NULL</span> : visible(v, 300)}</td>)}</tr>)}</tbody>
+          {columns && <thead><tr>{columns.map((c, i) => <th key={i}><Shown text={c} max={100} /></th>)}</tr></thead>}
+          <tbody>{sample.slice(0, 50).map((row, i) => <tr key={i}>{row.map((v, j) => <td key={j}>{v === null ? <span className="muted">NULL</span> : <Shown text={v} max={300} />}</td>)}</tr>)}</tbody>
         </table>
       )}
       {r.sampleTruncated ? <p className="muted">sample truncated</p> : null}

@@ -2,10 +2,10 @@
 // API pages by cursor, so a long history stays fast), filtered by the API (identity, kind,
 // connection, words in what they ran) and, on the page, by protocol and outcome. Each row links to
 // the session.
-import { useEffect, useState, type FormEvent } from 'react';
+import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
 import { ApiError, get, type SessionView } from '../api.ts';
-import { Time, visible } from '../format.tsx';
-import { go, href } from '../router.ts';
+import { Shown, Time, visible } from '../format.tsx';
+import { back, go, href } from '../router.ts';
 
 const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome', 'review'] as const;
 const PAGE = 100;
@@ -35,6 +35,23 @@ export function Sessions({ query }: { query: URLSearchParams }) {
   const older = () => {
     const last = rows?.at(-1);
     if (last) page(last.id).then((r) => setRows([...(rows ?? []), ...r]), (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
+  };
+
+  // Keyboard: rows are focusable, Enter opens one, ↑/↓ move between them; Esc on a session comes
+  // back here with its row focused.
+  const body = useRef<HTMLTableSectionElement>(null);
+  useEffect(() => { back.list = window.location.hash || '#/sessions'; });
+  useEffect(() => {
+    if (!rows || !back.opened) return;
+    body.current?.querySelector<HTMLElement>(`tr[data-session="${CSS.escape(back.opened)}"]`)?.focus();
+    back.opened = null;
+  }, [rows]);
+  const onRowKey = (e: KeyboardEvent<HTMLTableRowElement>, id: string) => {
+    if (e.key === 'Enter') { e.preventDefault(); go(`/sessions/${id}`); }
+    else if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      e.preventDefault();
+      ((e.key === 'ArrowDown' ? e.currentTarget.nextElementSibling : e.currentTarget.previousElementSibling) as HTMLElement | null)?.focus();
+    }
   };
 
   const shown = (rows ?? []).filter((s) => (!filters.protocol || s.protocol === filters.protocol)
@@ -71,18 +88,19 @@ export function Sessions({ query }: { query: URLSearchParams }) {
       </form>
       {error && <p role="alert" className="error">{error}</p>}
       {rows === null && !error && <p className="muted">Loading…</p>}
+      {rows !== null && shown.length > 0 && <p className="muted keys">Tab or ↑/↓ to a row, Enter opens it, Esc comes back.</p>}
       {rows !== null && (
         <table className="list">
           <thead><tr><th>Started</th><th>Identity</th><th>Kind</th><th>Protocol</th><th>Connection</th><th>Application</th><th>Events</th><th>End</th></tr></thead>
-          <tbody>
+          <tbody ref={body}>
             {shown.map((s) => (
-              <tr key={s.id}>
+              <tr key={s.id} data-session={s.id} tabIndex={0} className="row" onKeyDown={(e) => onRowKey(e, s.id)} aria-label={`session ${s.id} of ${visible(s.identity.name, 80)} on ${visible(s.connection, 80)}`}>
                 <td><a href={href(`/sessions/${s.id}`)}><Time iso={s.startedAt} /></a></td>
                 <td>{visible(s.identity.name, 80)}</td>
                 <td>{s.identity.kind}</td>
                 <td>{s.protocol}</td>
                 <td>{visible(s.connection, 80)}</td>
-                <td>{visible(s.applicationName, 60)}</td>
+                <td><Shown text={s.applicationName} max={60} /></td>
                 <td className="num">{s.eventCount}</td>
                 <td>{s.endedAt === null ? <span className="badge live">open</span> : visible(s.endReason ?? '', 80)}
                   {(s.review ?? []).map((r) => <span key={r} className={`badge ${r === 'denied' ? 'deny' : r === 'held' ? 'hold' : ''}`}>{r}</span>)}</td>

@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ApiDeps } from '../server.ts';
 import { approvalView } from '../../approvals/approval-service.ts';
 import { UserError } from '../../identity/identity-service.ts';
+import { requestToken } from '../auth.ts';
 
 /** Longest just-in-time access one request may ask for. */
 const MAX_ACCESS_SECONDS = 7 * 86_400;
@@ -17,7 +18,8 @@ export async function approvalRoutes(app: FastifyInstance, deps: ApiDeps): Promi
   app.get('/api/v1/approvals/mine', async (req) => (await deps.approvals.madeBy(req.identity!)).map(approvalView));
 
   // Live: Server-Sent Events, one `approvals` event with { pending, mine } now and after every
-  // change (made or decided here at once; at another gateway sharing the store, within 5 s).
+  // change (made or decided here at once; at another gateway sharing the store, within 5 s);
+  // `revoked` and the end once the token it was opened with is no longer valid.
   app.get('/api/v1/approvals/events', async (req, reply) => {
     const identity = req.identity!;
     reply.hijack();
@@ -47,7 +49,21 @@ export async function approvalRoutes(app: FastifyInstance, deps: ApiDeps): Promi
     };
     const onChange = () => void push();
     deps.approvals.changes.on('change', onChange);
-    const timer = setInterval(() => { void push(); if (!res.destroyed) res.write(': keep-alive\n\n'); }, 5000);
+    // The stream outlives the request's check: a token signed out, revoked or expired ends it.
+    const token = requestToken(req);
+    const timer = setInterval(() => {
+      void (async () => {
+        const check = token ? await deps.identity.checkToken(token).catch(() => ({ ok: false as const })) : { ok: false as const };
+        if (res.destroyed) return;
+        if (!check.ok) {
+          res.write(`event: revoked\ndata: ${JSON.stringify({ error: 'the token this view was opened with is no longer valid (signed out, revoked or expired)' })}\n\n`);
+          res.end();
+          return;
+        }
+        await push();
+        if (!res.destroyed) res.write(': keep-alive\n\n');
+      })();
+    }, 5000);
     res.on('close', () => { clearInterval(timer); deps.approvals.changes.off('change', onChange); });
     await push();
   });

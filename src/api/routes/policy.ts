@@ -11,6 +11,8 @@ import { protectedRefsRule } from '../../policy/policy.ts';
 import { sqlFacts } from '../../policy/sql-facts.ts';
 import { execFacts } from '../../policy/exec-facts.ts';
 import { FILE_OPS, type PolicyAction, type RefUpdateFacts } from '../../policy/types.ts';
+import { ValueMasking } from '../../policy/mask-detectors.ts';
+import { randomBytes } from 'node:crypto';
 
 interface TestBody {
   connection: string;
@@ -22,6 +24,10 @@ interface TestBody {
   path?: string;
   toPath?: string;
   updates?: RefUpdateFacts[];
+  /** What the mask rules in scope do to this sample (instead of deciding on an action). */
+  mask?: string;
+  /** With mask: the sample is a value of this result column (schema.table.column, or an expression's output name). */
+  column?: string;
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -60,6 +66,7 @@ export async function policyRoutes(app: FastifyInstance, deps: ApiDeps): Promise
       op: { type: 'string', enum: [...FILE_OPS] }, path: { type: 'string', maxLength: 4096 }, toPath: { type: 'string', maxLength: 4096 },
       updates: { type: 'array', maxItems: 100, items: { type: 'object', required: ['ref', 'kind'], additionalProperties: false, properties: {
         ref: { type: 'string', maxLength: 1024 }, kind: { type: 'string', enum: ['create', 'update', 'delete'] }, fastForward: { type: 'boolean' } } } },
+      mask: { type: 'string', maxLength: 1024 * 1024 }, column: { type: 'string', maxLength: 1024 },
     } } },
   }, async (req) => {
     const b = req.body;
@@ -67,6 +74,25 @@ export async function policyRoutes(app: FastifyInstance, deps: ApiDeps): Promise
     if (!connection) throw new UserError(`connection "${b.connection}" does not exist`, 404);
     const identity = await deps.store.getIdentityByName(b.identity);
     if (!identity) throw new UserError(`identity "${b.identity}" does not exist`, 404);
+    if (b.mask !== undefined) {
+      // What the engines would do to this text coming back: the same plan and masking, but hash with
+      // a throwaway key (else this route would let anyone with it test guesses against masked values).
+      const subject = await policySubject(deps.identity.access, identity);
+      const plan = deps.policy.compiled?.maskingFor(subject, { connection: connection.name, type: connection.type }) ?? null;
+      if (!plan) return { subject, policyVersion: deps.policy.version, mask: null };
+      const masking = new ValueMasking(plan, randomBytes(32));
+      let column: unknown;
+      if (b.column !== undefined) {
+        const parts = b.column.split('.');
+        const choice = parts.length === 3 ? plan.column(parts[0]!, parts[1]!, parts[2]!) : plan.outputName(parts[parts.length - 1]!);
+        column = { name: b.column, choice, masked: choice ? masking.column(b.mask, choice, parts[parts.length - 1]!) : b.mask };
+      }
+      const found = masking.secrets(b.mask);
+      return {
+        subject, policyVersion: plan.version,
+        mask: { rules: plan.rules, columns: plan.masksColumns, detectors: plan.detectors, masked: found === undefined ? b.mask : found, changed: found !== undefined, ...(column ? { column } : {}) },
+      };
+    }
     const kind = b.kind ?? (connection.type === 'postgres' ? 'sql' : connection.type === 'ssh' ? 'exec' : 'git');
     let action: PolicyAction;
     let parsed: unknown;

@@ -1,12 +1,14 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiDeps } from '../server.ts';
-import { requireAdmin } from '../auth.ts';
+import { requestToken, requireAdmin } from '../auth.ts';
 import { UserError } from '../../identity/identity-service.ts';
-import { CLAIM_NAME, IDENTITY_KINDS, type SessionRow } from '../../store/types.ts';
+import { CLAIM_NAME, IDENTITY_KINDS, type EventRow, type SessionRow } from '../../store/types.ts';
+import { sse, tailSession } from '../live-tail.ts';
 import { runRetention } from '../../recorder/retention.ts';
-import { castEvents, terminalChannels } from '../../recorder/asciicast.ts';
+import { castEvents, terminalChannels, type TerminalChannel } from '../../recorder/asciicast.ts';
 import { signingKeysOf, verifyStoredSession } from '../../integrity/store-verifier.ts';
 import { decide, scope } from '../../access/access-policy.ts';
+import { bundleArchive, type BundleContent } from '../../integrity/bundle.ts';
 
 export function sessionView(s: SessionRow) {
   const iso = (us: number | null) => (us === null ? null : new Date(Math.floor(us / 1000)).toISOString());
@@ -70,9 +72,7 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       ...(q !== undefined && q.trim() !== '' ? { search: q } : {}), ...(review?.length ? { review } : {}), ...(cursor ? { before: cursor } : {}) })).map(sessionView);
   });
 
-  // Everything a third party needs to verify the session offline (docs/bundle.md).
-  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/evidence', async (req) => {
-    const session = await auditable(req, req.params.id);
+  const evidenceOf = async (session: SessionRow): Promise<BundleContent> => {
     const [events, checkpoints, seal, keys] = await Promise.all([
       deps.store.listEvents(session.id), deps.store.listCheckpoints(session.id), deps.store.getSeal(session.id), deps.store.listSigningKeys(),
     ]);
@@ -84,6 +84,39 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       seal: seal ? { position: seal.position, payload: seal.payload, hash: seal.hash, keyId: seal.keyId, signature: seal.signature } : null,
       keys: keys.filter((k) => used.has(k.keyId)).map((k) => ({ keyId: k.keyId, publicKeyPem: k.publicKeyPem })),
     };
+  };
+  // Who took a copy of a recording, and of which: in the admin audit log before the copy is sent
+  // (no entry, no copy).
+  const recordExport = async (req: FastifyRequest, session: SessionRow, format: string, events: number, sealed: boolean) => {
+    try {
+      await deps.audit.record('session.export', { actor: { name: req.identity!.name, kind: req.identity!.kind, from: req.ip }, session: session.id, connection: session.connectionName, format, events, sealed });
+    } catch (err) {
+      req.log.error({ err: (err as Error).message }, 'admin audit log unavailable');
+      throw new UserError('the admin audit log cannot be written right now, so the recording was not exported', 503);
+    }
+  };
+
+  // Everything a third party needs to verify the session offline (docs/bundle.md).
+  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/evidence', async (req) => {
+    const session = await auditable(req, req.params.id);
+    const content = await evidenceOf(session);
+    await recordExport(req, session, 'evidence.json', content.events.length, content.seal !== null);
+    return content;
+  });
+
+  // The export bundle as one file (gzipped tar of the directory `gatehouse sessions export` writes):
+  // `tar -xzf ID.bundle.tar.gz && gatehouse verify ID` checks it offline.
+  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/bundle', {
+    schema: { params: { type: 'object', properties: { id: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } } } },
+  }, async (req, reply) => {
+    const session = await auditable(req, req.params.id);
+    const content = await evidenceOf(session);
+    const archive = bundleArchive(content);
+    await recordExport(req, session, 'bundle.tar.gz', content.events.length, content.seal !== null);
+    return reply.header('content-type', 'application/gzip')
+      .header('content-disposition', `attachment; filename="${session.id}.bundle.tar.gz"`)
+      .header('cache-control', 'no-store')
+      .send(archive);
   });
 
   // Legal hold and retention change what is kept: management, not audit.
@@ -134,14 +167,79 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     }));
   });
 
+  // Live: the session as it is recorded (Server-Sent Events). `events` frames carry event views
+  // (as GET /api/v1/sessions/:id has them) but for terminal streams (term.*: the terminal's own
+  // stream below carries the output; typed input is left out, as in the terminals): the first
+  // with what is recorded so far (its channels, and the last 1,000 of the rest), then each part as
+  // it is written; `ended` carries the session once it has ended, and the stream closes.
+  const streams = new Set<import('node:http').ServerResponse>();
+  app.addHook('preClose', async () => { for (const res of streams) res.end(); });
+  // A stream outlives its request's checks: the token and the grant are asked again while it runs.
+  const stillAuditable = (req: FastifyRequest, session: SessionRow) => async (): Promise<string | null> => {
+    const token = requestToken(req);
+    const check = token ? await deps.identity.checkToken(token) : { ok: false as const };
+    if (!check.ok) return 'the token this view was opened with is no longer valid (signed out, revoked or expired)';
+    const decision = decide(await access.subjectOf(check.identity), 'audit', { id: session.connectionId, name: session.connectionName });
+    return decision.allowed ? null : `may no longer read session "${session.id}": ${decision.reason}`;
+  };
+  const shown = (rows: EventRow[]) => rows.filter((e) => !e.type.startsWith('term.')).map(eventView);
+  const CHANNEL = new Set(['session.start', 'ssh.shell', 'ssh.exec']);
+  const backlog = (rows: EventRow[]) => {
+    const rest = rows.filter((e) => !e.type.startsWith('term.') && !CHANNEL.has(e.type)).slice(-1000);
+    const keep = new Set(rest);
+    return rows.filter((e) => keep.has(e) || CHANNEL.has(e.type)).map(eventView);
+  };
+  app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/stream', async (req, reply) => {
+    const session = await auditable(req, req.params.id);
+    await tailSession(req, reply, {
+      store: deps.store, written: deps.written, session, open: streams, stillAllowed: stillAuditable(req, session),
+      backlog: (rows) => sse('events', backlog(rows)),
+      more: (rows) => { const v = shown(rows); return v.length ? sse('events', v) : ''; },
+      ended: (s) => sse('ended', sessionView(s)),
+    });
+  });
+
+  // One terminal channel live, in the stream format of asciinema-player's eventsource driver: a
+  // reset with the terminal's size and what it showed so far, then [seconds, "o", text] output
+  // (and "r" resizes) as it is recorded, then `done`.
+  app.get<{ Params: { id: string; channel: number } }>('/api/v1/sessions/:id/terminals/:channel/stream', {
+    schema: { params: { type: 'object', properties: { id: { type: 'string' }, channel: { type: 'integer', minimum: 0 } } } },
+  }, async (req, reply) => {
+    const session = await auditable(req, req.params.id);
+    const parse = (rows: EventRow[]) => rows.map((e) => ({ ts: e.ts, type: e.type, data: JSON.parse(e.data) as Record<string, unknown> }));
+    let channel: TerminalChannel | undefined;
+    const frames = (rows: EventRow[]): string => {
+      const events = parse(rows);
+      let out = '';
+      if (!channel) {
+        channel = terminalChannels(events).find((c) => c.channel === req.params.channel);
+        if (!channel) return '';
+        const before = castEvents(events, channel).filter((e) => e.code === 'o').map((e) => e.data).join('');
+        const sizeOf = (c: TerminalChannel) => ({ cols: c.width || 80, rows: c.height || 24 });
+        out += sse(null, { ...sizeOf(channel), time: Math.max(0, (Date.now() * 1000 - channel.startedAt) / 1e6), init: before.slice(-512 * 1024) });
+        return out;
+      }
+      for (const e of castEvents(events, channel)) if (e.code !== 'i') out += sse(null, [e.time, e.code, e.data]);
+      return out;
+    };
+    await tailSession(req, reply, {
+      store: deps.store, written: deps.written, session, open: streams, stillAllowed: stillAuditable(req, session),
+      backlog: frames, more: frames, ended: () => 'event: done\ndata: {}\n\n',
+    });
+  });
+
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id', async (req) => {
     const session = await auditable(req, req.params.id);
     const events = await deps.store.listEvents(session.id);
     return {
       session: sessionView(session),
-      events: events.map((e) => ({ seq: e.seq, ts: new Date(Math.floor(e.ts / 1000)).toISOString(), tsUs: e.ts, type: e.type, data: JSON.parse(e.data) as unknown })),
+      events: events.map(eventView),
     };
   });
+}
+
+export function eventView(e: EventRow) {
+  return { seq: e.seq, ts: new Date(Math.floor(e.ts / 1000)).toISOString(), tsUs: e.ts, type: e.type, data: JSON.parse(e.data) as unknown };
 }
 
 /** "repository=org/app" → { repository: "org/app" }; the value may itself hold "=". */

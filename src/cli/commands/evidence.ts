@@ -1,11 +1,11 @@
 // Evidence commands: export a session as a bundle, verify bundles offline or the whole store,
 // and manage the signing keys.
-import { readFileSync, readdirSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync, existsSync, statSync } from 'node:fs';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { ApiClient } from '../api-client.ts';
-import { writeBundle, verifyBundle, type BundleContent } from '../../integrity/bundle.ts';
+import { writeBundle, verifyBundle, verifyBundleArchive, type BundleContent } from '../../integrity/bundle.ts';
 import { keyIdOf } from '../../integrity/signing-keys.ts';
 import type { Store } from '../../store/types.ts';
 import { lines, visible } from '../format.ts';
@@ -44,7 +44,7 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
       console.log(`files: ${Object.keys(manifest.files).join(', ')}, manifest.json`);
     });
 
-  program.command('verify [dir]').description('verify an exported bundle offline, or the whole store with --store')
+  program.command('verify [bundle]').description('verify an exported bundle (directory, or the .bundle.tar.gz the console downloads) offline, or the whole store with --store')
     .option('--store', 'verify every session and the seal log in the store (run on the gateway host)')
     .option('--data-dir <dir>', 'data directory of the gateway (key files, seal-log head; its SQLite store unless --store-url)', './.gatehouse')
     .option('--store-url <url>', 'verify a PostgreSQL store instead (or GATEHOUSE_STORE)')
@@ -85,8 +85,9 @@ export function registerEvidence(program: Command, client: ClientFactory, sessio
         }
         return;
       }
-      if (!dir) throw new Error('give a bundle directory, or --store');
-      const r = verifyBundle(dir, trusted);
+      if (!dir) throw new Error('give a bundle directory or file, or --store');
+      // A directory (sessions export), or the file the console downloads (ID.bundle.tar.gz).
+      const r = existsSync(dir) && statSync(dir).isFile() ? verifyBundleArchive(dir, trusted) : verifyBundle(dir, trusted);
       if (r.ok) {
         // A bundle is untrusted input until verified, and even then its text was chosen by clients.
         console.log(lines([

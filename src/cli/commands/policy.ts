@@ -10,6 +10,14 @@ type ClientFactory = (cmd: Command) => ApiClient;
 interface PolicyOut { version: number; hash?: string; appliedBy?: string; appliedAt?: string; rules: number; source: string | null; inForce: number; connectionRules: Array<{ connection: string; rule: { name: string; git: { refs: string[] } } }> }
 interface Verdict { decision: string; rule: string | null; reason: string; policyVersion: number; hold?: { approvers: { groups: string[]; identities: string[] }; quorum: number; timeoutMs: number }; refs?: Array<{ ref: string; decision: string; rule: string | null; reason: string }> }
 interface TestOut { verdict: Verdict; subject: { identity: string; kind: string; groups: string[] }; parsed?: unknown }
+interface MaskOut {
+  subject: { identity: string; kind: string; groups: string[] };
+  policyVersion: number;
+  mask: null | {
+    rules: string[]; detectors: Array<{ detector: string; rule: string; style: string }>; masked: string | null; changed: boolean;
+    column?: { name: string; choice: { rule: string; style: string } | null; masked: string | null };
+  };
+}
 
 export function registerPolicy(program: Command, client: ClientFactory): void {
   const policy = program.command('policy').description('rules that deny, hold for approval or flag actions before they reach targets (docs/policy.md)');
@@ -38,7 +46,7 @@ export function registerPolicy(program: Command, client: ClientFactory): void {
       console.log(opts.json ? JSON.stringify(rows, null, 2) : table(['VERSION', 'SHA256', 'APPLIED BY', 'APPLIED AT'], rows.map((r) => [r.version, r.hash.slice(0, 16), r.appliedBy, r.appliedAt])));
     });
 
-  policy.command('test [text]').description('decide on a statement or command (or --shell, --file-op, --ref) without running it')
+  policy.command('test [text]').description('decide on a statement or command (or --shell, --file-op, --ref) without running it; --mask shows what mask rules do to a sample')
     .requiredOption('--connection <name>', 'where it would run')
     .requiredOption('--identity <name>', 'who would run it')
     .option('--shell', 'opening an interactive shell')
@@ -46,9 +54,30 @@ export function registerPolicy(program: Command, client: ClientFactory): void {
     .option('--path <path>', 'the file the operation is on')
     .option('--to <path>', 'rename / link target')
     .option('--ref <update>', 'a Git ref update: REF:create, REF:delete, REF:fast-forward or REF:force (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--mask <text>', 'a sample of what could come back: what the mask rules in scope do to it')
+    .option('--column <name>', 'with --mask: the sample is a value of this result column (schema.table.column, or an expression\'s output name)')
     .option('--json', 'machine-readable output')
-    .action(async (text: string | undefined, opts: { connection: string; identity: string; shell?: boolean; fileOp?: string; path?: string; to?: string; ref: string[]; json?: boolean }, cmd: Command) => {
+    .action(async (text: string | undefined, opts: { connection: string; identity: string; shell?: boolean; fileOp?: string; path?: string; to?: string; ref: string[]; mask?: string; column?: string; json?: boolean }, cmd: Command) => {
       const body: Record<string, unknown> = { connection: opts.connection, identity: opts.identity };
+      if (opts.mask !== undefined) {
+        const out = await client(cmd).post<MaskOut>('/api/v1/policy/test', { ...body, mask: opts.mask, ...(opts.column !== undefined ? { column: opts.column } : {}) });
+        if (opts.json) { console.log(JSON.stringify(out, null, 2)); return; }
+        const who = `who       ${visible(out.subject.identity)} (${visible(out.subject.kind)})${out.subject.groups.length ? `, groups ${out.subject.groups.map(visible).join(', ')}` : ''}`;
+        const m = out.mask;
+        if (!m) { console.log(lines([`masked    nothing: no mask rule applies here${out.policyVersion ? ` (policy version ${out.policyVersion})` : ' (no policy applied)'}`, who])); return; }
+        const rows = [
+          `masked    ${m.masked === null ? 'NULL' : visible(m.masked)}${m.changed ? '' : ' (the detectors find nothing)'}`,
+          `rules     ${m.rules.map(visible).join(', ')} (policy version ${out.policyVersion})`,
+          `detectors ${m.detectors.length ? m.detectors.map((d) => `${d.detector} (${visible(d.rule)}, ${d.style})`).join(', ') : 'none'}`,
+        ];
+        if (m.column) {
+          const c = m.column;
+          rows.push(`column    ${visible(c.name)}: ${c.choice ? `masked by rule ${visible(c.choice.rule)} (${c.choice.style}) → ${c.masked === null ? 'NULL' : visible(c.masked)}` : 'no rule masks it'}`);
+        }
+        rows.push(who);
+        console.log(lines(rows));
+        return;
+      }
       if (opts.shell) body.kind = 'shell';
       else if (opts.fileOp) Object.assign(body, { kind: 'file', op: opts.fileOp, path: opts.path ?? '', ...(opts.to ? { toPath: opts.to } : {}) });
       else if (opts.ref.length > 0) Object.assign(body, { kind: 'git', updates: opts.ref.map(refUpdate) });

@@ -28,6 +28,8 @@ import type { CancelRegistry } from './cancel-registry.ts';
 import { Relay, type RelayEnd } from './relay.ts';
 import { StatementTracker } from './statement-tracker.ts';
 import type { CatalogLookups } from './upstream/catalog.ts';
+import type { ColumnNameSource } from './masking/result-masker.ts';
+import { maskingKey } from '../../masking/detectors.ts';
 import { tunnelLossReason } from '../../connector/tunnel-server.ts';
 
 export interface PgEngineOptions {
@@ -320,9 +322,21 @@ export class PgClientSession {
       // A held statement waits here for people to decide; its request and decision are on record.
       const sessionHolds = new SessionHolds(ctx.approvals, recording, { requester: identity, connection: { id: conn.id, name: conn.name }, protocol: 'postgres' });
       const holds: StatementHolds = { hold: (verdict, text) => sessionHolds.hold(verdict, { kind: 'sql', text }) };
+      // Result masking asks the target's catalog, on the gateway's own connection, what a column is.
+      const catalogLogin = (): Promise<UpstreamConnection> => this.loginTarget(conn, {});
+      const catalog = this.deps.catalog;
+      const names: ColumnNameSource = {
+        peek: (oid, attnum) => catalog.peekColumn(conn.id, catalogLogin, oid, attnum),
+        resolve: (keys) => catalog.resolveColumns(conn.id, catalogLogin, keys),
+        relation: (schema, relation, columns) => catalog.relationColumns(conn.id, catalogLogin, schema, relation, columns),
+        peekType: (oid) => catalog.peekType(conn.id, catalogLogin, oid),
+        resolveTypes: (oids) => catalog.resolveTypes(conn.id, catalogLogin, oids),
+        forget: () => catalog.forgetColumns(conn.id),
+      };
       this.relay = new Relay(this.stream, up.stream, tracker, {
         maxClientMessageBytes: this.deps.options.maxClientMessageBytes, maxServerMessageBytes: this.deps.options.maxServerMessageBytes,
         recordBeforeForward: conn.options.recording !== 'best-effort', policy, holds,
+        masking: { names, key: maskingKey(ctx.secrets.derive('masking')) },
       });
       if (this.stopReason) this.relay.stop(this.stopReason);
       this.relay.start(leftover);

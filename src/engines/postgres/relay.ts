@@ -14,6 +14,9 @@ import { SqlState } from './codec/protocol.ts';
 import type { SessionPolicy } from '../../policy/policy-service.ts';
 import type { Verdict } from '../../policy/types.ts';
 import type { Hold, HoldOutcome } from '../../approvals/approval-service.ts';
+import { ResultMasker, type ColumnNameSource } from './masking/result-masker.ts';
+import { ValueMasking } from '../../policy/mask-detectors.ts';
+import type { MaskPlan } from '../../policy/policy.ts';
 
 /** How the relay holds a statement for approval: the session creates the request and records its course. */
 export interface StatementHolds {
@@ -32,6 +35,8 @@ export interface RelayOptions {
   policy?: SessionPolicy | null;
   /** Holds for approval (absent: a hold is refused like a deny). */
   holds?: StatementHolds | null;
+  /** What result masking needs when a mask rule applies to the session (absent: results are never masked). */
+  masking?: { names: ColumnNameSource; key: Buffer } | null;
 }
 
 export type RelayEnd =
@@ -80,6 +85,15 @@ export class Relay {
   /** A denied message whose first bytes had already been forwarded: the session must end. */
   private policyFailure: string | null = null;
   private readonly holds: StatementHolds | null;
+  private readonly maskingDeps: { names: ColumnNameSource; key: Buffer } | null;
+  /**
+   * Set once a mask rule applies to the session (and kept: from then on the client is sent whole
+   * frames the masker passes or rewrites, instead of the target's chunks).
+   */
+  private masker: ResultMasker | null = null;
+  private maskPlan: MaskPlan | null = null;
+  /** The client's socket asked to wait ('drain') while masking. */
+  private clientFull = false;
   /** The held message of the chunk being scanned (one per chunk: everything behind it waits anyway). */
   private heldInChunk: HeldMessage | null = null;
   /** Requests waiting for a decision: withdrawn when the client cancels or goes away. */
@@ -105,6 +119,7 @@ export class Relay {
     this.recordBeforeForward = options.recordBeforeForward;
     this.policy = options.policy ?? null;
     this.holds = options.holds ?? null;
+    this.maskingDeps = options.masking ?? null;
     this.done = new Promise((resolve) => { this.resolveEnd = resolve; });
     this.clientScanner = new FrameScanner(
       { frame: this.onClientFrame, streamedData: (t, n) => tracker.clientStreamedData(t, n) },
@@ -113,12 +128,18 @@ export class Relay {
     );
     this.serverScanner = new FrameScanner(
       {
-        frame: (t, b, s, e) => tracker.serverFrame(t, b, s, e),
+        // A masked session's frames reach the tracker through the masker, as the client gets them.
+        frame: (t, b, s, e) => {
+          if (this.masker) this.masker.frame(t, b, s, e);
+          else tracker.serverFrame(t, b, s, e);
+        },
         streamed: (t, n) => tracker.serverStreamed(t, n),
         streamedData: (t, n) => tracker.serverStreamedData(t, n),
       },
-      { maxFrameBytes: options.maxServerMessageBytes, streamable: (t) => t === Backend.DataRow || t === Backend.CopyData },
+      // A masked session sees every row whole (up to the message limit), to rewrite it.
+      { maxFrameBytes: options.maxServerMessageBytes, streamable: (t) => (t === Backend.DataRow || t === Backend.CopyData) && this.masker === null },
     );
+    tracker.masking = this.maskingDeps !== null && this.policy?.masking() != null;
   }
 
   start(leftover: Buffer): void {
@@ -161,7 +182,7 @@ export class Relay {
 
   /** True when nothing is owed in either direction: the upstream may be reset and reused. */
   get reusable(): boolean {
-    return !this.unpoolable && this.outgoing.length === 0 && this.tracker.outstanding === 0 && !this.tracker.inCopy
+    return !this.unpoolable && !this.masker?.waiting && this.outgoing.length === 0 && this.tracker.outstanding === 0 && !this.tracker.inCopy
       && this.clientScanner.atBoundary && this.serverScanner.atBoundary;
   }
 
@@ -303,6 +324,7 @@ export class Relay {
     this.discardCut = -1;
     this.scanning = chunk;
     const deciding = this.policy?.appliesTo('sql') === true;
+    if (this.maskingDeps) this.tracker.masking = this.policy?.masking() != null;
     this.tailLength = this.heldClientTail?.length ?? 0;
     try {
       this.clientScanner.push(chunk);
@@ -526,6 +548,21 @@ export class Relay {
       chunk = this.rewriter.push(chunk);
       if (chunk.length === 0) return;
     }
+    if (this.maskingDeps) {
+      const plan = this.policy?.masking() ?? null;
+      // Masking starts between messages (nothing of a message already sent as the target's bytes).
+      if (!this.masker && plan && this.serverScanner.atBoundary && this.heldTail === null) {
+        this.masker = new ResultMasker(this.tracker, this.maskingDeps.names, this.onMaskerReady, this.onMaskerError);
+      }
+      if (this.masker) {
+        if (plan !== this.maskPlan) {
+          this.maskPlan = plan;
+          this.masker.use(plan ? new ValueMasking(plan, this.maskingDeps.key) : null);
+        }
+        this.onMaskedData(chunk);
+        return;
+      }
+    }
     try {
       this.serverScanner.push(chunk);
     } catch (err) {
@@ -538,6 +575,50 @@ export class Relay {
     }
     if (this.pendingNotices.length > 0 && !this.clientMidMessage) this.client.write(Buffer.concat(this.pendingNotices.splice(0)));
     if (this.deferredReplies) this.sendDeferredReplies();
+  };
+
+  /** The masked path: the client gets the frames the masker passed or rewrote, whole. */
+  private onMaskedData(chunk: Buffer): void {
+    const masker = this.masker!;
+    masker.begin(chunk);
+    try {
+      this.serverScanner.push(chunk);
+    } catch (err) {
+      masker.take();
+      this.finish({ kind: 'upstream-protocol-error', error: err instanceof ProtocolError ? err : new ProtocolError((err as Error).message) });
+      return;
+    }
+    this.writeMasked(masker.take());
+    if (masker.waiting) this.upstream.pause();
+    if (this.pendingNotices.length > 0) this.client.write(Buffer.concat(this.pendingNotices.splice(0)));
+    if (this.deferredReplies) this.sendDeferredReplies();
+  }
+
+  private writeMasked(pieces: Buffer[]): void {
+    if (pieces.length === 0 || this.finished) return;
+    let ok = true;
+    if (pieces.length === 1) ok = this.client.write(pieces[0]!);
+    else {
+      this.client.cork();
+      for (const p of pieces) ok = this.client.write(p);
+      this.client.uncork();
+    }
+    if (!ok && !this.clientFull) {
+      this.clientFull = true;
+      this.upstream.pause();
+      this.client.once('drain', this.onClientDrain);
+    }
+  }
+
+  /** A catalog lookup finished: what waited for it goes to the client, and the target is read again. */
+  private readonly onMaskerReady = (): void => {
+    if (this.finished || !this.masker) return;
+    this.writeMasked(this.masker.take());
+    if (!this.masker.waiting && !this.clientFull) this.upstream.resume();
+  };
+
+  private readonly onMaskerError = (err: Error): void => {
+    this.finish({ kind: 'upstream-protocol-error', error: new ProtocolError(`result masking failed: ${err.message}`) });
   };
 
   /**
@@ -575,7 +656,8 @@ export class Relay {
   private clientMidMessage = false;
 
   private readonly onClientDrain = (): void => {
-    if (!this.finished) this.upstream.resume();
+    this.clientFull = false;
+    if (!this.finished && !this.masker?.waiting) this.upstream.resume();
   };
 
   private readonly onUpstreamEnd = (): void => {

@@ -21,6 +21,32 @@ import type { SqlChars } from './sql-statement-starts.ts';
 import { boundedString, boundedText, DEFAULT_RECORDED_TEXT_BYTES, truncationFields, type BoundedText } from './recorded-text.ts';
 import { nowUs } from '../../util/ids.ts';
 import type { Verdict } from '../../policy/types.ts';
+import type { ColumnDescription } from './codec/decode.ts';
+
+/**
+ * The columns of a result as the server described them (RowDescription), with the format each
+ * DataRow value comes in: what result masking reads a row by. One object per described result.
+ */
+export interface ResultShape { columns: readonly ColumnDescription[]; formats: number[] }
+
+/** A COPY TO STDOUT running: its overall format and per-column formats (CopyOutResponse), and the statement's text. */
+export interface CopyOutShape {
+  format: number;
+  columnFormats: readonly number[];
+  /** The whole text of the Query or prepared statement (null: not kept). */
+  text: string | null;
+  /** Which statement of the text runs (those before it have completed). */
+  statementIndex: number;
+}
+
+/** A shape with the result formats a Bind asked for (0 entries: text, 1: all the same, n: each). */
+function withFormats(shape: ResultShape, resultFormats: readonly number[]): ResultShape {
+  // (formats are per column here, unlike a Bind's list)
+  const n = shape.columns.length;
+  const formats = resultFormats.length === 0 ? new Array<number>(n).fill(0)
+    : resultFormats.length === 1 ? new Array<number>(n).fill(resultFormats[0]!) : resultFormats.slice(0, n);
+  return { columns: shape.columns, formats };
+}
 
 /** Where the tracker writes events; implemented by the recorder's SessionRecording. */
 export interface EventSink {
@@ -56,6 +82,10 @@ interface PreparedStatement {
   mutates: boolean;
   /** Running it may change client_encoding (SET NAMES, RESET ALL, set_config(), …). */
   changesEncoding?: boolean;
+  /** Its result columns, from a Describe of the statement (formats: text until bound). */
+  shape?: ResultShape;
+  /** Its whole text when it may be a COPY and the session masks results (see masking). */
+  copyText?: string;
   columns: string[] | null;
   /** A DO block or procedure ran since this was confirmed and may have redefined the name. */
   unverified?: Unverified;
@@ -77,6 +107,8 @@ interface Portal {
   cursor?: boolean;
   /** DECLARE … WITH HOLD: survives the end of its transaction. */
   holdable?: boolean;
+  /** Its result columns, from a Describe of the portal. */
+  shape?: ResultShape;
   unverified?: Unverified;
 }
 
@@ -115,6 +147,12 @@ interface Pending {
   mutator: boolean;
   /** Counted in `encodingChanges` while outstanding. */
   encodingChange: boolean;
+  /** The columns its DataRows carry (query: the latest RowDescription; execute: its portal's). */
+  shape: ResultShape | null;
+  /** query: its whole text when it may hold a COPY and the session masks results. */
+  copyText: string | null;
+  /** A COPY TO STDOUT it runs. */
+  copyOut: CopyOutShape | null;
 }
 
 /** Client frames held back until an earlier answer shows what they will run (see defer()). */
@@ -132,6 +170,8 @@ const NOT_BLOCKED = (): boolean => false;
 const MAX_DEFERRAL_MS = 5_000;
 
 const TEXT_FORMATS: readonly number[] = [0];
+/** A statement text that may run a COPY (checked only in sessions that mask results). */
+const MAY_COPY = /copy/i;
 /** Close and Describe name a statement ('S') or a portal ('P'). */
 const STATEMENT = 0x53;
 
@@ -202,6 +242,30 @@ export class StatementTracker {
     this.textOf = (buf, start, end) => this.encoding.text(buf, start, end);
   }
 
+  /** Set by the relay while a mask rule applies: statement texts that may hold a COPY are kept whole. */
+  masking = false;
+
+  /** A statement's whole text when it may run a COPY (null otherwise). */
+  private copyText(text: BoundedText, buf: Buffer, start: number, end: number): string | null {
+    const t = text.truncated ? this.encoding.text(buf, start, end) : text.text;
+    return MAY_COPY.test(t) ? t : null;
+  }
+
+  /** The columns of the DataRow being handled (null: no result described for it). */
+  get rowShape(): ResultShape | null {
+    const head = this.head();
+    if (!head) return null;
+    if (head.shape || head.kind !== 'execute') return head.shape;
+    // Described after the Execute was sent (Parse, Bind, Describe portal, Execute in one batch).
+    const portal = head.portal;
+    const shape = portal?.shape ?? (portal?.statement?.shape ? withFormats(portal.statement.shape, portal.resultFormats) : null);
+    if (shape) head.shape = shape;
+    return shape;
+  }
+
+  /** The COPY TO STDOUT whose CopyData is being handled (null: none). */
+  get copyOutShape(): CopyOutShape | null { return this.head()?.copyOut ?? null; }
+
   /** Outcomes not yet seen (and frames not yet handled); zero means nothing is owed. */
   get outstanding(): number { return this.pending.length + (this.deferral?.queue.length ?? 0); }
 
@@ -242,6 +306,7 @@ export class StatementTracker {
         const whole = text.truncated ? this.wholeText(buf, start, textEnd) : text.text;
         const p = this.begin('query', 'query', { ...this.textData(text), ...policyField(verdict) });
         p.text = text.text;
+        if (this.masking) p.copyText = this.copyText(text, buf, start, textEnd);
         if (mayChangeNames(whole)) {
           p.mutator = true;
           this.mutators++;
@@ -276,6 +341,7 @@ export class StatementTracker {
           seq = this.sink.append('parse', data);
         }
         const statement: PreparedStatement = { name: m.name, text: text.text, ref: seq, mutates: mayChangeNames(whole), columns: null };
+        if (this.masking) statement.copyText = this.copyText(text, buf, m.textStart, m.textEnd) ?? undefined;
         if (mayChangeEncoding(whole)) statement.changesEncoding = true;
         if (text.raw) statement.raw = text.raw;
         if (text.truncated) {
@@ -332,6 +398,7 @@ export class StatementTracker {
         p.portal = portal;
         p.statement = statement;
         p.formats = portal?.formats ?? (portal?.resultFormats.length ? portal.resultFormats : TEXT_FORMATS);
+        p.shape = portal?.shape ?? (statement?.shape ? withFormats(statement.shape, portal!.resultFormats) : null);
         if (statement?.mutates || unverified) { p.mutator = true; this.mutators++; }
         if (statement?.changesEncoding || unverified) { p.encodingChange = true; this.encodingChanges++; }
         return;
@@ -563,15 +630,17 @@ export class StatementTracker {
         const head = this.head();
         if (!head) return;
         const cols = decodeRowDescription(buf, start, end, this.textOf);
+        const shape: ResultShape = { columns: cols, formats: cols.map((c) => c.format) };
         if (head.kind === 'describe') {
           this.shiftIf('describe');
           const names = cols.map((c) => c.name);
-          if (head.statement) head.statement.columns = names;
-          if (head.portal) { head.portal.columns = names; head.portal.formats = cols.map((c) => c.format); }
+          if (head.statement) { head.statement.columns = names; head.statement.shape = shape; }
+          if (head.portal) { head.portal.columns = names; head.portal.formats = shape.formats; head.portal.shape = shape; }
           return;
         }
         if (!head.columns) head.columns = cols.map((c) => c.name);
-        head.formats = cols.map((c) => c.format);
+        head.formats = shape.formats;
+        head.shape = shape;
         return;
       }
       case Backend.CommandComplete: {
@@ -622,7 +691,19 @@ export class StatementTracker {
         if (head) this.startCopyIn(head);
         return;
       }
-      case Backend.CopyOutResponse:
+      case Backend.CopyOutResponse: {
+        this.inCopy = true;
+        const head = this.head();
+        if (head && end - start >= 3) {
+          const n = buf.readInt16BE(start + 1);
+          const columnFormats: number[] = [];
+          for (let i = 0; i < n && start + 5 + 2 * i <= end; i++) columnFormats.push(buf.readInt16BE(start + 3 + 2 * i));
+          // Which statement of a Query runs: the one after those already complete.
+          const text = head.kind === 'query' ? head.copyText : head.statement?.copyText ?? null;
+          head.copyOut = { format: buf[start]!, columnFormats, text, statementIndex: head.kind === 'query' ? head.tags.length : 0 };
+        }
+        return;
+      }
       case Backend.CopyBothResponse:
         this.inCopy = true;
         return;
@@ -907,7 +988,7 @@ function newPending(kind: PendingKind, seq: number, copyEndsBefore: number, ordi
   return {
     kind, seq, copyEndsBefore, ordinal, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
     truncated: false, copyBytes: 0, error: null, done: false, statement: null, portal: null, targetKind: 0, target: '', text: null,
-    mutator: false, encodingChange: false,
+    mutator: false, encodingChange: false, shape: null, copyText: null, copyOut: null,
   };
 }
 

@@ -156,13 +156,24 @@ export class SessionChannel {
     return { verdict: verdictAfterHold(verdict, hold, outcome, what), held: { request: hold.id, outcome: outcome.kind } };
   }
 
+  /**
+   * A submitted line's event: its text and verdict, or, for a line typed after a password prompt
+   * (see TerminalRecorder), the same with the text hidden wherever it appears (a policy reason quotes it).
+   */
+  private lineRecord(line: SubmittedLine, verdict: Verdict, held?: HeldRecord | null): Record<string, unknown> {
+    const data = { ch: this.number, ...lineText(line), ...policyField(verdict), ...(held ? { held } : {}) };
+    if (!this.terminal?.hidingInput || !line.text) return data;
+    const quoted = JSON.stringify(line.text).slice(1, -1);
+    return { ...(JSON.parse(JSON.stringify(data).split(quoted).join('[hidden input]')) as Record<string, unknown>), text: '[hidden input]', hiddenInput: true };
+  }
+
   /** Decides each line submitted in a terminal (shell or pty exec); audited lines are recorded here, refusals by terminalInput. */
   private lineGate(): TerminalLineGate {
     const { policy, rec } = this.ctx;
     return new TerminalLineGate((line) => {
       if (!policy.appliesTo('exec')) return null;
       const verdict = decide(policy, lineAction(line));
-      if (verdict.decision === 'audit') rec.append('ssh.line', { ch: this.number, ...lineText(line), ...policyField(verdict) });
+      if (verdict.decision === 'audit') rec.append('ssh.line', this.lineRecord(line, verdict));
       return verdict;
     });
   }
@@ -185,11 +196,11 @@ export class SessionChannel {
     /** The line ending at `at` goes (its Enter is forwarded) or is refused (its Enter replaced); scanning goes on after it. */
     const settle = (at: number, line: SubmittedLine, verdict: Verdict, held: HeldRecord | null): void => {
       if (refuses(verdict)) {
-        this.ctx.rec.append('ssh.line.denied', { ch: this.number, ...lineText(line), ...policyField(verdict), ...(held ? { held } : {}) });
+        this.ctx.rec.append('ssh.line.denied', this.lineRecord(line, verdict, held));
         if (client.writable) client.stderr.write(`\r\ngatehouse: ${shownToClient(verdict.reason)}\r\n`);
         out.push(CANCEL_LINE);
       } else {
-        this.ctx.rec.append('ssh.line', { ch: this.number, ...lineText(line), ...policyField(verdict), ...(held ? { held } : {}) });
+        this.ctx.rec.append('ssh.line', this.lineRecord(line, verdict, held));
         out.push(chunk.subarray(at, at + 1));
       }
       from = at + 1;
@@ -304,7 +315,7 @@ export class SessionChannel {
       const t = this.terminal;
       const gate = this.lineGate();
       hooks = { input: (c) => this.terminalInput(client, gate, t, c), output: (c) => t.output(c), stderr: (c) => t.stderr(c), undelivered };
-      finish = (exit) => { rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
+      finish = (exit) => { t.flush(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
     } else if ((req.kind === 'subsystem' && req.name === 'sftp') || exec?.kind === 'sftp') {
       // sftp -s /usr/lib/openssh/sftp-server runs the server as an exec: the same protocol, tracked the same way.
       const sftp = new SftpTracker(rec, this.number, undefined, this.filePolicy(client));

@@ -363,7 +363,8 @@ export class PostgresStore implements Store {
     return r ? toSession(r) : undefined;
   }
 
-  async listEvents(sessionId: string): Promise<EventRow[]> {
+  async listEvents(sessionId: string, afterSeq?: number): Promise<EventRow[]> {
+    if (afterSeq !== undefined) return (await this.rows('SELECT * FROM events WHERE session_id = $1 AND seq > $2 ORDER BY seq', [sessionId, afterSeq])).map(toEvent);
     return (await this.rows('SELECT * FROM events WHERE session_id = $1 ORDER BY seq', [sessionId])).map(toEvent);
   }
 

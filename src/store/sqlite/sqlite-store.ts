@@ -318,8 +318,10 @@ export class SqliteStore implements Store {
     return r ? toSession(r) : undefined;
   }
 
-  async listEvents(sessionId: string): Promise<EventRow[]> {
-    const rows = this.q('SELECT * FROM events WHERE session_id = ? ORDER BY seq').all(sessionId) as Row[];
+  async listEvents(sessionId: string, afterSeq?: number): Promise<EventRow[]> {
+    const rows = (afterSeq === undefined
+      ? this.q('SELECT * FROM events WHERE session_id = ? ORDER BY seq').all(sessionId)
+      : this.q('SELECT * FROM events WHERE session_id = ? AND seq > ? ORDER BY seq').all(sessionId, afterSeq)) as Row[];
     return rows.map(toEvent);
   }
 

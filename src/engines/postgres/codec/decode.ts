@@ -127,7 +127,8 @@ export function decodeTarget(buf: Buffer, start: number, end: number): { kind: n
   return { kind: buf[start], name: readCString(buf, start + 1, end).value };
 }
 
-export interface ColumnDescription { name: string; typeOid: number; format: number }
+/** A RowDescription field: its output name, the table column it comes from (0, 0 for an expression), its type and format. */
+export interface ColumnDescription { name: string; tableOid: number; attnum: number; typeOid: number; format: number }
 
 export function decodeRowDescription(buf: Buffer, start: number, end: number, textOf: TextOf = utf8Text): ColumnDescription[] {
   const count = buf.readInt16BE(start);
@@ -136,7 +137,7 @@ export function decodeRowDescription(buf: Buffer, start: number, end: number, te
   for (let i = 0; i < count; i++) {
     const name = readCString(buf, pos, end, textOf);
     pos = name.next;
-    columns[i] = { name: name.value, typeOid: buf.readUInt32BE(pos + 6), format: buf.readInt16BE(pos + 16) };
+    columns[i] = { name: name.value, tableOid: buf.readUInt32BE(pos), attnum: buf.readInt16BE(pos + 4), typeOid: buf.readUInt32BE(pos + 6), format: buf.readInt16BE(pos + 16) };
     pos += 18;
   }
   return columns;
