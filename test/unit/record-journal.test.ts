@@ -188,3 +188,28 @@ test('a second gateway on the same data directory is refused the journal while t
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a rotation asked for while a journal write is in flight waits for it: the released batch survives a crash', async () => {
+  const { dir, file } = tempStore();
+  try {
+    await new SqliteStore(file, { recordWriter: 'inline' }).close();
+    const script = `
+      import { SqliteStore } from ${JSON.stringify(STORE_MODULE)};
+      const store = new SqliteStore(${JSON.stringify(file)}, { recordWriter: 'journal' });
+      const b = (seq, started) => ({ gatewayId: 'gw', sessionsStarted: started ? [${JSON.stringify(session('s1'))}] : [], sessionsEnded: [], checkpoints: [], seals: [],
+        events: [{ sessionId: 's1', seq, ts: 1000000 + seq, type: 'query', data: '{}', hash: String(seq).padStart(64, '0') }] });
+      await store.writeBatch(b(0, true));
+      for (let i = 1; i <= 20; i++) {
+        const written = store.writeBatch(b(i, false));
+        await Promise.all([written, store.deleteSessions(['nobody'])]); // retention runs while a batch is being journaled
+      }
+      process.kill(process.pid, 'SIGKILL');`;
+    const r = await run(process.execPath, ['--input-type=module', '-e', script], {});
+    assert.equal(r.signal, 'SIGKILL', r.stderr);
+    const store = new SqliteStore(file, { recordWriter: 'journal' });
+    assert.deepEqual((await store.listEvents('s1')).map((e) => e.seq), Array.from({ length: 21 }, (_, i) => i));
+    await store.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

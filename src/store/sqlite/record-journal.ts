@@ -186,10 +186,11 @@ export class JournalRecordWriter {
 
   /**
    * Makes SQLite hold everything durably and starts a new generation at the head of the journal.
-   * Called between writes only (the recorder has at most one in flight; callers wait for it).
+   * Called between writes only (see rotateWhenIdle).
    */
   rotate(): void {
     if (this.failure) throw this.failure;
+    if (this.inFlight) throw new Error('recording journal: cannot rotate while a write is in flight');
     // Until the marker is written nothing changes: a failure here leaves the journal as it was.
     this.applyPending();
     fdatasyncSync(this.walDescriptor());
@@ -211,6 +212,12 @@ export class JournalRecordWriter {
     this.serial = 0;
     this.offset = HEADER;
     this.stats.rotations++;
+  }
+
+  /** Rotates once no journal write is in flight (one in flight would land in the old generation). */
+  async rotateWhenIdle(): Promise<void> {
+    while (this.inFlight) await new Promise<void>((resolve) => setImmediate(resolve));
+    this.rotate();
   }
 
   /** Applies what the journal holds of its newest generation (after a crash: what SQLite may lack). */

@@ -385,7 +385,7 @@ export class SqliteStore implements Store {
 
   async deleteSessions(sessionIds: string[]): Promise<void> {
     // Rows a crash would replay from the journal must not come back after their removal.
-    this.journal?.rotate();
+    await this.journal?.rotateWhenIdle();
     const delEvents = this.q('DELETE FROM events WHERE session_id = ?');
     const delCheckpoints = this.q('DELETE FROM checkpoints WHERE session_id = ?');
     const delSearch = this.q('DELETE FROM event_search WHERE session_id = ?');
