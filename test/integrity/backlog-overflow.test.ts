@@ -19,7 +19,8 @@ before(async () => {
   disk = mountSmallDisk('gatehouse-overflow-');
   pg = await startPgCluster();
   await pg.sql('CREATE TABLE t (v int); GRANT ALL ON t TO scram_user, trust_user;', 'app');
-  gw = await startTestGateway({ dataDir: disk.dataDir, env: { GATEHOUSE_MAX_RETAINED_EVENTS: '60' } });
+  // A writer whose every commit needs free space (see store-unavailable.test.ts).
+  gw = await startTestGateway({ dataDir: disk.dataDir, env: { GATEHOUSE_MAX_RETAINED_EVENTS: '60', GATEHOUSE_RECORD_WRITER: 'inline' } });
   token = await gw.setupPostgres({ identity: 'writer', connection: 'app', cluster: pg });
   await gw.cliOk(['connection', 'add', 'app-besteffort', '--type', 'postgres', '--host', pg.host, '--port', String(pg.port),
     '--database', 'app', '--user', 'trust_user', '--recording', 'best-effort']);

@@ -17,7 +17,9 @@ before(async () => {
   disk = mountSmallDisk('gatehouse-full-');
   pg = await startPgCluster();
   await pg.sql('CREATE TABLE t (v int); GRANT ALL ON t TO scram_user, trust_user;', 'app');
-  gw = await startTestGateway({ dataDir: disk.dataDir });
+  // A writer whose every commit needs free space (the journal writer rides out a full disk until
+  // its journal is full: test/integrity/journal-store-full.test.ts).
+  gw = await startTestGateway({ dataDir: disk.dataDir, env: { GATEHOUSE_RECORD_WRITER: 'inline' } });
   token = await gw.setupPostgres({ identity: 'writer', connection: 'app', cluster: pg });
   await gw.cliOk(['connection', 'add', 'app-besteffort', '--type', 'postgres', '--host', pg.host, '--port', String(pg.port),
     '--database', 'app', '--user', 'trust_user', '--recording', 'best-effort']);
