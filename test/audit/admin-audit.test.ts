@@ -18,7 +18,8 @@ interface Entry { at: string; gateway: string; seq: number; action: string; data
 
 before(async () => {
   disk = mountSmallDisk('gatehouse-audit-');
-  gw = await startTestGateway({ dataDir: disk.dataDir });
+  // A writer whose every commit needs free space (see test/integrity/store-unavailable.test.ts).
+  gw = await startTestGateway({ dataDir: disk.dataDir, env: { GATEHOUSE_RECORD_WRITER: 'inline' } });
 });
 
 after(async () => {

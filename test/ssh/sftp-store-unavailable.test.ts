@@ -21,7 +21,8 @@ let work = '';
 
 before(async () => {
   disk = mountSmallDisk('gatehouse-sftp-full-');
-  gw = await startTestGateway({ dataDir: disk.dataDir });
+  // A writer whose every commit needs free space (see test/integrity/store-unavailable.test.ts).
+  gw = await startTestGateway({ dataDir: disk.dataDir, env: { GATEHOUSE_RECORD_WRITER: 'inline' } });
   sshd = await startSshd();
   work = mkdtempSync(path.join(tmpdir(), 'gatehouse-sftp-full-'));
   chmodSync(work, 0o755);

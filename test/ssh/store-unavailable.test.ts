@@ -24,7 +24,8 @@ let control: string;
 
 before(async () => {
   disk = mountSmallDisk('gatehouse-ssh-full-');
-  gw = await startTestGateway({ dataDir: disk.dataDir });
+  // A writer whose every commit needs free space (see test/integrity/store-unavailable.test.ts).
+  gw = await startTestGateway({ dataDir: disk.dataDir, env: { GATEHOUSE_RECORD_WRITER: 'inline' } });
   sshd = await startSshd();
   const work = mkdtempSync(path.join(tmpdir(), 'gatehouse-ssh-full-keys-'));
   key = await generateClientKey(work, 'ed25519', 'writer');
