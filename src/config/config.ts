@@ -89,7 +89,7 @@ export function defaultConfig(): GatewayConfig {
     tls: {},
     logLevel: 'info',
     api: { headersTimeoutMs: 10_000, requestTimeoutMs: 300_000, keepAliveTimeoutMs: 5_000, bodyLimitBytes: 1024 * 1024 },
-    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'inline', journalBytes: 16 * 1024 * 1024, fsync: true, checkpointIntervalMs: 5000, maxRetainedEvents: 500_000 },
+    recording: { sampleRows: 100, sampleBytes: 64 * 1024, writer: 'journal', journalBytes: 16 * 1024 * 1024, fsync: true, checkpointIntervalMs: 5000, maxRetainedEvents: 500_000 },
     postgres: { maxMessageBytes: 64 * 1024 * 1024, authTimeoutMs: 30_000, allowLoopbackCleartext: true, recordedTextBytes: 64 * 1024 },
     authLimit: defaultAuthLimits(),
     approvals: {},

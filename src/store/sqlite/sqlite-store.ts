@@ -34,6 +34,10 @@ import {
  */
 export type RecordWriterMode = 'inline' | 'thread' | 'overlapped' | 'journal';
 export const RECORD_WRITER_MODES: readonly RecordWriterMode[] = ['inline', 'thread', 'overlapped', 'journal'];
+/**
+ * A store opened without a gateway's configuration (tools, tests) commits inline; the gateway's
+ * own default is the journal (config.ts), which only one process may hold.
+ */
 export const DEFAULT_RECORD_WRITER: RecordWriterMode = 'inline';
 
 export class SqliteStore implements Store {
