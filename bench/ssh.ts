@@ -746,6 +746,7 @@ async function main(): Promise<void> {
     gatewayEnv.NODE_OPTIONS = [process.env.NODE_OPTIONS, '--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`].filter((o) => o).join(' ');
   }
   const gw: TestGateway = await startTestGateway({ env: gatewayEnv });
+  gw.process.once('exit', (code, signal) => { if (!interrupted) log(`gateway exited (${code ?? signal}):\n${lastLines(gw.logs(), 30)}`); });
   onCleanup('gateway', () => gw.stop());
   await setupGateway(gw, target, key);
   log(`gateway ssh on ${HOST}:${gw.sshPort} (api ${gw.url}, pid ${gw.process.pid})`);
