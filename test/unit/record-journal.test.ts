@@ -213,3 +213,23 @@ test('a rotation asked for while a journal write is in flight waits for it: the 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('rows SQLite will not take: no crash from the apply behind the journal, and writes are refused once it has lasted', { timeout: 30_000 }, async () => {
+  const { dir, file } = tempStore();
+  try {
+    const store = new SqliteStore(file, { recordWriter: 'journal' });
+    await store.writeBatch(batch('x', 0, true));
+    await store.listEvents('x'); // applied
+    // Another gateway owns the session now: its rows are refused when applied.
+    const db = new DatabaseSync(file);
+    db.prepare("UPDATE sessions SET gateway_id = 'other' WHERE id = 'x'").run();
+    db.close();
+    await store.writeBatch(batch('x', 1)); // durable in the journal; applied behind it, and refused there
+    await new Promise((r) => setTimeout(r, 5500));
+    await assert.rejects(store.writeBatch(batch('y', 0, true)), /has not taken the recording journal's rows for \d+ s/);
+    assert.equal(process.exitCode ?? 0, 0);
+    await store.close().catch(() => undefined);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -83,6 +83,15 @@ export class JournalRecordWriter {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('recording writer closed'));
     if (this.inFlight) return Promise.reject(new Error('recording journal: one write at a time'));
+    if (this.applyFailure && Date.now() - this.applyFailingSince > APPLY_FAILURE_REFUSE_MS) {
+      // SQLite has not taken the journal's rows for a while: the store is broken, say so (the
+      // recorder retries and refuses durable traffic meanwhile) rather than fill the journal.
+      try {
+        this.applyPending();
+      } catch (err) {
+        return Promise.reject(new Error(`the store has not taken the recording journal's rows for ${Math.round((Date.now() - this.applyFailingSince) / 1000)} s (${(err as Error).message})`));
+      }
+    }
     const payload = Buffer.from(JSON.stringify(batch), 'utf8');
     const length = HEADER + payload.length;
     if (length > this.capacity - HEADER) return this.writeOversized(batch);
@@ -157,8 +166,8 @@ export class JournalRecordWriter {
     this.unapplied.push(batch);
     this.unappliedEvents += batch.events.length;
     // Ended sessions and seals are applied at once: readers expect a finished session in full.
-    if (this.unappliedEvents >= APPLY_EVENTS || batch.sessionsEnded.length > 0 || batch.seals.length > 0) this.applyPending();
-    else if (!this.applyTimer) this.applyTimer = setTimeout(() => { this.applyTimer = null; this.applyPending(); }, APPLY_MS);
+    if (this.unappliedEvents >= APPLY_EVENTS || batch.sessionsEnded.length > 0 || batch.seals.length > 0) this.applyLater();
+    else if (!this.applyTimer) this.applyTimer = setTimeout(this.applyLater, APPLY_MS);
   }
 
   /** Writes every journaled batch into SQLite now, in one transaction. Safe to call at any time. */
@@ -175,11 +184,24 @@ export class JournalRecordWriter {
       this.stats.batchesApplied += batches.length;
     } catch (err) {
       // The batches are safe in the journal; SQLite gets them at the next try or the next start.
+      if (!this.applyFailure) this.applyFailingSince = Date.now();
       this.applyFailure = err as Error;
-      if (!this.applyTimer) this.applyTimer = setTimeout(() => { this.applyTimer = null; this.applyPending(); }, APPLY_RETRY_MS);
+      if (!this.applyTimer) this.applyTimer = setTimeout(this.applyLater, APPLY_RETRY_MS);
       throw err;
     }
   }
+
+  /** A timer's apply: a failure is kept (see write) and retried, never thrown out of the timer. */
+  private readonly applyLater = (): void => {
+    this.applyTimer = null;
+    try {
+      this.applyPending();
+    } catch {
+      // this.applyFailure says why; the next write reports it once it has lasted.
+    }
+  };
+
+  private applyFailingSince = 0;
 
   /** Why journaled batches are not in SQLite yet, if they are not. */
   get behind(): Error | null { return this.applyFailure; }
@@ -348,3 +370,5 @@ const ALLOCATE_STEP = 1024 * 1024;
 const APPLY_EVENTS = 256;
 const APPLY_MS = 10;
 const APPLY_RETRY_MS = 1000;
+/** How long SQLite may fail to take the journal's rows before writes are refused. */
+const APPLY_FAILURE_REFUSE_MS = 5000;
