@@ -367,8 +367,8 @@ const MIN_JOURNAL_BYTES = 64 * 1024;
 /** Zeros written ahead of the records at a time. */
 const ALLOCATE_STEP = 1024 * 1024;
 /** Journaled events that make an apply start at once, and how long others may wait for one. */
-const APPLY_EVENTS = 256;
-const APPLY_MS = 10;
+const APPLY_EVENTS = 1024;
+const APPLY_MS = 50;
 const APPLY_RETRY_MS = 1000;
 /** How long SQLite may fail to take the journal's rows before writes are refused. */
 const APPLY_FAILURE_REFUSE_MS = 5000;
