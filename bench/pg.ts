@@ -725,9 +725,10 @@ async function main(): Promise<void> {
   await gw.stop();
   // The recorder logs its totals when it closes: events per commit is the group-commit factor.
   const closed: RegExpExecArray | null = /"commits":(\d+),"events":(\d+)[^\n]*recorder closed/.exec(gw.logs());
-  const gatewayStats = closed ? { commits: Number(closed[1]), events: Number(closed[2]) } : null;
+  const waited: RegExpExecArray | null = /"durableWaitUs":(\d+)[^\n]*recorder closed/.exec(gw.logs());
+  const gatewayStats = closed ? { commits: Number(closed[1]), events: Number(closed[2]), durableWaitUs: waited ? Number(waited[1]) : null } : null;
   console.log(`\ngateway: peak RSS ${fmt(gatewayPeakRssMiB, 1)} MiB; recorder: ${gatewayStats ? `${fmt(gatewayStats.events, 0)} events in ${fmt(gatewayStats.commits, 0)} commits ` +
-    `(${(gatewayStats.events / Math.max(1, gatewayStats.commits)).toFixed(1)} events per commit)` : 'totals not found in its log'}; writer ${process.env.GATEHOUSE_RECORD_WRITER ?? 'default'}`);
+    `(${(gatewayStats.events / Math.max(1, gatewayStats.commits)).toFixed(1)} events per commit; a statement waited ${fmt(gatewayStats.durableWaitUs, 0)} µs on average for its record to be durable)` : 'totals not found in its log'}; writer ${process.env.GATEHOUSE_RECORD_WRITER ?? 'default'}`);
   if (pgStore) {
     const storePeak: number | null = peakRssMiB(pgStore.gw.process.pid!);
     await pgStore.gw.stop();

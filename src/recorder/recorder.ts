@@ -92,7 +92,12 @@ export class Recorder {
    * writes; events given up to gap markers when the backlog overflowed; and whether the last
    * write failed (the recording is unavailable: durable statements are refused).
    */
-  readonly stats = { commits: 0, events: 0, failedWrites: 0, droppedEvents: 0, gapMarkers: 0, failing: false, lastFailureAt: 0 };
+  readonly stats = { commits: 0, events: 0, failedWrites: 0, droppedEvents: 0, gapMarkers: 0, failing: false, lastFailureAt: 0,
+    /** Waits for durability (record before forward): how many, and their total in ms (queued to committed). */
+    durableWaits: 0, durableWaitMs: 0 };
+  /** Urgent events in the batch being filled, and the sum of their queueing times (performance.now). */
+  private urgentInBatch = 0;
+  private urgentQueuedAtSum = 0;
 
   /**
    * Hash chain, checkpoints and seals. Only `npm run bench:pg` turns them off, to measure what
@@ -377,6 +382,8 @@ export class Recorder {
     }
     if (urgent) {
       this.urgentQueued = true;
+      this.urgentInBatch++;
+      this.urgentQueuedAtSum += performance.now();
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(this.flushNow);
@@ -396,11 +403,14 @@ export class Recorder {
       clearTimeout(this.lazyTimer);
       this.lazyTimer = null;
     }
+    if (this.wakeWriter && (this.urgentQueued || this.closing)) this.wakeWriter();
     if (!this.writer) this.writer = this.writeLoop().finally(() => { this.writer = null; });
     return this.writer;
   }
 
   private async writeLoop(): Promise<void> {
+    const depth = this.store.writeDepth ?? 1;
+    if (depth > 1) return this.pipelinedWriteLoop(depth);
     let first = true;
     while (this.commit) {
       if (!first && !this.urgentQueued && !this.closing) {
@@ -411,64 +421,131 @@ export class Recorder {
         break;
       }
       first = false;
-      const commit = this.commit;
-      let batch = this.batch;
-      this.batch = emptyBatch(this.options.gatewayId);
-      this.commit = null;
-      this.urgentQueued = false;
+      const w = this.takeBatch();
       try {
-        await this.store.writeBatch(batch);
-        this.stats.failing = false;
-        this.stats.commits++;
-        this.stats.events += batch.events.length;
-        if (batch.seals.length > 0) {
-          const lastSeal = batch.seals[batch.seals.length - 1];
-          this.committedSealPosition = lastSeal.position;
-          this.committedSealHash = lastSeal.hash;
-          this.anchorSealLog();
-        }
-        commit.resolve();
+        await this.store.writeBatch(w.batch);
+        this.committed(w);
       } catch (err) {
         if (err instanceof SessionsTakenOverError) {
           // Nothing was written. Without the sessions another gateway owns now, write the rest
           // again at once, together with whatever was queued meanwhile.
-          this.surrender(err.sessions, [batch, this.batch]);
-          this.batch = mergeBatches(batch, this.batch);
+          this.surrender(err.sessions, [w.batch, this.batch]);
+          this.batch = mergeBatches(w.batch, this.batch);
           const queued = this.commit as PendingCommit | null; // set again by whatever was queued meanwhile
-          if (queued) queued.promise.then(commit.resolve, commit.reject);
-          else this.commit = commit;
+          if (queued) queued.promise.then(w.commit.resolve, w.commit.reject);
+          else this.commit = w.commit;
           this.urgentQueued = true;
           continue;
         }
-        const message = err instanceof Error ? err.message : String(err);
-        this.stats.failedWrites++;
-        this.stats.failing = true;
-        this.stats.lastFailureAt = Date.now();
-        // Keep what failed, in order, in front of what comes next: the chain must reach the
-        // store without holes once it works again. Waiters are told now (fail closed). Past the
-        // memory budget, each session's unwritten events give way to a signed gap marker, which
-        // is written in front of everything later: no event reaches the store after a hole
-        // that the record does not declare.
-        let retained = batch.events;
-        if (batch.events.length + this.batch.events.length > this.options.maxRetainedEvents) {
-          const compacted = compactToGaps(batch, this.integrity ? this.key : null, `the recording store could not write (${message}) and the gateway's backlog of ${this.options.maxRetainedEvents} unwritten events was full`);
-          this.stats.droppedEvents += compacted.dropped;
-          this.stats.gapMarkers += compacted.dropped > 0 ? compacted.sessions : 0;
-          this.log.fatal({ dropped: compacted.dropped, sessions: compacted.sessions, droppedTotal: this.stats.droppedEvents },
-            'recording backlog full: unwritten events replaced by signed gap markers; those sessions will verify as incomplete');
-          batch = compacted.batch;
-          retained = batch.events;
-        }
-        this.batch = mergeBatches(batch, this.batch);
-        if (!this.retryTimer) {
-          this.retryTimer = setTimeout(() => { this.retryTimer = null; if (this.hasUnwritten()) void this.pendingCommit(true); }, RETRY_MS);
-          this.retryTimer.unref();
-        }
-        this.log.error({ err: message, events: retained.length, retained: this.batch.events.length }, 'recording store write failed; statements are refused until it works again');
-        commit.reject(new RecordingUnavailableError(message));
+        this.writeFailed(w.batch, err, [w.commit]);
         return;
       }
     }
+  }
+
+  /**
+   * Continuous group commit with up to `depth` batches in flight (a store whose writes overlap on
+   * the disk, as the journal's do): the next batch starts while the last is being made durable;
+   * they settle in order, and a failure takes back that batch and every later one, in order.
+   */
+  private async pipelinedWriteLoop(depth: number): Promise<void> {
+    const inFlight: Array<TakenBatch & { settled: Promise<void>; done: boolean; error: unknown }> = [];
+    let first = true;
+    for (;;) {
+      while (this.commit && inFlight.length < depth && (first || this.urgentQueued || this.closing)) {
+        first = false;
+        const w = this.takeBatch();
+        const entry = { ...w, settled: Promise.resolve(), done: false, error: undefined as unknown };
+        entry.settled = this.store.writeBatch(w.batch).then(() => { entry.done = true; }, (err: unknown) => { entry.done = true; entry.error = err ?? new Error('write failed'); });
+        inFlight.push(entry);
+      }
+      const head = inFlight[0];
+      if (!head) {
+        // Only events nobody waits for are queued (see writeLoop).
+        if (this.commit && !this.scheduled && !this.lazyTimer) this.lazyTimer = setTimeout(this.flushNow, LAZY_FLUSH_MS);
+        return;
+      }
+      if (inFlight.length < depth) {
+        // Room for another write: wake up for the first batch someone waits on (see flush).
+        await Promise.race([head.settled, new Promise<void>((resolve) => { this.wakeWriter = resolve; })]);
+        this.wakeWriter = null;
+        if (!head.done) continue;
+      } else {
+        await head.settled;
+      }
+      inFlight.shift();
+      if (head.error !== undefined) {
+        // The store fails every batch given after a failed one: take them all back, in order.
+        const failed = [head, ...inFlight.splice(0)];
+        for (const w of failed.slice(1)) await w.settled;
+        const batch = failed.map((w) => w.batch).reduce((a, b) => mergeBatches(a, b));
+        if (head.error instanceof SessionsTakenOverError) this.surrender(head.error.sessions, [batch, this.batch]);
+        this.writeFailed(batch, head.error, failed.map((w) => w.commit));
+        return;
+      }
+      this.committed(head);
+    }
+  }
+
+  /** Set while the pipelined writer waits with room for another write. */
+  private wakeWriter: (() => void) | null = null;
+
+  /** The batch being filled becomes one being written; the next fills behind it. */
+  private takeBatch(): TakenBatch {
+    const taken: TakenBatch = { batch: this.batch, commit: this.commit!, urgentWaits: this.urgentInBatch, urgentQueuedAtSum: this.urgentQueuedAtSum };
+    this.batch = emptyBatch(this.options.gatewayId);
+    this.commit = null;
+    this.urgentQueued = false;
+    this.urgentInBatch = 0;
+    this.urgentQueuedAtSum = 0;
+    return taken;
+  }
+
+  /** A batch is durable: count it, move the seal log's anchor, release its waiters. */
+  private committed(w: TakenBatch): void {
+    this.stats.failing = false;
+    this.stats.commits++;
+    this.stats.events += w.batch.events.length;
+    if (w.batch.seals.length > 0) {
+      const lastSeal = w.batch.seals[w.batch.seals.length - 1];
+      this.committedSealPosition = lastSeal.position;
+      this.committedSealHash = lastSeal.hash;
+      this.anchorSealLog();
+    }
+    this.stats.durableWaits += w.urgentWaits;
+    this.stats.durableWaitMs += w.urgentWaits * performance.now() - w.urgentQueuedAtSum;
+    w.commit.resolve();
+  }
+
+  /** A write failed: keep the batch in front of what comes next, tell its waiters, retry later. */
+  private writeFailed(failed: RecordBatch, err: unknown, commits: PendingCommit[]): void {
+    let batch = failed;
+    const message = err instanceof Error ? err.message : String(err);
+    this.stats.failedWrites++;
+    this.stats.failing = true;
+    this.stats.lastFailureAt = Date.now();
+    // Keep what failed, in order, in front of what comes next: the chain must reach the
+    // store without holes once it works again. Waiters are told now (fail closed). Past the
+    // memory budget, each session's unwritten events give way to a signed gap marker, which
+    // is written in front of everything later: no event reaches the store after a hole
+    // that the record does not declare.
+    let retained = batch.events;
+    if (batch.events.length + this.batch.events.length > this.options.maxRetainedEvents) {
+      const compacted = compactToGaps(batch, this.integrity ? this.key : null, `the recording store could not write (${message}) and the gateway's backlog of ${this.options.maxRetainedEvents} unwritten events was full`);
+      this.stats.droppedEvents += compacted.dropped;
+      this.stats.gapMarkers += compacted.dropped > 0 ? compacted.sessions : 0;
+      this.log.fatal({ dropped: compacted.dropped, sessions: compacted.sessions, droppedTotal: this.stats.droppedEvents },
+        'recording backlog full: unwritten events replaced by signed gap markers; those sessions will verify as incomplete');
+      batch = compacted.batch;
+      retained = batch.events;
+    }
+    this.batch = mergeBatches(batch, this.batch);
+    if (!this.retryTimer) {
+      this.retryTimer = setTimeout(() => { this.retryTimer = null; if (this.hasUnwritten()) void this.pendingCommit(true); }, RETRY_MS);
+      this.retryTimer.unref();
+    }
+    this.log.error({ err: message, events: retained.length, retained: this.batch.events.length }, 'recording store write failed; statements are refused until it works again');
+    for (const c of commits) c.reject(new RecordingUnavailableError(message));
   }
 
   private hasUnwritten(): boolean {
@@ -489,7 +566,8 @@ export class Recorder {
     for (const s of [...this.open]) void s.end(reason);
     while (this.commit || this.writer) await this.flush();
     this.anchorSealLog(true);
-    this.log.info({ commits: this.stats.commits, events: this.stats.events }, 'recorder closed');
+    const waitUs = this.stats.durableWaits > 0 ? Math.round((1000 * this.stats.durableWaitMs) / this.stats.durableWaits) : null;
+    this.log.info({ commits: this.stats.commits, events: this.stats.events, durableWaits: this.stats.durableWaits, durableWaitUs: waitUs }, 'recorder closed');
   }
 }
 
@@ -601,6 +679,9 @@ export class SessionRecording {
     return this.recorder.enqueueEnd(this, { sessionId: this.row.id, endedAt: ts, endReason: reason, eventCount: this.seq }, this.head);
   }
 }
+
+/** A batch taken from the recorder to be written, with what it needs once durable. */
+interface TakenBatch { batch: RecordBatch; commit: PendingCommit; urgentWaits: number; urgentQueuedAtSum: number }
 
 /** How soon a failed write is tried again when nothing else triggers a commit. */
 const RETRY_MS = 1000;

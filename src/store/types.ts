@@ -420,6 +420,11 @@ export interface Store {
 
   // recordings
   writeBatch(batch: RecordBatch): Promise<void>;
+  /**
+   * How many writeBatch calls may be outstanding at once (default 1). A store that allows more
+   * settles them in call order and fails every later one after a failure.
+   */
+  readonly writeDepth?: number;
   listSessions(filter: SessionFilter): Promise<SessionRow[]>;
   /** Adds up to `limit` ended sessions to the full-text index (search-text.ts); returns how many. */
   indexSessionsForSearch(limit: number): Promise<number>;

@@ -45,7 +45,7 @@ export class JournalRecordWriter {
   private offset = 0;
   /** Bytes of the file written (zeros ahead of the records included). */
   private allocated = 0;
-  private inFlight = false;
+  private inFlight = 0;
   /** Journaled, released, not yet in SQLite, in order. */
   private unapplied: RecordBatch[] = [];
   private unappliedEvents = 0;
@@ -78,11 +78,15 @@ export class JournalRecordWriter {
     }
   }
 
-  /** Resolves once the batch's record is on the disk; its rows reach SQLite shortly after. */
+  /**
+   * Resolves once the batch's record is on the disk; its rows reach SQLite shortly after. Up to
+   * MAX_IN_FLIGHT records are written at once (the disk syncs them together); batches are
+   * released and applied strictly in the order they were given, and a failure fails every later
+   * batch not yet released, so a batch is never released ahead of an earlier one.
+   */
   write(batch: RecordBatch): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     if (this.closed) return Promise.reject(new Error('recording writer closed'));
-    if (this.inFlight) return Promise.reject(new Error('recording journal: one write at a time'));
     if (this.applyFailure && Date.now() - this.applyFailingSince > APPLY_FAILURE_REFUSE_MS) {
       // SQLite has not taken the journal's rows for a while: the store is broken, say so (the
       // recorder retries and refuses durable traffic meanwhile) rather than fill the journal.
@@ -92,62 +96,128 @@ export class JournalRecordWriter {
         return Promise.reject(new Error(`the store has not taken the recording journal's rows for ${Math.round((Date.now() - this.applyFailingSince) / 1000)} s (${(err as Error).message})`));
       }
     }
-    const payload = Buffer.from(JSON.stringify(batch), 'utf8');
-    const length = HEADER + payload.length;
-    if (length > this.capacity - HEADER) return this.writeOversized(batch);
-    if (this.offset + length > this.capacity) {
-      // Full: SQLite must take what the journal holds first. If it cannot (its disk is full too),
-      // this write fails and the recorder retries it later; the journal itself is intact.
-      try {
-        this.rotate();
-      } catch (err) {
-        return Promise.reject(new Error(`the recording journal is full and the store cannot take its rows (${(err as Error).message})`));
-      }
-    }
-    this.inFlight = true;
     return new Promise<void>((resolve, reject) => {
-      const append = (): void => {
-        const record = this.encode(payload);
-        const at = this.offset;
-        this.offset += record.length;
-        write(this.fd, record, 0, record.length, at, (err, written) => {
-          this.inFlight = false;
-          if (err || written !== record.length) {
-            reject(this.fail(`write to the recording journal failed (${err?.code ?? err?.message ?? `short write of ${written} bytes`}); recording fails until the gateway restarts`));
-            return;
-          }
-          this.stats.journalWrites++;
-          this.queueApply(batch);
-          resolve();
-        });
-      };
-      if (this.offset + length <= this.allocated) {
-        append();
-        return;
-      }
-      // Zeros ahead of the records, a step at a time: a record then overwrites blocks the file
-      // already has, so its O_DSYNC write need not also commit a change of the file's size.
-      this.extend(this.offset + length, (err) => {
-        if (!err) {
-          append();
-          return;
-        }
-        this.inFlight = false;
-        reject(new Error(`could not extend the recording journal (${err.code ?? err.message})`));
-      });
+      this.queue.push({ batch, payload: Buffer.from(JSON.stringify(batch), 'utf8'), state: 'queued', resolve, reject, error: null });
+      this.pump();
     });
   }
 
-  /** A batch larger than the whole journal goes straight to SQLite, durably (rare: huge outputs). */
-  private writeOversized(batch: RecordBatch): Promise<void> {
-    try {
-      this.applyPending();
-      this.writer.write(batch);
-      fdatasyncSync(this.walDescriptor());
-      return Promise.resolve();
-    } catch (err) {
-      return Promise.reject(err as Error);
+  /** Batches given to write, in order, until released or failed. */
+  private readonly queue: PendingRecord[] = [];
+  private extending = false;
+
+  /** Starts the writes the queue allows: in order; rotation and growth only with nothing in flight. */
+  private pump(): void {
+    for (;;) {
+      const next = this.queue.find((p) => p.state === 'queued');
+      if (!next || this.inFlight >= MAX_IN_FLIGHT || this.extending) return;
+      const length = HEADER + next.payload.length;
+      const needsQuiet = length > this.capacity - HEADER || this.offset + length > this.capacity || this.offset + length > this.allocated;
+      if (needsQuiet && this.inFlight > 0) return; // after the writes in flight land
+      if (length > this.capacity - HEADER) {
+        this.settleOversized(next);
+        continue;
+      }
+      if (this.offset + length > this.capacity) {
+        // Full: SQLite must take what the journal holds first. If it cannot (its disk is full
+        // too), this batch and those after it fail and the recorder retries them; the journal
+        // itself is intact.
+        try {
+          this.rotate();
+        } catch (err) {
+          this.failFrom(next, new Error(`the recording journal is full and the store cannot take its rows (${(err as Error).message})`));
+          continue;
+        }
+      }
+      if (this.offset + length > this.allocated) {
+        // Zeros ahead of the records, a step at a time: a record then overwrites blocks the file
+        // already has, so its O_DSYNC write need not also commit a change of the file's size.
+        this.extending = true;
+        this.extend(this.offset + length, (err) => {
+          this.extending = false;
+          if (err) this.failFrom(next, new Error(`could not extend the recording journal (${err.code ?? err.message})`));
+          this.pump();
+        });
+        return;
+      }
+      this.startWrite(next);
     }
+  }
+
+  private startWrite(p: PendingRecord): void {
+    const record = this.encode(p.payload);
+    const at = this.offset;
+    this.offset += record.length;
+    p.state = 'writing';
+    this.inFlight++;
+    write(this.fd, record, 0, record.length, at, (err, written) => {
+      this.inFlight--;
+      if (err || written !== record.length) {
+        this.fail(`write to the recording journal failed (${err?.code ?? err?.message ?? `short write of ${written} bytes`}); recording fails until the gateway restarts`);
+        p.state = 'failed';
+        p.error = this.failure;
+      } else if (this.failure) {
+        // An earlier write failed while this one was in flight: it is not released after it.
+        p.state = 'failed';
+        p.error = new Error(`an earlier recording batch failed (${this.failure.message})`);
+      } else {
+        this.stats.journalWrites++;
+        p.state = 'written';
+      }
+      this.settle();
+      this.pump();
+    });
+  }
+
+  /** Releases written batches from the head of the queue, in order; a failure fails all after it. */
+  private settle(): void {
+    while (this.queue.length > 0) {
+      const head = this.queue[0];
+      if (head.state === 'written') {
+        this.queue.shift();
+        if (!head.applied) this.queueApply(head.batch);
+        head.resolve();
+        continue;
+      }
+      if (head.state === 'failed') {
+        this.queue.shift();
+        head.reject(head.error!);
+        // Whatever follows is not released ahead of it: failed too, whether written or not.
+        for (const p of this.queue) if (p.state !== 'writing') { p.state = 'failed'; p.error ??= new Error(`an earlier recording batch failed (${head.error!.message})`); }
+        continue;
+      }
+      return; // queued or writing: settles when it lands
+    }
+  }
+
+  /** Fails `from` and every batch given after it that has not been written yet. */
+  private failFrom(from: PendingRecord, err: Error): void {
+    let on = false;
+    for (const p of this.queue) {
+      if (p === from) on = true;
+      if (on && p.state === 'queued') { p.state = 'failed'; p.error = p === from ? err : new Error(`an earlier recording batch failed (${err.message})`); }
+    }
+    this.settle();
+  }
+
+  private settleOversized(p: PendingRecord): void {
+    try {
+      this.writeOversized(p.batch);
+      p.state = 'written';
+      // Applied already: settle must not apply it again.
+      p.applied = true;
+    } catch (err) {
+      this.failFrom(p, err as Error);
+      return;
+    }
+    this.settle();
+  }
+
+  /** A batch larger than the whole journal goes straight to SQLite, durably (rare: huge outputs). */
+  private writeOversized(batch: RecordBatch): void {
+    this.applyPending();
+    this.writer.write(batch);
+    fdatasyncSync(this.walDescriptor());
   }
 
   private encode(payload: Buffer): Buffer {
@@ -212,7 +282,7 @@ export class JournalRecordWriter {
    */
   rotate(): void {
     if (this.failure) throw this.failure;
-    if (this.inFlight) throw new Error('recording journal: cannot rotate while a write is in flight');
+    if (this.inFlight > 0 || this.extending) throw new Error('recording journal: cannot rotate while a write is in flight');
     // Until the marker is written nothing changes: a failure here leaves the journal as it was.
     this.applyPending();
     fdatasyncSync(this.walDescriptor());
@@ -238,7 +308,7 @@ export class JournalRecordWriter {
 
   /** Rotates once no journal write is in flight (one in flight would land in the old generation). */
   async rotateWhenIdle(): Promise<void> {
-    while (this.inFlight) await new Promise<void>((resolve) => setImmediate(resolve));
+    while (this.inFlight > 0 || this.extending) await new Promise<void>((resolve) => setImmediate(resolve));
     this.rotate();
   }
 
@@ -316,7 +386,7 @@ export class JournalRecordWriter {
   /** Waits for the write in flight, applies and rotates, then closes. */
   async close(): Promise<void> {
     this.closed = true;
-    while (this.inFlight) await new Promise<void>((resolve) => setImmediate(resolve));
+    while (this.inFlight > 0 || this.extending || this.queue.length > 0) await new Promise<void>((resolve) => setImmediate(resolve));
     try {
       if (!this.failure) this.rotate();
     } finally {
@@ -358,6 +428,20 @@ function alive(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
+
+interface PendingRecord {
+  batch: RecordBatch;
+  payload: Buffer;
+  state: 'queued' | 'writing' | 'written' | 'failed';
+  resolve: () => void;
+  reject: (err: Error) => void;
+  error: Error | null;
+  /** Written to SQLite directly (a batch larger than the journal). */
+  applied?: boolean;
+}
+
+/** Journal writes at once: two overlap on this project's disk (≈2-3x the writes per second of one). */
+const MAX_IN_FLIGHT = 2;
 
 const MAGIC = 0x4a524847; // "GHRJ"
 const HEADER = 20;

@@ -261,6 +261,9 @@ export class SqliteStore implements Store {
     return Number(this.q('DELETE FROM public_keys WHERE fingerprint = ?').run(fingerprint).changes) > 0;
   }
 
+  /** The journal keeps two batches in flight (see JournalRecordWriter); SQLite commits one at a time. */
+  get writeDepth(): number { return this.journal ? 2 : 1; }
+
   async writeBatch(batch: RecordBatch): Promise<void> {
     if (this.writer) return this.writer.write(batch);
     this.inlineWriter!.write(batch);
