@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { spawnSync } from 'node:child_process';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { run } from '../support/processes.ts';
@@ -259,4 +260,28 @@ test('when the catalog cannot be read, every column read from a table is masked 
     await cluster.sql('ALTER ROLE scram_user CONNECTION LIMIT -1', 'app');
     wire.terminate();
   }
+});
+
+test('binary COPY: masked columns are NULL, the others intact', async () => {
+  const r = spawnSync('psql', [gw.dsn('app', 'bot'), '-XAtq', '-c', 'select 1; copy users (id, email, ssn) to stdout (format binary)'], { env: { ...process.env, PGPASSWORD: agentToken }, timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr.toString());
+  const out = r.stdout;
+  const at = out.indexOf('PGCOPY\n\xff\r\n\0', 0, 'latin1');
+  assert.ok(at >= 0, 'a binary COPY came out');
+  let pos = at + 19;
+  const tuples: Array<Array<string | null>> = [];
+  for (;;) {
+    const n = out.readInt16BE(pos);
+    pos += 2;
+    if (n === -1) break;
+    const row: Array<string | null> = [];
+    for (let i = 0; i < n; i++) {
+      const len = out.readInt32BE(pos);
+      pos += 4;
+      row.push(len < 0 ? null : i === 0 ? String(out.readInt32BE(pos)) : out.toString('utf8', pos, pos + len));
+      pos += Math.max(0, len);
+    }
+    tuples.push(row);
+  }
+  assert.deepEqual(tuples, [['1', null, null], ['2', null, null], ['3', null, null]]);
 });
