@@ -156,3 +156,12 @@ test('context rules: bounded work on hostile input', async () => {
     assert.ok(ms < 3000, `${name} took ${ms} ms`);
   }
 });
+
+test('result columns named like secrets have their sample cells masked whole; facts about secrets are kept', () => {
+  const data = { ref: 1, columns: ['id', 'email', 'password_hash', 'api_key', 'password_changed_at', 'token_type', 'totp_secret'], sample: [['1', 'a@example.com', '$2b$12$abcdefghijklmnopqrstuv', 'k-1', '2026-01-01', 'bearer', null]] };
+  const out = masked('result', data);
+  assert.deepEqual(out.sample, [['1', 'a@example.com', '[masked:secret_column]', '[masked:secret_column]', '2026-01-01', 'bearer', null]]);
+  assert.deepEqual(out.masked, [{ field: 'sample[*][2]', detector: 'secret_column', count: 1 }, { field: 'sample[*][3]', detector: 'secret_column', count: 1 }]);
+  const plain = { ref: 1, columns: ['id', 'name'], sample: [['1', 'x']] };
+  assert.equal(maskEventData('result', plain), plain);
+});
