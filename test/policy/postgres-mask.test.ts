@@ -285,3 +285,10 @@ test('binary COPY: masked columns are NULL, the others intact', async () => {
   }
   assert.deepEqual(tuples, [['1', null, null], ['2', null, null], ['3', null, null]]);
 });
+
+test('cursors, RETURNING and WITH name columns by where they come from too', async () => {
+  const rows = await psql(agentToken, 'bot', 'begin; declare c cursor for select email as x from users order by id; fetch 1 from c; commit;');
+  assert.deepEqual(rows, ['[masked:email]']);
+  assert.deepEqual(await psql(agentToken, 'bot', 'update users set age = age where id = 1 returning email as x, id'), ['[masked:email]|1']);
+  assert.deepEqual(await psql(agentToken, 'bot', 'with t as (select email as e from users where id = 1) select e from t'), ['[masked:email]']);
+});
