@@ -29,6 +29,7 @@ export interface TailOptions {
 }
 
 const RECHECK_MS = 5000;
+const MIN_PULL_MS = 50;
 
 const KEEPALIVE_MS = 15_000;
 
@@ -84,7 +85,17 @@ export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: T
       busy = false;
     }
   };
-  const unwatch = o.written?.watch(id, () => void pull(false)) ?? (() => {});
+  // A busy session is written many times a second: each stream reads the store at most every
+  // MIN_PULL_MS for it (what was written meanwhile comes in the next read).
+  let lastPull = 0;
+  let scheduled: NodeJS.Timeout | null = null;
+  const woken = () => {
+    if (scheduled || done) return;
+    const wait = lastPull + MIN_PULL_MS - Date.now();
+    if (wait <= 0) { lastPull = Date.now(); void pull(false); return; }
+    scheduled = setTimeout(() => { scheduled = null; lastPull = Date.now(); void pull(false); }, wait);
+  };
+  const unwatch = o.written?.watch(id, woken) ?? (() => {});
   const timer = setInterval(() => {
     void (async () => {
       if (o.stillAllowed && Date.now() - checkedAt >= RECHECK_MS) {
@@ -103,7 +114,7 @@ export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: T
       if (Date.now() - quietSince >= KEEPALIVE_MS) write(': keep-alive\n\n');
     })();
   }, o.pollMs ?? 2000);
-  res.on('close', () => { done = true; clearInterval(timer); unwatch(); o.open.delete(res); });
+  res.on('close', () => { done = true; clearInterval(timer); if (scheduled) clearTimeout(scheduled); unwatch(); o.open.delete(res); });
   await pull(true);
   if (!done && o.session.endedAt !== null) finish(o.session);
 }

@@ -182,19 +182,24 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     const decision = decide(await access.subjectOf(check.identity), 'audit', { id: session.connectionId, name: session.connectionName });
     return decision.allowed ? null : `may no longer read session "${session.id}": ${decision.reason}`;
   };
-  const shown = (rows: EventRow[]) => rows.filter((e) => !e.type.startsWith('term.')).map(eventView);
+  // Frames are built from the stored JSON as it is (no parse and re-serialise per viewer); a
+  // stored text with a line break (which JSON.stringify never writes) would end an SSE line, so
+  // it goes through JSON again.
+  const eventJson = (e: EventRow): string => (/[\r\n]/.test(e.data) ? JSON.stringify(eventView(e))
+    : `{"seq":${e.seq},"ts":${JSON.stringify(new Date(Math.floor(e.ts / 1000)).toISOString())},"tsUs":${e.ts},"type":${JSON.stringify(e.type)},"data":${e.data}}`);
+  const eventsFrame = (rows: EventRow[]): string => (rows.length ? `event: events\ndata: [${rows.map(eventJson).join(',')}]\n\n` : '');
   const CHANNEL = new Set(['session.start', 'ssh.shell', 'ssh.exec']);
   const backlog = (rows: EventRow[]) => {
-    const rest = rows.filter((e) => !e.type.startsWith('term.') && !CHANNEL.has(e.type)).slice(-1000);
-    const keep = new Set(rest);
-    return rows.filter((e) => keep.has(e) || CHANNEL.has(e.type)).map(eventView);
+    const rest = new Set(rows.filter((e) => !e.type.startsWith('term.') && !CHANNEL.has(e.type)).slice(-1000));
+    return rows.filter((e) => rest.has(e) || CHANNEL.has(e.type));
   };
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/stream', async (req, reply) => {
     const session = await auditable(req, req.params.id);
     await tailSession(req, reply, {
       store: deps.store, written: deps.written, session, open: streams, stillAllowed: stillAuditable(req, session),
-      backlog: (rows) => sse('events', backlog(rows)),
-      more: (rows) => { const v = shown(rows); return v.length ? sse('events', v) : ''; },
+      // The first frame even when empty: the viewer knows the stream is up.
+      backlog: (rows) => { const b = backlog(rows); return b.length ? eventsFrame(b) : sse('events', []); },
+      more: (rows) => eventsFrame(rows.filter((e) => !e.type.startsWith('term.'))),
       ended: (s) => sse('ended', sessionView(s)),
     });
   });
@@ -206,7 +211,9 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     schema: { params: { type: 'object', properties: { id: { type: 'string' }, channel: { type: 'integer', minimum: 0 } } } },
   }, async (req, reply) => {
     const session = await auditable(req, req.params.id);
-    const parse = (rows: EventRow[]) => rows.map((e) => ({ ts: e.ts, type: e.type, data: JSON.parse(e.data) as Record<string, unknown> }));
+    // Only what a terminal is made of is read (statements and results pass by unparsed).
+    const parse = (rows: EventRow[]) => rows.filter((e) => e.type.startsWith('term.') || e.type === 'ssh.shell' || e.type === 'ssh.exec')
+      .map((e) => ({ ts: e.ts, type: e.type, data: JSON.parse(e.data) as Record<string, unknown> }));
     let channel: TerminalChannel | undefined;
     const frames = (rows: EventRow[]): string => {
       const events = parse(rows);
