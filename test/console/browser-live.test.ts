@@ -191,6 +191,13 @@ test('Live streams an open psql session: a statement appears with its outcome wh
     console.log(`# statement shown live in ${Date.now() - started} ms`);
     assert.equal(p.child.exitCode, null, 'psql is still connected');
     assert.match(p.out(), /persimmon/);
+    // The watch is in the address: a reload watches the same session again, with what it ran so far.
+    assert.match(new URL(page.url()).hash, /^#\/live\?watch=s_/);
+    await page.reload();
+    await page.getByTestId('watch-state').getByText('live').waitFor();
+    await li.waitFor();
+    p.child.stdin.write("SELECT 'after reload' AS again;\n");
+    await page.getByTestId('watch').locator('li', { hasText: "SELECT 'after reload'" }).waitFor({ timeout: 10_000 });
     p.child.stdin.end();
     assert.equal(await p.exited, 0, p.out());
     await page.getByTestId('watch-state').getByText('ended').waitFor();

@@ -7,11 +7,13 @@ import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
 import { ApiError, get, post, type EventView, type Me, type SessionView } from '../api.ts';
 import { Shown, Time, visible } from '../format.tsx';
-import { href } from '../router.ts';
+import { go, href } from '../router.ts';
 
-export function Live({ me }: { me: Me }) {
+export function Live({ me, watch }: { me: Me; watch: string | null }) {
   const [open, setOpen] = useState<SessionView[] | null>(null);
-  const [watching, setWatching] = useState<string | null>(null);
+  // The session watched is in the address (#/live?watch=ID): a link to it, and a reload, watch it again.
+  const watching = watch;
+  const setWatching = (id: string | null) => go('/live', { watch: id ?? undefined });
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     let stop = false;
