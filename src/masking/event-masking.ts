@@ -46,8 +46,8 @@ const BYTES_FIELDS: Record<string, 'base64' | 'hex'> = { b64: 'base64', raw: 'ba
 /** Content hashes and object ids, never secrets: their hex is left as it is. */
 const HEX_ID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/i;
 
-/** Strings shorter than this cannot hold anything the detectors find. */
-const MIN_SCAN = 8;
+/** Strings shorter than this cannot hold anything the detectors find (the shortest: pwd=x). */
+const MIN_SCAN = 5;
 
 /**
  * The event's data with every secret masked, and a `masked` note added; the same object when
