@@ -251,8 +251,9 @@ test('when the catalog cannot be read, every column read from a table is masked 
   const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'catalog-down' } });
   await cluster.sql('CREATE TABLE fresh (a text, b int); INSERT INTO fresh VALUES (\'visible?\', 7); GRANT ALL ON fresh TO scram_user;', 'app');
   const own = (await wire.queryOk('select pg_backend_pid()')).rows[0]![0];
-  // The gateway's catalog connection goes away, and no new one may log in.
-  await cluster.sql(`ALTER ROLE scram_user CONNECTION LIMIT 1; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scram_user' AND pid <> ${own}`, 'app');
+  // The gateway's catalog connection (the one without an application name: pooled sessions keep
+  // their client's) goes away, and no new one may log in.
+  await cluster.sql(`ALTER ROLE scram_user CONNECTION LIMIT 1; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scram_user' AND application_name = '' AND pid <> ${own}`, 'app');
   try {
     const r = await wire.queryOk("select a, b, 'literal' as c from fresh");
     assert.deepEqual(r.rows, [['[masked:a]', null, 'literal']]);

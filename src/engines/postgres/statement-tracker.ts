@@ -172,6 +172,8 @@ const MAX_DEFERRAL_MS = 5_000;
 const TEXT_FORMATS: readonly number[] = [0];
 /** A statement text that may run a COPY (checked only in sessions that mask results). */
 const MAY_COPY = /copy/i;
+/** Distinct result descriptions kept per session (statements a client runs again). */
+const MAX_SHAPES = 256;
 /** Close and Describe name a statement ('S') or a portal ('P'). */
 const STATEMENT = 0x53;
 
@@ -241,6 +243,9 @@ export class StatementTracker {
     this.encoding = new ClientEncoding(parameters.get('client_encoding'));
     this.textOf = (buf, start, end) => this.encoding.text(buf, start, end);
   }
+
+  /** Result descriptions seen, by their bytes (see RowDescription). */
+  private readonly shapes = new Map<string, ResultShape>();
 
   /** Set by the relay while a mask rule applies: statement texts that may hold a COPY are kept whole. */
   masking = false;
@@ -629,8 +634,16 @@ export class StatementTracker {
       case Backend.RowDescription: {
         const head = this.head();
         if (!head) return;
-        const cols = decodeRowDescription(buf, start, end, this.textOf);
-        const shape: ResultShape = { columns: cols, formats: cols.map((c) => c.format) };
+        // A statement run again describes its result the same way: one shape for equal descriptions.
+        const key = buf.toString('latin1', start, end);
+        let shape = this.shapes.get(key);
+        if (!shape) {
+          const decoded = decodeRowDescription(buf, start, end, this.textOf);
+          shape = { columns: decoded, formats: decoded.map((c) => c.format) };
+          if (this.shapes.size >= MAX_SHAPES) this.shapes.clear();
+          this.shapes.set(key, shape);
+        }
+        const cols = shape.columns;
         if (head.kind === 'describe') {
           this.shiftIf('describe');
           const names = cols.map((c) => c.name);
@@ -722,7 +735,7 @@ export class StatementTracker {
         const p = decodeParameterStatus(buf, start, end);
         if (this.parameters.get(p.name) !== p.value) {
           this.parameters.set(p.name, p.value);
-          if (p.name === 'client_encoding') this.encoding.set(p.value);
+          if (p.name === 'client_encoding') { this.encoding.set(p.value); this.shapes.clear(); }
           this.sink.append('parameter', p);
         }
         return;

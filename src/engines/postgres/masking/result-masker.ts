@@ -32,6 +32,9 @@ export interface ColumnNameSource {
   forget(): void;
 }
 
+/** How long a row plan (the names it was made with) is trusted: as long as the catalog cache's names. */
+const NAMES_TTL_MS = 10_000;
+
 /** Types below this OID are built in (FirstNormalObjectId): none is a table's row type or a domain. */
 const FIRST_USER_OID = 16384;
 
@@ -59,6 +62,9 @@ interface ColumnAction {
 
 interface RowPlan {
   masking: ValueMasking;
+  /** When it was made (the masker's clock) and the name generation it was made in. */
+  at: number;
+  generation: number;
   columns: ColumnAction[];
   /** Some column is masked whole. */
   masksColumns: boolean;
@@ -121,7 +127,13 @@ export class ResultMasker {
 
   private get encoding(): ClientEncoding { return this.tracker.encoding; }
 
+  /** Milliseconds, read once per chunk: a row plan is remade after NAMES_TTL_MS, as names may change. */
+  private clock = Date.now();
+  /** Bumped when DDL ran: every row plan is remade. */
+  private generation = 0;
+
   begin(chunk: Buffer): void {
+    this.clock = Date.now();
     this.chunk = chunk;
     this.spanStart = this.spanEnd = -1;
     this.chunkMayHold = null;
@@ -204,7 +216,7 @@ export class ResultMasker {
       case Backend.CommandComplete: {
         // A rename or a new table: names read before may be stale.
         const c = buf[start];
-        if (c === 0x41 /* ALTER */ || c === 0x44 /* DROP */ || c === 0x43 /* CREATE */) this.names.forget();
+        if (c === 0x41 /* ALTER */ || c === 0x44 /* DROP */ || c === 0x43 /* CREATE */) { this.names.forget(); this.generation++; }
         return null;
       }
       case Backend.NoticeResponse:
@@ -291,7 +303,7 @@ export class ResultMasker {
 
   private rowPlan(shape: ResultShape, masking: ValueMasking): RowPlan | 'wait' {
     const known = this.rowPlans.get(shape);
-    if (known && known.masking === masking) return known;
+    if (known && known.masking === masking && known.generation === this.generation && this.clock - known.at < NAMES_TTL_MS) return known;
     const plan = masking.plan;
     const names: Array<ColumnName | null> = [];
     const types: Array<TypeInfo | null> = [];
@@ -339,7 +351,7 @@ export class ResultMasker {
         detect: masking.detecting && (binary ? textLike : !NOT_TEXT.has(c.typeOid)),
       };
     });
-    const made: RowPlan = { masking, columns, masksColumns: columns.some((c) => c.choice !== null), detects: columns.some((c) => c.detect) };
+    const made: RowPlan = { masking, at: this.clock, generation: this.generation, columns, masksColumns: columns.some((c) => c.choice !== null), detects: columns.some((c) => c.detect) };
     this.rowPlans.set(shape, made);
     return made;
   }
@@ -354,14 +366,14 @@ export class ResultMasker {
     const n = buf.readInt16BE(start);
     const choice = this.anyColumnChoice(masking);
     const columns = new Array<ColumnAction>(n).fill({ choice, label: 'column', text: false, textLike: false, json: false, jsonbBinary: false, detect: false });
-    return this.maskRow(buf, start, end, { masking, columns, masksColumns: true, detects: false }, false);
+    return this.maskRow(buf, start, end, { masking, at: 0, generation: 0, columns, masksColumns: true, detects: false }, false);
   }
 
   private detectOnlyPlan(buf: Buffer, start: number, masking: ValueMasking): RowPlan {
     const n = buf.readInt16BE(start);
     // Unknown formats: a value is looked at as text only if it decodes as such (binary integers do not hold secrets).
     const columns = new Array<ColumnAction>(n).fill({ choice: null, label: 'column', text: true, textLike: false, json: false, jsonbBinary: false, detect: masking.detecting });
-    return { masking, columns, masksColumns: false, detects: masking.detecting };
+    return { masking, at: 0, generation: 0, columns, masksColumns: false, detects: masking.detecting };
   }
 
   private maskRow(buf: Buffer, start: number, end: number, plan: RowPlan, detect: boolean): Buffer | null {
