@@ -95,8 +95,17 @@ export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: T
     if (wait <= 0) { lastPull = Date.now(); void pull(false); return; }
     scheduled = setTimeout(() => { scheduled = null; lastPull = Date.now(); void pull(false); }, wait);
   };
-  const unwatch = o.written?.watch(id, woken) ?? (() => {});
-  const timer = setInterval(() => {
+  let unwatch = () => {};
+  let timer: NodeJS.Timeout | undefined;
+  res.on('close', () => { done = true; clearInterval(timer); if (scheduled) clearTimeout(scheduled); unwatch(); o.open.delete(res); });
+  // What the store holds first, then what is written: the wake-ups start after the first read
+  // (and one read at once catches what was written in between).
+  await pull(true);
+  if (!done && o.session.endedAt !== null) { finish(o.session); return; }
+  if (done || res.destroyed) return;
+  unwatch = o.written?.watch(id, woken) ?? (() => {});
+  woken();
+  timer = setInterval(() => {
     void (async () => {
       if (o.stillAllowed && Date.now() - checkedAt >= RECHECK_MS) {
         checkedAt = Date.now();
@@ -114,7 +123,4 @@ export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: T
       if (Date.now() - quietSince >= KEEPALIVE_MS) write(': keep-alive\n\n');
     })();
   }, o.pollMs ?? 2000);
-  res.on('close', () => { done = true; clearInterval(timer); if (scheduled) clearTimeout(scheduled); unwatch(); o.open.delete(res); });
-  await pull(true);
-  if (!done && o.session.endedAt !== null) finish(o.session);
 }
