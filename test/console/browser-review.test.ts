@@ -214,6 +214,10 @@ test('markup, ANSI and bidi controls from clients render as visible text; nothin
   assert.equal(await page.locator('table.sample td').filter({ hasText: IMG }).count(), 1);
   await page.locator('.outcome .error', { hasText: `invalid input syntax for type integer: "${IMG}"` }).waitFor();
   await noScript();
+  // A crafted link: the id comes back in the refusal, shown as text too.
+  await page.goto(`${w.gw.url}/#/sessions/${encodeURIComponent('<img src=x onerror=window.__pwned=4>\u202e')}`);
+  await page.getByRole('alert').filter({ hasText: 'session "<img src=x onerror=window.__pwned=4>\\u202e" does not exist' }).waitFor();
+  await noScript();
   if (SHOTS) { await page.setViewportSize({ width: 1280, height: 700 }); await page.screenshot({ path: join(SHOTS, 'escaped.png') }); }
 
   // The terminal: the player shows the tag as characters, and bold text without the escape.

@@ -34,7 +34,7 @@ export function Live({ me, watch }: { me: Me; watch: string | null }) {
   return (
     <section>
       <h1>Live sessions</h1>
-      {error && <p role="alert" className="error">{error}</p>}
+      {error && <p role="alert" className="error">{visible(error)}</p>}
       {open === null ? <p className="muted">Loading…</p> : open.length === 0 ? <p className="muted">No session is open.</p> : (
         <table className="list"><thead><tr><th>Started</th><th>Identity</th><th>Protocol</th><th>Connection</th><th>Events</th><th></th></tr></thead>
           <tbody>{open.map((s) => (

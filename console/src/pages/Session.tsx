@@ -18,6 +18,8 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     setDetail(null);
+    setError(null);
+    setVerified(null);
     get<Detail>(`/api/v1/sessions/${encodeURIComponent(id)}`).then(setDetail, (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
     get<Terminal[]>(`/api/v1/sessions/${encodeURIComponent(id)}/terminals`).then(setTerminals, () => setTerminals([]));
     get<Verification>(`/api/v1/sessions/${encodeURIComponent(id)}/verify`).then(setVerified, () => setVerified(null));
@@ -40,7 +42,7 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
     return () => window.removeEventListener('keydown', onKey);
   }, [id]);
 
-  if (error) return <p role="alert" className="error">{error}</p>;
+  if (error) return <p role="alert" className="error">{visible(error)}</p>;
   if (!detail) return <p className="muted">Loading…</p>;
   const { session: s, events } = detail;
   const results = new Map<number, Record<string, unknown>>();

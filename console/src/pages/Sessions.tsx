@@ -86,7 +86,7 @@ export function Sessions({ query }: { query: URLSearchParams }) {
         </select></label>
         <button type="submit">Filter</button>
       </form>
-      {error && <p role="alert" className="error">{error}</p>}
+      {error && <p role="alert" className="error">{visible(error)}</p>}
       {rows === null && !error && <p className="muted">Loading…</p>}
       {rows !== null && shown.length > 0 && <p className="muted keys">Tab or ↑/↓ to a row, Enter opens it, Esc comes back.</p>}
       {rows !== null && (
