@@ -58,6 +58,8 @@ interface ColumnAction {
   jsonbBinary: boolean;
   /** Detectors run on its values. */
   detect: boolean;
+  /** The replacement when it does not depend on the value (redact): encoded once per plan. */
+  fixed?: Buffer;
 }
 
 interface RowPlan {
@@ -346,10 +348,13 @@ export class ResultMasker {
           for (const r of type.rowOf) if ((choice = plan.column(r.schema, r.table, r.column))) break;
         }
       }
-      return {
+      const action: ColumnAction = {
         choice, label, text: !binary || textLike, textLike, json: c.typeOid === JSON || c.typeOid === JSONB, jsonbBinary: binary && c.typeOid === JSONB,
-        detect: masking.detecting && (binary ? textLike : !NOT_TEXT.has(c.typeOid)),
+        // A column masked whole needs no detector.
+        detect: choice === null && masking.detecting && (binary ? textLike : !NOT_TEXT.has(c.typeOid)),
       };
+      if (choice?.style === 'redact' && textLike) action.fixed = this.encodeCell(masking.column('', choice, label), action, true) ?? undefined;
+      return action;
     });
     const made: RowPlan = { masking, at: this.clock, generation: this.generation, columns, masksColumns: columns.some((c) => c.choice !== null), detects: columns.some((c) => c.detect) };
     this.rowPlans.set(shape, made);
@@ -430,6 +435,7 @@ export class ResultMasker {
     if (col.choice) {
       // A value that is not text cannot take a text in its place: a typed driver would fail on it.
       if (col.choice.style === 'null' || !col.textLike) return null;
+      if (col.fixed) return col.fixed;
       return this.encodeCell(masking.column(this.encoding.text(buf, col.jsonbBinary ? start + 1 : start, end), col.choice, col.label), col, true);
     }
     if (!col.text) return undefined;
