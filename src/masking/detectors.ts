@@ -612,3 +612,115 @@ function holdFrom(text: string, maxHold: number): number {
 function isSpace(c: number): boolean {
   return c === 32 || c === 9 || c === 10 || c === 13 || c === 12 || c === 11;
 }
+
+// ---- edges of input that cannot wait ----
+
+/**
+ * Where a secret may begin inside a token cut at a chunk edge, and the detector it would be: a
+ * token prefix at a boundary (case as issued), or a name that says a value follows (password=,
+ * GITHUB_TOKEN=, "secret":), or scheme://user: with no path after it. Not pwd= (PWD=/home/x).
+ */
+const TOKEN_START = /(?<![A-Za-z0-9_])(?:hooks\.slack\.com\/|A(?:KIA|SIA|BIA|CCA)|gh[pousr]_|github_pat_|gl(?:pat|dt|rt|ptt|soat|ffct|cbt)-|xox[abposr]-|xapp-|[sr]k_(?:live|test)_|AIza|eyJ|-----BEGIN)/;
+const VALUE_START = /(?:passw(?:or)?d|passphrase|token|secret|api[_-]?key|access[_-]?key|private[_-]?key)["']?[=:]|[A-Za-z][A-Za-z0-9+.-]{1,30}:\/\/[^\s:/?#@'"<>]{1,256}:[^\s/?#'"<>@]*$/i;
+/** Text before a token that makes the token a value (aws_secret_access_key = …, Authorization: Bearer …, PASSWORD '…). */
+const NAMED_BEFORE = /(?:(?:passw(?:or)?d|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)["']?[ \t]{0,8}(?:[:=]|=>)[ \t]{0,8}["']?|(?:bearer|basic)[ \t]{1,8}|(?:password|identified[ \t]{1,8}by)[ \t]{1,8}E?')$/i;
+const NAMED_DETECTOR: Array<[RegExp, string]> = [
+  [/secret_?access_?key/i, 'aws'], [/^(?:bearer|basic)[ \t]/i, 'http_auth_header'], [/^(?:password|identified)[ \t]/i, 'sql_password'],
+  [/^(?:passw|passphrase)/i, 'url_credentials'],
+];
+const START_DETECTOR: Array<[RegExp, string]> = [
+  [/^hooks/, 'slack'], [/^A/, 'aws'], [/^gh|^github/, 'github'], [/^gl/, 'gitlab'], [/^x(?:ox|app)/, 'slack'], [/^[sr]k_/, 'stripe'], [/^AIza/, 'google_api'],
+  [/^eyJ/, 'jwt'], [/^-----BEGIN/, 'private_key'], [/:\/\//, 'url_credentials'], [/^(?:passw|passphrase)/i, 'url_credentials'],
+];
+const SYNTHETIC_KEY_HEADER = '-----BEGIN PRIVATE KEY-----\n';
+
+/**
+ * Masks chunks of a stream that must be recorded as they come, before they are forwarded (terminal
+ * input, a script on stdin): nothing can be held back, so a secret cut by a chunk edge is caught in
+ * three ways — the last CONTEXT_CHARS characters are scanned again with the next chunk (a key word
+ * before the value, the first half of a token: the second half is masked); a chunk that ends inside
+ * a token that begins like a secret (ghp_, AKIA, eyJ, password=, scheme://user:…) has that part
+ * masked, and so has the next chunk up to the token's end; a private key block that had not ended
+ * goes on being masked until its END line. A secret typed key by key is so recorded as its prefix
+ * (ghp) and masks. Stateful, bounded: CONTEXT_CHARS of memory.
+ */
+export class EdgeMasker {
+  private readonly detectors: readonly Detector[];
+  private readonly style: Exclude<MaskStyle, 'null'>;
+  private readonly opts: MaskOptions;
+  private context = '';
+  /** The detector of a token cut at the last edge (the next chunk's leading token is masked as it). */
+  private partial: string | null = null;
+  private inKeyBlock = false;
+
+  constructor(options: { detectors?: readonly Detector[]; style?: Exclude<MaskStyle, 'null'>; key?: Buffer } = {}) {
+    this.detectors = options.detectors ?? DEFAULT_DETECTORS;
+    this.style = options.style ?? 'redact';
+    this.opts = options.key ? { key: options.key } : {};
+  }
+
+  /** The chunk as it may be recorded, and what was masked in it (detector → count). */
+  mask(chunk: string): { text: string; found: Map<string, number> } {
+    const found = new Map<string, number>();
+    if (chunk.length === 0) return { text: chunk, found };
+    const header = this.inKeyBlock ? SYNTHETIC_KEY_HEADER : '';
+    const scan = header + this.context + chunk;
+    const base = header.length + this.context.length;
+    const spans: Finding[] = [];
+    let keyOpen = false;
+    if (mayHoldSecrets(scan, this.detectors) || this.inKeyBlock) {
+      for (const f of findSecrets(scan, this.inKeyBlock && !this.detectors.includes(privateKey) ? [...this.detectors, privateKey] : this.detectors)) {
+        if (f.end <= base) continue;
+        if (f.detector === 'private_key' && f.end === scan.length && !/-----END[ A-Z0-9]{0,60}-----\s*$/.test(scan.slice(-80))) keyOpen = true;
+        spans.push({ detector: f.detector, start: Math.max(f.start, base) - base, end: f.end - base });
+      }
+    }
+    // The rest of a token cut at the last edge.
+    if (this.partial) {
+      let end = 0;
+      while (end < chunk.length && !isSpace(chunk.charCodeAt(end))) end++;
+      if (end > 0) spans.push({ detector: this.partial, start: 0, end });
+      if (end < chunk.length) this.partial = null;
+    }
+    // A token at the end that begins like a secret: mask its part in this chunk; the next chunk goes on.
+    if (!isSpace(chunk.charCodeAt(chunk.length - 1))) {
+      const whole = this.context + chunk;
+      let t = whole.length;
+      while (t > 0 && !isSpace(whole.charCodeAt(t - 1)) && whole.length - t < MAX_TOKEN_HOLD) t--;
+      const token = whole.slice(t);
+      const m = TOKEN_START.exec(token) ?? VALUE_START.exec(token);
+      const named = m || this.partial ? null : NAMED_BEFORE.exec(whole.slice(Math.max(0, t - 96), t) + (/^E?'/.test(token) ? token.slice(0, token.indexOf("'") + 1) : ''));
+      if (m) {
+        const start = Math.max(t + m.index, this.context.length) - this.context.length;
+        const detector = START_DETECTOR.find(([re]) => re.test(m[0]))?.[1] ?? 'env_secret';
+        spans.push({ detector, start, end: chunk.length });
+        this.partial = detector;
+      } else if (named) {
+        const start = Math.max(t, this.context.length) - this.context.length;
+        const detector = NAMED_DETECTOR.find(([re]) => re.test(named[0]))?.[1] ?? 'env_secret';
+        spans.push({ detector, start, end: chunk.length });
+        this.partial = detector;
+      }
+    } else {
+      this.partial = null;
+    }
+    this.inKeyBlock = keyOpen;
+    this.context = (this.context + chunk).slice(-CONTEXT_CHARS);
+    if (spans.length === 0) return { text: chunk, found };
+    spans.sort((a, b) => a.start - b.start || b.end - a.end);
+    const merged: Finding[] = [];
+    for (const s of spans) {
+      const last = merged.at(-1);
+      if (last && s.start < last.end) { if (s.end > last.end) last.end = s.end; continue; }
+      merged.push({ ...s });
+    }
+    for (const f of merged) found.set(f.detector, (found.get(f.detector) ?? 0) + 1);
+    return { text: maskText(chunk, merged, this.style, this.opts)!, found };
+  }
+
+  /** Bytes (latin1 one to one: every detector is ASCII). */
+  maskBytes(chunk: Buffer): { bytes: Buffer; found: Map<string, number> } {
+    const { text, found } = this.mask(chunk.toString('latin1'));
+    return { bytes: found.size === 0 ? chunk : Buffer.from(text, 'latin1'), found };
+  }
+}
