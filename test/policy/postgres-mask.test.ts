@@ -182,6 +182,12 @@ test('the recording holds the rows as the client got them: masked', async () => 
   const events = await endedSessionEvents(gw, 'psql-mask-rec');
   const result = events.find((e) => e.type === 'result' && Array.isArray(e.data.sample))!;
   assert.deepEqual((result.data.sample as unknown[][])[0], ['1', '[masked:email]', 'key [masked:aws] here']);
+  // Which rule masked what and where, for every row (not just the sample) — never the value.
+  assert.deepEqual(result.data.masked, [
+    { field: 'rows[*][1]', rule: 'pii-for-agents', column: 'email', count: 2 },
+    { field: 'rows[*][2]', rule: 'pii-for-agents', column: 'note', detector: 'aws', count: 1 },
+    { field: 'rows[*][2]', rule: 'pii-for-agents', column: 'note', detector: 'github', count: 1 },
+  ]);
   assert.ok(!JSON.stringify(events).includes('alice@example.com'));
   assert.ok(!JSON.stringify(events).includes(AWS_KEY));
 });
@@ -203,6 +209,16 @@ test('errors and notices: a key of a masked column, a failing row, and secrets i
   const note = after.messages.find((m) => m.type === 'A') ?? (await wire.next());
   assert.equal(decodeNotification(note.body).payload, 'token [masked:github]');
   wire.terminate();
+  const events = await endedSessionEvents(gw, 'notice-mask');
+  const dupResult = events.find((e) => e.type === 'result' && (e.data.error as { code?: string } | undefined)?.code === '23505')!;
+  assert.deepEqual(dupResult.data.masked, [{ field: 'detail', rule: 'pii-for-agents', count: 1 }]);
+  const noticeEvent = events.find((e) => e.type === 'notice')!;
+  assert.deepEqual(noticeEvent.data.masked, [{ field: 'message', rule: 'pii-for-agents', detector: 'aws', count: 1 }, { field: 'detail', rule: 'pii-for-agents', detector: 'github', count: 1 }]);
+  const notification = events.find((e) => e.type === 'notification')!;
+  assert.deepEqual(notification.data.masked, [{ field: 'payload', rule: 'pii-for-agents', detector: 'github', count: 1 }]);
+  // (The statements' own text holds what the client typed: the store's masking is about that.)
+  assert.ok(!JSON.stringify(events.filter((e) => e.type !== 'query')).includes('alice@example.com'));
+  assert.ok(!JSON.stringify(events).includes(GH_TOKEN));
   // The human sees the server's words.
   const human = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'alice', database: 'app', password: humanToken, params: { application_name: 'notice-clear' } });
   const clear = await human.wire.query("insert into users (id, email) values (9, 'alice@example.com')");

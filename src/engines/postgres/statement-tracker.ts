@@ -29,6 +29,9 @@ import type { ColumnDescription } from './codec/decode.ts';
  */
 export interface ResultShape { columns: readonly ColumnDescription[]; formats: number[] }
 
+/** What result masking masked in one message, for the record: where, by which rule or detector — never the value. */
+export interface MaskNote { field: string; rule: string; column?: string; detector?: string; count: number }
+
 /** A COPY TO STDOUT running: its overall format and per-column formats (CopyOutResponse), and the statement's text. */
 export interface CopyOutShape {
   format: number;
@@ -153,6 +156,8 @@ interface Pending {
   copyText: string | null;
   /** A COPY TO STDOUT it runs. */
   copyOut: CopyOutShape | null;
+  /** What masking masked in its rows, COPY data and error (see maskedFrame). */
+  maskNotes: Map<string, MaskNote> | null;
 }
 
 /** Client frames held back until an earlier answer shows what they will run (see defer()). */
@@ -242,6 +247,32 @@ export class StatementTracker {
     this.options = options;
     this.encoding = new ClientEncoding(parameters.get('client_encoding'));
     this.textOf = (buf, start, end) => this.encoding.text(buf, start, end);
+  }
+
+  /** Notes of what masking masked in the frame about to be handled (see maskedFrame). */
+  private frameNotes: readonly MaskNote[] | null = null;
+
+  /**
+   * The next frame handled was masked so: its notes go with the statement's result (rows, COPY
+   * data, its error), or with the notice, notification or error event the frame becomes.
+   */
+  maskedFrame(notes: readonly MaskNote[]): void {
+    this.frameNotes = notes;
+  }
+
+  private takeNotes(into: Pending | null): MaskNote[] | null {
+    const notes = this.frameNotes;
+    if (!notes) return null;
+    this.frameNotes = null;
+    if (!into) return notes.map((n) => ({ ...n }));
+    into.maskNotes ??= new Map();
+    for (const n of notes) {
+      const k = `${n.field}\u0000${n.rule}\u0000${n.detector ?? ''}`;
+      const had = into.maskNotes.get(k);
+      if (had) had.count += n.count;
+      else into.maskNotes.set(k, { ...n });
+    }
+    return null;
   }
 
   /** Result descriptions seen, by their bytes (see RowDescription). */
@@ -598,6 +629,7 @@ export class StatementTracker {
   }
 
   private onServerFrame(type: number, buf: Buffer, start: number, end: number): void {
+    if (this.frameNotes && type !== Backend.NoticeResponse && type !== Backend.NotificationResponse && !(type === Backend.ErrorResponse && !this.head())) this.takeNotes(this.head() ?? null);
     switch (type) {
       case Backend.DataRow: {
         const head = this.head();
@@ -683,7 +715,8 @@ export class StatementTracker {
         if (error.severity === 'FATAL' || error.severity === 'PANIC') this.lastFatal = `${error.code} ${error.message}`;
         const head = this.head();
         if (!head) {
-          this.sink.append('error', errorData(error));
+          const notes = this.takeNotes(null);
+          this.sink.append('error', notes ? { ...errorData(error), masked: notes } : errorData(error));
           return;
         }
         head.error = error;
@@ -725,12 +758,18 @@ export class StatementTracker {
         if (head) this.sampleCopy(head, buf, start, end);
         return;
       }
-      case Backend.NoticeResponse:
-        this.sink.append('notice', errorData(decodeErrorFields(buf, start, end, this.textOf)));
+      case Backend.NoticeResponse: {
+        const notes = this.takeNotes(null);
+        const data = errorData(decodeErrorFields(buf, start, end, this.textOf));
+        this.sink.append('notice', notes ? { ...data, masked: notes } : data);
         return;
-      case Backend.NotificationResponse:
-        this.sink.append('notification', decodeNotification(buf, start, end, this.textOf));
+      }
+      case Backend.NotificationResponse: {
+        const notes = this.takeNotes(null);
+        const data = decodeNotification(buf, start, end, this.textOf);
+        this.sink.append('notification', notes ? { ...data, masked: notes } : data);
         return;
+      }
       case Backend.ParameterStatus: {
         const p = decodeParameterStatus(buf, start, end);
         if (this.parameters.get(p.name) !== p.value) {
@@ -937,6 +976,7 @@ export class StatementTracker {
       if (p.copyBytes > 0) data.copyBytes = p.copyBytes;
       if (p.kind === 'execute') this.checkRan(p, data);
     }
+    if (p.maskNotes) data.masked = [...p.maskNotes.values()];
     this.sink.append('result', data);
   }
 
@@ -1001,7 +1041,7 @@ function newPending(kind: PendingKind, seq: number, copyEndsBefore: number, ordi
   return {
     kind, seq, copyEndsBefore, ordinal, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
     truncated: false, copyBytes: 0, error: null, done: false, statement: null, portal: null, targetKind: 0, target: '', text: null,
-    mutator: false, encodingChange: false, shape: null, copyText: null, copyOut: null,
+    mutator: false, encodingChange: false, shape: null, copyText: null, copyOut: null, maskNotes: null,
   };
 }
 

@@ -12,7 +12,7 @@
 import { Backend } from '../codec/protocol.ts';
 import type { ClientEncoding } from '../codec/client-encoding.ts';
 import type { ColumnDescription } from '../codec/decode.ts';
-import type { CopyOutShape, ResultShape, StatementTracker } from '../statement-tracker.ts';
+import type { CopyOutShape, MaskNote, ResultShape, StatementTracker } from '../statement-tracker.ts';
 import type { ColumnName, TypeInfo } from '../upstream/catalog.ts';
 import type { MaskChoice } from '../../../policy/policy.ts';
 import type { Masked, ValueMasking } from '../../../policy/mask-detectors.ts';
@@ -111,6 +111,25 @@ export class ResultMasker {
   private cells: Array<Buffer | null | undefined> = EMPTY_ROW_CELLS;
   /** Values masked since the counter was last read (for the record: counts, never values). */
   maskedValues = 0;
+  /** What the frame being processed had masked (for the record; reused). */
+  private readonly notes: MaskNote[] = [];
+  private readonly found: Array<{ detector: string; rule: string }> = [];
+
+  private note(field: string, rule: string, column?: string, detector?: string): void {
+    for (const n of this.notes) {
+      if (n.field === field && n.rule === rule && n.detector === detector) { n.count++; return; }
+    }
+    const n: MaskNote = { field, rule, count: 1 };
+    if (column !== undefined) n.column = column;
+    if (detector !== undefined) n.detector = detector;
+    this.notes.push(n);
+  }
+
+  /** The detectors' findings of the last secrets() call, noted under `field`. */
+  private noteFound(field: string, column?: string): void {
+    for (const f of this.found) this.note(field, f.rule, column, f.detector);
+    this.found.length = 0;
+  }
 
   constructor(tracker: StatementTracker, names: ColumnNameSource, onReady: () => void, onError: (err: Error) => void) {
     this.tracker = tracker;
@@ -167,12 +186,14 @@ export class ResultMasker {
       this.queue.push({ type, body: Buffer.from(buf.subarray(start, end)) });
       return;
     }
+    this.notes.length = 0;
     const replaced = this.process(type, buf, start, end);
     if (replaced === 'wait') {
       this.queue.push({ type, body: Buffer.from(buf.subarray(start, end)) });
       return;
     }
     if (replaced) {
+      if (this.notes.length > 0) this.tracker.maskedFrame(this.notes);
       this.tracker.serverFrame(type, replaced, 5, replaced.length);
       this.flushSpan();
       this.out.push(replaced);
@@ -256,9 +277,14 @@ export class ResultMasker {
       const t = f[0];
       if (t === 0x53 || t === 0x56 || t === 0x43 || t === 0x46 || t === 0x4c || t === 0x52 || t === 0x50 || t === 0x70) continue; // S V C F L R P p
       let text = f[1];
-      if (t === 0x44 && masking.plan.masksColumns) text = this.maskDetail(text, schema, table, masking);
-      const found = masking.secrets(text);
-      if (found !== undefined) text = found ?? '[masked]';
+      const field = NOTICE_FIELDS[t] ?? `field_${String.fromCharCode(t)}`;
+      if (t === 0x44 && masking.plan.masksColumns) {
+        const masked = this.maskDetail(text, schema, table, masking);
+        if (masked.text !== text) { text = masked.text; this.note(field, masked.rule!); }
+      }
+      this.found.length = 0;
+      const found = masking.secrets(text, this.found);
+      if (found !== undefined) { text = found ?? '[masked]'; this.noteFound(field); }
       if (text !== f[1]) { f[1] = text; changed = true; this.maskedValues++; }
     }
     if (!changed) return null;
@@ -269,22 +295,22 @@ export class ResultMasker {
     return Buffer.concat([header(type, body.length), body]);
   }
 
-  private maskDetail(detail: string, schema: string | null, table: string | null, masking: ValueMasking): string {
+  private maskDetail(detail: string, schema: string | null, table: string | null, masking: ValueMasking): { text: string; rule?: string } {
     const plan = masking.plan;
     if (detail.startsWith('Failing row contains (')) {
       const choice = plan.firstColumnRule!;
-      return `Failing row contains (${choice.style === 'null' ? 'NULL' : masking.column(detail, choice, 'row')}).`;
+      return { text: `Failing row contains (${choice.style === 'null' ? 'NULL' : masking.column(detail, choice, 'row')}).`, rule: choice.rule };
     }
     const key = /^Key \((.+?)\)=\(/s.exec(detail);
-    if (!key) return detail;
+    if (!key) return { text: detail };
     const close = detail.lastIndexOf(')');
-    if (close < key[0].length) return detail;
+    if (close < key[0].length) return { text: detail };
     const columns = key[1]!.split(',').map((c) => c.trim().replace(/^"(.*)"$/s, '$1'));
     const choice = columns.map((c) => (schema !== null && table !== null ? plan.column(schema, table, c) : plan.outputName(c))).find((c) => c !== null);
-    if (!choice) return detail;
+    if (!choice) return { text: detail };
     const values = detail.slice(key[0].length, close);
     const masked = choice.style === 'null' ? 'NULL' : masking.column(values, choice, columns.join(','));
-    return detail.slice(0, key[0].length) + masked + detail.slice(close);
+    return { text: detail.slice(0, key[0].length) + masked + detail.slice(close), rule: choice.rule };
   }
 
   /** NOTIFY payloads through the detectors (a channel name is the application's, not data). */
@@ -294,9 +320,11 @@ export class ResultMasker {
     if (channelEnd < 0 || channelEnd >= end) return null;
     let payloadEnd = buf.indexOf(0, channelEnd + 1);
     if (payloadEnd < 0 || payloadEnd > end) payloadEnd = end;
-    const found = masking.secrets(this.encoding.text(buf, channelEnd + 1, payloadEnd));
+    this.found.length = 0;
+    const found = masking.secrets(this.encoding.text(buf, channelEnd + 1, payloadEnd), this.found);
     if (found === undefined) return null;
     this.maskedValues++;
+    this.noteFound('payload');
     const body = Buffer.concat([buf.subarray(start, channelEnd + 1), this.encodeText((found ?? '[masked]').replace(/\0/g, '')), ZERO]);
     return Buffer.concat([header(Backend.NotificationResponse, body.length), body]);
   }
@@ -395,7 +423,13 @@ export class ResultMasker {
       const col = plan.columns[i];
       if (len >= 0 && col && (col.choice || (detect && col.detect))) {
         const r = this.maskCell(buf, pos, pos + len, col, plan.masking);
-        if (r !== undefined) { cells[i] = r; changed = true; this.maskedValues++; }
+        if (r !== undefined) {
+          cells[i] = r;
+          changed = true;
+          this.maskedValues++;
+          if (col.choice) this.note(`rows[*][${i}]`, col.choice.rule, col.label);
+          else this.noteFound(`rows[*][${i}]`, col.label);
+        }
       }
       size += 4 + (cells[i] === undefined ? Math.max(0, len) : cells[i] === null ? 0 : cells[i]!.length);
       pos += Math.max(0, len);
@@ -440,7 +474,8 @@ export class ResultMasker {
     }
     if (!col.text) return undefined;
     const text = this.encoding.text(buf, col.jsonbBinary ? start + 1 : start, end);
-    const found = masking.secrets(text);
+    this.found.length = 0;
+    const found = masking.secrets(text, this.found);
     return found === undefined ? undefined : this.encodeCell(found, col, false);
   }
 
@@ -508,7 +543,11 @@ export class ResultMasker {
     if (!plan.masksColumns && !detect) return null;
     const s = plan.statement;
     if (s.format === 'binary') {
-      const r = maskBinaryCopy(buf.subarray(start, end), first, (i) => plan.choices[i] !== null);
+      const r = maskBinaryCopy(buf.subarray(start, end), first, (i) => {
+        const c = plan.choices[i] ?? null;
+        if (c) this.note(`copy[*][${i}]`, c.rule, plan.labels[i] ?? 'column');
+        return c !== null;
+      });
       if (r === 'unreadable') return copyData(Buffer.alloc(0)); // fail closed: nothing of what could not be read
       return r === null ? null : copyData(r);
     }
@@ -516,10 +555,16 @@ export class ResultMasker {
     const text = this.encoding.text(buf, start, end);
     const mask = (column: number, value: string): Masked | undefined => {
       const choice = plan.choices[column] ?? null;
-      if (choice) { this.maskedValues++; return choice.style === 'null' ? null : plan.masking.column(value, choice, plan.labels[column] ?? 'column'); }
+      const label = plan.labels[column] ?? 'column';
+      if (choice) {
+        this.maskedValues++;
+        this.note(`copy[*][${column}]`, choice.rule, label);
+        return choice.style === 'null' ? null : plan.masking.column(value, choice, label);
+      }
       if (!detect) return undefined;
-      const found = plan.masking.secrets(value);
-      if (found !== undefined) this.maskedValues++;
+      this.found.length = 0;
+      const found = plan.masking.secrets(value, this.found);
+      if (found !== undefined) { this.maskedValues++; this.noteFound(`copy[*][${column}]`, label); }
       return found;
     };
     // PostgreSQL sends one row per CopyData; a message holding several lines is masked line by line.
@@ -555,8 +600,10 @@ export class ResultMasker {
       for (let i = 0; i < queue.length; i++) {
         const q = queue[i]!;
         if (this.waitingFor) { this.queue.push(q); continue; }
+        this.notes.length = 0;
         const r = this.process(q.type, q.body, 0, q.body.length);
         if (r === 'wait') { this.queue.push(q); continue; }
+        if (r && this.notes.length > 0) this.tracker.maskedFrame(this.notes);
         if (r) this.tracker.serverFrame(q.type, r, 5, r.length);
         else this.tracker.serverFrame(q.type, q.body, 0, q.body.length);
         this.out.push(r ?? Buffer.concat([header(q.type, q.body.length), q.body]));
@@ -570,6 +617,8 @@ export class ResultMasker {
 }
 
 const JSONB_VERSION = Buffer.from([1]);
+/** ErrorResponse / NoticeResponse field codes, by the names the recording gives them. */
+const NOTICE_FIELDS: Record<number, string> = { 0x4d: 'message', 0x44: 'detail', 0x48: 'hint', 0x57: 'where', 0x71: 'internalQuery', 0x73: 'schema', 0x74: 'table', 0x63: 'column', 0x64: 'dataType', 0x6e: 'constraint' };
 const ZERO = Buffer.from([0]);
 const JSONstringify = (s: string): string => globalThis.JSON.stringify(s);
 
