@@ -99,8 +99,8 @@ export class ResultMasker {
   private masking: ValueMasking | null = null;
   private readonly rowPlans = new WeakMap<ResultShape, RowPlan>();
   private readonly copyPlans = new WeakMap<CopyOutShape, CopyPlan | Promise<void>>();
-  /** Column lookups that failed: their rows are masked as if every table column were named. */
-  private readonly unresolvable = new WeakSet<ResultShape>();
+  /** Column lookups that failed (and when): for NAMES_TTL_MS their rows are masked as if every table column were named, then asked again. */
+  private readonly unresolvable = new WeakMap<ResultShape, number>();
   private readonly out: Buffer[] = [];
   private chunk: Buffer | null = null;
   private spanStart = -1;
@@ -237,9 +237,12 @@ export class ResultMasker {
         return this.maskCopy(buf, start, end, plan, plan.detect && this.mayHold(buf, start, end, masking));
       }
       case Backend.CommandComplete: {
-        // A rename or a new table: names read before may be stale.
+        // A rename or a new table: names read before may be stale (ALTER …, DROP …, CREATE …; not COMMIT, DELETE, COPY).
         const c = buf[start];
-        if (c === 0x41 /* ALTER */ || c === 0x44 /* DROP */ || c === 0x43 /* CREATE */) { this.names.forget(); this.generation++; }
+        if ((c === 0x41 || c === 0x44 || c === 0x43) && DDL_TAG.test(buf.toString('latin1', start, Math.min(end, start + 7)))) {
+          this.names.forget();
+          this.generation++;
+        }
         return null;
       }
       case Backend.NoticeResponse:
@@ -337,7 +340,9 @@ export class ResultMasker {
     const plan = masking.plan;
     const names: Array<ColumnName | null> = [];
     const types: Array<TypeInfo | null> = [];
-    if (plan.masksColumns && !this.unresolvable.has(shape)) {
+    const failedAt = this.unresolvable.get(shape);
+    const failed = failedAt !== undefined && this.clock - failedAt < NAMES_TTL_MS;
+    if (plan.masksColumns && !failed) {
       const missing: Array<[number, number]> = [];
       const missingTypes: number[] = [];
       for (const c of shape.columns) {
@@ -354,11 +359,10 @@ export class ResultMasker {
         names.push(n ?? null);
       }
       if (missing.length > 0 || missingTypes.length > 0) {
-        this.wait(Promise.all([this.names.resolve(missing), this.names.resolveTypes(missingTypes)]).then(() => undefined, () => { this.unresolvable.add(shape); }));
+        this.wait(Promise.all([this.names.resolve(missing), this.names.resolveTypes(missingTypes)]).then(() => undefined, () => { this.unresolvable.set(shape, Date.now()); }));
         return 'wait';
       }
     }
-    const failed = this.unresolvable.has(shape);
     const firstColumnRule = failed ? this.anyColumnChoice(masking) : null;
     const columns = shape.columns.map((c, i): ColumnAction => {
       const binary = shape.formats[i] === 1;
@@ -394,7 +398,7 @@ export class ResultMasker {
     return masking.plan.firstColumnRule;
   }
 
-  /** A DataRow with no described result (the policy came into force mid-result): every value masked. */
+  /** A DataRow of a result the client never had described (Execute without Describe): every value masked. */
   private maskUnknownRow(buf: Buffer, start: number, end: number, masking: ValueMasking): Buffer | null {
     const n = buf.readInt16BE(start);
     const choice = this.anyColumnChoice(masking);
@@ -617,6 +621,7 @@ export class ResultMasker {
 }
 
 const JSONB_VERSION = Buffer.from([1]);
+const DDL_TAG = /^(?:ALTER|DROP|CREATE) /;
 /** ErrorResponse / NoticeResponse field codes, by the names the recording gives them. */
 const NOTICE_FIELDS: Record<number, string> = { 0x4d: 'message', 0x44: 'detail', 0x48: 'hint', 0x57: 'where', 0x71: 'internalQuery', 0x73: 'schema', 0x74: 'table', 0x63: 'column', 0x64: 'dataType', 0x6e: 'constraint' };
 const ZERO = Buffer.from([0]);
