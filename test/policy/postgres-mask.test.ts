@@ -309,3 +309,26 @@ test('cursors, RETURNING and WITH name columns by where they come from too', asy
   assert.deepEqual(await psql(agentToken, 'bot', 'update users set age = age where id = 1 returning email as x, id'), ['[masked:email]|1']);
   assert.deepEqual(await psql(agentToken, 'bot', 'with t as (select email as e from users where id = 1) select e from t'), ['[masked:email]']);
 });
+
+test('mixed result formats per column (Bind asks binary for some): each value masked in its own format', async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'mixed-formats' } });
+  // Described as a statement first (formats unknown until Bind), then bound with [binary, text, binary, binary].
+  wire.send([parseMessage('m', 'select email, id, pin, profile from users where id = 1'), describeMessage('S', 'm'), syncMessage()]);
+  await wire.readUntilReady();
+  wire.send([bindMessage('', 'm', [], { resultFormats: [1, 0, 1, 1] }), executeMessage(), syncMessage()]);
+  const row = (await wire.readUntilReady()).find((m) => m.type === 'D')!;
+  let pos = 2;
+  const cells: Array<Buffer | null> = [];
+  for (let i = 0; i < row.body.readInt16BE(0); i++) {
+    const len = row.body.readInt32BE(pos);
+    pos += 4;
+    cells.push(len < 0 ? null : row.body.subarray(pos, pos + len));
+    pos += Math.max(0, len);
+  }
+  assert.equal(cells[0]!.toString(), '[masked:email]', 'binary text is the text');
+  assert.equal(cells[1]!.toString(), '1');
+  assert.equal(cells[2], null, 'a masked binary int4 is NULL');
+  assert.equal(cells[3]![0], 1, 'binary jsonb keeps its version byte');
+  assert.match(JSON.parse(cells[3]!.subarray(1).toString()), /^\[hash:profile:[0-9a-f]{16}\]$/);
+  wire.terminate();
+});
