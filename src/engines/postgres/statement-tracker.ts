@@ -44,12 +44,23 @@ export interface CopyOutShape {
 
 /** A shape with the result formats a Bind asked for (0 entries: text, 1: all the same, n: each). */
 function withFormats(shape: ResultShape, resultFormats: readonly number[]): ResultShape {
-  // (formats are per column here, unlike a Bind's list)
-  const n = shape.columns.length;
-  const formats = resultFormats.length === 0 ? new Array<number>(n).fill(0)
-    : resultFormats.length === 1 ? new Array<number>(n).fill(resultFormats[0]!) : resultFormats.slice(0, n);
-  return { columns: shape.columns, formats };
+  // One shape per statement and formats: a statement bound again and again is one result shape.
+  const key = resultFormats.join(',');
+  let bound = boundShapes.get(shape);
+  if (!bound) boundShapes.set(shape, bound = new Map());
+  let made = bound.get(key);
+  if (!made) {
+    // (formats are per column here, unlike a Bind's list)
+    const n = shape.columns.length;
+    const formats = resultFormats.length === 0 ? new Array<number>(n).fill(0)
+      : resultFormats.length === 1 ? new Array<number>(n).fill(resultFormats[0]!) : resultFormats.slice(0, n);
+    if (bound.size >= 16) bound.clear();
+    bound.set(key, made = { columns: shape.columns, formats });
+  }
+  return made;
 }
+
+const boundShapes = new WeakMap<ResultShape, Map<string, ResultShape>>();
 
 /** Where the tracker writes events; implemented by the recorder's SessionRecording. */
 export interface EventSink {
