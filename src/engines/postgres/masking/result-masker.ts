@@ -374,7 +374,11 @@ export class ResultMasker {
       if (plan.masksColumns) {
         const n = names[i];
         if (failed && (c.tableOid !== 0 || c.typeOid >= FIRST_USER_OID)) choice = firstColumnRule;
-        else if (n) { choice = plan.column(n.schema, n.table, n.column); label = n.column; }
+        else if (n) {
+          // A view's column is masked by its own name or by the table column it shows.
+          for (let o: ColumnName | undefined = n; o && !choice; o = o.origin) choice = plan.column(o.schema, o.table, o.column);
+          label = n.column;
+        }
         else choice = plan.outputName(c.name);
         if (!choice && type && type.rowOf.length > 0) {
           for (const r of type.rowOf) if ((choice = plan.column(r.schema, r.table, r.column))) break;
