@@ -354,3 +354,18 @@ test('COPY of an unqualified name another relation also has (a decoy on the sear
     await cluster.sql('DROP SCHEMA decoy CASCADE', 'app');
   }
 });
+
+test('a prepared statement a DO block may have redefined is not read by its old description: its rows are NULL until described again', async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'redefined' } });
+  wire.send([parseMessage('q', 'select id, note from users order by id'), describeMessage('S', 'q'), syncMessage()]);
+  await wire.readUntilReady();
+  // Redefined where the gateway cannot read it: same name, email where id was.
+  await wire.queryOk("do $$ begin execute 'deallocate q'; execute 'prepare q as select email, note from users order by id'; end $$");
+  wire.send([bindMessage('', 'q', []), executeMessage(), syncMessage()]);
+  const rows = (await wire.readUntilReady()).filter((m) => m.type === 'D').map((m) => decodeDataRow(m.body));
+  assert.deepEqual(rows[0], [null, null], 'not read as (id, note)');
+  wire.send([describeMessage('S', 'q'), bindMessage('', 'q', []), executeMessage(), syncMessage()]);
+  const again = (await wire.readUntilReady()).filter((m) => m.type === 'D').map((m) => decodeDataRow(m.body));
+  assert.deepEqual(again[0], ['[masked:email]', 'key [masked:aws] here'], 'described again: read by its columns');
+  wire.terminate();
+});

@@ -940,8 +940,9 @@ export class StatementTracker {
     } else if (effect.kind === 'routine') {
       const mark: Unverified = { by: p.seq, tag: effect.tag };
       // Routines reach only named statements and cursors (the unnamed ones are the protocol's own).
-      for (const st of this.confirmedStatements.values()) if (st.name !== '') st.unverified ??= mark;
-      for (const po of this.confirmedPortals.values()) if (po.name !== '') po.unverified ??= mark;
+      // What their results look like is not known either: result masking waits for a new Describe (else NULLs).
+      for (const st of this.confirmedStatements.values()) if (st.name !== '') { st.unverified ??= mark; st.shape = undefined; }
+      for (const po of this.confirmedPortals.values()) if (po.name !== '') { po.unverified ??= mark; po.shape = undefined; }
     } else {
       this.confirmedStatements.clear();
       if (effect.kind === 'discard-all') this.confirmedPortals.clear();
