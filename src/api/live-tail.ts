@@ -41,7 +41,9 @@ export function sse(event: string | null, data: unknown): string {
 export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: TailOptions): Promise<void> {
   reply.hijack();
   const res = reply.raw;
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+  // connection: close — a stream's connection is never reused, and once ended (the API closing)
+  // it must not linger as an idle keep-alive the server waits for.
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', 'x-accel-buffering': 'no', connection: 'close' });
   o.open.add(res);
   const id = o.session.id;
   let last = -1;

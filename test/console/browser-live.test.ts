@@ -262,3 +262,38 @@ test('a live view ends when the viewer may no longer see the session: audit gran
     await ssh.stop();
   }
 });
+
+// Last: it stops the gateway.
+test('open live streams (session and terminal) do not keep the gateway from stopping', { timeout: 60_000 }, async () => {
+  const ssh = startSsh({ ...w.opts(), extra: ['-tt'] });
+  try {
+    let id = '';
+    for (let i = 0; i < 100 && !id; i++) {
+      id = (await apiGet<Array<Listed & { connection: string }>>('/api/v1/sessions?limit=20')).find((s) => s.connection === 'box' && s.endedAt === null)?.id ?? '';
+      if (!id) await sleep(100);
+    }
+    ssh.child.stdin!.write('echo open-stream\n');
+    await ssh.waitForStdout('open-stream');
+    const [terminal] = await apiGet<Array<{ channel: number }>>(`/api/v1/sessions/${id}/terminals`);
+    assert.ok(terminal, 'the shell is a terminal');
+    const open = async (path: string) => {
+      const res = await fetch(`${w.gw.url}${path}`, { headers: { authorization: `Bearer ${w.gw.adminToken}` } });
+      assert.equal(res.status, 200, path);
+      const reader = res.body!.getReader();
+      const first = await Promise.race([reader.read(), sleep(10_000).then(() => null)]);
+      assert.ok(first && !first.done, `${path} sent its first frame`);
+      // Wrapped: an async function returning a promise would wait for it.
+      return { ended: (async () => { for (;;) { try { if ((await reader.read()).done) return 'ended'; } catch { return 'ended'; } } })() };
+    };
+    const ends = [(await open(`/api/v1/sessions/${id}/stream`)).ended, (await open(`/api/v1/sessions/${id}/terminals/${terminal.channel}/stream`)).ended];
+    const t0 = Date.now();
+    await w.gw.stop();
+    const ms = Date.now() - t0;
+    assert.equal(w.gw.process.signalCode, null, `the gateway exited by itself, not killed (${ms} ms)`);
+    assert.ok(ms < 5000, `stopped in ${ms} ms`);
+    assert.deepEqual(await Promise.all(ends), ['ended', 'ended']);
+    console.log(`# gateway with two open live streams stopped in ${ms} ms`);
+  } finally {
+    await ssh.stop();
+  }
+});
