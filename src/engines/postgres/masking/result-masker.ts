@@ -224,6 +224,8 @@ export class ResultMasker {
       case Backend.DataRow: {
         const shape = this.tracker.rowShape;
         if (!shape) return masking.plan.masksColumns ? this.maskUnknownRow(buf, start, end, masking) : this.mayHold(buf, start, end, masking) ? this.maskRow(buf, start, end, this.detectOnlyPlan(buf, start, masking), true) : null;
+        // A row that does not fit its description (a statement redefined unseen) is not read by it.
+        if (buf.readInt16BE(start) !== shape.columns.length && masking.plan.masksColumns) return this.maskUnknownRow(buf, start, end, masking);
         const plan = this.rowPlan(shape, masking);
         if (plan === 'wait') return 'wait';
         const detect = plan.detects && this.mayHold(buf, start, end, masking);
