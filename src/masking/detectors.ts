@@ -416,6 +416,37 @@ const DEFAULT_PREFILTER = new RegExp(DEFAULT_DETECTORS.map((d) => `(?:${d.prefil
  */
 export function findSecrets(text: string, detectors: readonly Detector[] = DEFAULT_DETECTORS): Finding[] {
   if (text.length === 0) return [];
+  // Terminal colours cut tokens: grep --color prints ESC[01;31mESC[K before a match, whose final
+  // byte K is a letter glued to the secret (no token boundary), and highlighters colour a token in
+  // pieces. Detectors read the text as a terminal shows it; findings are mapped back.
+  if (text.indexOf('\x1b') >= 0) return findThroughEscapes(text, detectors);
+  return findIn(text, detectors);
+}
+
+/** ESC [ parameters intermediates final (CSI), or ESC and one byte (ESC ( B counts its charset byte too). */
+const ESCAPE = /\x1b(?:\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?|[()*+][\x20-\x7e]?|[\x40-\x5a\x5c\x5e-\x7e])/g;
+
+function findThroughEscapes(text: string, detectors: readonly Detector[]): Finding[] {
+  // at[i]: where the i-th shown character is in text (at[shown.length]: text.length).
+  const at: number[] = [];
+  let shown = '';
+  let from = 0;
+  ESCAPE.lastIndex = 0;
+  for (let m = ESCAPE.exec(text); m; m = ESCAPE.exec(text)) {
+    for (let i = from; i < m.index; i++) at.push(i);
+    shown += text.slice(from, m.index);
+    from = m.index + m[0].length;
+  }
+  if (from === 0) return findIn(text, detectors);
+  for (let i = from; i < text.length; i++) at.push(i);
+  shown += text.slice(from);
+  at.push(text.length);
+  // A finding spans the escapes inside it (they are masked with it), not those around it.
+  return findIn(shown, detectors).map((f) => ({ ...f, start: at[f.start]!, end: f.end > 0 ? at[f.end - 1]! + 1 : at[0]! }));
+}
+
+function findIn(text: string, detectors: readonly Detector[]): Finding[] {
+  if (text.length === 0) return [];
   const raw: Finding[] = [];
   for (const d of detectors) if (d.prefilter.test(text)) d.find(text, raw);
   if (raw.length <= 1) return raw;
