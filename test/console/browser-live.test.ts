@@ -162,6 +162,17 @@ test('Live streams an open ssh terminal session: what is typed shows in the cons
     await page.setViewportSize({ width: 1280, height: 800 });
     await shot(page, 'live');
     console.log(`# typed line shown live in ${shownMs} ms`);
+    // The open sessions, however many ended since (the Live list asks for exactly these).
+    const open = await apiGet<Listed[]>('/api/v1/sessions?open=true', doraToken);
+    assert.ok(open.length >= 1 && open.every((x) => x.endedAt === null), JSON.stringify(open));
+    const watched = new URL(page.url()).searchParams.get('watch') ?? new URLSearchParams(new URL(page.url()).hash.split('?')[1]).get('watch');
+    assert.ok(open.some((x) => x.id === watched), 'the watched session is listed as open');
+    // Esc stops watching; Watch again to see the end.
+    await page.keyboard.press('Escape');
+    await page.getByTestId('watch').waitFor({ state: 'detached' });
+    assert.equal(new URL(page.url()).hash, '#/live');
+    await row.getByRole('button', { name: 'Watch' }).click();
+    await page.getByTestId('watch-state').getByText('live').waitFor();
     ssh.child.stdin!.write('exit\n');
     await ssh.exited;
     await page.getByTestId('watch-state').getByText('ended').waitFor();

@@ -245,8 +245,9 @@ test('names that could carry markup are refused where they are made: identities 
 test('an identity without the audit grant gets 403 from every recordings route, and the console says so', async () => {
   assert.equal((await psql('SELECT 3;', 'grant-check')).code, 0);
   const s = await ended('grant-check');
+  assert.equal((await runSshRaw({ ...w.opts(), extra: ['-tt'] }, undefined, 'echo hi\nexit\n')).code, 0);
   const box = (JSON.parse((await api('/api/v1/sessions?limit=50')).text) as Listed[]).find((x) => x.connection === 'box')!;
-  const routes = ['/api/v1/sessions', `/api/v1/sessions?q=SELECT`, `/api/v1/sessions/${s.id}`, `/api/v1/sessions/${s.id}/evidence`, `/api/v1/sessions/${s.id}/bundle`,
+  const routes = ['/api/v1/sessions', `/api/v1/sessions?q=SELECT`, '/api/v1/sessions?open=true', `/api/v1/sessions/${s.id}`, `/api/v1/sessions/${s.id}/evidence`, `/api/v1/sessions/${s.id}/bundle`,
     `/api/v1/sessions/${s.id}/verify`, `/api/v1/sessions/${s.id}/terminals`, `/api/v1/sessions/${s.id}/stream`, `/api/v1/sessions/${box.id}/terminals/0/stream`];
   for (const path of routes) {
     const r = await api(path, eveToken);

@@ -6,7 +6,7 @@ import { useEffect, useRef, useState } from 'react';
 import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
 import { ApiError, get, post, type EventView, type Me, type SessionView } from '../api.ts';
-import { Shown, Time, visible } from '../format.tsx';
+import { Shown, Time, pageKey, visible } from '../format.tsx';
 import { go, href } from '../router.ts';
 
 export function Live({ me, watch }: { me: Me; watch: string | null }) {
@@ -17,12 +17,19 @@ export function Live({ me, watch }: { me: Me; watch: string | null }) {
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     let stop = false;
-    const tick = () => get<SessionView[]>('/api/v1/sessions?limit=1000').then((all) => { if (!stop) setOpen(all.filter((s) => s.endedAt === null)); },
+    const tick = () => get<SessionView[]>('/api/v1/sessions?open=true&limit=1000').then((all) => { if (!stop) setOpen(all.filter((s) => s.endedAt === null)); },
       (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
     void tick();
     const t = setInterval(() => void tick(), 2000);
     return () => { stop = true; clearInterval(t); };
   }, []);
+  // Esc stops watching (not from a field or the player).
+  useEffect(() => {
+    if (!watching) return;
+    const onKey = (e: KeyboardEvent) => { if (e.key === 'Escape' && pageKey(e)) go('/live'); };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [watching]);
   const terminate = async (id: string) => {
     if (!window.confirm(`Terminate session ${id}? The client is disconnected.`)) return;
     try {

@@ -45,7 +45,7 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     return session;
   };
 
-  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost'>; before?: string; limit?: number } }>('/api/v1/sessions', {
+  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost'>; before?: string; limit?: number; open?: boolean } }>('/api/v1/sessions', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: {
       identity: { type: 'string' }, connection: { type: 'string' }, kind: { type: 'string', enum: [...IDENTITY_KINDS, 'unknown'] },
       // claim=NAME=VALUE, repeatable; a single one arrives as an array too (query arrays are coerced).
@@ -56,12 +56,22 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       review: { type: 'array', items: { type: 'string', enum: ['denied', 'held', 'flagged', 'lost'] }, maxItems: 4 },
       // The next page: sessions that started before this one (newest first).
       before: { type: 'string', maxLength: 100 },
-      limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
+      limit: { type: 'integer', minimum: 1, maximum: 10000 },
+      // Only the sessions open now (however long ago they started), newest first; with identity, kind, connection.
+      open: { type: 'boolean' } } } },
   }, async (req) => {
-    const { claim, q, before, review, ...filter } = req.query;
+    const { claim, q, before, review, open, ...filter } = req.query;
     // Only sessions of connections the caller may audit; the filter runs in the store so the limit holds.
     const { where } = await auditScope(req);
     const connectionIds = where.every ? undefined : where.connectionIds;
+    if (open) {
+      if (q || before || review?.length || claim?.length) throw new UserError('open=true combines only with identity, kind, connection and limit');
+      const ids = connectionIds ? new Set(connectionIds) : null;
+      return (await deps.store.listOpenSessions())
+        .filter((s) => (!ids || ids.has(s.connectionId)) && (!filter.identity || s.identityName === filter.identity)
+          && (!filter.kind || s.identityKind === filter.kind) && (!filter.connection || s.connectionName === filter.connection))
+        .reverse().slice(0, filter.limit ?? 100).map(sessionView);
+    }
     let cursor: { startedAt: number; id: string } | undefined;
     if (before !== undefined) {
       const s = await deps.store.getSession(before);
