@@ -259,3 +259,24 @@ test('errors that echo a value of a masked column do not show it', { todo: 'open
     w.terminate();
   }
 });
+
+test('server messages other than rows and notices go through the detectors: ParameterStatus, RowDescription column names', { todo: 'open: result-masker.ts process() passes ParameterStatus (set_config(\'application_name\', note, false) reports the value, up to 63 bytes, in clear while the result cell is masked) and RowDescription (a column named by dynamic SQL: open r for execute format(\'select 1 as %I\', …)) unread; the fix belongs in result-masker.ts, which another engineer has uncommitted changes in. The store is clean (its masking reads the recorded events)' }, async () => {
+  const w = await wire('adv-side-channels');
+  try {
+    const r = await w.query("select set_config('application_name', substr(note, 5), false) as x from users where id = 1");
+    assert.deepEqual(dataRows(r.messages), [['[masked:aws] here']], 'the result cell is masked');
+    const reported = r.messages.filter((m) => m.type === 'S').map((m) => m.body.toString('utf8'));
+    assert.ok(reported.length > 0, 'the server reported application_name');
+    assert.deepEqual(clear(reported.join('\n')), [], `ParameterStatus: ${JSON.stringify(reported)}`);
+    await w.queryOk("create or replace function adv_leak_name() returns refcursor language plpgsql as $f$ declare r refcursor := 'lk'; begin open r for execute format('select 1 as %I', (select substr(note, 5, 20) from users where id = 1)); return r; end $f$");
+    await w.queryOk('begin');
+    await w.queryOk('select adv_leak_name()');
+    const f = await w.query('fetch all from lk');
+    await w.queryOk('commit');
+    const names = f.messages.filter((m) => m.type === 'T').map((m) => m.body.toString('utf8'));
+    assert.equal(names.length, 1);
+    assert.deepEqual(clear(names.join('\n')), [], `RowDescription: ${JSON.stringify(names)}`);
+  } finally {
+    w.terminate();
+  }
+});
