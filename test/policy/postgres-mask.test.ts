@@ -370,3 +370,17 @@ test('a prepared statement a DO block may have redefined is not read by its old 
   assert.deepEqual(again[0], ['[masked:email]', 'key [masked:aws] here'], 'described again: read by its columns');
   wire.terminate();
 });
+
+test("errors raised while a statement runs do not echo a masked value; errors from parsing keep the client's own words", async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'error-echo' } });
+  const cast = await wire.query('select email::int from users where id = 1');
+  assert.equal(cast.errors[0]?.code, '22P02');
+  assert.equal(cast.errors[0]?.message, 'invalid input syntax for type integer: "[masked:value]"');
+  const reg = await wire.query('select email::regclass from users where id = 1');
+  assert.match(reg.errors[0]!.message, /^(relation|schema) "\[masked:value\]" does not exist$/, 'alice@example.com reads as schema alice@example');
+  const json = await wire.query('select email::json from users where id = 1');
+  assert.ok(!JSON.stringify(json.errors[0]).includes('alice'), JSON.stringify(json.errors[0]));
+  const typo = await wire.query('select emial from users');
+  assert.equal(typo.errors[0]?.message, 'column "emial" does not exist', 'a parse error quotes what the client wrote');
+  wire.terminate();
+});

@@ -277,6 +277,14 @@ export class ResultMasker {
     }
     const schema = fields.find((f) => f[0] === 0x73)?.[1] ?? null; // s
     const table = fields.find((f) => f[0] === 0x74)?.[1] ?? null; // t
+    // An error raised while the statement ran (no position in the statement's text) may quote a
+    // value it read — select email::int gives invalid input syntax for type integer: "alice@…", a
+    // regclass cast relation "…" does not exist — and the gateway cannot tell a value from a name
+    // there: what it quotes is masked. Errors from parsing quote the client's own text and keep it.
+    const code = fields.find((f) => f[0] === 0x43)?.[1] ?? '';
+    // Data exceptions (22…) and run-time name lookups (42…, 3F000: casts to regclass, regtype…)
+    // quote values; the other classes quote names (a constraint, a relation) and keep them.
+    const runtime = masking.plan.masksColumns && /^(?:22|42|3F)/.test(code) && !fields.some((f) => f[0] === 0x50 || f[0] === 0x70);
     let changed = false;
     for (const f of fields) {
       const t = f[0];
@@ -286,6 +294,10 @@ export class ResultMasker {
       if (t === 0x44 && masking.plan.masksColumns) {
         const masked = this.maskDetail(text, schema, table, masking);
         if (masked.text !== text) { text = masked.text; this.note(field, masked.rule!); }
+      }
+      if (runtime && (t === 0x4d || t === 0x44 || t === 0x57 || t === 0x48)) {
+        const masked = this.maskQuoted(text, code.startsWith('22'), masking);
+        if (masked !== text) { text = masked; this.note(field, masking.plan.firstColumnRule!.rule); }
       }
       this.found.length = 0;
       const found = masking.secrets(text, this.found);
@@ -298,6 +310,25 @@ export class ResultMasker {
     pieces.push(ZERO);
     const body = Buffer.concat(pieces);
     return Buffer.concat([header(type, body.length), body]);
+  }
+
+  /**
+   * What an error quotes ("…"), masked as the first column rule masks; for a data exception (class
+   * 22) also what follows "…: " when nothing is quoted (JSON's "line 1: …" context, token lists).
+   */
+  private maskQuoted(text: string, dataException: boolean, masking: ValueMasking): string {
+    const choice = masking.plan.firstColumnRule!;
+    const mask = (v: string): string => (v.startsWith('[masked') || v.startsWith('[hash') ? v : choice.style === 'null' ? 'NULL' : masking.column(v, choice, 'value') ?? 'NULL');
+    let out = text.replace(/"((?:[^"]|"")*)"/g, (_m, v: string) => `"${mask(v)}"`);
+    if (dataException && out === text) {
+      const at = text.indexOf(': ');
+      if (at >= 0 && at + 2 < text.length) out = text.slice(0, at + 2) + mask(text.slice(at + 2));
+    }
+    if (dataException) {
+      // JSON's detail: Token "…" is invalid. — and the context: JSON data, line 1: …
+      out = out.replace(/^(JSON data, line \d+: )(.*)$/s, (_m, p: string, v: string) => p + mask(v));
+    }
+    return out;
   }
 
   private maskDetail(detail: string, schema: string | null, table: string | null, masking: ValueMasking): { text: string; rule?: string } {
