@@ -11,7 +11,6 @@
 // target); a lookup that fails masks every column read from a table (fail closed).
 import { Backend } from '../codec/protocol.ts';
 import type { ClientEncoding } from '../codec/client-encoding.ts';
-import type { ColumnDescription } from '../codec/decode.ts';
 import type { CopyOutShape, MaskNote, ResultShape, StatementTracker } from '../statement-tracker.ts';
 import type { ColumnName, TypeInfo } from '../upstream/catalog.ts';
 import type { MaskChoice } from '../../../policy/policy.ts';
@@ -109,8 +108,6 @@ export class ResultMasker {
   private waitingFor: Promise<void> | null = null;
   /** Replacement cells of the row being rewritten (reused). */
   private cells: Array<Buffer | null | undefined> = EMPTY_ROW_CELLS;
-  /** Values masked since the counter was last read (for the record: counts, never values). */
-  maskedValues = 0;
   /** What the frame being processed had masked (for the record; reused). */
   private readonly notes: MaskNote[] = [];
   private readonly found: Array<{ detector: string; rule: string }> = [];
@@ -302,7 +299,7 @@ export class ResultMasker {
       this.found.length = 0;
       const found = masking.secrets(text, this.found);
       if (found !== undefined) { text = found ?? '[masked]'; this.noteFound(field); }
-      if (text !== f[1]) { f[1] = text; changed = true; this.maskedValues++; }
+      if (text !== f[1]) { f[1] = text; changed = true; }
     }
     if (!changed) return null;
     const pieces: Buffer[] = [];
@@ -359,7 +356,6 @@ export class ResultMasker {
     this.found.length = 0;
     const found = masking.secrets(this.encoding.text(buf, channelEnd + 1, payloadEnd), this.found);
     if (found === undefined) return null;
-    this.maskedValues++;
     this.noteFound('payload');
     const body = Buffer.concat([buf.subarray(start, channelEnd + 1), this.encodeText((found ?? '[masked]').replace(/\0/g, '')), ZERO]);
     return Buffer.concat([header(Backend.NotificationResponse, body.length), body]);
@@ -467,7 +463,6 @@ export class ResultMasker {
         if (r !== undefined) {
           cells[i] = r;
           changed = true;
-          this.maskedValues++;
           if (col.choice) this.note(`rows[*][${i}]`, col.choice.rule, col.label);
           else this.noteFound(`rows[*][${i}]`, col.label);
         }
@@ -531,7 +526,6 @@ export class ResultMasker {
   /** Text in the client's encoding; a replacement the encoding cannot carry faithfully becomes the plain marker. */
   private encodeText(text: string): Buffer {
     if (this.encoding.isUtf8) return Buffer.from(text, 'utf8');
-    // eslint-disable-next-line no-control-regex
     if (/^[\x00-\x7f]*$/.test(text)) return Buffer.from(text, 'latin1');
     return Buffer.from('[masked]', 'latin1');
   }
@@ -598,14 +592,13 @@ export class ResultMasker {
       const choice = plan.choices[column] ?? null;
       const label = plan.labels[column] ?? 'column';
       if (choice) {
-        this.maskedValues++;
         this.note(`copy[*][${column}]`, choice.rule, label);
         return choice.style === 'null' ? null : plan.masking.column(value, choice, label);
       }
       if (!detect) return undefined;
       this.found.length = 0;
       const found = plan.masking.secrets(value, this.found);
-      if (found !== undefined) { this.maskedValues++; this.noteFound(`copy[*][${column}]`, label); }
+      if (found !== undefined) this.noteFound(`copy[*][${column}]`, label);
       return found;
     };
     // PostgreSQL sends one row per CopyData; a message holding several lines is masked line by line.
@@ -680,4 +673,3 @@ function copyData(body: Buffer): Buffer {
   return Buffer.concat([header(Backend.CopyData, body.length), body]);
 }
 
-export type { ColumnDescription };
