@@ -171,7 +171,9 @@ test('markup, ANSI and bidi controls from clients render as visible text; nothin
   const ran = await psql(statements, app);
   assert.match(ran.out, /invalid input syntax/);
   const s = await ended(app);
-  const term = await runSshRaw({ ...w.opts(), extra: ['-tt'] }, undefined, "printf '\\074img src=x onerror=window.__pwned=3\\076 \\033[1mbold\\033[0m\\n'\nexit\n");
+  // Terminal output: a tag, an ANSI attribute, an OSC 8 hyperlink to javascript: and an OSC 0 window title.
+  const term = await runSshRaw({ ...w.opts(), extra: ['-tt'] }, undefined,
+    "printf '\\074img src=x onerror=window.__pwned=3\\076 \\033[1mbold\\033[0m \\033]8;;javascript:window.__pwned=5\\033\\\\click-me\\033]8;;\\033\\\\ \\033]0;pwned-title\\007\\n'\nexit\n");
   assert.equal(term.code, 0, term.stderr);
 
   const context = await browser.newContext();
@@ -223,11 +225,15 @@ test('markup, ANSI and bidi controls from clients render as visible text; nothin
   // The terminal: the player shows the tag as characters, and bold text without the escape.
   const ssh = JSON.parse((await api('/api/v1/sessions?limit=20')).text) as Listed[];
   const box = ssh.find((x) => x.connection === 'box' && x.endedAt !== null)!;
+  const titleBefore = await page.title();
   await page.goto(`${w.gw.url}/#/sessions/${box.id}`);
   const player = page.locator('[data-testid^="replay-"]').first();
   await player.waitFor();
   await player.click();
   await page.locator('.ap-term', { hasText: '<img src=x onerror=window.__pwned=3> bold' }).waitFor({ timeout: 20_000 });
+  await page.locator('.ap-term', { hasText: 'click-me' }).waitFor();
+  assert.equal(await page.locator('.ap-term a, figure.replay a').count(), 0, 'no link made from terminal output');
+  assert.equal(await page.title(), titleBefore, 'terminal output does not set the page title');
   await noScript();
   assert.deepEqual(await page.evaluate(() => window.__violations), [], 'nothing even tried to run');
   await context.close();
