@@ -603,6 +603,13 @@ export class StreamMasker {
         findings.push({ detector: f.detector, start: Math.max(f.start, base), end: f.end });
       }
     }
+    // A pause (flush) cuts a token that begins like a secret (ghp_…, AKIA…, password=…, or the value
+    // after aws_secret_access_key = ): what came of it is masked, and the rest, when it comes, is
+    // found with this text as context — rather than its first part going out in clear.
+    if (final) {
+      const cut = cutSecret(text, base);
+      if (cut && !findings.some((f) => f.end > cut.start)) findings.push(cut);
+    }
     let hold = final ? text.length : Math.max(base, holdFrom(text, this.maxHold));
     // A finding across the cut: hold it whole, unless that would hold more than allowed.
     for (const f of findings) {
@@ -617,6 +624,32 @@ export class StreamMasker {
     }
     return maskText(text.slice(base, hold), emitted, this.style, this.opts)!;
   }
+}
+
+/** The last token of text, when it is the beginning of a secret cut short (from base on), as a finding. */
+function cutSecret(text: string, base: number): Finding | null {
+  const n = text.length;
+  if (n === base || isSpace(text.charCodeAt(n - 1))) return null;
+  let t = n;
+  while (t > 0 && !isSpace(text.charCodeAt(t - 1)) && n - t < MAX_TOKEN_HOLD) t--;
+  const raw = text.slice(t);
+  const token = raw.includes('\x1b') ? raw.replace(ESCAPE, '') : raw;
+  // (A value's name alone, a prompt such as Password: at a pause, is not a value yet.)
+  const v = TOKEN_START.exec(token) ? null : VALUE_START.exec(token);
+  const m = TOKEN_START.exec(token) ?? (v && !(v.index + v[0].length === token.length && /[=:]["']?$/.test(v[0])) ? v : null);
+  let detector: string | undefined;
+  let start = t;
+  if (m) {
+    detector = START_DETECTOR.find(([re]) => re.test(m[0]))?.[1] ?? 'env_secret';
+    if (token === raw) start = t + m.index;
+  } else {
+    const before = text.slice(Math.max(0, t - 96), t).replace(ESCAPE, '');
+    const named = NAMED_BEFORE.exec(before + (/^E?'/.test(token) ? token.slice(0, token.indexOf("'") + 1) : ''));
+    if (!named) return null;
+    detector = NAMED_DETECTOR.find(([re]) => re.test(named[0]))?.[1] ?? 'env_secret';
+  }
+  start = Math.max(start, base);
+  return start < n ? { detector, start, end: n } : null;
 }
 
 /** Where the tail that might continue into a secret begins (text.length: nothing to hold). */

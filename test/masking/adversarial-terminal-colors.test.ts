@@ -5,7 +5,10 @@
 // highlighter colours in two pieces. Detectors now read text as a terminal shows it (escape
 // sequences skipped, findings mapped back). Checked with real grep output fed through the terminal
 // recorder into a real SQLite store (the files grepped, WAL included), the stream masker in chunks
-// of every size, and the store's event masking of an exec output sample.
+// of every size, and the store's event masking of an exec output sample. And a pause in the
+// middle of a secret: the recorder flushes what it holds after 500 ms, which put the first part
+// of a key (ghp_ + 32 of 36, AKIA + 6) in the store; a flushed token that begins like a secret is
+// now masked, and its rest is found with it as context.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -130,5 +133,36 @@ test('bounded work: 1 MB of escape sequences, and of colours around key prefixes
     m.flush();
     const ms = performance.now() - t0;
     assert.ok(ms < 5000, `${JSON.stringify(hostile.slice(0, 12))}…: ${ms.toFixed(0)} ms`);
+  }
+});
+
+test('a pause in the middle of a secret (the recorder flushes after 500 ms) does not put its first part in the store', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-adv-pause-'));
+  const store = new SqliteStore(path.join(dir, 'gatehouse.db'));
+  const recorder = new Recorder(store, pino({ level: 'silent' }), loadSigningKey(path.join(dir, 'signing')));
+  try {
+    await recorder.init();
+    const rec = await recorder.startSession(info);
+    const t = new TerminalRecorder(rec, 0);
+    const cuts: Array<[string, number]> = [[KEY, 10], [GH, 36], [`aws_secret_access_key = ${SECRET}`, 34], [`postgres://app:${SECRET.slice(0, 12)}@db/x`, 20]];
+    for (const [s, at] of cuts) {
+      t.output(Buffer.from(`$ ./slow\r\n${s.slice(0, at)}`));
+      await new Promise((r) => setTimeout(r, 700));
+      t.output(Buffer.from(`${s.slice(at)}\r\n`));
+    }
+    // Ordinary output and prompts cut by a pause are recorded as they came.
+    for (const s of ['Password:', 'build-output-partial', 'token_count=3']) {
+      t.output(Buffer.from(`\r\n${s}`));
+      await new Promise((r) => setTimeout(r, 700));
+    }
+    t.flush();
+    await recorder.flush();
+    const recorded = (await store.listEvents(rec.id)).filter((e) => e.type === 'term.out').map((e) => (JSON.parse(e.data) as { d: string }).d).join('');
+    for (const part of [KEY.slice(0, 10), GH.slice(0, 36), SECRET.slice(0, 10), SECRET.slice(0, 5)]) assert.ok(!recorded.includes(part), `${part.slice(0, 4)}… in ${JSON.stringify(recorded)}`);
+    assert.ok(recorded.includes('\r\nPassword:\r\nbuild-output-partial\r\ntoken_count=3'), JSON.stringify(recorded));
+  } finally {
+    await recorder.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
