@@ -334,3 +334,31 @@ test('no token or credential appears in any API response or admin screen', async
   console.log(`# ${checked} API responses and 6 admin screens checked for ${Object.keys(secrets).length} secrets`);
   await context.close();
 });
+
+test('integrity on the sessions list: the page checked, an edited session is BROKEN and the filter finds it alone', async () => {
+  for (const app of ['integrity-good', 'integrity-edited']) assert.equal((await psql(`SELECT '${app}-row' AS v;`, app)).code, 0);
+  const good = await ended('integrity-good');
+  const edited = await ended('integrity-edited');
+  // Someone with write access to the store edits what the statement was.
+  const { DatabaseSync } = await import('node:sqlite');
+  const db = new DatabaseSync(join(w.gw.dataDir, 'gatehouse.db'));
+  db.exec('PRAGMA busy_timeout=5000');
+  const changed = db.prepare("UPDATE events SET data = replace(data, 'integrity-edited-row', 'harmless') WHERE session_id = ? AND type = 'query'").run(edited.id);
+  db.close();
+  assert.equal(changed.changes, 1);
+
+  const context = await browser.newContext();
+  const page = await signIn(context, doraToken);
+  await page.getByRole('button', { name: 'Check integrity of these sessions' }).click();
+  await page.locator(`tr[data-session="${edited.id}"] [data-testid="row-integrity"]`, { hasText: 'BROKEN' }).waitFor();
+  await page.locator(`tr[data-session="${good.id}"] [data-testid="row-integrity"]`, { hasText: 'verified' }).waitFor();
+  assert.match((await page.locator(`tr[data-session="${edited.id}"] [data-testid="row-integrity"] span`).getAttribute('title')) ?? '', /hash|chain|altered/i);
+  // Filtered by it (a fresh page: the filter has the page checked by itself).
+  await page.goto(`${w.gw.url}/#/sessions?integrity=broken`);
+  await page.reload();
+  await page.locator(`tr[data-session="${edited.id}"]`).waitFor();
+  for (let i = 0; i < 50 && (await page.getByRole('button', { name: /Checking integrity/ }).count()) > 0; i++) await sleep(100);
+  assert.deepEqual(await page.locator('tr[data-session]').evaluateAll((rows) => rows.map((r) => (r as unknown as PageElement).getAttribute('data-session'))), [edited.id]);
+  if (SHOTS) { await page.setViewportSize({ width: 1280, height: 500 }); await page.screenshot({ path: join(SHOTS, 'integrity-filter.png') }); }
+  await context.close();
+});
