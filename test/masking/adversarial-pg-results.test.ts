@@ -280,3 +280,24 @@ test('server messages other than rows and notices go through the detectors: Para
     w.terminate();
   }
 });
+
+test('standard_conforming_strings = off: backslashes the server reads as escapes do not move COPY onto another statement or change its delimiter', async () => {
+  await psqlOk('create table public.decoy (a int, b text, c text, d text, e text)');
+  try {
+    const r = await run('psql', [gw.dsn('app', 'bot', 'application_name=adv-scs'), '-XAtq', '-v', 'ON_ERROR_STOP=1',
+      '-c', 'set standard_conforming_strings = off',
+      // The server reads one literal up to $$', then COPY hr.staff; a reader with the default
+      // setting sees select 'a\', COPY public.decoy (harmless names), and a dollar-quoted literal.
+      '-c', "select 'a\\'; copy public.decoy to stdout; select $$'; copy hr.staff to stdout; --$$",
+      // A delimiter written with an escape: a tab, a | and a , to the server.
+      '-c', "copy hr.staff to stdout (delimiter '\\t')",
+      '-c', "copy hr.staff to stdout (delimiter '\\x7c')",
+      '-c', "copy hr.staff to stdout (format csv, delimiter '\\x2c')",
+    ], { env: { ...process.env, PGPASSWORD: token } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(clear(r.stdout), [], r.stdout);
+    assert.equal(r.stdout.split('\n').filter((l) => l.includes('[masked:')).length, 4, r.stdout);
+  } finally {
+    await psqlOk('drop table public.decoy');
+  }
+});
