@@ -249,6 +249,10 @@ export class ResultMasker {
         return this.maskNotice(type, buf, start, end, masking);
       case Backend.NotificationResponse:
         return this.maskNotification(buf, start, end, masking);
+      case Backend.ParameterStatus:
+        return this.maskParameterStatus(buf, start, end, masking);
+      case Backend.RowDescription:
+        return this.maskColumnNames(buf, start, end, masking);
       default:
         return null;
     }
@@ -359,6 +363,51 @@ export class ResultMasker {
     this.noteFound('payload');
     const body = Buffer.concat([buf.subarray(start, channelEnd + 1), this.encodeText((found ?? '[masked]').replace(/\0/g, '')), ZERO]);
     return Buffer.concat([header(Backend.NotificationResponse, body.length), body]);
+  }
+
+  /**
+   * A reported setting's value through the detectors: select set_config('application_name', note,
+   * false) reports up to 63 bytes of any value the statement computes.
+   */
+  private maskParameterStatus(buf: Buffer, start: number, end: number, masking: ValueMasking): Buffer | null {
+    if (!this.mayHold(buf, start, end, masking)) return null;
+    const nameEnd = buf.indexOf(0, start);
+    if (nameEnd < 0 || nameEnd >= end) return null;
+    let valueEnd = buf.indexOf(0, nameEnd + 1);
+    if (valueEnd < 0 || valueEnd > end) valueEnd = end;
+    this.found.length = 0;
+    const found = masking.secrets(this.encoding.text(buf, nameEnd + 1, valueEnd), this.found);
+    if (found === undefined) return null;
+    this.noteFound('parameter');
+    const body = Buffer.concat([buf.subarray(start, nameEnd + 1), this.encodeText((found ?? '[masked]').replace(/\0/g, '')), ZERO]);
+    return Buffer.concat([header(Backend.ParameterStatus, body.length), body]);
+  }
+
+  /** Column names through the detectors: dynamic SQL can name a column after a value (format('select 1 as %I', …)). */
+  private maskColumnNames(buf: Buffer, start: number, end: number, masking: ValueMasking): Buffer | null {
+    if (!this.mayHold(buf, start, end, masking)) return null;
+    const n = buf.readInt16BE(start);
+    const pieces: Buffer[] = [buf.subarray(start, start + 2)];
+    let pos = start + 2;
+    let changed = false;
+    for (let i = 0; i < n; i++) {
+      const z = buf.indexOf(0, pos);
+      if (z < 0 || z + 19 > end) return null; // malformed: the tracker says so
+      this.found.length = 0;
+      const found = masking.secrets(this.encoding.text(buf, pos, z), this.found);
+      if (found !== undefined) {
+        changed = true;
+        this.noteFound(`columns[${i}]`);
+        pieces.push(this.encodeText((found ?? '[masked]').replace(/\0/g, '')));
+      } else {
+        pieces.push(buf.subarray(pos, z));
+      }
+      pieces.push(buf.subarray(z, z + 19)); // NUL, table OID, attnum, type OID, size, modifier, format
+      pos = z + 19;
+    }
+    if (!changed) return null;
+    const body = Buffer.concat(pieces);
+    return Buffer.concat([header(Backend.RowDescription, body.length), body]);
   }
 
   // ---- DataRow ----
