@@ -15,6 +15,10 @@
 //   escapes, the COPY reader did not, so COPY ran as another statement than the one read (a
 //   decoy's column names) or with another delimiter (the row one field).
 //
+// - Binary results of types that are not text-like (arrays, records, bytea) were not read by the
+//   detectors: an asyncpg-style client (binary for every column) got text[] elements, composite
+//   fields and bytea holding keys in clear. Such a value holding a secret is now NULL.
+//
 // Frame integrity: masked rows of every size (empty, NULL, > 64 KiB, multi-byte), 1,500 columns,
 // 300 pipelined queries, through drivers that fail loudly on a bad length.
 import { test, before, after } from 'node:test';
@@ -69,6 +73,10 @@ before(async () => {
       (4, repeat('é', 30000), repeat('日本', 10000) || ' ${AWS_KEY} ' || repeat('語', 10), '{"a": "${AWS_KEY}"}', '\\x00'),
       (5, 'x', '${AWS_KEY}', '"${AWS_KEY}"', NULL);
     GRANT ALL ON users, wide TO scram_user; GRANT USAGE ON SCHEMA hr TO scram_user; GRANT ALL ON hr.staff TO scram_user;
+    CREATE TABLE arr (id int, tags text[], blob bytea, pt point);
+    INSERT INTO arr SELECT id, ARRAY['x', note], convert_to(note, 'UTF8'), point(1, 2) FROM users;
+    INSERT INTO arr VALUES (3, ARRAY['plain', 'tags'], '\\x0102', point(3, 4));
+    GRANT ALL ON arr TO scram_user;
     GRANT CREATE ON SCHEMA public TO scram_user;`, 'app');
   gw = await startTestGateway();
   token = await gw.setupPostgres({ identity: 'bot', connection: 'app', cluster, kind: 'agent' });
@@ -304,5 +312,41 @@ test('standard_conforming_strings = off: backslashes the server reads as escapes
     assert.equal(r.stdout.split('\n').filter((l) => l.includes('[masked:')).length, 4, r.stdout);
   } finally {
     await psqlOk('drop table public.decoy');
+  }
+});
+
+test('binary results: an array, a record or a bytea holding a secret is NULL; one holding none is intact', async () => {
+  const w = await wire('adv-binary-opaque');
+  try {
+    for (const [sql, want] of [
+      ['select id, tags from arr order by id', [[true, null], [true, null], [true, 'binary']]],
+      ['select id, blob from arr order by id', [[true, null], [true, null], [true, 'binary']]],
+      ['select id, row(note, 1) as r from users order by id', [[true, null], [true, null]]],
+      ['select id, pt from arr order by id', [[true, 'binary'], [true, 'binary'], [true, 'binary']]],
+    ] as const) {
+      w.send([parseMessage('', sql), bindMessage('', '', [], { resultFormats: [1] }), describeMessage('P', ''), executeMessage(), syncMessage()]);
+      const ms = await w.readUntilReady();
+      assert.ok(!ms.some((m) => m.type === 'E'), sql);
+      const rows = ms.filter((m) => m.type === 'D');
+      assert.deepEqual(clear(rows.map((m) => m.body.toString('latin1')).join('\n')), [], sql);
+      const cells = rows.map((m) => {
+        const b = m.body;
+        const l0 = b.readInt32BE(2);
+        const l1 = b.readInt32BE(6 + l0);
+        return [l0 === 4, l1 < 0 ? null : 'binary'];
+      });
+      assert.deepEqual(cells, want, sql);
+    }
+    // A plain array through node pg in binary mode still parses.
+    const client = new pg.Client({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: token, ssl: { rejectUnauthorized: false }, binary: true } as pg.ClientConfig);
+    await client.connect();
+    try {
+      const r = await client.query({ text: 'select id, tags from arr where id <= $1 order by id', values: [3] });
+      assert.deepEqual(r.rows.map((x) => x.tags === null ? null : 'set'), [null, null, 'set']);
+    } finally {
+      await client.end();
+    }
+  } finally {
+    w.terminate();
   }
 });

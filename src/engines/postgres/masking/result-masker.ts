@@ -50,6 +50,13 @@ interface ColumnAction {
   label: string;
   /** Its values are text (text format, or a text-like type in binary): detectors can read them. */
   text: boolean;
+  /**
+   * A value in binary format of a type that is not text-like and may hold text (an array, a
+   * record, bytea, a type of an extension): the detectors read its bytes as they are (text
+   * elements are in them verbatim), and a value they find a secret in is sent as NULL — a span
+   * cannot be rewritten inside a binary structure.
+   */
+  opaque?: boolean;
   /** A text-like type: a masked value can take a text in its place (other types are sent as NULL). */
   textLike: boolean;
   json: boolean;
@@ -465,8 +472,9 @@ export class ResultMasker {
       const action: ColumnAction = {
         choice, label, text: !binary || textLike, textLike, json: c.typeOid === JSON || c.typeOid === JSONB, jsonbBinary: binary && c.typeOid === JSONB,
         // A column masked whole needs no detector.
-        detect: choice === null && masking.detecting && (binary ? textLike : !NOT_TEXT.has(c.typeOid)),
+        detect: choice === null && masking.detecting && !NOT_TEXT.has(c.typeOid),
       };
+      if (binary && !textLike && !NOT_TEXT.has(c.typeOid)) action.opaque = true;
       if (choice?.style === 'redact' && textLike) action.fixed = this.encodeCell(masking.column('', choice, label), action, true) ?? undefined;
       return action;
     });
@@ -557,7 +565,11 @@ export class ResultMasker {
       if (col.fixed) return col.fixed;
       return this.encodeCell(masking.column(this.encoding.text(buf, col.jsonbBinary ? start + 1 : start, end), col.choice, col.label), col, true);
     }
-    if (!col.text) return undefined;
+    if (!col.text) {
+      if (!col.opaque) return undefined;
+      this.found.length = 0;
+      return masking.secrets(buf.toString('latin1', start, end), this.found) === undefined ? undefined : null;
+    }
     const text = this.encoding.text(buf, col.jsonbBinary ? start + 1 : start, end);
     this.found.length = 0;
     const found = masking.secrets(text, this.found);
