@@ -30,13 +30,12 @@ after(async () => {
 
 class Stream {
   text = '';
-  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
   private done = false;
   constructor(body: ReadableStream<Uint8Array>) {
-    this.reader = body.getReader();
+    const reader = body.getReader();
     void (async () => {
       for (;;) {
-        const r = await this.reader.read().catch(() => ({ done: true, value: undefined }));
+        const r = await reader.read().catch(() => ({ done: true, value: undefined }));
         if (r.value) this.text += Buffer.from(r.value).toString();
         if (r.done) { this.done = true; return; }
       }
