@@ -48,6 +48,8 @@ const HEX_ID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/i;
 
 /** Strings shorter than this cannot hold anything the detectors find (the shortest: pwd=x). */
 const MIN_SCAN = 5;
+/** A bytea in PostgreSQL's text output: \x, then pairs of hex digits. */
+const BYTEA_HEX = /^\\x(?:[0-9a-fA-F]{2})+$/;
 
 /**
  * The event's data with every secret masked, and a `masked` note added; the same object when
@@ -143,6 +145,11 @@ function maskString(s: string, field: string, notes: Map<string, MaskedNote>, by
     if (findings.length === 0) return s;
     note(notes, field, findings);
     return Buffer.from(maskText(text, findings, 'redact')!, 'latin1').toString(bytes);
+  }
+  // A bytea value as PostgreSQL writes it in text format (\x and hex digits): its bytes are read.
+  if (s.charCodeAt(0) === 92 && s.charCodeAt(1) === 120 && s.length >= 12 && BYTEA_HEX.test(s)) {
+    const masked = maskString(s.slice(2), field, notes, 'hex');
+    return masked === s.slice(2) ? s : `\\x${masked}`;
   }
   if (!PREFILTER.test(s) || HEX_ID.test(s)) return s;
   const findings = findSecrets(s, RECORD_DETECTORS);

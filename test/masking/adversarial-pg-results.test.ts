@@ -19,11 +19,15 @@
 //   detectors: an asyncpg-style client (binary for every column) got text[] elements, composite
 //   fields and bytea holding keys in clear. Such a value holding a secret is now NULL.
 //
+// - bytea in text format is hex (\x6b6579…): neither the detectors on the client's path nor the
+//   store's masking read it, so a bytea holding a key went to the agent and, for every session, to
+//   the store in hex. The masker now sends such a value as NULL; the store masks its bytes.
+//
 // Frame integrity: masked rows of every size (empty, NULL, > 64 KiB, multi-byte), 1,500 columns,
 // 300 pipelined queries, through drivers that fail loudly on a bad length.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -37,6 +41,7 @@ import {
 let cluster: PgCluster;
 let gw: TestGateway;
 let token: string;
+let humanToken: string;
 let dir: string;
 
 const AWS_KEY = 'AKIA' + 'Q3EXAMPLEZ7K2M4P';
@@ -80,6 +85,9 @@ before(async () => {
     GRANT CREATE ON SCHEMA public TO scram_user;`, 'app');
   gw = await startTestGateway();
   token = await gw.setupPostgres({ identity: 'bot', connection: 'app', cluster, kind: 'agent' });
+  await gw.cliOk(['identity', 'add', 'alice', '--kind', 'human']);
+  humanToken = (await gw.cliOk(['token', 'issue', 'alice', '--ttl', '1h'])).trim().split('\n').pop()!;
+  await gw.cliOk(['grant', 'alice', 'app']);
   const file = path.join(dir, 'policy.yaml');
   writeFileSync(file, POLICY);
   await gw.cliOk(['policy', 'apply', file]);
@@ -348,5 +356,19 @@ test('binary results: an array, a record or a bytea holding a secret is NULL; on
     }
   } finally {
     w.terminate();
+  }
+});
+
+test('bytea in text format (hex): a value holding a secret is NULL for a masked client, and the store never holds it, in hex or not, for any session', async () => {
+  assert.deepEqual(await psqlOk('select id, blob from arr order by id'), ['1|', '2|', '3|\\x0102']);
+  // A session no mask rule applies to gets the value; its recording holds it masked.
+  const r = await run('psql', [gw.dsn('app', 'alice', 'application_name=adv-bytea-human'), '-XAtq', '-c', 'select id, blob from arr order by id'], { env: { ...process.env, PGPASSWORD: humanToken } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stdout.includes(Buffer.from(`key ${AWS_KEY} here`).toString('hex')), 'a human gets the bytes');
+  await new Promise((res) => setTimeout(res, 1500));
+  const hexes = [AWS_KEY, GH_TOKEN].map((k) => Buffer.from(k).toString('hex'));
+  for (const f of readdirSync(gw.dataDir).filter((n) => n.startsWith('gatehouse.db'))) {
+    const bytes = readFileSync(path.join(gw.dataDir, f)).toString('latin1');
+    for (const h of hexes) assert.ok(!bytes.includes(h), `${f} holds a key in hex`);
   }
 });

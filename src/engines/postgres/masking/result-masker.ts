@@ -40,6 +40,7 @@ const FIRST_USER_OID = 16384;
 /** Types whose values are text in both formats (binary: the text's bytes; jsonb: a version byte, then the text). */
 const TEXT_LIKE = new Set([25, 1043, 1042, 19, 114, 3802, 705, 142]);
 const JSON = 114;
+const BYTEA = 17;
 const JSONB = 3802;
 /** Types no detector finds anything in (numbers, booleans, dates and times, uuid…): not decoded. */
 const NOT_TEXT = new Set([16, 20, 21, 23, 26, 700, 701, 1700, 1082, 1083, 1114, 1184, 1186, 1266, 2950, 790, 869, 650, 829, 774, 28, 1560, 1562]);
@@ -57,6 +58,8 @@ interface ColumnAction {
    * cannot be rewritten inside a binary structure.
    */
   opaque?: boolean;
+  /** A bytea in text format (\x and hex digits): the detectors read its bytes; one holding a secret is NULL. */
+  byteaHex?: boolean;
   /** A text-like type: a masked value can take a text in its place (other types are sent as NULL). */
   textLike: boolean;
   json: boolean;
@@ -78,6 +81,8 @@ interface RowPlan {
   masksColumns: boolean;
   /** Detectors run on some column. */
   detects: boolean;
+  /** Some column is a bytea in text format: hex, which a chunk's prefilter cannot clear. */
+  readsHex?: boolean;
 }
 
 interface CopyPlan {
@@ -232,7 +237,7 @@ export class ResultMasker {
         if (buf.readInt16BE(start) !== shape.columns.length && masking.plan.masksColumns) return this.maskUnknownRow(buf, start, end, masking);
         const plan = this.rowPlan(shape, masking);
         if (plan === 'wait') return 'wait';
-        const detect = plan.detects && this.mayHold(buf, start, end, masking);
+        const detect = plan.detects && (plan.readsHex === true || this.mayHold(buf, start, end, masking));
         return plan.masksColumns || detect ? this.maskRow(buf, start, end, plan, detect) : null;
       }
       case Backend.CopyData: {
@@ -475,10 +480,12 @@ export class ResultMasker {
         detect: choice === null && masking.detecting && !NOT_TEXT.has(c.typeOid),
       };
       if (binary && !textLike && !NOT_TEXT.has(c.typeOid)) action.opaque = true;
+      if (!binary && c.typeOid === BYTEA && action.detect) action.byteaHex = true;
       if (choice?.style === 'redact' && textLike) action.fixed = this.encodeCell(masking.column('', choice, label), action, true) ?? undefined;
       return action;
     });
     const made: RowPlan = { masking, at: this.clock, generation: this.generation, columns, masksColumns: columns.some((c) => c.choice !== null), detects: columns.some((c) => c.detect) };
+    if (columns.some((c) => c.byteaHex)) made.readsHex = true;
     this.rowPlans.set(shape, made);
     return made;
   }
@@ -569,6 +576,11 @@ export class ResultMasker {
       if (!col.opaque) return undefined;
       this.found.length = 0;
       return masking.secrets(buf.toString('latin1', start, end), this.found) === undefined ? undefined : null;
+    }
+    if (col.byteaHex) {
+      if (end - start < 4 || buf[start] !== 0x5c || buf[start + 1] !== 0x78) return undefined; // \x
+      this.found.length = 0;
+      return masking.secrets(Buffer.from(buf.toString('latin1', start + 2, end), 'hex').toString('latin1'), this.found) === undefined ? undefined : null;
     }
     const text = this.encoding.text(buf, col.jsonbBinary ? start + 1 : start, end);
     this.found.length = 0;
