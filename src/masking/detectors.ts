@@ -528,6 +528,8 @@ export function countByDetector(findings: readonly Finding[]): Map<string, numbe
 export interface StreamMaskerOptions {
   detectors?: readonly Detector[];
   style?: Exclude<MaskStyle, 'null'>;
+  /** A style per detector (a mask plan's: the rule that lists it decides); others get `style`. */
+  styles?: ReadonlyMap<string, Exclude<MaskStyle, 'null'>>;
   key?: Buffer;
   /** Most characters ever held back (default PRIVATE_KEY_MAX_CHARS): the bound on delay. */
   maxHold?: number;
@@ -555,6 +557,7 @@ const CARD_TAIL = /(?<![0-9A-Za-z_.,-])[2-6]\d{3}(?:[ -]\d{1,6}){0,4}[ -]?$/;
 export class StreamMasker {
   private readonly detectors: readonly Detector[];
   private readonly style: Exclude<MaskStyle, 'null'>;
+  private readonly styles: ReadonlyMap<string, Exclude<MaskStyle, 'null'>> | undefined;
   private readonly opts: MaskOptions;
   private readonly maxHold: number;
   private readonly onFinding: ((detector: string) => void) | undefined;
@@ -566,6 +569,7 @@ export class StreamMasker {
   constructor(options: StreamMaskerOptions = {}) {
     this.detectors = options.detectors ?? DEFAULT_DETECTORS;
     this.style = options.style ?? 'redact';
+    this.styles = options.styles && options.styles.size > 0 ? options.styles : undefined;
     this.opts = options.key ? { key: options.key } : {};
     this.maxHold = options.maxHold ?? PRIVATE_KEY_MAX_CHARS;
     this.onFinding = options.onFinding;
@@ -622,7 +626,16 @@ export class StreamMasker {
       this.counts.set(f.detector, (this.counts.get(f.detector) ?? 0) + 1);
       this.onFinding?.(f.detector);
     }
-    return maskText(text.slice(base, hold), emitted, this.style, this.opts)!;
+    const out = text.slice(base, hold);
+    if (!this.styles || emitted.length === 0) return maskText(out, emitted, this.style, this.opts)!;
+    let masked = '';
+    let at = 0;
+    for (const f of emitted) {
+      if (f.start < at) continue;
+      masked += out.slice(at, f.start) + maskValue(out.slice(f.start, f.end), this.styles.get(f.detector) ?? this.style, f.detector, this.opts)!;
+      at = f.end;
+    }
+    return masked + out.slice(at);
   }
 }
 
