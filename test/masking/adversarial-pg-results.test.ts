@@ -372,3 +372,12 @@ test('bytea in text format (hex): a value holding a secret is NULL for a masked 
     for (const h of hexes) assert.ok(!bytes.includes(h), `${f} holds a key in hex`);
   }
 });
+
+test('COPY of a bytea column (text and CSV): a field holding a secret in its bytes is masked, others intact', async () => {
+  const hexes = [AWS_KEY, GH_TOKEN].map((k) => Buffer.from(k).toString('hex'));
+  const text = await psqlOk('copy arr (id, blob) to stdout');
+  assert.deepEqual(text.sort(), ['1\t[masked:aws]', '2\t[masked:github]', '3\t\\\\x0102']);
+  const csv = await psqlOk('copy arr (id, blob) to stdout (format csv)');
+  assert.deepEqual(csv.sort(), ['1,"[masked:aws]"', '2,"[masked:github]"', '3,\\x0102']);
+  for (const h of hexes) assert.ok(!text.concat(csv).join('\n').includes(h));
+});

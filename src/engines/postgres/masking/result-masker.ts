@@ -245,7 +245,8 @@ export class ResultMasker {
         if (!copy) return null;
         const plan = this.copyPlan(copy, masking);
         if (plan === 'wait') return 'wait';
-        return this.maskCopy(buf, start, end, plan, plan.detect && this.mayHold(buf, start, end, masking));
+        // (A bytea field is hex, \x…, which the prefilter cannot clear: its bytes are read.)
+        return this.maskCopy(buf, start, end, plan, plan.detect && (this.mayHold(buf, start, end, masking) || hasHex(buf, start, end)));
       }
       case Backend.CommandComplete: {
         // A rename or a new table: names read before may be stale (ALTER …, DROP …, CREATE …; not COMMIT, DELETE, COPY).
@@ -670,9 +671,13 @@ export class ResultMasker {
       }
       if (!detect) return undefined;
       this.found.length = 0;
-      const found = plan.masking.secrets(value, this.found);
-      if (found !== undefined) this.noteFound(`copy[*][${column}]`, label);
-      return found;
+      // A bytea field (\x and hex digits) is read by its bytes and masked whole.
+      const bytes = value.length >= 12 && BYTEA_HEX_TEXT.test(value) ? Buffer.from(value.slice(2), 'hex').toString('latin1') : null;
+      const found = plan.masking.secrets(bytes ?? value, this.found);
+      if (found === undefined) return undefined;
+      const detector = this.found[0]?.detector ?? 'secret';
+      this.noteFound(`copy[*][${column}]`, label);
+      return bytes === null || found === null ? found : `[masked:${detector}]`;
     };
     // PostgreSQL sends one row per CopyData; a message holding several lines is masked line by line.
     const ending = text.endsWith('\r\n') ? '\r\n' : text.endsWith('\n') ? '\n' : '';
@@ -733,6 +738,15 @@ const JSONstringify = (s: string): string => globalThis.JSON.stringify(s);
 /** A detector's marker inside a JSON text keeps it JSON; a whole replaced value is a JSON string. */
 function looksLikeJson(s: string): boolean {
   try { globalThis.JSON.parse(s); return true; } catch { return false; }
+}
+
+/** A bytea as PostgreSQL writes it in text: \x, then pairs of hex digits. */
+const BYTEA_HEX_TEXT = /^\\x(?:[0-9a-fA-F]{2})+$/;
+
+/** Whether buf[start, end) holds \x (a bytea in text format may be in it). */
+function hasHex(buf: Buffer, start: number, end: number): boolean {
+  const at = buf.indexOf('\\x', start, 'latin1');
+  return at >= 0 && at < end;
 }
 
 function header(type: number, bodyLength: number): Buffer {
