@@ -381,3 +381,14 @@ test('COPY of a bytea column (text and CSV): a field holding a secret in its byt
   assert.deepEqual(csv.sort(), ['1,"[masked:aws]"', '2,"[masked:github]"', '3,\\x0102']);
   for (const h of hexes) assert.ok(!text.concat(csv).join('\n').includes(h));
 });
+
+test('the planner statistics (pg_stats) do not show sampled values of analysed columns while column rules apply', async () => {
+  await cluster.sql('ANALYZE users;', 'app');
+  const rows = await psqlOk("select attname, most_common_vals, histogram_bounds from pg_stats where tablename = 'users' and schemaname = 'public' order by attname");
+  assert.ok(rows.some((r) => r.startsWith('email|')), rows.join('\n'));
+  assert.deepEqual(clear(rows.join('\n')), [], rows.join('\n'));
+  const viaView = await psqlOk("select h from (select histogram_bounds as h, attname from pg_stats where tablename = 'users') s where attname = 'ssn'");
+  assert.deepEqual(clear(viaView.join('\n')), [], viaView.join('\n'));
+  // Everything else about the statistics is still there.
+  assert.deepEqual(await psqlOk("select attname, null_frac from pg_stats where tablename = 'users' and attname = 'id'"), ['id|0']);
+});

@@ -40,6 +40,8 @@ const FIRST_USER_OID = 16384;
 /** Types whose values are text in both formats (binary: the text's bytes; jsonb: a version byte, then the text). */
 const TEXT_LIKE = new Set([25, 1043, 1042, 19, 114, 3802, 705, 142]);
 const JSON = 114;
+/** Columns of the statistics views that hold sampled values (most common values, histogram bounds). */
+const STATS_VALUES = /^(?:pg_stats\.(?:most_common_vals|most_common_elems|histogram_bounds)|pg_stats_ext\.most_common_vals|pg_stats_ext_exprs\.(?:most_common_vals|most_common_elems|histogram_bounds)|pg_statistic\.stavalues[1-5])$/;
 const BYTEA = 17;
 const JSONB = 3802;
 /** Types no detector finds anything in (numbers, booleans, dates and times, uuid…): not decoded. */
@@ -468,6 +470,12 @@ export class ResultMasker {
         else if (n) {
           // A view's column is masked by its own name or by the table column it shows.
           for (let o: ColumnName | undefined = n; o && !choice; o = o.origin) choice = plan.column(o.schema, o.table, o.column);
+          // The planner's statistics hold sample values of every analysed column (pg_stats shows a
+          // column's to whoever may read it): which column a row describes is data, not a name,
+          // so while column rules apply these values are masked for every table.
+          for (let o: ColumnName | undefined = n; o && !choice; o = o.origin) {
+            if (o.schema === 'pg_catalog' && STATS_VALUES.test(`${o.table}.${o.column}`)) choice = plan.firstColumnRule;
+          }
           label = n.column;
         }
         else choice = plan.outputName(c.name);
