@@ -58,7 +58,7 @@ function screenFor(path: string[], query: URLSearchParams, me: Me) {
     case 'sessions': return path[1] ? <Session id={path[1]} focus={path[2] === 'e' ? Number(path[3]) : null} /> : <Sessions query={query} />;
     case 'runs': return <Runs query={query} />;
     case 'approvals': return <Approvals me={me} />;
-    case 'live': return <Live me={me} />;
+    case 'live': return <Live me={me} watch={query.get('watch')} />;
     case 'admin': return <Admin tab={path[1] ?? 'identities'} />;
     default: return <p>Unknown page. <a href={href('/sessions')}>Sessions</a></p>;
   }

@@ -29,6 +29,7 @@ export interface TailOptions {
 }
 
 const RECHECK_MS = 5000;
+const MIN_PULL_MS = 50;
 
 const KEEPALIVE_MS = 15_000;
 
@@ -40,7 +41,9 @@ export function sse(event: string | null, data: unknown): string {
 export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: TailOptions): Promise<void> {
   reply.hijack();
   const res = reply.raw;
-  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', 'x-accel-buffering': 'no' });
+  // connection: close — a stream's connection is never reused, and once ended (the API closing)
+  // it must not linger as an idle keep-alive the server waits for.
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', 'x-accel-buffering': 'no', connection: 'close' });
   o.open.add(res);
   const id = o.session.id;
   let last = -1;
@@ -84,8 +87,27 @@ export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: T
       busy = false;
     }
   };
-  const unwatch = o.written?.watch(id, () => void pull(false)) ?? (() => {});
-  const timer = setInterval(() => {
+  // A busy session is written many times a second: each stream reads the store at most every
+  // MIN_PULL_MS for it (what was written meanwhile comes in the next read).
+  let lastPull = 0;
+  let scheduled: NodeJS.Timeout | null = null;
+  const woken = () => {
+    if (scheduled || done) return;
+    const wait = lastPull + MIN_PULL_MS - Date.now();
+    if (wait <= 0) { lastPull = Date.now(); void pull(false); return; }
+    scheduled = setTimeout(() => { scheduled = null; lastPull = Date.now(); void pull(false); }, wait);
+  };
+  let unwatch = () => {};
+  let timer: NodeJS.Timeout | undefined;
+  res.on('close', () => { done = true; clearInterval(timer); if (scheduled) clearTimeout(scheduled); unwatch(); o.open.delete(res); });
+  // What the store holds first, then what is written: the wake-ups start after the first read
+  // (and one read at once catches what was written in between).
+  await pull(true);
+  if (!done && o.session.endedAt !== null) { finish(o.session); return; }
+  if (done || res.destroyed) return;
+  unwatch = o.written?.watch(id, woken) ?? (() => {});
+  woken();
+  timer = setInterval(() => {
     void (async () => {
       if (o.stillAllowed && Date.now() - checkedAt >= RECHECK_MS) {
         checkedAt = Date.now();
@@ -103,7 +125,4 @@ export async function tailSession(req: FastifyRequest, reply: FastifyReply, o: T
       if (Date.now() - quietSince >= KEEPALIVE_MS) write(': keep-alive\n\n');
     })();
   }, o.pollMs ?? 2000);
-  res.on('close', () => { done = true; clearInterval(timer); unwatch(); o.open.delete(res); });
-  await pull(true);
-  if (!done && o.session.endedAt !== null) finish(o.session);
 }

@@ -416,6 +416,37 @@ const DEFAULT_PREFILTER = new RegExp(DEFAULT_DETECTORS.map((d) => `(?:${d.prefil
  */
 export function findSecrets(text: string, detectors: readonly Detector[] = DEFAULT_DETECTORS): Finding[] {
   if (text.length === 0) return [];
+  // Terminal colours cut tokens: grep --color prints ESC[01;31mESC[K before a match, whose final
+  // byte K is a letter glued to the secret (no token boundary), and highlighters colour a token in
+  // pieces. Detectors read the text as a terminal shows it; findings are mapped back.
+  if (text.indexOf('\x1b') >= 0) return findThroughEscapes(text, detectors);
+  return findIn(text, detectors);
+}
+
+/** ESC [ parameters intermediates final (CSI), or ESC and one byte (ESC ( B counts its charset byte too). */
+const ESCAPE = /\x1b(?:\[[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?|[()*+][\x20-\x7e]?|[\x40-\x5a\x5c\x5e-\x7e])/g;
+
+function findThroughEscapes(text: string, detectors: readonly Detector[]): Finding[] {
+  // at[i]: where the i-th shown character is in text (at[shown.length]: text.length).
+  const at: number[] = [];
+  let shown = '';
+  let from = 0;
+  ESCAPE.lastIndex = 0;
+  for (let m = ESCAPE.exec(text); m; m = ESCAPE.exec(text)) {
+    for (let i = from; i < m.index; i++) at.push(i);
+    shown += text.slice(from, m.index);
+    from = m.index + m[0].length;
+  }
+  if (from === 0) return findIn(text, detectors);
+  for (let i = from; i < text.length; i++) at.push(i);
+  shown += text.slice(from);
+  at.push(text.length);
+  // A finding spans the escapes inside it (they are masked with it), not those around it.
+  return findIn(shown, detectors).map((f) => ({ ...f, start: at[f.start]!, end: f.end > 0 ? at[f.end - 1]! + 1 : at[0]! }));
+}
+
+function findIn(text: string, detectors: readonly Detector[]): Finding[] {
+  if (text.length === 0) return [];
   const raw: Finding[] = [];
   for (const d of detectors) if (d.prefilter.test(text)) d.find(text, raw);
   if (raw.length <= 1) return raw;
@@ -497,6 +528,8 @@ export function countByDetector(findings: readonly Finding[]): Map<string, numbe
 export interface StreamMaskerOptions {
   detectors?: readonly Detector[];
   style?: Exclude<MaskStyle, 'null'>;
+  /** A style per detector (a mask plan's: the rule that lists it decides); others get `style`. */
+  styles?: ReadonlyMap<string, Exclude<MaskStyle, 'null'>>;
   key?: Buffer;
   /** Most characters ever held back (default PRIVATE_KEY_MAX_CHARS): the bound on delay. */
   maxHold?: number;
@@ -524,6 +557,7 @@ const CARD_TAIL = /(?<![0-9A-Za-z_.,-])[2-6]\d{3}(?:[ -]\d{1,6}){0,4}[ -]?$/;
 export class StreamMasker {
   private readonly detectors: readonly Detector[];
   private readonly style: Exclude<MaskStyle, 'null'>;
+  private readonly styles: ReadonlyMap<string, Exclude<MaskStyle, 'null'>> | undefined;
   private readonly opts: MaskOptions;
   private readonly maxHold: number;
   private readonly onFinding: ((detector: string) => void) | undefined;
@@ -535,6 +569,7 @@ export class StreamMasker {
   constructor(options: StreamMaskerOptions = {}) {
     this.detectors = options.detectors ?? DEFAULT_DETECTORS;
     this.style = options.style ?? 'redact';
+    this.styles = options.styles && options.styles.size > 0 ? options.styles : undefined;
     this.opts = options.key ? { key: options.key } : {};
     this.maxHold = options.maxHold ?? PRIVATE_KEY_MAX_CHARS;
     this.onFinding = options.onFinding;
@@ -572,6 +607,13 @@ export class StreamMasker {
         findings.push({ detector: f.detector, start: Math.max(f.start, base), end: f.end });
       }
     }
+    // A pause (flush) cuts a token that begins like a secret (ghp_…, AKIA…, password=…, or the value
+    // after aws_secret_access_key = ): what came of it is masked, and the rest, when it comes, is
+    // found with this text as context — rather than its first part going out in clear.
+    if (final) {
+      const cut = cutSecret(text, base);
+      if (cut && !findings.some((f) => f.end > cut.start)) findings.push(cut);
+    }
     let hold = final ? text.length : Math.max(base, holdFrom(text, this.maxHold));
     // A finding across the cut: hold it whole, unless that would hold more than allowed.
     for (const f of findings) {
@@ -584,8 +626,43 @@ export class StreamMasker {
       this.counts.set(f.detector, (this.counts.get(f.detector) ?? 0) + 1);
       this.onFinding?.(f.detector);
     }
-    return maskText(text.slice(base, hold), emitted, this.style, this.opts)!;
+    const out = text.slice(base, hold);
+    if (!this.styles || emitted.length === 0) return maskText(out, emitted, this.style, this.opts)!;
+    let masked = '';
+    let at = 0;
+    for (const f of emitted) {
+      if (f.start < at) continue;
+      masked += out.slice(at, f.start) + maskValue(out.slice(f.start, f.end), this.styles.get(f.detector) ?? this.style, f.detector, this.opts)!;
+      at = f.end;
+    }
+    return masked + out.slice(at);
   }
+}
+
+/** The last token of text, when it is the beginning of a secret cut short (from base on), as a finding. */
+function cutSecret(text: string, base: number): Finding | null {
+  const n = text.length;
+  if (n === base || isSpace(text.charCodeAt(n - 1))) return null;
+  let t = n;
+  while (t > 0 && !isSpace(text.charCodeAt(t - 1)) && n - t < MAX_TOKEN_HOLD) t--;
+  const raw = text.slice(t);
+  const token = raw.includes('\x1b') ? raw.replace(ESCAPE, '') : raw;
+  // (A value's name alone, a prompt such as Password: at a pause, is not a value yet.)
+  const v = TOKEN_START.exec(token) ? null : VALUE_START.exec(token);
+  const m = TOKEN_START.exec(token) ?? (v && !(v.index + v[0].length === token.length && /[=:]["']?$/.test(v[0])) ? v : null);
+  let detector: string | undefined;
+  let start = t;
+  if (m) {
+    detector = START_DETECTOR.find(([re]) => re.test(m[0]))?.[1] ?? 'env_secret';
+    if (token === raw) start = t + m.index;
+  } else {
+    const before = text.slice(Math.max(0, t - 96), t).replace(ESCAPE, '');
+    const named = NAMED_BEFORE.exec(before + (/^E?'/.test(token) ? token.slice(0, token.indexOf("'") + 1) : ''));
+    if (!named) return null;
+    detector = NAMED_DETECTOR.find(([re]) => re.test(named[0]))?.[1] ?? 'env_secret';
+  }
+  start = Math.max(start, base);
+  return start < n ? { detector, start, end: n } : null;
 }
 
 /** Where the tail that might continue into a secret begins (text.length: nothing to hold). */
@@ -611,4 +688,116 @@ function holdFrom(text: string, maxHold: number): number {
 
 function isSpace(c: number): boolean {
   return c === 32 || c === 9 || c === 10 || c === 13 || c === 12 || c === 11;
+}
+
+// ---- edges of input that cannot wait ----
+
+/**
+ * Where a secret may begin inside a token cut at a chunk edge, and the detector it would be: a
+ * token prefix at a boundary (case as issued), or a name that says a value follows (password=,
+ * GITHUB_TOKEN=, "secret":), or scheme://user: with no path after it. Not pwd= (PWD=/home/x).
+ */
+const TOKEN_START = /(?<![A-Za-z0-9_])(?:hooks\.slack\.com\/|A(?:KIA|SIA|BIA|CCA)|gh[pousr]_|github_pat_|gl(?:pat|dt|rt|ptt|soat|ffct|cbt)-|xox[abposr]-|xapp-|[sr]k_(?:live|test)_|AIza|eyJ|-----BEGIN)/;
+const VALUE_START = /(?:passw(?:or)?d|passphrase|token|secret|api[_-]?key|access[_-]?key|private[_-]?key)["']?[=:]|[A-Za-z][A-Za-z0-9+.-]{1,30}:\/\/[^\s:/?#@'"<>]{1,256}:[^\s/?#'"<>@]*$/i;
+/** Text before a token that makes the token a value (aws_secret_access_key = …, Authorization: Bearer …, PASSWORD '…). */
+const NAMED_BEFORE = /(?:(?:passw(?:or)?d|passphrase|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)["']?[ \t]{0,8}(?:[:=]|=>)[ \t]{0,8}["']?|(?:bearer|basic)[ \t]{1,8}|(?:password|identified[ \t]{1,8}by)[ \t]{1,8}E?')$/i;
+const NAMED_DETECTOR: Array<[RegExp, string]> = [
+  [/secret_?access_?key/i, 'aws'], [/^(?:bearer|basic)[ \t]/i, 'http_auth_header'], [/^(?:password|identified)[ \t]/i, 'sql_password'],
+  [/^(?:passw|passphrase)/i, 'url_credentials'],
+];
+const START_DETECTOR: Array<[RegExp, string]> = [
+  [/^hooks/, 'slack'], [/^A/, 'aws'], [/^gh|^github/, 'github'], [/^gl/, 'gitlab'], [/^x(?:ox|app)/, 'slack'], [/^[sr]k_/, 'stripe'], [/^AIza/, 'google_api'],
+  [/^eyJ/, 'jwt'], [/^-----BEGIN/, 'private_key'], [/:\/\//, 'url_credentials'], [/^(?:passw|passphrase)/i, 'url_credentials'],
+];
+const SYNTHETIC_KEY_HEADER = '-----BEGIN PRIVATE KEY-----\n';
+
+/**
+ * Masks chunks of a stream that must be recorded as they come, before they are forwarded (terminal
+ * input, a script on stdin): nothing can be held back, so a secret cut by a chunk edge is caught in
+ * three ways — the last CONTEXT_CHARS characters are scanned again with the next chunk (a key word
+ * before the value, the first half of a token: the second half is masked); a chunk that ends inside
+ * a token that begins like a secret (ghp_, AKIA, eyJ, password=, scheme://user:…) has that part
+ * masked, and so has the next chunk up to the token's end; a private key block that had not ended
+ * goes on being masked until its END line. A secret typed key by key is so recorded as its prefix
+ * (ghp) and masks. Stateful, bounded: CONTEXT_CHARS of memory.
+ */
+export class EdgeMasker {
+  private readonly detectors: readonly Detector[];
+  private readonly style: Exclude<MaskStyle, 'null'>;
+  private readonly opts: MaskOptions;
+  private context = '';
+  /** The detector of a token cut at the last edge (the next chunk's leading token is masked as it). */
+  private partial: string | null = null;
+  private inKeyBlock = false;
+
+  constructor(options: { detectors?: readonly Detector[]; style?: Exclude<MaskStyle, 'null'>; key?: Buffer } = {}) {
+    this.detectors = options.detectors ?? DEFAULT_DETECTORS;
+    this.style = options.style ?? 'redact';
+    this.opts = options.key ? { key: options.key } : {};
+  }
+
+  /** The chunk as it may be recorded, and what was masked in it (detector → count). */
+  mask(chunk: string): { text: string; found: Map<string, number> } {
+    const found = new Map<string, number>();
+    if (chunk.length === 0) return { text: chunk, found };
+    const header = this.inKeyBlock ? SYNTHETIC_KEY_HEADER : '';
+    const scan = header + this.context + chunk;
+    const base = header.length + this.context.length;
+    const spans: Finding[] = [];
+    let keyOpen = false;
+    if (mayHoldSecrets(scan, this.detectors) || this.inKeyBlock) {
+      for (const f of findSecrets(scan, this.inKeyBlock && !this.detectors.includes(privateKey) ? [...this.detectors, privateKey] : this.detectors)) {
+        if (f.end <= base) continue;
+        if (f.detector === 'private_key' && f.end === scan.length && !/-----END[ A-Z0-9]{0,60}-----\s*$/.test(scan.slice(-80))) keyOpen = true;
+        spans.push({ detector: f.detector, start: Math.max(f.start, base) - base, end: f.end - base });
+      }
+    }
+    // The rest of a token cut at the last edge.
+    if (this.partial) {
+      let end = 0;
+      while (end < chunk.length && !isSpace(chunk.charCodeAt(end))) end++;
+      if (end > 0) spans.push({ detector: this.partial, start: 0, end });
+      if (end < chunk.length) this.partial = null;
+    }
+    // A token at the end that begins like a secret: mask its part in this chunk; the next chunk goes on.
+    if (!isSpace(chunk.charCodeAt(chunk.length - 1))) {
+      const whole = this.context + chunk;
+      let t = whole.length;
+      while (t > 0 && !isSpace(whole.charCodeAt(t - 1)) && whole.length - t < MAX_TOKEN_HOLD) t--;
+      const token = whole.slice(t);
+      const m = TOKEN_START.exec(token) ?? VALUE_START.exec(token);
+      const named = m || this.partial ? null : NAMED_BEFORE.exec(whole.slice(Math.max(0, t - 96), t) + (/^E?'/.test(token) ? token.slice(0, token.indexOf("'") + 1) : ''));
+      if (m) {
+        const start = Math.max(t + m.index, this.context.length) - this.context.length;
+        const detector = START_DETECTOR.find(([re]) => re.test(m[0]))?.[1] ?? 'env_secret';
+        spans.push({ detector, start, end: chunk.length });
+        this.partial = detector;
+      } else if (named) {
+        const start = Math.max(t, this.context.length) - this.context.length;
+        const detector = NAMED_DETECTOR.find(([re]) => re.test(named[0]))?.[1] ?? 'env_secret';
+        spans.push({ detector, start, end: chunk.length });
+        this.partial = detector;
+      }
+    } else {
+      this.partial = null;
+    }
+    this.inKeyBlock = keyOpen;
+    this.context = (this.context + chunk).slice(-CONTEXT_CHARS);
+    if (spans.length === 0) return { text: chunk, found };
+    spans.sort((a, b) => a.start - b.start || b.end - a.end);
+    const merged: Finding[] = [];
+    for (const s of spans) {
+      const last = merged.at(-1);
+      if (last && s.start < last.end) { if (s.end > last.end) last.end = s.end; continue; }
+      merged.push({ ...s });
+    }
+    for (const f of merged) found.set(f.detector, (found.get(f.detector) ?? 0) + 1);
+    return { text: maskText(chunk, merged, this.style, this.opts)!, found };
+  }
+
+  /** Bytes (latin1 one to one: every detector is ASCII). */
+  maskBytes(chunk: Buffer): { bytes: Buffer; found: Map<string, number> } {
+    const { text, found } = this.mask(chunk.toString('latin1'));
+    return { bytes: found.size === 0 ? chunk : Buffer.from(text, 'latin1'), found };
+  }
 }

@@ -46,8 +46,10 @@ const BYTES_FIELDS: Record<string, 'base64' | 'hex'> = { b64: 'base64', raw: 'ba
 /** Content hashes and object ids, never secrets: their hex is left as it is. */
 const HEX_ID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/i;
 
-/** Strings shorter than this cannot hold anything the detectors find. */
-const MIN_SCAN = 8;
+/** Strings shorter than this cannot hold anything the detectors find (the shortest: pwd=x). */
+const MIN_SCAN = 5;
+/** A bytea in PostgreSQL's text output: \x, then pairs of hex digits. */
+const BYTEA_HEX = /^\\x(?:[0-9a-fA-F]{2})+$/;
 
 /**
  * The event's data with every secret masked, and a `masked` note added; the same object when
@@ -56,12 +58,39 @@ const MIN_SCAN = 8;
 export function maskEventData(type: string, data: unknown): unknown {
   if (SKIP_TYPES.has(type) || data === null || typeof data !== 'object') return data;
   const notes = new Map<string, MaskedNote>();
-  const out = walk(data, '', notes);
+  const out = walk(maskSecretColumns(data as Record<string, unknown>, notes), '', notes);
   if (notes.size === 0) return data;
   const masked = out as Record<string, unknown>;
   if (Array.isArray(masked)) return masked; // not a shape any engine records
   const earlier = Array.isArray(masked.masked) ? masked.masked as unknown[] : [];
   return { ...masked, masked: [...earlier, ...notes.values()] };
+}
+
+/** Result columns whose name says they hold secrets (password, password_hash, api_key, totp_secret…), not facts about them (password_changed_at, token_type). */
+const SECRET_COLUMN = /(?:password|passwd|^pwd$|passphrase|secret|token|api_?key|access_?key|private_?key|credentials?|auth_?key|session_?key|^otp|_otp)/i;
+const NOT_SECRET_COLUMN = /(?:_|^)(?:count|id|ids|at|on|type|kind|expires?|expiry|expiration|len|length|hint|policy|version|name|set|changed|updated|created|reset|required|enabled|valid|used|last_used|scope|scopes|prefix)$/i;
+
+/** A result whose columns are named like secrets: their sample cells are masked whole (secret_column). */
+function maskSecretColumns(data: Record<string, unknown>, notes: Map<string, MaskedNote>): Record<string, unknown> {
+  const { columns, sample } = data;
+  if (!Array.isArray(columns) || !Array.isArray(sample) || sample.length === 0) return data;
+  const secret: number[] = [];
+  columns.forEach((c, i) => { if (typeof c === 'string' && SECRET_COLUMN.test(c) && !NOT_SECRET_COLUMN.test(c)) secret.push(i); });
+  if (secret.length === 0) return data;
+  const rows = sample.map((row: unknown) => {
+    if (!Array.isArray(row)) return row;
+    const copy = row.slice();
+    for (const i of secret) {
+      if (copy[i] === null || copy[i] === undefined) continue;
+      copy[i] = '[masked:secret_column]';
+      const field = `sample[*][${i}]`;
+      const n = notes.get(`${field}\u0000secret_column`);
+      if (n) n.count++;
+      else notes.set(`${field}\u0000secret_column`, { field, detector: 'secret_column', count: 1 });
+    }
+    return copy;
+  });
+  return { ...data, sample: rows };
 }
 
 function note(notes: Map<string, MaskedNote>, field: string, findings: Finding[]): void {
@@ -116,6 +145,11 @@ function maskString(s: string, field: string, notes: Map<string, MaskedNote>, by
     if (findings.length === 0) return s;
     note(notes, field, findings);
     return Buffer.from(maskText(text, findings, 'redact')!, 'latin1').toString(bytes);
+  }
+  // A bytea value as PostgreSQL writes it in text format (\x and hex digits): its bytes are read.
+  if (s.charCodeAt(0) === 92 && s.charCodeAt(1) === 120 && s.length >= 12 && BYTEA_HEX.test(s)) {
+    const masked = maskString(s.slice(2), field, notes, 'hex');
+    return masked === s.slice(2) ? s : `\\x${masked}`;
   }
   if (!PREFILTER.test(s) || HEX_ID.test(s)) return s;
   const findings = findSecrets(s, RECORD_DETECTORS);

@@ -31,6 +31,7 @@ export class ValueMasking {
   private readonly key: Buffer;
   private readonly detectors: readonly Detector[];
   private readonly styles = new Map<string, MaskStyle>();
+  private readonly rules = new Map<string, string>();
   /** One test for all the detectors' prefilters: most values hold nothing any of them looks for. */
   private readonly prefilters: readonly RegExp[];
 
@@ -38,7 +39,7 @@ export class ValueMasking {
     this.plan = plan;
     this.key = key;
     this.detectors = plan.detectors.length > 0 ? selectDetectors(plan.detectors.map((d) => d.detector), plan.patterns) : [];
-    for (const d of plan.detectors) this.styles.set(d.detector, d.style);
+    for (const d of plan.detectors) { this.styles.set(d.detector, d.style); this.rules.set(d.detector, d.rule); }
     // Joined by their flags (a case-sensitive prefilter stays so: AKIA, not akia, in hex digests).
     const byFlags = new Map<string, string[]>();
     for (const d of this.detectors) {
@@ -67,12 +68,14 @@ export class ValueMasking {
 
   /**
    * The text with what the detectors find masked; undefined when they find nothing (the value is
-   * sent as it is). A finding whose rule's style is null makes the whole value NULL.
+   * sent as it is). A finding whose rule's style is null makes the whole value NULL. `found`
+   * gets each finding's detector and rule (never the value).
    */
-  secrets(text: string): Masked | undefined {
+  secrets(text: string, found?: Array<{ detector: string; rule: string }>): Masked | undefined {
     if (!this.mayHold(text)) return undefined;
     const findings = findSecrets(text, this.detectors);
     if (findings.length === 0) return undefined;
+    if (found) for (const f of findings) found.push({ detector: f.detector, rule: this.rules.get(f.detector) ?? '' });
     let out = '';
     let at = 0;
     for (const f of findings) {

@@ -162,6 +162,17 @@ test('Live streams an open ssh terminal session: what is typed shows in the cons
     await page.setViewportSize({ width: 1280, height: 800 });
     await shot(page, 'live');
     console.log(`# typed line shown live in ${shownMs} ms`);
+    // The open sessions, however many ended since (the Live list asks for exactly these).
+    const open = await apiGet<Listed[]>('/api/v1/sessions?open=true', doraToken);
+    assert.ok(open.length >= 1 && open.every((x) => x.endedAt === null), JSON.stringify(open));
+    const watched = new URL(page.url()).searchParams.get('watch') ?? new URLSearchParams(new URL(page.url()).hash.split('?')[1]).get('watch');
+    assert.ok(open.some((x) => x.id === watched), 'the watched session is listed as open');
+    // Esc stops watching; Watch again to see the end.
+    await page.keyboard.press('Escape');
+    await page.getByTestId('watch').waitFor({ state: 'detached' });
+    assert.equal(new URL(page.url()).hash, '#/live');
+    await row.getByRole('button', { name: 'Watch' }).click();
+    await page.getByTestId('watch-state').getByText('live').waitFor();
     ssh.child.stdin!.write('exit\n');
     await ssh.exited;
     await page.getByTestId('watch-state').getByText('ended').waitFor();
@@ -191,6 +202,13 @@ test('Live streams an open psql session: a statement appears with its outcome wh
     console.log(`# statement shown live in ${Date.now() - started} ms`);
     assert.equal(p.child.exitCode, null, 'psql is still connected');
     assert.match(p.out(), /persimmon/);
+    // The watch is in the address: a reload watches the same session again, with what it ran so far.
+    assert.match(new URL(page.url()).hash, /^#\/live\?watch=s_/);
+    await page.reload();
+    await page.getByTestId('watch-state').getByText('live').waitFor();
+    await li.waitFor();
+    p.child.stdin.write("SELECT 'after reload' AS again;\n");
+    await page.getByTestId('watch').locator('li', { hasText: "SELECT 'after reload'" }).waitFor({ timeout: 10_000 });
     p.child.stdin.end();
     assert.equal(await p.exited, 0, p.out());
     await page.getByTestId('watch-state').getByText('ended').waitFor();
@@ -251,6 +269,41 @@ test('a live view ends when the viewer may no longer see the session: audit gran
     ac.abort();
     await page.close();
     await w.gw.cliOk(['grant', 'dora', 'box', '--action', 'audit']);
+  } finally {
+    await ssh.stop();
+  }
+});
+
+// Last: it stops the gateway.
+test('open live streams (session and terminal) do not keep the gateway from stopping', { timeout: 60_000 }, async () => {
+  const ssh = startSsh({ ...w.opts(), extra: ['-tt'] });
+  try {
+    let id = '';
+    for (let i = 0; i < 100 && !id; i++) {
+      id = (await apiGet<Array<Listed & { connection: string }>>('/api/v1/sessions?limit=20')).find((s) => s.connection === 'box' && s.endedAt === null)?.id ?? '';
+      if (!id) await sleep(100);
+    }
+    ssh.child.stdin!.write('echo open-stream\n');
+    await ssh.waitForStdout('open-stream');
+    const [terminal] = await apiGet<Array<{ channel: number }>>(`/api/v1/sessions/${id}/terminals`);
+    assert.ok(terminal, 'the shell is a terminal');
+    const open = async (path: string) => {
+      const res = await fetch(`${w.gw.url}${path}`, { headers: { authorization: `Bearer ${w.gw.adminToken}` } });
+      assert.equal(res.status, 200, path);
+      const reader = res.body!.getReader();
+      const first = await Promise.race([reader.read(), sleep(10_000).then(() => null)]);
+      assert.ok(first && !first.done, `${path} sent its first frame`);
+      // Wrapped: an async function returning a promise would wait for it.
+      return { ended: (async () => { for (;;) { try { if ((await reader.read()).done) return 'ended'; } catch { return 'ended'; } } })() };
+    };
+    const ends = [(await open(`/api/v1/sessions/${id}/stream`)).ended, (await open(`/api/v1/sessions/${id}/terminals/${terminal.channel}/stream`)).ended];
+    const t0 = Date.now();
+    await w.gw.stop();
+    const ms = Date.now() - t0;
+    assert.equal(w.gw.process.signalCode, null, `the gateway exited by itself, not killed (${ms} ms)`);
+    assert.ok(ms < 5000, `stopped in ${ms} ms`);
+    assert.deepEqual(await Promise.all(ends), ['ended', 'ended']);
+    console.log(`# gateway with two open live streams stopped in ${ms} ms`);
   } finally {
     await ssh.stop();
   }

@@ -171,7 +171,9 @@ test('markup, ANSI and bidi controls from clients render as visible text; nothin
   const ran = await psql(statements, app);
   assert.match(ran.out, /invalid input syntax/);
   const s = await ended(app);
-  const term = await runSshRaw({ ...w.opts(), extra: ['-tt'] }, undefined, "printf '\\074img src=x onerror=window.__pwned=3\\076 \\033[1mbold\\033[0m\\n'\nexit\n");
+  // Terminal output: a tag, an ANSI attribute, an OSC 8 hyperlink to javascript: and an OSC 0 window title.
+  const term = await runSshRaw({ ...w.opts(), extra: ['-tt'] }, undefined,
+    "printf '\\074img src=x onerror=window.__pwned=3\\076 \\033[1mbold\\033[0m \\033]8;;javascript:window.__pwned=5\\033\\\\click-me\\033]8;;\\033\\\\ \\033]0;pwned-title\\007\\n'\nexit\n");
   assert.equal(term.code, 0, term.stderr);
 
   const context = await browser.newContext();
@@ -214,16 +216,24 @@ test('markup, ANSI and bidi controls from clients render as visible text; nothin
   assert.equal(await page.locator('table.sample td').filter({ hasText: IMG }).count(), 1);
   await page.locator('.outcome .error', { hasText: `invalid input syntax for type integer: "${IMG}"` }).waitFor();
   await noScript();
+  // A crafted link: the id comes back in the refusal, shown as text too.
+  await page.goto(`${w.gw.url}/#/sessions/${encodeURIComponent('<img src=x onerror=window.__pwned=4>\u202e')}`);
+  await page.getByRole('alert').filter({ hasText: 'session "<img src=x onerror=window.__pwned=4>\\u202e" does not exist' }).waitFor();
+  await noScript();
   if (SHOTS) { await page.setViewportSize({ width: 1280, height: 700 }); await page.screenshot({ path: join(SHOTS, 'escaped.png') }); }
 
   // The terminal: the player shows the tag as characters, and bold text without the escape.
   const ssh = JSON.parse((await api('/api/v1/sessions?limit=20')).text) as Listed[];
   const box = ssh.find((x) => x.connection === 'box' && x.endedAt !== null)!;
+  const titleBefore = await page.title();
   await page.goto(`${w.gw.url}/#/sessions/${box.id}`);
   const player = page.locator('[data-testid^="replay-"]').first();
   await player.waitFor();
   await player.click();
   await page.locator('.ap-term', { hasText: '<img src=x onerror=window.__pwned=3> bold' }).waitFor({ timeout: 20_000 });
+  await page.locator('.ap-term', { hasText: 'click-me' }).waitFor();
+  assert.equal(await page.locator('.ap-term a, figure.replay a').count(), 0, 'no link made from terminal output');
+  assert.equal(await page.title(), titleBefore, 'terminal output does not set the page title');
   await noScript();
   assert.deepEqual(await page.evaluate(() => window.__violations), [], 'nothing even tried to run');
   await context.close();
@@ -241,8 +251,9 @@ test('names that could carry markup are refused where they are made: identities 
 test('an identity without the audit grant gets 403 from every recordings route, and the console says so', async () => {
   assert.equal((await psql('SELECT 3;', 'grant-check')).code, 0);
   const s = await ended('grant-check');
+  assert.equal((await runSshRaw({ ...w.opts(), extra: ['-tt'] }, undefined, 'echo hi\nexit\n')).code, 0);
   const box = (JSON.parse((await api('/api/v1/sessions?limit=50')).text) as Listed[]).find((x) => x.connection === 'box')!;
-  const routes = ['/api/v1/sessions', `/api/v1/sessions?q=SELECT`, `/api/v1/sessions/${s.id}`, `/api/v1/sessions/${s.id}/evidence`, `/api/v1/sessions/${s.id}/bundle`,
+  const routes = ['/api/v1/sessions', `/api/v1/sessions?q=SELECT`, '/api/v1/sessions?open=true', `/api/v1/sessions/${s.id}`, `/api/v1/sessions/${s.id}/evidence`, `/api/v1/sessions/${s.id}/bundle`,
     `/api/v1/sessions/${s.id}/verify`, `/api/v1/sessions/${s.id}/terminals`, `/api/v1/sessions/${s.id}/stream`, `/api/v1/sessions/${box.id}/terminals/0/stream`];
   for (const path of routes) {
     const r = await api(path, eveToken);
@@ -321,5 +332,33 @@ test('no token or credential appears in any API response or admin screen', async
     if (SHOTS && tab === 'Connections') { await page.setViewportSize({ width: 1280, height: 600 }); await page.screenshot({ path: join(SHOTS, 'admin-connections.png') }); }
   }
   console.log(`# ${checked} API responses and 6 admin screens checked for ${Object.keys(secrets).length} secrets`);
+  await context.close();
+});
+
+test('integrity on the sessions list: the page checked, an edited session is BROKEN and the filter finds it alone', async () => {
+  for (const app of ['integrity-good', 'integrity-edited']) assert.equal((await psql(`SELECT '${app}-row' AS v;`, app)).code, 0);
+  const good = await ended('integrity-good');
+  const edited = await ended('integrity-edited');
+  // Someone with write access to the store edits what the statement was.
+  const { DatabaseSync } = await import('node:sqlite');
+  const db = new DatabaseSync(join(w.gw.dataDir, 'gatehouse.db'));
+  db.exec('PRAGMA busy_timeout=5000');
+  const changed = db.prepare("UPDATE events SET data = replace(data, 'integrity-edited-row', 'harmless') WHERE session_id = ? AND type = 'query'").run(edited.id);
+  db.close();
+  assert.equal(changed.changes, 1);
+
+  const context = await browser.newContext();
+  const page = await signIn(context, doraToken);
+  await page.getByRole('button', { name: 'Check integrity of these sessions' }).click();
+  await page.locator(`tr[data-session="${edited.id}"] [data-testid="row-integrity"]`, { hasText: 'BROKEN' }).waitFor();
+  await page.locator(`tr[data-session="${good.id}"] [data-testid="row-integrity"]`, { hasText: 'verified' }).waitFor();
+  assert.match((await page.locator(`tr[data-session="${edited.id}"] [data-testid="row-integrity"] span`).getAttribute('title')) ?? '', /hash|chain|altered/i);
+  // Filtered by it (a fresh page: the filter has the page checked by itself).
+  await page.goto(`${w.gw.url}/#/sessions?integrity=broken`);
+  await page.reload();
+  await page.locator(`tr[data-session="${edited.id}"]`).waitFor();
+  for (let i = 0; i < 50 && (await page.getByRole('button', { name: /Checking integrity/ }).count()) > 0; i++) await sleep(100);
+  assert.deepEqual(await page.locator('tr[data-session]').evaluateAll((rows) => rows.map((r) => (r as unknown as PageElement).getAttribute('data-session'))), [edited.id]);
+  if (SHOTS) { await page.setViewportSize({ width: 1280, height: 500 }); await page.screenshot({ path: join(SHOTS, 'integrity-filter.png') }); }
   await context.close();
 });

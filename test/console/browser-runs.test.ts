@@ -100,5 +100,10 @@ test('Agent runs: one run\'s psql statement and ssh command on one timeline, in 
   assert.deepEqual(await items.filter({ hasText: "SELECT 'run-9001" }).first().getAttribute('data-protocol'), 'postgres');
   assert.deepEqual(await items.filter({ hasText: 'echo run-9001' }).first().getAttribute('data-protocol'), 'ssh');
   assert.ok(!texts.some((t) => t.includes('run-9002')), 'nothing of the other run');
+  // GATEHOUSE_SCREENSHOTS=DIR: docs/console.md's picture of this screen.
+  if (process.env.GATEHOUSE_SCREENSHOTS) {
+    await page.setViewportSize({ width: 1280, height: 500 });
+    await page.screenshot({ path: join(process.env.GATEHOUSE_SCREENSHOTS, 'agent-run.png') });
+  }
   await page.close();
 });

@@ -48,3 +48,18 @@ test('signing out ends the approvals stream the console had open, within the 5 s
   assert.equal(again.status, 401);
   await again.body?.cancel();
 });
+
+test('an open approvals stream does not keep the gateway from stopping', async () => {
+  const res = await fetch(`${gw.url}/api/v1/approvals/events`, { headers: { authorization: `Bearer ${dora}` } });
+  assert.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  let text = '';
+  while (!text.includes('event: approvals')) text += Buffer.from((await reader.read()).value ?? []).toString();
+  const ended = (async () => { for (;;) { try { if ((await reader.read()).done) return 'ended'; } catch { return 'ended'; } } })();
+  const t0 = Date.now();
+  await gw.stop();
+  const ms = Date.now() - t0;
+  assert.equal(gw.process.signalCode, null, `the gateway exited by itself, not killed (${ms} ms)`);
+  assert.ok(ms < 5000, `stopped in ${ms} ms`);
+  assert.equal(await ended, 'ended');
+});

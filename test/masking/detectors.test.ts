@@ -181,3 +181,42 @@ test('streaming: the hold-back is bounded and ordinary output is not held', () =
   out += k.flush();
   assert.equal(out, 'key:\n[masked:private_key]\n$ ');
 });
+
+test('edges of input that cannot wait: a secret typed key by key, or cut by a chunk edge, is recorded as its prefix and masks', async () => {
+  const { EdgeMasker } = await import('../../src/masking/detectors.ts');
+  const { RECORD_DETECTORS } = await import('../../src/masking/event-masking.ts');
+  const typed = (text: string, step: number) => {
+    const m = new EdgeMasker({ detectors: RECORD_DETECTORS });
+    let out = '';
+    for (let i = 0; i < text.length; i += step) out += m.mask(text.slice(i, i + step)).text;
+    return out;
+  };
+  const secrets = positives.filter((p) => p.detector !== 'private_key' && p.detector !== 'credit_card').filter((_, i) => i % 3 === 0);
+  let leaks = 0;
+  let maxKept = 0;
+  for (const p of secrets) {
+    for (const step of [1, 3, 7, 16]) {
+      const out = typed(`${p.text}\n`, step);
+      // What may remain of the secret: at most the first few characters (its prefix, before the edge that told).
+      const kept = [...Array(p.secret.length).keys()].reverse().find((n) => n > 0 && out.includes(p.secret.slice(0, n))) ?? 0;
+      const rest = p.secret.slice(kept);
+      if (rest.length > 0 && out.includes(rest.slice(-8))) { leaks++; console.log(`  leak (${p.detector}, chunks of ${step}): ${JSON.stringify(out.slice(0, 140))}`); }
+      const prefix = p.secret.startsWith('https://hooks.slack.com/') ? 'https://hooks.slack.com/'.length : 0; // not secret
+      assert.ok(kept - prefix <= 12, `${p.detector}, chunks of ${step}: ${kept} characters of the secret kept: ${JSON.stringify(out.slice(0, 120))}`);
+      maxKept = Math.max(maxKept, kept - prefix);
+    }
+  }
+  console.log(`  ${secrets.length} secrets typed in chunks of 1, 3, 7 and 16: at most ${maxKept} leading characters kept (a prefix such as ghp or AKI)`);
+  assert.equal(leaks, 0);
+  for (const [text, secret] of [["ALTER ROLE app PASSWORD 'hunter2-Xyz9';\r", 'ter2-Xyz9'], ["curl -H 'Authorization: Bearer abc.def-123456' x\r", 'def-123456'],
+    ['export PGPASSWORD=pg-secret-9\r', 'secret-9'], ['psql "postgres://app:s3cretpw@db/x"\r', 'cretpw']]) {
+    for (const step of [1, 2, 5]) assert.ok(!typed(text, step).includes(secret), `${text} in chunks of ${step}: ${typed(text, step)}`);
+  }
+  // Ordinary typing is recorded as typed.
+  for (const text of ['ls -la /home\r', 'git commit -m "fix the token refresh"\r', 'cd $PWD && PWD=/tmp make\r', 'echo fantasia Asia\r']) assert.equal(typed(text, 1), text);
+  // A private key pasted in pieces: the block stays masked to its END line.
+  const key = `-----BEGIN OPENSSH PRIVATE KEY-----\n${'b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAAB\n'.repeat(12)}-----END OPENSSH PRIVATE KEY-----\n`;
+  const pasted = typed(`cat > k <<EOF\n${key}EOF\n`, 64);
+  assert.ok(!pasted.includes('b3BlbnNzaC1rZXktdjEAAAAA'), pasted);
+  assert.ok(pasted.endsWith('EOF\n'));
+});

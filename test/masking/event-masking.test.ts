@@ -156,3 +156,39 @@ test('context rules: bounded work on hostile input', async () => {
     assert.ok(ms < 3000, `${name} took ${ms} ms`);
   }
 });
+
+test('result columns named like secrets have their sample cells masked whole; facts about secrets are kept', () => {
+  const data = { ref: 1, columns: ['id', 'email', 'password_hash', 'api_key', 'password_changed_at', 'token_type', 'totp_secret'], sample: [['1', 'a@example.com', '$2b$12$abcdefghijklmnopqrstuv', 'k-1', '2026-01-01', 'bearer', null]] };
+  const out = masked('result', data);
+  assert.deepEqual(out.sample, [['1', 'a@example.com', '[masked:secret_column]', '[masked:secret_column]', '2026-01-01', 'bearer', null]]);
+  assert.deepEqual(out.masked, [{ field: 'sample[*][2]', detector: 'secret_column', count: 1 }, { field: 'sample[*][3]', detector: 'secret_column', count: 1 }]);
+  const plain = { ref: 1, columns: ['id', 'name'], sample: [['1', 'x']] };
+  assert.equal(maskEventData('result', plain), plain);
+});
+
+test('ordinary statements, commands and output are recorded as they are', () => {
+  const ordinary = [
+    'SELECT abalance FROM pgbench_accounts WHERE aid = 4242;', 'UPDATE pgbench_branches SET bbalance = bbalance + -3018 WHERE bid = 1;',
+    'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 49312, -3018, CURRENT_TIMESTAMP);',
+    'CREATE TABLE users (id bigserial primary key, email text not null, password_hash text, api_key_id uuid, created_at timestamptz default now())',
+    'ALTER TABLE sessions ADD COLUMN token_expires_at timestamptz', 'CREATE INDEX ON tokens (user_id, expires_at)', 'SELECT count(*) FROM tokens WHERE revoked',
+    "SELECT * FROM orders WHERE created_at > now() - interval '1 day' ORDER BY id DESC LIMIT 50", 'SET statement_timeout = 5000', "SET search_path TO app, public",
+    "SET application_name = 'nightly-job'", 'BEGIN ISOLATION LEVEL SERIALIZABLE', 'select pg_sleep(0.1)', 'COPY items (id, name) FROM STDIN WITH (FORMAT csv)',
+    'SELECT id, key, value FROM settings WHERE key = $1', 'GRANT SELECT ON ALL TABLES IN SCHEMA public TO readonly', 'ALTER ROLE app SET work_mem = \'64MB\'',
+    'ALTER ROLE app WITH LOGIN PASSWORD NULL', 'DROP TABLE IF EXISTS tmp_import',
+    'ls -la /var/log', 'git status --porcelain', 'git log --oneline -20', 'kubectl get pods -n prod -o wide', 'docker ps --format "{{.Names}}"',
+    'tail -n 200 /var/log/nginx/access.log', 'grep -rn "password" src/ | head', 'systemctl status postgresql@16-main', 'df -h /', 'curl -s https://api.example.com/health',
+    'ssh-keygen -lf ~/.ssh/id_ed25519.pub', 'python3 manage.py migrate --noinput', 'npm test -- --grep token', 'cat /etc/os-release', 'uptime',
+    'openssl x509 -in cert.pem -noout -subject -dates', 'psql -h db -U app -d app -c "select 1"', 'aws s3 ls s3://backups/2026-12-04/', 'terraform plan -out plan.tfplan',
+    'Total: 1234 rows, 5678 bytes, 0 errors', 'commit 3f786850e387550fdab836ed7e6dc881de23001b', 'Dec  4 18:00:01 host CRON[1234]: (root) CMD (run-parts /etc/cron.hourly)',
+    '-rw-r--r-- 1 root root 4096 Dec  4 18:00 auth.log', 'HTTP/1.1 200 OK', 'Content-Type: application/json', '{"id": 42, "status": "ok", "items": [1, 2, 3]}',
+    'order 4111111111111112 shipped', 'uuid 123e4567-e89b-12d3-a456-426614174000', 'v2.14.3-rc.1', 'SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3',
+  ];
+  const changed: string[] = [];
+  for (const text of ordinary) {
+    const data = { text };
+    if (maskEventData('query', data) !== data) changed.push(text);
+  }
+  console.log(`  ordinary texts masked: ${changed.length}/${ordinary.length}${changed.length ? ` (${changed.join(' | ')})` : ''}`);
+  assert.deepEqual(changed, []);
+});

@@ -85,3 +85,18 @@ test('hidden input after prompts that ask for a secret; ordinary prompts are not
     assert.ok(input.some((e) => e.data.d === 'y\r'), 'an ordinary question: recorded');
   });
 });
+
+test('input: a token typed key by key is recorded as its prefix and masks; ordinary typing as typed', async () => {
+  await withRecorder(async (rec, events) => {
+    const t = new TerminalRecorder(rec, 0);
+    t.output(Buffer.from('$ '));
+    for (const key of `export GITHUB_TOKEN=${TOKEN}\r`) await t.input(Buffer.from(key));
+    for (const key of 'ls -la\r') await t.input(Buffer.from(key));
+    const evs = await events();
+    const typed = evs.filter((e) => e.type === 'term.in').map((e) => String(e.data.d)).join('');
+    assert.ok(!JSON.stringify(evs).includes(TOKEN.slice(4, 12)), typed);
+    assert.match(typed, /^export GITHUB_TOKEN(\[masked:[a-z_]+\])+\rls -la\r$/);
+    assert.ok(evs.some((e) => e.type === 'term.in' && Array.isArray(e.data.masked)), 'masked keystrokes note it');
+  });
+});
+

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { spawnSync } from 'node:child_process';
 import { startPgCluster, type PgCluster } from '../support/pg-cluster.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { run } from '../support/processes.ts';
@@ -181,6 +182,12 @@ test('the recording holds the rows as the client got them: masked', async () => 
   const events = await endedSessionEvents(gw, 'psql-mask-rec');
   const result = events.find((e) => e.type === 'result' && Array.isArray(e.data.sample))!;
   assert.deepEqual((result.data.sample as unknown[][])[0], ['1', '[masked:email]', 'key [masked:aws] here']);
+  // Which rule masked what and where, for every row (not just the sample) — never the value.
+  assert.deepEqual(result.data.masked, [
+    { field: 'rows[*][1]', rule: 'pii-for-agents', column: 'email', count: 2 },
+    { field: 'rows[*][2]', rule: 'pii-for-agents', column: 'note', detector: 'aws', count: 1 },
+    { field: 'rows[*][2]', rule: 'pii-for-agents', column: 'note', detector: 'github', count: 1 },
+  ]);
   assert.ok(!JSON.stringify(events).includes('alice@example.com'));
   assert.ok(!JSON.stringify(events).includes(AWS_KEY));
 });
@@ -202,6 +209,16 @@ test('errors and notices: a key of a masked column, a failing row, and secrets i
   const note = after.messages.find((m) => m.type === 'A') ?? (await wire.next());
   assert.equal(decodeNotification(note.body).payload, 'token [masked:github]');
   wire.terminate();
+  const events = await endedSessionEvents(gw, 'notice-mask');
+  const dupResult = events.find((e) => e.type === 'result' && (e.data.error as { code?: string } | undefined)?.code === '23505')!;
+  assert.deepEqual(dupResult.data.masked, [{ field: 'detail', rule: 'pii-for-agents', count: 1 }]);
+  const noticeEvent = events.find((e) => e.type === 'notice')!;
+  assert.deepEqual(noticeEvent.data.masked, [{ field: 'message', rule: 'pii-for-agents', detector: 'aws', count: 1 }, { field: 'detail', rule: 'pii-for-agents', detector: 'github', count: 1 }]);
+  const notification = events.find((e) => e.type === 'notification')!;
+  assert.deepEqual(notification.data.masked, [{ field: 'payload', rule: 'pii-for-agents', detector: 'github', count: 1 }]);
+  // (The statements' own text holds what the client typed: the store's masking is about that.)
+  assert.ok(!JSON.stringify(events.filter((e) => e.type !== 'query')).includes('alice@example.com'));
+  assert.ok(!JSON.stringify(events).includes(GH_TOKEN));
   // The human sees the server's words.
   const human = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'alice', database: 'app', password: humanToken, params: { application_name: 'notice-clear' } });
   const clear = await human.wire.query("insert into users (id, email) values (9, 'alice@example.com')");
@@ -250,8 +267,9 @@ test('when the catalog cannot be read, every column read from a table is masked 
   const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'catalog-down' } });
   await cluster.sql('CREATE TABLE fresh (a text, b int); INSERT INTO fresh VALUES (\'visible?\', 7); GRANT ALL ON fresh TO scram_user;', 'app');
   const own = (await wire.queryOk('select pg_backend_pid()')).rows[0]![0];
-  // The gateway's catalog connection goes away, and no new one may log in.
-  await cluster.sql(`ALTER ROLE scram_user CONNECTION LIMIT 1; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scram_user' AND pid <> ${own}`, 'app');
+  // The gateway's catalog connection (the one without an application name: pooled sessions keep
+  // their client's) goes away, and no new one may log in.
+  await cluster.sql(`ALTER ROLE scram_user CONNECTION LIMIT 1; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'scram_user' AND application_name = '' AND pid <> ${own}`, 'app');
   try {
     const r = await wire.queryOk("select a, b, 'literal' as c from fresh");
     assert.deepEqual(r.rows, [['[masked:a]', null, 'literal']]);
@@ -259,4 +277,110 @@ test('when the catalog cannot be read, every column read from a table is masked 
     await cluster.sql('ALTER ROLE scram_user CONNECTION LIMIT -1', 'app');
     wire.terminate();
   }
+});
+
+test('binary COPY: masked columns are NULL, the others intact', async () => {
+  const r = spawnSync('psql', [gw.dsn('app', 'bot'), '-XAtq', '-c', 'select 1; copy users (id, email, ssn) to stdout (format binary)'], { env: { ...process.env, PGPASSWORD: agentToken }, timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr.toString());
+  const out = r.stdout;
+  const at = out.indexOf('PGCOPY\n\xff\r\n\0', 0, 'latin1');
+  assert.ok(at >= 0, 'a binary COPY came out');
+  let pos = at + 19;
+  const tuples: Array<Array<string | null>> = [];
+  for (;;) {
+    const n = out.readInt16BE(pos);
+    pos += 2;
+    if (n === -1) break;
+    const row: Array<string | null> = [];
+    for (let i = 0; i < n; i++) {
+      const len = out.readInt32BE(pos);
+      pos += 4;
+      row.push(len < 0 ? null : i === 0 ? String(out.readInt32BE(pos)) : out.toString('utf8', pos, pos + len));
+      pos += Math.max(0, len);
+    }
+    tuples.push(row);
+  }
+  assert.deepEqual(tuples, [['1', null, null], ['2', null, null], ['3', null, null]]);
+});
+
+test('cursors, RETURNING and WITH name columns by where they come from too', async () => {
+  const rows = await psql(agentToken, 'bot', 'begin; declare c cursor for select email as x from users order by id; fetch 1 from c; commit;');
+  assert.deepEqual(rows, ['[masked:email]']);
+  assert.deepEqual(await psql(agentToken, 'bot', 'update users set age = age where id = 1 returning email as x, id'), ['[masked:email]|1']);
+  assert.deepEqual(await psql(agentToken, 'bot', 'with t as (select email as e from users where id = 1) select e from t'), ['[masked:email]']);
+});
+
+test('mixed result formats per column (Bind asks binary for some): each value masked in its own format', async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'mixed-formats' } });
+  // Described as a statement first (formats unknown until Bind), then bound with [binary, text, binary, binary].
+  wire.send([parseMessage('m', 'select email, id, pin, profile from users where id = 1'), describeMessage('S', 'm'), syncMessage()]);
+  await wire.readUntilReady();
+  wire.send([bindMessage('', 'm', [], { resultFormats: [1, 0, 1, 1] }), executeMessage(), syncMessage()]);
+  const row = (await wire.readUntilReady()).find((m) => m.type === 'D')!;
+  let pos = 2;
+  const cells: Array<Buffer | null> = [];
+  for (let i = 0; i < row.body.readInt16BE(0); i++) {
+    const len = row.body.readInt32BE(pos);
+    pos += 4;
+    cells.push(len < 0 ? null : row.body.subarray(pos, pos + len));
+    pos += Math.max(0, len);
+  }
+  assert.equal(cells[0]!.toString(), '[masked:email]', 'binary text is the text');
+  assert.equal(cells[1]!.toString(), '1');
+  assert.equal(cells[2], null, 'a masked binary int4 is NULL');
+  assert.equal(cells[3]![0], 1, 'binary jsonb keeps its version byte');
+  assert.match(JSON.parse(cells[3]!.subarray(1).toString()), /^\[hash:profile:[0-9a-f]{16}\]$/);
+  wire.terminate();
+});
+
+test('views (and views on views, materialized views) are traced to the table columns they show', async () => {
+  await cluster.sql(`CREATE VIEW users_v AS SELECT id, email AS contact, lower(ssn) AS s, (SELECT max(email) FROM users) AS top FROM users;
+    CREATE VIEW users_vv AS SELECT contact AS c2, id FROM users_v;
+    CREATE MATERIALIZED VIEW users_m AS SELECT id, email FROM users;
+    GRANT SELECT ON users_v, users_vv, users_m TO scram_user;`, 'app');
+  assert.deepEqual(await psql(agentToken, 'bot', 'select id, contact, s from users_v where id = 1'), ['1|[masked:contact]|123-45-6789']);
+  assert.deepEqual(await psql(agentToken, 'bot', 'select c2, id from users_vv where id = 2'), ['[masked:c2]|2']);
+  assert.deepEqual(await psql(agentToken, 'bot', 'select email from users_m where id = 1'), ['[masked:email]']);
+  // An expression in a view (lower(ssn), a subquery) is not traced: the documented limit.
+  assert.deepEqual(await psql(agentToken, 'bot', 'select top from users_v limit 1'), ['bob@example.com']);
+});
+
+test('COPY of an unqualified name another relation also has (a decoy on the search path) masks every column', async () => {
+  await cluster.sql('CREATE SCHEMA decoy; CREATE TABLE decoy.users (a int, b int); GRANT USAGE ON SCHEMA decoy TO scram_user; GRANT ALL ON decoy.users TO scram_user;', 'app');
+  try {
+    // (COPY has no order: rows are compared sorted.)
+    assert.deepEqual((await psql(agentToken, 'bot', 'set search_path = public; copy users (id, age) to stdout')).sort(), ['[masked:column]\t[masked:column]', '[masked:column]\t[masked:column]', '[masked:column]\t\\N']);
+    assert.deepEqual((await psql(agentToken, 'bot', 'copy public.users (id, email) to stdout')).sort(), ['1\t[masked:email]', '2\t[masked:email]', '3\t\\N'], 'a qualified name is known');
+  } finally {
+    await cluster.sql('DROP SCHEMA decoy CASCADE', 'app');
+  }
+});
+
+test('a prepared statement a DO block may have redefined is not read by its old description: its rows are NULL until described again', async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'redefined' } });
+  wire.send([parseMessage('q', 'select id, note from users order by id'), describeMessage('S', 'q'), syncMessage()]);
+  await wire.readUntilReady();
+  // Redefined where the gateway cannot read it: same name, email where id was.
+  await wire.queryOk("do $$ begin execute 'deallocate q'; execute 'prepare q as select email, note from users order by id'; end $$");
+  wire.send([bindMessage('', 'q', []), executeMessage(), syncMessage()]);
+  const rows = (await wire.readUntilReady()).filter((m) => m.type === 'D').map((m) => decodeDataRow(m.body));
+  assert.deepEqual(rows[0], [null, null], 'not read as (id, note)');
+  wire.send([describeMessage('S', 'q'), bindMessage('', 'q', []), executeMessage(), syncMessage()]);
+  const again = (await wire.readUntilReady()).filter((m) => m.type === 'D').map((m) => decodeDataRow(m.body));
+  assert.deepEqual(again[0], ['[masked:email]', 'key [masked:aws] here'], 'described again: read by its columns');
+  wire.terminate();
+});
+
+test("errors raised while a statement runs do not echo a masked value; errors from parsing keep the client's own words", async () => {
+  const { wire } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'bot', database: 'app', password: agentToken, params: { application_name: 'error-echo' } });
+  const cast = await wire.query('select email::int from users where id = 1');
+  assert.equal(cast.errors[0]?.code, '22P02');
+  assert.equal(cast.errors[0]?.message, 'invalid input syntax for type integer: "[masked:value]"');
+  const reg = await wire.query('select email::regclass from users where id = 1');
+  assert.match(reg.errors[0]!.message, /^(relation|schema) "\[masked:value\]" does not exist$/, 'alice@example.com reads as schema alice@example');
+  const json = await wire.query('select email::json from users where id = 1');
+  assert.ok(!JSON.stringify(json.errors[0]).includes('alice'), JSON.stringify(json.errors[0]));
+  const typo = await wire.query('select emial from users');
+  assert.equal(typo.errors[0]?.message, 'column "emial" does not exist', 'a parse error quotes what the client wrote');
+  wire.terminate();
 });

@@ -181,3 +181,16 @@ describe('COPY reading and rewriting', () => {
     assert.equal(maskBinaryCopy(Buffer.from('junk'), true, () => true), 'unreadable');
   });
 });
+
+describe('view column origins (pg_rewrite query trees)', () => {
+  it('reads the outer target list only: subqueries in the range table or in an expression do not count', async () => {
+    const { viewColumnOrigins } = await import('../../src/engines/postgres/upstream/catalog.ts');
+    const tree = '({QUERY :commandType 1 :rtable ({RANGETBLENTRY :rtekind 1 :subquery {QUERY :commandType 1 :targetList ({TARGETENTRY :expr {VAR :varno 1} :resno 1 :resname x :ressortgroupref 0 :resorigtbl 999 :resorigcol 9 :resjunk false})}})'
+      + ' :targetList ({TARGETENTRY :expr {VAR :varno 1 :varattno 2} :resno 1 :resname contact :ressortgroupref 0 :resorigtbl 16400 :resorigcol 2 :resjunk false}'
+      + ' {TARGETENTRY :expr {FUNCEXPR :args ({VAR :varno 1})} :resno 2 :resname s :ressortgroupref 0 :resorigtbl 0 :resorigcol 0 :resjunk false}'
+      + ' {TARGETENTRY :expr {SUBLINK :subselect {QUERY :targetList ({TARGETENTRY :resno 1 :resname max :ressortgroupref 0 :resorigtbl 16400 :resorigcol 2 :resjunk false})}} :resno 3 :resname top\\ \\(x\\) :ressortgroupref 0 :resorigtbl 0 :resorigcol 0 :resjunk false}'
+      + ' {TARGETENTRY :expr {VAR :varno 1} :resno 4 :resname id :ressortgroupref 0 :resorigtbl 16400 :resorigcol 1 :resjunk false}) :onConflict <>})';
+    assert.deepEqual([...viewColumnOrigins(tree)], [[1, [16400, 2]], [4, [16400, 1]]]);
+    assert.deepEqual([...viewColumnOrigins('garbage')], []);
+  });
+});

@@ -25,7 +25,7 @@ export function Admin({ tab }: { tab: string }) {
     <section>
       <h1>Admin</h1>
       <nav className="tabs" aria-label="Admin">{TABS.map(([k, label]) => <a key={k} href={href(`/admin/${k}`)} aria-current={k === current[0] ? 'page' : undefined}>{label}</a>)}</nav>
-      {error && <p role="alert" className="error">{error}</p>}
+      {error && <p role="alert" className="error">{visible(error)}</p>}
       {rows === null && !error && <p className="muted">Loading…</p>}
       {rows && (
         <table className="list">

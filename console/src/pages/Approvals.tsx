@@ -87,7 +87,7 @@ function Request({ a, mayDecide }: { a: ApprovalView; mayDecide: boolean }) {
           <button type="button" disabled={busy || reason.trim() === ''} className="danger" onClick={() => void decide('deny')}>Deny</button>
         </div>
       ) : <p className="muted">Your own request: another identity decides it.</p>}
-      {error && <p role="alert" className="error">{error}</p>}
+      {error && <p role="alert" className="error">{visible(error)}</p>}
     </li>
   );
 }

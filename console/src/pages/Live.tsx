@@ -6,21 +6,30 @@ import { useEffect, useRef, useState } from 'react';
 import * as AsciinemaPlayer from 'asciinema-player';
 import 'asciinema-player/dist/bundle/asciinema-player.css';
 import { ApiError, get, post, type EventView, type Me, type SessionView } from '../api.ts';
-import { Shown, Time, visible } from '../format.tsx';
-import { href } from '../router.ts';
+import { Shown, Time, pageKey, visible } from '../format.tsx';
+import { go, href } from '../router.ts';
 
-export function Live({ me }: { me: Me }) {
+export function Live({ me, watch }: { me: Me; watch: string | null }) {
   const [open, setOpen] = useState<SessionView[] | null>(null);
-  const [watching, setWatching] = useState<string | null>(null);
+  // The session watched is in the address (#/live?watch=ID): a link to it, and a reload, watch it again.
+  const watching = watch;
+  const setWatching = (id: string | null) => go('/live', { watch: id ?? undefined });
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     let stop = false;
-    const tick = () => get<SessionView[]>('/api/v1/sessions?limit=1000').then((all) => { if (!stop) setOpen(all.filter((s) => s.endedAt === null)); },
+    const tick = () => get<SessionView[]>('/api/v1/sessions?open=true&limit=1000').then((all) => { if (!stop) setOpen(all.filter((s) => s.endedAt === null)); },
       (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
     void tick();
     const t = setInterval(() => void tick(), 2000);
     return () => { stop = true; clearInterval(t); };
   }, []);
+  // Esc stops watching (not from a field or the player).
+  useEffect(() => {
+    if (!watching) return;
+    const onKey = (e: KeyboardEvent) => { if (e.key === 'Escape' && pageKey(e)) go('/live'); };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [watching]);
   const terminate = async (id: string) => {
     if (!window.confirm(`Terminate session ${id}? The client is disconnected.`)) return;
     try {
@@ -32,7 +41,7 @@ export function Live({ me }: { me: Me }) {
   return (
     <section>
       <h1>Live sessions</h1>
-      {error && <p role="alert" className="error">{error}</p>}
+      {error && <p role="alert" className="error">{visible(error)}</p>}
       {open === null ? <p className="muted">Loading…</p> : open.length === 0 ? <p className="muted">No session is open.</p> : (
         <table className="list"><thead><tr><th>Started</th><th>Identity</th><th>Protocol</th><th>Connection</th><th>Events</th><th></th></tr></thead>
           <tbody>{open.map((s) => (

@@ -38,7 +38,7 @@ export function Runs({ query }: { query: URLSearchParams }) {
         <label>Run claims <input value={draft} onChange={(e) => setDraft(e.target.value)} placeholder="run_id=1234 repository=org/app" size={48} /></label>
         <button type="submit">Show run</button>
       </form>
-      {error && <p role="alert" className="error">{error}</p>}
+      {error && <p role="alert" className="error">{visible(error)}</p>}
       {claims.length > 0 && items === null && !error && <p className="muted">Loading…</p>}
       {items && (
         <ol className="timeline run">

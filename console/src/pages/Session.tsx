@@ -18,6 +18,8 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
   const [error, setError] = useState<string | null>(null);
   useEffect(() => {
     setDetail(null);
+    setError(null);
+    setVerified(null);
     get<Detail>(`/api/v1/sessions/${encodeURIComponent(id)}`).then(setDetail, (err: unknown) => setError(err instanceof ApiError ? err.message : String(err)));
     get<Terminal[]>(`/api/v1/sessions/${encodeURIComponent(id)}/terminals`).then(setTerminals, () => setTerminals([]));
     get<Verification>(`/api/v1/sessions/${encodeURIComponent(id)}/verify`).then(setVerified, () => setVerified(null));
@@ -40,7 +42,7 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
     return () => window.removeEventListener('keydown', onKey);
   }, [id]);
 
-  if (error) return <p role="alert" className="error">{error}</p>;
+  if (error) return <p role="alert" className="error">{visible(error)}</p>;
   if (!detail) return <p className="muted">Loading…</p>;
   const { session: s, events } = detail;
   const results = new Map<number, Record<string, unknown>>();
@@ -54,7 +56,7 @@ export function Session({ id, focus }: { id: string; focus: number | null }) {
         <dt>Connection</dt><dd>{visible(s.connection)} ({s.protocol}) → {visible(s.target.user)}@{visible(s.target.host)}:{s.target.port}{s.target.database ? `/${visible(s.target.database)}` : ''}</dd>
         <dt>Client</dt><dd>{visible(s.clientAddr)} {s.applicationName && <>· <Shown text={s.applicationName} /></>}</dd>
         <dt>Started</dt><dd><Time iso={s.startedAt} /></dd>
-        <dt>Ended</dt><dd>{s.endedAt ? <><Time iso={s.endedAt} /> after {duration(s.startedAt, s.endedAt)} — {visible(s.endReason ?? '')}</> : <span className="badge live">open</span>}</dd>
+        <dt>Ended</dt><dd>{s.endedAt ? <><Time iso={s.endedAt} /> after {duration(s.startedAt, s.endedAt)} — {visible(s.endReason ?? '')}</> : <><span className="badge live">open</span> <a href={href('/live', { watch: s.id })}>watch it live</a></>}</dd>
         <dt>Integrity</dt><dd data-testid="integrity">{verified ? <Integrity v={verified} /> : 'checking…'} · <a href={`/api/v1/sessions/${encodeURIComponent(s.id)}/bundle`} download={`${s.id}.bundle.tar.gz`}>download the export bundle</a> (<code>gatehouse verify {s.id}.bundle.tar.gz</code> checks it offline; <code>gatehouse sessions export {s.id} --out DIR</code> writes the same, unpacked)</dd>
       </dl>
       {terminals.map((t) => <Replay key={t.channel} terminal={t} />)}

@@ -7,7 +7,12 @@ import { ApiError, get, type SessionView } from '../api.ts';
 import { Shown, Time, visible } from '../format.tsx';
 import { back, go, href } from '../router.ts';
 
-const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome', 'review'] as const;
+const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome', 'review', 'integrity'] as const;
+
+/** What GET /api/v1/sessions/:id/verify said, as the list shows it. */
+type Checked = { state: 'verified' | 'incomplete' | 'broken' | 'open'; problem?: string };
+interface Verification { ok: boolean; problem?: string; open: boolean; sealed: boolean; gaps?: unknown[] }
+const CHECKS_AT_ONCE = 4;
 const PAGE = 100;
 
 export function Sessions({ query }: { query: URLSearchParams }) {
@@ -54,7 +59,32 @@ export function Sessions({ query }: { query: URLSearchParams }) {
     }
   };
 
-  const shown = (rows ?? []).filter((s) => (!filters.protocol || s.protocol === filters.protocol)
+  // Integrity: each session on the page checked by the gateway (chain, checkpoints, seal), on
+  // request or when the list is filtered by it — a check per session, so per page, not in the store.
+  const [checked, setChecked] = useState<Record<string, Checked>>({});
+  const [checking, setChecking] = useState(false);
+  const check = async (list: SessionView[]) => {
+    const todo = list.filter((s) => !checked[s.id]);
+    if (todo.length === 0) return;
+    setChecking(true);
+    const next = [...todo];
+    const worker = async () => {
+      for (let s = next.shift(); s; s = next.shift()) {
+        const id = s.id;
+        const v = await get<Verification>(`/api/v1/sessions/${encodeURIComponent(id)}/verify`).catch((err: unknown) => ({ ok: false, problem: err instanceof ApiError ? err.message : String(err), open: false, sealed: false }) as Verification);
+        const c: Checked = !v.ok ? { state: 'broken', problem: v.problem ?? 'does not verify' } : v.gaps?.length ? { state: 'incomplete' } : v.open ? { state: 'open' } : { state: 'verified' };
+        setChecked((m) => ({ ...m, [id]: c }));
+      }
+    };
+    await Promise.all(Array.from({ length: CHECKS_AT_ONCE }, worker));
+    setChecking(false);
+  };
+  useEffect(() => {
+    if (filters.integrity && rows) void check(rows);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [rows, filters.integrity]);
+
+  const shown = (rows ?? []).filter((s) => (!filters.integrity || checked[s.id]?.state === filters.integrity) && (!filters.protocol || s.protocol === filters.protocol)
     && (!filters.outcome || (filters.outcome === 'open' ? s.endedAt === null : filters.outcome === 'refused' ? /^refused/.test(s.endReason ?? '') : s.endedAt !== null && !/^refused/.test(s.endReason ?? ''))));
   const submit = (e: FormEvent) => {
     e.preventDefault();
@@ -84,14 +114,17 @@ export function Sessions({ query }: { query: URLSearchParams }) {
         <label>Has<select name="review" value={draft.review} onChange={(e) => setDraft({ ...draft, review: e.target.value })}>
           <option value="">anything</option><option value="denied">denials</option><option value="held">holds</option><option value="flagged">flagged actions</option><option value="lost">lost events</option>
         </select></label>
+        <label>Integrity<select name="integrity" value={draft.integrity} onChange={(e) => setDraft({ ...draft, integrity: e.target.value })}>
+          <option value="">any</option><option value="verified">verified</option><option value="incomplete">incomplete (events lost)</option><option value="broken">broken</option><option value="open">open (not sealed yet)</option>
+        </select></label>
         <button type="submit">Filter</button>
       </form>
-      {error && <p role="alert" className="error">{error}</p>}
+      {error && <p role="alert" className="error">{visible(error)}</p>}
       {rows === null && !error && <p className="muted">Loading…</p>}
       {rows !== null && shown.length > 0 && <p className="muted keys">Tab or ↑/↓ to a row, Enter opens it, Esc comes back.</p>}
       {rows !== null && (
         <table className="list">
-          <thead><tr><th>Started</th><th>Identity</th><th>Kind</th><th>Protocol</th><th>Connection</th><th>Application</th><th>Events</th><th>End</th></tr></thead>
+          <thead><tr><th>Started</th><th>Identity</th><th>Kind</th><th>Protocol</th><th>Connection</th><th>Application</th><th>Events</th><th>End</th><th>Integrity</th></tr></thead>
           <tbody ref={body}>
             {shown.map((s) => (
               <tr key={s.id} data-session={s.id} tabIndex={0} className="row" onKeyDown={(e) => onRowKey(e, s.id)} aria-label={`session ${s.id} of ${visible(s.identity.name, 80)} on ${visible(s.connection, 80)}`}>
@@ -104,12 +137,17 @@ export function Sessions({ query }: { query: URLSearchParams }) {
                 <td className="num">{s.eventCount}</td>
                 <td>{s.endedAt === null ? <span className="badge live">open</span> : visible(s.endReason ?? '', 80)}
                   {(s.review ?? []).map((r) => <span key={r} className={`badge ${r === 'denied' ? 'deny' : r === 'held' ? 'hold' : ''}`}>{r}</span>)}</td>
+                <td data-testid="row-integrity">{checked[s.id] ? <span className={`badge ${checked[s.id]!.state === 'broken' ? 'deny' : checked[s.id]!.state === 'verified' ? 'approved' : checked[s.id]!.state === 'incomplete' ? 'hold' : ''}`} title={checked[s.id]!.problem ? visible(checked[s.id]!.problem!, 500) : undefined}>{checked[s.id]!.state === 'broken' ? 'BROKEN' : checked[s.id]!.state}</span> : <span className="muted">—</span>}</td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
-      {rows !== null && shown.length === 0 && <p className="muted">No sessions match.{filters.q ? ' Search finds ended sessions.' : ''}</p>}
+      {rows !== null && shown.length === 0 && !(filters.integrity && checking) && <p className="muted">No sessions match.{filters.q ? ' Search finds ended sessions.' : ''}</p>}
+      {rows !== null && rows.length > 0 && <p>
+        <button type="button" onClick={() => void check(rows)} disabled={checking}>{checking ? `Checking integrity… ${Object.keys(checked).filter((id) => rows.some((r) => r.id === id)).length} of ${rows.length}` : 'Check integrity of these sessions'}</button>
+        {filters.integrity && checking && <span className="muted"> (the list fills in as sessions are checked)</span>}
+      </p>}
       {rows !== null && more && <button type="button" onClick={older}>Older sessions</button>}
     </section>
   );

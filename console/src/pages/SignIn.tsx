@@ -6,6 +6,7 @@
 // cookie the gateway issues.
 import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { ApiError, get, post } from '../api.ts';
+import { visible } from '../format.tsx';
 
 interface Providers { providers: string[]; default: string | null }
 interface Started { loginUrl: string; userCode: string; pollToken: string; provider: string; expiresAt: string }
@@ -88,7 +89,7 @@ export function SignIn({ onSignedIn }: { onSignedIn: () => Promise<void> }) {
           placeholder="ght_…" aria-describedby="token-help" />
         <p id="token-help" className="muted">A token from <code>gatehouse token issue NAME</code> or <code>gatehouse login</code>. It is exchanged for a browser session of at most 8 hours.</p>
         <button type="submit" disabled={busy || token.trim() === ''}>Sign in</button>
-        {error && <p role="alert" className="error">{error}</p>}
+        {error && <p role="alert" className="error">{visible(error)}</p>}
       </form>
     </main>
   );

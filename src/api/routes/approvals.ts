@@ -20,11 +20,15 @@ export async function approvalRoutes(app: FastifyInstance, deps: ApiDeps): Promi
   // Live: Server-Sent Events, one `approvals` event with { pending, mine } now and after every
   // change (made or decided here at once; at another gateway sharing the store, within 5 s);
   // `revoked` and the end once the token it was opened with is no longer valid.
+  // Open streams end when the API closes (an open one kept the gateway from stopping until it was killed).
+  const streams = new Set<import('node:http').ServerResponse>();
+  app.addHook('preClose', async () => { for (const res of streams) res.end(); });
   app.get('/api/v1/approvals/events', async (req, reply) => {
     const identity = req.identity!;
     reply.hijack();
     const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' });
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no', connection: 'close' });
+    streams.add(res);
     let last = '';
     let busy = false;
     let again = false;
@@ -64,7 +68,7 @@ export async function approvalRoutes(app: FastifyInstance, deps: ApiDeps): Promi
         if (!res.destroyed) res.write(': keep-alive\n\n');
       })();
     }, 5000);
-    res.on('close', () => { clearInterval(timer); deps.approvals.changes.off('change', onChange); });
+    res.on('close', () => { clearInterval(timer); deps.approvals.changes.off('change', onChange); streams.delete(res); });
     await push();
   });
 

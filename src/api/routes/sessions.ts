@@ -45,7 +45,7 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     return session;
   };
 
-  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost'>; before?: string; limit?: number } }>('/api/v1/sessions', {
+  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost'>; before?: string; limit?: number; open?: boolean } }>('/api/v1/sessions', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: {
       identity: { type: 'string' }, connection: { type: 'string' }, kind: { type: 'string', enum: [...IDENTITY_KINDS, 'unknown'] },
       // claim=NAME=VALUE, repeatable; a single one arrives as an array too (query arrays are coerced).
@@ -56,12 +56,22 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       review: { type: 'array', items: { type: 'string', enum: ['denied', 'held', 'flagged', 'lost'] }, maxItems: 4 },
       // The next page: sessions that started before this one (newest first).
       before: { type: 'string', maxLength: 100 },
-      limit: { type: 'integer', minimum: 1, maximum: 10000 } } } },
+      limit: { type: 'integer', minimum: 1, maximum: 10000 },
+      // Only the sessions open now (however long ago they started), newest first; with identity, kind, connection.
+      open: { type: 'boolean' } } } },
   }, async (req) => {
-    const { claim, q, before, review, ...filter } = req.query;
+    const { claim, q, before, review, open, ...filter } = req.query;
     // Only sessions of connections the caller may audit; the filter runs in the store so the limit holds.
     const { where } = await auditScope(req);
     const connectionIds = where.every ? undefined : where.connectionIds;
+    if (open) {
+      if (q || before || review?.length || claim?.length) throw new UserError('open=true combines only with identity, kind, connection and limit');
+      const ids = connectionIds ? new Set(connectionIds) : null;
+      return (await deps.store.listOpenSessions())
+        .filter((s) => (!ids || ids.has(s.connectionId)) && (!filter.identity || s.identityName === filter.identity)
+          && (!filter.kind || s.identityKind === filter.kind) && (!filter.connection || s.connectionName === filter.connection))
+        .reverse().slice(0, filter.limit ?? 100).map(sessionView);
+    }
     let cursor: { startedAt: number; id: string } | undefined;
     if (before !== undefined) {
       const s = await deps.store.getSession(before);
@@ -182,19 +192,24 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     const decision = decide(await access.subjectOf(check.identity), 'audit', { id: session.connectionId, name: session.connectionName });
     return decision.allowed ? null : `may no longer read session "${session.id}": ${decision.reason}`;
   };
-  const shown = (rows: EventRow[]) => rows.filter((e) => !e.type.startsWith('term.')).map(eventView);
+  // Frames are built from the stored JSON as it is (no parse and re-serialise per viewer); a
+  // stored text with a line break (which JSON.stringify never writes) would end an SSE line, so
+  // it goes through JSON again.
+  const eventJson = (e: EventRow): string => (/[\r\n]/.test(e.data) ? JSON.stringify(eventView(e))
+    : `{"seq":${e.seq},"ts":${JSON.stringify(new Date(Math.floor(e.ts / 1000)).toISOString())},"tsUs":${e.ts},"type":${JSON.stringify(e.type)},"data":${e.data}}`);
+  const eventsFrame = (rows: EventRow[]): string => (rows.length ? `event: events\ndata: [${rows.map(eventJson).join(',')}]\n\n` : '');
   const CHANNEL = new Set(['session.start', 'ssh.shell', 'ssh.exec']);
   const backlog = (rows: EventRow[]) => {
-    const rest = rows.filter((e) => !e.type.startsWith('term.') && !CHANNEL.has(e.type)).slice(-1000);
-    const keep = new Set(rest);
-    return rows.filter((e) => keep.has(e) || CHANNEL.has(e.type)).map(eventView);
+    const rest = new Set(rows.filter((e) => !e.type.startsWith('term.') && !CHANNEL.has(e.type)).slice(-1000));
+    return rows.filter((e) => rest.has(e) || CHANNEL.has(e.type));
   };
   app.get<{ Params: { id: string } }>('/api/v1/sessions/:id/stream', async (req, reply) => {
     const session = await auditable(req, req.params.id);
     await tailSession(req, reply, {
       store: deps.store, written: deps.written, session, open: streams, stillAllowed: stillAuditable(req, session),
-      backlog: (rows) => sse('events', backlog(rows)),
-      more: (rows) => { const v = shown(rows); return v.length ? sse('events', v) : ''; },
+      // The first frame even when empty: the viewer knows the stream is up.
+      backlog: (rows) => { const b = backlog(rows); return b.length ? eventsFrame(b) : sse('events', []); },
+      more: (rows) => eventsFrame(rows.filter((e) => !e.type.startsWith('term.'))),
       ended: (s) => sse('ended', sessionView(s)),
     });
   });
@@ -206,7 +221,9 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     schema: { params: { type: 'object', properties: { id: { type: 'string' }, channel: { type: 'integer', minimum: 0 } } } },
   }, async (req, reply) => {
     const session = await auditable(req, req.params.id);
-    const parse = (rows: EventRow[]) => rows.map((e) => ({ ts: e.ts, type: e.type, data: JSON.parse(e.data) as Record<string, unknown> }));
+    // Only what a terminal is made of is read (statements and results pass by unparsed).
+    const parse = (rows: EventRow[]) => rows.filter((e) => e.type.startsWith('term.') || e.type === 'ssh.shell' || e.type === 'ssh.exec')
+      .map((e) => ({ ts: e.ts, type: e.type, data: JSON.parse(e.data) as Record<string, unknown> }));
     let channel: TerminalChannel | undefined;
     const frames = (rows: EventRow[]): string => {
       const events = parse(rows);

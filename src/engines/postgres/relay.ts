@@ -614,6 +614,8 @@ export class Relay {
   private readonly onMaskerReady = (): void => {
     if (this.finished || !this.masker) return;
     this.writeMasked(this.masker.take());
+    // Answers for unsent statements go after what the target answered before them (the tracker has now seen it).
+    if (this.deferredReplies) this.sendDeferredReplies();
     if (!this.masker.waiting && !this.clientFull) this.upstream.resume();
   };
 

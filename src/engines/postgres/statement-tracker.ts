@@ -29,6 +29,9 @@ import type { ColumnDescription } from './codec/decode.ts';
  */
 export interface ResultShape { columns: readonly ColumnDescription[]; formats: number[] }
 
+/** What result masking masked in one message, for the record: where, by which rule or detector — never the value. */
+export interface MaskNote { field: string; rule: string; column?: string; detector?: string; count: number }
+
 /** A COPY TO STDOUT running: its overall format and per-column formats (CopyOutResponse), and the statement's text. */
 export interface CopyOutShape {
   format: number;
@@ -41,12 +44,23 @@ export interface CopyOutShape {
 
 /** A shape with the result formats a Bind asked for (0 entries: text, 1: all the same, n: each). */
 function withFormats(shape: ResultShape, resultFormats: readonly number[]): ResultShape {
-  // (formats are per column here, unlike a Bind's list)
-  const n = shape.columns.length;
-  const formats = resultFormats.length === 0 ? new Array<number>(n).fill(0)
-    : resultFormats.length === 1 ? new Array<number>(n).fill(resultFormats[0]!) : resultFormats.slice(0, n);
-  return { columns: shape.columns, formats };
+  // One shape per statement and formats: a statement bound again and again is one result shape.
+  const key = resultFormats.join(',');
+  let bound = boundShapes.get(shape);
+  if (!bound) boundShapes.set(shape, bound = new Map());
+  let made = bound.get(key);
+  if (!made) {
+    // (formats are per column here, unlike a Bind's list)
+    const n = shape.columns.length;
+    const formats = resultFormats.length === 0 ? new Array<number>(n).fill(0)
+      : resultFormats.length === 1 ? new Array<number>(n).fill(resultFormats[0]!) : resultFormats.slice(0, n);
+    if (bound.size >= 16) bound.clear();
+    bound.set(key, made = { columns: shape.columns, formats });
+  }
+  return made;
 }
+
+const boundShapes = new WeakMap<ResultShape, Map<string, ResultShape>>();
 
 /** Where the tracker writes events; implemented by the recorder's SessionRecording. */
 export interface EventSink {
@@ -153,6 +167,8 @@ interface Pending {
   copyText: string | null;
   /** A COPY TO STDOUT it runs. */
   copyOut: CopyOutShape | null;
+  /** What masking masked in its rows, COPY data and error (see maskedFrame). */
+  maskNotes: Map<string, MaskNote> | null;
 }
 
 /** Client frames held back until an earlier answer shows what they will run (see defer()). */
@@ -172,6 +188,8 @@ const MAX_DEFERRAL_MS = 5_000;
 const TEXT_FORMATS: readonly number[] = [0];
 /** A statement text that may run a COPY (checked only in sessions that mask results). */
 const MAY_COPY = /copy/i;
+/** Distinct result descriptions kept per session (statements a client runs again). */
+const MAX_SHAPES = 256;
 /** Close and Describe name a statement ('S') or a portal ('P'). */
 const STATEMENT = 0x53;
 
@@ -241,6 +259,35 @@ export class StatementTracker {
     this.encoding = new ClientEncoding(parameters.get('client_encoding'));
     this.textOf = (buf, start, end) => this.encoding.text(buf, start, end);
   }
+
+  /** Notes of what masking masked in the frame about to be handled (see maskedFrame). */
+  private frameNotes: readonly MaskNote[] | null = null;
+
+  /**
+   * The next frame handled was masked so: its notes go with the statement's result (rows, COPY
+   * data, its error), or with the notice, notification or error event the frame becomes.
+   */
+  maskedFrame(notes: readonly MaskNote[]): void {
+    this.frameNotes = notes;
+  }
+
+  private takeNotes(into: Pending | null): MaskNote[] | null {
+    const notes = this.frameNotes;
+    if (!notes) return null;
+    this.frameNotes = null;
+    if (!into) return notes.map((n) => ({ ...n }));
+    into.maskNotes ??= new Map();
+    for (const n of notes) {
+      const k = `${n.field}\u0000${n.rule}\u0000${n.detector ?? ''}`;
+      const had = into.maskNotes.get(k);
+      if (had) had.count += n.count;
+      else into.maskNotes.set(k, { ...n });
+    }
+    return null;
+  }
+
+  /** Result descriptions seen, by their bytes (see RowDescription). */
+  private readonly shapes = new Map<string, ResultShape>();
 
   /** Set by the relay while a mask rule applies: statement texts that may hold a COPY are kept whole. */
   masking = false;
@@ -593,6 +640,7 @@ export class StatementTracker {
   }
 
   private onServerFrame(type: number, buf: Buffer, start: number, end: number): void {
+    if (this.frameNotes && type !== Backend.NoticeResponse && type !== Backend.NotificationResponse && !(type === Backend.ErrorResponse && !this.head())) this.takeNotes(this.head() ?? null);
     switch (type) {
       case Backend.DataRow: {
         const head = this.head();
@@ -629,8 +677,16 @@ export class StatementTracker {
       case Backend.RowDescription: {
         const head = this.head();
         if (!head) return;
-        const cols = decodeRowDescription(buf, start, end, this.textOf);
-        const shape: ResultShape = { columns: cols, formats: cols.map((c) => c.format) };
+        // A statement run again describes its result the same way: one shape for equal descriptions.
+        const key = buf.toString('latin1', start, end);
+        let shape = this.shapes.get(key);
+        if (!shape) {
+          const decoded = decodeRowDescription(buf, start, end, this.textOf);
+          shape = { columns: decoded, formats: decoded.map((c) => c.format) };
+          if (this.shapes.size >= MAX_SHAPES) this.shapes.clear();
+          this.shapes.set(key, shape);
+        }
+        const cols = shape.columns;
         if (head.kind === 'describe') {
           this.shiftIf('describe');
           const names = cols.map((c) => c.name);
@@ -670,7 +726,8 @@ export class StatementTracker {
         if (error.severity === 'FATAL' || error.severity === 'PANIC') this.lastFatal = `${error.code} ${error.message}`;
         const head = this.head();
         if (!head) {
-          this.sink.append('error', errorData(error));
+          const notes = this.takeNotes(null);
+          this.sink.append('error', notes ? { ...errorData(error), masked: notes } : errorData(error));
           return;
         }
         head.error = error;
@@ -712,17 +769,23 @@ export class StatementTracker {
         if (head) this.sampleCopy(head, buf, start, end);
         return;
       }
-      case Backend.NoticeResponse:
-        this.sink.append('notice', errorData(decodeErrorFields(buf, start, end, this.textOf)));
+      case Backend.NoticeResponse: {
+        const notes = this.takeNotes(null);
+        const data = errorData(decodeErrorFields(buf, start, end, this.textOf));
+        this.sink.append('notice', notes ? { ...data, masked: notes } : data);
         return;
-      case Backend.NotificationResponse:
-        this.sink.append('notification', decodeNotification(buf, start, end, this.textOf));
+      }
+      case Backend.NotificationResponse: {
+        const notes = this.takeNotes(null);
+        const data = decodeNotification(buf, start, end, this.textOf);
+        this.sink.append('notification', notes ? { ...data, masked: notes } : data);
         return;
+      }
       case Backend.ParameterStatus: {
         const p = decodeParameterStatus(buf, start, end);
         if (this.parameters.get(p.name) !== p.value) {
           this.parameters.set(p.name, p.value);
-          if (p.name === 'client_encoding') this.encoding.set(p.value);
+          if (p.name === 'client_encoding') { this.encoding.set(p.value); this.shapes.clear(); }
           this.sink.append('parameter', p);
         }
         return;
@@ -877,8 +940,9 @@ export class StatementTracker {
     } else if (effect.kind === 'routine') {
       const mark: Unverified = { by: p.seq, tag: effect.tag };
       // Routines reach only named statements and cursors (the unnamed ones are the protocol's own).
-      for (const st of this.confirmedStatements.values()) if (st.name !== '') st.unverified ??= mark;
-      for (const po of this.confirmedPortals.values()) if (po.name !== '') po.unverified ??= mark;
+      // What their results look like is not known either: result masking waits for a new Describe (else NULLs).
+      for (const st of this.confirmedStatements.values()) if (st.name !== '') { st.unverified ??= mark; st.shape = undefined; }
+      for (const po of this.confirmedPortals.values()) if (po.name !== '') { po.unverified ??= mark; po.shape = undefined; }
     } else {
       this.confirmedStatements.clear();
       if (effect.kind === 'discard-all') this.confirmedPortals.clear();
@@ -924,6 +988,7 @@ export class StatementTracker {
       if (p.copyBytes > 0) data.copyBytes = p.copyBytes;
       if (p.kind === 'execute') this.checkRan(p, data);
     }
+    if (p.maskNotes) data.masked = [...p.maskNotes.values()];
     this.sink.append('result', data);
   }
 
@@ -988,7 +1053,7 @@ function newPending(kind: PendingKind, seq: number, copyEndsBefore: number, ordi
   return {
     kind, seq, copyEndsBefore, ordinal, startUs: 0, tags: [], rows: 0, columns: null, formats: TEXT_FORMATS, sample: [], sampleBytes: 0,
     truncated: false, copyBytes: 0, error: null, done: false, statement: null, portal: null, targetKind: 0, target: '', text: null,
-    mutator: false, encodingChange: false, shape: null, copyText: null, copyOut: null,
+    mutator: false, encodingChange: false, shape: null, copyText: null, copyOut: null, maskNotes: null,
   };
 }
 

@@ -3,7 +3,8 @@
 // recording stages observe the stream. An input hook may return a promise: the chunk is then
 // held until it resolves, which is how record-before-forward works for typed input and for
 // file operations. EOF, close and the exit status are queued behind held chunks, so a held chunk
-// is never cut off by the end of its channel.
+// is never cut off by the end of its channel. Output hooks may return a replacement (the client's
+// masking, output-masking.ts); what such a hook holds back is written on `flush`.
 import type { Duplex, Readable, Writable } from 'node:stream';
 import type { ClientChannel, ServerChannel } from 'ssh2';
 
@@ -16,8 +17,13 @@ export interface RelayHooks {
   input?(chunk: Buffer): HookResult;
   /** Target → client stdout bytes, seen before they are written to the client; a returned Buffer is written instead. */
   output?(chunk: Buffer): void | Buffer;
-  /** Target → client stderr bytes. */
-  stderr?(chunk: Buffer): void;
+  /** Target → client stderr bytes; a returned Buffer is written instead. */
+  stderr?(chunk: Buffer): void | Buffer;
+  /**
+   * Called when the target's stdout or stderr ends, and again before its exit status is handed
+   * on: an output hook that holds bytes back (the client's masking) writes them now, in order.
+   */
+  flush?(): void;
   /** Client → target bytes that passed `input` (are on record) but never reached the target. */
   undelivered?(chunk: Buffer, reason: string): void;
 }

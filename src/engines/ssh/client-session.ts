@@ -20,6 +20,7 @@ import { AgentRelay } from './agent-relay.ts';
 import { SessionHolds } from '../../approvals/session-holds.ts';
 import { policySubject, type SessionPolicy } from '../../policy/policy-service.ts';
 import { refPolicyOf } from '../git/push-guard.ts';
+import { maskingKey } from '../../masking/detectors.ts';
 
 export interface SshSessionOptions {
   upstreamTimeoutMs: number;
@@ -126,6 +127,7 @@ export class SshClientSession {
       track: (done) => this.track(done),
       policy: a.policy,
       holds: a.holds,
+      maskKey: maskingKey(this.ctx.secrets.derive('masking')),
     };
   }
 

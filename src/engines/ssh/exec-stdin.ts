@@ -4,14 +4,18 @@
 // interpreter that reads its program from stdin (a shell, python, perl, psql, …), every chunk is
 // also recorded whole as `ssh.stdin` and forwarded only once that record is durable: each line
 // the interpreter runs is in the chain before it reaches the target, where a policy can see it.
-import { isUtf8 } from 'node:buffer';
 import type { SessionRecording } from '../../recorder/recorder.ts';
+import { EdgeMasker } from '../../masking/detectors.ts';
+import { RECORD_DETECTORS } from '../../masking/event-masking.ts';
 import { BoundedCapture, type CapturedOutput } from './output-capture.ts';
+import { maskedInput } from './terminal-recorder.ts';
 
 export class ExecStdinRecorder {
   private readonly rec: SessionRecording;
   private readonly channel: number;
   private readonly capture: BoundedCapture;
+  /** A secret cut by a chunk edge of the script is masked in the records (see EdgeMasker). */
+  private readonly masker = new EdgeMasker({ detectors: RECORD_DETECTORS });
   /** The interpreter whose program arrives on stdin (null: stdin is data, only sampled). */
   readonly interpreter: string | null;
 
@@ -25,8 +29,7 @@ export class ExecStdinRecorder {
   input(chunk: Buffer): Promise<void> | undefined {
     this.capture.add(chunk);
     if (this.interpreter === null) return undefined;
-    const d = chunk.toString('utf8');
-    return this.rec.beforeForward('ssh.stdin', isUtf8(chunk) ? { ch: this.channel, d } : { ch: this.channel, d, b64: chunk.toString('base64') });
+    return this.rec.beforeForward('ssh.stdin', maskedInput(this.masker, this.channel, chunk));
   }
 
   get bytes(): number { return this.capture.bytes; }

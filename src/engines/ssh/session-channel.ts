@@ -7,6 +7,7 @@ import type { SessionRecording } from '../../recorder/recorder.ts';
 import { RecordingUnavailableError } from '../../recorder/recorder.ts';
 import { ChannelAbortError, endWithExit, pump, watchExit, type ExitInfo, type HookResult, type RelayHooks } from './channel-relay.ts';
 import { BoundedCapture } from './output-capture.ts';
+import { ChannelOutputMasking, transfersFiles } from './output-masking.ts';
 import { ExecStdinRecorder, stdinInterpreter } from './exec-stdin.ts';
 import { readsShellCommands, StdinScriptGate } from './stdin-script-gate.ts';
 import { TerminalRecorder } from './terminal-recorder.ts';
@@ -41,6 +42,8 @@ export interface ChannelContext {
   policy: SessionPolicy;
   /** Where an exec, shell or line the policy holds waits for people to decide. */
   holds: SessionHolds;
+  /** Key of the mask rules' hash style (maskingKey of the gateway's key material). */
+  maskKey: Buffer;
 }
 
 /** What the record says about a held action: its request and how it ended. */
@@ -314,8 +317,18 @@ export class SessionChannel {
       this.terminal = new TerminalRecorder(rec, this.number);
       const t = this.terminal;
       const gate = this.lineGate();
-      hooks = { input: (c) => this.terminalInput(client, gate, t, c), output: (c) => t.output(c), stderr: (c) => t.stderr(c), undelivered };
-      finish = (exit) => { t.flush(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt }); };
+      // Mask rules rewrite what the terminal shows (the recorder records what the client got).
+      const masking = new ChannelOutputMasking(this.ctx.policy, this.ctx.maskKey);
+      const out = masking.stream('stdout', (b) => { t.output(b); if (client.writable) client.write(b); });
+      const err = masking.stream('stderr', (b) => { t.stderr(b); if (client.stderr.writable) client.stderr.write(b); });
+      hooks = {
+        input: (c) => this.terminalInput(client, gate, t, c),
+        output: (c) => { const m = out.transform(c); t.output(m ?? c); return m; },
+        stderr: (c) => { const m = err.transform(c); t.stderr(m ?? c); return m; },
+        flush: () => masking.flush(),
+        undelivered,
+      };
+      finish = (exit) => { t.flush(); rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt, ...maskedField(masking) }); };
     } else if ((req.kind === 'subsystem' && req.name === 'sftp') || exec?.kind === 'sftp') {
       // sftp -s /usr/lib/openssh/sftp-server runs the server as an exec: the same protocol, tracked the same way.
       const sftp = new SftpTracker(rec, this.number, undefined, this.filePolicy(client));
@@ -325,6 +338,10 @@ export class SessionChannel {
       const stdout = new BoundedCapture(this.ctx.sampleBytes);
       const stderr = new BoundedCapture(this.ctx.sampleBytes);
       const upload = scp?.direction === 'upload';
+      // Mask rules rewrite a command's output, never a file transfer's (scp, rsync --server; SFTP and Git have their own paths).
+      const masking = req.kind === 'exec' && !scp && !transfersFiles(req.command) ? new ChannelOutputMasking(this.ctx.policy, this.ctx.maskKey) : null;
+      const out = masking?.stream('stdout', (b) => { stdout.add(b); if (client.writable) client.write(b); });
+      const err = masking?.stream('stderr', (b) => { stderr.add(b); if (client.stderr.writable) client.stderr.write(b); });
       const scpTracker = scp ? new ScpTracker(rec, this.number, scp, upload && !scp.recursive ? isDirectoryOnTarget(target, scp.target) : undefined,
         this.filePolicy(client), upload && !scp.target.startsWith('/') ? loginDirectoryOnTarget(target) : undefined) : null;
       // stdin is recorded like terminal input; an interpreter's (bash < deploy.sh) chunk by chunk, before it is forwarded.
@@ -350,18 +367,24 @@ export class SessionChannel {
           };
           return Buffer.isBuffer(kept) ? recordStdin(kept) : kept.then(recordStdin);
         },
-        output: (c) => { stdout.add(c); scpTracker?.fromServer(c); },
-        stderr: (c) => stderr.add(c),
+        output: (c) => {
+          const m = out?.transform(c);
+          stdout.add(m ?? c);
+          scpTracker?.fromServer(c);
+          return m;
+        },
+        stderr: (c) => { const m = err?.transform(c); stderr.add(m ?? c); return m; },
+        ...(masking ? { flush: () => masking.flush() } : {}),
         undelivered,
       };
       finish = async (exit) => {
         await scpTracker?.close();
         // scp's stdout and stdin are file content, already recorded as file operations: keep their size and hash only.
-        const out = stdout.result();
+        const output = stdout.result();
         const input = stdin.result();
         rec.append('ssh.exit', { ch: this.number, ...exit, durationMs: Date.now() - startedAt, stdinBytes: input.bytes,
           stdin: scpTracker ? { bytes: input.bytes, sha256: input.sha256 } : input,
-          stdout: scpTracker ? { bytes: out.bytes, sha256: out.sha256 } : out, stderr: stderr.result() });
+          stdout: scpTracker ? { bytes: output.bytes, sha256: output.sha256 } : output, stderr: stderr.result(), ...(masking ? maskedField(masking) : {}) });
       };
     }
     await relay(client, upstream, hooks, finish, (err) => this.ctx.log.warn({ err: err.message, session: rec.id, ch: this.number },
@@ -401,11 +424,18 @@ function relay(client: ServerChannel, upstream: ClientChannel, hooks: RelayHooks
     const input = pump(client, upstream, hooks.input, failHook, hooks.undelivered);
     pump(upstream, client, hooks.output, failHook);
     pump(upstream.stderr as import('node:stream').Readable, client.stderr as import('node:stream').Writable, hooks.stderr, failHook);
+    // Output held back by a transforming hook goes out when the target's stream ends, and before the exit status.
+    if (hooks.flush) {
+      const flush = hooks.flush;
+      upstream.once('end', () => flush());
+      (upstream.stderr as import('node:stream').Readable).once('end', () => flush());
+    }
     // EOF and close reach the target only after the input held for its record: never before it.
     client.on('end', () => void input.idle().then(() => upstream.end()));
     // The exit is handed on (and recorded) once held input was delivered or recorded as undelivered.
     void watchExit(upstream).then(async (exit) => {
       await input.idle();
+      hooks.flush?.();
       endWithExit(client, exit);
       return finish(exit);
     }).finally(resolve);
@@ -470,6 +500,12 @@ function connectionRefusal(req: ChannelRequest, exec: ExecRequest | null, gitOnl
     return `this command names receive-pack but is not a plain Git service request the gateway can check (${exec.shellSyntax ?? 'an unrecognised wrapper'}), and this connection protects refs; push with git-receive-pack '<repository>'`;
   }
   return null;
+}
+
+/** The exit event's note of what the client's masking masked, by stream, rule and detector (never the value). */
+function maskedField(masking: ChannelOutputMasking): { masked?: ReturnType<ChannelOutputMasking['notes']> } {
+  const notes = masking.notes();
+  return notes.length > 0 ? { masked: notes } : {};
 }
 
 /** Ends a channel with a message the client prints, and a failing exit status. */

@@ -15,7 +15,7 @@
 import { isUtf8 } from 'node:buffer';
 import { StringDecoder } from 'node:string_decoder';
 import type { SessionRecording } from '../../recorder/recorder.ts';
-import { StreamMasker } from '../../masking/detectors.ts';
+import { EdgeMasker, StreamMasker } from '../../masking/detectors.ts';
 import { RECORD_DETECTORS, type MaskedNote } from '../../masking/event-masking.ts';
 
 /** Longest time output is held back while its last token may be the start of a secret. */
@@ -29,6 +29,7 @@ export class TerminalRecorder {
   // Separate decoders: a multi-byte character may be split across chunks.
   private readonly outDecoder = new StringDecoder('utf8');
   private readonly errDecoder = new StringDecoder('utf8');
+  private readonly inMasker = new EdgeMasker({ detectors: RECORD_DETECTORS });
   private readonly out = new OutputMasker();
   private readonly err = new OutputMasker();
   private timer: NodeJS.Timeout | null = null;
@@ -60,9 +61,9 @@ export class TerminalRecorder {
       return this.rec.beforeForward('term.in', { ch: this.channel, d, ...(secret > 0 ? { hidden: secret } : {}) });
     }
     // Each chunk is recorded whole, before it is forwarded: text when it is valid UTF-8, else also
-    // its exact bytes (a character split across chunks, or binary input).
-    const d = chunk.toString('utf8');
-    return this.rec.beforeForward('term.in', isUtf8(chunk) ? { ch: this.channel, d } : { ch: this.channel, d, b64: chunk.toString('base64') });
+    // its exact bytes (a character split across chunks, or binary input). A secret cut by the
+    // chunk's edges (typed key by key, pasted in pieces) is masked by the EdgeMasker.
+    return this.rec.beforeForward('term.in', maskedInput(this.inMasker, this.channel, chunk));
   }
 
   output(chunk: Buffer): void {
@@ -129,4 +130,14 @@ class OutputMasker {
     this.found.clear();
     return { d, masked };
   }
+}
+
+/** An input chunk's event (term.in, ssh.stdin): masked at its edges, text, and its bytes when not UTF-8. */
+export function maskedInput(masker: EdgeMasker, channel: number, chunk: Buffer): Record<string, unknown> {
+  const { bytes, found } = masker.maskBytes(chunk);
+  const d = bytes.toString('utf8');
+  return {
+    ch: channel, d, ...(isUtf8(bytes) ? {} : { b64: bytes.toString('base64') }),
+    ...(found.size > 0 ? { masked: [...found].map(([detector, count]) => ({ field: 'd', detector, count })) } : {}),
+  };
 }

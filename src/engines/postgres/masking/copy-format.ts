@@ -18,19 +18,27 @@ type Node = Record<string, unknown>;
 
 /** The COPY that runs as statement `index` of `text`; null when the text cannot be read so. */
 export function readCopyStatement(text: string, index: number): CopyStatement | null {
-  let stmt: Node | undefined;
+  let stmts: Array<{ stmt?: Node }>;
   try {
-    stmt = ((parseSync(text) as { stmts?: Array<{ stmt?: Node }> }).stmts ?? [])[index]?.stmt;
+    stmts = (parseSync(text) as { stmts?: Array<{ stmt?: Node }> }).stmts ?? [];
   } catch {
     return null;
   }
-  const copy = stmt?.CopyStmt as Node | undefined;
+  // The parser reads plain literals as PostgreSQL does by default (standard_conforming_strings on).
+  // A client may turn it off, and the server then reads a backslash in 'a\'' as an escape: where
+  // its literals end, and so which statement is which (select 'a\'; copy decoy …; select $$'; copy
+  // hr.staff …; --$$ runs COPY hr.staff as the second statement) and what an option holds
+  // (delimiter '\t' is a tab). Such a text cannot be read by column: null (every column masked).
+  const backslash = text.includes('\\');
+  if (backslash && stmts.length > 1) return null;
+  const copy = stmts[index]?.stmt?.CopyStmt as Node | undefined;
   if (!copy || copy.is_from) return null;
   const options = new Map<string, unknown>();
   for (const o of (copy.options as Node[] | undefined) ?? []) {
     const d = o.DefElem as Node | undefined;
     if (d) options.set(String(d.defname), d.arg === undefined ? true : argValue(d.arg as Node));
   }
+  if (backslash && [...options.values()].some((v) => typeof v === 'string' && v.includes('\\'))) return null;
   const format = String(options.get('format') ?? 'text').toLowerCase();
   if (format !== 'text' && format !== 'csv' && format !== 'binary') return null;
   const csv = format === 'csv';

@@ -11,8 +11,7 @@
 // target); a lookup that fails masks every column read from a table (fail closed).
 import { Backend } from '../codec/protocol.ts';
 import type { ClientEncoding } from '../codec/client-encoding.ts';
-import type { ColumnDescription } from '../codec/decode.ts';
-import type { CopyOutShape, ResultShape, StatementTracker } from '../statement-tracker.ts';
+import type { CopyOutShape, MaskNote, ResultShape, StatementTracker } from '../statement-tracker.ts';
 import type { ColumnName, TypeInfo } from '../upstream/catalog.ts';
 import type { MaskChoice } from '../../../policy/policy.ts';
 import type { Masked, ValueMasking } from '../../../policy/mask-detectors.ts';
@@ -32,12 +31,18 @@ export interface ColumnNameSource {
   forget(): void;
 }
 
+/** How long a row plan (the names it was made with) is trusted: as long as the catalog cache's names. */
+const NAMES_TTL_MS = 10_000;
+
 /** Types below this OID are built in (FirstNormalObjectId): none is a table's row type or a domain. */
 const FIRST_USER_OID = 16384;
 
 /** Types whose values are text in both formats (binary: the text's bytes; jsonb: a version byte, then the text). */
 const TEXT_LIKE = new Set([25, 1043, 1042, 19, 114, 3802, 705, 142]);
 const JSON = 114;
+/** Columns of the statistics views that hold sampled values (most common values, histogram bounds). */
+const STATS_VALUES = /^(?:pg_stats\.(?:most_common_vals|most_common_elems|histogram_bounds)|pg_stats_ext\.most_common_vals|pg_stats_ext_exprs\.(?:most_common_vals|most_common_elems|histogram_bounds)|pg_statistic\.stavalues[1-5])$/;
+const BYTEA = 17;
 const JSONB = 3802;
 /** Types no detector finds anything in (numbers, booleans, dates and times, uuid…): not decoded. */
 const NOT_TEXT = new Set([16, 20, 21, 23, 26, 700, 701, 1700, 1082, 1083, 1114, 1184, 1186, 1266, 2950, 790, 869, 650, 829, 774, 28, 1560, 1562]);
@@ -48,6 +53,15 @@ interface ColumnAction {
   label: string;
   /** Its values are text (text format, or a text-like type in binary): detectors can read them. */
   text: boolean;
+  /**
+   * A value in binary format of a type that is not text-like and may hold text (an array, a
+   * record, bytea, a type of an extension): the detectors read its bytes as they are (text
+   * elements are in them verbatim), and a value they find a secret in is sent as NULL — a span
+   * cannot be rewritten inside a binary structure.
+   */
+  opaque?: boolean;
+  /** A bytea in text format (\x and hex digits): the detectors read its bytes; one holding a secret is NULL. */
+  byteaHex?: boolean;
   /** A text-like type: a masked value can take a text in its place (other types are sent as NULL). */
   textLike: boolean;
   json: boolean;
@@ -55,15 +69,22 @@ interface ColumnAction {
   jsonbBinary: boolean;
   /** Detectors run on its values. */
   detect: boolean;
+  /** The replacement when it does not depend on the value (redact): encoded once per plan. */
+  fixed?: Buffer;
 }
 
 interface RowPlan {
   masking: ValueMasking;
+  /** When it was made (the masker's clock) and the name generation it was made in. */
+  at: number;
+  generation: number;
   columns: ColumnAction[];
   /** Some column is masked whole. */
   masksColumns: boolean;
   /** Detectors run on some column. */
   detects: boolean;
+  /** Some column is a bytea in text format: hex, which a chunk's prefilter cannot clear. */
+  readsHex?: boolean;
 }
 
 interface CopyPlan {
@@ -91,8 +112,8 @@ export class ResultMasker {
   private masking: ValueMasking | null = null;
   private readonly rowPlans = new WeakMap<ResultShape, RowPlan>();
   private readonly copyPlans = new WeakMap<CopyOutShape, CopyPlan | Promise<void>>();
-  /** Column lookups that failed: their rows are masked as if every table column were named. */
-  private readonly unresolvable = new WeakSet<ResultShape>();
+  /** Column lookups that failed (and when): for NAMES_TTL_MS their rows are masked as if every table column were named, then asked again. */
+  private readonly unresolvable = new WeakMap<ResultShape, number>();
   private readonly out: Buffer[] = [];
   private chunk: Buffer | null = null;
   private spanStart = -1;
@@ -101,8 +122,25 @@ export class ResultMasker {
   private waitingFor: Promise<void> | null = null;
   /** Replacement cells of the row being rewritten (reused). */
   private cells: Array<Buffer | null | undefined> = EMPTY_ROW_CELLS;
-  /** Values masked since the counter was last read (for the record: counts, never values). */
-  maskedValues = 0;
+  /** What the frame being processed had masked (for the record; reused). */
+  private readonly notes: MaskNote[] = [];
+  private readonly found: Array<{ detector: string; rule: string }> = [];
+
+  private note(field: string, rule: string, column?: string, detector?: string): void {
+    for (const n of this.notes) {
+      if (n.field === field && n.rule === rule && n.detector === detector) { n.count++; return; }
+    }
+    const n: MaskNote = { field, rule, count: 1 };
+    if (column !== undefined) n.column = column;
+    if (detector !== undefined) n.detector = detector;
+    this.notes.push(n);
+  }
+
+  /** The detectors' findings of the last secrets() call, noted under `field`. */
+  private noteFound(field: string, column?: string): void {
+    for (const f of this.found) this.note(field, f.rule, column, f.detector);
+    this.found.length = 0;
+  }
 
   constructor(tracker: StatementTracker, names: ColumnNameSource, onReady: () => void, onError: (err: Error) => void) {
     this.tracker = tracker;
@@ -121,7 +159,13 @@ export class ResultMasker {
 
   private get encoding(): ClientEncoding { return this.tracker.encoding; }
 
+  /** Milliseconds, read once per chunk: a row plan is remade after NAMES_TTL_MS, as names may change. */
+  private clock = Date.now();
+  /** Bumped when DDL ran: every row plan is remade. */
+  private generation = 0;
+
   begin(chunk: Buffer): void {
+    this.clock = Date.now();
     this.chunk = chunk;
     this.spanStart = this.spanEnd = -1;
     this.chunkMayHold = null;
@@ -153,12 +197,14 @@ export class ResultMasker {
       this.queue.push({ type, body: Buffer.from(buf.subarray(start, end)) });
       return;
     }
+    this.notes.length = 0;
     const replaced = this.process(type, buf, start, end);
     if (replaced === 'wait') {
       this.queue.push({ type, body: Buffer.from(buf.subarray(start, end)) });
       return;
     }
     if (replaced) {
+      if (this.notes.length > 0) this.tracker.maskedFrame(this.notes);
       this.tracker.serverFrame(type, replaced, 5, replaced.length);
       this.flushSpan();
       this.out.push(replaced);
@@ -189,9 +235,11 @@ export class ResultMasker {
       case Backend.DataRow: {
         const shape = this.tracker.rowShape;
         if (!shape) return masking.plan.masksColumns ? this.maskUnknownRow(buf, start, end, masking) : this.mayHold(buf, start, end, masking) ? this.maskRow(buf, start, end, this.detectOnlyPlan(buf, start, masking), true) : null;
+        // A row that does not fit its description (a statement redefined unseen) is not read by it.
+        if (buf.readInt16BE(start) !== shape.columns.length && masking.plan.masksColumns) return this.maskUnknownRow(buf, start, end, masking);
         const plan = this.rowPlan(shape, masking);
         if (plan === 'wait') return 'wait';
-        const detect = plan.detects && this.mayHold(buf, start, end, masking);
+        const detect = plan.detects && (plan.readsHex === true || this.mayHold(buf, start, end, masking));
         return plan.masksColumns || detect ? this.maskRow(buf, start, end, plan, detect) : null;
       }
       case Backend.CopyData: {
@@ -199,12 +247,16 @@ export class ResultMasker {
         if (!copy) return null;
         const plan = this.copyPlan(copy, masking);
         if (plan === 'wait') return 'wait';
-        return this.maskCopy(buf, start, end, plan, plan.detect && this.mayHold(buf, start, end, masking));
+        // (A bytea field is hex, \x…, which the prefilter cannot clear: its bytes are read.)
+        return this.maskCopy(buf, start, end, plan, plan.detect && (this.mayHold(buf, start, end, masking) || hasHex(buf, start, end)));
       }
       case Backend.CommandComplete: {
-        // A rename or a new table: names read before may be stale.
+        // A rename or a new table: names read before may be stale (ALTER …, DROP …, CREATE …; not COMMIT, DELETE, COPY).
         const c = buf[start];
-        if (c === 0x41 /* ALTER */ || c === 0x44 /* DROP */ || c === 0x43 /* CREATE */) this.names.forget();
+        if ((c === 0x41 || c === 0x44 || c === 0x43) && DDL_TAG.test(buf.toString('latin1', start, Math.min(end, start + 7)))) {
+          this.names.forget();
+          this.generation++;
+        }
         return null;
       }
       case Backend.NoticeResponse:
@@ -212,6 +264,10 @@ export class ResultMasker {
         return this.maskNotice(type, buf, start, end, masking);
       case Backend.NotificationResponse:
         return this.maskNotification(buf, start, end, masking);
+      case Backend.ParameterStatus:
+        return this.maskParameterStatus(buf, start, end, masking);
+      case Backend.RowDescription:
+        return this.maskColumnNames(buf, start, end, masking);
       default:
         return null;
     }
@@ -237,15 +293,32 @@ export class ResultMasker {
     }
     const schema = fields.find((f) => f[0] === 0x73)?.[1] ?? null; // s
     const table = fields.find((f) => f[0] === 0x74)?.[1] ?? null; // t
+    // An error raised while the statement ran (no position in the statement's text) may quote a
+    // value it read — select email::int gives invalid input syntax for type integer: "alice@…", a
+    // regclass cast relation "…" does not exist — and the gateway cannot tell a value from a name
+    // there: what it quotes is masked. Errors from parsing quote the client's own text and keep it.
+    const code = fields.find((f) => f[0] === 0x43)?.[1] ?? '';
+    // Data exceptions (22…) and run-time name lookups (42…, 3F000: casts to regclass, regtype…)
+    // quote values; the other classes quote names (a constraint, a relation) and keep them.
+    const runtime = masking.plan.masksColumns && /^(?:22|42|3F)/.test(code) && !fields.some((f) => f[0] === 0x50 || f[0] === 0x70);
     let changed = false;
     for (const f of fields) {
       const t = f[0];
       if (t === 0x53 || t === 0x56 || t === 0x43 || t === 0x46 || t === 0x4c || t === 0x52 || t === 0x50 || t === 0x70) continue; // S V C F L R P p
       let text = f[1];
-      if (t === 0x44 && masking.plan.masksColumns) text = this.maskDetail(text, schema, table, masking);
-      const found = masking.secrets(text);
-      if (found !== undefined) text = found ?? '[masked]';
-      if (text !== f[1]) { f[1] = text; changed = true; this.maskedValues++; }
+      const field = NOTICE_FIELDS[t] ?? `field_${String.fromCharCode(t)}`;
+      if (t === 0x44 && masking.plan.masksColumns) {
+        const masked = this.maskDetail(text, schema, table, masking);
+        if (masked.text !== text) { text = masked.text; this.note(field, masked.rule!); }
+      }
+      if (runtime && (t === 0x4d || t === 0x44 || t === 0x57 || t === 0x48)) {
+        const masked = this.maskQuoted(text, code.startsWith('22'), masking);
+        if (masked !== text) { text = masked; this.note(field, masking.plan.firstColumnRule!.rule); }
+      }
+      this.found.length = 0;
+      const found = masking.secrets(text, this.found);
+      if (found !== undefined) { text = found ?? '[masked]'; this.noteFound(field); }
+      if (text !== f[1]) { f[1] = text; changed = true; }
     }
     if (!changed) return null;
     const pieces: Buffer[] = [];
@@ -255,22 +328,41 @@ export class ResultMasker {
     return Buffer.concat([header(type, body.length), body]);
   }
 
-  private maskDetail(detail: string, schema: string | null, table: string | null, masking: ValueMasking): string {
+  /**
+   * What an error quotes ("…"), masked as the first column rule masks; for a data exception (class
+   * 22) also what follows "…: " when nothing is quoted (JSON's "line 1: …" context, token lists).
+   */
+  private maskQuoted(text: string, dataException: boolean, masking: ValueMasking): string {
+    const choice = masking.plan.firstColumnRule!;
+    const mask = (v: string): string => (v.startsWith('[masked') || v.startsWith('[hash') ? v : choice.style === 'null' ? 'NULL' : masking.column(v, choice, 'value') ?? 'NULL');
+    let out = text.replace(/"((?:[^"]|"")*)"/g, (_m, v: string) => `"${mask(v)}"`);
+    if (dataException && out === text) {
+      const at = text.indexOf(': ');
+      if (at >= 0 && at + 2 < text.length) out = text.slice(0, at + 2) + mask(text.slice(at + 2));
+    }
+    if (dataException) {
+      // JSON's detail: Token "…" is invalid. — and the context: JSON data, line 1: …
+      out = out.replace(/^(JSON data, line \d+: )(.*)$/s, (_m, p: string, v: string) => p + mask(v));
+    }
+    return out;
+  }
+
+  private maskDetail(detail: string, schema: string | null, table: string | null, masking: ValueMasking): { text: string; rule?: string } {
     const plan = masking.plan;
     if (detail.startsWith('Failing row contains (')) {
       const choice = plan.firstColumnRule!;
-      return `Failing row contains (${choice.style === 'null' ? 'NULL' : masking.column(detail, choice, 'row')}).`;
+      return { text: `Failing row contains (${choice.style === 'null' ? 'NULL' : masking.column(detail, choice, 'row')}).`, rule: choice.rule };
     }
     const key = /^Key \((.+?)\)=\(/s.exec(detail);
-    if (!key) return detail;
+    if (!key) return { text: detail };
     const close = detail.lastIndexOf(')');
-    if (close < key[0].length) return detail;
+    if (close < key[0].length) return { text: detail };
     const columns = key[1]!.split(',').map((c) => c.trim().replace(/^"(.*)"$/s, '$1'));
     const choice = columns.map((c) => (schema !== null && table !== null ? plan.column(schema, table, c) : plan.outputName(c))).find((c) => c !== null);
-    if (!choice) return detail;
+    if (!choice) return { text: detail };
     const values = detail.slice(key[0].length, close);
     const masked = choice.style === 'null' ? 'NULL' : masking.column(values, choice, columns.join(','));
-    return detail.slice(0, key[0].length) + masked + detail.slice(close);
+    return { text: detail.slice(0, key[0].length) + masked + detail.slice(close), rule: choice.rule };
   }
 
   /** NOTIFY payloads through the detectors (a channel name is the application's, not data). */
@@ -280,22 +372,70 @@ export class ResultMasker {
     if (channelEnd < 0 || channelEnd >= end) return null;
     let payloadEnd = buf.indexOf(0, channelEnd + 1);
     if (payloadEnd < 0 || payloadEnd > end) payloadEnd = end;
-    const found = masking.secrets(this.encoding.text(buf, channelEnd + 1, payloadEnd));
+    this.found.length = 0;
+    const found = masking.secrets(this.encoding.text(buf, channelEnd + 1, payloadEnd), this.found);
     if (found === undefined) return null;
-    this.maskedValues++;
+    this.noteFound('payload');
     const body = Buffer.concat([buf.subarray(start, channelEnd + 1), this.encodeText((found ?? '[masked]').replace(/\0/g, '')), ZERO]);
     return Buffer.concat([header(Backend.NotificationResponse, body.length), body]);
+  }
+
+  /**
+   * A reported setting's value through the detectors: select set_config('application_name', note,
+   * false) reports up to 63 bytes of any value the statement computes.
+   */
+  private maskParameterStatus(buf: Buffer, start: number, end: number, masking: ValueMasking): Buffer | null {
+    if (!this.mayHold(buf, start, end, masking)) return null;
+    const nameEnd = buf.indexOf(0, start);
+    if (nameEnd < 0 || nameEnd >= end) return null;
+    let valueEnd = buf.indexOf(0, nameEnd + 1);
+    if (valueEnd < 0 || valueEnd > end) valueEnd = end;
+    this.found.length = 0;
+    const found = masking.secrets(this.encoding.text(buf, nameEnd + 1, valueEnd), this.found);
+    if (found === undefined) return null;
+    this.noteFound('parameter');
+    const body = Buffer.concat([buf.subarray(start, nameEnd + 1), this.encodeText((found ?? '[masked]').replace(/\0/g, '')), ZERO]);
+    return Buffer.concat([header(Backend.ParameterStatus, body.length), body]);
+  }
+
+  /** Column names through the detectors: dynamic SQL can name a column after a value (format('select 1 as %I', …)). */
+  private maskColumnNames(buf: Buffer, start: number, end: number, masking: ValueMasking): Buffer | null {
+    if (!this.mayHold(buf, start, end, masking)) return null;
+    const n = buf.readInt16BE(start);
+    const pieces: Buffer[] = [buf.subarray(start, start + 2)];
+    let pos = start + 2;
+    let changed = false;
+    for (let i = 0; i < n; i++) {
+      const z = buf.indexOf(0, pos);
+      if (z < 0 || z + 19 > end) return null; // malformed: the tracker says so
+      this.found.length = 0;
+      const found = masking.secrets(this.encoding.text(buf, pos, z), this.found);
+      if (found !== undefined) {
+        changed = true;
+        this.noteFound(`columns[${i}]`);
+        pieces.push(this.encodeText((found ?? '[masked]').replace(/\0/g, '')));
+      } else {
+        pieces.push(buf.subarray(pos, z));
+      }
+      pieces.push(buf.subarray(z, z + 19)); // NUL, table OID, attnum, type OID, size, modifier, format
+      pos = z + 19;
+    }
+    if (!changed) return null;
+    const body = Buffer.concat(pieces);
+    return Buffer.concat([header(Backend.RowDescription, body.length), body]);
   }
 
   // ---- DataRow ----
 
   private rowPlan(shape: ResultShape, masking: ValueMasking): RowPlan | 'wait' {
     const known = this.rowPlans.get(shape);
-    if (known && known.masking === masking) return known;
+    if (known && known.masking === masking && known.generation === this.generation && this.clock - known.at < NAMES_TTL_MS) return known;
     const plan = masking.plan;
     const names: Array<ColumnName | null> = [];
     const types: Array<TypeInfo | null> = [];
-    if (plan.masksColumns && !this.unresolvable.has(shape)) {
+    const failedAt = this.unresolvable.get(shape);
+    const failed = failedAt !== undefined && this.clock - failedAt < NAMES_TTL_MS;
+    if (plan.masksColumns && !failed) {
       const missing: Array<[number, number]> = [];
       const missingTypes: number[] = [];
       for (const c of shape.columns) {
@@ -312,11 +452,10 @@ export class ResultMasker {
         names.push(n ?? null);
       }
       if (missing.length > 0 || missingTypes.length > 0) {
-        this.wait(Promise.all([this.names.resolve(missing), this.names.resolveTypes(missingTypes)]).then(() => undefined, () => { this.unresolvable.add(shape); }));
+        this.wait(Promise.all([this.names.resolve(missing), this.names.resolveTypes(missingTypes)]).then(() => undefined, () => { this.unresolvable.set(shape, Date.now()); }));
         return 'wait';
       }
     }
-    const failed = this.unresolvable.has(shape);
     const firstColumnRule = failed ? this.anyColumnChoice(masking) : null;
     const columns = shape.columns.map((c, i): ColumnAction => {
       const binary = shape.formats[i] === 1;
@@ -328,18 +467,34 @@ export class ResultMasker {
       if (plan.masksColumns) {
         const n = names[i];
         if (failed && (c.tableOid !== 0 || c.typeOid >= FIRST_USER_OID)) choice = firstColumnRule;
-        else if (n) { choice = plan.column(n.schema, n.table, n.column); label = n.column; }
+        else if (n) {
+          // A view's column is masked by its own name or by the table column it shows.
+          for (let o: ColumnName | undefined = n; o && !choice; o = o.origin) choice = plan.column(o.schema, o.table, o.column);
+          // The planner's statistics hold sample values of every analysed column (pg_stats shows a
+          // column's to whoever may read it): which column a row describes is data, not a name,
+          // so while column rules apply these values are masked for every table.
+          for (let o: ColumnName | undefined = n; o && !choice; o = o.origin) {
+            if (o.schema === 'pg_catalog' && STATS_VALUES.test(`${o.table}.${o.column}`)) choice = plan.firstColumnRule;
+          }
+          label = n.column;
+        }
         else choice = plan.outputName(c.name);
         if (!choice && type && type.rowOf.length > 0) {
           for (const r of type.rowOf) if ((choice = plan.column(r.schema, r.table, r.column))) break;
         }
       }
-      return {
+      const action: ColumnAction = {
         choice, label, text: !binary || textLike, textLike, json: c.typeOid === JSON || c.typeOid === JSONB, jsonbBinary: binary && c.typeOid === JSONB,
-        detect: masking.detecting && (binary ? textLike : !NOT_TEXT.has(c.typeOid)),
+        // A column masked whole needs no detector.
+        detect: choice === null && masking.detecting && !NOT_TEXT.has(c.typeOid),
       };
+      if (binary && !textLike && !NOT_TEXT.has(c.typeOid)) action.opaque = true;
+      if (!binary && c.typeOid === BYTEA && action.detect) action.byteaHex = true;
+      if (choice?.style === 'redact' && textLike) action.fixed = this.encodeCell(masking.column('', choice, label), action, true) ?? undefined;
+      return action;
     });
-    const made: RowPlan = { masking, columns, masksColumns: columns.some((c) => c.choice !== null), detects: columns.some((c) => c.detect) };
+    const made: RowPlan = { masking, at: this.clock, generation: this.generation, columns, masksColumns: columns.some((c) => c.choice !== null), detects: columns.some((c) => c.detect) };
+    if (columns.some((c) => c.byteaHex)) made.readsHex = true;
     this.rowPlans.set(shape, made);
     return made;
   }
@@ -349,19 +504,19 @@ export class ResultMasker {
     return masking.plan.firstColumnRule;
   }
 
-  /** A DataRow with no described result (the policy came into force mid-result): every value masked. */
+  /** A DataRow of a result the client never had described (Execute without Describe): every value masked. */
   private maskUnknownRow(buf: Buffer, start: number, end: number, masking: ValueMasking): Buffer | null {
     const n = buf.readInt16BE(start);
     const choice = this.anyColumnChoice(masking);
     const columns = new Array<ColumnAction>(n).fill({ choice, label: 'column', text: false, textLike: false, json: false, jsonbBinary: false, detect: false });
-    return this.maskRow(buf, start, end, { masking, columns, masksColumns: true, detects: false }, false);
+    return this.maskRow(buf, start, end, { masking, at: 0, generation: 0, columns, masksColumns: true, detects: false }, false);
   }
 
   private detectOnlyPlan(buf: Buffer, start: number, masking: ValueMasking): RowPlan {
     const n = buf.readInt16BE(start);
     // Unknown formats: a value is looked at as text only if it decodes as such (binary integers do not hold secrets).
     const columns = new Array<ColumnAction>(n).fill({ choice: null, label: 'column', text: true, textLike: false, json: false, jsonbBinary: false, detect: masking.detecting });
-    return { masking, columns, masksColumns: false, detects: masking.detecting };
+    return { masking, at: 0, generation: 0, columns, masksColumns: false, detects: masking.detecting };
   }
 
   private maskRow(buf: Buffer, start: number, end: number, plan: RowPlan, detect: boolean): Buffer | null {
@@ -378,7 +533,12 @@ export class ResultMasker {
       const col = plan.columns[i];
       if (len >= 0 && col && (col.choice || (detect && col.detect))) {
         const r = this.maskCell(buf, pos, pos + len, col, plan.masking);
-        if (r !== undefined) { cells[i] = r; changed = true; this.maskedValues++; }
+        if (r !== undefined) {
+          cells[i] = r;
+          changed = true;
+          if (col.choice) this.note(`rows[*][${i}]`, col.choice.rule, col.label);
+          else this.noteFound(`rows[*][${i}]`, col.label);
+        }
       }
       size += 4 + (cells[i] === undefined ? Math.max(0, len) : cells[i] === null ? 0 : cells[i]!.length);
       pos += Math.max(0, len);
@@ -418,11 +578,22 @@ export class ResultMasker {
     if (col.choice) {
       // A value that is not text cannot take a text in its place: a typed driver would fail on it.
       if (col.choice.style === 'null' || !col.textLike) return null;
+      if (col.fixed) return col.fixed;
       return this.encodeCell(masking.column(this.encoding.text(buf, col.jsonbBinary ? start + 1 : start, end), col.choice, col.label), col, true);
     }
-    if (!col.text) return undefined;
+    if (!col.text) {
+      if (!col.opaque) return undefined;
+      this.found.length = 0;
+      return masking.secrets(buf.toString('latin1', start, end), this.found) === undefined ? undefined : null;
+    }
+    if (col.byteaHex) {
+      if (end - start < 4 || buf[start] !== 0x5c || buf[start + 1] !== 0x78) return undefined; // \x
+      this.found.length = 0;
+      return masking.secrets(Buffer.from(buf.toString('latin1', start + 2, end), 'hex').toString('latin1'), this.found) === undefined ? undefined : null;
+    }
     const text = this.encoding.text(buf, col.jsonbBinary ? start + 1 : start, end);
-    const found = masking.secrets(text);
+    this.found.length = 0;
+    const found = masking.secrets(text, this.found);
     return found === undefined ? undefined : this.encodeCell(found, col, false);
   }
 
@@ -437,7 +608,6 @@ export class ResultMasker {
   /** Text in the client's encoding; a replacement the encoding cannot carry faithfully becomes the plain marker. */
   private encodeText(text: string): Buffer {
     if (this.encoding.isUtf8) return Buffer.from(text, 'utf8');
-    // eslint-disable-next-line no-control-regex
     if (/^[\x00-\x7f]*$/.test(text)) return Buffer.from(text, 'latin1');
     return Buffer.from('[masked]', 'latin1');
   }
@@ -490,7 +660,11 @@ export class ResultMasker {
     if (!plan.masksColumns && !detect) return null;
     const s = plan.statement;
     if (s.format === 'binary') {
-      const r = maskBinaryCopy(buf.subarray(start, end), first, (i) => plan.choices[i] !== null);
+      const r = maskBinaryCopy(buf.subarray(start, end), first, (i) => {
+        const c = plan.choices[i] ?? null;
+        if (c) this.note(`copy[*][${i}]`, c.rule, plan.labels[i] ?? 'column');
+        return c !== null;
+      });
       if (r === 'unreadable') return copyData(Buffer.alloc(0)); // fail closed: nothing of what could not be read
       return r === null ? null : copyData(r);
     }
@@ -498,11 +672,20 @@ export class ResultMasker {
     const text = this.encoding.text(buf, start, end);
     const mask = (column: number, value: string): Masked | undefined => {
       const choice = plan.choices[column] ?? null;
-      if (choice) { this.maskedValues++; return choice.style === 'null' ? null : plan.masking.column(value, choice, plan.labels[column] ?? 'column'); }
+      const label = plan.labels[column] ?? 'column';
+      if (choice) {
+        this.note(`copy[*][${column}]`, choice.rule, label);
+        return choice.style === 'null' ? null : plan.masking.column(value, choice, label);
+      }
       if (!detect) return undefined;
-      const found = plan.masking.secrets(value);
-      if (found !== undefined) this.maskedValues++;
-      return found;
+      this.found.length = 0;
+      // A bytea field (\x and hex digits) is read by its bytes and masked whole.
+      const bytes = value.length >= 12 && BYTEA_HEX_TEXT.test(value) ? Buffer.from(value.slice(2), 'hex').toString('latin1') : null;
+      const found = plan.masking.secrets(bytes ?? value, this.found);
+      if (found === undefined) return undefined;
+      const detector = this.found[0]?.detector ?? 'secret';
+      this.noteFound(`copy[*][${column}]`, label);
+      return bytes === null || found === null ? found : `[masked:${detector}]`;
     };
     // PostgreSQL sends one row per CopyData; a message holding several lines is masked line by line.
     const ending = text.endsWith('\r\n') ? '\r\n' : text.endsWith('\n') ? '\n' : '';
@@ -537,8 +720,10 @@ export class ResultMasker {
       for (let i = 0; i < queue.length; i++) {
         const q = queue[i]!;
         if (this.waitingFor) { this.queue.push(q); continue; }
+        this.notes.length = 0;
         const r = this.process(q.type, q.body, 0, q.body.length);
         if (r === 'wait') { this.queue.push(q); continue; }
+        if (r && this.notes.length > 0) this.tracker.maskedFrame(this.notes);
         if (r) this.tracker.serverFrame(q.type, r, 5, r.length);
         else this.tracker.serverFrame(q.type, q.body, 0, q.body.length);
         this.out.push(r ?? Buffer.concat([header(q.type, q.body.length), q.body]));
@@ -552,12 +737,24 @@ export class ResultMasker {
 }
 
 const JSONB_VERSION = Buffer.from([1]);
+const DDL_TAG = /^(?:ALTER|DROP|CREATE) /;
+/** ErrorResponse / NoticeResponse field codes, by the names the recording gives them. */
+const NOTICE_FIELDS: Record<number, string> = { 0x4d: 'message', 0x44: 'detail', 0x48: 'hint', 0x57: 'where', 0x71: 'internalQuery', 0x73: 'schema', 0x74: 'table', 0x63: 'column', 0x64: 'dataType', 0x6e: 'constraint' };
 const ZERO = Buffer.from([0]);
 const JSONstringify = (s: string): string => globalThis.JSON.stringify(s);
 
 /** A detector's marker inside a JSON text keeps it JSON; a whole replaced value is a JSON string. */
 function looksLikeJson(s: string): boolean {
   try { globalThis.JSON.parse(s); return true; } catch { return false; }
+}
+
+/** A bytea as PostgreSQL writes it in text: \x, then pairs of hex digits. */
+const BYTEA_HEX_TEXT = /^\\x(?:[0-9a-fA-F]{2})+$/;
+
+/** Whether buf[start, end) holds \x (a bytea in text format may be in it). */
+function hasHex(buf: Buffer, start: number, end: number): boolean {
+  const at = buf.indexOf('\\x', start, 'latin1');
+  return at >= 0 && at < end;
 }
 
 function header(type: number, bodyLength: number): Buffer {
@@ -571,4 +768,3 @@ function copyData(body: Buffer): Buffer {
   return Buffer.concat([header(Backend.CopyData, body.length), body]);
 }
 
-export type { ColumnDescription };

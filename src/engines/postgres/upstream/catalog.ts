@@ -13,7 +13,64 @@ const MAX_CACHED = 10_000;
 type Login = () => Promise<UpstreamConnection>;
 
 /** A table column by its catalog name (result masking reads columns so, never by their output name). */
-export interface ColumnName { schema: string; table: string; column: string }
+export interface ColumnName {
+  schema: string;
+  table: string;
+  column: string;
+  /** A view's column that shows a table's column as it is (select email from users): that column. */
+  origin?: ColumnName;
+}
+
+/** Views on views are followed this deep. */
+const MAX_VIEW_DEPTH = 4;
+
+/**
+ * Which table column each output column of a view shows, from its stored definition (the
+ * _RETURN rule's query tree, as pg_node_tree text): the outer query's target entries carry
+ * resorigtbl/resorigcol, which PostgreSQL set when the view was made. Only the outer target list
+ * counts (subqueries in the definition have target lists of their own); an expression has none.
+ */
+export function viewColumnOrigins(tree: string): Map<number, readonly [number, number]> {
+  const out = new Map<number, readonly [number, number]>();
+  // ({QUERY … :targetList ({TARGETENTRY …} …) …}): find :targetList at the outer QUERY's own depth.
+  let depth = 0;
+  let list = -1;
+  for (let i = 0; i < tree.length; i++) {
+    const c = tree[i];
+    if (c === '\\') { i++; continue; }
+    if (c === '(' || c === '{') depth++;
+    else if (c === ')' || c === '}') { depth--; if (depth < 2) break; }
+    else if (depth === 2 && c === ':' && tree.startsWith(':targetList ', i)) { list = i + ':targetList '.length; break; }
+  }
+  if (list < 0 || tree[list] !== '(') return out;
+  // Each entry's own fields are at the entry's depth; nested nodes (its expression) are deeper.
+  depth = 0;
+  let entry = -1;
+  let fields = '';
+  for (let i = list; i < tree.length; i++) {
+    const c = tree[i];
+    if (c === '\\') { if (depth === 2) fields += tree.slice(i, i + 2); i++; continue; }
+    if (c === '(' || c === '{') {
+      depth++;
+      if (depth === 2 && c === '{') { entry = i; fields = ''; }
+      continue;
+    }
+    if (c === ')' || c === '}') {
+      if (depth === 2 && entry >= 0) {
+        const resno = / :resno (\d+)/.exec(fields);
+        const tbl = / :resorigtbl (\d+)/.exec(fields);
+        const col = / :resorigcol (\d+)/.exec(fields);
+        if (/^TARGETENTRY\b/.test(fields) && resno && tbl && col && tbl[1] !== '0' && !/ :resjunk true/.test(fields)) out.set(Number(resno[1]), [Number(tbl[1]), Number(col[1])]);
+        entry = -1;
+      }
+      depth--;
+      if (depth === 0) break;
+      continue;
+    }
+    if (depth === 2) fields += c;
+  }
+  return out;
+}
 
 /**
  * What a type is, for result masking: the columns of the table whose rows it holds (a whole-row
@@ -67,25 +124,53 @@ class Catalog {
   }
 
   /** Looks the columns up (table OID, attribute number) and caches their names. */
-  async resolveColumns(keys: ReadonlyArray<readonly [number, number]>): Promise<void> {
+  async resolveColumns(keys: ReadonlyArray<readonly [number, number]>, depth = 0): Promise<void> {
     const wanted = [...new Map(keys.map(([o, a]) => [`${o >>> 0}.${a | 0}`, [o >>> 0, a | 0] as const])).values()];
     if (wanted.length === 0) return;
-    // Numbers from the message decoder: safe to place in the text.
-    const rows = await this.run(`select a.attrelid, a.attnum, n.nspname, c.relname, a.attname from pg_catalog.pg_attribute a
+    // Numbers from the message decoder: safe to place in the text. A view's (or materialized
+    // view's) definition comes along: its columns are traced to the table columns they show.
+    const rows = await this.run(`select a.attrelid, a.attnum, n.nspname, c.relname, a.attname,
+        case when c.relkind in ('v', 'm') then (select r.ev_action::text from pg_catalog.pg_rewrite r where r.ev_class = c.oid and r.rulename = '_RETURN') end
+      from pg_catalog.pg_attribute a
       join pg_catalog.pg_class c on c.oid = a.attrelid join pg_catalog.pg_namespace n on n.oid = c.relnamespace
       where not a.attisdropped and (a.attrelid, a.attnum) in (${wanted.map(([o, a]) => `(${o}::oid, ${a}::int2)`).join(', ')})`);
     const at = Date.now();
     if (this.columns.size + wanted.length > MAX_CACHED) this.columns.clear();
     for (const [o, a] of wanted) this.columns.set(`${o}.${a}`, { name: null, at });
-    for (const r of rows) this.columns.set(`${r[0]}.${r[1]}`, { name: { schema: r[2] ?? '', table: r[3] ?? '', column: r[4] ?? '' }, at });
+    const origins: Array<{ name: ColumnName; key: readonly [number, number] }> = [];
+    const definitions = new Map<string, Map<number, readonly [number, number]>>();
+    for (const r of rows) {
+      const name: ColumnName = { schema: r[2] ?? '', table: r[3] ?? '', column: r[4] ?? '' };
+      this.columns.set(`${r[0]}.${r[1]}`, { name, at });
+      if (r[5] && depth < MAX_VIEW_DEPTH) {
+        let origin = definitions.get(r[0]!);
+        if (!origin) definitions.set(r[0]!, origin = viewColumnOrigins(r[5]));
+        const o = origin.get(Number(r[1]));
+        if (o) origins.push({ name, key: o });
+      }
+    }
+    if (origins.length === 0) return;
+    const missing = origins.filter((o) => this.peekColumn(o.key[0], o.key[1]) === undefined).map((o) => o.key);
+    if (missing.length > 0) await this.resolveColumns(missing, depth + 1);
+    for (const o of origins) {
+      const base = this.peekColumn(o.key[0], o.key[1]);
+      if (base) o.name.origin = base;
+    }
   }
 
   /** The columns of a relation named in a COPY, in order (or those listed); null when it cannot be found. */
   async relationColumns(schema: string | null, relation: string, only: readonly string[] | null): Promise<ColumnName[] | null> {
-    const reg = schema === null ? `pg_catalog.quote_ident(${literal(relation)})` : `pg_catalog.quote_ident(${literal(schema)}) || '.' || pg_catalog.quote_ident(${literal(relation)})`;
+    // An unqualified name is resolved by the client's session with its own search path, which the
+    // gateway does not know (SET search_path = hr; COPY staff …): this connection's path could
+    // name another relation of that name (a decoy with harmless column names). So an unqualified
+    // name is taken only when one relation in the whole database has it; otherwise: null (every
+    // column masked).
+    const which = schema === null
+      ? `(select pg_catalog.min(c2.oid) from pg_catalog.pg_class c2 where c2.relname = ${literal(relation)} and c2.relkind in ('r', 'p', 'v', 'm', 'f') having pg_catalog.count(*) = 1)`
+      : `pg_catalog.to_regclass(pg_catalog.quote_ident(${literal(schema)}) || '.' || pg_catalog.quote_ident(${literal(relation)}))`;
     const rows = await this.run(`select n.nspname, c.relname, a.attname from pg_catalog.pg_attribute a
       join pg_catalog.pg_class c on c.oid = a.attrelid join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-      where a.attrelid = pg_catalog.to_regclass(${reg}) and a.attnum > 0 and not a.attisdropped order by a.attnum`);
+      where a.attrelid = ${which} and a.attnum > 0 and not a.attisdropped order by a.attnum`);
     if (rows.length === 0) return null;
     const all = rows.map((r) => ({ schema: r[0] ?? '', table: r[1] ?? '', column: r[2] ?? '' }));
     if (!only) return all;
