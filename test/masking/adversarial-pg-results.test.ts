@@ -392,3 +392,15 @@ test('the planner statistics (pg_stats) do not show sampled values of analysed c
   // Everything else about the statistics is still there.
   assert.deepEqual(await psqlOk("select attname, null_frac from pg_stats where tablename = 'users' and attname = 'id'"), ['id|0']);
 });
+
+test('policy test --mask: the sample it is given (a real key, pasted by an operator) is not kept in the data directory', async () => {
+  const sample = `the key is AKIA${'R7TESTKEYZ9X2M4Q'}`;
+  const out = await gw.cliOk(['policy', 'test', '--connection', 'app', '--identity', 'bot', '--mask', sample]);
+  assert.match(out, /^masked +the key is \[masked:aws\]$/m);
+  await new Promise((res) => setTimeout(res, 1000));
+  for (const f of readdirSync(gw.dataDir).filter((n) => !n.includes('.') || n.startsWith('gatehouse.db') || n.endsWith('.head') || n.endsWith('.log'))) {
+    let bytes: string;
+    try { bytes = readFileSync(path.join(gw.dataDir, f)).toString('latin1'); } catch { continue; }
+    assert.ok(!bytes.includes('R7TESTKEYZ9X2M4Q'), `${f} holds the sample`);
+  }
+});
