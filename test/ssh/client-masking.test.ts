@@ -10,7 +10,8 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateClientKey, type ClientKey } from '../support/sshd.ts';
-import { runScp, sshArgs, type SshOptions } from '../support/ssh-client.ts';
+import { gitSshEnv, runScp, sshArgs, type SshOptions } from '../support/ssh-client.ts';
+import { run } from '../support/processes.ts';
 import { startTerminal, type Terminal } from '../support/terminal.ts';
 import { findSecrets, selectDetectors } from '../../src/masking/detectors.ts';
 import { clientEnv, eventsOf, oneEvent, recordOne, runSshRaw, sha256, sha256File, startSshWorld, type Data, type SshWorld } from './helpers.ts';
@@ -180,6 +181,34 @@ describe('mask rules on what the SSH client receives', () => {
     const r = await runScp(asBot(), ['-O', keyfile, `remote:${up}`]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(readFileSync(up, 'utf8'), raw);
+  });
+
+  it('does not rewrite Git service channels: a clone whose pack and ref names hold the secrets arrives intact', async () => {
+    const src = join(w.work, 'git-src');
+    const bare = join(w.work, 'served.git');
+    const g = async (cwd: string, args: string[], env: NodeJS.ProcessEnv = {}) => {
+      const r = await run('git', args, { cwd, env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e', ...env }, timeoutMs: 60_000 });
+      assert.equal(r.code, 0, `git ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    await g(w.work, ['init', '-q', '-b', 'main', src]);
+    writeFileSync(join(src, 'keyfile'), raw);
+    await g(src, ['add', 'keyfile']);
+    await g(src, ['commit', '-q', '-m', `add ${GH_TOKEN}`]);
+    // A branch named after the key: ref names travel in clear in the advertisement's pkt-lines.
+    await g(src, ['branch', AWS_KEY]);
+    await g(w.work, ['clone', '-q', '--bare', src, bare]);
+    // Uncompressed packs: the file's bytes, secrets included, are in the pack as they are.
+    await g(bare, ['config', 'pack.compression', '0']);
+    await g(bare, ['config', 'core.compression', '0']);
+    const pack = await run('sh', ['-c', 'git rev-list --objects --all | git pack-objects -q --stdout | base64 -w0'], { cwd: bare });
+    const packText = Buffer.from(pack.stdout, 'base64').toString('latin1');
+    assert.ok(packText.includes(AWS_KEY) && packText.includes(GH_TOKEN) && packText.includes(PEM_BODY), 'the pack holds the secrets in clear');
+    const dest = join(w.work, 'cloned');
+    await g(w.work, ['clone', '-q', `ssh://box@127.0.0.1:${w.gw.sshPort}${bare}`, dest], gitSshEnv({ identityFile: bot.privateKeyFile }));
+    assert.equal(readFileSync(join(dest, 'keyfile'), 'utf8'), raw);
+    assert.match(await g(dest, ['branch', '-r']), new RegExp(`origin/${AWS_KEY}`));
+    assert.match(await g(dest, ['log', '-1', '--format=%s']), new RegExp(GH_TOKEN));
   });
 
   it('leaves the output of an identity the rule does not scope as it came', async () => {
