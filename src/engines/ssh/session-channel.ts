@@ -322,7 +322,10 @@ export class SessionChannel {
       const out = masking.stream('stdout', (b) => { t.output(b); if (client.writable) client.write(b); });
       const err = masking.stream('stderr', (b) => { t.stderr(b); if (client.stderr.writable) client.stderr.write(b); });
       hooks = {
-        input: (c) => this.terminalInput(client, gate, t, c),
+        // Input answers what the target printed last: what the masking holds (a prompt without a
+        // trailing space, an echo) goes out first, so the client sees it and the recorder has it
+        // before the input (its password-prompt check reads it).
+        input: (c) => { masking.flush(); return this.terminalInput(client, gate, t, c); },
         output: (c) => { const m = out.transform(c); t.output(m ?? c); return m; },
         stderr: (c) => { const m = err.transform(c); t.stderr(m ?? c); return m; },
         flush: () => masking.flush(),
@@ -357,6 +360,7 @@ export class SessionChannel {
       hooks = {
         // The scp tracker may take a refused file out of the stream: stdin records what is forwarded.
         input: (c) => {
+          masking?.flush();
           const kept = scpTracker?.fromClient(c);
           const approved = script?.input(c);
           if (approved) return approved.then(() => stdin.input(c)).then(() => c);
