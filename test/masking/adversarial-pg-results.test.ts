@@ -42,6 +42,7 @@ let cluster: PgCluster;
 let gw: TestGateway;
 let token: string;
 let humanToken: string;
+let serviceToken: string;
 let dir: string;
 
 const AWS_KEY = 'AKIA' + 'Q3EXAMPLEZ7K2M4P';
@@ -57,6 +58,10 @@ rules:
       columns: ["public.users.email", "*.ssn", "hr.staff.salary_note", "public.users.profile"]
       detectors: [aws, github]
       style: redact
+  - name: detectors-for-services
+    when: { kinds: [service] }
+    action: mask
+    mask: { detectors: [aws, github] }
 `;
 
 before(async () => {
@@ -88,6 +93,9 @@ before(async () => {
   await gw.cliOk(['identity', 'add', 'alice', '--kind', 'human']);
   humanToken = (await gw.cliOk(['token', 'issue', 'alice', '--ttl', '1h'])).trim().split('\n').pop()!;
   await gw.cliOk(['grant', 'alice', 'app']);
+  await gw.cliOk(['identity', 'add', 'svc', '--kind', 'service']);
+  serviceToken = (await gw.cliOk(['token', 'issue', 'svc', '--ttl', '1h'])).trim().split('\n').pop()!;
+  await gw.cliOk(['grant', 'svc', 'app']);
   const file = path.join(dir, 'policy.yaml');
   writeFileSync(file, POLICY);
   await gw.cliOk(['policy', 'apply', file]);
@@ -402,5 +410,32 @@ test('policy test --mask: the sample it is given (a real key, pasted by an opera
     let bytes: string;
     try { bytes = readFileSync(path.join(gw.dataDir, f)).toString('latin1'); } catch { continue; }
     assert.ok(!bytes.includes('R7TESTKEYZ9X2M4Q'), `${f} holds the sample`);
+  }
+});
+
+test('detectors only, rows never described (Execute without Describe) in binary: a value holding a secret is NULL, not rewritten inside its binary structure', async () => {
+  const { wire: w } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'svc', database: 'app', password: serviceToken, params: { application_name: 'adv-undescribed' } });
+  try {
+    w.send([parseMessage('', 'select id, tags from arr order by id'), bindMessage('', '', [], { resultFormats: [1] }), executeMessage(), syncMessage()]);
+    const rows = (await w.readUntilReady()).filter((m) => m.type === 'D');
+    assert.equal(rows.length, 3);
+    assert.deepEqual(clear(rows.map((m) => m.body.toString('latin1')).join('\n')), []);
+    for (const m of rows) {
+      // Every value is either NULL or the server's bytes: a binary int4 and a well-formed text[].
+      const b = m.body;
+      assert.equal(b.readInt32BE(2), 4);
+      const len = b.readInt32BE(10);
+      if (len < 0) continue;
+      const arr = b.subarray(14, 14 + len);
+      assert.equal(arr.readInt32BE(0), 1, 'one dimension');
+      let pos = 12 + 8 * arr.readInt32BE(0); // ndim, flags, element type, then (size, lower bound) per dimension
+      for (let i = 0; i < arr.readInt32BE(12); i++) { const l = arr.readInt32BE(pos); pos += 4 + Math.max(0, l); }
+      assert.equal(pos, arr.length, 'element lengths add up to the value');
+    }
+    // Described, in text: the secret is masked in place as before.
+    const t = await w.queryOk('select note from users where id = 1');
+    assert.deepEqual(t.rows, [['key [masked:aws] here']]);
+  } finally {
+    w.terminate();
   }
 });

@@ -514,8 +514,9 @@ export class ResultMasker {
 
   private detectOnlyPlan(buf: Buffer, start: number, masking: ValueMasking): RowPlan {
     const n = buf.readInt16BE(start);
-    // Unknown formats: a value is looked at as text only if it decodes as such (binary integers do not hold secrets).
-    const columns = new Array<ColumnAction>(n).fill({ choice: null, label: 'column', text: true, textLike: false, json: false, jsonbBinary: false, detect: masking.detecting });
+    // Unknown types and formats: a value is read as its bytes are, and one a detector finds a secret
+    // in is NULL — rewriting a span could break a binary value's own structure (an array's lengths).
+    const columns = new Array<ColumnAction>(n).fill({ choice: null, label: 'column', text: false, opaque: true, textLike: false, json: false, jsonbBinary: false, detect: masking.detecting });
     return { masking, at: 0, generation: 0, columns, masksColumns: false, detects: masking.detecting };
   }
 
