@@ -28,6 +28,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -439,3 +440,32 @@ test('detectors only, rows never described (Execute without Describe) in binary:
     w.terminate();
   }
 });
+
+test('binary COPY: a field holding a secret is NULL (detectors read its bytes); the rest intact', async () => {
+  const r = await run('psql', [gw.dsn('app', 'bot'), '-XAtq', '-c', 'copy arr (id, tags, blob) to stdout (format binary)'], { env: { ...process.env, PGPASSWORD: token } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(clear(r.stdout), [], 'no key in the binary COPY');
+  const s = spawnSyncCopy();
+  assert.deepEqual(s, [[true, null, null], [true, null, null], [true, 'set', 'set']]);
+});
+
+function spawnSyncCopy(): Array<[boolean, string | null, string | null]> {
+  const r = spawnSync('psql', [gw.dsn('app', 'bot'), '-XAtq', '-c', 'copy arr (id, tags, blob) to stdout (format binary)'], { env: { ...process.env, PGPASSWORD: token }, timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr.toString());
+  const out = r.stdout;
+  let pos = out.indexOf('PGCOPY\n\xff\r\n\0', 0, 'latin1') + 19;
+  const rows: Array<[boolean, string | null, string | null]> = [];
+  for (;;) {
+    const n = out.readInt16BE(pos);
+    pos += 2;
+    if (n === -1) break;
+    const cells: Array<number> = [];
+    for (let i = 0; i < n; i++) {
+      const len = out.readInt32BE(pos);
+      pos += 4 + Math.max(0, len);
+      cells.push(len);
+    }
+    rows.push([cells[0] === 4, cells[1]! < 0 ? null : 'set', cells[2]! < 0 ? null : 'set']);
+  }
+  return rows.sort((a, b) => (a[1] === null ? 0 : 1) - (b[1] === null ? 0 : 1));
+}
