@@ -359,8 +359,9 @@ export class SessionChannel {
       ) : null;
       hooks = {
         // The scp tracker may take a refused file out of the stream: stdin records what is forwarded.
+        // (Output held back is not sent on stdin as it is in a terminal: a pipeline streaming
+        // stdin would cut the output's tokens at every chunk.)
         input: (c) => {
-          masking?.flush();
           const kept = scpTracker?.fromClient(c);
           const approved = script?.input(c);
           if (approved) return approved.then(() => stdin.input(c)).then(() => c);
