@@ -9,7 +9,7 @@
 const MAX_TEXT = 32 * 1024;
 
 /** What a session list can be filtered on, as bits of sessions.review_flags. */
-export const REVIEW_FLAGS = { denied: 1, held: 2, flagged: 4, lost: 8 } as const;
+export const REVIEW_FLAGS = { denied: 1, held: 2, flagged: 4, lost: 8, masked: 16 } as const;
 export type ReviewFlag = keyof typeof REVIEW_FLAGS;
 
 /** The review flags of a bitmask, by name. */
@@ -35,6 +35,8 @@ function reviewFlags(type: string, d: Record<string, unknown>): number {
     else if (decision === 'hold') bits |= REVIEW_FLAGS.held;
   };
   mark(d.policy);
+  // Masked output (result rows, notices, terminal output) or a secret kept out of the record.
+  if (Array.isArray(d.masked) && d.masked.length > 0) bits |= REVIEW_FLAGS.masked;
   // A push carries a verdict per ref update.
   if (Array.isArray(d.updates)) for (const u of d.updates as Array<{ policy?: unknown }>) mark(u?.policy);
   return bits;

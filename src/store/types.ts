@@ -212,7 +212,7 @@ export interface SessionRow {
   /** Under legal hold: never removed by retention. */
   legalHold?: boolean;
   /** What the session's review found once it ended (search-text.ts): absent when nothing. */
-  reviewFlags?: Array<'denied' | 'held' | 'flagged' | 'lost'>;
+  reviewFlags?: Array<'denied' | 'held' | 'flagged' | 'lost' | 'masked'>;
   /** A copy of the identity's claims at session start (recordings keep them after the identity is gone); null for identities without claims. */
   identityClaims?: IdentityClaims | null;
   /** How the session authenticated at the gateway: "token", "publickey", "token (password)", …; null when it did not. */
@@ -358,7 +358,7 @@ export interface SessionFilter {
   /** Only sessions whose recorded statements, commands, paths, refs or result samples hold every word (ended sessions: search-text.ts). */
   search?: string;
   /** Only sessions with each of these review flags (search-text.ts; ended sessions). */
-  review?: Array<'denied' | 'held' | 'flagged' | 'lost'>;
+  review?: Array<'denied' | 'held' | 'flagged' | 'lost' | 'masked'>;
   /** Only sessions that started before this one (the next page of a list, newest first). */
   before?: { startedAt: number; id: string };
   limit?: number;

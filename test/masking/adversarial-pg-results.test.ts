@@ -28,6 +28,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -42,6 +43,7 @@ let cluster: PgCluster;
 let gw: TestGateway;
 let token: string;
 let humanToken: string;
+let serviceToken: string;
 let dir: string;
 
 const AWS_KEY = 'AKIA' + 'Q3EXAMPLEZ7K2M4P';
@@ -57,6 +59,10 @@ rules:
       columns: ["public.users.email", "*.ssn", "hr.staff.salary_note", "public.users.profile"]
       detectors: [aws, github]
       style: redact
+  - name: detectors-for-services
+    when: { kinds: [service] }
+    action: mask
+    mask: { detectors: [aws, github] }
 `;
 
 before(async () => {
@@ -88,6 +94,9 @@ before(async () => {
   await gw.cliOk(['identity', 'add', 'alice', '--kind', 'human']);
   humanToken = (await gw.cliOk(['token', 'issue', 'alice', '--ttl', '1h'])).trim().split('\n').pop()!;
   await gw.cliOk(['grant', 'alice', 'app']);
+  await gw.cliOk(['identity', 'add', 'svc', '--kind', 'service']);
+  serviceToken = (await gw.cliOk(['token', 'issue', 'svc', '--ttl', '1h'])).trim().split('\n').pop()!;
+  await gw.cliOk(['grant', 'svc', 'app']);
   const file = path.join(dir, 'policy.yaml');
   writeFileSync(file, POLICY);
   await gw.cliOk(['policy', 'apply', file]);
@@ -392,3 +401,71 @@ test('the planner statistics (pg_stats) do not show sampled values of analysed c
   // Everything else about the statistics is still there.
   assert.deepEqual(await psqlOk("select attname, null_frac from pg_stats where tablename = 'users' and attname = 'id'"), ['id|0']);
 });
+
+test('policy test --mask: the sample it is given (a real key, pasted by an operator) is not kept in the data directory', async () => {
+  const sample = `the key is AKIA${'R7TESTKEYZ9X2M4Q'}`;
+  const out = await gw.cliOk(['policy', 'test', '--connection', 'app', '--identity', 'bot', '--mask', sample]);
+  assert.match(out, /^masked +the key is \[masked:aws\]$/m);
+  await new Promise((res) => setTimeout(res, 1000));
+  for (const f of readdirSync(gw.dataDir).filter((n) => !n.includes('.') || n.startsWith('gatehouse.db') || n.endsWith('.head') || n.endsWith('.log'))) {
+    let bytes: string;
+    try { bytes = readFileSync(path.join(gw.dataDir, f)).toString('latin1'); } catch { continue; }
+    assert.ok(!bytes.includes('R7TESTKEYZ9X2M4Q'), `${f} holds the sample`);
+  }
+});
+
+test('detectors only, rows never described (Execute without Describe) in binary: a value holding a secret is NULL, not rewritten inside its binary structure', async () => {
+  const { wire: w } = await connectAndLogin({ host: gw.pgHost, port: gw.pgPort, user: 'svc', database: 'app', password: serviceToken, params: { application_name: 'adv-undescribed' } });
+  try {
+    w.send([parseMessage('', 'select id, tags from arr order by id'), bindMessage('', '', [], { resultFormats: [1] }), executeMessage(), syncMessage()]);
+    const rows = (await w.readUntilReady()).filter((m) => m.type === 'D');
+    assert.equal(rows.length, 3);
+    assert.deepEqual(clear(rows.map((m) => m.body.toString('latin1')).join('\n')), []);
+    for (const m of rows) {
+      // Every value is either NULL or the server's bytes: a binary int4 and a well-formed text[].
+      const b = m.body;
+      assert.equal(b.readInt32BE(2), 4);
+      const len = b.readInt32BE(10);
+      if (len < 0) continue;
+      const arr = b.subarray(14, 14 + len);
+      assert.equal(arr.readInt32BE(0), 1, 'one dimension');
+      let pos = 12 + 8 * arr.readInt32BE(0); // ndim, flags, element type, then (size, lower bound) per dimension
+      for (let i = 0; i < arr.readInt32BE(12); i++) { const l = arr.readInt32BE(pos); pos += 4 + Math.max(0, l); }
+      assert.equal(pos, arr.length, 'element lengths add up to the value');
+    }
+    // Described, in text: the secret is masked in place as before.
+    const t = await w.queryOk('select note from users where id = 1');
+    assert.deepEqual(t.rows, [['key [masked:aws] here']]);
+  } finally {
+    w.terminate();
+  }
+});
+
+test('binary COPY: a field holding a secret is NULL (detectors read its bytes); the rest intact', async () => {
+  const r = await run('psql', [gw.dsn('app', 'bot'), '-XAtq', '-c', 'copy arr (id, tags, blob) to stdout (format binary)'], { env: { ...process.env, PGPASSWORD: token } });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(clear(r.stdout), [], 'no key in the binary COPY');
+  const s = spawnSyncCopy();
+  assert.deepEqual(s, [[true, null, null], [true, null, null], [true, 'set', 'set']]);
+});
+
+function spawnSyncCopy(): Array<[boolean, string | null, string | null]> {
+  const r = spawnSync('psql', [gw.dsn('app', 'bot'), '-XAtq', '-c', 'copy arr (id, tags, blob) to stdout (format binary)'], { env: { ...process.env, PGPASSWORD: token }, timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr.toString());
+  const out = r.stdout;
+  let pos = out.indexOf('PGCOPY\n\xff\r\n\0', 0, 'latin1') + 19;
+  const rows: Array<[boolean, string | null, string | null]> = [];
+  for (;;) {
+    const n = out.readInt16BE(pos);
+    pos += 2;
+    if (n === -1) break;
+    const cells: Array<number> = [];
+    for (let i = 0; i < n; i++) {
+      const len = out.readInt32BE(pos);
+      pos += 4 + Math.max(0, len);
+      cells.push(len);
+    }
+    rows.push([cells[0] === 4, cells[1]! < 0 ? null : 'set', cells[2]! < 0 ? null : 'set']);
+  }
+  return rows.sort((a, b) => (a[1] === null ? 0 : 1) - (b[1] === null ? 0 : 1));
+}

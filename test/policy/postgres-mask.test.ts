@@ -384,3 +384,24 @@ test("errors raised while a statement runs do not echo a masked value; errors fr
   assert.equal(typo.errors[0]?.message, 'column "emial" does not exist', 'a parse error quotes what the client wrote');
   wire.terminate();
 });
+
+test('sessions whose output was masked are found by the review filter (API and console "Has: masked output"); others are not', async () => {
+  await psql(agentToken, 'bot', 'select email from users where id = 1');
+  await psql(humanToken, 'alice', 'select email from users where id = 1');
+  const list = async (query: string): Promise<Array<{ id: string; identity: { name: string }; review: string[] }>> => {
+    const r = await fetch(`${gw.url}/api/v1/sessions?${query}`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
+    assert.equal(r.status, 200);
+    return (await r.json()) as Array<{ id: string; identity: { name: string }; review: string[] }>;
+  };
+  // Indexed behind the recording, once ended.
+  let masked: Array<{ id: string; identity: { name: string }; review: string[] }> = [];
+  for (let i = 0; i < 60; i++) {
+    masked = await list('review=masked&limit=500');
+    if (masked.some((s) => s.identity.name === 'bot')) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  assert.ok(masked.length > 0 && masked.every((s) => s.identity.name === 'bot' && s.review.includes('masked')), JSON.stringify(masked));
+  const human = await list('identity=alice&limit=500');
+  assert.ok(human.length > 0);
+  assert.deepEqual((await list('review=masked&identity=alice')).map((s) => s.id), [], 'the human saw the values: nothing masked');
+});

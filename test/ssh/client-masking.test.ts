@@ -2,15 +2,17 @@
 // real ssh/scp clients: an agent's `cat` of a file holding fake secrets gets them masked on stdout
 // and stderr, a token the target prints in two writes 200 ms apart too; 10 MB of random base64
 // comes through byte-identical; scp (SFTP and legacy) of the same file arrives unchanged; a human
-// the rule does not scope sees the raw output; an interactive shell (tmux) shows the token masked
-// and its prompt promptly. The recording holds what the client got (masked once, not twice).
+// the rule does not scope sees the raw output; Git over SSH is not rewritten; a pty exec and an
+// interactive shell (tmux) show the secrets masked, the prompt promptly, and a password prompt
+// still hides its answer in the recording. The recording holds what the client got (masked once).
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateClientKey, type ClientKey } from '../support/sshd.ts';
-import { runScp, sshArgs, type SshOptions } from '../support/ssh-client.ts';
+import { gitSshEnv, runScp, sshArgs, type SshOptions } from '../support/ssh-client.ts';
+import { run } from '../support/processes.ts';
 import { startTerminal, type Terminal } from '../support/terminal.ts';
 import { findSecrets, selectDetectors } from '../../src/masking/detectors.ts';
 import { clientEnv, eventsOf, oneEvent, recordOne, runSshRaw, sha256, sha256File, startSshWorld, type Data, type SshWorld } from './helpers.ts';
@@ -113,6 +115,16 @@ describe('mask rules on what the SSH client receives', () => {
     assert.ok((exit.masked as Data[]).some((n) => n.field === 'stderr' && n.detector === 'aws'));
   });
 
+  it('masks a command run with a pty (ssh -tt): its terminal output, stderr merged in', async () => {
+    const { rec, result } = await recordOne(w.gw, () => runSshRaw(asBot({ extra: ['-tt'] }), `cat ${keyfile}; cat ${keyfile} >&2`));
+    assert.equal(result.code, 0, result.stderr);
+    const out = result.stdout.toString().replaceAll('\r\n', '\n');
+    assertMasked(out, 'pty output');
+    assert.equal(out.split('[masked:aws]').length, 3, 'both copies masked');
+    assertNoSecret(JSON.stringify(rec.events), 'the recording');
+    assert.ok((oneEvent(rec, 'ssh.exit').masked as Data[]).some((n) => n.field === 'stdout' && n.detector === 'aws' && n.count === 2));
+  });
+
   it('masks a token printed in two writes 200 ms apart (and an AWS key, and a key block)', async () => {
     const gh = [GH_TOKEN.slice(0, 14), GH_TOKEN.slice(14)];
     const aws = [AWS_KEY.slice(0, 9), AWS_KEY.slice(9)];
@@ -182,13 +194,41 @@ describe('mask rules on what the SSH client receives', () => {
     assert.equal(readFileSync(up, 'utf8'), raw);
   });
 
+  it('does not rewrite Git service channels: a clone whose pack and ref names hold the secrets arrives intact', async () => {
+    const src = join(w.work, 'git-src');
+    const bare = join(w.work, 'served.git');
+    const g = async (cwd: string, args: string[], env: NodeJS.ProcessEnv = {}) => {
+      const r = await run('git', args, { cwd, env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e', ...env }, timeoutMs: 60_000 });
+      assert.equal(r.code, 0, `git ${args.join(' ')}: ${r.stderr}`);
+      return r.stdout;
+    };
+    await g(w.work, ['init', '-q', '-b', 'main', src]);
+    writeFileSync(join(src, 'keyfile'), raw);
+    await g(src, ['add', 'keyfile']);
+    await g(src, ['commit', '-q', '-m', `add ${GH_TOKEN}`]);
+    // A branch named after the key: ref names travel in clear in the advertisement's pkt-lines.
+    await g(src, ['branch', AWS_KEY]);
+    await g(w.work, ['clone', '-q', '--bare', src, bare]);
+    // Uncompressed packs: the file's bytes, secrets included, are in the pack as they are.
+    await g(bare, ['config', 'pack.compression', '0']);
+    await g(bare, ['config', 'core.compression', '0']);
+    const pack = await run('sh', ['-c', 'git rev-list --objects --all | git pack-objects -q --stdout | base64 -w0'], { cwd: bare });
+    const packText = Buffer.from(pack.stdout, 'base64').toString('latin1');
+    assert.ok(packText.includes(AWS_KEY) && packText.includes(GH_TOKEN) && packText.includes(PEM_BODY), 'the pack holds the secrets in clear');
+    const dest = join(w.work, 'cloned');
+    await g(w.work, ['clone', '-q', `ssh://box@127.0.0.1:${w.gw.sshPort}${bare}`, dest], gitSshEnv({ identityFile: bot.privateKeyFile }));
+    assert.equal(readFileSync(join(dest, 'keyfile'), 'utf8'), raw);
+    assert.match(await g(dest, ['branch', '-r']), new RegExp(`origin/${AWS_KEY}`));
+    assert.match(await g(dest, ['log', '-1', '--format=%s']), new RegExp(GH_TOKEN));
+  });
+
   it('leaves the output of an identity the rule does not scope as it came', async () => {
     const { rec, result } = await recordOne(w.gw, () => runSshRaw(w.opts(), `cat ${keyfile}; cat ${keyfile} >&2`));
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout.toString(), raw);
     assert.equal(result.stderr, raw);
     const exit = oneEvent(rec, 'ssh.exit');
-    assert.equal(exit.masked?.constructor === Array && (exit.masked as Data[]).some((n) => 'rule' in n), false, 'no mask rule noted');
+    assert.ok(!((exit.masked as Data[] | undefined) ?? []).some((n) => 'rule' in n), 'no mask rule noted');
     // The store masks its own copy whatever the client got (docs/masking.md).
     assertNoSecret(JSON.stringify(rec.events).replace(/TKT-\d{6}/g, ''), 'the recording of the raw session');
   });
@@ -226,6 +266,12 @@ describe('mask rules in an interactive terminal (tmux)', () => {
         // A token printed in two writes 200 ms apart (by a script: the typed line must not hold it).
         await term.send(`sh ${splitScript}\n`);
         screen = await term.waitFor('SPLIT-DONE', 15_000);
+        // A password prompt without a trailing space is held by the masking, then sent: the
+        // recorder still sees it before the answer, and records the answer as hidden input.
+        await term.send(`read -r -s -p 'Password:' pw; echo; echo LEN-\${#pw}-END\n`);
+        await term.waitFor('Password:', 10_000);
+        await term.send('hunter2-not-shown\n');
+        await term.waitFor('LEN-17-END', 10_000);
         masked = await promptness(term);
         await term.send('exit\n');
         await term.waitExit(15_000);
@@ -237,6 +283,8 @@ describe('mask rules in an interactive terminal (tmux)', () => {
     for (const m of ['aws_access_key_id = [masked:aws]', 'GH=[masked:github] (ci)', '[masked:private_key]', 'tok [masked:github]']) {
       assert.ok(screen.includes(m), `screen lacks ${m}:\n${screen}`);
     }
+    const typed = eventsOf(rec, 'term.in').map((e) => String(e.data.d)).join('');
+    assert.ok(!typed.includes('hunter2') && typed.includes('[hidden input: 17 bytes]'), `term.in: ${JSON.stringify(typed.slice(-300))}`);
     const out = eventsOf(rec, 'term.out').map((e) => String(e.data.d)).join('');
     assert.ok(out.includes('aws_access_key_id = [masked:aws]') && out.includes('[masked:private_key]'), 'term.out holds the masked output');
     assertNoSecret(JSON.stringify(rec.events), 'the recording');

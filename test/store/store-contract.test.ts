@@ -366,8 +366,10 @@ for (const f of FACTORIES) {
           event('s_b', 4, { type: 'git.push', data: q({ updates: [{ ref: 'refs/heads/main', policy: { decision: 'audit', rule: 'f', version: 1, reason: 'x' } }] }) }),
           event('s_a', 2, { type: 'policy.hold', data: q({ request: 'apr_1', rule: 'h' }) }),
           event('s_c', 0, { type: 'query', data: q({ text: 'DELETE FROM invoices' }) }),
+          event('s_a', 3, { type: 'result', data: q({ ref: 0, tag: 'SELECT 1', masked: [{ field: 'rows', column: 'public.users.email', rule: 'pii', count: 1 }] }) }),
+          event('s_b', 5, { type: 'result', data: q({ ref: 3, tag: 'SELECT 0', masked: [] }) }),
         ],
-        sessionsEnded: [{ sessionId: 's_a', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 3 }, { sessionId: 's_b', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 5 }],
+        sessionsEnded: [{ sessionId: 's_a', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 4 }, { sessionId: 's_b', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 6 }],
       }));
       const ids = async (search: string, extra: Partial<Parameters<Store['listSessions']>[0]> = {}) => (await store.listSessions({ search, ...extra })).map((x) => x.id);
       assert.deepEqual(await ids('invoices'), [], 'nothing is found before the indexer ran');
@@ -384,12 +386,13 @@ for (const f of FACTORIES) {
       assert.deepEqual(await ids(''), [], 'no words: nothing');
       assert.deepEqual(await ids('invoices', { connectionIds: ['conn_other'] }), [], 'the caller\'s audit scope still applies');
       // Review flags, from the same pass: a denial, a flagged ref update, a hold.
-      const flagged = async (review: Array<'denied' | 'held' | 'flagged' | 'lost'>) => (await store.listSessions({ review })).map((x) => x.id);
+      const flagged = async (review: Array<'denied' | 'held' | 'flagged' | 'lost' | 'masked'>) => (await store.listSessions({ review })).map((x) => x.id);
       assert.deepEqual(await flagged(['denied']), ['s_b']);
       assert.deepEqual(await flagged(['denied', 'flagged']), ['s_b'], 'all must hold');
       assert.deepEqual(await flagged(['held']), ['s_a']);
       assert.deepEqual(await flagged(['held', 'denied']), []);
       assert.deepEqual(await flagged(['lost']), []);
+      assert.deepEqual(await flagged(['masked']), ['s_a'], 'a result with masked values (an empty note is nothing)');
       assert.deepEqual((await store.getSession('s_b'))!.reviewFlags, ['denied', 'flagged']);
       assert.equal((await store.getSession('s_c'))!.reviewFlags, undefined, 'nothing found (and not reviewed yet)');
       await store.writeBatch(batch({ sessionsEnded: [{ sessionId: 's_c', endedAt: T0 + 200, endReason: 'client terminated', eventCount: 1 }] }));

@@ -125,6 +125,29 @@ describe('SSH client output masking', () => {
     assert.equal(c.text(), `before ${AWS_KEY}\nduring [masked:aws] tail after\n`);
   });
 
+  it('bounded work on hostile output: 1 MB of near-matches in 512-byte writes', () => {
+    const MB = 1024 * 1024;
+    const hostile: Record<string, string> = {
+      'AKIA runs': 'AKIA'.repeat(MB / 4),
+      'one huge token': 'a'.repeat(MB),
+      'BEGIN then base64 forever': '-----BEGIN RSA PRIVATE KEY-----\n' + ('A'.repeat(64) + '\n').repeat(MB / 65),
+      'BEGIN headers, no END': '-----BEGIN RSA PRIVATE KEY-----\n'.repeat(MB / 32),
+      'digits with separators': '4111 '.repeat(MB / 5),
+      'eyJ runs': 'eyJ'.repeat(MB / 3),
+      'mixed': 'AKIA ghp_ glpat- xoxb- sk_live_ AIza eyJ :// password= 4111 '.repeat(MB / 64),
+    };
+    for (const [name, text] of Object.entries(hostile)) {
+      const c = channel(() => RULES);
+      const buf = Buffer.from(text, 'latin1');
+      const t0 = performance.now();
+      for (let at = 0; at < buf.length; at += 512) c.write(buf.subarray(at, at + 512));
+      c.masking.flush();
+      const ms = performance.now() - t0;
+      console.log(`# ${name}: 1 MB in 512-byte writes, ${ms.toFixed(0)} ms`);
+      assert.ok(ms < 3000, `${name} took ${ms.toFixed(0)} ms`);
+    }
+  });
+
   it('tells file-transfer commands apart', () => {
     assert.equal(transfersFiles('rsync --server -vlogDtpre.iLsfxCIvu . /tmp/x'), true);
     assert.equal(transfersFiles('/usr/bin/rsync --server --sender -e.LsfxC . src'), true);

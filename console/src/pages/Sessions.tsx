@@ -112,7 +112,7 @@ export function Sessions({ query }: { query: URLSearchParams }) {
           <option value="">any</option><option value="open">open</option><option value="ended">ended</option><option value="refused">refused</option>
         </select></label>
         <label>Has<select name="review" value={draft.review} onChange={(e) => setDraft({ ...draft, review: e.target.value })}>
-          <option value="">anything</option><option value="denied">denials</option><option value="held">holds</option><option value="flagged">flagged actions</option><option value="lost">lost events</option>
+          <option value="">anything</option><option value="denied">denials</option><option value="held">holds</option><option value="flagged">flagged actions</option><option value="lost">lost events</option><option value="masked">masked output</option>
         </select></label>
         <label>Integrity<select name="integrity" value={draft.integrity} onChange={(e) => setDraft({ ...draft, integrity: e.target.value })}>
           <option value="">any</option><option value="verified">verified</option><option value="incomplete">incomplete (events lost)</option><option value="broken">broken</option><option value="open">open (not sealed yet)</option>

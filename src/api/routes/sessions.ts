@@ -45,7 +45,7 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     return session;
   };
 
-  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost'>; before?: string; limit?: number; open?: boolean } }>('/api/v1/sessions', {
+  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost' | 'masked'>; before?: string; limit?: number; open?: boolean } }>('/api/v1/sessions', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: {
       identity: { type: 'string' }, connection: { type: 'string' }, kind: { type: 'string', enum: [...IDENTITY_KINDS, 'unknown'] },
       // claim=NAME=VALUE, repeatable; a single one arrives as an array too (query arrays are coerced).
@@ -53,7 +53,7 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       // Words from what the session ran (statements, commands, paths, refs, result samples); ended sessions.
       q: { type: 'string', maxLength: 500 },
       // Ended sessions with a denial, a hold, a flagged action or lost events (repeatable: all must hold).
-      review: { type: 'array', items: { type: 'string', enum: ['denied', 'held', 'flagged', 'lost'] }, maxItems: 4 },
+      review: { type: 'array', items: { type: 'string', enum: ['denied', 'held', 'flagged', 'lost', 'masked'] }, maxItems: 5 },
       // The next page: sessions that started before this one (newest first).
       before: { type: 'string', maxLength: 100 },
       limit: { type: 'integer', minimum: 1, maximum: 10000 },

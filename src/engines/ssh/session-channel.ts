@@ -322,7 +322,10 @@ export class SessionChannel {
       const out = masking.stream('stdout', (b) => { t.output(b); if (client.writable) client.write(b); });
       const err = masking.stream('stderr', (b) => { t.stderr(b); if (client.stderr.writable) client.stderr.write(b); });
       hooks = {
-        input: (c) => this.terminalInput(client, gate, t, c),
+        // Input answers what the target printed last: what the masking holds (a prompt without a
+        // trailing space, an echo) goes out first, so the client sees it and the recorder has it
+        // before the input (its password-prompt check reads it).
+        input: (c) => { masking.flush(); return this.terminalInput(client, gate, t, c); },
         output: (c) => { const m = out.transform(c); t.output(m ?? c); return m; },
         stderr: (c) => { const m = err.transform(c); t.stderr(m ?? c); return m; },
         flush: () => masking.flush(),
@@ -356,6 +359,8 @@ export class SessionChannel {
       ) : null;
       hooks = {
         // The scp tracker may take a refused file out of the stream: stdin records what is forwarded.
+        // (Output held back is not sent on stdin as it is in a terminal: a pipeline streaming
+        // stdin would cut the output's tokens at every chunk.)
         input: (c) => {
           const kept = scpTracker?.fromClient(c);
           const approved = script?.input(c);

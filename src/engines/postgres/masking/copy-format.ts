@@ -165,7 +165,7 @@ const BINARY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
  * the file header. Returns null when nothing changed, or when the data cannot be read (then the
  * caller fails closed).
  */
-export function maskBinaryCopy(data: Buffer, first: boolean, masked: (column: number) => boolean): Buffer | null | 'unreadable' {
+export function maskBinaryCopy(data: Buffer, first: boolean, masked: (column: number, value: Buffer) => boolean): Buffer | null | 'unreadable' {
   let pos = 0;
   if (first) {
     if (data.length < 19 || !data.subarray(0, 11).equals(BINARY_SIGNATURE)) return 'unreadable';
@@ -182,7 +182,7 @@ export function maskBinaryCopy(data: Buffer, first: boolean, masked: (column: nu
     for (let i = 0; i < count; i++) {
       if (pos + 4 > data.length) return 'unreadable';
       const len = data.readInt32BE(pos);
-      if (len >= 0 && masked(i)) {
+      if (len >= 0 && pos + 4 + len <= data.length && masked(i, data.subarray(pos + 4, pos + 4 + len))) {
         pieces.push(data.subarray(from, pos), NULL_LENGTH);
         from = pos + 4 + len;
         changed = true;

@@ -514,8 +514,9 @@ export class ResultMasker {
 
   private detectOnlyPlan(buf: Buffer, start: number, masking: ValueMasking): RowPlan {
     const n = buf.readInt16BE(start);
-    // Unknown formats: a value is looked at as text only if it decodes as such (binary integers do not hold secrets).
-    const columns = new Array<ColumnAction>(n).fill({ choice: null, label: 'column', text: true, textLike: false, json: false, jsonbBinary: false, detect: masking.detecting });
+    // Unknown types and formats: a value is read as its bytes are, and one a detector finds a secret
+    // in is NULL — rewriting a span could break a binary value's own structure (an array's lengths).
+    const columns = new Array<ColumnAction>(n).fill({ choice: null, label: 'column', text: false, opaque: true, textLike: false, json: false, jsonbBinary: false, detect: masking.detecting });
     return { masking, at: 0, generation: 0, columns, masksColumns: false, detects: masking.detecting };
   }
 
@@ -630,7 +631,8 @@ export class ResultMasker {
         return c ? masking.plan.column(c.schema, c.table, c.column) : all;
       });
       const labels = Array.from({ length: n }, (_, i) => names?.[i]?.column ?? 'column');
-      const detect = masking.detecting && statement.format !== 'binary';
+      // (Binary COPY: a field a detector finds a secret in is NULL, as a masked column's are.)
+      const detect = masking.detecting;
       return { masking, statement, choices, labels, detect, masksColumns: choices.some((c) => c !== null), seen: 0 };
     };
     if (!masking.plan.masksColumns) {
@@ -660,10 +662,14 @@ export class ResultMasker {
     if (!plan.masksColumns && !detect) return null;
     const s = plan.statement;
     if (s.format === 'binary') {
-      const r = maskBinaryCopy(buf.subarray(start, end), first, (i) => {
+      const r = maskBinaryCopy(buf.subarray(start, end), first, (i, value) => {
         const c = plan.choices[i] ?? null;
-        if (c) this.note(`copy[*][${i}]`, c.rule, plan.labels[i] ?? 'column');
-        return c !== null;
+        if (c) { this.note(`copy[*][${i}]`, c.rule, plan.labels[i] ?? 'column'); return true; }
+        if (!detect) return false;
+        this.found.length = 0;
+        if (plan.masking.secrets(value.toString('latin1'), this.found) === undefined) return false;
+        this.noteFound(`copy[*][${i}]`, plan.labels[i] ?? 'column');
+        return true;
       });
       if (r === 'unreadable') return copyData(Buffer.alloc(0)); // fail closed: nothing of what could not be read
       return r === null ? null : copyData(r);
