@@ -8,6 +8,7 @@
 // an incomplete line is kept back until it is whole) and the client gets scp's own error reply
 // (`\x01` and a message line), on which it skips that file and goes on with the next.
 import { createHash, type Hash } from 'node:crypto';
+import { ContentScan } from '../../masking/content-scan.ts';
 import path from 'node:path';
 import type { SessionRecording } from '../../recorder/recorder.ts';
 import type { Verdict } from '../../policy/types.ts';
@@ -46,7 +47,7 @@ export class ScpTracker {
   private readonly dirs: string[] = [];
   private line: Buffer[] = [];
   private lineBytes = 0;
-  private file: { name: string; size: number; remaining: number; hash: Hash; verdict: Verdict | null } | null = null;
+  private file: { name: string; size: number; remaining: number; hash: Hash; scan: ContentScan; verdict: Verdict | null } | null = null;
   private broken = false;
   /** Whether the upload target is a directory on the target host (null: unknown). */
   private targetIsDirectory: boolean | null = null;
@@ -101,6 +102,7 @@ export class ScpTracker {
       if (this.file && this.file.remaining > 0) {
         const take = Math.min(this.file.remaining, chunk.length - off);
         this.file.hash.update(chunk.subarray(off, off + take));
+        this.file.scan.add(chunk.subarray(off, off + take));
         this.file.remaining -= take;
         out.push(chunk.subarray(off, off + take));
         off += take;
@@ -154,6 +156,7 @@ export class ScpTracker {
       if (this.file && this.file.remaining > 0) {
         const take = Math.min(this.file.remaining, chunk.length - off);
         this.file.hash.update(chunk.subarray(off, off + take));
+        this.file.scan.add(chunk.subarray(off, off + take));
         this.file.remaining -= take;
         off += take;
         continue;
@@ -210,7 +213,7 @@ export class ScpTracker {
         this.dirs.push(name);
         return true;
       }
-      this.file = { name, size: Number(m[1]), remaining: Number(m[1]), hash: createHash('sha256'), verdict };
+      this.file = { name, size: Number(m[1]), remaining: Number(m[1]), hash: createHash('sha256'), scan: new ContentScan(), verdict };
     } else if (kind === 'E') {
       this.dirs.pop();
     }
@@ -230,11 +233,12 @@ export class ScpTracker {
     this.file = null;
     const dirs = [...this.dirs];
     const sha256 = f.remaining === 0 ? f.hash.digest('hex') : null;
+    const scanned = f.scan.finish();
     // The path may depend on whether the upload target is a directory: wait for that answer.
     this.emitted = this.emitted.then(() => this.directoryAnswer).then(() => {
       const unresolved = this.cmd.direction === 'upload' && dirs.length === 0 && !this.cmd.recursive && this.targetIsDirectory === null && !this.cmd.target.endsWith('/');
       this.rec.append('file.op', {
-        ch: this.channel, via: 'scp', op: this.cmd.direction, path: this.pathOf(f.name, dirs), size: f.size - f.remaining, sha256, status,
+        ch: this.channel, via: 'scp', op: this.cmd.direction, path: this.pathOf(f.name, dirs), size: f.size - f.remaining, sha256, ...scanned, status,
         ...(unresolved ? { pathNote: `stored at ${this.cmd.target}, or inside it if it is a directory` } : {}), ...policyField(f.verdict),
       });
     });

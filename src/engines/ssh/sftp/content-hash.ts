@@ -4,6 +4,7 @@
 // opens, one channel never holds more than the budget (exceeding it throws, and the tracker
 // closes the channel).
 import { createHash, type Hash } from 'node:crypto';
+import { ContentScan, type ContentScanResult } from '../../../masking/content-scan.ts';
 
 /** Out-of-order bytes held across all files of one channel. */
 export class ReorderBudget {
@@ -19,6 +20,8 @@ export class ReorderBudgetExceededError extends Error {}
 
 export class ContentHash {
   private readonly hash: Hash = createHash('sha256');
+  /** The detectors read the same stream, in file order (see content-scan.ts). */
+  private readonly scan = new ContentScan();
   private readonly budget: ReorderBudget;
   /** Next offset the hash expects. */
   private next = 0;
@@ -53,12 +56,14 @@ export class ContentHash {
     if (!this.sequential) return;
     if (offset === this.next) {
       this.hash.update(data);
+      this.scan.add(data);
       this.next += data.length;
       let more: Buffer | undefined;
       while ((more = this.early.get(this.next)) !== undefined) {
         this.early.delete(this.next);
         this.release(more.length);
         this.hash.update(more);
+        this.scan.add(more);
         this.next += more.length;
       }
       return;
@@ -80,12 +85,12 @@ export class ContentHash {
   }
 
   /** What the record says about the content; frees what is held. */
-  finish(): { sha256: string } | { sha256: null; hashNote: string } {
+  finish(): ({ sha256: string } | { sha256: null; hashNote: string }) & ContentScanResult {
     const complete = this.sequential && this.early.size === 0 && this.next === this.size;
     const hashNote = this.note ?? (this.start !== null && this.start > 0
       ? `resumed at byte ${this.start}: only the rest of the file crossed the gateway, so no content hash of the file`
       : 'the transfer was not one contiguous stream (partial or out of order), so no content hash');
-    const out = complete ? { sha256: this.hash.digest('hex') } : { sha256: null, hashNote };
+    const out = complete ? { sha256: this.hash.digest('hex'), ...this.scan.finish() } : { sha256: null, hashNote, ...this.scan.finish() };
     this.giveUp();
     return out;
   }
