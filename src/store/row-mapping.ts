@@ -9,6 +9,13 @@ import { reviewFlagNames } from './search-text.ts';
 
 export type Row = Record<string, unknown>;
 
+/** The session list's outcome filter, the same SQL in both stores (refusals end with 'refused: …'). */
+export const OUTCOME_SQL: Record<'open' | 'ended' | 'refused', string> = {
+  open: 'ended_at IS NULL',
+  ended: "ended_at IS NOT NULL AND end_reason NOT LIKE 'refused%'",
+  refused: "end_reason LIKE 'refused%'",
+};
+
 const flag = (v: unknown): boolean => v === true || Number(v) === 1;
 
 export function toEvent(r: Row): EventRow {

@@ -361,6 +361,12 @@ export interface SessionFilter {
   review?: Array<'denied' | 'held' | 'flagged' | 'lost' | 'masked'>;
   /** Only sessions that started before this one (the next page of a list, newest first). */
   before?: { startedAt: number; id: string };
+  protocol?: string;
+  /** open: not ended; ended: ended and not refused; refused: an attempt refused at the door. */
+  outcome?: 'open' | 'ended' | 'refused';
+  /** Started at or after / before these times (µs since epoch). */
+  startedFrom?: number;
+  startedTo?: number;
   limit?: number;
 }
 

@@ -75,6 +75,29 @@ test('the API pages sessions by cursor, newest first, without repeats', async ()
   assert.equal(bad.status, 400);
 });
 
+test('the API filters sessions by protocol, outcome and when they started (server-side, so the page limit holds)', async () => {
+  const fetchList = (q: string) => fetch(`${gw.url}/api/v1/sessions?${q}`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
+  const get = async (q: string) => {
+    const r = await fetchList(q);
+    assert.equal(r.status, 200, await r.clone().text());
+    return (await r.json()) as SessionView[];
+  };
+  const t0 = new Date(Date.now() - 1000).toISOString();
+  psql('SELECT 1', 'window-1');
+  psql('SELECT 2', 'window-2');
+  const t1 = new Date(Date.now() + 1000).toISOString();
+  const inWindow = await get(`from=${t0}&to=${t1}&protocol=postgres&outcome=ended&limit=1000`);
+  assert.deepEqual(inWindow.map((s) => s.applicationName).filter((a) => a.startsWith('window-')), ['window-2', 'window-1']);
+  assert.ok(inWindow.every((s) => s.protocol === 'postgres' && s.endedAt !== null && Date.parse(s.startedAt) >= Date.parse(t0)));
+  assert.deepEqual(await get(`to=${t0}&limit=1000`).then((l) => l.filter((s) => s.applicationName.startsWith('window-'))), [], 'before the window: none of them');
+  assert.deepEqual(await get(`from=${t0}&protocol=ssh`), []);
+  assert.deepEqual((await get(`from=${t0}&outcome=open`)).filter((s) => s.applicationName.startsWith('window-')), []);
+  // Malformed filters are refused, not ignored.
+  for (const q of ['from=yesterday', 'to=2026-13-45T00:00:00Z', 'protocol=ftp', 'outcome=maybe', 'open=true&protocol=ssh']) {
+    assert.equal((await fetchList(q)).status, 400, q);
+  }
+});
+
 test('GET /api/v1/sessions/:id/verify checks a session as verify --store does; an edited event is reported', async () => {
   psql("SELECT 'verify-me' AS x", 'verify-one');
   const s = (await eventually('verify', 1)).find((x) => x.applicationName === 'verify-one')!;

@@ -352,6 +352,24 @@ for (const f of FACTORIES) {
       assert.deepEqual((await store.listAccessGrants()).map((g) => g.id), ['g6']);
     }));
 
+    test('session filters: protocol, outcome (open, ended, refused) and when they started', () => withStore(f, async (store) => {
+      await store.writeBatch(batch({
+        sessionsStarted: [session('f_a', T0), session('f_b', T0 + 10, { protocol: 'ssh' }), session('f_c', T0 + 20), session('f_d', T0 + 30)],
+        sessionsEnded: [
+          { sessionId: 'f_a', endedAt: T0 + 100, endReason: 'client terminated', eventCount: 0 },
+          { sessionId: 'f_d', endedAt: T0 + 31, endReason: 'refused: no grant for this connection', eventCount: 0 },
+        ],
+      }));
+      const ids = async (extra: Partial<Parameters<Store['listSessions']>[0]>) => (await store.listSessions(extra)).map((x) => x.id).filter((id) => id.startsWith('f_'));
+      assert.deepEqual(await ids({ protocol: 'ssh' }), ['f_b']);
+      assert.deepEqual(await ids({ protocol: 'postgres' }), ['f_d', 'f_c', 'f_a']);
+      assert.deepEqual(await ids({ outcome: 'open' }), ['f_c', 'f_b']);
+      assert.deepEqual(await ids({ outcome: 'ended' }), ['f_a']);
+      assert.deepEqual(await ids({ outcome: 'refused' }), ['f_d']);
+      assert.deepEqual(await ids({ startedFrom: T0 + 10, startedTo: T0 + 30 }), ['f_c', 'f_b'], 'from inclusive, to exclusive');
+      assert.deepEqual(await ids({ startedFrom: T0 + 10, protocol: 'postgres', outcome: 'open' }), ['f_c'], 'together');
+    }));
+
     test('full-text search: ended sessions are indexed behind the recording; every word must occur; pages by cursor; removed with their session', () => withStore(f, async (store) => {
       const q = (data: unknown) => JSON.stringify(data);
       await store.writeBatch(batch({

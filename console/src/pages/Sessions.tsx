@@ -1,13 +1,19 @@
 // Sessions: the recordings the signed-in identity may audit, newest first, a page at a time (the
 // API pages by cursor, so a long history stays fast), filtered by the API (identity, kind,
-// connection, words in what they ran) and, on the page, by protocol and outcome. Each row links to
-// the session.
+// connection, protocol, outcome, when they started, words in what they ran, review flags) and, on
+// the page, by integrity (a check per session). Each row links to the session.
 import { useEffect, useRef, useState, type FormEvent, type KeyboardEvent } from 'react';
 import { ApiError, get, type SessionView } from '../api.ts';
 import { Shown, Time, visible } from '../format.tsx';
 import { back, go, href } from '../router.ts';
 
-const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome', 'review', 'integrity'] as const;
+const FIELDS = ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome', 'from', 'to', 'review', 'integrity'] as const;
+
+/** A datetime-local value (the viewer's zone) as the API's ISO time; '' when empty or invalid. */
+function isoOf(local: string): string {
+  const t = local ? new Date(local).getTime() : NaN;
+  return Number.isNaN(t) ? '' : new Date(t).toISOString();
+}
 
 /** What GET /api/v1/sessions/:id/verify said, as the list shows it. */
 type Checked = { state: 'verified' | 'incomplete' | 'broken' | 'open'; problem?: string };
@@ -27,7 +33,8 @@ export function Sessions({ query }: { query: URLSearchParams }) {
 
   const page = (before?: string) => {
     const q = new URLSearchParams({ limit: String(PAGE) });
-    for (const f of ['q', 'identity', 'kind', 'connection', 'review'] as const) if (filters[f]) q.set(f, filters[f]);
+    for (const f of ['q', 'identity', 'kind', 'connection', 'protocol', 'outcome', 'review'] as const) if (filters[f]) q.set(f, filters[f]);
+    for (const f of ['from', 'to'] as const) if (isoOf(filters[f])) q.set(f, isoOf(filters[f]));
     if (before) q.set('before', before);
     return get<SessionView[]>(`/api/v1/sessions?${q}`).then((r) => { setMore(r.length === PAGE); return r; });
   };
@@ -84,8 +91,7 @@ export function Sessions({ query }: { query: URLSearchParams }) {
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [rows, filters.integrity]);
 
-  const shown = (rows ?? []).filter((s) => (!filters.integrity || checked[s.id]?.state === filters.integrity) && (!filters.protocol || s.protocol === filters.protocol)
-    && (!filters.outcome || (filters.outcome === 'open' ? s.endedAt === null : filters.outcome === 'refused' ? /^refused/.test(s.endReason ?? '') : s.endedAt !== null && !/^refused/.test(s.endReason ?? ''))));
+  const shown = (rows ?? []).filter((s) => !filters.integrity || checked[s.id]?.state === filters.integrity);
   const submit = (e: FormEvent) => {
     e.preventDefault();
     go('/sessions', draft);
@@ -111,6 +117,8 @@ export function Sessions({ query }: { query: URLSearchParams }) {
         <label>Outcome<select name="outcome" value={draft.outcome} onChange={(e) => setDraft({ ...draft, outcome: e.target.value })}>
           <option value="">any</option><option value="open">open</option><option value="ended">ended</option><option value="refused">refused</option>
         </select></label>
+        {field('from', 'Started from', { type: 'datetime-local', title: 'in your time zone' })}
+        {field('to', 'to', { type: 'datetime-local', title: 'in your time zone' })}
         <label>Has<select name="review" value={draft.review} onChange={(e) => setDraft({ ...draft, review: e.target.value })}>
           <option value="">anything</option><option value="denied">denials</option><option value="held">holds</option><option value="flagged">flagged actions</option><option value="lost">lost events</option><option value="masked">masked output</option>
         </select></label>

@@ -45,7 +45,8 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
     return session;
   };
 
-  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost' | 'masked'>; before?: string; limit?: number; open?: boolean } }>('/api/v1/sessions', {
+  app.get<{ Querystring: { identity?: string; connection?: string; kind?: string; claim?: string[]; q?: string; review?: Array<'denied' | 'held' | 'flagged' | 'lost' | 'masked'>; before?: string; limit?: number; open?: boolean;
+    protocol?: string; outcome?: 'open' | 'ended' | 'refused'; from?: string; to?: string } }>('/api/v1/sessions', {
     schema: { querystring: { type: 'object', additionalProperties: false, properties: {
       identity: { type: 'string' }, connection: { type: 'string' }, kind: { type: 'string', enum: [...IDENTITY_KINDS, 'unknown'] },
       // claim=NAME=VALUE, repeatable; a single one arrives as an array too (query arrays are coerced).
@@ -58,14 +59,18 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       before: { type: 'string', maxLength: 100 },
       limit: { type: 'integer', minimum: 1, maximum: 10000 },
       // Only the sessions open now (however long ago they started), newest first; with identity, kind, connection.
-      open: { type: 'boolean' } } } },
+      open: { type: 'boolean' },
+      protocol: { type: 'string', enum: ['postgres', 'ssh', 'git-http'] },
+      outcome: { type: 'string', enum: ['open', 'ended', 'refused'] },
+      // Started at or after `from`, before `to` (ISO 8601 times with a zone, e.g. 2026-12-04T10:00:00Z).
+      from: { type: 'string', format: 'date-time' }, to: { type: 'string', format: 'date-time' } } } },
   }, async (req) => {
-    const { claim, q, before, review, open, ...filter } = req.query;
+    const { claim, q, before, review, open, from, to, ...filter } = req.query;
     // Only sessions of connections the caller may audit; the filter runs in the store so the limit holds.
     const { where } = await auditScope(req);
     const connectionIds = where.every ? undefined : where.connectionIds;
     if (open) {
-      if (q || before || review?.length || claim?.length) throw new UserError('open=true combines only with identity, kind, connection and limit');
+      if (q || before || review?.length || claim?.length || from || to || filter.protocol || filter.outcome) throw new UserError('open=true combines only with identity, kind, connection and limit');
       const ids = connectionIds ? new Set(connectionIds) : null;
       return (await deps.store.listOpenSessions())
         .filter((s) => (!ids || ids.has(s.connectionId)) && (!filter.identity || s.identityName === filter.identity)
@@ -78,7 +83,8 @@ export async function sessionRoutes(app: FastifyInstance, deps: ApiDeps): Promis
       if (!s) throw new UserError(`before: session "${before}" does not exist`, 400);
       cursor = { startedAt: s.startedAt, id: s.id };
     }
-    return (await deps.store.listSessions({ ...filter, claims: parseClaimFilters(claim ?? []), connectionIds,
+    const at = (iso: string | undefined): number | undefined => (iso === undefined ? undefined : Date.parse(iso) * 1000);
+    return (await deps.store.listSessions({ ...filter, claims: parseClaimFilters(claim ?? []), connectionIds, startedFrom: at(from), startedTo: at(to),
       ...(q !== undefined && q.trim() !== '' ? { search: q } : {}), ...(review?.length ? { review } : {}), ...(cursor ? { before: cursor } : {}) })).map(sessionView);
   });
 

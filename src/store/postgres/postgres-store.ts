@@ -11,7 +11,7 @@ import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus,
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
-  ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, sessionClaimsColumn, toAccessGrant, toConnection, toConnector,
+  ACCESS_GRANT_ORDER, OUTCOME_SQL, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, sessionClaimsColumn, toAccessGrant, toConnection, toConnector,
   toEvent, toGroup, toGroupMember, toIdentity, toPublicKey, APPROVAL_COLUMNS, approvalValues, toApproval, toAuditEntry, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
 } from '../row-mapping.ts';
 
@@ -317,6 +317,10 @@ export class PostgresStore implements Store {
     if (f.identity) { args.push(f.identity); where.push(`identity_name = $${args.length}`); }
     if (f.connection) { args.push(f.connection); where.push(`connection_name = $${args.length}`); }
     if (f.kind) { args.push(f.kind); where.push(`identity_kind = $${args.length}`); }
+    if (f.protocol) { args.push(f.protocol); where.push(`protocol = $${args.length}`); }
+    if (f.outcome) where.push(OUTCOME_SQL[f.outcome]);
+    if (f.startedFrom !== undefined) { args.push(f.startedFrom); where.push(`started_at >= $${args.length}`); }
+    if (f.startedTo !== undefined) { args.push(f.startedTo); where.push(`started_at < $${args.length}`); }
     if (f.connectionIds) { args.push(f.connectionIds); where.push(`connection_id = ANY($${args.length}::text[])`); }
     for (const [name, value] of Object.entries(f.claims ?? {})) {
       if (!CLAIM_NAME.test(name)) throw new Error(`invalid claim name "${name}"`);

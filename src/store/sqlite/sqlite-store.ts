@@ -17,7 +17,7 @@ import type { IdentityClaims, PendingLogin, PendingLoginKey, PendingLoginStatus,
 import { PENDING_LOGIN_COLUMNS, pendingLoginLookup, pendingLoginValues, toPendingLogin } from '../sso-rows.ts';
 
 import {
-  ACCESS_GRANT_ORDER, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, toAccessGrant, toConnection, toConnector, toEvent, toGroup,
+  ACCESS_GRANT_ORDER, OUTCOME_SQL, ACCESS_GRANT_SELECT, GROUP_MEMBER_SELECT, identityWorkloadColumns, toAccessGrant, toConnection, toConnector, toEvent, toGroup,
   toGroupMember, toIdentity, toPublicKey, APPROVAL_COLUMNS, approvalValues, toApproval, toAuditEntry, toPolicyVersion, toPolicyVersionInfo, toSeal, toSession, toToken, type Row,
 } from '../row-mapping.ts';
 
@@ -275,6 +275,10 @@ export class SqliteStore implements Store {
     if (f.identity) { where.push('identity_name = ?'); args.push(f.identity); }
     if (f.connection) { where.push('connection_name = ?'); args.push(f.connection); }
     if (f.kind) { where.push('identity_kind = ?'); args.push(f.kind); }
+    if (f.protocol) { where.push('protocol = ?'); args.push(f.protocol); }
+    if (f.outcome) where.push(OUTCOME_SQL[f.outcome]);
+    if (f.startedFrom !== undefined) { where.push('started_at >= ?'); args.push(f.startedFrom); }
+    if (f.startedTo !== undefined) { where.push('started_at < ?'); args.push(f.startedTo); }
     if (f.connectionIds) { where.push('connection_id IN (SELECT value FROM json_each(?))'); args.push(JSON.stringify(f.connectionIds)); }
     for (const [name, value] of Object.entries(f.claims ?? {})) {
       if (!CLAIM_NAME.test(name)) throw new Error(`invalid claim name "${name}"`);
