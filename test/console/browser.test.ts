@@ -142,15 +142,18 @@ test('a held DELETE waits in psql until it is approved in the inbox; psql then c
   await card.waitFor({ state: 'detached' });
   // Once ended and reviewed, the session is listed among those with holds.
   await page.getByRole('link', { name: 'Sessions' }).click();
-  for (let i = 0; ; i++) {
+  // The list shown before the filter may still be on the page, or reloading (Filter asks again):
+  // judge the rows seen in one look.
+  let listed: string[] = [];
+  for (let i = 0; i < 40; i++) {
     await page.getByLabel('Has').selectOption('held');
     await page.getByRole('button', { name: 'Filter' }).click();
     await page.locator('table.list, p.muted').first().waitFor();
-    // The list shown before the filter may still be on the page: wait for the filtered one.
-    if ((await page.locator('table.list tbody tr td:nth-child(6)').allInnerTexts()).join() === 'console-held' || i > 20) break;
+    listed = await page.locator('table.list tbody tr td:nth-child(6)').allInnerTexts();
+    if (listed.join() === 'console-held') break;
     await sleep(500);
   }
-  assert.deepEqual(await page.locator('table.list tbody tr td:nth-child(6)').allInnerTexts(), ['console-held']);
+  assert.deepEqual(listed, ['console-held']);
   if (SHOTS) {
     // The session of that psql: the held statement, its approval and its outcome.
     await page.locator('tr', { hasText: 'console-held' }).getByRole('link').click();
