@@ -34,11 +34,12 @@ export class ContentScan {
     const part = data.length > room ? data.subarray(0, room) : data;
     if (part.length < data.length) this.skipped = true;
     this.scanned += part.length;
-    this.masker.feedBytes(part); // what it would send is not used: only its findings
+    // Bytes as latin1 characters (detectors are ASCII); what it would send is not used, only its findings.
+    this.masker.feed(part.toString('latin1'));
   }
 
   finish(): ContentScanResult {
-    this.masker.flushBytes();
+    this.masker.flush();
     const found = [...this.masker.counts].filter(([, n]) => n > 0).map(([detector, count]) => ({ detector, count }));
     return {
       ...(found.length > 0 ? { secretsFound: found } : {}),

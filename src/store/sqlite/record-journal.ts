@@ -53,7 +53,6 @@ export class JournalRecordWriter {
   private applyFailure: Error | null = null;
   private failure: Error | null = null;
   private closed = false;
-  readonly stats = { journalWrites: 0, applies: 0, batchesApplied: 0, rotations: 0, replayed: 0 };
 
   constructor(file: string, options: { fsync: boolean; capacity?: number }) {
     this.walFile = `${file}-wal`;
@@ -161,7 +160,6 @@ export class JournalRecordWriter {
         p.state = 'failed';
         p.error = new Error(`an earlier recording batch failed (${this.failure.message})`);
       } else {
-        this.stats.journalWrites++;
         p.state = 'written';
       }
       this.settle();
@@ -250,8 +248,6 @@ export class JournalRecordWriter {
       this.unapplied = [];
       this.unappliedEvents = 0;
       this.applyFailure = null;
-      this.stats.applies++;
-      this.stats.batchesApplied += batches.length;
     } catch (err) {
       // The batches are safe in the journal; SQLite gets them at the next try or the next start.
       if (!this.applyFailure) this.applyFailingSince = Date.now();
@@ -272,9 +268,6 @@ export class JournalRecordWriter {
   };
 
   private applyFailingSince = 0;
-
-  /** Why journaled batches are not in SQLite yet, if they are not. */
-  get behind(): Error | null { return this.applyFailure; }
 
   /**
    * Makes SQLite hold everything durably and starts a new generation at the head of the journal.
@@ -303,7 +296,6 @@ export class JournalRecordWriter {
     this.generation = generation;
     this.serial = 0;
     this.offset = HEADER;
-    this.stats.rotations++;
   }
 
   /** Rotates once no journal write is in flight (one in flight would land in the old generation). */
@@ -337,10 +329,7 @@ export class JournalRecordWriter {
       at += HEADER + length;
     }
     if (generation >= 0) this.generation = generation;
-    if (batches.length > 0) {
-      this.writer.writeMany(batches);
-      this.stats.replayed = batches.length;
-    }
+    if (batches.length > 0) this.writer.writeMany(batches);
   }
 
   /** The first step of zeros, at open (later steps are written as the records reach them). */
